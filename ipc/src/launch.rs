@@ -1,0 +1,218 @@
+//! The launch contract between the controller and its children.
+//!
+//! The controller owns every listener, region and doorbell. It starts a
+//! child with those fds inherited (same numbers) and one environment
+//! variable, [`LAUNCH_ENV`], holding a JSON [`Launch`] that says what each
+//! fd is and how the child should behave. Children never read the config
+//! file, so they cannot disagree with the controller about it.
+
+use crate::error::IpcError;
+use crate::layout::PairLayout;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+/// The environment variable that carries the JSON [`Launch`].
+pub const LAUNCH_ENV: &str = "SPP_LAUNCH";
+
+/// What a child is told at start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Launch {
+    /// Start as the proxy.
+    Proxy(ProxyLaunch),
+    /// Start as a worker.
+    Worker(WorkerLaunch),
+}
+
+impl Launch {
+    /// Reads the spec from [`LAUNCH_ENV`].
+    pub fn from_env() -> Result<Self, IpcError> {
+        let text = std::env::var(LAUNCH_ENV).map_err(|_| {
+            IpcError::Launch(format!("{LAUNCH_ENV} is not set: this program is started by `spp start`, not by hand"))
+        })?;
+        serde_json::from_str(&text).map_err(|e| IpcError::Launch(format!("{LAUNCH_ENV} is malformed: {e}")))
+    }
+
+    /// The JSON text to put in [`LAUNCH_ENV`].
+    pub fn to_env_value(&self) -> String {
+        // Serialising plain data structs cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Transport of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A listening TCP socket.
+    Tcp,
+    /// A bound UDP socket.
+    Udp,
+}
+
+/// One inherited listening socket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListenerFd {
+    /// Index in the config's `listen` list (reported to plugins).
+    pub index: u16,
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The inherited fd.
+    pub fd: RawFd,
+}
+
+/// One inherited pair region and its worker's doorbell.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PairFds {
+    /// Worker index inside the group.
+    pub index: u32,
+    /// The pair memfd.
+    pub region_fd: RawFd,
+    /// The worker's doorbell eventfd.
+    pub bell_fd: RawFd,
+}
+
+/// One worker group as the proxy sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupFds {
+    /// The group id `spp_route` returns.
+    pub id: u32,
+    /// Every worker slot of the group (up to its maximum size).
+    pub slots: Vec<PairFds>,
+}
+
+/// Proxy limits, already validated by the controller.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProxyLimits {
+    /// Open TCP connections at most; more are refused (accepted and closed).
+    pub max_connections: usize,
+    /// Bytes one request may have; a larger one closes its connection.
+    pub max_request_size: usize,
+    /// Bytes of responses buffered per connection before the client counts
+    /// as too slow and is disconnected.
+    pub max_send_buffer: usize,
+    /// Milliseconds without traffic before a connection is closed.
+    pub idle_timeout_ms: u64,
+    /// UDP requests awaiting a reply at most.
+    pub max_udp_flows: usize,
+    /// Microseconds the proxy spins for responses before sleeping.
+    pub spin_us: u64,
+}
+
+/// Logging settings for a child.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogSpec {
+    /// A `tracing` filter such as `info` or `spp_proxy=debug`.
+    pub level: String,
+}
+
+/// Everything the proxy needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProxyLaunch {
+    /// The service name (for logs).
+    pub service: String,
+    /// How many proxies ran before this one (0, 1, ...); part of every flow
+    /// id, so a response meant for a previous proxy's connection can never
+    /// reach a new one.
+    pub epoch: u16,
+    /// The proxy's plugin.
+    pub plugin: PathBuf,
+    /// The string handed to its `spp_init`.
+    pub plugin_conf: String,
+    /// Inherited listeners.
+    pub listeners: Vec<ListenerFd>,
+    /// The proxy region memfd.
+    pub proxy_region_fd: RawFd,
+    /// The proxy's doorbell eventfd (workers ring it).
+    pub proxy_bell_fd: RawFd,
+    /// The pair layout (same for every pair).
+    pub pair_layout: PairLayout,
+    /// Every group and its worker slots.
+    pub groups: Vec<GroupFds>,
+    /// Limits.
+    pub limits: ProxyLimits,
+    /// Logging.
+    pub log: LogSpec,
+}
+
+/// Everything a worker needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerLaunch {
+    /// The service name (for logs).
+    pub service: String,
+    /// The group id.
+    pub group: u32,
+    /// The worker's index in its group.
+    pub index: u32,
+    /// The group's plugin.
+    pub plugin: PathBuf,
+    /// The string handed to its `spp_init`.
+    pub plugin_conf: String,
+    /// This worker's pair region and doorbell.
+    pub pair: PairFds,
+    /// The pair layout.
+    pub pair_layout: PairLayout,
+    /// The proxy region memfd (for the proxy's sleep flag).
+    pub proxy_region_fd: RawFd,
+    /// The proxy's doorbell eventfd.
+    pub proxy_bell_fd: RawFd,
+    /// Microseconds the worker spins for requests before sleeping.
+    pub spin_us: u64,
+    /// Logging.
+    pub log: LogSpec,
+}
+
+impl ProxyLaunch {
+    /// Every fd the proxy must inherit.
+    pub fn inherited_fds(&self) -> Vec<RawFd> {
+        let mut fds: Vec<RawFd> = self.listeners.iter().map(|l| l.fd).collect();
+        fds.push(self.proxy_region_fd);
+        fds.push(self.proxy_bell_fd);
+        for group in &self.groups {
+            for slot in &group.slots {
+                fds.push(slot.region_fd);
+                fds.push(slot.bell_fd);
+            }
+        }
+        fds
+    }
+}
+
+impl WorkerLaunch {
+    /// Every fd the worker must inherit.
+    pub fn inherited_fds(&self) -> Vec<RawFd> {
+        vec![self.pair.region_fd, self.pair.bell_fd, self.proxy_region_fd, self.proxy_bell_fd]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_spec_round_trips() {
+        let spec = Launch::Worker(WorkerLaunch {
+            service: "echo".into(),
+            group: 1,
+            index: 0,
+            plugin: "/x.so".into(),
+            plugin_conf: String::new(),
+            pair: PairFds { index: 0, region_fd: 5, bell_fd: 6 },
+            pair_layout: PairLayout { request_capacity: 4096, response_capacity: 4096 },
+            proxy_region_fd: 7,
+            proxy_bell_fd: 8,
+            spin_us: 50,
+            log: LogSpec { level: "info".into() },
+        });
+        let text = spec.to_env_value();
+        let back: Launch = serde_json::from_str(&text).unwrap();
+        match back {
+            Launch::Worker(w) => assert_eq!(w.inherited_fds(), vec![5, 6, 7, 8]),
+            Launch::Proxy(_) => panic!("wrong role"),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! # spp-ipc — what the spp controller, proxy and workers share
+//!
+//! * [`shm`]: memfd-backed shared regions (no file in /dev/shm).
+//! * [`ring`]: the SPSC ring of variable-length records.
+//! * [`record`]: what request and response records carry.
+//! * [`doorbell`]: eventfd doorbells and the sleep-flag protocol.
+//! * [`layout`]: the versioned `#[repr(C)]` shared-memory layout (pair and
+//!   proxy regions, counters).
+//! * [`launch`]: the controller → child launch contract.
+
+pub mod doorbell;
+pub mod error;
+pub mod launch;
+pub mod layout;
+pub mod record;
+pub mod ring;
+pub mod shm;
+
+pub use error::IpcError;

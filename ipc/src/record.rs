@@ -1,0 +1,76 @@
+//! What travels in the rings: request records (proxy → worker) carry a
+//! [`RequestMeta`] in front of the request bytes; response records
+//! (worker → proxy) carry a [`ResponseMeta`]. Both metas are `#[repr(C)]`
+//! and read in place (ring payloads are 8-aligned), so a request reaches
+//! the plugin with no copy.
+
+use spp_plugin_api::abi::SppConnInfo;
+
+/// Ring record kind of a request.
+pub const KIND_REQUEST: u16 = 16;
+/// Ring record kind of response bytes for a flow.
+pub const KIND_RESPONSE: u16 = 17;
+/// Ring record kind: close the flow once its pending bytes are flushed.
+pub const KIND_CLOSE: u16 = 18;
+
+/// In front of every request record's bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestMeta {
+    /// The connection the request came from, handed to `spp_process` as is.
+    pub conn: SppConnInfo,
+    /// Per-pair request sequence number (see `PairHeader::pushed_seq`).
+    pub seq: u64,
+    /// When the proxy queued it, CLOCK_MONOTONIC nanoseconds.
+    pub enqueued_ns: u64,
+}
+
+/// In front of every response record's bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResponseMeta {
+    /// The flow the bytes go to.
+    pub flow: u64,
+}
+
+/// Bytes of a [`RequestMeta`].
+pub const REQUEST_META_SIZE: usize = std::mem::size_of::<RequestMeta>();
+/// Bytes of a [`ResponseMeta`].
+pub const RESPONSE_META_SIZE: usize = std::mem::size_of::<ResponseMeta>();
+
+/// Views a request record's payload as its meta and request bytes, in
+/// place. `None` if it is too short or misaligned.
+pub fn split_request(payload: &[u8]) -> Option<(&RequestMeta, &[u8])> {
+    split::<RequestMeta>(payload)
+}
+
+/// Views a response record's payload as its meta and bytes, in place.
+pub fn split_response(payload: &[u8]) -> Option<(&ResponseMeta, &[u8])> {
+    split::<ResponseMeta>(payload)
+}
+
+fn split<T>(payload: &[u8]) -> Option<(&T, &[u8])> {
+    let size = std::mem::size_of::<T>();
+    if payload.len() < size || payload.as_ptr() as usize % std::mem::align_of::<T>() != 0 {
+        return None;
+    }
+    // SAFETY: long enough and aligned (checked); `T` is a plain-old-data
+    // `#[repr(C)]` struct for which every bit pattern is valid.
+    let meta = unsafe { &*payload.as_ptr().cast::<T>() };
+    Some((meta, &payload[size..]))
+}
+
+/// The bytes of a `#[repr(C)]` meta, for pushing into a ring.
+pub fn meta_bytes<T: Copy>(meta: &T) -> &[u8] {
+    // SAFETY: reading the object's own bytes; the metas have no padding
+    // holes that matter to the reader (they are read back as the same type).
+    unsafe { std::slice::from_raw_parts((meta as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (comparable across processes).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

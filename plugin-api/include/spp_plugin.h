@@ -1,0 +1,158 @@
+/*
+ * spp_plugin.h — the spp business plugin ABI, version 1.
+ *
+ * A plugin is a shared object (.so) that the spp proxy and workers dlopen.
+ * It exports plain C functions named below. Only `spp_plugin_abi_version`,
+ * `spp_input` and `spp_process` are required; every other hook is optional
+ * and looked up by name.
+ *
+ *   proxy:  spp_init -> { spp_input, spp_route, spp_exception, spp_close }* -> spp_fini
+ *   worker: spp_init -> { spp_process }* -> spp_fini
+ *
+ * Both roles load the same kind of object (often the very same file); a hook
+ * is only called in the role listed next to it.
+ *
+ * Threading: every hook is called on the process's main thread. The host
+ * services in `spp_host` may be called from the hook, or later from any
+ * thread of a worker (deferred replies).
+ *
+ * Memory: every pointer handed to a hook is valid only during that call.
+ * The `spp_host` table stays valid from spp_init until spp_fini returns.
+ */
+#ifndef SPP_PLUGIN_H
+#define SPP_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI version this header describes. Export it from
+ * `spp_plugin_abi_version`; the host refuses any other value. */
+#define SPP_PLUGIN_ABI_VERSION 1u
+
+/* ---- connection info ---------------------------------------------------- */
+
+#define SPP_PROTO_TCP 0u
+#define SPP_PROTO_UDP 1u
+
+#define SPP_AF_INET 4u
+#define SPP_AF_INET6 6u
+
+/* An IPv4 or IPv6 socket address, in network byte order for `ip`. */
+typedef struct spp_addr {
+    uint8_t family;   /* SPP_AF_INET or SPP_AF_INET6 */
+    uint8_t _pad;
+    uint16_t port;    /* host byte order */
+    uint32_t scope_id;/* IPv6 scope id, 0 for IPv4 */
+    uint8_t ip[16];   /* IPv4 uses the first 4 bytes */
+} spp_addr;
+
+/* Everything the host knows about the connection a request came from. */
+typedef struct spp_conn_info {
+    /* Identifies the connection (TCP) or the request's sender (UDP). Never
+     * reused for another connection while this host runs: a reply to a
+     * closed connection's flow is dropped, never sent to a newcomer. */
+    uint64_t flow;
+    /* Receive time of the request's last byte, microseconds since the Unix
+     * epoch. */
+    uint64_t recv_time_us;
+    uint8_t proto;      /* SPP_PROTO_TCP or SPP_PROTO_UDP */
+    uint8_t _pad;
+    uint16_t listener;  /* index of the listener in the config's `listen` list */
+    uint32_t _reserved;
+    spp_addr local;
+    spp_addr remote;
+} spp_conn_info;
+
+/* ---- host services ------------------------------------------------------- */
+
+#define SPP_ROLE_PROXY 1u
+#define SPP_ROLE_WORKER 2u
+
+#define SPP_LOG_ERROR 1
+#define SPP_LOG_WARN 2
+#define SPP_LOG_INFO 3
+#define SPP_LOG_DEBUG 4
+
+/* Return codes of host services. */
+#define SPP_OK 0
+#define SPP_ERR_UNKNOWN_FLOW -1   /* the flow is closed or never existed */
+#define SPP_ERR_FULL -2           /* no room: the reply was not queued */
+#define SPP_ERR_TOO_LARGE -3      /* larger than the ring can ever hold */
+#define SPP_ERR_UNSUPPORTED -4    /* not available in this role or thread */
+
+/* A hook built with the Rust layer returns this when it panicked; the host
+ * counts it and closes the request's connection. */
+#define SPP_HOOK_PANICKED (-32768)
+
+/* Why `spp_exception` was called. */
+#define SPP_EXC_QUEUE_FULL 1      /* the worker's request ring was full */
+#define SPP_EXC_NO_WORKER 2       /* the group has no live worker */
+#define SPP_EXC_WORKER_DIED 3     /* the worker died holding the request */
+
+typedef struct spp_host {
+    /* sizeof(spp_host) as the host built it; later versions only append. */
+    uint32_t size;
+    uint32_t abi_version;   /* SPP_PLUGIN_ABI_VERSION of the host */
+    uint32_t role;          /* SPP_ROLE_PROXY or SPP_ROLE_WORKER */
+    uint32_t group;         /* worker: group id; proxy: 0 */
+    uint32_t worker_index;  /* worker: index inside the group; proxy: 0 */
+    uint32_t _reserved;
+    void *ctx;              /* opaque, pass back to every service */
+
+    /* Send `len` bytes to `flow`. May be called several times for one TCP
+     * flow, after `spp_process` returned, and from any worker thread.
+     * `len == 0` closes the connection once pending bytes are flushed. */
+    int (*reply)(void *ctx, uint64_t flow, const uint8_t *data, size_t len);
+    /* Close `flow` after its pending bytes are flushed. */
+    int (*close)(void *ctx, uint64_t flow);
+    /* Write one line to the host's log. `text` need not be NUL-terminated. */
+    void (*log)(void *ctx, int level, const char *text, size_t len);
+} spp_host;
+
+/* ---- hooks the plugin exports ------------------------------------------- */
+
+/* Required. Return SPP_PLUGIN_ABI_VERSION. */
+uint32_t spp_plugin_abi_version(void);
+
+/* Optional, both roles. `conf` is the group's `plugin_conf` string (may be
+ * empty, never NULL). Non-zero = this process exits with that code. */
+int spp_init(const spp_host *host, const char *conf);
+
+/* Required, proxy. Look at the bytes received so far on a connection:
+ * > 0 the first N bytes are one complete request; 0 need more bytes;
+ * < 0 the stream is malformed: close the connection.
+ * Called repeatedly while requests are pipelined in the buffer. For UDP the
+ * buffer is one datagram: a result <= 0 drops it. */
+int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len);
+
+/* Optional, proxy. Return the id of the worker group that serves this
+ * request (default: 1). An id that no group has fails the request like a
+ * full queue (`spp_exception` with SPP_EXC_NO_WORKER). */
+int spp_route(const spp_conn_info *conn, const uint8_t *req, size_t len);
+
+/* Required, worker. Handle one request; answer with host->reply now or
+ * later. Non-zero = close the connection after pending bytes are flushed. */
+int spp_process(const spp_conn_info *conn, const uint8_t *req, size_t len);
+
+/* Optional, proxy. A request could not be handed to a worker (`reason` is
+ * one of SPP_EXC_*). The plugin may answer with host->reply. Return < 0 to
+ * close the connection, 0 to keep it. `req` is NULL when the bytes are gone
+ * (SPP_EXC_WORKER_DIED). Without this hook the connection is closed. */
+int spp_exception(const spp_conn_info *conn, const uint8_t *req, size_t len, int reason);
+
+/* Optional, proxy. The connection closed; `leftover` holds bytes that never
+ * made a complete request. */
+void spp_close(const spp_conn_info *conn, const uint8_t *leftover, size_t len);
+
+/* Optional, both roles. Called once before the process exits normally. */
+void spp_fini(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPP_PLUGIN_H */

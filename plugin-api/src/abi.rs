@@ -1,0 +1,230 @@
+//! The raw C ABI, version 1: a field-for-field mirror of
+//! `include/spp_plugin.h`. Every type here is `#[repr(C)]`; the header is the
+//! source of truth and `tests` below pin the sizes both sides rely on.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// The ABI version this crate describes (`SPP_PLUGIN_ABI_VERSION`).
+pub const SPP_PLUGIN_ABI_VERSION: u32 = 1;
+
+/// `conn.proto` of a TCP request.
+pub const SPP_PROTO_TCP: u8 = 0;
+/// `conn.proto` of a UDP request.
+pub const SPP_PROTO_UDP: u8 = 1;
+/// `spp_addr.family` of an IPv4 address.
+pub const SPP_AF_INET: u8 = 4;
+/// `spp_addr.family` of an IPv6 address.
+pub const SPP_AF_INET6: u8 = 6;
+
+/// `spp_host.role` inside the proxy.
+pub const SPP_ROLE_PROXY: u32 = 1;
+/// `spp_host.role` inside a worker.
+pub const SPP_ROLE_WORKER: u32 = 2;
+
+/// Log levels for `spp_host.log`.
+pub const SPP_LOG_ERROR: c_int = 1;
+/// See [`SPP_LOG_ERROR`].
+pub const SPP_LOG_WARN: c_int = 2;
+/// See [`SPP_LOG_ERROR`].
+pub const SPP_LOG_INFO: c_int = 3;
+/// See [`SPP_LOG_ERROR`].
+pub const SPP_LOG_DEBUG: c_int = 4;
+
+/// Host service succeeded.
+pub const SPP_OK: c_int = 0;
+/// The flow is closed or never existed.
+pub const SPP_ERR_UNKNOWN_FLOW: c_int = -1;
+/// No room: the reply was not queued.
+pub const SPP_ERR_FULL: c_int = -2;
+/// Larger than the ring can ever hold.
+pub const SPP_ERR_TOO_LARGE: c_int = -3;
+/// Not available in this role or from this thread.
+pub const SPP_ERR_UNSUPPORTED: c_int = -4;
+
+/// What a Rust-layer hook returns when it panicked.
+pub const SPP_HOOK_PANICKED: c_int = -32768;
+
+/// `spp_exception` reason: the worker's request ring was full.
+pub const SPP_EXC_QUEUE_FULL: c_int = 1;
+/// `spp_exception` reason: the group has no live worker.
+pub const SPP_EXC_NO_WORKER: c_int = 2;
+/// `spp_exception` reason: the worker died holding the request.
+pub const SPP_EXC_WORKER_DIED: c_int = 3;
+
+/// An IPv4 or IPv6 socket address (`spp_addr`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SppAddr {
+    /// [`SPP_AF_INET`] or [`SPP_AF_INET6`].
+    pub family: u8,
+    /// Padding, zero.
+    pub _pad: u8,
+    /// Port, host byte order.
+    pub port: u16,
+    /// IPv6 scope id; 0 for IPv4.
+    pub scope_id: u32,
+    /// Address bytes in network order; IPv4 uses the first 4.
+    pub ip: [u8; 16],
+}
+
+impl SppAddr {
+    /// Encodes a socket address.
+    pub fn from_socket_addr(addr: SocketAddr) -> Self {
+        let mut ip = [0u8; 16];
+        match addr {
+            SocketAddr::V4(v4) => {
+                ip[..4].copy_from_slice(&v4.ip().octets());
+                SppAddr { family: SPP_AF_INET, _pad: 0, port: v4.port(), scope_id: 0, ip }
+            }
+            SocketAddr::V6(v6) => {
+                ip.copy_from_slice(&v6.ip().octets());
+                SppAddr {
+                    family: SPP_AF_INET6,
+                    _pad: 0,
+                    port: v6.port(),
+                    scope_id: v6.scope_id(),
+                    ip,
+                }
+            }
+        }
+    }
+
+    /// Decodes the address; `None` for an unknown family.
+    pub fn to_socket_addr(&self) -> Option<SocketAddr> {
+        match self.family {
+            SPP_AF_INET => {
+                let ip = Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]);
+                Some(SocketAddr::V4(SocketAddrV4::new(ip, self.port)))
+            }
+            SPP_AF_INET6 => Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(self.ip),
+                self.port,
+                0,
+                self.scope_id,
+            ))),
+            _ => None,
+        }
+    }
+
+    /// The IP part, if the family is known.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.to_socket_addr().map(|a| a.ip())
+    }
+}
+
+/// Everything the host knows about a request's connection (`spp_conn_info`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SppConnInfo {
+    /// Connection (TCP) or sender (UDP) id; never reused while the host runs.
+    pub flow: u64,
+    /// Receive time of the request's last byte, µs since the Unix epoch.
+    pub recv_time_us: u64,
+    /// [`SPP_PROTO_TCP`] or [`SPP_PROTO_UDP`].
+    pub proto: u8,
+    /// Padding, zero.
+    pub _pad: u8,
+    /// Index of the listener in the config's `listen` list.
+    pub listener: u16,
+    /// Reserved, zero.
+    pub _reserved: u32,
+    /// The address the request arrived on.
+    pub local: SppAddr,
+    /// The peer's address.
+    pub remote: SppAddr,
+}
+
+/// `spp_host.reply`.
+pub type ReplyFn = unsafe extern "C" fn(ctx: *mut c_void, flow: u64, data: *const u8, len: usize) -> c_int;
+/// `spp_host.close`.
+pub type CloseFn = unsafe extern "C" fn(ctx: *mut c_void, flow: u64) -> c_int;
+/// `spp_host.log`.
+pub type LogFn = unsafe extern "C" fn(ctx: *mut c_void, level: c_int, text: *const c_char, len: usize);
+
+/// The services table the host hands to `spp_init` (`spp_host`).
+#[repr(C)]
+#[derive(Debug)]
+pub struct SppHost {
+    /// `size_of::<SppHost>()` as the host built it; later versions append.
+    pub size: u32,
+    /// The host's ABI version.
+    pub abi_version: u32,
+    /// [`SPP_ROLE_PROXY`] or [`SPP_ROLE_WORKER`].
+    pub role: u32,
+    /// Worker: the group id; proxy: 0.
+    pub group: u32,
+    /// Worker: index inside the group; proxy: 0.
+    pub worker_index: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+    /// Opaque host context, passed back to every service.
+    pub ctx: *mut c_void,
+    /// Send bytes to a flow; `len == 0` closes it after flushing.
+    pub reply: ReplyFn,
+    /// Close a flow after flushing.
+    pub close: CloseFn,
+    /// Write one log line.
+    pub log: LogFn,
+}
+
+/// `spp_plugin_abi_version`.
+pub type AbiVersionHook = unsafe extern "C" fn() -> u32;
+/// `spp_init`.
+pub type InitHook = unsafe extern "C" fn(host: *const SppHost, conf: *const c_char) -> c_int;
+/// `spp_input`.
+pub type InputHook = unsafe extern "C" fn(conn: *const SppConnInfo, buf: *const u8, len: usize) -> c_int;
+/// `spp_route`.
+pub type RouteHook = unsafe extern "C" fn(conn: *const SppConnInfo, req: *const u8, len: usize) -> c_int;
+/// `spp_process`.
+pub type ProcessHook = unsafe extern "C" fn(conn: *const SppConnInfo, req: *const u8, len: usize) -> c_int;
+/// `spp_exception`.
+pub type ExceptionHook =
+    unsafe extern "C" fn(conn: *const SppConnInfo, req: *const u8, len: usize, reason: c_int) -> c_int;
+/// `spp_close`.
+pub type CloseHook = unsafe extern "C" fn(conn: *const SppConnInfo, leftover: *const u8, len: usize);
+/// `spp_fini`.
+pub type FiniHook = unsafe extern "C" fn();
+
+/// Exported symbol names, NUL-terminated for `dlsym`.
+pub mod symbols {
+    /// `spp_plugin_abi_version`, required.
+    pub const ABI_VERSION: &[u8] = b"spp_plugin_abi_version\0";
+    /// `spp_init`, optional.
+    pub const INIT: &[u8] = b"spp_init\0";
+    /// `spp_input`, required for the proxy.
+    pub const INPUT: &[u8] = b"spp_input\0";
+    /// `spp_route`, optional.
+    pub const ROUTE: &[u8] = b"spp_route\0";
+    /// `spp_process`, required for a worker.
+    pub const PROCESS: &[u8] = b"spp_process\0";
+    /// `spp_exception`, optional.
+    pub const EXCEPTION: &[u8] = b"spp_exception\0";
+    /// `spp_close`, optional.
+    pub const CLOSE: &[u8] = b"spp_close\0";
+    /// `spp_fini`, optional.
+    pub const FINI: &[u8] = b"spp_fini\0";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, size_of};
+
+    #[test]
+    fn layout_matches_the_c_header() {
+        assert_eq!(size_of::<SppAddr>(), 24);
+        assert_eq!(size_of::<SppConnInfo>(), 24 + 2 * 24);
+        assert_eq!(align_of::<SppConnInfo>(), 8);
+        assert_eq!(size_of::<SppHost>(), 24 + 4 * size_of::<usize>());
+    }
+
+    #[test]
+    fn addresses_round_trip() {
+        for text in ["127.0.0.1:7963", "[::1]:80", "[fe80::1%3]:9"] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(SppAddr::from_socket_addr(addr).to_socket_addr(), Some(addr));
+        }
+        assert_eq!(SppAddr::default().to_socket_addr(), None);
+    }
+}

@@ -1,0 +1,395 @@
+//! The safe Rust layer for plugin authors: the [`Plugin`] trait, the
+//! [`Host`] services handle, and the glue ([`rt`]) that
+//! [`export_plugin!`](crate::export_plugin) expands to. Panics are caught
+//! here, at the FFI boundary, and turned into [`SPP_HOOK_PANICKED`].
+
+use crate::abi::*;
+use std::ffi::{c_char, c_int, CStr};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Connection info of a request, as a safe view over [`SppConnInfo`].
+#[derive(Clone, Copy, Debug)]
+pub struct Conn<'a>(pub &'a SppConnInfo);
+
+impl Conn<'_> {
+    /// The flow id to reply to.
+    pub fn flow(&self) -> u64 {
+        self.0.flow
+    }
+    /// Whether the request came over UDP.
+    pub fn is_udp(&self) -> bool {
+        self.0.proto == SPP_PROTO_UDP
+    }
+    /// Index of the listener in the config's `listen` list.
+    pub fn listener(&self) -> u16 {
+        self.0.listener
+    }
+    /// The local address the request arrived on.
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.0.local.to_socket_addr()
+    }
+    /// The peer's address.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.0.remote.to_socket_addr()
+    }
+    /// Receive time, µs since the Unix epoch.
+    pub fn recv_time_us(&self) -> u64 {
+        self.0.recv_time_us
+    }
+}
+
+/// What `input` found at the front of a connection's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The first N bytes (N > 0) are one complete request.
+    Complete(usize),
+    /// Not enough bytes yet.
+    NeedMore,
+    /// The stream is malformed: close the connection.
+    Close,
+}
+
+/// What to do with the connection after `exception`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterException {
+    /// Keep the connection open (an answer was sent, say).
+    Keep,
+    /// Close the connection.
+    Close,
+}
+
+/// Why a request could not be handed to a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExceptionReason {
+    /// The worker's request ring was full.
+    QueueFull,
+    /// The group has no live worker, or `route` named no group.
+    NoWorker,
+    /// The worker died while holding the request.
+    WorkerDied,
+    /// A reason this version does not know.
+    Other(i32),
+}
+
+impl ExceptionReason {
+    fn from_raw(raw: c_int) -> Self {
+        match raw {
+            SPP_EXC_QUEUE_FULL => Self::QueueFull,
+            SPP_EXC_NO_WORKER => Self::NoWorker,
+            SPP_EXC_WORKER_DIED => Self::WorkerDied,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// Log levels for [`Host::log`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Something failed.
+    Error,
+    /// Something looks wrong.
+    Warn,
+    /// Normal operation.
+    Info,
+    /// Detail for debugging.
+    Debug,
+}
+
+/// Why a host service refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostError {
+    /// The flow is closed or never existed.
+    UnknownFlow,
+    /// No room right now; the reply was not queued.
+    Full,
+    /// Larger than the host can ever carry.
+    TooLarge,
+    /// Not available in this role or thread.
+    Unsupported,
+    /// A code this version does not know.
+    Other(i32),
+}
+
+fn host_result(code: c_int) -> Result<(), HostError> {
+    match code {
+        SPP_OK => Ok(()),
+        SPP_ERR_UNKNOWN_FLOW => Err(HostError::UnknownFlow),
+        SPP_ERR_FULL => Err(HostError::Full),
+        SPP_ERR_TOO_LARGE => Err(HostError::TooLarge),
+        SPP_ERR_UNSUPPORTED => Err(HostError::Unsupported),
+        other => Err(HostError::Other(other)),
+    }
+}
+
+/// The host's services, valid from `init` until `fini`. Cheap to copy and
+/// safe to send to other threads (deferred replies).
+#[derive(Clone, Copy, Debug)]
+pub struct Host(&'static SppHost);
+
+// SAFETY: the host promises (spp_plugin.h) that its services may be called
+// from any thread of the process, and the table itself is never written
+// after `spp_init`.
+unsafe impl Send for Host {}
+// SAFETY: see `Send` above; all access is through shared references.
+unsafe impl Sync for Host {}
+
+impl Host {
+    /// Wraps the raw table.
+    ///
+    /// # Safety
+    /// `raw` must point to a valid `SppHost` that outlives every use of the
+    /// returned handle (the host keeps it alive until `spp_fini`).
+    pub unsafe fn from_raw(raw: *const SppHost) -> Option<Host> {
+        // SAFETY: the caller guarantees validity and lifetime.
+        unsafe { raw.as_ref() }.map(Host)
+    }
+
+    /// `true` inside the proxy, `false` inside a worker.
+    pub fn is_proxy(&self) -> bool {
+        self.0.role == SPP_ROLE_PROXY
+    }
+    /// The worker's group id (0 in the proxy).
+    pub fn group(&self) -> u32 {
+        self.0.group
+    }
+    /// The worker's index inside its group (0 in the proxy).
+    pub fn worker_index(&self) -> u32 {
+        self.0.worker_index
+    }
+
+    /// Sends `data` to `flow`. An empty `data` closes the connection after
+    /// pending bytes are flushed.
+    pub fn reply(&self, flow: u64, data: &[u8]) -> Result<(), HostError> {
+        // SAFETY: the host's reply reads exactly `len` bytes from `data`.
+        host_result(unsafe { (self.0.reply)(self.0.ctx, flow, data.as_ptr(), data.len()) })
+    }
+
+    /// Closes `flow` after its pending bytes are flushed.
+    pub fn close(&self, flow: u64) -> Result<(), HostError> {
+        // SAFETY: plain call into the host's table.
+        host_result(unsafe { (self.0.close)(self.0.ctx, flow) })
+    }
+
+    /// Writes one line to the host's log.
+    pub fn log(&self, level: Level, text: &str) {
+        let level = match level {
+            Level::Error => SPP_LOG_ERROR,
+            Level::Warn => SPP_LOG_WARN,
+            Level::Info => SPP_LOG_INFO,
+            Level::Debug => SPP_LOG_DEBUG,
+        };
+        // SAFETY: the host reads exactly `len` bytes from `text`.
+        unsafe { (self.0.log)(self.0.ctx, level, text.as_ptr().cast(), text.len()) }
+    }
+}
+
+/// A business plugin. Implement it and export it with
+/// [`export_plugin!`](crate::export_plugin). One value is created per
+/// process by [`Plugin::init`] and shared by every hook (hence `Sync`).
+pub trait Plugin: Send + Sync + Sized + 'static {
+    /// Builds the plugin. `conf` is the group's `plugin_conf` string. An
+    /// `Err(code)` makes the process exit with that (non-zero) code.
+    fn init(host: Host, conf: &str) -> Result<Self, i32>;
+
+    /// Proxy: finds the end of the first request in `buf`.
+    fn input(&self, conn: Conn<'_>, buf: &[u8]) -> Input;
+
+    /// Proxy: the group id that serves `req` (default 1).
+    fn route(&self, _conn: Conn<'_>, _req: &[u8]) -> u32 {
+        1
+    }
+
+    /// Worker: handles one request, replying through the [`Host`] now or
+    /// later. `Err(())` closes the connection after pending bytes flush.
+    #[allow(clippy::result_unit_err)]
+    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Result<(), ()>;
+
+    /// Proxy: a request could not be handed to a worker; `req` is `None`
+    /// when its bytes are gone. Default: close the connection.
+    fn exception(&self, _conn: Conn<'_>, _req: Option<&[u8]>, _why: ExceptionReason) -> AfterException {
+        AfterException::Close
+    }
+
+    /// Proxy: the connection closed with `leftover` unframed bytes.
+    fn close(&self, _conn: Conn<'_>, _leftover: &[u8]) {}
+
+    /// Both: the process is about to exit normally.
+    fn fini(&self) {}
+}
+
+/// Runtime glue used by [`export_plugin!`](crate::export_plugin). Not part
+/// of the stable API; every function catches panics.
+#[doc(hidden)]
+pub mod rt {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    /// Panics caught at the boundary in this plugin, for diagnostics.
+    pub static PANICS: AtomicU64 = AtomicU64::new(0);
+
+    /// Per-plugin storage: the macro declares one `static` of this type.
+    pub struct Slot<P> {
+        plugin: OnceLock<P>,
+        host: OnceLock<Host>,
+    }
+
+    impl<P> Slot<P> {
+        /// An empty slot, filled by `init`.
+        pub const fn new() -> Self {
+            Slot { plugin: OnceLock::new(), host: OnceLock::new() }
+        }
+    }
+
+    impl<P> Default for Slot<P> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => value,
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                fallback
+            }
+        }
+    }
+
+    /// # Safety
+    /// `conn` must be valid for the call (the host guarantees it).
+    unsafe fn conn<'a>(conn: *const SppConnInfo) -> Option<Conn<'a>> {
+        // SAFETY: guaranteed by the caller.
+        unsafe { conn.as_ref() }.map(Conn)
+    }
+
+    /// # Safety
+    /// `ptr` must point to `len` readable bytes, or be null with any `len`.
+    unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+        if ptr.is_null() || len == 0 {
+            &[]
+        } else {
+            // SAFETY: guaranteed by the caller.
+            unsafe { std::slice::from_raw_parts(ptr, len) }
+        }
+    }
+
+    fn clamp(n: usize) -> c_int {
+        c_int::try_from(n).unwrap_or(c_int::MAX)
+    }
+
+    /// `spp_init`.
+    ///
+    /// # Safety
+    /// Host-guaranteed pointers per `spp_plugin.h`.
+    pub unsafe fn init<P: Plugin>(slot: &Slot<P>, host: *const SppHost, conf: *const c_char) -> c_int {
+        guard(SPP_HOOK_PANICKED, || {
+            // SAFETY: the host keeps the table alive until `spp_fini`.
+            let Some(host) = (unsafe { Host::from_raw(host) }) else { return -1 };
+            let conf = if conf.is_null() {
+                String::new()
+            } else {
+                // SAFETY: the host passes a NUL-terminated string.
+                unsafe { CStr::from_ptr(conf) }.to_string_lossy().into_owned()
+            };
+            let _ = slot.host.set(host);
+            match P::init(host, &conf) {
+                Ok(plugin) => {
+                    let _ = slot.plugin.set(plugin);
+                    0
+                }
+                Err(0) => -1,
+                Err(code) => code,
+            }
+        })
+    }
+
+    /// `spp_input`.
+    ///
+    /// # Safety
+    /// Host-guaranteed pointers per `spp_plugin.h`.
+    pub unsafe fn input<P: Plugin>(slot: &Slot<P>, c: *const SppConnInfo, buf: *const u8, len: usize) -> c_int {
+        guard(SPP_HOOK_PANICKED, || {
+            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else { return -1 };
+            // SAFETY: `buf` holds `len` bytes for this call.
+            match p.input(c, unsafe { bytes(buf, len) }) {
+                Input::Complete(0) | Input::NeedMore => 0,
+                Input::Complete(n) => clamp(n.min(len)),
+                Input::Close => -1,
+            }
+        })
+    }
+
+    /// `spp_route`.
+    ///
+    /// # Safety
+    /// Host-guaranteed pointers per `spp_plugin.h`.
+    pub unsafe fn route<P: Plugin>(slot: &Slot<P>, c: *const SppConnInfo, req: *const u8, len: usize) -> c_int {
+        guard(SPP_HOOK_PANICKED, || {
+            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else { return -1 };
+            // SAFETY: `req` holds `len` bytes for this call.
+            clamp(p.route(c, unsafe { bytes(req, len) }) as usize)
+        })
+    }
+
+    /// `spp_process`.
+    ///
+    /// # Safety
+    /// Host-guaranteed pointers per `spp_plugin.h`.
+    pub unsafe fn process<P: Plugin>(slot: &Slot<P>, c: *const SppConnInfo, req: *const u8, len: usize) -> c_int {
+        guard(SPP_HOOK_PANICKED, || {
+            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else { return -1 };
+            // SAFETY: `req` holds `len` bytes for this call.
+            match p.process(c, unsafe { bytes(req, len) }) {
+                Ok(()) => 0,
+                Err(()) => -1,
+            }
+        })
+    }
+
+    /// `spp_exception`.
+    ///
+    /// # Safety
+    /// Host-guaranteed pointers per `spp_plugin.h`.
+    pub unsafe fn exception<P: Plugin>(
+        slot: &Slot<P>,
+        c: *const SppConnInfo,
+        req: *const u8,
+        len: usize,
+        reason: c_int,
+    ) -> c_int {
+        guard(SPP_HOOK_PANICKED, || {
+            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else { return -1 };
+            // SAFETY: `req` holds `len` bytes for this call, or is null.
+            let req = (!req.is_null()).then(|| unsafe { bytes(req, len) });
+            match p.exception(c, req, ExceptionReason::from_raw(reason)) {
+                AfterException::Keep => 0,
+                AfterException::Close => -1,
+            }
+        })
+    }
+
+    /// `spp_close`.
+    ///
+    /// # Safety
+    /// Host-guaranteed pointers per `spp_plugin.h`.
+    pub unsafe fn close<P: Plugin>(slot: &Slot<P>, c: *const SppConnInfo, leftover: *const u8, len: usize) {
+        guard((), || {
+            if let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) {
+                // SAFETY: `leftover` holds `len` bytes for this call.
+                p.close(c, unsafe { bytes(leftover, len) });
+            }
+        })
+    }
+
+    /// `spp_fini`.
+    pub fn fini<P: Plugin>(slot: &Slot<P>) {
+        guard((), || {
+            if let Some(p) = slot.plugin.get() {
+                p.fini();
+            }
+        })
+    }
+}

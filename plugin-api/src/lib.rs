@@ -30,6 +30,7 @@
 //! processes use.
 
 pub mod abi;
+pub mod framing;
 #[cfg(feature = "host")]
 pub mod host;
 mod plugin;

@@ -1,0 +1,215 @@
+//! A running test service: `spp start` on a temp config, `spp status
+//! --json`, and a `Drop` that always stops it.
+
+use crate::{kill, pid_alive, wait_for, Binaries, ServiceConfig};
+use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one `spp` CLI call may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What an `spp` CLI call printed.
+#[derive(Debug)]
+pub struct SppOutput {
+    /// Exit code (`None` if killed by a signal or timed out).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl SppOutput {
+    /// Whether it exited 0.
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+    /// stdout and stderr together, for messages.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `spp args...` with a deadline.
+pub fn run_spp(bins: &Binaries, args: &[&str]) -> SppOutput {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(bins.spp())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn spp");
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    let code = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(status) => break status.code(),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    SppOutput { code, stdout: read(&out_path), stderr: read(&err_path) }
+}
+
+/// A service started from a temp config.
+pub struct Service {
+    /// The binaries in use.
+    pub bins: Binaries,
+    /// The temp dir holding config, run and log dirs.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+    stopped: bool,
+    seen_pids: RefCell<BTreeSet<i32>>,
+}
+
+impl Service {
+    /// Writes the config and runs `spp start`; returns the service and
+    /// what `spp start` printed (it may have failed).
+    pub fn try_start(cfg: &ServiceConfig) -> (Service, SppOutput) {
+        let bins = Binaries::locate();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("spp.toml");
+        std::fs::write(&config, cfg.render(dir.path())).expect("write config");
+        let service = Service { bins, dir, config, stopped: false, seen_pids: RefCell::new(BTreeSet::new()) };
+        let out = service.spp(&["start"]);
+        if out.ok() {
+            let _ = service.status();
+        }
+        (service, out)
+    }
+
+    /// Starts the service; panics with `spp start`'s output if it fails.
+    pub fn start(cfg: &ServiceConfig) -> Service {
+        let (service, out) = Service::try_start(cfg);
+        assert!(out.ok(), "spp start failed: {}\n--- logs ---\n{}", out.text(), service.logs());
+        service
+    }
+
+    /// Runs `spp <cmd> -c <config> extra...`.
+    pub fn spp(&self, cmd_and_args: &[&str]) -> SppOutput {
+        let config = self.config.display().to_string();
+        let mut args: Vec<&str> = cmd_and_args[..1].to_vec();
+        args.extend(["-c", config.as_str()]);
+        args.extend(&cmd_and_args[1..]);
+        run_spp(&self.bins, &args)
+    }
+
+    /// `spp status --json`, parsed; remembers every pid it names.
+    pub fn status(&self) -> Value {
+        let out = self.spp(&["status", "--json"]);
+        assert!(out.ok(), "spp status failed: {}", out.text());
+        let value: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("status JSON: {e}: {}", out.stdout));
+        let mut seen = self.seen_pids.borrow_mut();
+        if let Some(pid) = value["controller_pid"].as_i64() {
+            seen.insert(pid as i32);
+        }
+        for p in value["processes"].as_array().into_iter().flatten() {
+            if let Some(pid) = p["pid"].as_i64() {
+                seen.insert(pid as i32);
+            }
+        }
+        value
+    }
+
+    /// The `n`-th listener address of `transport` ("tcp" or "udp").
+    pub fn addr(&self, transport: &str, n: usize) -> SocketAddr {
+        let status = self.status();
+        let addrs: Vec<SocketAddr> = status["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["transport"] == transport)
+            .filter_map(|l| l["addr"].as_str()?.parse().ok())
+            .collect();
+        *addrs.get(n).unwrap_or_else(|| panic!("no {transport} listener #{n} in {status}"))
+    }
+
+    /// The first TCP listener.
+    pub fn tcp(&self) -> SocketAddr {
+        self.addr("tcp", 0)
+    }
+
+    /// The first UDP listener.
+    pub fn udp(&self) -> SocketAddr {
+        self.addr("udp", 0)
+    }
+
+    /// The status entry of a process by name ("proxy", "worker-g1-0").
+    pub fn process(&self, name: &str) -> Value {
+        let status = self.status();
+        status["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no process {name} in {status}"))
+    }
+
+    /// The pid of a process by name, if it runs.
+    pub fn pid_of(&self, name: &str) -> Option<i32> {
+        self.process(name)["pid"].as_i64().map(|p| p as i32)
+    }
+
+    /// Waits until `name` runs with a pid other than `old` and is ready.
+    pub fn wait_replaced(&self, name: &str, old: i32, timeout: Duration) -> Option<i32> {
+        wait_for(timeout, || {
+            let p = self.process(name);
+            let pid = p["pid"].as_i64()? as i32;
+            (pid != old && p["state"] == "ready").then_some(pid)
+        })
+    }
+
+    /// Every log file's text, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("log")) {
+            for entry in entries.flatten() {
+                let body = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: String = body.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                text.push_str(&format!("== {}\n{tail}\n", entry.path().display()));
+            }
+        }
+        text
+    }
+
+    /// Runs `spp stop` and checks every process it ever saw is gone.
+    pub fn stop(&mut self) -> SppOutput {
+        let out = self.spp(&["stop"]);
+        self.stopped = true;
+        out
+    }
+
+    /// Pids this handle has seen in status output.
+    pub fn seen_pids(&self) -> Vec<i32> {
+        self.seen_pids.borrow().iter().copied().collect()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.spp(&["stop"]);
+        }
+        // Anything still alive that we saw (and is still an spp process)
+        // is killed by PID.
+        for pid in self.seen_pids() {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if pid_alive(pid) && cmdline.contains("spp") {
+                kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}

@@ -28,7 +28,9 @@ impl Doorbell {
             return Err(IpcError::last_os("eventfd"));
         }
         // SAFETY: a fresh fd we own.
-        Ok(Doorbell { fd: unsafe { OwnedFd::from_raw_fd(raw) } })
+        Ok(Doorbell {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
     }
 
     /// Adopts an inherited eventfd.
@@ -37,7 +39,9 @@ impl Doorbell {
     /// `fd` must be an open eventfd this process owns.
     pub unsafe fn from_raw_fd(fd: RawFd) -> Self {
         // SAFETY: ownership is transferred by the caller.
-        Doorbell { fd: unsafe { OwnedFd::from_raw_fd(fd) } }
+        Doorbell {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        }
     }
 
     /// The fd, for epoll or for passing to a child.
@@ -63,7 +67,11 @@ impl Doorbell {
     /// Blocks until rung or `timeout` passes; clears the bell. Returns
     /// whether it was rung.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };

@@ -37,6 +37,9 @@ pub enum IpcError {
 impl IpcError {
     /// Wraps the last OS error.
     pub fn last_os(what: &'static str) -> Self {
-        IpcError::Sys { what, source: io::Error::last_os_error() }
+        IpcError::Sys {
+            what,
+            source: io::Error::last_os_error(),
+        }
     }
 }

@@ -30,9 +30,12 @@ impl Launch {
     /// Reads the spec from [`LAUNCH_ENV`].
     pub fn from_env() -> Result<Self, IpcError> {
         let text = std::env::var(LAUNCH_ENV).map_err(|_| {
-            IpcError::Launch(format!("{LAUNCH_ENV} is not set: this program is started by `spp start`, not by hand"))
+            IpcError::Launch(format!(
+                "{LAUNCH_ENV} is not set: this program is started by `spp start`, not by hand"
+            ))
         })?;
-        serde_json::from_str(&text).map_err(|e| IpcError::Launch(format!("{LAUNCH_ENV} is malformed: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| IpcError::Launch(format!("{LAUNCH_ENV} is malformed: {e}")))
     }
 
     /// The JSON text to put in [`LAUNCH_ENV`].
@@ -185,7 +188,12 @@ impl ProxyLaunch {
 impl WorkerLaunch {
     /// Every fd the worker must inherit.
     pub fn inherited_fds(&self) -> Vec<RawFd> {
-        vec![self.pair.region_fd, self.pair.bell_fd, self.proxy_region_fd, self.proxy_bell_fd]
+        vec![
+            self.pair.region_fd,
+            self.pair.bell_fd,
+            self.proxy_region_fd,
+            self.proxy_bell_fd,
+        ]
     }
 }
 
@@ -201,12 +209,21 @@ mod tests {
             index: 0,
             plugin: "/x.so".into(),
             plugin_conf: String::new(),
-            pair: PairFds { index: 0, region_fd: 5, bell_fd: 6 },
-            pair_layout: PairLayout { request_capacity: 4096, response_capacity: 4096 },
+            pair: PairFds {
+                index: 0,
+                region_fd: 5,
+                bell_fd: 6,
+            },
+            pair_layout: PairLayout {
+                request_capacity: 4096,
+                response_capacity: 4096,
+            },
             proxy_region_fd: 7,
             proxy_bell_fd: 8,
             spin_us: 50,
-            log: LogSpec { level: "info".into() },
+            log: LogSpec {
+                level: "info".into(),
+            },
         });
         let text = spec.to_env_value();
         let back: Launch = serde_json::from_str(&text).unwrap();

@@ -385,7 +385,10 @@ impl ProxyRegion {
         if h.magic != PROXY_MAGIC || h.version != LAYOUT_VERSION {
             return Err(IpcError::BadLayout {
                 what: "proxy",
-                reason: format!("magic {:#x} version {}: not layout v{LAYOUT_VERSION}", h.magic, h.version),
+                reason: format!(
+                    "magic {:#x} version {}: not layout v{LAYOUT_VERSION}",
+                    h.magic, h.version
+                ),
             });
         }
         Ok(proxy)
@@ -415,15 +418,24 @@ mod tests {
 
     #[test]
     fn pair_region_round_trips_through_its_fd() {
-        let layout = PairLayout { request_capacity: 1 << 16, response_capacity: 1 << 16 };
+        let layout = PairLayout {
+            request_capacity: 1 << 16,
+            response_capacity: 1 << 16,
+        };
         let pair = PairRegion::create(1, 0, layout).unwrap();
         // SAFETY: dup gives us our own fd to hand to `open`.
         let dup = unsafe { libc::dup(pair.raw_fd()) };
         // SAFETY: `dup` is a fresh fd we own.
         let again = unsafe { PairRegion::open(dup, layout).unwrap() };
-        again.header().worker_state.store(WorkerState::Ready as u32, Ordering::Release);
+        again
+            .header()
+            .worker_state
+            .store(WorkerState::Ready as u32, Ordering::Release);
         assert_eq!(pair.worker_state(), WorkerState::Ready);
-        let wrong = PairLayout { request_capacity: 1 << 17, response_capacity: 1 << 16 };
+        let wrong = PairLayout {
+            request_capacity: 1 << 17,
+            response_capacity: 1 << 16,
+        };
         // SAFETY: as above.
         let dup = unsafe { libc::dup(pair.raw_fd()) };
         assert!(unsafe { PairRegion::open(dup, wrong) }.is_err());

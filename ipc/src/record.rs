@@ -51,7 +51,7 @@ pub fn split_response(payload: &[u8]) -> Option<(&ResponseMeta, &[u8])> {
 
 fn split<T>(payload: &[u8]) -> Option<(&T, &[u8])> {
     let size = std::mem::size_of::<T>();
-    if payload.len() < size || payload.as_ptr() as usize % std::mem::align_of::<T>() != 0 {
+    if payload.len() < size || !(payload.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return None;
     }
     // SAFETY: long enough and aligned (checked); `T` is a plain-old-data
@@ -69,7 +69,10 @@ pub fn meta_bytes<T: Copy>(meta: &T) -> &[u8] {
 
 /// CLOCK_MONOTONIC now, in nanoseconds (comparable across processes).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -128,7 +128,9 @@ impl RingView {
         if magic != RING_MAGIC || version != RING_VERSION || !cap.is_power_of_two() {
             return Err(IpcError::BadLayout {
                 what: "ring",
-                reason: format!("magic {magic:#x} version {version} capacity {cap}: not a v{RING_VERSION} ring"),
+                reason: format!(
+                    "magic {magic:#x} version {version} capacity {cap}: not a v{RING_VERSION} ring"
+                ),
             });
         }
         // SAFETY: data follows the header inside the same mapping.
@@ -166,7 +168,12 @@ impl Producer {
         let view = unsafe { RingView::attach(base)? };
         let write = view.header().write.load(Ordering::Acquire);
         let cached_read = view.header().read.load(Ordering::Acquire);
-        Ok(Producer { view, write, cached_read, published: write })
+        Ok(Producer {
+            view,
+            write,
+            cached_read,
+            published: write,
+        })
     }
 
     /// The largest payload this ring can ever take.
@@ -210,7 +217,11 @@ impl Producer {
         let stride = stride_of(len);
         let pos = self.write & (cap - 1);
         let to_end = cap - pos;
-        let need = if stride > to_end { to_end + stride } else { stride };
+        let need = if stride > to_end {
+            to_end + stride
+        } else {
+            stride
+        };
         if cap - (self.write - self.cached_read) < need {
             self.cached_read = self.view.header().read.load(Ordering::Acquire);
             if cap - (self.write - self.cached_read) < need {
@@ -218,15 +229,34 @@ impl Producer {
             }
         }
         if stride > to_end {
-            self.write_header(pos, RecordHeader { len: (to_end as usize - RECORD_HEADER_SIZE) as u32, kind: KIND_PAD, flags: 0 });
+            self.write_header(
+                pos,
+                RecordHeader {
+                    len: (to_end as usize - RECORD_HEADER_SIZE) as u32,
+                    kind: KIND_PAD,
+                    flags: 0,
+                },
+            );
             self.write += to_end;
         }
         let pos = self.write & (cap - 1);
-        self.write_header(pos, RecordHeader { len: len as u32, kind, flags });
+        self.write_header(
+            pos,
+            RecordHeader {
+                len: len as u32,
+                kind,
+                flags,
+            },
+        );
         // SAFETY: [pos + 8, pos + 8 + len) lies inside the data area (the
         // record does not wrap) and in the free space the consumer has
         // released, so nobody else reads or writes it now.
-        let dst = unsafe { std::slice::from_raw_parts_mut(self.view.data.add(pos as usize + RECORD_HEADER_SIZE), len) };
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.view.data.add(pos as usize + RECORD_HEADER_SIZE),
+                len,
+            )
+        };
         fill(dst);
         self.write += stride;
         Ok(())
@@ -235,7 +265,13 @@ impl Producer {
     fn write_header(&mut self, pos: u64, header: RecordHeader) {
         // SAFETY: `pos` is 8-aligned and at least 8 bytes before the end,
         // inside free space owned by the producer.
-        unsafe { self.view.data.add(pos as usize).cast::<RecordHeader>().write(header) }
+        unsafe {
+            self.view
+                .data
+                .add(pos as usize)
+                .cast::<RecordHeader>()
+                .write(header)
+        }
     }
 
     /// Makes every record pushed so far visible. Returns whether there was
@@ -245,7 +281,10 @@ impl Producer {
         if self.write == self.published {
             return false;
         }
-        self.view.header().write.store(self.write, Ordering::Release);
+        self.view
+            .header()
+            .write
+            .store(self.write, Ordering::Release);
         self.published = self.write;
         true
     }
@@ -296,7 +335,12 @@ impl Consumer {
         let view = unsafe { RingView::attach(base)? };
         let read = view.header().read.load(Ordering::Acquire);
         let cached_write = view.header().write.load(Ordering::Acquire);
-        Ok(Consumer { view, read, cached_write, released: read })
+        Ok(Consumer {
+            view,
+            read,
+            cached_write,
+            released: read,
+        })
     }
 
     /// The next record, if one is published. Padding is skipped. The record
@@ -314,14 +358,26 @@ impl Consumer {
             let available = self.cached_write - self.read;
             let pos = self.read & (cap - 1);
             if available > cap || available < RECORD_HEADER_SIZE as u64 {
-                return Err(IpcError::Corrupt { offset: self.read, reason: "indices out of range" });
+                return Err(IpcError::Corrupt {
+                    offset: self.read,
+                    reason: "indices out of range",
+                });
             }
             // SAFETY: `pos` is 8-aligned inside the data area and the
             // producer published at least 8 bytes here (Acquire above).
-            let header = unsafe { self.view.data.add(pos as usize).cast::<RecordHeader>().read() };
+            let header = unsafe {
+                self.view
+                    .data
+                    .add(pos as usize)
+                    .cast::<RecordHeader>()
+                    .read()
+            };
             let stride = stride_of(header.len as usize);
             if stride > available || pos + stride > cap || header.kind == 0 {
-                return Err(IpcError::Corrupt { offset: self.read, reason: "record overruns the published data" });
+                return Err(IpcError::Corrupt {
+                    offset: self.read,
+                    reason: "record overruns the published data",
+                });
             }
             if header.kind == KIND_PAD {
                 self.read += stride;
@@ -330,9 +386,17 @@ impl Consumer {
             // SAFETY: the payload lies inside published data (checked
             // above), which the producer will not touch until we release it.
             let data = unsafe {
-                std::slice::from_raw_parts(self.view.data.add(pos as usize + RECORD_HEADER_SIZE), header.len as usize)
+                std::slice::from_raw_parts(
+                    self.view.data.add(pos as usize + RECORD_HEADER_SIZE),
+                    header.len as usize,
+                )
             };
-            return Ok(Some(Record { kind: header.kind, flags: header.flags, data, stride }));
+            return Ok(Some(Record {
+                kind: header.kind,
+                flags: header.flags,
+                data,
+                stride,
+            }));
         }
     }
 
@@ -388,16 +452,22 @@ mod tests {
         let mut next_out = 0u32;
         for round in 0..2000 {
             let len = (round * 37) % 300;
-            while p.push(7, 3, &[&next_in.to_le_bytes(), &vec![0xAB; len]]).is_ok() {
+            while p
+                .push(7, 3, &[&next_in.to_le_bytes(), &vec![0xAB; len]])
+                .is_ok()
+            {
                 next_in += 1;
-                if next_in % 5 == 0 {
+                if next_in.is_multiple_of(5) {
                     break;
                 }
             }
             p.publish();
             while let Some(rec) = c.peek().unwrap() {
                 assert_eq!((rec.kind, rec.flags), (7, 3));
-                assert_eq!(u32::from_le_bytes(rec.data[..4].try_into().unwrap()), next_out);
+                assert_eq!(
+                    u32::from_le_bytes(rec.data[..4].try_into().unwrap()),
+                    next_out
+                );
                 assert_eq!(rec.data.as_ptr() as usize % 8, 0);
                 let s = rec.stride();
                 c.advance(s);
@@ -416,7 +486,10 @@ mod tests {
         assert!(c.peek().unwrap().is_none());
         p.publish();
         assert_eq!(c.peek().unwrap().unwrap().data, b"hello");
-        assert_eq!(p.push(5, 0, &[&vec![0; MIN_CAPACITY]]), Err(PushError::TooLarge));
+        assert_eq!(
+            p.push(5, 0, &[&vec![0; MIN_CAPACITY]]),
+            Err(PushError::TooLarge)
+        );
         let mut pushed = 0;
         while p.push(5, 0, &[&[1u8; 100]]).is_ok() {
             pushed += 1;
@@ -453,7 +526,7 @@ mod tests {
                         std::hint::spin_loop();
                     }
                 }
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     p.publish();
                 }
             }
@@ -479,7 +552,11 @@ mod tests {
     fn corrupt_index_is_an_error_not_ub() {
         let (region, _p, mut c) = ring(MIN_CAPACITY);
         // SAFETY: test-only poke at the header of our own region.
-        unsafe { (*region.as_ptr().cast::<RingHeader>()).write.store(3 * MIN_CAPACITY as u64, Ordering::Release) };
+        unsafe {
+            (*region.as_ptr().cast::<RingHeader>())
+                .write
+                .store(3 * MIN_CAPACITY as u64, Ordering::Release)
+        };
         assert!(matches!(c.peek(), Err(IpcError::Corrupt { .. })));
     }
 }

@@ -23,8 +23,10 @@ impl SharedRegion {
     /// Creates a zero-filled region of `len` bytes. The fd is close-on-exec;
     /// the launcher clears that flag for the children that need it.
     pub fn create(name: &str, len: usize) -> Result<Self, IpcError> {
-        let cname = std::ffi::CString::new(name)
-            .map_err(|_| IpcError::BadLayout { what: "memfd", reason: format!("name {name:?} has a NUL") })?;
+        let cname = std::ffi::CString::new(name).map_err(|_| IpcError::BadLayout {
+            what: "memfd",
+            reason: format!("name {name:?} has a NUL"),
+        })?;
         // SAFETY: `cname` is a valid C string; flags are valid memfd flags.
         let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
         if raw < 0 {
@@ -77,8 +79,10 @@ impl SharedRegion {
         if ptr == libc::MAP_FAILED {
             return Err(IpcError::last_os("mmap region"));
         }
-        let ptr = NonNull::new(ptr.cast::<u8>())
-            .ok_or(IpcError::BadLayout { what: "mmap", reason: "returned null".into() })?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(IpcError::BadLayout {
+            what: "mmap",
+            reason: "returned null".into(),
+        })?;
         Ok(SharedRegion { fd, ptr, len })
     }
 

@@ -75,7 +75,13 @@ impl SppAddr {
         match addr {
             SocketAddr::V4(v4) => {
                 ip[..4].copy_from_slice(&v4.ip().octets());
-                SppAddr { family: SPP_AF_INET, _pad: 0, port: v4.port(), scope_id: 0, ip }
+                SppAddr {
+                    family: SPP_AF_INET,
+                    _pad: 0,
+                    port: v4.port(),
+                    scope_id: 0,
+                    ip,
+                }
             }
             SocketAddr::V6(v6) => {
                 ip.copy_from_slice(&v6.ip().octets());
@@ -136,11 +142,13 @@ pub struct SppConnInfo {
 }
 
 /// `spp_host.reply`.
-pub type ReplyFn = unsafe extern "C" fn(ctx: *mut c_void, flow: u64, data: *const u8, len: usize) -> c_int;
+pub type ReplyFn =
+    unsafe extern "C" fn(ctx: *mut c_void, flow: u64, data: *const u8, len: usize) -> c_int;
 /// `spp_host.close`.
 pub type CloseFn = unsafe extern "C" fn(ctx: *mut c_void, flow: u64) -> c_int;
 /// `spp_host.log`.
-pub type LogFn = unsafe extern "C" fn(ctx: *mut c_void, level: c_int, text: *const c_char, len: usize);
+pub type LogFn =
+    unsafe extern "C" fn(ctx: *mut c_void, level: c_int, text: *const c_char, len: usize);
 
 /// The services table the host hands to `spp_init` (`spp_host`).
 #[repr(C)]
@@ -173,16 +181,24 @@ pub type AbiVersionHook = unsafe extern "C" fn() -> u32;
 /// `spp_init`.
 pub type InitHook = unsafe extern "C" fn(host: *const SppHost, conf: *const c_char) -> c_int;
 /// `spp_input`.
-pub type InputHook = unsafe extern "C" fn(conn: *const SppConnInfo, buf: *const u8, len: usize) -> c_int;
+pub type InputHook =
+    unsafe extern "C" fn(conn: *const SppConnInfo, buf: *const u8, len: usize) -> c_int;
 /// `spp_route`.
-pub type RouteHook = unsafe extern "C" fn(conn: *const SppConnInfo, req: *const u8, len: usize) -> c_int;
+pub type RouteHook =
+    unsafe extern "C" fn(conn: *const SppConnInfo, req: *const u8, len: usize) -> c_int;
 /// `spp_process`.
-pub type ProcessHook = unsafe extern "C" fn(conn: *const SppConnInfo, req: *const u8, len: usize) -> c_int;
+pub type ProcessHook =
+    unsafe extern "C" fn(conn: *const SppConnInfo, req: *const u8, len: usize) -> c_int;
 /// `spp_exception`.
-pub type ExceptionHook =
-    unsafe extern "C" fn(conn: *const SppConnInfo, req: *const u8, len: usize, reason: c_int) -> c_int;
+pub type ExceptionHook = unsafe extern "C" fn(
+    conn: *const SppConnInfo,
+    req: *const u8,
+    len: usize,
+    reason: c_int,
+) -> c_int;
 /// `spp_close`.
-pub type CloseHook = unsafe extern "C" fn(conn: *const SppConnInfo, leftover: *const u8, len: usize);
+pub type CloseHook =
+    unsafe extern "C" fn(conn: *const SppConnInfo, leftover: *const u8, len: usize);
 /// `spp_fini`.
 pub type FiniHook = unsafe extern "C" fn();
 

@@ -9,7 +9,9 @@ pub const U32_PREFIX_LEN: usize = 4;
 /// A 4-byte big-endian payload length, then the payload. A frame
 /// announcing more than `max_payload` bytes is malformed ([`Input::Close`]).
 pub fn u32_be_prefixed(buf: &[u8], max_payload: usize) -> Input {
-    let Some(header) = buf.first_chunk::<U32_PREFIX_LEN>() else { return Input::NeedMore };
+    let Some(header) = buf.first_chunk::<U32_PREFIX_LEN>() else {
+        return Input::NeedMore;
+    };
     let payload = u32::from_be_bytes(*header) as usize;
     if payload > max_payload {
         return Input::Close;
@@ -40,6 +42,9 @@ mod tests {
         assert_eq!(u32_be_prefixed(&two[7..], 100), Input::Complete(4));
         assert_eq!(u32_be_prefixed(&two[..6], 100), Input::NeedMore);
         assert_eq!(u32_be_prefixed(&two[..2], 100), Input::NeedMore);
-        assert_eq!(u32_be_prefixed(&encode_u32_be_prefixed(&[0; 10]), 9), Input::Close);
+        assert_eq!(
+            u32_be_prefixed(&encode_u32_be_prefixed(&[0; 10]), 9),
+            Input::Close
+        );
     }
 }

@@ -45,7 +45,9 @@ pub enum LoadError {
         symbol: &'static str,
     },
     /// The plugin was built against another ABI version.
-    #[error("plugin {path}: ABI version {plugin} is not supported (this host speaks version {host})")]
+    #[error(
+        "plugin {path}: ABI version {plugin} is not supported (this host speaks version {host})"
+    )]
     AbiMismatch {
         /// The plugin file.
         path: PathBuf,
@@ -81,8 +83,10 @@ impl PluginLibrary {
         let path_buf = path.to_path_buf();
         // SAFETY: loading a library runs its initialisers; a plugin is
         // trusted code named by the operator's config.
-        let lib = unsafe { libloading::Library::new(path) }
-            .map_err(|source| LoadError::Open { path: path_buf.clone(), source })?;
+        let lib = unsafe { libloading::Library::new(path) }.map_err(|source| LoadError::Open {
+            path: path_buf.clone(),
+            source,
+        })?;
 
         // SAFETY: each symbol is looked up with the type `spp_plugin.h`
         // declares for it; the pointers stay valid while `lib` lives, and
@@ -90,25 +94,39 @@ impl PluginLibrary {
         let get = |sym: &'static [u8]| -> Option<*const ()> {
             unsafe { lib.get::<*const ()>(sym) }.ok().map(|s| *s)
         };
-        let version_ptr = get(symbols::ABI_VERSION)
-            .ok_or(LoadError::MissingHook { path: path_buf.clone(), symbol: symbol_name(symbols::ABI_VERSION) })?;
+        let version_ptr = get(symbols::ABI_VERSION).ok_or(LoadError::MissingHook {
+            path: path_buf.clone(),
+            symbol: symbol_name(symbols::ABI_VERSION),
+        })?;
         // SAFETY: the symbol is `uint32_t spp_plugin_abi_version(void)`.
-        let version = unsafe { std::mem::transmute::<*const (), abi::AbiVersionHook>(version_ptr)() };
+        let version =
+            unsafe { std::mem::transmute::<*const (), abi::AbiVersionHook>(version_ptr)() };
         if version != SPP_PLUGIN_ABI_VERSION {
-            return Err(LoadError::AbiMismatch { path: path_buf, plugin: version, host: SPP_PLUGIN_ABI_VERSION });
+            return Err(LoadError::AbiMismatch {
+                path: path_buf,
+                plugin: version,
+                host: SPP_PLUGIN_ABI_VERSION,
+            });
         }
 
         // SAFETY (all transmutes below): each pointer is the symbol of that
         // name, whose C signature is the target type (spp_plugin.h).
         let plugin = unsafe {
             PluginLibrary {
-                init: get(symbols::INIT).map(|p| std::mem::transmute::<*const (), abi::InitHook>(p)),
-                input: get(symbols::INPUT).map(|p| std::mem::transmute::<*const (), abi::InputHook>(p)),
-                route: get(symbols::ROUTE).map(|p| std::mem::transmute::<*const (), abi::RouteHook>(p)),
-                process: get(symbols::PROCESS).map(|p| std::mem::transmute::<*const (), abi::ProcessHook>(p)),
-                exception: get(symbols::EXCEPTION).map(|p| std::mem::transmute::<*const (), abi::ExceptionHook>(p)),
-                close: get(symbols::CLOSE).map(|p| std::mem::transmute::<*const (), abi::CloseHook>(p)),
-                fini: get(symbols::FINI).map(|p| std::mem::transmute::<*const (), abi::FiniHook>(p)),
+                init: get(symbols::INIT)
+                    .map(|p| std::mem::transmute::<*const (), abi::InitHook>(p)),
+                input: get(symbols::INPUT)
+                    .map(|p| std::mem::transmute::<*const (), abi::InputHook>(p)),
+                route: get(symbols::ROUTE)
+                    .map(|p| std::mem::transmute::<*const (), abi::RouteHook>(p)),
+                process: get(symbols::PROCESS)
+                    .map(|p| std::mem::transmute::<*const (), abi::ProcessHook>(p)),
+                exception: get(symbols::EXCEPTION)
+                    .map(|p| std::mem::transmute::<*const (), abi::ExceptionHook>(p)),
+                close: get(symbols::CLOSE)
+                    .map(|p| std::mem::transmute::<*const (), abi::CloseHook>(p)),
+                fini: get(symbols::FINI)
+                    .map(|p| std::mem::transmute::<*const (), abi::FiniHook>(p)),
                 path: path_buf,
                 _lib: lib,
             }
@@ -119,7 +137,10 @@ impl PluginLibrary {
             _ => None,
         };
         if let Some(symbol) = missing {
-            return Err(LoadError::MissingHook { path: plugin.path.clone(), symbol: symbol_name(symbol) });
+            return Err(LoadError::MissingHook {
+                path: plugin.path.clone(),
+                symbol: symbol_name(symbol),
+            });
         }
         Ok(plugin)
     }
@@ -147,25 +168,33 @@ impl PluginLibrary {
     #[inline]
     pub fn input(&self, conn: &SppConnInfo, buf: &[u8]) -> Option<c_int> {
         // SAFETY: both pointers are valid for the call, `len` matches.
-        self.input.map(|f| unsafe { f(conn, buf.as_ptr(), buf.len()) })
+        self.input
+            .map(|f| unsafe { f(conn, buf.as_ptr(), buf.len()) })
     }
 
     /// Calls `spp_route`; `None` when the plugin has none (group 1).
     #[inline]
     pub fn route(&self, conn: &SppConnInfo, req: &[u8]) -> Option<c_int> {
         // SAFETY: both pointers are valid for the call, `len` matches.
-        self.route.map(|f| unsafe { f(conn, req.as_ptr(), req.len()) })
+        self.route
+            .map(|f| unsafe { f(conn, req.as_ptr(), req.len()) })
     }
 
     /// Calls `spp_process`; `None` when the plugin has none.
     #[inline]
     pub fn process(&self, conn: &SppConnInfo, req: &[u8]) -> Option<c_int> {
         // SAFETY: both pointers are valid for the call, `len` matches.
-        self.process.map(|f| unsafe { f(conn, req.as_ptr(), req.len()) })
+        self.process
+            .map(|f| unsafe { f(conn, req.as_ptr(), req.len()) })
     }
 
     /// Calls `spp_exception`; `None` when the plugin has none (close).
-    pub fn exception(&self, conn: &SppConnInfo, req: Option<&[u8]>, reason: c_int) -> Option<c_int> {
+    pub fn exception(
+        &self,
+        conn: &SppConnInfo,
+        req: Option<&[u8]>,
+        reason: c_int,
+    ) -> Option<c_int> {
         let (ptr, len) = req.map_or((std::ptr::null(), 0), |r| (r.as_ptr(), r.len()));
         // SAFETY: `conn` is valid; `ptr` is null or points to `len` bytes.
         self.exception.map(|f| unsafe { f(conn, ptr, len, reason) })

@@ -36,7 +36,9 @@ pub mod host;
 mod plugin;
 
 pub use abi::SPP_PLUGIN_ABI_VERSION;
-pub use plugin::{rt, AfterException, Conn, ExceptionReason, Host, HostError, Input, Level, Plugin};
+pub use plugin::{
+    rt, AfterException, Conn, ExceptionReason, Host, HostError, Input, Level, Plugin,
+};
 
 /// Exports a [`Plugin`] implementation as the C hooks of `spp_plugin.h`.
 /// Use it once per `cdylib` crate.

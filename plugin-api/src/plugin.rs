@@ -207,7 +207,12 @@ pub trait Plugin: Send + Sync + Sized + 'static {
 
     /// Proxy: a request could not be handed to a worker; `req` is `None`
     /// when its bytes are gone. Default: close the connection.
-    fn exception(&self, _conn: Conn<'_>, _req: Option<&[u8]>, _why: ExceptionReason) -> AfterException {
+    fn exception(
+        &self,
+        _conn: Conn<'_>,
+        _req: Option<&[u8]>,
+        _why: ExceptionReason,
+    ) -> AfterException {
         AfterException::Close
     }
 
@@ -238,7 +243,10 @@ pub mod rt {
     impl<P> Slot<P> {
         /// An empty slot, filled by `init`.
         pub const fn new() -> Self {
-            Slot { plugin: OnceLock::new(), host: OnceLock::new() }
+            Slot {
+                plugin: OnceLock::new(),
+                host: OnceLock::new(),
+            }
         }
     }
 
@@ -284,15 +292,23 @@ pub mod rt {
     ///
     /// # Safety
     /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn init<P: Plugin>(slot: &Slot<P>, host: *const SppHost, conf: *const c_char) -> c_int {
+    pub unsafe fn init<P: Plugin>(
+        slot: &Slot<P>,
+        host: *const SppHost,
+        conf: *const c_char,
+    ) -> c_int {
         guard(SPP_HOOK_PANICKED, || {
             // SAFETY: the host keeps the table alive until `spp_fini`.
-            let Some(host) = (unsafe { Host::from_raw(host) }) else { return -1 };
+            let Some(host) = (unsafe { Host::from_raw(host) }) else {
+                return -1;
+            };
             let conf = if conf.is_null() {
                 String::new()
             } else {
                 // SAFETY: the host passes a NUL-terminated string.
-                unsafe { CStr::from_ptr(conf) }.to_string_lossy().into_owned()
+                unsafe { CStr::from_ptr(conf) }
+                    .to_string_lossy()
+                    .into_owned()
             };
             let _ = slot.host.set(host);
             match P::init(host, &conf) {
@@ -310,9 +326,16 @@ pub mod rt {
     ///
     /// # Safety
     /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn input<P: Plugin>(slot: &Slot<P>, c: *const SppConnInfo, buf: *const u8, len: usize) -> c_int {
+    pub unsafe fn input<P: Plugin>(
+        slot: &Slot<P>,
+        c: *const SppConnInfo,
+        buf: *const u8,
+        len: usize,
+    ) -> c_int {
         guard(SPP_HOOK_PANICKED, || {
-            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else { return -1 };
+            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
+                return -1;
+            };
             // SAFETY: `buf` holds `len` bytes for this call.
             match p.input(c, unsafe { bytes(buf, len) }) {
                 Input::Complete(0) | Input::NeedMore => 0,
@@ -326,9 +349,16 @@ pub mod rt {
     ///
     /// # Safety
     /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn route<P: Plugin>(slot: &Slot<P>, c: *const SppConnInfo, req: *const u8, len: usize) -> c_int {
+    pub unsafe fn route<P: Plugin>(
+        slot: &Slot<P>,
+        c: *const SppConnInfo,
+        req: *const u8,
+        len: usize,
+    ) -> c_int {
         guard(SPP_HOOK_PANICKED, || {
-            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else { return -1 };
+            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
+                return -1;
+            };
             // SAFETY: `req` holds `len` bytes for this call.
             clamp(p.route(c, unsafe { bytes(req, len) }) as usize)
         })
@@ -338,9 +368,16 @@ pub mod rt {
     ///
     /// # Safety
     /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn process<P: Plugin>(slot: &Slot<P>, c: *const SppConnInfo, req: *const u8, len: usize) -> c_int {
+    pub unsafe fn process<P: Plugin>(
+        slot: &Slot<P>,
+        c: *const SppConnInfo,
+        req: *const u8,
+        len: usize,
+    ) -> c_int {
         guard(SPP_HOOK_PANICKED, || {
-            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else { return -1 };
+            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
+                return -1;
+            };
             // SAFETY: `req` holds `len` bytes for this call.
             match p.process(c, unsafe { bytes(req, len) }) {
                 Ok(()) => 0,
@@ -361,7 +398,9 @@ pub mod rt {
         reason: c_int,
     ) -> c_int {
         guard(SPP_HOOK_PANICKED, || {
-            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else { return -1 };
+            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
+                return -1;
+            };
             // SAFETY: `req` holds `len` bytes for this call, or is null.
             let req = (!req.is_null()).then(|| unsafe { bytes(req, len) });
             match p.exception(c, req, ExceptionReason::from_raw(reason)) {
@@ -375,7 +414,12 @@ pub mod rt {
     ///
     /// # Safety
     /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn close<P: Plugin>(slot: &Slot<P>, c: *const SppConnInfo, leftover: *const u8, len: usize) {
+    pub unsafe fn close<P: Plugin>(
+        slot: &Slot<P>,
+        c: *const SppConnInfo,
+        leftover: *const u8,
+        len: usize,
+    ) {
         guard((), || {
             if let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) {
                 // SAFETY: `leftover` holds `len` bytes for this call.

@@ -75,8 +75,12 @@ pub struct UdpClient {
 impl UdpClient {
     /// Binds an ephemeral loopback port.
     pub fn new(server: SocketAddr) -> io::Result<UdpClient> {
-        let bind: SocketAddr = if server.is_ipv6() { "[::1]:0".parse() } else { "127.0.0.1:0".parse() }
-            .map_err(|_| io::Error::other("bad bind address"))?;
+        let bind: SocketAddr = if server.is_ipv6() {
+            "[::1]:0".parse()
+        } else {
+            "127.0.0.1:0".parse()
+        }
+        .map_err(|_| io::Error::other("bad bind address"))?;
         let socket = UdpSocket::bind(bind)?;
         socket.set_read_timeout(Some(Duration::from_millis(500)))?;
         Ok(UdpClient { socket, server })

@@ -45,7 +45,12 @@ impl ServiceConfig {
             proxy_plugin: plugin.to_path_buf(),
             proxy_plugin_conf: String::new(),
             proxy_extra: Vec::new(),
-            groups: vec![GroupConfig { id: 1, plugin: plugin.to_path_buf(), plugin_conf: String::new(), workers }],
+            groups: vec![GroupConfig {
+                id: 1,
+                plugin: plugin.to_path_buf(),
+                plugin_conf: String::new(),
+                workers,
+            }],
             ring_size: "1MiB".into(),
         }
     }
@@ -55,17 +60,35 @@ impl ServiceConfig {
         let mut out = String::new();
         let q = |p: &Path| format!("{:?}", p.display().to_string());
         let _ = writeln!(out, "[service]\nname = {:?}", self.name);
-        let _ = writeln!(out, "run_dir = {}\nlog_dir = {}", q(&dir.join("run")), q(&dir.join("log")));
+        let _ = writeln!(
+            out,
+            "run_dir = {}\nlog_dir = {}",
+            q(&dir.join("run")),
+            q(&dir.join("log"))
+        );
         let _ = writeln!(out, "log_level = \"info\"\nstop_grace = \"5s\"\n");
         let _ = writeln!(out, "[proxy]\nlisten = {:?}", self.listen);
-        let _ = writeln!(out, "plugin = {}\nplugin_conf = {:?}", q(&self.proxy_plugin), self.proxy_plugin_conf);
+        let _ = writeln!(
+            out,
+            "plugin = {}\nplugin_conf = {:?}",
+            q(&self.proxy_plugin),
+            self.proxy_plugin_conf
+        );
         for line in &self.proxy_extra {
             let _ = writeln!(out, "{line}");
         }
-        let _ = writeln!(out, "\n[rings]\nrequest_size = {:?}\nresponse_size = {:?}", self.ring_size, self.ring_size);
+        let _ = writeln!(
+            out,
+            "\n[rings]\nrequest_size = {:?}\nresponse_size = {:?}",
+            self.ring_size, self.ring_size
+        );
         for g in &self.groups {
             let _ = writeln!(out, "\n[[group]]\nid = {}\nplugin = {}", g.id, q(&g.plugin));
-            let _ = writeln!(out, "plugin_conf = {:?}\nworkers = {}", g.plugin_conf, g.workers);
+            let _ = writeln!(
+                out,
+                "plugin_conf = {:?}\nworkers = {}",
+                g.plugin_conf, g.workers
+            );
         }
         out
     }

@@ -32,7 +32,11 @@ impl Binaries {
     /// (`target/debug/deps/<test>`), and checks the binaries are built.
     pub fn locate() -> Binaries {
         let exe = std::env::current_exe().expect("current_exe");
-        let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf();
         for name in ["spp", "spp-proxy", "spp-worker"] {
             assert!(
                 dir.join(name).is_file(),
@@ -51,7 +55,11 @@ impl Binaries {
     /// A plugin by library name, e.g. `plugin("spp_echo")`.
     pub fn plugin(&self, name: &str) -> PathBuf {
         let path = self.dir.join(format!("lib{name}.so"));
-        assert!(path.is_file(), "{} is missing: build first with `cargo build --workspace`", path.display());
+        assert!(
+            path.is_file(),
+            "{} is missing: build first with `cargo build --workspace`",
+            path.display()
+        );
         path
     }
 }
@@ -75,7 +83,12 @@ pub fn wait_for<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Op
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

@@ -59,7 +59,11 @@ pub fn run_spp(bins: &Binaries, args: &[&str]) -> SppOutput {
         }
     };
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    SppOutput { code, stdout: read(&out_path), stderr: read(&err_path) }
+    SppOutput {
+        code,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    }
 }
 
 /// A service started from a temp config.
@@ -82,7 +86,13 @@ impl Service {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("spp.toml");
         std::fs::write(&config, cfg.render(dir.path())).expect("write config");
-        let service = Service { bins, dir, config, stopped: false, seen_pids: RefCell::new(BTreeSet::new()) };
+        let service = Service {
+            bins,
+            dir,
+            config,
+            stopped: false,
+            seen_pids: RefCell::new(BTreeSet::new()),
+        };
         let out = service.spp(&["start"]);
         if out.ok() {
             let _ = service.status();
@@ -93,7 +103,12 @@ impl Service {
     /// Starts the service; panics with `spp start`'s output if it fails.
     pub fn start(cfg: &ServiceConfig) -> Service {
         let (service, out) = Service::try_start(cfg);
-        assert!(out.ok(), "spp start failed: {}\n--- logs ---\n{}", out.text(), service.logs());
+        assert!(
+            out.ok(),
+            "spp start failed: {}\n--- logs ---\n{}",
+            out.text(),
+            service.logs()
+        );
         service
     }
 
@@ -110,7 +125,8 @@ impl Service {
     pub fn status(&self) -> Value {
         let out = self.spp(&["status", "--json"]);
         assert!(out.ok(), "spp status failed: {}", out.text());
-        let value: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("status JSON: {e}: {}", out.stdout));
+        let value: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("status JSON: {e}: {}", out.stdout));
         let mut seen = self.seen_pids.borrow_mut();
         if let Some(pid) = value["controller_pid"].as_i64() {
             seen.insert(pid as i32);
@@ -133,7 +149,9 @@ impl Service {
             .filter(|l| l["transport"] == transport)
             .filter_map(|l| l["addr"].as_str()?.parse().ok())
             .collect();
-        *addrs.get(n).unwrap_or_else(|| panic!("no {transport} listener #{n} in {status}"))
+        *addrs
+            .get(n)
+            .unwrap_or_else(|| panic!("no {transport} listener #{n} in {status}"))
     }
 
     /// The first TCP listener.
@@ -178,7 +196,15 @@ impl Service {
         if let Ok(entries) = std::fs::read_dir(self.dir.path().join("log")) {
             for entry in entries.flatten() {
                 let body = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                let tail: String = body.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let tail: String = body
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 text.push_str(&format!("== {}\n{tail}\n", entry.path().display()));
             }
         }
@@ -206,7 +232,8 @@ impl Drop for Service {
         // Anything still alive that we saw (and is still an spp process)
         // is killed by PID.
         for pid in self.seen_pids() {
-            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if pid_alive(pid) && cmdline.contains("spp") {
                 kill(pid, libc::SIGKILL);
             }

@@ -32,7 +32,10 @@ fn tcp_and_udp_echo_on_several_ports() {
         let mut client = TcpClient::connect(addr).expect("connect");
         for i in 0..20u32 {
             let payload = format!("tcp {addr} #{i}");
-            assert_eq!(client.call(payload.as_bytes()).expect("tcp call"), payload.as_bytes());
+            assert_eq!(
+                client.call(payload.as_bytes()).expect("tcp call"),
+                payload.as_bytes()
+            );
         }
     }
     for n in 0..tcp_count {
@@ -40,7 +43,10 @@ fn tcp_and_udp_echo_on_several_ports() {
         let client = UdpClient::new(addr).expect("udp bind");
         for i in 0..20u32 {
             let payload = format!("udp {addr} #{i}");
-            assert_eq!(client.call(payload.as_bytes()).expect("udp call"), payload.as_bytes());
+            assert_eq!(
+                client.call(payload.as_bytes()).expect("udp call"),
+                payload.as_bytes()
+            );
         }
     }
 }
@@ -50,10 +56,15 @@ fn pipelined_requests_in_one_write_come_back_in_order() {
     let service = Service::start(&echo_config(2));
     let mut client = TcpClient::connect(service.tcp()).expect("connect");
     const N: usize = 1000;
-    let batch: Vec<u8> = (0..N).flat_map(|i| frame(format!("req-{i}").as_bytes())).collect();
+    let batch: Vec<u8> = (0..N)
+        .flat_map(|i| frame(format!("req-{i}").as_bytes()))
+        .collect();
     client.stream.write_all(&batch).expect("write batch");
     for i in 0..N {
-        assert_eq!(client.recv().expect("pipelined response"), format!("req-{i}").as_bytes());
+        assert_eq!(
+            client.recv().expect("pipelined response"),
+            format!("req-{i}").as_bytes()
+        );
     }
 }
 
@@ -63,7 +74,10 @@ fn a_request_split_byte_by_byte_is_reassembled() {
     let mut client = TcpClient::connect(service.tcp()).expect("connect");
     let request = frame(b"split into single bytes");
     for byte in &request {
-        client.stream.write_all(std::slice::from_ref(byte)).expect("write byte");
+        client
+            .stream
+            .write_all(std::slice::from_ref(byte))
+            .expect("write byte");
         client.stream.flush().expect("flush");
         // Pacing, not synchronisation: gives each byte its own segment.
         std::thread::sleep(Duration::from_millis(1));
@@ -97,18 +111,26 @@ fn an_oversized_request_closes_only_its_connection() {
     let mut bad = TcpClient::connect(service.tcp()).expect("connect bad");
     let big = frame(&vec![7u8; 100 * 1024]);
     let _ = bad.stream.write_all(&big); // may fail midway once the proxy closes
-    assert!(bad.closed_by_server(), "the oversized request's connection must be closed");
+    assert!(
+        bad.closed_by_server(),
+        "the oversized request's connection must be closed"
+    );
 
     assert_eq!(good.call(b"after").expect("after"), b"after");
     let stats = &service.status()["proxy_stats"];
-    assert!(stats["oversized"].as_u64().unwrap_or(0) >= 1, "oversized not counted: {stats}");
+    assert!(
+        stats["oversized"].as_u64().unwrap_or(0) >= 1,
+        "oversized not counted: {stats}"
+    );
 }
 
 #[test]
 fn two_hundred_concurrent_connections_are_served() {
     let service = Service::start(&echo_config(2));
     let addr = service.tcp();
-    let mut clients: Vec<TcpClient> = (0..200).map(|_| TcpClient::connect(addr).expect("connect")).collect();
+    let mut clients: Vec<TcpClient> = (0..200)
+        .map(|_| TcpClient::connect(addr).expect("connect"))
+        .collect();
     for round in 0..3 {
         for (i, c) in clients.iter_mut().enumerate() {
             c.send(format!("{round}:{i}").as_bytes()).expect("send");

@@ -24,7 +24,11 @@ struct Load {
 
 impl Load {
     fn start(service: &Service, clients: usize) -> Load {
-        let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (stop, ok, failed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
         let addr = service.tcp();
         let threads = (0..clients)
             .map(|c| {
@@ -49,7 +53,12 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, ok, failed, threads }
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
     }
 
     fn finish(self) -> (u64, u64) {
@@ -57,12 +66,17 @@ impl Load {
         for t in self.threads {
             let _ = t.join();
         }
-        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
 
 fn worker_requests(service: &Service, name: &str) -> u64 {
-    service.status()["worker_stats"][name]["requests"].as_u64().unwrap_or(0)
+    service.status()["worker_stats"][name]["requests"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -72,13 +86,20 @@ fn a_killed_worker_is_replaced_and_its_in_flight_client_answered_at_once() {
     let mut victim = TcpClient::connect(service.tcp()).expect("victim connect");
     victim.send(b"sleep:60000").expect("victim send");
     let holder = wait_for(Duration::from_secs(10), || {
-        ["worker-g1-0", "worker-g1-1"].into_iter().find(|w| worker_requests(&service, w) == 1)
+        ["worker-g1-0", "worker-g1-1"]
+            .into_iter()
+            .find(|w| worker_requests(&service, w) == 1)
     })
     .expect("one worker took the sleeping request");
     let holder_pid = service.pid_of(holder).expect("holder pid");
 
     let load = Load::start(&service, 4);
-    assert!(wait_for(Duration::from_secs(10), || (load.ok.load(Ordering::Relaxed) > 100).then_some(())).is_some());
+    assert!(wait_for(Duration::from_secs(10), || (load
+        .ok
+        .load(Ordering::Relaxed)
+        > 100)
+        .then_some(()))
+    .is_some());
 
     kill(holder_pid, libc::SIGKILL);
     // Answered ("busy" from the exception hook) or closed well before the
@@ -86,17 +107,30 @@ fn a_killed_worker_is_replaced_and_its_in_flight_client_answered_at_once() {
     match victim.recv() {
         Ok(reply) => assert_eq!(reply, b"busy"),
         Err(e) => assert!(
-            matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset),
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ),
             "the victim must be answered or closed, not left waiting: {e}"
         ),
     }
 
-    let new_pid = service.wait_replaced(holder, holder_pid, REPLACE_TIMEOUT).expect("worker replaced");
+    let new_pid = service
+        .wait_replaced(holder, holder_pid, REPLACE_TIMEOUT)
+        .expect("worker replaced");
     assert_ne!(new_pid, holder_pid);
     let before = load.ok.load(Ordering::Relaxed);
-    assert!(wait_for(Duration::from_secs(10), || (load.ok.load(Ordering::Relaxed) > before + 100).then_some(())).is_some());
+    assert!(wait_for(Duration::from_secs(10), || (load
+        .ok
+        .load(Ordering::Relaxed)
+        > before + 100)
+        .then_some(()))
+    .is_some());
     let (ok, failed) = load.finish();
-    assert_eq!(failed, 0, "other connections must be unaffected ({ok} calls succeeded)");
+    assert_eq!(
+        failed, 0,
+        "other connections must be unaffected ({ok} calls succeeded)"
+    );
     assert!(service.process(holder)["restarts"].as_u64() >= Some(1));
     assert!(service.status()["proxy_stats"]["worker_died_failed"].as_u64() >= Some(1));
 }
@@ -111,14 +145,24 @@ fn a_killed_proxy_is_replaced_and_connections_opened_meanwhile_are_served() {
 
     kill(proxy_pid, libc::SIGKILL);
     // Opened while no proxy runs: the controller's listener queues them.
-    let mut during: Vec<TcpClient> = (0..5).map(|_| TcpClient::connect(addr).expect("connect during restart")).collect();
+    let mut during: Vec<TcpClient> = (0..5)
+        .map(|_| TcpClient::connect(addr).expect("connect during restart"))
+        .collect();
     for (i, c) in during.iter_mut().enumerate() {
         let payload = format!("during {i}");
-        assert_eq!(c.call(payload.as_bytes()).expect("served by the new proxy"), payload.as_bytes());
+        assert_eq!(
+            c.call(payload.as_bytes()).expect("served by the new proxy"),
+            payload.as_bytes()
+        );
     }
-    let new_pid = service.wait_replaced("proxy", proxy_pid, REPLACE_TIMEOUT).expect("proxy replaced");
+    let new_pid = service
+        .wait_replaced("proxy", proxy_pid, REPLACE_TIMEOUT)
+        .expect("proxy replaced");
     assert_ne!(new_pid, proxy_pid);
-    assert!(before.closed_by_server() || before.call(b"x").is_err(), "the old proxy's connections are gone");
+    assert!(
+        before.closed_by_server() || before.call(b"x").is_err(),
+        "the old proxy's connections are gone"
+    );
 }
 
 #[test]
@@ -128,10 +172,20 @@ fn a_panicking_plugin_closes_only_that_connection() {
     let mut good = TcpClient::connect(service.tcp()).expect("connect");
     let mut bad = TcpClient::connect(service.tcp()).expect("connect");
     bad.send(b"panic").expect("send");
-    assert!(bad.closed_by_server(), "a panic closes the request's connection");
+    assert!(
+        bad.closed_by_server(),
+        "a panic closes the request's connection"
+    );
     assert_eq!(good.call(b"still here").expect("call"), b"still here");
-    assert_eq!(service.pid_of("worker-g1-0"), Some(pid), "the worker lives on");
-    assert_eq!(service.status()["worker_stats"]["worker-g1-0"]["plugin_panics"].as_u64(), Some(1));
+    assert_eq!(
+        service.pid_of("worker-g1-0"),
+        Some(pid),
+        "the worker lives on"
+    );
+    assert_eq!(
+        service.status()["worker_stats"]["worker-g1-0"]["plugin_panics"].as_u64(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -141,9 +195,9 @@ fn a_crashing_plugin_takes_down_only_its_worker() {
     assert_eq!(good.call(b"one").expect("call"), b"one");
     let mut bad = TcpClient::connect(service.tcp()).expect("connect");
     bad.send(b"abort").expect("send");
-    match bad.recv() {
-        Ok(reply) => assert_eq!(reply, b"busy"),
-        Err(_) => {} // closed: also acceptable
+    // Answered "busy" by the exception hook, or closed: both acceptable.
+    if let Ok(reply) = bad.recv() {
+        assert_eq!(reply, b"busy");
     }
     let started = Instant::now();
     let restarted = wait_for(REPLACE_TIMEOUT, || {
@@ -153,7 +207,11 @@ fn a_crashing_plugin_takes_down_only_its_worker() {
         let all_ready = procs.iter().all(|p| p["state"] == "ready");
         (total >= 1 && all_ready).then_some(())
     });
-    assert!(restarted.is_some(), "crashed worker not brought back within {:?}", started.elapsed());
+    assert!(
+        restarted.is_some(),
+        "crashed worker not brought back within {:?}",
+        started.elapsed()
+    );
     assert_eq!(good.call(b"two").expect("call"), b"two");
 }
 

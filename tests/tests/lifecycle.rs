@@ -50,8 +50,14 @@ fn a_plugin_with_the_wrong_abi_version_is_refused() {
     let out = run_spp(&bins, &["start", "-c", &path.display().to_string()]);
     assert!(!out.ok());
     let text = out.text();
-    assert!(text.contains("99") && text.contains("version 1"), "names both versions: {text}");
-    assert!(text.contains("libspp_echo_c_abi99.so"), "names the file: {text}");
+    assert!(
+        text.contains("99") && text.contains("version 1"),
+        "names both versions: {text}"
+    );
+    assert!(
+        text.contains("libspp_echo_c_abi99.so"),
+        "names the file: {text}"
+    );
 }
 
 #[test]
@@ -61,8 +67,15 @@ fn a_plugin_whose_init_fails_fails_the_start_with_the_reason() {
     cfg.groups[0].plugin_conf = "init_fail".into();
     let (service, out) = Service::try_start(&cfg);
     assert!(!out.ok(), "start must fail when a worker's init fails");
-    assert!(out.text().contains("worker-g1-0") || out.text().contains("g1/0"), "names the worker: {}", out.text());
-    assert!(!service.dir.path().join("run/spp.pid").exists(), "nothing left running");
+    assert!(
+        out.text().contains("worker-g1-0") || out.text().contains("g1/0"),
+        "names the worker: {}",
+        out.text()
+    );
+    assert!(
+        !service.dir.path().join("run/spp.pid").exists(),
+        "nothing left running"
+    );
 }
 
 #[test]
@@ -83,7 +96,10 @@ fn stop_leaves_no_process_pid_file_or_socket() {
         assert!(!pid_alive(pid), "pid {pid} still alive after stop");
     }
     let run = service.dir.path().join("run");
-    assert!(!run.join("spp.pid").exists() && !run.join("spp.sock").exists(), "run dir not clean");
+    assert!(
+        !run.join("spp.pid").exists() && !run.join("spp.sock").exists(),
+        "run dir not clean"
+    );
     let status = service.spp(&["status"]);
     assert!(!status.ok(), "status after stop reports not running");
 }

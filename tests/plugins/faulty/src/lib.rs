@@ -33,8 +33,15 @@ fn payload(req: &[u8]) -> &[u8] {
 }
 
 fn millis(text: &[u8]) -> u64 {
-    let digits: Vec<u8> = text.iter().copied().take_while(u8::is_ascii_digit).collect();
-    std::str::from_utf8(&digits).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+    let digits: Vec<u8> = text
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Plugin for Faulty {
@@ -70,8 +77,16 @@ impl Plugin for Faulty {
         self.host.reply(conn.flow(), req).map_err(|_| ())
     }
 
-    fn exception(&self, conn: Conn<'_>, _req: Option<&[u8]>, _why: ExceptionReason) -> AfterException {
-        match self.host.reply(conn.flow(), &encode_u32_be_prefixed(b"busy")) {
+    fn exception(
+        &self,
+        conn: Conn<'_>,
+        _req: Option<&[u8]>,
+        _why: ExceptionReason,
+    ) -> AfterException {
+        match self
+            .host
+            .reply(conn.flow(), &encode_u32_be_prefixed(b"busy"))
+        {
             Ok(()) => AfterException::Keep,
             Err(_) => AfterException::Close,
         }

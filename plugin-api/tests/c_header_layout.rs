@@ -1,0 +1,62 @@
+//! The C header and the Rust mirror must agree byte for byte: compile a C
+//! program against `include/spp_plugin.h` that prints sizes and offsets,
+//! and compare them with `spp_plugin_api::abi`.
+
+use spp_plugin_api::abi::{SppAddr, SppConnInfo, SppHost};
+use std::mem::{offset_of, size_of};
+use std::process::Command;
+
+const PROGRAM: &str = r#"
+#include <stdio.h>
+#include <stddef.h>
+#include "spp_plugin.h"
+int main(void) {
+    printf("addr %zu %zu %zu\n", sizeof(spp_addr), offsetof(spp_addr, port), offsetof(spp_addr, ip));
+    printf("conn %zu %zu %zu %zu %zu\n", sizeof(spp_conn_info), offsetof(spp_conn_info, proto),
+           offsetof(spp_conn_info, listener), offsetof(spp_conn_info, local), offsetof(spp_conn_info, remote));
+    printf("host %zu %zu %zu %zu %zu\n", sizeof(spp_host), offsetof(spp_host, ctx), offsetof(spp_host, reply),
+           offsetof(spp_host, close), offsetof(spp_host, log));
+    printf("abi %u\n", SPP_PLUGIN_ABI_VERSION);
+    return 0;
+}
+"#;
+
+#[test]
+fn c_header_and_rust_mirror_agree() {
+    let dir = std::env::temp_dir().join(format!("spp-c-header-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("layout.c");
+    let exe = dir.join("layout");
+    std::fs::write(&src, PROGRAM).unwrap();
+    let include = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Werror", "-I", include, "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(status.success(), "compiling against spp_plugin.h failed");
+    let out = Command::new(&exe).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let expected = format!(
+        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {}\nabi {}\n",
+        size_of::<SppAddr>(),
+        offset_of!(SppAddr, port),
+        offset_of!(SppAddr, ip),
+        size_of::<SppConnInfo>(),
+        offset_of!(SppConnInfo, proto),
+        offset_of!(SppConnInfo, listener),
+        offset_of!(SppConnInfo, local),
+        offset_of!(SppConnInfo, remote),
+        size_of::<SppHost>(),
+        offset_of!(SppHost, ctx),
+        offset_of!(SppHost, reply),
+        offset_of!(SppHost, close),
+        offset_of!(SppHost, log),
+        spp_plugin_api::SPP_PLUGIN_ABI_VERSION,
+    );
+    assert_eq!(text, expected);
+}

@@ -27,6 +27,31 @@ pub const PAIR_HEADER_SPACE: usize = 4096;
 /// Bytes of the proxy region.
 pub const PROXY_REGION_SIZE: usize = 4096;
 
+/// Defines a `#[repr(C)]` block of `AtomicU64` counters whose field names
+/// are the metric names, with [`NAMES`](ProxyStats::NAMES) and a
+/// [`snapshot`](ProxyStats::snapshot) so readers never list the fields
+/// again.
+macro_rules! counters {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* pub $field:ident: AtomicU64,)* }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: AtomicU64,)*
+        }
+
+        impl $name {
+            /// Every counter's name, in layout order.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Every counter's name and current value, in layout order.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed))),*]
+            }
+        }
+    };
+}
+
 /// Life cycle of a worker slot, in `PairHeader::worker_state`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,10 +81,9 @@ impl WorkerState {
     }
 }
 
-/// Counters a worker keeps (written by the worker only).
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct WorkerStats {
+counters! {
+    /// Counters a worker keeps (written by the worker only).
+    WorkerStats {
     /// Requests handed to `spp_process`.
     pub requests: AtomicU64,
     /// `spp_process` returned non-zero.
@@ -74,6 +98,7 @@ pub struct WorkerStats {
     pub replies_dropped: AtomicU64,
     /// Nanoseconds spent inside `spp_process`.
     pub busy_ns: AtomicU64,
+}
 }
 
 /// The header of a pair region. One cache line per writer.
@@ -284,10 +309,9 @@ impl ProxyState {
     }
 }
 
-/// Counters the proxy keeps (written by the proxy only).
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct ProxyStats {
+counters! {
+    /// Counters the proxy keeps (written by the proxy only).
+    ProxyStats {
     /// TCP connections accepted.
     pub conns_accepted: AtomicU64,
     /// TCP connections open now.
@@ -322,6 +346,7 @@ pub struct ProxyStats {
     pub udp_dropped: AtomicU64,
     /// A proxy-side hook panicked.
     pub plugin_panics: AtomicU64,
+}
 }
 
 /// The proxy region's header.

@@ -51,7 +51,9 @@ pub fn split_response(payload: &[u8]) -> Option<(&ResponseMeta, &[u8])> {
 
 fn split<T>(payload: &[u8]) -> Option<(&T, &[u8])> {
     let size = std::mem::size_of::<T>();
-    if payload.len() < size || !(payload.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
+    if payload.len() < size
+        || !(payload.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+    {
         return None;
     }
     // SAFETY: long enough and aligned (checked); `T` is a plain-old-data

@@ -1,1 +1,90 @@
-fn main() {}
+//! `spp-proxy`: the spp proxy process.
+//!
+//! Started by the controller (`spp start`) with `SPP_LAUNCH` holding a JSON
+//! `Launch::Proxy` and every fd it names inherited. It listens on the
+//! inherited TCP and UDP sockets, frames requests with the plugin's
+//! `spp_input`, routes them through shared-memory rings to the workers and
+//! writes their responses back.
+//!
+//! Modules: [`event_loop`] (the loop, waiting, signals, drain), [`tcp`]
+//! (accept and read side), [`udp`], [`conn`] (a connection's buffers),
+//! [`clients`] (flow tables and delivery), [`requests`] (route, queue or
+//! fail), [`responses`] (draining rings, failing a dead worker's
+//! requests), [`dispatch`] (groups, worker slots, liveness), [`host`]
+//! (the `spp_host` services), [`flow`] (flow ids), [`setup`] (the launch
+//! spec), [`stats`], [`token`], [`error`].
+//!
+//! Exit status: 0 after SIGINT or a finished SIGTERM drain; 2 for a bad
+//! launch spec or a plugin that cannot be loaded; 3 when the plugin's
+//! `spp_init` refuses; 1 when the event loop itself fails.
+
+mod clients;
+mod conn;
+mod dispatch;
+mod error;
+mod event_loop;
+mod flow;
+mod host;
+mod requests;
+mod responses;
+mod setup;
+mod stats;
+mod tcp;
+mod token;
+mod udp;
+
+use anyhow::Context;
+use error::ProxyError;
+use event_loop::Proxy;
+use spp_ipc::launch::{Launch, ProxyLaunch};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// The log filter used when the spec's is not valid.
+const FALLBACK_LOG_FILTER: &str = "info";
+
+fn main() -> ExitCode {
+    let launch = match Launch::from_env() {
+        Ok(Launch::Proxy(launch)) => launch,
+        Ok(Launch::Worker(_)) => return fail_early(&ProxyError::WrongRole("worker")),
+        Err(e) => return fail_early(&ProxyError::Launch(e)),
+    };
+    init_logging(&launch.log.level);
+    match run(&launch) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<ProxyError>()
+                .map_or(error::EXIT_RUNTIME, ProxyError::exit_code);
+            tracing::error!("spp-proxy ({}): {e:#}", launch.service);
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Reports an error that happened before logging was set up.
+fn fail_early(e: &ProxyError) -> ExitCode {
+    eprintln!("spp-proxy: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|e| {
+        eprintln!("spp-proxy: log level {level:?} is not a valid filter ({e}); using {FALLBACK_LOG_FILTER:?}");
+        EnvFilter::new(FALLBACK_LOG_FILTER)
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+}
+
+fn run(launch: &ProxyLaunch) -> anyhow::Result<()> {
+    tracing::info!(service = %launch.service, epoch = launch.epoch, plugin = %launch.plugin.display(), "proxy starting");
+    let mut proxy = Proxy::new(launch)?;
+    proxy.init_plugin(&launch.plugin_conf)?;
+    let outcome = proxy.run();
+    proxy.finish();
+    outcome.context("event loop failed")
+}

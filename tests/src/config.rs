@@ -51,7 +51,7 @@ impl ServiceConfig {
                 plugin_conf: String::new(),
                 workers,
             }],
-            ring_size: "1MiB".into(),
+            ring_size: "4MiB".into(),
         }
     }
 

@@ -88,7 +88,8 @@ fn a_request_split_byte_by_byte_is_reassembled() {
 #[test]
 fn a_one_mebibyte_request_is_echoed() {
     let mut cfg = echo_config(1);
-    cfg.proxy_extra.push("max_request_size = \"2MiB\"".into());
+    cfg.proxy_extra
+        .push("max_request_size = \"1536KiB\"".into());
     cfg.ring_size = "4MiB".into();
     let service = Service::start(&cfg);
     let mut client = TcpClient::connect(service.tcp()).expect("connect");

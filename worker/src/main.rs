@@ -1,1 +1,149 @@
-fn main() {}
+//! `spp-worker`: one worker process of an spp group. Started by the
+//! controller (`spp start`) with `SPP_LAUNCH` = a JSON `Launch::Worker` and
+//! its pair region, doorbell, proxy region and proxy doorbell inherited.
+//!
+//! Startup: map the shared state, publish our pid, bump
+//! `worker_generation`, state `Starting`, drop whatever a dead predecessor
+//! left in the request ring, load the plugin (ABI checked), build the
+//! `spp_host` table, call `spp_init`, state `Ready`, then serve the ring
+//! ([`serve`]) until SIGTERM drains it.
+//!
+//! Exit status: 0 after a drain; 2 bad launch spec or plugin that cannot be
+//! loaded (the message names the file); 3 `spp_init` returned non-zero (the
+//! code is logged); 1 a corrupt request ring or another runtime failure.
+//! Logs go to stderr (the controller sends them to the log dir).
+
+mod attach;
+mod error;
+mod host;
+mod respond;
+mod serve;
+mod signals;
+mod stats;
+
+use crate::error::WorkerError;
+use crate::host::HostServices;
+use crate::respond::Responder;
+use crate::serve::Server;
+use spp_ipc::launch::{Launch, WorkerLaunch};
+use spp_ipc::layout::WorkerState;
+use spp_plugin_api::host::{PluginLibrary, Role};
+use std::ffi::CString;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use tracing_subscriber::EnvFilter;
+
+/// Log filter used until the launch spec names one, or when its filter is
+/// invalid.
+const DEFAULT_LOG_LEVEL: &str = "info";
+
+fn main() -> ExitCode {
+    let launch = Launch::from_env();
+    let level = match &launch {
+        Ok(Launch::Worker(spec)) => spec.log.level.as_str(),
+        _ => DEFAULT_LOG_LEVEL,
+    };
+    init_logging(level);
+    let result = launch
+        .map_err(WorkerError::Launch)
+        .and_then(|launch| match launch {
+            Launch::Worker(spec) => run(spec),
+            Launch::Proxy(_) => Err(WorkerError::WrongRole { role: "proxy" }),
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// tracing to stderr with the launch spec's filter.
+fn init_logging(level: &str) {
+    let (filter, bad) = match EnvFilter::try_new(level) {
+        Ok(filter) => (filter, None),
+        Err(err) => (EnvFilter::new(DEFAULT_LOG_LEVEL), Some(err)),
+    };
+    // Only fails if a subscriber is already set, which nothing here does.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    if let Some(err) = bad {
+        tracing::warn!(
+            "log level {level:?} is not a valid filter ({err}); using {DEFAULT_LOG_LEVEL:?}"
+        );
+    }
+}
+
+/// Starts the worker and serves until drained.
+fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
+    let _span = tracing::info_span!("worker", group = spec.group, index = spec.index).entered();
+    let shared = attach::attach(&spec)?;
+    let header = shared.pair_header();
+    header
+        .worker_pid
+        .store(std::process::id(), Ordering::Release);
+    header.worker_generation.fetch_add(1, Ordering::AcqRel);
+    header
+        .worker_state
+        .store(WorkerState::Starting as u32, Ordering::Release);
+
+    let ring_error = |what, source| WorkerError::Attach {
+        what,
+        fd: spec.pair.region_fd,
+        source,
+    };
+    // SAFETY: the controller runs one worker per slot, so this is the only
+    // request consumer and response producer; `shared` is leaked, so the
+    // rings outlive both ends.
+    let (mut requests, responses) = unsafe {
+        (
+            shared
+                .pair
+                .request_consumer()
+                .map_err(|e| ring_error("request ring", e))?,
+            shared
+                .pair
+                .response_producer()
+                .map_err(|e| ring_error("response ring", e))?,
+        )
+    };
+    requests.discard_all();
+    let stop = signals::install(shared.bell.raw_fd())?;
+
+    // Leaked: plugin threads may outlive `spp_fini`, so the code is never
+    // unmapped under them.
+    let plugin: &'static PluginLibrary =
+        Box::leak(Box::new(PluginLibrary::load(&spec.plugin, Role::Worker)?));
+    let conf = CString::new(spec.plugin_conf.as_str()).map_err(|_| WorkerError::Conf {
+        path: spec.plugin.clone(),
+    })?;
+    let host = HostServices::install(
+        shared,
+        Responder::new(responses, shared),
+        spec.group,
+        spec.index,
+    )
+    .ok_or(WorkerError::HostInstalledTwice)?;
+    // SAFETY: the table is leaked, so it stays valid and in place for the
+    // process's life (past `spp_fini`).
+    let code = unsafe { plugin.init(host.table(), &conf) };
+    if code != 0 {
+        return Err(WorkerError::Init {
+            path: spec.plugin.clone(),
+            code,
+        });
+    }
+    header
+        .worker_state
+        .store(WorkerState::Ready as u32, Ordering::Release);
+    tracing::info!(plugin = %spec.plugin.display(), pid = std::process::id(), "ready");
+
+    Server::new(&spec, shared, host, plugin, requests, stop).run()?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -24,7 +24,9 @@ fn parse_conf(conf: &str) -> Result<usize, String> {
     for item in conf.split([',', ' ']).filter(|s| !s.is_empty()) {
         match item.split_once('=') {
             Some(("max_payload", v)) => {
-                max_payload = v.parse().map_err(|_| format!("max_payload={v:?} is not a number"))?;
+                max_payload = v
+                    .parse()
+                    .map_err(|_| format!("max_payload={v:?} is not a number"))?;
             }
             _ => return Err(format!("unknown setting {item:?} (known: max_payload=N)")),
         }

@@ -1,0 +1,282 @@
+//! The bookkeeping of one supervised child: what it is, its current run,
+//! its restart back-off and crash-loop detection, how its last run ended,
+//! and its line in the status report.
+
+use crate::config::Config;
+use crate::defaults;
+use crate::status::{ProcState, ProcessStatus};
+use spp_ipc::layout::{ProxyState, WorkerState};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+/// Exit status of a child whose launch spec is bad or whose plugin cannot
+/// be loaded (the process contract in the brief).
+pub const EXIT_BAD_LAUNCH: i32 = 2;
+/// Exit status of a child whose plugin's `spp_init` returned non-zero.
+pub const EXIT_INIT_FAILED: i32 = 3;
+
+/// Which process a child is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The proxy.
+    Proxy,
+    /// A worker.
+    Worker {
+        /// Position of its group in the config.
+        group_pos: usize,
+        /// Group id.
+        group: u32,
+        /// Index inside the group.
+        index: u32,
+    },
+}
+
+/// What the child last wrote about itself in shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shared {
+    /// Not started, or loading its plugin.
+    Starting,
+    /// Serving.
+    Ready,
+    /// Draining.
+    Draining,
+    /// Gone (set by the controller).
+    Down,
+}
+
+impl From<WorkerState> for Shared {
+    fn from(s: WorkerState) -> Self {
+        match s {
+            WorkerState::Empty | WorkerState::Starting => Shared::Starting,
+            WorkerState::Ready => Shared::Ready,
+            WorkerState::Draining => Shared::Draining,
+            WorkerState::Down => Shared::Down,
+        }
+    }
+}
+
+impl From<ProxyState> for Shared {
+    fn from(s: ProxyState) -> Self {
+        match s {
+            ProxyState::Empty | ProxyState::Starting => Shared::Starting,
+            ProxyState::Ready => Shared::Ready,
+            ProxyState::Draining => Shared::Draining,
+            ProxyState::Down => Shared::Down,
+        }
+    }
+}
+
+/// A live run of a child.
+#[derive(Clone, Copy, Debug)]
+pub struct Running {
+    /// Its pid.
+    pub pid: u32,
+    /// When it was spawned.
+    pub started: Instant,
+    /// Whether it was seen ready.
+    pub ever_ready: bool,
+    /// Size of its log file when it started (where its own output begins).
+    pub log_from: u64,
+}
+
+/// Restart delays: [`defaults::BACKOFF_INITIAL`] doubling to
+/// [`defaults::BACKOFF_MAX`], starting over after a run of
+/// [`defaults::STABLE_AFTER`]; [`defaults::CRASH_LOOP_RESTARTS`] quick exits
+/// in a row make a crash loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    next_delay: Duration,
+    quick_exits: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next_delay: defaults::BACKOFF_INITIAL,
+            quick_exits: 0,
+        }
+    }
+}
+
+impl Backoff {
+    /// Records an exit after `uptime`; returns the delay before the restart.
+    pub fn after_exit(&mut self, uptime: Duration) -> Duration {
+        if uptime >= defaults::STABLE_AFTER {
+            *self = Backoff::default();
+        } else {
+            self.quick_exits = self.quick_exits.saturating_add(1);
+        }
+        let delay = self.next_delay;
+        self.next_delay = (delay * 2).min(defaults::BACKOFF_MAX);
+        delay
+    }
+
+    /// A crash loop: many quick exits, and the current run (if any) is not
+    /// stable yet.
+    pub fn crash_loop(&self, running_for: Option<Duration>) -> bool {
+        let stable = matches!(running_for, Some(u) if u >= defaults::STABLE_AFTER);
+        self.quick_exits >= defaults::CRASH_LOOP_RESTARTS && !stable
+    }
+}
+
+/// One supervised child.
+#[derive(Debug)]
+pub struct Child {
+    /// Which process it is.
+    pub kind: Kind,
+    /// `proxy` or `worker-g<G>-<I>` (status name, log file stem).
+    pub name: String,
+    /// Its log file.
+    pub log: PathBuf,
+    /// The current run.
+    pub run: Option<Running>,
+    /// When a restart is due (while in back-off).
+    pub restart_at: Option<Instant>,
+    /// Restart delays.
+    pub backoff: Backoff,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// How the previous run ended.
+    pub last_exit: Option<String>,
+}
+
+impl Child {
+    /// The proxy of `cfg`.
+    pub fn proxy(cfg: &Config) -> Self {
+        Self::new(cfg, Kind::Proxy, "proxy".to_string())
+    }
+
+    /// Worker `index` of the group at `group_pos`.
+    pub fn worker(cfg: &Config, group_pos: usize, group: u32, index: u32) -> Self {
+        Self::new(
+            cfg,
+            Kind::Worker {
+                group_pos,
+                group,
+                index,
+            },
+            format!("worker-g{group}-{index}"),
+        )
+    }
+
+    fn new(cfg: &Config, kind: Kind, name: String) -> Self {
+        Child {
+            kind,
+            log: cfg.service.log_dir.join(format!("{name}.log")),
+            name,
+            run: None,
+            restart_at: None,
+            backoff: Backoff::default(),
+            restarts: 0,
+            last_exit: None,
+        }
+    }
+
+    /// How messages name it: `proxy`, `worker g1/0`.
+    pub fn label(&self) -> String {
+        match self.kind {
+            Kind::Proxy => "proxy".to_string(),
+            Kind::Worker { group, index, .. } => format!("worker g{group}/{index}"),
+        }
+    }
+
+    /// Its line in the status report, given its shared state.
+    pub fn status(&self, shared: Shared, now: Instant) -> ProcessStatus {
+        let uptime = self.run.map(|r| now.saturating_duration_since(r.started));
+        let state = match (self.run, shared) {
+            (Some(_), Shared::Ready) => ProcState::Ready,
+            (Some(_), Shared::Draining) => ProcState::Draining,
+            (Some(_), _) => ProcState::Starting,
+            (None, _) if self.restart_at.is_some() => ProcState::Backoff,
+            (None, _) => ProcState::Down,
+        };
+        let (role, group, index) = match self.kind {
+            Kind::Proxy => ("proxy", None, None),
+            Kind::Worker { group, index, .. } => ("worker", Some(group), Some(index)),
+        };
+        ProcessStatus {
+            name: self.name.clone(),
+            role: role.to_string(),
+            group,
+            index,
+            pid: self.run.map(|r| r.pid),
+            state,
+            restarts: self.restarts,
+            uptime_s: uptime.map_or(0, |u| u.as_secs()),
+            last_exit: self.last_exit.clone(),
+            crash_loop: self.backoff.crash_loop(uptime),
+        }
+    }
+}
+
+/// `"exit status 3"` or `"killed by signal 9"`.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// What an exit status means by the process contract.
+pub fn exit_meaning(status: &ExitStatus) -> Option<&'static str> {
+    match status.code()? {
+        EXIT_BAD_LAUNCH => Some("bad launch spec or cannot load the plugin"),
+        EXIT_INIT_FAILED => Some("plugin init failed"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets_after_a_stable_run() {
+        let mut b = Backoff::default();
+        let quick = Duration::from_millis(10);
+        let delays: Vec<Duration> = (0..9).map(|_| b.after_exit(quick)).collect();
+        assert_eq!(delays[0], defaults::BACKOFF_INITIAL);
+        assert_eq!(delays[1], defaults::BACKOFF_INITIAL * 2);
+        assert_eq!(delays[3], defaults::BACKOFF_INITIAL * 8);
+        assert_eq!(delays[8], defaults::BACKOFF_MAX);
+        assert!(b.crash_loop(None));
+        assert!(b.crash_loop(Some(quick)));
+        assert!(!b.crash_loop(Some(defaults::STABLE_AFTER)));
+        assert_eq!(
+            b.after_exit(defaults::STABLE_AFTER),
+            defaults::BACKOFF_INITIAL
+        );
+        assert!(!b.crash_loop(None));
+    }
+
+    #[test]
+    fn crash_loop_needs_enough_quick_exits() {
+        let mut b = Backoff::default();
+        for _ in 1..defaults::CRASH_LOOP_RESTARTS {
+            b.after_exit(Duration::ZERO);
+        }
+        assert!(!b.crash_loop(None));
+        b.after_exit(Duration::ZERO);
+        assert!(b.crash_loop(None));
+    }
+
+    #[test]
+    fn exits_are_described() {
+        assert_eq!(
+            describe_exit(&ExitStatus::from_raw(3 << 8)),
+            "exit status 3"
+        );
+        assert_eq!(
+            describe_exit(&ExitStatus::from_raw(9)),
+            "killed by signal 9"
+        );
+        assert_eq!(
+            exit_meaning(&ExitStatus::from_raw(3 << 8)),
+            Some("plugin init failed")
+        );
+        assert_eq!(exit_meaning(&ExitStatus::from_raw(9)), None);
+    }
+}

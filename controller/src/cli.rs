@@ -1,0 +1,102 @@
+//! The command line: `spp check | start | status | stop -c FILE`.
+
+use crate::defaults;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: failure (bad config, start failed, stop timed out...).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status of `spp status` when the service is not running (LSB).
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success (`stop` also when nothing was running)
+  1  failure: invalid config, start failed, already running, stop timed out
+  3  `status`: the service is not running";
+
+/// spp — a socket server: proxy, shared-memory rings and worker groups
+/// running business plugins, supervised from one config file.
+#[derive(Debug, Parser)]
+#[command(name = "spp", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The config file argument every command takes.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The service's config file (TOML).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub path: PathBuf,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config (plugins load, limits fit); print a summary.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Start the service; return once every process is ready.
+    Start {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Run the controller in this process (for systemd and tests).
+        #[arg(long)]
+        foreground: bool,
+        /// How long to wait for the service to become ready.
+        #[arg(long, value_name = "DURATION", default_value = defaults::START_WAIT, value_parser = parse_duration)]
+        wait: Duration,
+        /// Internal: stderr already is controller.log.
+        #[arg(long, hide = true, requires = "foreground")]
+        detached: bool,
+    },
+    /// Show the running service's processes and counters.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the service (drain, then stop every process).
+    Stop {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like \"30s\": {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["spp", "start", "-c", "x.toml", "--wait", "5s"]).unwrap();
+        match cli.command {
+            Command::Start {
+                wait, foreground, ..
+            } => {
+                assert_eq!(wait, Duration::from_secs(5));
+                assert!(!foreground);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["spp", "start", "-c", "x", "--wait", "5"]).is_err());
+        assert!(Cli::try_parse_from(["spp", "status"]).is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! The service config: the TOML file an operator writes, read once by the
+//! controller (children never read it; they get a launch spec).
+//!
+//! [`load`] reads and parses the file (unknown keys are rejected) and runs
+//! the pure checks of [`validate`]; [`environment::check`] then checks what
+//! depends on the machine (plugins load, the fd limit suffices). Every error
+//! is a [`ConfigError`] naming the file, the key and the reason.
+
+pub mod environment;
+mod raw;
+pub mod validate;
+
+use spp_ipc::launch::Transport;
+use spp_ipc::layout::PairLayout;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::defaults;
+
+/// Why a config is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: cannot read: {source}", file.display())]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or does not have the expected shape.
+    #[error("{}: line {line}: {key}: {reason}", file.display())]
+    Syntax {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// The key at fault, e.g. `proxy.max_connections`.
+        key: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A value breaks a rule.
+    #[error("{}: {key}: {reason}", file.display())]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// The key at fault, e.g. `group[1].plugin`.
+        key: String,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+impl ConfigError {
+    /// The key at fault, if the error is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { key, .. } | ConfigError::Invalid { key, .. } => Some(key),
+        }
+    }
+}
+
+/// A validated config. Paths are absolute.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The config file (absolute).
+    pub file: PathBuf,
+    /// `[service]`.
+    pub service: ServiceConfig,
+    /// `[proxy]`.
+    pub proxy: ProxyConfig,
+    /// `[rings]`.
+    pub rings: PairLayout,
+    /// `[[group]]`, in file order.
+    pub groups: Vec<GroupConfig>,
+}
+
+/// `[service]`.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Service name (logs, status).
+    pub name: String,
+    /// Pid file and control socket directory.
+    pub run_dir: PathBuf,
+    /// Log directory.
+    pub log_dir: PathBuf,
+    /// `tracing` filter for every process.
+    pub log_level: String,
+    /// Time the proxy and workers get to drain at stop.
+    pub stop_grace: Duration,
+}
+
+/// One `proxy.listen` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// Address to bind (port 0 = any free port).
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", transport_name(self.transport), self.addr)
+    }
+}
+
+/// `"tcp"` or `"udp"`.
+pub fn transport_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => "tcp",
+        Transport::Udp => "udp",
+    }
+}
+
+/// `[proxy]`.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Listeners, in file order (the index is reported to plugins).
+    pub listen: Vec<ListenAddr>,
+    /// The proxy's plugin.
+    pub plugin: PathBuf,
+    /// String for the proxy plugin's `spp_init`.
+    pub plugin_conf: String,
+    /// Open TCP connections at most.
+    pub max_connections: usize,
+    /// Largest request in bytes.
+    pub max_request_size: usize,
+    /// Response bytes buffered per connection at most.
+    pub max_send_buffer: usize,
+    /// Idle connections close after this.
+    pub idle_timeout: Duration,
+    /// UDP requests awaiting a reply at most.
+    pub max_udp_flows: usize,
+    /// Spin before sleeping.
+    pub spin: Duration,
+}
+
+/// One `[[group]]`.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// The id `spp_route` returns (1..=255).
+    pub id: u32,
+    /// The group's plugin.
+    pub plugin: PathBuf,
+    /// String for its `spp_init`.
+    pub plugin_conf: String,
+    /// Workers started.
+    pub workers: u32,
+    /// Worker slots created (>= workers).
+    pub max_workers: u32,
+    /// Spin before sleeping.
+    pub spin: Duration,
+}
+
+impl Config {
+    /// The pid file.
+    pub fn pid_file(&self) -> PathBuf {
+        self.service.run_dir.join(defaults::PID_FILE)
+    }
+
+    /// The control socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.service.run_dir.join(defaults::CONTROL_SOCKET)
+    }
+
+    /// The controller's log file.
+    pub fn controller_log(&self) -> PathBuf {
+        self.service.log_dir.join(defaults::CONTROLLER_LOG)
+    }
+
+    /// Worker slots over all groups.
+    pub fn total_slots(&self) -> usize {
+        self.groups.iter().map(|g| g.max_workers as usize).sum()
+    }
+
+    /// A one-line summary for `spp check`.
+    pub fn summary(&self) -> String {
+        let listen: Vec<String> = self.proxy.listen.iter().map(ToString::to_string).collect();
+        let groups: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| format!("g{} {}/{} workers", g.id, g.workers, g.max_workers))
+            .collect();
+        format!(
+            "service \"{}\", {} listener(s) [{}], {} group(s) [{}], rings {}/{}",
+            self.service.name,
+            self.proxy.listen.len(),
+            listen.join(", "),
+            self.groups.len(),
+            groups.join(", "),
+            format_size(self.rings.request_capacity as u64),
+            format_size(self.rings.response_capacity as u64),
+        )
+    }
+}
+
+/// Writes a byte count the way the config does ("4MiB", "1500B").
+pub fn format_size(bytes: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes.trailing_zeros() >= shift {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// Reads, parses and validates `file` (no machine-dependent checks; see
+/// [`environment::check`]).
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let raw = raw::parse(&file, &text)?;
+    validate::validate(&file, raw)
+}

@@ -1,0 +1,356 @@
+//! The pure config rules: units, ranges, addresses, groups, ring sizes,
+//! defaults and path resolution. Nothing here touches the machine beyond
+//! the path arithmetic; see [`super::environment`] for that.
+
+use super::raw::{RawConfig, RawGroup};
+use super::{
+    format_size, Config, ConfigError, GroupConfig, ListenAddr, ProxyConfig, ServiceConfig,
+};
+use crate::defaults;
+use spp_ipc::launch::Transport;
+use spp_ipc::layout::PairLayout;
+use spp_ipc::record::REQUEST_META_SIZE;
+use spp_ipc::ring::RECORD_HEADER_SIZE;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where values come from: the file, for messages and relative paths.
+struct Ctx<'a> {
+    file: &'a Path,
+    dir: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A path relative to the config file's directory.
+    fn path(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+        if value.is_empty() {
+            return Err(self.err(key, "must not be empty"));
+        }
+        Ok(self.dir.join(value))
+    }
+
+    /// A byte size written with a unit ("4MiB", "64KiB").
+    fn size(&self, key: &str, value: Option<&str>, default: u64) -> Result<u64, ConfigError> {
+        let Some(text) = value else {
+            return Ok(default);
+        };
+        if !text.chars().any(|c| c.is_ascii_alphabetic()) {
+            return Err(self.err(
+                key,
+                format!("{text:?} needs a unit, like \"64KiB\" or \"4MiB\""),
+            ));
+        }
+        text.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| {
+                self.err(
+                    key,
+                    format!("{text:?} is not a size like \"64KiB\" or \"4MiB\": {e}"),
+                )
+            })
+    }
+
+    /// A duration written with a unit ("800ms", "60s", "50us").
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(text) = value else {
+            return Ok(default);
+        };
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            self.err(
+                key,
+                format!("{text:?} is not a duration like \"800ms\" or \"60s\": {e}"),
+            )
+        })
+    }
+
+    /// An integer in `min..=max`.
+    fn count(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(v) = value else { return Ok(default) };
+        match u64::try_from(v) {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            _ => Err(self.err(key, format!("{v} is out of range: must be {min}..={max}"))),
+        }
+    }
+
+    /// A string handed to a plugin's `spp_init` as a C string.
+    fn plugin_conf(&self, key: &str, value: Option<String>) -> Result<String, ConfigError> {
+        let conf = value.unwrap_or_default();
+        if conf.contains('\0') {
+            return Err(self.err(key, "must not contain a NUL character"));
+        }
+        Ok(conf)
+    }
+
+    fn positive(&self, key: &str, d: Duration) -> Result<Duration, ConfigError> {
+        if d.is_zero() {
+            return Err(self.err(key, "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    fn spin(&self, key: &str, value: Option<&str>) -> Result<Duration, ConfigError> {
+        let spin = self.duration(key, value, defaults::SPIN)?;
+        if spin > defaults::MAX_SPIN {
+            return Err(self.err(
+                key,
+                format!("{spin:?} is too long: at most {:?}", defaults::MAX_SPIN),
+            ));
+        }
+        Ok(spin)
+    }
+
+    fn ring_size(&self, key: &str, value: Option<&str>) -> Result<usize, ConfigError> {
+        let size = self.size(key, value, defaults::RING_SIZE)?;
+        if !size.is_power_of_two()
+            || !(defaults::MIN_RING_SIZE..=defaults::MAX_RING_SIZE).contains(&size)
+        {
+            return Err(self.err(
+                key,
+                format!(
+                    "{} must be a power of two from {} to {}",
+                    format_size(size),
+                    format_size(defaults::MIN_RING_SIZE),
+                    format_size(defaults::MAX_RING_SIZE)
+                ),
+            ));
+        }
+        usize::try_from(size)
+            .map_err(|_| self.err(key, "does not fit this machine's address space"))
+    }
+}
+
+/// Parses `tcp://IP:PORT` or `udp://IP:PORT` (IPv6 as `[::1]:PORT`).
+pub fn parse_listen(text: &str) -> Result<ListenAddr, String> {
+    let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+        format!("{text:?} is not an address like \"tcp://127.0.0.1:7963\" or \"udp://[::1]:7963\"")
+    })?;
+    let transport = match scheme {
+        "tcp" => Transport::Tcp,
+        "udp" => Transport::Udp,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown transport {other:?} (use tcp:// or udp://)"
+            ))
+        }
+    };
+    let addr: SocketAddr = rest
+        .parse()
+        .map_err(|_| format!("{text:?}: {rest:?} is not IP:PORT (IPv6 is written [::1]:PORT)"))?;
+    Ok(ListenAddr { transport, addr })
+}
+
+/// Checks `raw` (read from `file`, an absolute path) and fills in defaults.
+pub fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let dir = file.parent().unwrap_or(Path::new("/"));
+    let ctx = Ctx { file, dir };
+    let service = service(&ctx, raw.service)?;
+    let rings = PairLayout {
+        request_capacity: ctx.ring_size("rings.request_size", raw.rings.request_size.as_deref())?,
+        response_capacity: ctx
+            .ring_size("rings.response_size", raw.rings.response_size.as_deref())?,
+    };
+    let proxy = proxy(&ctx, raw.proxy, rings)?;
+    if raw.group.is_empty() {
+        return Err(ctx.err("group", "at least one [[group]] is needed"));
+    }
+    let mut groups: Vec<GroupConfig> = Vec::with_capacity(raw.group.len());
+    for (pos, g) in raw.group.into_iter().enumerate() {
+        let group = group(&ctx, pos, g)?;
+        if let Some(first) = groups.iter().position(|o| o.id == group.id) {
+            return Err(ctx.err(
+                format!("group[{pos}].id"),
+                format!("id {} is already used by group[{first}]", group.id),
+            ));
+        }
+        groups.push(group);
+    }
+    Ok(Config {
+        file: file.to_path_buf(),
+        service,
+        proxy,
+        rings,
+        groups,
+    })
+}
+
+fn service(ctx: &Ctx<'_>, raw: super::raw::RawService) -> Result<ServiceConfig, ConfigError> {
+    if raw.name.is_empty()
+        || raw
+            .name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ctx.err(
+            "service.name",
+            format!("{:?} must be a non-empty word", raw.name),
+        ));
+    }
+    let log_level = raw
+        .log_level
+        .unwrap_or_else(|| defaults::LOG_LEVEL.to_string());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+        return Err(ctx.err(
+            "service.log_level",
+            format!("{log_level:?} is not a log filter like \"info\": {e}"),
+        ));
+    }
+    let stop_grace = ctx.duration(
+        "service.stop_grace",
+        raw.stop_grace.as_deref(),
+        defaults::STOP_GRACE,
+    )?;
+    Ok(ServiceConfig {
+        name: raw.name,
+        run_dir: ctx.path(
+            "service.run_dir",
+            raw.run_dir.as_deref().unwrap_or(defaults::RUN_DIR),
+        )?,
+        log_dir: ctx.path(
+            "service.log_dir",
+            raw.log_dir.as_deref().unwrap_or(defaults::LOG_DIR),
+        )?,
+        log_level,
+        stop_grace: ctx.positive("service.stop_grace", stop_grace)?,
+    })
+}
+
+fn proxy(
+    ctx: &Ctx<'_>,
+    raw: super::raw::RawProxy,
+    rings: PairLayout,
+) -> Result<ProxyConfig, ConfigError> {
+    if raw.listen.is_empty() {
+        return Err(ctx.err(
+            "proxy.listen",
+            "at least one address is needed, like [\"tcp://127.0.0.1:7963\"]",
+        ));
+    }
+    let mut listen: Vec<ListenAddr> = Vec::with_capacity(raw.listen.len());
+    for (i, text) in raw.listen.iter().enumerate() {
+        let key = format!("proxy.listen[{i}]");
+        let addr = parse_listen(text).map_err(|reason| ctx.err(&key, reason))?;
+        // Port 0 asks for any free port: two of those never collide.
+        let clash = listen
+            .iter()
+            .position(|o| *o == addr && addr.addr.port() != 0);
+        if let Some(first) = clash {
+            return Err(ctx.err(
+                key,
+                format!("{addr} is already listed as proxy.listen[{first}]"),
+            ));
+        }
+        listen.push(addr);
+    }
+    let max_request_size = ctx.size(
+        "proxy.max_request_size",
+        raw.max_request_size.as_deref(),
+        defaults::MAX_REQUEST_SIZE,
+    )?;
+    // A request record (header + meta + bytes) must fit in half a ring.
+    let fits =
+        (rings.request_capacity / 2).saturating_sub(RECORD_HEADER_SIZE + REQUEST_META_SIZE) as u64;
+    if max_request_size == 0 || max_request_size > fits {
+        return Err(ctx.err(
+            "proxy.max_request_size",
+            format!(
+                "{} must be from 1B to {fits}B, the largest request a {} request ring holds (raise rings.request_size)",
+                format_size(max_request_size),
+                format_size(rings.request_capacity as u64)
+            ),
+        ));
+    }
+    let max_send_buffer = ctx.size(
+        "proxy.max_send_buffer",
+        raw.max_send_buffer.as_deref(),
+        defaults::MAX_SEND_BUFFER,
+    )?;
+    if max_send_buffer == 0 {
+        return Err(ctx.err("proxy.max_send_buffer", "must be at least 1B"));
+    }
+    let idle_timeout = ctx.duration(
+        "proxy.idle_timeout",
+        raw.idle_timeout.as_deref(),
+        defaults::IDLE_TIMEOUT,
+    )?;
+    let max_connections = ctx.count(
+        "proxy.max_connections",
+        raw.max_connections,
+        defaults::MAX_CONNECTIONS as u64,
+        1,
+        i32::MAX as u64,
+    )?;
+    let max_udp_flows = ctx.count(
+        "proxy.max_udp_flows",
+        raw.max_udp_flows,
+        defaults::MAX_UDP_FLOWS as u64,
+        1,
+        i32::MAX as u64,
+    )?;
+    Ok(ProxyConfig {
+        listen,
+        plugin: ctx.path("proxy.plugin", &raw.plugin)?,
+        plugin_conf: ctx.plugin_conf("proxy.plugin_conf", raw.plugin_conf)?,
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        max_request_size: usize::try_from(max_request_size).unwrap_or(usize::MAX),
+        max_send_buffer: usize::try_from(max_send_buffer).unwrap_or(usize::MAX),
+        idle_timeout: ctx.positive("proxy.idle_timeout", idle_timeout)?,
+        max_udp_flows: usize::try_from(max_udp_flows).unwrap_or(usize::MAX),
+        spin: ctx.spin("proxy.spin", raw.spin.as_deref())?,
+    })
+}
+
+fn group(ctx: &Ctx<'_>, pos: usize, raw: RawGroup) -> Result<GroupConfig, ConfigError> {
+    let key = |field: &str| format!("group[{pos}].{field}");
+    let max = defaults::MAX_WORKERS_PER_GROUP as u64;
+    let id = ctx.count(
+        &key("id"),
+        Some(raw.id),
+        0,
+        1,
+        defaults::MAX_GROUP_ID as u64,
+    )?;
+    let workers = ctx.count(&key("workers"), Some(raw.workers), 0, 1, max)?;
+    let max_workers = ctx.count(&key("max_workers"), raw.max_workers, workers, 1, max)?;
+    if max_workers < workers {
+        return Err(ctx.err(
+            key("max_workers"),
+            format!("{max_workers} is less than workers = {workers}"),
+        ));
+    }
+    // The counts were range-checked against u32 limits above.
+    let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    Ok(GroupConfig {
+        id: to_u32(id),
+        plugin: ctx.path(&key("plugin"), &raw.plugin)?,
+        plugin_conf: ctx.plugin_conf(&key("plugin_conf"), raw.plugin_conf)?,
+        workers: to_u32(workers),
+        max_workers: to_u32(max_workers),
+        spin: ctx.spin(&key("spin"), raw.spin.as_deref())?,
+    })
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

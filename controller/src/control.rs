@@ -1,0 +1,300 @@
+//! The control socket `<run_dir>/spp.sock`: a unix stream socket (mode
+//! 0600, peers must be this user or root) where a client writes one JSON
+//! request line and reads one JSON response line.
+//!
+//! Requests: `{"cmd":"status"}` → the [`crate::status::Status`] object;
+//! `{"cmd":"stop"}` → `{"stopping":true,"controller_pid":N}`. A refused or
+//! malformed request gets `{"error":"..."}`.
+
+use crate::defaults;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// Control socket failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The socket cannot be created.
+    #[error("control socket {}: {what}: {source}", path.display())]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The call that failed.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Nothing listens on the socket.
+    #[error("not running (no controller answers on {})", path.display())]
+    NotRunning {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// Talking to the controller failed.
+    #[error("control socket {}: {what}: {source}", path.display())]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The controller's answer is not what was expected.
+    #[error("control socket {}: bad response: {reason}", path.display())]
+    BadResponse {
+        /// The socket path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The controller refused the request.
+    #[error("the controller says: {0}")]
+    Refused(String),
+}
+
+/// A control request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    /// Report the status.
+    Status,
+    /// Stop the service.
+    Stop,
+}
+
+/// A request handed to the supervisor, with where to send its answer.
+pub struct Pending {
+    /// What was asked.
+    pub request: Request,
+    /// The JSON answer.
+    pub reply: oneshot::Sender<serde_json::Value>,
+}
+
+/// The `{"error": ...}` answer.
+pub fn error_response(message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": message })
+}
+
+/// Binds the socket at `path` with mode 0600, replacing a stale one. The
+/// caller must hold the pid file lock (so no live controller owns it).
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ControlError> {
+    let fail = |what| {
+        move |source| ControlError::Bind {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail("removing the stale socket")(e)),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(fail("bind"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(fail("chmod 0600"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(fail("set non-blocking"))?;
+    Ok(listener)
+}
+
+/// Serves the socket forever, handing each request to the supervisor.
+pub async fn serve(listener: tokio::net::UnixListener, to_supervisor: mpsc::Sender<Pending>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(handle(stream, to_supervisor.clone()));
+            }
+            Err(e) => tracing::warn!("control socket accept: {e}"),
+        }
+    }
+}
+
+/// Whether the peer may control us: the same user, or root.
+fn peer_allowed(stream: &tokio::net::UnixStream) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    stream
+        .peer_cred()
+        .is_ok_and(|c| c.uid() == me || c.uid() == 0)
+}
+
+async fn handle(stream: tokio::net::UnixStream, to_supervisor: mpsc::Sender<Pending>) {
+    let allowed = peer_allowed(&stream);
+    let (read, mut write) = stream.into_split();
+    let answer = if allowed {
+        answer(read, &to_supervisor).await
+    } else {
+        error_response("permission denied: not the service's user")
+    };
+    let line = format!("{answer}\n");
+    match tokio::time::timeout(
+        defaults::CONTROL_IO_TIMEOUT,
+        write.write_all(line.as_bytes()),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("control socket reply: {e}"),
+        Err(_) => tracing::debug!("control socket reply: timed out"),
+    }
+}
+
+async fn answer(
+    read: tokio::net::unix::OwnedReadHalf,
+    to_supervisor: &mpsc::Sender<Pending>,
+) -> serde_json::Value {
+    let mut line = Vec::new();
+    let limit = defaults::MAX_CONTROL_LINE as u64;
+    let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, limit));
+    let read = tokio::time::timeout(
+        defaults::CONTROL_IO_TIMEOUT,
+        reader.read_until(b'\n', &mut line),
+    )
+    .await;
+    match read {
+        Err(_) => return error_response("timed out waiting for the request line"),
+        Ok(Err(e)) => return error_response(&format!("reading the request: {e}")),
+        Ok(Ok(_)) if !line.ends_with(b"\n") => {
+            let limit = defaults::MAX_CONTROL_LINE;
+            return error_response(&format!(
+                "the request must be one JSON line of at most {limit} bytes"
+            ));
+        }
+        Ok(Ok(_)) => {}
+    }
+    let request: Request = match serde_json::from_slice(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(&format!(
+                "bad request ({e}); send {{\"cmd\":\"status\"}} or {{\"cmd\":\"stop\"}}"
+            ))
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    if to_supervisor
+        .send(Pending { request, reply })
+        .await
+        .is_err()
+    {
+        return error_response("the controller is shutting down");
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| error_response("the controller is shutting down"))
+}
+
+/// Sends `request` to the controller listening on `path` and returns its
+/// answer (blocking; for the CLI).
+pub fn request(path: &Path, request: Request) -> Result<serde_json::Value, ControlError> {
+    let io = |what| {
+        move |source| ControlError::Io {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io("connect")(e)),
+    };
+    stream
+        .set_read_timeout(Some(defaults::CONTROL_IO_TIMEOUT))
+        .map_err(io("set timeout"))?;
+    stream
+        .set_write_timeout(Some(defaults::CONTROL_IO_TIMEOUT))
+        .map_err(io("set timeout"))?;
+    let mut line = serde_json::to_string(&request).unwrap_or_default();
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io("send"))?;
+    let mut answer = Vec::new();
+    BufReader::new(stream.take(defaults::MAX_CONTROL_RESPONSE as u64))
+        .read_until(b'\n', &mut answer)
+        .map_err(io("receive"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&answer).map_err(|e| ControlError::BadResponse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if let Some(message) = value.get("error").and_then(|m| m.as_str()) {
+        return Err(ControlError::Refused(message.to_string()));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_json_word() {
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"stop"}"#).unwrap(),
+            Request::Stop
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn a_round_trip_through_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spp.sock");
+        let listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client_path = path.clone();
+        let client = std::thread::spawn(move || {
+            let ok = request(&client_path, Request::Status);
+            let refused = request(&client_path, Request::Stop);
+            (ok, refused)
+        });
+        let (ok, refused) = rt.block_on(async move {
+            let (tx, mut rx) = mpsc::channel(4);
+            let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+            tokio::spawn(serve(listener, tx));
+            let first = rx.recv().await.unwrap();
+            assert_eq!(first.request, Request::Status);
+            first
+                .reply
+                .send(serde_json::json!({"state": "running"}))
+                .unwrap();
+            let second = rx.recv().await.unwrap();
+            second.reply.send(error_response("no")).unwrap();
+            // Keep serving until the client has read both answers.
+            tokio::task::spawn_blocking(move || client.join().unwrap())
+                .await
+                .unwrap()
+        });
+        assert_eq!(ok.unwrap()["state"], "running");
+        assert!(matches!(refused, Err(ControlError::Refused(m)) if m == "no"));
+        drop(dir);
+        let gone = request(&path, Request::Status);
+        assert!(
+            matches!(gone, Err(ControlError::NotRunning { .. })),
+            "{gone:?}"
+        );
+    }
+}

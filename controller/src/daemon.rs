@@ -1,0 +1,291 @@
+//! The CLI side of the service's life: `spp start` without `--foreground`
+//! (spawn the controller detached and return once the service answers) and
+//! `spp stop` (ask the controller to stop and wait until it is gone).
+
+use crate::config::environment::Mode;
+use crate::config::Config;
+use crate::control::{self, ControlError, Request};
+use crate::defaults;
+use crate::logging::tail_lines;
+use crate::pidfile::read_pid;
+use crate::service::{self, RunError};
+use crate::status::{ProcState, Status};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Hidden flag telling a `--foreground` controller that its stderr already
+/// is `controller.log`.
+pub const DETACHED_FLAG: &str = "--detached";
+
+/// `spp start` / `spp stop` failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Preflight checks failed; nothing started.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A controller already serves this config.
+    #[error("already running (pid {pid})")]
+    AlreadyRunning {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The controller could not be spawned.
+    #[error("starting the controller {}: {source}", exe.display())]
+    Spawn {
+        /// The spp executable.
+        exe: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The controller exited before the service was ready.
+    #[error("the controller exited ({status}) before the service was ready; {} says:\n{tail}", log.display())]
+    ControllerExited {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// Its log.
+        log: PathBuf,
+        /// The last lines it logged.
+        tail: String,
+    },
+    /// The service did not become ready in time (it was stopped).
+    #[error("the service was not ready after {wait:?} (it was stopped; see {}):\n{waiting}", log.display())]
+    NotReady {
+        /// How long we waited.
+        wait: Duration,
+        /// The controller log.
+        log: PathBuf,
+        /// Which processes were not ready.
+        waiting: String,
+    },
+    /// The control socket failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The controller did not exit in time.
+    #[error("the controller (pid {pid}) is still running after {waited:?}")]
+    StillRunning {
+        /// Its pid.
+        pid: u32,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+/// Starts the service in the background; returns its status once every
+/// process is ready.
+pub fn start(config_path: &Path, wait: Duration) -> Result<Status, DaemonError> {
+    let (cfg, _) = service::preflight(config_path, Mode::Inspect)?;
+    if let Ok(value) = control::request(&cfg.socket_path(), Request::Status) {
+        let pid = value
+            .get("controller_pid")
+            .and_then(|p| p.as_u64())
+            .unwrap_or_default();
+        return Err(DaemonError::AlreadyRunning {
+            pid: u32::try_from(pid).unwrap_or_default(),
+        });
+    }
+    service::make_dir(&cfg.service.log_dir)?;
+    let log = cfg.controller_log();
+    let log_from = std::fs::metadata(&log).map_or(0, |m| m.len());
+    let mut child = spawn_controller(&cfg, &log)?;
+    let deadline = Instant::now() + wait;
+    let mut last: Option<Status> = None;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail =
+                last_error(tail_lines(&log, log_from, defaults::START_LOG_TAIL_LINES)).join("\n");
+            return Err(DaemonError::ControllerExited { status, log, tail });
+        }
+        if let Ok(value) = control::request(&cfg.socket_path(), Request::Status) {
+            if let Ok(status) = serde_json::from_value::<Status>(value) {
+                if status.controller_pid == child.id() {
+                    if status.all_ready() {
+                        return Ok(status);
+                    }
+                    last = Some(status);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(defaults::START_POLL);
+    }
+    let waiting = last
+        .map(|s| {
+            let lines: Vec<String> = s
+                .processes
+                .iter()
+                .filter(|p| p.state != ProcState::Ready)
+                .map(|p| format!("  {} is {}", p.name, p.state.as_str()))
+                .collect();
+            lines.join("\n")
+        })
+        .unwrap_or_else(|| "  the controller never answered".to_string());
+    let _ = control::request(&cfg.socket_path(), Request::Stop);
+    let _ = wait_gone(
+        child.id(),
+        cfg.service.stop_grace + defaults::STOP_WAIT_MARGIN,
+    );
+    let _ = child.try_wait();
+    Err(DaemonError::NotReady { wait, log, waiting })
+}
+
+/// From the controller's last ERROR record on (its fatal error and the
+/// indented lines that continue it), or everything when there is none.
+fn last_error(mut lines: Vec<String>) -> Vec<String> {
+    let is_error_record = |l: &String| !l.starts_with(char::is_whitespace) && l.contains(" ERROR ");
+    if let Some(at) = lines.iter().rposition(is_error_record) {
+        lines.drain(..at);
+    }
+    lines
+}
+
+/// Spawns `spp start -c FILE --foreground --detached` in a new session,
+/// with stdin from /dev/null and stdout + stderr appended to `log`.
+fn spawn_controller(cfg: &Config, log: &Path) -> Result<Child, DaemonError> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("spp"));
+    let fail = |source| DaemonError::Spawn {
+        exe: exe.clone(),
+        source,
+    };
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(fail)?;
+    let err = out.try_clone().map_err(fail)?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("start")
+        .arg("-c")
+        .arg(&cfg.file)
+        .arg("--foreground")
+        .arg(DETACHED_FLAG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    // SAFETY: setsid and close_range are async-signal-safe and allocate
+    // nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            crate::spawn::cloexec_all_but_stdio();
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(fail)
+}
+
+/// What `spp stop` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The controller with this pid stopped.
+    Stopped(u32),
+    /// Nothing was running.
+    NotRunning,
+}
+
+/// Asks the controller of `cfg` to stop and waits until it is gone.
+pub fn stop(cfg: &Config) -> Result<Stopped, DaemonError> {
+    let socket = cfg.socket_path();
+    let pid = match control::request(&socket, Request::Stop) {
+        Ok(value) => value
+            .get("controller_pid")
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| ControlError::BadResponse {
+                path: socket,
+                reason: format!("no controller_pid in {value}"),
+            })?,
+        Err(ControlError::NotRunning { .. }) => match live_pid_file_owner(cfg) {
+            // A controller holds the pid file but its socket is gone: signal it.
+            Some(pid) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::SIGTERM,
+                );
+                pid
+            }
+            None => return Ok(Stopped::NotRunning),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    let waited = cfg.service.stop_grace + defaults::STOP_WAIT_MARGIN;
+    if wait_gone(pid, waited) {
+        Ok(Stopped::Stopped(pid))
+    } else {
+        Err(DaemonError::StillRunning { pid, waited })
+    }
+}
+
+/// The pid in the pid file, if a process holds its lock.
+fn live_pid_file_owner(cfg: &Config) -> Option<u32> {
+    let path = cfg.pid_file();
+    let file = std::fs::File::open(&path).ok()?;
+    // SAFETY: flock on an fd we own; a shared probe released at once.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        return None;
+    }
+    read_pid(&path).filter(|&p| p > 0 && i32::try_from(p).is_ok())
+}
+
+/// Waits until process `pid` has exited, at most `timeout`. True when gone.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
+    if raw < 0 {
+        // ESRCH: already gone.
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    let Ok(raw) = i32::try_from(raw) else {
+        return false;
+    };
+    // SAFETY: a fresh fd we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        match n {
+            0 => return false,
+            n if n > 0 => return true,
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_error_record_and_its_continuation_lines_are_kept() {
+        let lines: Vec<String> = [
+            "a INFO x",
+            "b ERROR start failed: w",
+            "    | c ERROR child said",
+            "d INFO stopped",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(last_error(lines.clone())[0], "b ERROR start failed: w");
+        assert_eq!(last_error(lines[..1].to_vec()), vec!["a INFO x"]);
+    }
+}

@@ -1,0 +1,148 @@
+//! The shared memory and doorbells of a service: one proxy region and
+//! doorbell, and per worker slot (every group, up to its `max_workers`) one
+//! pair region and doorbell. The controller creates them once and keeps
+//! them for the service's life, so restarted children continue on them.
+
+use crate::config::Config;
+use spp_ipc::doorbell::Doorbell;
+use spp_ipc::launch::{GroupFds, PairFds};
+use spp_ipc::layout::{PairRegion, ProxyRegion, ProxyState, WorkerState};
+use spp_ipc::IpcError;
+use std::sync::atomic::Ordering;
+
+/// Why the shared resources could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// The proxy region or doorbell.
+    #[error("creating the proxy {what}: {source}")]
+    Proxy {
+        /// "region" or "doorbell".
+        what: &'static str,
+        /// The IPC error.
+        source: IpcError,
+    },
+    /// A worker slot's region or doorbell.
+    #[error("creating the {what} of worker slot g{group}/{index}: {source}")]
+    Slot {
+        /// Group id.
+        group: u32,
+        /// Slot index.
+        index: u32,
+        /// "pair region" or "doorbell".
+        what: &'static str,
+        /// The IPC error.
+        source: IpcError,
+    },
+}
+
+/// One worker slot's region and doorbell.
+pub struct Slot {
+    /// Index inside the group.
+    pub index: u32,
+    /// The pair region (header + request ring + response ring).
+    pub pair: PairRegion,
+    /// The worker's doorbell.
+    pub bell: Doorbell,
+}
+
+impl Slot {
+    /// The launch-spec entry for this slot.
+    pub fn fds(&self) -> PairFds {
+        PairFds {
+            index: self.index,
+            region_fd: self.pair.raw_fd(),
+            bell_fd: self.bell.raw_fd(),
+        }
+    }
+
+    /// Marks the slot's worker gone (after reaping it).
+    pub fn mark_down(&self) {
+        self.pair
+            .header()
+            .worker_state
+            .store(WorkerState::Down as u32, Ordering::Release);
+    }
+}
+
+/// One group's slots.
+pub struct GroupSlots {
+    /// Group id.
+    pub id: u32,
+    /// Slots `0..max_workers`.
+    pub slots: Vec<Slot>,
+}
+
+/// Everything shared between the processes of one service.
+pub struct Resources {
+    /// The proxy region.
+    pub proxy: ProxyRegion,
+    /// The proxy's doorbell.
+    pub proxy_bell: Doorbell,
+    /// Per group, in config order.
+    pub groups: Vec<GroupSlots>,
+}
+
+impl Resources {
+    /// Creates every region and doorbell `cfg` needs.
+    pub fn create(cfg: &Config) -> Result<Self, ResourceError> {
+        let proxy = ProxyRegion::create().map_err(|source| ResourceError::Proxy {
+            what: "region",
+            source,
+        })?;
+        let proxy_bell = Doorbell::create().map_err(|source| ResourceError::Proxy {
+            what: "doorbell",
+            source,
+        })?;
+        let mut groups = Vec::with_capacity(cfg.groups.len());
+        for g in &cfg.groups {
+            let slot_err = |index, what| {
+                move |source| ResourceError::Slot {
+                    group: g.id,
+                    index,
+                    what,
+                    source,
+                }
+            };
+            let slots = (0..g.max_workers)
+                .map(|index| {
+                    Ok(Slot {
+                        index,
+                        pair: PairRegion::create(g.id, index, cfg.rings)
+                            .map_err(slot_err(index, "pair region"))?,
+                        bell: Doorbell::create().map_err(slot_err(index, "doorbell"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, ResourceError>>()?;
+            groups.push(GroupSlots { id: g.id, slots });
+        }
+        Ok(Resources {
+            proxy,
+            proxy_bell,
+            groups,
+        })
+    }
+
+    /// The launch-spec view of every group.
+    pub fn group_fds(&self) -> Vec<GroupFds> {
+        self.groups
+            .iter()
+            .map(|g| GroupFds {
+                id: g.id,
+                slots: g.slots.iter().map(Slot::fds).collect(),
+            })
+            .collect()
+    }
+
+    /// The slot of group position `group_pos`, index `index`.
+    pub fn slot(&self, group_pos: usize, index: u32) -> Option<&Slot> {
+        self.groups.get(group_pos)?.slots.get(index as usize)
+    }
+
+    /// Marks the proxy gone (after reaping it).
+    pub fn mark_proxy_down(&self) {
+        self.proxy
+            .header()
+            .proxy_state
+            .store(ProxyState::Down as u32, Ordering::Release);
+    }
+}

@@ -1,0 +1,253 @@
+//! The status report: the JSON shape `spp status --json` prints and the
+//! control socket returns (scripts and the end-to-end tests depend on these
+//! names), the counter snapshots taken from shared memory, and the table
+//! `spp status` prints for humans.
+
+use serde::{Deserialize, Serialize};
+use spp_ipc::layout::{ProxyStats, WorkerStats};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The whole service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// `service.name`.
+    pub service: String,
+    /// The controller's pid.
+    pub controller_pid: u32,
+    /// Where the service is in its life.
+    pub state: ServiceState,
+    /// Every listener with the address actually bound.
+    pub listeners: Vec<ListenerStatus>,
+    /// The proxy, then every worker.
+    pub processes: Vec<ProcessStatus>,
+    /// Every `ProxyStats` counter.
+    pub proxy_stats: BTreeMap<String, u64>,
+    /// Every `WorkerStats` counter, per worker name.
+    pub worker_stats: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The service's life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Children were started; not all are ready yet.
+    Starting,
+    /// Every child was ready once; the supervisor keeps them running.
+    Running,
+    /// Stopping everything.
+    Stopping,
+}
+
+/// One listener.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    /// Index in `proxy.listen`.
+    pub index: u16,
+    /// `"tcp"` or `"udp"`.
+    pub transport: String,
+    /// The bound address (the real port when the config said 0).
+    pub addr: String,
+}
+
+/// One child process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// `"proxy"` or `"worker-g<G>-<I>"`.
+    pub name: String,
+    /// `"proxy"` or `"worker"`.
+    pub role: String,
+    /// Group id (workers).
+    pub group: Option<u32>,
+    /// Index in the group (workers).
+    pub index: Option<u32>,
+    /// Pid while running.
+    pub pid: Option<u32>,
+    /// Where the process is.
+    pub state: ProcState,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Seconds since the current run started (0 when not running).
+    pub uptime_s: u64,
+    /// How the previous run ended: `"exit status 3"`, `"killed by signal 9"`.
+    pub last_exit: Option<String>,
+    /// Restarting again and again without a stable minute.
+    pub crash_loop: bool,
+}
+
+/// A child's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcState {
+    /// Running, not ready yet.
+    Starting,
+    /// Serving.
+    Ready,
+    /// Finishing what it holds, taking nothing new.
+    Draining,
+    /// Not running and not scheduled to restart.
+    Down,
+    /// Waiting out its restart delay.
+    Backoff,
+}
+
+impl Status {
+    /// True when the service runs and every process is ready.
+    pub fn all_ready(&self) -> bool {
+        self.state == ServiceState::Running
+            && self.processes.iter().all(|p| p.state == ProcState::Ready)
+    }
+}
+
+/// Every proxy counter, by its metric name (the names are the fields of
+/// `ProxyStats`, defined once in `spp_ipc::layout`).
+pub fn proxy_stats(stats: &ProxyStats) -> BTreeMap<String, u64> {
+    named(stats.snapshot())
+}
+
+/// Every worker counter, by its metric name.
+pub fn worker_stats(stats: &WorkerStats) -> BTreeMap<String, u64> {
+    named(stats.snapshot())
+}
+
+fn named(values: Vec<(&'static str, u64)>) -> BTreeMap<String, u64> {
+    values
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
+}
+
+impl ProcState {
+    /// The name used in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcState::Starting => "starting",
+            ProcState::Ready => "ready",
+            ProcState::Draining => "draining",
+            ProcState::Down => "down",
+            ProcState::Backoff => "backoff",
+        }
+    }
+}
+
+/// Proxy counters worth a glance in the table.
+const TABLE_PROXY_COUNTERS: [&str; 6] = [
+    "conns_active",
+    "conns_accepted",
+    "requests",
+    "responses",
+    "ring_full",
+    "worker_died_failed",
+];
+
+/// The human view of `status`.
+pub fn render_table(status: &Status) -> String {
+    let mut out = String::new();
+    let state = match status.state {
+        ServiceState::Starting => "starting",
+        ServiceState::Running => "running",
+        ServiceState::Stopping => "stopping",
+    };
+    let _ = writeln!(
+        out,
+        "service {}: {state} (controller pid {})",
+        status.service, status.controller_pid
+    );
+    for l in &status.listeners {
+        let _ = writeln!(out, "  listen[{}] {}://{}", l.index, l.transport, l.addr);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<14} {:>8} {:<9} {:>8} {:>9} {:>10}  LAST EXIT",
+        "PROCESS", "PID", "STATE", "RESTARTS", "UPTIME", "REQUESTS"
+    );
+    for p in &status.processes {
+        let pid = p.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string());
+        let requests = if p.role == "proxy" {
+            status.proxy_stats.get("requests")
+        } else {
+            status
+                .worker_stats
+                .get(&p.name)
+                .and_then(|s| s.get("requests"))
+        };
+        let requests = requests.map_or_else(|| "-".to_string(), u64::to_string);
+        let mut last = p.last_exit.clone().unwrap_or_else(|| "-".to_string());
+        if p.crash_loop {
+            last.push_str("  CRASH LOOP");
+        }
+        let _ = writeln!(
+            out,
+            "{:<14} {:>8} {:<9} {:>8} {:>8}s {:>10}  {last}",
+            p.name,
+            pid,
+            p.state.as_str(),
+            p.restarts,
+            p.uptime_s,
+            requests
+        );
+    }
+    let counters: Vec<String> = TABLE_PROXY_COUNTERS
+        .iter()
+        .filter_map(|name| status.proxy_stats.get(*name).map(|v| format!("{name}={v}")))
+        .collect();
+    let _ = writeln!(out, "\nproxy: {}", counters.join(" "));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn snapshots_name_every_counter() {
+        let stats = ProxyStats::default();
+        stats.requests.store(7, Ordering::Relaxed);
+        let map = proxy_stats(&stats);
+        assert_eq!(map.len(), ProxyStats::NAMES.len());
+        assert_eq!(map["requests"], 7);
+        assert_eq!(
+            worker_stats(&WorkerStats::default()).len(),
+            WorkerStats::NAMES.len()
+        );
+    }
+
+    #[test]
+    fn json_shape_and_table() {
+        let status = Status {
+            service: "echo".into(),
+            controller_pid: 10,
+            state: ServiceState::Running,
+            listeners: vec![ListenerStatus {
+                index: 0,
+                transport: "tcp".into(),
+                addr: "127.0.0.1:1".into(),
+            }],
+            processes: vec![ProcessStatus {
+                name: "worker-g1-0".into(),
+                role: "worker".into(),
+                group: Some(1),
+                index: Some(0),
+                pid: None,
+                state: ProcState::Backoff,
+                restarts: 6,
+                uptime_s: 0,
+                last_exit: Some("exit status 3".into()),
+                crash_loop: true,
+            }],
+            proxy_stats: proxy_stats(&ProxyStats::default()),
+            worker_stats: BTreeMap::new(),
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["state"], "running");
+        assert_eq!(json["processes"][0]["state"], "backoff");
+        assert_eq!(json["processes"][0]["pid"], serde_json::Value::Null);
+        assert_eq!(json["listeners"][0]["transport"], "tcp");
+        assert!(!status.all_ready());
+        let table = render_table(&status);
+        assert!(table.contains("CRASH LOOP"), "{table}");
+        assert!(table.contains("worker-g1-0"), "{table}");
+    }
+}

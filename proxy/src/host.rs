@@ -1,0 +1,256 @@
+//! The `spp_host` services table for the proxy role.
+//!
+//! In the proxy, `reply(flow, bytes)` and `close(flow)` act on the proxy's
+//! own connections (a plugin answers from `spp_exception`, say). A hook is
+//! called while the event loop is in the middle of its work, so the
+//! services never touch a connection directly: they append to an
+//! [`OpQueue`] that the loop applies right after the hook returns. Only the
+//! event-loop thread may queue; any other thread gets
+//! `SPP_ERR_UNSUPPORTED`. `log` goes to `tracing` from any thread.
+
+use spp_plugin_api::abi::{
+    SppHost, SPP_ERR_FULL, SPP_ERR_UNKNOWN_FLOW, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR,
+    SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_PLUGIN_ABI_VERSION, SPP_ROLE_PROXY,
+};
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_char, c_int, c_void};
+
+use crate::flow;
+
+/// Bytes the plugin may queue through `reply` between two points where the
+/// loop applies them; beyond it `reply` returns `SPP_ERR_FULL`.
+pub const MAX_QUEUED_REPLY_BYTES: usize = 64 << 20;
+
+thread_local! {
+    /// Set on the event-loop thread only.
+    static ON_LOOP_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One queued service call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// The target flow.
+    pub flow: u64,
+    /// Start of the reply bytes in [`OpQueue::data`].
+    pub start: usize,
+    /// Length of the reply bytes (0 = close after flush).
+    pub len: usize,
+    /// `close(flow)` rather than `reply`.
+    pub close: bool,
+}
+
+/// Service calls waiting to be applied, with their bytes in one buffer.
+#[derive(Debug, Default)]
+pub struct OpQueue {
+    /// Reply bytes of every op, back to back.
+    pub data: Vec<u8>,
+    /// The calls, in order.
+    pub ops: Vec<Op>,
+}
+
+impl OpQueue {
+    /// Empties the queue, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ops.clear();
+    }
+
+    /// The reply bytes of `op`.
+    pub fn bytes(&self, op: &Op) -> &[u8] {
+        &self.data[op.start..op.start + op.len]
+    }
+}
+
+/// What the table's `ctx` points to.
+struct HostCtx {
+    epoch: u16,
+    queue: RefCell<OpQueue>,
+    queued: Cell<usize>,
+}
+
+/// The services table and its context, at stable heap addresses for as
+/// long as this value lives (the plugin may keep the pointer until
+/// `spp_fini`).
+pub struct HostServices {
+    table: Box<SppHost>,
+    ctx: Box<HostCtx>,
+}
+
+impl HostServices {
+    /// Builds the proxy's table for flows of `epoch`. Call on the event-loop
+    /// thread: that thread becomes the only one allowed to queue replies.
+    pub fn new(epoch: u16) -> Self {
+        ON_LOOP_THREAD.with(|f| f.set(true));
+        let ctx = Box::new(HostCtx {
+            epoch,
+            queue: RefCell::new(OpQueue::default()),
+            queued: Cell::new(0),
+        });
+        let table = Box::new(SppHost {
+            size: std::mem::size_of::<SppHost>() as u32,
+            abi_version: SPP_PLUGIN_ABI_VERSION,
+            role: SPP_ROLE_PROXY,
+            group: 0,
+            worker_index: 0,
+            _reserved: 0,
+            ctx: (&*ctx as *const HostCtx).cast_mut().cast::<c_void>(),
+            reply: host_reply,
+            close: host_close,
+            log: host_log,
+        });
+        HostServices { table, ctx }
+    }
+
+    /// The table to hand to `spp_init`.
+    pub fn table(&self) -> *const SppHost {
+        &*self.table
+    }
+
+    /// Whether any call is queued (cheap; no borrow).
+    #[inline]
+    pub fn has_ops(&self) -> bool {
+        self.ctx.queued.get() != 0
+    }
+
+    /// Swaps the queued calls into `into` (which must be empty), leaving an
+    /// empty queue with `into`'s old allocations. Returns false if the queue
+    /// is in use (never, on the loop thread outside a service call).
+    pub fn take_ops(&self, into: &mut OpQueue) -> bool {
+        match self.ctx.queue.try_borrow_mut() {
+            Ok(mut queue) => {
+                into.clear();
+                std::mem::swap(&mut *queue, into);
+                self.ctx.queued.set(0);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// The context behind `ctx`, if the call comes from the event-loop thread.
+///
+/// # Safety
+/// `ctx` must be the `ctx` of a live [`HostServices`] table.
+unsafe fn loop_ctx<'a>(ctx: *mut c_void) -> Option<&'a HostCtx> {
+    if !ON_LOOP_THREAD.with(Cell::get) {
+        return None;
+    }
+    // SAFETY: the caller guarantees `ctx` points to a live `HostCtx`; we are
+    // on the only thread that touches its `RefCell`/`Cell` fields.
+    unsafe { ctx.cast::<HostCtx>().cast_const().as_ref() }
+}
+
+fn queue_op(ctx: &HostCtx, flow: u64, bytes: &[u8], close: bool) -> c_int {
+    if flow::decode(flow).epoch != ctx.epoch {
+        return SPP_ERR_UNKNOWN_FLOW;
+    }
+    let Ok(mut queue) = ctx.queue.try_borrow_mut() else {
+        return SPP_ERR_UNSUPPORTED;
+    };
+    if queue.data.len() + bytes.len() > MAX_QUEUED_REPLY_BYTES {
+        return SPP_ERR_FULL;
+    }
+    let start = queue.data.len();
+    queue.data.extend_from_slice(bytes);
+    queue.ops.push(Op {
+        flow,
+        start,
+        len: bytes.len(),
+        close,
+    });
+    ctx.queued.set(ctx.queued.get() + 1);
+    SPP_OK
+}
+
+/// `spp_host.reply` for the proxy role.
+unsafe extern "C" fn host_reply(ctx: *mut c_void, flow: u64, data: *const u8, len: usize) -> c_int {
+    // SAFETY: the plugin passes back the `ctx` of our live table.
+    let Some(ctx) = (unsafe { loop_ctx(ctx) }) else {
+        return SPP_ERR_UNSUPPORTED;
+    };
+    let bytes = if len == 0 {
+        &[][..]
+    } else if data.is_null() {
+        return SPP_ERR_UNSUPPORTED;
+    } else {
+        // SAFETY: the plugin promises `data` holds `len` bytes for the call.
+        unsafe { std::slice::from_raw_parts(data, len) }
+    };
+    queue_op(ctx, flow, bytes, false)
+}
+
+/// `spp_host.close` for the proxy role.
+unsafe extern "C" fn host_close(ctx: *mut c_void, flow: u64) -> c_int {
+    // SAFETY: the plugin passes back the `ctx` of our live table.
+    let Some(ctx) = (unsafe { loop_ctx(ctx) }) else {
+        return SPP_ERR_UNSUPPORTED;
+    };
+    queue_op(ctx, flow, &[], true)
+}
+
+/// `spp_host.log`: one line to `tracing`, from any thread.
+unsafe extern "C" fn host_log(_ctx: *mut c_void, level: c_int, text: *const c_char, len: usize) {
+    let bytes = if text.is_null() || len == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the plugin promises `text` holds `len` bytes for the call.
+        unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) }
+    };
+    let line = String::from_utf8_lossy(bytes);
+    let line = line.trim_end_matches(['\n', '\r']);
+    match level {
+        SPP_LOG_ERROR => tracing::error!(target: "plugin", "{line}"),
+        SPP_LOG_WARN => tracing::warn!(target: "plugin", "{line}"),
+        SPP_LOG_INFO => tracing::info!(target: "plugin", "{line}"),
+        SPP_LOG_DEBUG => tracing::debug!(target: "plugin", "{line}"),
+        _ => tracing::trace!(target: "plugin", "{line}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{encode, FlowParts, Proto};
+
+    fn flow(epoch: u16) -> u64 {
+        encode(FlowParts {
+            epoch,
+            proto: Proto::Tcp,
+            generation: 1,
+            slot: 7,
+        })
+    }
+
+    #[test]
+    fn replies_queue_on_the_loop_thread_only() {
+        let host = HostServices::new(4);
+        // SAFETY: calling our own table's services with valid arguments.
+        let t = unsafe { &*host.table() };
+        assert_eq!(
+            unsafe { (t.reply)(t.ctx, flow(4), b"hi".as_ptr(), 2) },
+            SPP_OK
+        );
+        assert_eq!(unsafe { (t.close)(t.ctx, flow(4)) }, SPP_OK);
+        assert_eq!(
+            unsafe { (t.reply)(t.ctx, flow(5), b"x".as_ptr(), 1) },
+            SPP_ERR_UNKNOWN_FLOW
+        );
+        assert!(host.has_ops());
+
+        let ctx = t.ctx as usize;
+        let reply = t.reply;
+        let other = std::thread::spawn(move || {
+            // SAFETY: same table, from another thread: must be refused.
+            unsafe { reply(ctx as *mut c_void, flow(4), b"x".as_ptr(), 1) }
+        });
+        assert_eq!(other.join().unwrap(), SPP_ERR_UNSUPPORTED);
+
+        let mut q = OpQueue::default();
+        assert!(host.take_ops(&mut q));
+        assert!(!host.has_ops());
+        assert_eq!(q.ops.len(), 2);
+        assert_eq!(q.bytes(&q.ops[0]), b"hi");
+        assert!(q.ops[1].close);
+    }
+}

@@ -1,0 +1,142 @@
+//! Handing one framed request to a worker: `spp_route` picks the group
+//! (no hook → group 1), the dispatcher queues it to the least-loaded
+//! worker, and when that is impossible the request fails through the
+//! plugin's `spp_exception` hook (no hook → the connection closes).
+//!
+//! Also where the plugin's queued `reply`/`close` service calls are applied
+//! (see `host.rs`), right after each hook that may have made them.
+
+use crate::dispatch::Refusal;
+use crate::event_loop::Proxy;
+use spp_plugin_api::abi::{SppConnInfo, SPP_EXC_NO_WORKER, SPP_EXC_QUEUE_FULL, SPP_HOOK_PANICKED};
+use std::ffi::c_int;
+
+/// The group a request goes to when the plugin has no `spp_route`.
+pub const DEFAULT_GROUP: u32 = 1;
+/// Rounds of applying service calls made by hooks that ran while applying
+/// the previous round (a `close` hook replying, say) before giving up.
+const MAX_OP_ROUNDS: usize = 8;
+
+/// What happens to a connection whose request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep it open (the plugin answered, say).
+    Keep,
+    /// Close it once its pending bytes are written.
+    Close,
+}
+
+impl Proxy {
+    /// Routes and queues one request, to worker slot `prefer` if that
+    /// serves the routed group (see `Dispatcher::push`). Returns the slot
+    /// used. `Err` means it was not queued; the exception hook has run and
+    /// says what to do with the connection.
+    #[inline]
+    pub(crate) fn submit(
+        &mut self,
+        info: &SppConnInfo,
+        req: &[u8],
+        prefer: Option<usize>,
+    ) -> Result<usize, Verdict> {
+        let group = match self.plugin.route(info, req) {
+            None => DEFAULT_GROUP,
+            Some(SPP_HOOK_PANICKED) => {
+                self.clients.stats.plugin_panics += 1;
+                return Err(Verdict::Close);
+            }
+            Some(g) => match u32::try_from(g) {
+                Ok(g) => g,
+                Err(_) => return self.refuse(info, req, Refusal::NoWorker),
+            },
+        };
+        match self.dispatch.push(group, info, req, self.now_ns, prefer) {
+            Ok(slot) => return Ok(slot),
+            Err(Refusal::NoWorker) => {}
+            Err(refusal) => return self.refuse(info, req, refusal),
+        }
+        // A worker may have become ready since the last scan: look once.
+        if self
+            .dispatch
+            .scan_group(group, self.poll.registry(), &mut self.gone)
+        {
+            if let Ok(slot) = self.dispatch.push(group, info, req, self.now_ns, prefer) {
+                return Ok(slot);
+            }
+        }
+        self.refuse(info, req, Refusal::NoWorker)
+    }
+
+    fn refuse(
+        &mut self,
+        info: &SppConnInfo,
+        req: &[u8],
+        refusal: Refusal,
+    ) -> Result<usize, Verdict> {
+        let reason = match refusal {
+            Refusal::NoWorker => {
+                self.clients.stats.no_worker += 1;
+                SPP_EXC_NO_WORKER
+            }
+            Refusal::QueueFull => {
+                self.clients.stats.ring_full += 1;
+                SPP_EXC_QUEUE_FULL
+            }
+            Refusal::TooLarge => {
+                // Larger than a ring can ever hold: like an oversized request.
+                self.clients.stats.oversized += 1;
+                tracing::warn!(
+                    flow = info.flow,
+                    len = req.len(),
+                    "request larger than the request ring can hold"
+                );
+                return Err(Verdict::Close);
+            }
+        };
+        Err(self.raise(info, Some(req), reason))
+    }
+
+    /// Calls `spp_exception` for a request that could not be served and
+    /// applies whatever the plugin answered through the host services.
+    pub(crate) fn raise(
+        &mut self,
+        info: &SppConnInfo,
+        req: Option<&[u8]>,
+        reason: c_int,
+    ) -> Verdict {
+        let verdict = match self.plugin.exception(info, req, reason) {
+            None => Verdict::Close,
+            Some(SPP_HOOK_PANICKED) => {
+                self.clients.stats.plugin_panics += 1;
+                Verdict::Close
+            }
+            Some(code) if code < 0 => Verdict::Close,
+            Some(_) => Verdict::Keep,
+        };
+        self.apply_host_ops();
+        verdict
+    }
+
+    /// Applies the `reply`/`close` calls plugin hooks queued.
+    pub(crate) fn apply_host_ops(&mut self) {
+        for _ in 0..MAX_OP_ROUNDS {
+            if !self.host.has_ops() || !self.host.take_ops(&mut self.ops) {
+                return;
+            }
+            let Proxy {
+                ops,
+                clients,
+                plugin,
+                ..
+            } = self;
+            for op in &ops.ops {
+                clients.deliver(plugin, op.flow, ops.bytes(op), op.close);
+            }
+            ops.clear();
+        }
+        if self.host.has_ops() {
+            tracing::warn!("plugin keeps queueing replies from its close hook; dropping them");
+            self.host.take_ops(&mut self.ops);
+            self.ops.clear();
+        }
+    }
+}

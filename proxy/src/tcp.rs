@@ -1,0 +1,307 @@
+//! TCP: accepting connections (with the connection cap) and the read side
+//! — bytes into the shared scratch buffer, cut into requests by
+//! `spp_input`, each handed to [`Proxy::submit`].
+//!
+//! Framing: `spp_input` is called on the bytes at hand until it needs
+//! more, so many pipelined requests in one read are all queued, and a
+//! request split over many reads is kept in the connection's `rbuf` until
+//! it is complete. A result larger than the bytes at hand counts as "need
+//! more". Once `max_request_size` bytes are buffered without a complete
+//! request, or `spp_input` names a longer one, the connection is closed
+//! (`oversized`); a negative result closes it too (`frame_errors`).
+
+use crate::clients::CloseReason;
+use crate::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READ_LIST, PEER_EOF};
+use crate::event_loop::{wall_clock_us, Proxy};
+use crate::requests::Verdict;
+use crate::token::Source;
+use mio::net::{TcpListener, TcpStream};
+use mio::Interest;
+use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_HOOK_PANICKED, SPP_PROTO_TCP};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+
+/// Connections accepted from one listener per loop turn before others get
+/// a go.
+pub const MAX_ACCEPTS_PER_TURN: usize = 128;
+/// Reads from one connection per loop turn before others get a go.
+pub const MAX_READS_PER_TURN: usize = 4;
+
+/// One inherited TCP listener.
+pub struct TcpListenerEntry {
+    /// The socket (non-blocking).
+    pub sock: TcpListener,
+    /// Index of its address in the config's `listen` list.
+    pub index: u16,
+    /// Its bound address when that is a specific IP (then every accepted
+    /// connection's local address); `None` for a wildcard bind.
+    pub local: Option<SppAddr>,
+}
+
+/// How framing a buffer ended.
+enum Framed {
+    /// Every complete request was queued; the rest (if any) is partial.
+    More,
+    /// Close the connection now.
+    Abort(CloseReason),
+    /// Close once pending bytes are written; ignore further input.
+    CloseAfterFlush,
+}
+
+impl Proxy {
+    /// Accepts from listener `li` until it would block.
+    pub(crate) fn accept_ready(&mut self, li: usize) {
+        for _ in 0..MAX_ACCEPTS_PER_TURN {
+            let Some(listener) = self.listeners.get(li) else {
+                return;
+            };
+            match listener.sock.accept() {
+                Ok((stream, peer)) => self.on_accept(li, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.shed_one(li) {
+                        if !self.accept_starved {
+                            tracing::error!(listener = li, "out of file descriptors: {e}");
+                        }
+                        // Retried at the next worker scan tick, not in a spin.
+                        self.accept_starved = true;
+                        return;
+                    }
+                }
+                // ECONNABORTED and friends: that one connection is gone.
+                Err(e) => tracing::debug!(listener = li, "accept: {e}"),
+            }
+        }
+        self.pending_accepts.push(li);
+    }
+
+    /// Out of fds: frees the reserve fd to accept and close one connection,
+    /// so the client is refused instead of left hanging.
+    fn shed_one(&mut self, li: usize) -> bool {
+        if self.reserve_fd.take().is_none() {
+            return false;
+        }
+        let refused = self.listeners[li].sock.accept().is_ok();
+        if refused {
+            self.clients.stats.conns_refused += 1;
+        }
+        self.reserve_fd = std::fs::File::open("/dev/null").ok();
+        refused
+    }
+
+    fn on_accept(&mut self, li: usize, stream: TcpStream, peer: SocketAddr) {
+        if self.clients.conns.is_full() {
+            self.clients.stats.conns_refused += 1;
+            return; // Dropping closes it: the client sees an orderly close.
+        }
+        let listener = &self.listeners[li];
+        let local = match listener.local {
+            Some(local) => local,
+            None => match stream.local_addr() {
+                Ok(addr) => SppAddr::from_socket_addr(addr),
+                Err(_) => return, // Already reset by the peer.
+            },
+        };
+        // Best effort: responses go out as soon as they are written.
+        let _ = stream.set_nodelay(true);
+        let info = SppConnInfo {
+            proto: SPP_PROTO_TCP,
+            listener: listener.index,
+            local,
+            remote: SppAddr::from_socket_addr(peer),
+            ..SppConnInfo::default()
+        };
+        let now_ms = self.clients.now_ms;
+        let Some((slot, _)) = self
+            .clients
+            .conns
+            .insert_with(|flow| Conn::new(stream, SppConnInfo { flow, ..info }, now_ms))
+        else {
+            return;
+        };
+        let registry = self.poll.registry();
+        let Some(conn) = self.clients.conns.get_mut(slot) else {
+            return;
+        };
+        if let Err(e) = registry.register(
+            &mut conn.stream,
+            Source::Conn(slot).token(),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("cannot poll a new connection: {e}");
+            self.clients.conns.remove(slot);
+            return;
+        }
+        self.clients.stats.conns_accepted += 1;
+    }
+
+    /// Reads what connection `slot` has (bounded per turn), framing and
+    /// queueing every complete request.
+    pub(crate) fn conn_readable(&mut self, slot: u32) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let recv_time_us = wall_clock_us();
+        let mut again = true;
+        for _ in 0..MAX_READS_PER_TURN {
+            let Some(conn) = self.clients.conns.get_mut(slot) else {
+                again = false;
+                break;
+            };
+            if self.draining || conn.has(CLOSE_AFTER_FLUSH | PEER_EOF) {
+                again = false;
+                break;
+            }
+            match conn.stream.read(&mut scratch) {
+                Ok(0) => {
+                    conn.flags |= PEER_EOF;
+                    self.clients.mark_flush(slot);
+                    again = false;
+                    break;
+                }
+                Ok(n) => {
+                    conn.last_active_ms = self.clients.now_ms;
+                    conn.info.recv_time_us = recv_time_us;
+                    self.clients.stats.bytes_in += n as u64;
+                    self.on_bytes(slot, &scratch[..n]);
+                    if n < scratch.len() {
+                        // A short read emptied the socket; the next arrival
+                        // raises a new edge.
+                        again = false;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    again = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(flow = conn.info.flow, "read failed: {e}");
+                    self.clients
+                        .close_conn(&self.plugin, slot, CloseReason::Broken);
+                    again = false;
+                    break;
+                }
+            }
+        }
+        if again {
+            if let Some(conn) = self.clients.conns.get_mut(slot) {
+                if !conn.has(IN_READ_LIST) {
+                    conn.flags |= IN_READ_LIST;
+                    self.pending_reads.push(slot);
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Frames `data` just read on connection `slot`, behind any partial
+    /// request it already holds.
+    fn on_bytes(&mut self, slot: u32, data: &[u8]) {
+        let Some(conn) = self.clients.conns.get_mut(slot) else {
+            return;
+        };
+        let info = conn.info;
+        let outcome = if conn.rbuf.is_empty() {
+            // Common case: frame straight from the scratch buffer.
+            let (used, outcome) = self.frame(&info, data);
+            // Keep a partial request; on an abort keep the rest too, for the
+            // close hook's `leftover`.
+            let keep = matches!(outcome, Framed::More | Framed::Abort(_)) && used < data.len();
+            if let (true, Some(conn)) = (keep, self.clients.conns.lookup_mut(info.flow)) {
+                if conn.rbuf.capacity() == 0 {
+                    conn.rbuf = self.clients.pool.get();
+                }
+                conn.rbuf.extend_from_slice(&data[used..]);
+            }
+            outcome
+        } else {
+            let mut rbuf = std::mem::take(&mut conn.rbuf);
+            rbuf.extend_from_slice(data);
+            let (used, outcome) = self.frame(&info, &rbuf);
+            match (&outcome, self.clients.conns.lookup_mut(info.flow)) {
+                (Framed::More, Some(conn)) if used < rbuf.len() => {
+                    rbuf.drain(..used);
+                    conn.rbuf = rbuf;
+                }
+                (Framed::Abort(_), Some(conn)) => {
+                    rbuf.drain(..used);
+                    conn.rbuf = rbuf; // The close hook sees the leftover.
+                }
+                _ => self.clients.pool.put(rbuf),
+            }
+            outcome
+        };
+        match outcome {
+            Framed::More => {}
+            Framed::Abort(why) => {
+                if let Some(slot) = self.clients.conns.slot_of(info.flow) {
+                    self.clients.close_conn(&self.plugin, slot, why);
+                }
+            }
+            Framed::CloseAfterFlush => {
+                if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
+                    conn.flags |= CLOSE_AFTER_FLUSH;
+                    let leftover = std::mem::take(&mut conn.rbuf);
+                    self.clients.pool.put(leftover);
+                    self.clients.mark_flush(slot);
+                }
+            }
+        }
+    }
+
+    /// Cuts complete requests off the front of `buf` and submits them.
+    /// Returns the bytes used and how it ended.
+    fn frame(&mut self, info: &SppConnInfo, buf: &[u8]) -> (usize, Framed) {
+        let max = self.limits.max_request_size;
+        let mut used = 0;
+        let mut queued = 0u32;
+        let mut affinity = self
+            .clients
+            .conns
+            .lookup_mut(info.flow)
+            .and_then(|c| (c.in_flight != 0).then_some(c.affinity as usize));
+        let outcome = loop {
+            let rest = &buf[used..];
+            if rest.is_empty() {
+                break Framed::More;
+            }
+            let verdict = self.plugin.input(info, rest).unwrap_or(-1);
+            if verdict == SPP_HOOK_PANICKED {
+                self.clients.stats.plugin_panics += 1;
+                break Framed::Abort(CloseReason::BadInput);
+            }
+            if verdict < 0 {
+                self.clients.stats.frame_errors += 1;
+                break Framed::Abort(CloseReason::BadInput);
+            }
+            let len = verdict as usize;
+            if len > max || (len == 0 || len > rest.len()) && rest.len() >= max {
+                self.clients.stats.oversized += 1;
+                break Framed::Abort(CloseReason::Oversized);
+            }
+            if len == 0 || len > rest.len() {
+                break Framed::More;
+            }
+            self.clients.stats.requests += 1;
+            let request = &rest[..len];
+            used += len;
+            match self.submit(info, request, affinity) {
+                Ok(slot) => {
+                    queued += 1;
+                    affinity = Some(slot);
+                }
+                Err(Verdict::Keep) => {}
+                Err(Verdict::Close) => break Framed::CloseAfterFlush,
+            }
+        };
+        if queued != 0 {
+            if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
+                conn.in_flight += queued;
+                conn.affinity = affinity.map_or(0, |s| s as u32);
+            }
+        }
+        self.apply_host_ops();
+        (used, outcome)
+    }
+}

@@ -1,0 +1,101 @@
+//! The proxy's optional plugin hooks and host services, end to end: a C
+//! test plugin (`tests/plugins/hooks.c`) routes, fails, answers from
+//! `spp_exception` through `host->reply`/`host->close`, and logs from
+//! `spp_init`, `spp_close` and `spp_fini`.
+
+mod harness;
+
+use harness::*;
+use std::io::Write;
+use std::net::UdpSocket;
+use std::sync::atomic::Ordering;
+
+fn started() -> (Rig, FakeWorker) {
+    let mut rig = Rig::new(1);
+    let worker = FakeWorker::start(&rig, 0, std::process::id(), false);
+    rig.start_proxy_with(limits(), hooks_plugin(), "hello");
+    (rig, worker)
+}
+
+#[test]
+fn the_exception_hook_answers_through_host_reply_and_keeps_the_connection() {
+    let (rig, _worker) = started();
+    let mut c = connect(rig.tcp_addr);
+    assert_eq!(round_trip(&mut c, b"Nowhere"), Some(b"EXC:2".to_vec()));
+    assert_eq!(round_trip(&mut c, b"normal"), Some(b"normal".to_vec()));
+    wait_for("no_worker counted", || {
+        rig.stats().no_worker.load(Ordering::Relaxed) == 1
+    });
+}
+
+#[test]
+fn host_close_from_the_exception_hook_closes_the_connection() {
+    let (rig, _worker) = started();
+    let mut c = connect(rig.tcp_addr);
+    assert_eq!(round_trip(&mut c, b"first"), Some(b"first".to_vec()));
+    c.write_all(&frame(b"Close me")).unwrap();
+    assert!(is_closed(&mut c));
+}
+
+#[test]
+fn a_udp_exception_reply_goes_to_the_sender() {
+    let (rig, _worker) = started();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    client.send_to(&frame(b"Nope"), rig.udp_addr).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(from, rig.udp_addr);
+    assert_eq!(&buf[..n], &frame(b"EXC:2")[..]);
+}
+
+#[test]
+fn a_dead_workers_clients_get_the_exception_hooks_answer() {
+    let mut rig = Rig::new(1);
+    let mut sleeper = Sleeper::spawn();
+    let worker = FakeWorker::start(&rig, 0, sleeper.id(), true);
+    rig.start_proxy_with(limits(), hooks_plugin(), "");
+    let mut c = connect(rig.tcp_addr);
+    c.write_all(&frame(b"held")).unwrap();
+    wait_for("request in flight", || rig.in_flight() == 1);
+    worker.stop();
+    sleeper.kill();
+    assert_eq!(read_frame(&mut c), Some(b"DIED".to_vec()));
+    assert!(is_closed(&mut c));
+}
+
+#[test]
+fn a_frame_error_closes_the_connection_and_hooks_are_logged() {
+    let (mut rig, _worker) = started();
+    let mut c = connect(rig.tcp_addr);
+    c.write_all(&frame(b"Xbad")).unwrap();
+    assert!(is_closed(&mut c));
+    wait_for("frame error counted", || {
+        rig.stats().frame_errors.load(Ordering::Relaxed) == 1
+    });
+    rig.signal(libc::SIGTERM);
+    let status = rig.wait_exit();
+    assert!(status.success(), "proxy exited with {status}");
+    let log = rig.log_text();
+    assert!(log.contains("hooks plugin init role=1 conf=hello"), "{log}");
+    assert!(log.contains("hooks close proto=0 leftover=8"), "{log}");
+    assert!(log.contains("hooks plugin fini"), "{log}");
+}
+
+#[test]
+fn a_refusing_init_exits_3() {
+    let mut rig = Rig::new(1);
+    rig.spawn_proxy(limits(), hooks_plugin(), "refuse");
+    let status = rig.wait_exit();
+    assert_eq!(status.code(), Some(3), "log:\n{}", rig.log_text());
+    assert!(rig.log_text().contains("spp_init returned 7"));
+}
+
+#[test]
+fn a_missing_plugin_exits_2_naming_the_file() {
+    let mut rig = Rig::new(1);
+    rig.spawn_proxy(limits(), "/nonexistent/libspp_missing.so".into(), "");
+    let status = rig.wait_exit();
+    assert_eq!(status.code(), Some(2), "log:\n{}", rig.log_text());
+    assert!(rig.log_text().contains("/nonexistent/libspp_missing.so"));
+}

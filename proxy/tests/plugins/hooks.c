@@ -1,0 +1,96 @@
+/*
+ * A proxy-side test plugin that exercises every optional proxy hook and the
+ * proxy's host services. Protocol: the echo frame (4-byte big-endian
+ * length + payload). The first payload byte steers it:
+ *
+ *   'X'  spp_input rejects the stream (frame error).
+ *   'N'  spp_route names group 9, which does not exist: spp_exception
+ *        answers with the frame "EXC:<reason>" and keeps the connection.
+ *   'C'  routed to group 9 too; spp_exception calls host->close(flow).
+ *   else group 1 (the workers echo it).
+ *
+ * A request failed because its worker died (req == NULL) is answered with
+ * "DIED" and its connection closed (return -1). spp_close and spp_fini log
+ * a line through host->log so the test can see them in the proxy's log.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "spp_plugin.h"
+
+#define HEADER_LEN 4u
+#define UNKNOWN_GROUP 9
+#define MAX_LINE 128
+
+static const spp_host *host;
+
+static void log_line(const char *text) {
+    host->log(host->ctx, SPP_LOG_INFO, text, strlen(text));
+}
+
+static void reply_frame(uint64_t flow, const char *payload) {
+    uint8_t frame[MAX_LINE];
+    size_t len = strlen(payload);
+    frame[0] = 0;
+    frame[1] = 0;
+    frame[2] = (uint8_t)(len >> 8);
+    frame[3] = (uint8_t)len;
+    memcpy(frame + HEADER_LEN, payload, len);
+    host->reply(host->ctx, flow, frame, HEADER_LEN + len);
+}
+
+uint32_t spp_plugin_abi_version(void) { return SPP_PLUGIN_ABI_VERSION; }
+
+int spp_init(const spp_host *h, const char *conf) {
+    char line[MAX_LINE];
+    host = h;
+    snprintf(line, sizeof line, "hooks plugin init role=%u conf=%s", h->role, conf);
+    log_line(line);
+    return strcmp(conf, "refuse") == 0 ? 7 : 0;
+}
+
+int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len) {
+    (void)conn;
+    if (len < HEADER_LEN) return 0;
+    size_t payload = ((size_t)buf[0] << 24) | ((size_t)buf[1] << 16) | ((size_t)buf[2] << 8) | buf[3];
+    if (len > HEADER_LEN && buf[HEADER_LEN] == 'X') return -1;
+    if (len < HEADER_LEN + payload) return 0;
+    return (int)(HEADER_LEN + payload);
+}
+
+int spp_route(const spp_conn_info *conn, const uint8_t *req, size_t len) {
+    (void)conn;
+    if (len > HEADER_LEN && (req[HEADER_LEN] == 'N' || req[HEADER_LEN] == 'C')) return UNKNOWN_GROUP;
+    return 1;
+}
+
+int spp_process(const spp_conn_info *conn, const uint8_t *req, size_t len) {
+    (void)conn;
+    (void)req;
+    (void)len;
+    return 0;
+}
+
+int spp_exception(const spp_conn_info *conn, const uint8_t *req, size_t len, int reason) {
+    char text[MAX_LINE];
+    if (req == NULL) {
+        reply_frame(conn->flow, "DIED");
+        return -1;
+    }
+    if (len > HEADER_LEN && req[HEADER_LEN] == 'C') {
+        host->close(host->ctx, conn->flow);
+        return 0;
+    }
+    snprintf(text, sizeof text, "EXC:%d", reason);
+    reply_frame(conn->flow, text);
+    return 0;
+}
+
+void spp_close(const spp_conn_info *conn, const uint8_t *leftover, size_t len) {
+    char line[MAX_LINE];
+    (void)leftover;
+    snprintf(line, sizeof line, "hooks close proto=%u leftover=%zu", conn->proto, len);
+    log_line(line);
+}
+
+void spp_fini(void) { log_line("hooks plugin fini"); }

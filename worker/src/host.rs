@@ -1,0 +1,268 @@
+//! The `spp_host` services table a worker hands its plugin: `reply`,
+//! `close` and `log`, plus role, group and worker index.
+//!
+//! The table and its context are leaked, so they stay at one address for the
+//! process's life (plugins keep the pointer, and their threads may outlive
+//! `spp_fini`). Calls are routed by thread:
+//!
+//! * On the worker's main thread (inside a hook) a reply goes straight into
+//!   the response ring through the [`Responder`].
+//! * On any other thread (a deferred reply) it is copied into a bounded
+//!   channel, and the worker's own doorbell is rung if the main loop sleeps;
+//!   the main loop forwards the channel into the ring every turn. A full
+//!   channel answers `SPP_ERR_FULL`.
+
+use crate::attach::Shared;
+use crate::respond::Responder;
+use crate::stats::bump;
+use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
+use spp_ipc::doorbell::wake_if_sleeping;
+use spp_plugin_api::abi::{
+    SppHost, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR,
+    SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_PLUGIN_ABI_VERSION, SPP_ROLE_WORKER,
+};
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Deferred replies (from plugin threads) waiting for the main loop at most.
+pub const DEFERRED_CAPACITY: usize = 4096;
+
+thread_local! {
+    /// Set on the thread that installed the services: the worker's main
+    /// thread, the only one that may touch the response ring.
+    static ON_MAIN_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Set once the services are installed; they exist once per process.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+fn on_main_thread() -> bool {
+    ON_MAIN_THREAD.with(Cell::get)
+}
+
+/// A value only the main thread may reach.
+struct MainThreadOnly<T>(T);
+
+// SAFETY: the value is only reachable through `get`, which hands it out on
+// the one thread marked in `ON_MAIN_THREAD` (marked once per process, see
+// `INSTALLED`) and returns `None` everywhere else. The wrapper is leaked, so
+// it is never dropped on another thread either.
+unsafe impl<T: Send> Sync for MainThreadOnly<T> {}
+
+impl<T> MainThreadOnly<T> {
+    fn get(&self) -> Option<&T> {
+        on_main_thread().then_some(&self.0)
+    }
+}
+
+/// A reply made off the main thread, on its way to the ring.
+enum Deferred {
+    /// Bytes for a flow (empty = close after flush).
+    Reply { flow: u64, bytes: Vec<u8> },
+    /// Close the flow after flush.
+    Close { flow: u64 },
+}
+
+/// What the table's `ctx` points to.
+struct HostCtx {
+    responder: MainThreadOnly<RefCell<Responder>>,
+    deferred_tx: Sender<Deferred>,
+    deferred_rx: Receiver<Deferred>,
+    /// Deferred replies refused (channel full or too large), counted by
+    /// plugin threads and folded into `replies_dropped` by the main thread.
+    deferred_dropped: AtomicU64,
+    max_reply: usize,
+    shared: &'static Shared,
+}
+
+/// The installed services: the table for `spp_init` and the main loop's
+/// handle on the response side.
+#[derive(Clone, Copy)]
+pub struct HostServices {
+    ctx: &'static HostCtx,
+    table: &'static SppHost,
+}
+
+impl HostServices {
+    /// Builds and leaks the table; marks the calling thread as the main
+    /// thread. `None` if the services were installed before.
+    pub fn install(
+        shared: &'static Shared,
+        responder: Responder,
+        group: u32,
+        worker_index: u32,
+    ) -> Option<Self> {
+        if INSTALLED.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        ON_MAIN_THREAD.with(|main| main.set(true));
+        let (deferred_tx, deferred_rx) = bounded(DEFERRED_CAPACITY);
+        let ctx: &'static HostCtx = Box::leak(Box::new(HostCtx {
+            max_reply: responder.max_reply(),
+            responder: MainThreadOnly(RefCell::new(responder)),
+            deferred_tx,
+            deferred_rx,
+            deferred_dropped: AtomicU64::new(0),
+            shared,
+        }));
+        let table: &'static SppHost = Box::leak(Box::new(SppHost {
+            size: std::mem::size_of::<SppHost>() as u32,
+            abi_version: SPP_PLUGIN_ABI_VERSION,
+            role: SPP_ROLE_WORKER,
+            group,
+            worker_index,
+            _reserved: 0,
+            ctx: (ctx as *const HostCtx).cast_mut().cast(),
+            reply: host_reply,
+            close: host_close,
+            log: host_log,
+        }));
+        Some(HostServices { ctx, table })
+    }
+
+    /// The table to pass to `spp_init`; valid for the process's life.
+    pub fn table(&self) -> *const SppHost {
+        self.table
+    }
+
+    /// Runs `f` on the response side. `None` off the main thread or while a
+    /// hook that replied is still being called back into (re-entry).
+    pub fn with_responder<R>(&self, f: impl FnOnce(&mut Responder) -> R) -> Option<R> {
+        let cell = self.ctx.responder.get()?;
+        let mut responder = cell.try_borrow_mut().ok()?;
+        Some(f(&mut responder))
+    }
+
+    /// Whether plugin threads have replies waiting.
+    pub fn has_deferred(&self) -> bool {
+        !self.ctx.deferred_rx.is_empty()
+    }
+
+    /// Moves up to `limit` deferred replies into the response ring (main
+    /// thread). Returns how many it moved.
+    pub fn forward_deferred(&self, limit: usize) -> usize {
+        let rx = &self.ctx.deferred_rx;
+        self.with_responder(|responder| {
+            let mut moved = 0;
+            while moved < limit {
+                let Ok(item) = rx.try_recv() else { break };
+                // The plugin was told SPP_OK when the reply was queued; a
+                // drop now is counted in `replies_dropped` by the responder.
+                let _ = match item {
+                    Deferred::Reply { flow, bytes } => responder.reply(flow, &bytes),
+                    Deferred::Close { flow } => responder.close(flow),
+                };
+                moved += 1;
+            }
+            moved
+        })
+        .unwrap_or(0)
+    }
+
+    /// Publishes the response ring (and `completed_seq`), waking the proxy
+    /// if it sleeps, and folds plugin threads' refusals into the counters.
+    pub fn publish(&self) {
+        self.with_responder(Responder::publish);
+        let dropped = &self.ctx.deferred_dropped;
+        if dropped.load(Ordering::Relaxed) != 0 {
+            bump(
+                &self.ctx.shared.pair_header().stats.replies_dropped,
+                dropped.swap(0, Ordering::Relaxed),
+            );
+        }
+    }
+}
+
+impl HostCtx {
+    fn reply(&self, flow: u64, data: &[u8]) -> c_int {
+        if let Some(cell) = self.responder.get() {
+            return match cell.try_borrow_mut() {
+                Ok(mut responder) => responder.reply(flow, data),
+                Err(_) => SPP_ERR_UNSUPPORTED,
+            };
+        }
+        if data.len() > self.max_reply {
+            self.deferred_dropped.fetch_add(1, Ordering::Relaxed);
+            return SPP_ERR_TOO_LARGE;
+        }
+        self.defer(Deferred::Reply {
+            flow,
+            bytes: data.to_vec(),
+        })
+    }
+
+    fn close(&self, flow: u64) -> c_int {
+        if let Some(cell) = self.responder.get() {
+            return match cell.try_borrow_mut() {
+                Ok(mut responder) => responder.close(flow),
+                Err(_) => SPP_ERR_UNSUPPORTED,
+            };
+        }
+        self.defer(Deferred::Close { flow })
+    }
+
+    /// Queues a reply from a plugin thread and wakes the main loop if it
+    /// sleeps (the same sleep-flag protocol the proxy uses).
+    fn defer(&self, item: Deferred) -> c_int {
+        match self.deferred_tx.try_send(item) {
+            Ok(()) => {
+                wake_if_sleeping(
+                    &self.shared.pair_header().worker_sleeping,
+                    &self.shared.bell,
+                );
+                SPP_OK
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.deferred_dropped.fetch_add(1, Ordering::Relaxed);
+                SPP_ERR_FULL
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `ctx` must be the table's `ctx`; `data` must point to `len` readable bytes
+/// (or `len` must be 0).
+unsafe extern "C" fn host_reply(ctx: *mut c_void, flow: u64, data: *const u8, len: usize) -> c_int {
+    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
+    let Some(ctx) = (unsafe { ctx.cast::<HostCtx>().as_ref() }) else {
+        return SPP_ERR_UNSUPPORTED;
+    };
+    let data = match (data.is_null(), len) {
+        (_, 0) => &[][..],
+        (true, _) => return SPP_ERR_UNSUPPORTED,
+        // SAFETY: the caller guarantees `len` readable bytes at `data`.
+        (false, _) => unsafe { std::slice::from_raw_parts(data, len) },
+    };
+    ctx.reply(flow, data)
+}
+
+/// # Safety
+/// `ctx` must be the table's `ctx`.
+unsafe extern "C" fn host_close(ctx: *mut c_void, flow: u64) -> c_int {
+    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
+    match unsafe { ctx.cast::<HostCtx>().as_ref() } {
+        Some(ctx) => ctx.close(flow),
+        None => SPP_ERR_UNSUPPORTED,
+    }
+}
+
+/// # Safety
+/// `text` must point to `len` readable bytes (or be null).
+unsafe extern "C" fn host_log(_ctx: *mut c_void, level: c_int, text: *const c_char, len: usize) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: the caller guarantees `len` readable bytes at `text`.
+    let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) };
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end_matches(['\n', '\r', '\0']);
+    match level {
+        SPP_LOG_ERROR => tracing::error!(target: "plugin", "{text}"),
+        SPP_LOG_WARN => tracing::warn!(target: "plugin", "{text}"),
+        SPP_LOG_INFO => tracing::info!(target: "plugin", "{text}"),
+        SPP_LOG_DEBUG => tracing::debug!(target: "plugin", "{text}"),
+        _ => tracing::trace!(target: "plugin", level, "{text}"),
+    }
+}

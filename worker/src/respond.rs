@@ -1,0 +1,269 @@
+//! [`Responder`]: the worker's end of the response ring, used only on the
+//! main thread. It pushes `KIND_RESPONSE` / `KIND_CLOSE` records, publishes
+//! them in batches together with `completed_seq`, wakes the proxy only when
+//! it sleeps, and decides what happens when the ring is full: publish, wake
+//! the proxy, wait a bounded time for room, then drop the reply and count it.
+
+use crate::attach::Shared;
+use crate::stats::bump;
+use spp_ipc::doorbell::wake_if_sleeping;
+use spp_ipc::record::{meta_bytes, ResponseMeta, KIND_CLOSE, KIND_RESPONSE, RESPONSE_META_SIZE};
+use spp_ipc::ring::{Producer, PushError};
+use spp_plugin_api::abi::{SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_OK};
+use std::ffi::c_int;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Response records pushed without a publish at most: a plugin answering one
+/// request with many replies still feeds the proxy as it goes.
+pub const PUBLISH_EVERY: usize = 64;
+/// How long one reply may wait for room in a full response ring before it is
+/// dropped. The proxy drains the ring every loop turn, so a ring full for
+/// this long means the proxy is stuck or gone.
+pub const FULL_WAIT: Duration = Duration::from_millis(10);
+/// Busy spins while waiting for room before switching to `yield_now`.
+pub const FULL_WAIT_SPINS: u32 = 1024;
+
+/// The producing end of the response ring plus its batching state.
+pub struct Responder {
+    producer: Producer,
+    shared: &'static Shared,
+    /// Records pushed since the last publish.
+    unpublished: usize,
+    /// A wait for room timed out and the ring has not taken a record since:
+    /// further replies drop at once instead of waiting again each.
+    stalled: bool,
+    /// `seq` of the last request whose `spp_process` returned.
+    done_seq: u64,
+    /// The `done_seq` last written to `completed_seq`.
+    stored_seq: u64,
+}
+
+impl Responder {
+    /// Wraps the response ring's producer.
+    pub fn new(producer: Producer, shared: &'static Shared) -> Self {
+        let stored_seq = shared.pair_header().completed_seq.load(Ordering::Relaxed);
+        Responder {
+            producer,
+            shared,
+            unpublished: 0,
+            stalled: false,
+            done_seq: stored_seq,
+            stored_seq,
+        }
+    }
+
+    /// The largest reply the ring can ever carry.
+    pub fn max_reply(&self) -> usize {
+        self.producer
+            .max_payload()
+            .saturating_sub(RESPONSE_META_SIZE)
+    }
+
+    /// Queues `data` for `flow` (empty = close after flush). Returns an
+    /// `SPP_*` code.
+    pub fn reply(&mut self, flow: u64, data: &[u8]) -> c_int {
+        self.push(KIND_RESPONSE, flow, data)
+    }
+
+    /// Queues a close of `flow` after its pending bytes. Returns an `SPP_*`
+    /// code.
+    pub fn close(&mut self, flow: u64) -> c_int {
+        self.push(KIND_CLOSE, flow, &[])
+    }
+
+    /// Records that `spp_process` returned for request `seq`; written to
+    /// `completed_seq` at the next publish, after the replies it made.
+    pub fn complete(&mut self, seq: u64) {
+        self.done_seq = seq;
+    }
+
+    /// Makes every queued record visible, then `completed_seq`, and wakes
+    /// the proxy if it sleeps. Returns whether records were published.
+    pub fn publish(&mut self) -> bool {
+        let published = self.producer.publish();
+        self.unpublished = 0;
+        let header = self.shared.pair_header();
+        if self.done_seq != self.stored_seq {
+            // After the ring's Release store: a proxy that sees this seq also
+            // sees every reply made before it.
+            header.completed_seq.store(self.done_seq, Ordering::Release);
+            self.stored_seq = self.done_seq;
+        }
+        if published {
+            wake_if_sleeping(
+                &self.shared.proxy_header().proxy_sleeping,
+                &self.shared.proxy_bell,
+            );
+        }
+        published
+    }
+
+    fn push(&mut self, kind: u16, flow: u64, data: &[u8]) -> c_int {
+        let stats = &self.shared.pair_header().stats;
+        let mut result = self.try_push(kind, flow, data);
+        if result == Err(PushError::Full) && !self.stalled {
+            result = self.wait_for_room(kind, flow, data);
+            self.stalled = result.is_err();
+        }
+        match result {
+            Ok(()) => {
+                self.stalled = false;
+                bump(&stats.replies, 1);
+                bump(&stats.reply_bytes, data.len() as u64);
+                self.unpublished += 1;
+                if self.unpublished >= PUBLISH_EVERY {
+                    self.publish();
+                }
+                SPP_OK
+            }
+            Err(err) => {
+                bump(&stats.replies_dropped, 1);
+                match err {
+                    PushError::Full => SPP_ERR_FULL,
+                    PushError::TooLarge => SPP_ERR_TOO_LARGE,
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn try_push(&mut self, kind: u16, flow: u64, data: &[u8]) -> Result<(), PushError> {
+        let meta = ResponseMeta { flow };
+        self.producer.push(kind, 0, &[meta_bytes(&meta), data])
+    }
+
+    /// The ring is full: hand the proxy what we have, then spin, then yield,
+    /// for at most [`FULL_WAIT`].
+    fn wait_for_room(&mut self, kind: u16, flow: u64, data: &[u8]) -> Result<(), PushError> {
+        self.publish();
+        let started = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            match self.try_push(kind, flow, data) {
+                Err(PushError::Full) => {}
+                done => return done,
+            }
+            if spins < FULL_WAIT_SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if started.elapsed() >= FULL_WAIT {
+                return Err(PushError::Full);
+            }
+            // The proxy may have gone to sleep between our publish and now.
+            wake_if_sleeping(
+                &self.shared.proxy_header().proxy_sleeping,
+                &self.shared.proxy_bell,
+            );
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spp_ipc::doorbell::Doorbell;
+    use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion};
+    use spp_ipc::record::split_response;
+    use spp_ipc::ring::{Consumer, MIN_CAPACITY};
+
+    fn setup() -> (&'static Shared, Responder, Consumer) {
+        let layout = PairLayout {
+            request_capacity: MIN_CAPACITY,
+            response_capacity: MIN_CAPACITY,
+        };
+        let shared: &'static Shared = Box::leak(Box::new(Shared {
+            pair: PairRegion::create(1, 0, layout).unwrap(),
+            proxy: ProxyRegion::create().unwrap(),
+            bell: Doorbell::create().unwrap(),
+            proxy_bell: Doorbell::create().unwrap(),
+        }));
+        // SAFETY: the test owns the leaked region and attaches one end each.
+        let (producer, consumer) = unsafe {
+            (
+                shared.pair.response_producer().unwrap(),
+                shared.pair.response_consumer().unwrap(),
+            )
+        };
+        (shared, Responder::new(producer, shared), consumer)
+    }
+
+    fn drain(consumer: &mut Consumer) -> Vec<(u16, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(rec) = consumer.peek().unwrap() {
+            let (meta, bytes) = split_response(rec.data).unwrap();
+            out.push((rec.kind, meta.flow, bytes.to_vec()));
+            let stride = rec.stride();
+            consumer.advance(stride);
+        }
+        consumer.release();
+        out
+    }
+
+    #[test]
+    fn replies_and_closes_become_visible_at_publish_with_completed_seq() {
+        let (shared, mut r, mut c) = setup();
+        assert_eq!(r.reply(7, b"hello"), SPP_OK);
+        assert_eq!(r.close(8), SPP_OK);
+        r.complete(42);
+        assert!(drain(&mut c).is_empty());
+        shared
+            .proxy_header()
+            .proxy_sleeping
+            .store(1, Ordering::SeqCst);
+        assert!(r.publish());
+        assert_eq!(
+            shared.proxy_header().proxy_sleeping.load(Ordering::SeqCst),
+            0,
+            "the sleeping proxy was woken"
+        );
+        assert!(shared.proxy_bell.wait(Duration::ZERO));
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                (KIND_RESPONSE, 7, b"hello".to_vec()),
+                (KIND_CLOSE, 8, vec![])
+            ]
+        );
+        let header = shared.pair_header();
+        assert_eq!(header.completed_seq.load(Ordering::Acquire), 42);
+        assert_eq!(header.stats.replies.load(Ordering::Relaxed), 2);
+        assert_eq!(header.stats.reply_bytes.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn many_replies_publish_on_their_own() {
+        let (_shared, mut r, mut c) = setup();
+        for flow in 0..PUBLISH_EVERY as u64 {
+            assert_eq!(r.reply(flow, b"x"), SPP_OK);
+        }
+        assert_eq!(drain(&mut c).len(), PUBLISH_EVERY);
+    }
+
+    #[test]
+    fn too_large_and_full_are_refused_and_counted() {
+        let (shared, mut r, mut c) = setup();
+        assert_eq!(r.reply(1, &vec![0; r.max_reply() + 1]), SPP_ERR_TOO_LARGE);
+        let big = vec![1u8; r.max_reply()];
+        // Two of the largest fill the ring exactly.
+        assert_eq!(r.reply(2, &big), SPP_OK);
+        assert_eq!(r.reply(3, &big), SPP_OK);
+        // Nobody consumes: the next one waits FULL_WAIT, then drops; the one
+        // after drops at once (stalled).
+        assert_eq!(r.reply(4, &big), SPP_ERR_FULL);
+        assert_eq!(r.reply(5, &big), SPP_ERR_FULL);
+        assert_eq!(
+            shared
+                .pair_header()
+                .stats
+                .replies_dropped
+                .load(Ordering::Relaxed),
+            3
+        );
+        assert_eq!(drain(&mut c).len(), 2, "the wait published what was queued");
+        assert_eq!(r.reply(6, &big), SPP_OK, "room again ends the stall");
+    }
+}

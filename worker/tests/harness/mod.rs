@@ -1,0 +1,410 @@
+//! A fake proxy for spp-worker tests: creates the shared state the
+//! controller would (proxy region, pair region, doorbells), spawns the real
+//! `spp-worker` with `SPP_LAUNCH` and the fds inherited, pushes requests and
+//! reads responses. Every wait is bounded by [`DEADLINE`].
+
+#![allow(dead_code)]
+
+use spp_ipc::doorbell::{wake_if_sleeping, Doorbell, SleepFlag};
+use spp_ipc::launch::{Launch, LogSpec, PairFds, WorkerLaunch, LAUNCH_ENV};
+use spp_ipc::layout::{PairHeader, PairLayout, PairRegion, ProxyRegion, WorkerState};
+use spp_ipc::record::{meta_bytes, monotonic_ns, split_response, RequestMeta, KIND_REQUEST};
+use spp_ipc::ring::{Consumer, Producer, PushError};
+use spp_ipc::shm::clear_cloexec;
+use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_PROTO_TCP};
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The longest any single wait in a test may take.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+/// Ring data bytes of the test pairs.
+pub const RING_CAPACITY: usize = 1 << 16;
+/// The group id the tests use.
+pub const GROUP: u32 = 3;
+/// The worker index the tests use.
+pub const INDEX: u32 = 1;
+/// Pause between two looks at a state the worker publishes without ringing.
+const POLL: Duration = Duration::from_millis(1);
+/// Longest single doorbell wait while collecting responses.
+const BELL_WAIT: Duration = Duration::from_millis(100);
+
+/// One response record as the proxy sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub kind: u16,
+    pub flow: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// The controller's and proxy's side of one worker slot.
+pub struct FakeProxy {
+    pub proxy: ProxyRegion,
+    pub pair: PairRegion,
+    pub bell: Doorbell,
+    pub proxy_bell: Doorbell,
+    requests: Producer,
+    responses: Consumer,
+    next_seq: u64,
+}
+
+impl FakeProxy {
+    pub fn new() -> Self {
+        let layout = PairLayout {
+            request_capacity: RING_CAPACITY,
+            response_capacity: RING_CAPACITY,
+        };
+        let pair = PairRegion::create(GROUP, INDEX, layout).expect("pair region");
+        // SAFETY: the test is the slot's only request producer and response
+        // consumer; both ends are dropped with `self`, before the region.
+        let (requests, responses) = unsafe {
+            (
+                pair.request_producer().expect("producer"),
+                pair.response_consumer().expect("consumer"),
+            )
+        };
+        FakeProxy {
+            proxy: ProxyRegion::create().expect("proxy region"),
+            pair,
+            bell: Doorbell::create().expect("bell"),
+            proxy_bell: Doorbell::create().expect("proxy bell"),
+            requests,
+            responses,
+            next_seq: 0,
+        }
+    }
+
+    pub fn header(&self) -> &PairHeader {
+        self.pair.header()
+    }
+
+    /// The launch spec for a worker on this slot.
+    pub fn launch(&self, plugin: &Path, conf: &str, spin_us: u64) -> WorkerLaunch {
+        WorkerLaunch {
+            service: "worker-test".into(),
+            group: GROUP,
+            index: INDEX,
+            plugin: plugin.to_path_buf(),
+            plugin_conf: conf.into(),
+            pair: PairFds {
+                index: INDEX,
+                region_fd: self.pair.raw_fd(),
+                bell_fd: self.bell.raw_fd(),
+            },
+            pair_layout: self.pair.layout(),
+            proxy_region_fd: self.proxy.raw_fd(),
+            proxy_bell_fd: self.proxy_bell.raw_fd(),
+            spin_us,
+            log: LogSpec {
+                level: "debug".into(),
+            },
+        }
+    }
+
+    /// Spawns `spp-worker` for this slot.
+    pub fn spawn(&self, plugin: &Path, conf: &str, spin_us: u64) -> Worker {
+        let spec = self.launch(plugin, conf, spin_us);
+        Worker::spawn(
+            Some(Launch::Worker(spec.clone()).to_env_value()),
+            spec.inherited_fds(),
+        )
+    }
+
+    /// Pushes one request (not yet published). Returns its flow, or `None`
+    /// when the ring is full.
+    pub fn push(&mut self, flow: u64, bytes: &[u8]) -> Option<u64> {
+        let local = SppAddr::from_socket_addr("127.0.0.1:7963".parse().expect("addr"));
+        let remote = SppAddr::from_socket_addr("127.0.0.1:40000".parse().expect("addr"));
+        let seq = self.next_seq + 1;
+        let meta = RequestMeta {
+            conn: SppConnInfo {
+                flow,
+                recv_time_us: 1,
+                proto: SPP_PROTO_TCP,
+                local,
+                remote,
+                ..Default::default()
+            },
+            seq,
+            enqueued_ns: monotonic_ns(),
+        };
+        match self
+            .requests
+            .push(KIND_REQUEST, 0, &[meta_bytes(&meta), bytes])
+        {
+            Ok(()) => {
+                self.next_seq = seq;
+                self.header().pushed_seq.store(seq, Ordering::Release);
+                Some(flow)
+            }
+            Err(PushError::Full) => None,
+            Err(PushError::TooLarge) => panic!("request of {} bytes can never fit", bytes.len()),
+        }
+    }
+
+    /// Publishes pushed requests; returns whether the doorbell was rung
+    /// (the worker was asleep).
+    pub fn publish(&mut self) -> bool {
+        self.requests.publish();
+        wake_if_sleeping(&self.header().worker_sleeping, &self.bell)
+    }
+
+    /// Pushes and publishes one request.
+    pub fn send(&mut self, flow: u64, bytes: &[u8]) -> bool {
+        assert!(self.push(flow, bytes).is_some(), "request ring full");
+        self.publish()
+    }
+
+    /// Takes every published response.
+    pub fn poll(&mut self, out: &mut Vec<Response>) {
+        while let Some(rec) = self.responses.peek().expect("response ring intact") {
+            let (meta, bytes) = split_response(rec.data).expect("response meta");
+            out.push(Response {
+                kind: rec.kind,
+                flow: meta.flow,
+                bytes: bytes.to_vec(),
+            });
+            let stride = rec.stride();
+            self.responses.advance(stride);
+        }
+        self.responses.release();
+    }
+
+    /// Waits (sleeping on the proxy doorbell like the proxy does) until
+    /// `out` holds at least `want` responses.
+    pub fn collect(&mut self, out: &mut Vec<Response>, want: usize, worker: &mut Worker) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            self.poll(out);
+            if out.len() >= want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {want} responses arrived; worker: {}",
+                out.len(),
+                worker.describe()
+            );
+            let flag = SleepFlag(&self.proxy.header().proxy_sleeping);
+            flag.announce();
+            if !self.responses.has_data() {
+                self.proxy_bell.wait(BELL_WAIT);
+            }
+            flag.clear();
+        }
+    }
+
+    /// Waits until the worker says Ready.
+    pub fn wait_ready(&self, worker: &mut Worker) {
+        self.wait_until(worker, "worker Ready", |h| {
+            WorkerState::from_raw(h.worker_state.load(Ordering::Acquire)) == WorkerState::Ready
+        });
+    }
+
+    /// Waits until the worker announced that it sleeps.
+    pub fn wait_asleep(&self, worker: &mut Worker) {
+        self.wait_until(worker, "worker asleep", |h| {
+            h.worker_sleeping.load(Ordering::SeqCst) != 0
+        });
+    }
+
+    /// Waits until the worker reports `seq` in `completed_seq`.
+    pub fn wait_completed(&self, seq: u64, worker: &mut Worker) {
+        self.wait_until(worker, "completed_seq", |h| {
+            h.completed_seq.load(Ordering::Acquire) >= seq
+        });
+        assert_eq!(self.header().completed_seq.load(Ordering::Acquire), seq);
+    }
+
+    fn wait_until(&self, worker: &mut Worker, what: &str, done: impl Fn(&PairHeader) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done(self.header()) {
+            if let Some(status) = worker.try_status() {
+                panic!(
+                    "waiting for {what}: worker exited with {status}; stderr:\n{}",
+                    worker.stderr()
+                );
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// A running `spp-worker`; killed on drop if still running.
+pub struct Worker {
+    child: Child,
+    stderr: Option<JoinHandle<String>>,
+    stderr_text: Option<String>,
+    status: Option<ExitStatus>,
+}
+
+impl Worker {
+    /// Spawns the worker binary with `launch` in `SPP_LAUNCH` (unset when
+    /// `None`) and `fds` inherited.
+    pub fn spawn(launch: Option<String>, fds: Vec<i32>) -> Worker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spp-worker"));
+        cmd.env_remove(LAUNCH_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(launch) = launch {
+            cmd.env(LAUNCH_ENV, launch);
+        }
+        // SAFETY: only async-signal-safe calls (fcntl, prctl) between fork
+        // and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &fds {
+                    clear_cloexec(fd)?;
+                }
+                // A test that panics must not leave a worker behind.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn spp-worker");
+        let mut pipe = child.stderr.take().expect("stderr pipe");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        });
+        Worker {
+            child,
+            stderr: Some(stderr),
+            stderr_text: None,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` to the worker.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill");
+    }
+
+    /// The exit status if the worker has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// Waits (bounded) for the worker to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.try_status() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not exit; stderr so far unavailable (still running)"
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Everything the worker wrote to stderr (waits for it to exit).
+    pub fn stderr(&mut self) -> String {
+        if self.stderr_text.is_none() {
+            self.wait();
+            let text = self
+                .stderr
+                .take()
+                .map(|t| t.join().unwrap_or_default())
+                .unwrap_or_default();
+            self.stderr_text = Some(text);
+        }
+        self.stderr_text.clone().unwrap_or_default()
+    }
+
+    /// A one-line state for assertion messages.
+    pub fn describe(&mut self) -> String {
+        match self.try_status() {
+            Some(status) => format!("exited with {status}; stderr:\n{}", self.stderr()),
+            None => format!("pid {} still running", self.pid()),
+        }
+    }
+
+    /// The exit code, failing on death by signal.
+    pub fn exit_code(&mut self) -> i32 {
+        let status = self.wait();
+        match status.code() {
+            Some(code) => code,
+            None => panic!(
+                "worker killed by signal {:?}; stderr:\n{}",
+                status.signal(),
+                self.stderr()
+            ),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The profile directory the test binary was built in (`deps/..`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// A plugin built by cargo: in the profile dir, or in `deps/` when it was
+/// only built as a dev-dependency.
+pub fn cargo_plugin(file: &str) -> PathBuf {
+    let dir = profile_dir();
+    [dir.join(file), dir.join("deps").join(file)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{file} not found in {} (build the workspace first)",
+                dir.display()
+            )
+        })
+}
+
+/// `worker/tests/plugins/behaviours.c`, compiled once per test run.
+pub fn behaviours_plugin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libspp_test_behaviours.so");
+            let tmp = out.with_extension(format!("so.{}", std::process::id()));
+            let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+            let status = Command::new(&cc)
+                .args([
+                    "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-I",
+                ])
+                .arg(manifest.join("../plugin-api/include"))
+                .arg("-o")
+                .arg(&tmp)
+                .arg(manifest.join("tests/plugins/behaviours.c"))
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run the C compiler {cc}: {e}"));
+            assert!(status.success(), "compiling behaviours.c failed: {status}");
+            std::fs::rename(&tmp, &out).expect("install test plugin");
+            out
+        })
+        .clone()
+}

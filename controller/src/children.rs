@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::defaults;
 use crate::status::{ProcState, ProcessStatus};
-use spp_ipc::layout::{ProxyState, WorkerState};
+use spp_ipc::layout::ProcessState;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -46,24 +46,13 @@ pub enum Shared {
     Down,
 }
 
-impl From<WorkerState> for Shared {
-    fn from(s: WorkerState) -> Self {
+impl From<ProcessState> for Shared {
+    fn from(s: ProcessState) -> Self {
         match s {
-            WorkerState::Empty | WorkerState::Starting => Shared::Starting,
-            WorkerState::Ready => Shared::Ready,
-            WorkerState::Draining => Shared::Draining,
-            WorkerState::Down => Shared::Down,
-        }
-    }
-}
-
-impl From<ProxyState> for Shared {
-    fn from(s: ProxyState) -> Self {
-        match s {
-            ProxyState::Empty | ProxyState::Starting => Shared::Starting,
-            ProxyState::Ready => Shared::Ready,
-            ProxyState::Draining => Shared::Draining,
-            ProxyState::Down => Shared::Down,
+            ProcessState::Empty | ProcessState::Starting => Shared::Starting,
+            ProcessState::Ready => Shared::Ready,
+            ProcessState::Draining => Shared::Draining,
+            ProcessState::Down => Shared::Down,
         }
     }
 }

@@ -52,23 +52,25 @@ macro_rules! counters {
     };
 }
 
-/// Life cycle of a worker slot, in `PairHeader::worker_state`.
+/// Life cycle of a process slot: `PairHeader::worker_state` for a worker,
+/// `ProxyHeader::proxy_state` for the proxy.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum WorkerState {
-    /// No worker has used the slot yet.
+pub enum ProcessState {
+    /// No process has used the slot yet.
     Empty = 0,
-    /// A worker runs and is loading its plugin.
+    /// The process runs and is loading its plugin.
     Starting = 1,
-    /// A worker serves the request ring.
+    /// The process serves (a worker its request ring, the proxy its
+    /// listeners).
     Ready = 2,
-    /// The worker finishes what it holds and takes nothing new.
+    /// The process finishes what it holds and takes nothing new.
     Draining = 3,
-    /// The worker is gone (set by the controller when it reaps it).
+    /// The process is gone (set by the controller when it reaps it).
     Down = 4,
 }
 
-impl WorkerState {
+impl ProcessState {
     /// Decodes a raw value; unknown values read as `Down`.
     pub fn from_raw(raw: u32) -> Self {
         match raw {
@@ -80,6 +82,11 @@ impl WorkerState {
         }
     }
 }
+
+/// The state of a worker slot.
+pub type WorkerState = ProcessState;
+/// The state of the proxy.
+pub type ProxyState = ProcessState;
 
 counters! {
     /// Counters a worker keeps (written by the worker only).
@@ -127,6 +134,9 @@ pub struct PairHeader {
     /// Bumped by every worker that takes the slot (worker).
     pub worker_generation: AtomicU64,
     /// `seq` of the last request whose `spp_process` returned (worker).
+    /// Stored only after the replies that request produced are published,
+    /// so a proxy that reads it and then drains the response ring has every
+    /// reply of every completed request.
     pub completed_seq: AtomicU64,
     /// CLOCK_MONOTONIC ms of the worker's last loop turn (worker).
     pub heartbeat_ms: AtomicU64,
@@ -277,35 +287,6 @@ impl PairRegion {
     /// The layout this region was made with.
     pub fn layout(&self) -> PairLayout {
         self.layout
-    }
-}
-
-/// Life cycle of the proxy, in `ProxyHeader::proxy_state`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ProxyState {
-    /// Not started yet.
-    Empty = 0,
-    /// Running, loading its plugin.
-    Starting = 1,
-    /// Serving the listeners.
-    Ready = 2,
-    /// Draining: no new requests, finishing in-flight ones.
-    Draining = 3,
-    /// Gone (set by the controller when it reaps it).
-    Down = 4,
-}
-
-impl ProxyState {
-    /// Decodes a raw value; unknown values read as `Down`.
-    pub fn from_raw(raw: u32) -> Self {
-        match raw {
-            0 => Self::Empty,
-            1 => Self::Starting,
-            2 => Self::Ready,
-            3 => Self::Draining,
-            _ => Self::Down,
-        }
     }
 }
 

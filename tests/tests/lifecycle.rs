@@ -1,8 +1,10 @@
 //! The operator's view: bad configs and plugins are refused with a clear
 //! error and nothing starts; stop leaves nothing behind.
 
+use spp_tests::client::TcpClient;
 use spp_tests::service::run_spp;
-use spp_tests::{pid_alive, Binaries, Service, ServiceConfig};
+use spp_tests::{pid_alive, wait_for, Binaries, Service, ServiceConfig};
+use std::time::Duration;
 
 fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("spp.toml");
@@ -102,4 +104,22 @@ fn stop_leaves_no_process_pid_file_or_socket() {
     );
     let status = service.spp(&["status"]);
     assert!(!status.ok(), "status after stop reports not running");
+}
+
+#[test]
+fn stop_answers_in_flight_requests_before_stopping() {
+    let bins = Binaries::locate();
+    let mut service = Service::start(&ServiceConfig::single(&bins.plugin("spp_faulty"), 1));
+    let mut client = TcpClient::connect(service.tcp()).expect("connect");
+    client.send(b"sleep:300").expect("send");
+    let taken = wait_for(Duration::from_secs(10), || {
+        let requests = service.status()["worker_stats"]["worker-g1-0"]["requests"].as_u64();
+        (requests == Some(1)).then_some(())
+    });
+    assert!(taken.is_some(), "the worker took the request");
+    let out = service.stop();
+    assert!(out.ok(), "stop: {}", out.text());
+    // The drain flushed the answer before the proxy closed the connection.
+    assert_eq!(client.recv().expect("in-flight answer"), b"sleep:300");
+    assert!(client.closed_by_server());
 }

@@ -34,8 +34,8 @@ fn ring() -> (SharedRegion, Producer, Consumer) {
     let (producer, consumer) = unsafe {
         ring::init(region.as_ptr(), RING_CAPACITY).expect("ring init");
         (
-            Producer::attach(region.as_ptr()).expect("producer"),
-            Consumer::attach(region.as_ptr()).expect("consumer"),
+            Producer::attach(region.as_ptr(), RING_CAPACITY).expect("producer"),
+            Consumer::attach(region.as_ptr(), RING_CAPACITY).expect("consumer"),
         )
     };
     (region, producer, consumer)

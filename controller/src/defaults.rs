@@ -104,3 +104,13 @@ pub const START_POLL: Duration = Duration::from_millis(50);
 pub const STOP_WAIT_MARGIN: Duration = Duration::from_secs(10);
 /// Lines of the controller log `spp start` prints when the controller died.
 pub const START_LOG_TAIL_LINES: usize = 20;
+
+/// How long the proxy may drain on stop: most of `stop_grace`, leaving the
+/// rest for the workers and for the proxy to close what is left itself
+/// (a proxy that overruns is killed at `stop_grace`).
+pub fn proxy_drain_timeout(stop_grace: Duration) -> Duration {
+    stop_grace.mul_f64(PROXY_DRAIN_SHARE_OF_GRACE)
+}
+
+/// The share of `stop_grace` the proxy's drain may take.
+pub const PROXY_DRAIN_SHARE_OF_GRACE: f64 = 0.8;

@@ -116,6 +116,10 @@ pub fn proxy_launch(
             idle_timeout_ms: u64::try_from(p.idle_timeout.as_millis()).unwrap_or(u64::MAX),
             max_udp_flows: p.max_udp_flows,
             spin_us: u64::try_from(p.spin.as_micros()).unwrap_or(u64::MAX),
+            drain_timeout_ms: u64::try_from(
+                crate::defaults::proxy_drain_timeout(cfg.service.stop_grace).as_millis(),
+            )
+            .unwrap_or(u64::MAX),
         },
         log: log_spec(cfg),
     }

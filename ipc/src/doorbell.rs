@@ -13,6 +13,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::Duration;
 
+/// Bytes of an eventfd counter, the unit of every read and write.
+const EVENTFD_COUNTER_BYTES: usize = std::mem::size_of::<u64>();
+
 /// A non-blocking eventfd.
 #[derive(Debug)]
 pub struct Doorbell {
@@ -54,14 +57,26 @@ impl Doorbell {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a valid u64. EAGAIN (counter at its
         // maximum) means the reader is being woken anyway.
-        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                (&one as *const u64).cast(),
+                EVENTFD_COUNTER_BYTES,
+            )
+        };
     }
 
     /// Clears pending rings. Never blocks.
     pub fn drain(&self) {
         let mut count: u64 = 0;
         // SAFETY: reads 8 bytes into a valid u64; EAGAIN means none pending.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut count as *mut u64).cast(),
+                EVENTFD_COUNTER_BYTES,
+            )
+        };
     }
 
     /// Blocks until rung or `timeout` passes; clears the bell. Returns

@@ -15,6 +15,25 @@ use std::path::PathBuf;
 
 /// The environment variable that carries the JSON [`Launch`].
 pub const LAUNCH_ENV: &str = "SPP_LAUNCH";
+/// The log filter a child uses when none is given.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The lowest fd number an inherited fd may have (0..=2 are stdio).
+pub const FIRST_INHERITED_FD: RawFd = 3;
+/// Most TCP connections, and most UDP flows, one proxy tracks (its flow
+/// ids have 20 bits of slot index).
+pub const MAX_FLOW_SLOTS: usize = 1 << 20;
+
+/// How children exit; the controller turns these into reasons.
+pub mod exit_code {
+    /// Normal exit (stopped).
+    pub const OK: i32 = 0;
+    /// A runtime failure (e.g. a corrupt ring).
+    pub const FAILURE: i32 = 1;
+    /// Bad launch spec, or the plugin could not be loaded.
+    pub const SETUP: i32 = 2;
+    /// The plugin's `spp_init` returned non-zero.
+    pub const PLUGIN_INIT: i32 = 3;
+}
 
 /// What a child is told at start.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -104,6 +123,9 @@ pub struct ProxyLimits {
     pub max_udp_flows: usize,
     /// Microseconds the proxy spins for responses before sleeping.
     pub spin_us: u64,
+    /// Milliseconds a SIGTERM drain may take before the proxy closes what
+    /// is left and exits (the controller gives it a little more).
+    pub drain_timeout_ms: u64,
 }
 
 /// Logging settings for a child.

@@ -26,18 +26,42 @@ pub const PROXY_MAGIC: u64 = u64::from_le_bytes(*b"SPPPRXY1");
 pub const PAIR_HEADER_SPACE: usize = 4096;
 /// Bytes of the proxy region.
 pub const PROXY_REGION_SIZE: usize = 4096;
+/// The largest ring capacity a layout may ask for (1 GiB).
+pub const MAX_RING_CAPACITY: usize = 1 << 30;
 
 /// Defines a `#[repr(C)]` block of `AtomicU64` counters whose field names
 /// are the metric names, with [`NAMES`](ProxyStats::NAMES) and a
 /// [`snapshot`](ProxyStats::snapshot) so readers never list the fields
-/// again.
+/// again, and a plain-`u64` tally of the same fields that the single writer
+/// adds to locally and [`flush`](ProxyTally::flush)es once per batch.
 macro_rules! counters {
-    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* pub $field:ident: AtomicU64,)* }) => {
+    ($(#[$meta:meta])* $name:ident, $tally:ident { $($(#[$fmeta:meta])* pub $field:ident: AtomicU64,)* }) => {
         $(#[$meta])*
         #[repr(C)]
         #[derive(Debug, Default)]
         pub struct $name {
             $($(#[$fmeta])* pub $field: AtomicU64,)*
+        }
+
+        #[doc = concat!("Local increments of [`", stringify!($name), "`], written by [`", stringify!($tally), "::flush`].")]
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $tally {
+            $($(#[$fmeta])* pub $field: u64,)*
+        }
+
+        impl $tally {
+            /// Adds every non-zero increment to `stats` and resets it. Only
+            /// the counters' single writer may call it: it adds with a
+            /// plain load and store, no locked instruction.
+            pub fn flush(&mut self, stats: &$name) {
+                $(
+                    if self.$field != 0 {
+                        let now = stats.$field.load(Ordering::Relaxed);
+                        stats.$field.store(now.wrapping_add(self.$field), Ordering::Relaxed);
+                        self.$field = 0;
+                    }
+                )*
+            }
         }
 
         impl $name {
@@ -73,13 +97,10 @@ pub enum ProcessState {
 impl ProcessState {
     /// Decodes a raw value; unknown values read as `Down`.
     pub fn from_raw(raw: u32) -> Self {
-        match raw {
-            0 => Self::Empty,
-            1 => Self::Starting,
-            2 => Self::Ready,
-            3 => Self::Draining,
-            _ => Self::Down,
-        }
+        [Self::Empty, Self::Starting, Self::Ready, Self::Draining]
+            .into_iter()
+            .find(|state| *state as u32 == raw)
+            .unwrap_or(Self::Down)
     }
 }
 
@@ -90,7 +111,7 @@ pub type ProxyState = ProcessState;
 
 counters! {
     /// Counters a worker keeps (written by the worker only).
-    WorkerStats {
+    WorkerStats, WorkerTally {
     /// Requests handed to `spp_process`.
     pub requests: AtomicU64,
     /// `spp_process` returned non-zero.
@@ -178,6 +199,27 @@ impl PairLayout {
     pub fn size(&self) -> usize {
         self.response_offset() + ring::region_size(self.response_capacity)
     }
+
+    /// Checks both capacities are powers of two of at least
+    /// [`ring::MIN_CAPACITY`] and at most [`MAX_RING_CAPACITY`], so every
+    /// offset computation stays in range.
+    pub fn check(&self) -> Result<(), IpcError> {
+        for (what, cap) in [
+            ("request", self.request_capacity),
+            ("response", self.response_capacity),
+        ] {
+            if !cap.is_power_of_two() || !(ring::MIN_CAPACITY..=MAX_RING_CAPACITY).contains(&cap) {
+                return Err(IpcError::BadLayout {
+                    what: "pair",
+                    reason: format!(
+                        "{what} ring capacity {cap} is not a power of two from {} to {MAX_RING_CAPACITY}",
+                        ring::MIN_CAPACITY
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A mapped pair region.
@@ -189,6 +231,7 @@ pub struct PairRegion {
 impl PairRegion {
     /// Creates and initialises a pair region (controller).
     pub fn create(group: u32, index: u32, layout: PairLayout) -> Result<Self, IpcError> {
+        layout.check()?;
         let region = SharedRegion::create(&format!("spp-pair-g{group}-w{index}"), layout.size())?;
         let base = region.as_ptr();
         let hdr = base.cast::<PairHeader>();
@@ -213,6 +256,7 @@ impl PairRegion {
     /// # Safety
     /// `fd` must be an inherited pair memfd this process owns.
     pub unsafe fn open(fd: RawFd, layout: PairLayout) -> Result<Self, IpcError> {
+        layout.check()?;
         // SAFETY: forwarded from the caller.
         let region = unsafe { SharedRegion::from_raw_fd(fd, layout.size())? };
         let pair = PairRegion { region, layout };
@@ -249,7 +293,12 @@ impl PairRegion {
     pub unsafe fn request_producer(&self) -> Result<ring::Producer, IpcError> {
         // SAFETY: the ring was initialised at this offset; caller upholds
         // exclusivity and lifetime.
-        unsafe { ring::Producer::attach(self.region.as_ptr().add(self.layout.request_offset())) }
+        unsafe {
+            ring::Producer::attach(
+                self.region.as_ptr().add(self.layout.request_offset()),
+                self.layout.request_capacity,
+            )
+        }
     }
 
     /// Attaches the consuming end of the request ring (the worker).
@@ -258,7 +307,12 @@ impl PairRegion {
     /// As for [`Self::request_producer`], for the consumer.
     pub unsafe fn request_consumer(&self) -> Result<ring::Consumer, IpcError> {
         // SAFETY: as above.
-        unsafe { ring::Consumer::attach(self.region.as_ptr().add(self.layout.request_offset())) }
+        unsafe {
+            ring::Consumer::attach(
+                self.region.as_ptr().add(self.layout.request_offset()),
+                self.layout.request_capacity,
+            )
+        }
     }
 
     /// Attaches the producing end of the response ring (the worker).
@@ -267,7 +321,12 @@ impl PairRegion {
     /// As for [`Self::request_producer`].
     pub unsafe fn response_producer(&self) -> Result<ring::Producer, IpcError> {
         // SAFETY: as above.
-        unsafe { ring::Producer::attach(self.region.as_ptr().add(self.layout.response_offset())) }
+        unsafe {
+            ring::Producer::attach(
+                self.region.as_ptr().add(self.layout.response_offset()),
+                self.layout.response_capacity,
+            )
+        }
     }
 
     /// Attaches the consuming end of the response ring (the proxy).
@@ -276,7 +335,12 @@ impl PairRegion {
     /// As for [`Self::request_producer`], for the consumer.
     pub unsafe fn response_consumer(&self) -> Result<ring::Consumer, IpcError> {
         // SAFETY: as above.
-        unsafe { ring::Consumer::attach(self.region.as_ptr().add(self.layout.response_offset())) }
+        unsafe {
+            ring::Consumer::attach(
+                self.region.as_ptr().add(self.layout.response_offset()),
+                self.layout.response_capacity,
+            )
+        }
     }
 
     /// The memfd, for passing to a child.
@@ -291,8 +355,9 @@ impl PairRegion {
 }
 
 counters! {
-    /// Counters the proxy keeps (written by the proxy only).
-    ProxyStats {
+    /// Counters the proxy keeps (written by the proxy only). Gauges such as
+    /// `conns_active` are stored, not added.
+    ProxyStats, ProxyTally {
     /// TCP connections accepted.
     pub conns_accepted: AtomicU64,
     /// TCP connections open now.

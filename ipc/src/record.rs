@@ -62,12 +62,48 @@ fn split<T>(payload: &[u8]) -> Option<(&T, &[u8])> {
     Some((meta, &payload[size..]))
 }
 
-/// The bytes of a `#[repr(C)]` meta, for pushing into a ring.
-pub fn meta_bytes<T: Copy>(meta: &T) -> &[u8] {
-    // SAFETY: reading the object's own bytes; the metas have no padding
-    // holes that matter to the reader (they are read back as the same type).
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::RequestMeta {}
+    impl Sealed for super::ResponseMeta {}
+}
+
+/// A record meta: `#[repr(C)]`, no padding, every bit pattern valid.
+/// Sealed: only [`RequestMeta`] and [`ResponseMeta`].
+pub trait Meta: sealed::Sealed + Copy {}
+impl Meta for RequestMeta {}
+impl Meta for ResponseMeta {}
+
+// No padding anywhere: the sums of the field sizes equal the struct sizes.
+const _: () = assert!(REQUEST_META_SIZE == std::mem::size_of::<SppConnInfo>() + 16);
+const _: () = assert!(std::mem::size_of::<SppConnInfo>() == 24 + 2 * 24);
+const _: () = assert!(RESPONSE_META_SIZE == 8);
+
+/// The bytes of a record meta, for pushing into a ring.
+pub fn meta_bytes<T: Meta>(meta: &T) -> &[u8] {
+    // SAFETY: `Meta` types are `#[repr(C)]` with no padding (asserted
+    // above), so every byte of the object is initialised.
     unsafe { std::slice::from_raw_parts((meta as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
+
+/// The largest request a request ring of `capacity` bytes can carry.
+pub const fn max_request_len(capacity: usize) -> usize {
+    crate::ring::max_payload_for(capacity).saturating_sub(REQUEST_META_SIZE)
+}
+
+/// The `RecordHeader::flags` a proxy stamps on a request it pushes for a
+/// worker of `generation`; a worker skips requests stamped for another
+/// generation (pushed for its dead predecessor and already failed).
+pub fn generation_tag(generation: u64) -> u16 {
+    generation as u16
+}
+
+/// Nanoseconds per second.
+pub const NS_PER_SEC: u64 = 1_000_000_000;
+/// Nanoseconds per millisecond.
+pub const NS_PER_MS: u64 = 1_000_000;
+/// Nanoseconds per microsecond.
+pub const NS_PER_US: u64 = 1_000;
 
 /// CLOCK_MONOTONIC now, in nanoseconds (comparable across processes).
 pub fn monotonic_ns() -> u64 {
@@ -77,5 +113,5 @@ pub fn monotonic_ns() -> u64 {
     };
     // SAFETY: valid out pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    ts.tv_sec as u64 * NS_PER_SEC + ts.tv_nsec as u64
 }

@@ -76,6 +76,13 @@ pub enum PushError {
     TooLarge,
 }
 
+/// The largest payload a ring of `capacity` data bytes can ever take: a
+/// record (header + payload) must fit in half the ring, so it always fits
+/// after at most one wrap.
+pub const fn max_payload_for(capacity: usize) -> usize {
+    (capacity / 2).saturating_sub(RECORD_HEADER_SIZE)
+}
+
 /// Total bytes (header + data) a ring of `capacity` data bytes needs.
 pub const fn region_size(capacity: usize) -> usize {
     RING_HEADER_SIZE + capacity
@@ -119,13 +126,19 @@ struct RingView {
 
 impl RingView {
     /// # Safety
-    /// `base` must point to a ring initialised by [`init`] that stays
-    /// mapped for the lifetime of the view.
-    unsafe fn attach(base: *mut u8) -> Result<Self, IpcError> {
+    /// `base` must point to `region_size(capacity)` mapped bytes holding a
+    /// ring initialised by [`init`], mapped for the lifetime of the view.
+    unsafe fn attach(base: *mut u8, capacity: usize) -> Result<Self, IpcError> {
         let hdr = base.cast::<RingHeader>();
         // SAFETY: the caller guarantees a mapped, initialised header.
         let (magic, version, cap) = unsafe { ((*hdr).magic, (*hdr).version, (*hdr).capacity) };
-        if magic != RING_MAGIC || version != RING_VERSION || !cap.is_power_of_two() {
+        // The capacity in shared memory must be the one the mapping was
+        // sized for: a corrupt header must never send us past the mapping.
+        if magic != RING_MAGIC
+            || version != RING_VERSION
+            || cap != capacity as u64
+            || capacity < MIN_CAPACITY
+        {
             return Err(IpcError::BadLayout {
                 what: "ring",
                 reason: format!(
@@ -161,11 +174,12 @@ impl Producer {
     /// `write` index.
     ///
     /// # Safety
-    /// As for [`init`]'s `base`, the ring must stay mapped while the
-    /// producer lives, and no other producer may be attached.
-    pub unsafe fn attach(base: *mut u8) -> Result<Self, IpcError> {
+    /// `base` must point to `region_size(capacity)` mapped bytes holding a
+    /// ring made by [`init`]; the ring must stay mapped while the producer
+    /// lives, and no other producer may be attached.
+    pub unsafe fn attach(base: *mut u8, capacity: usize) -> Result<Self, IpcError> {
         // SAFETY: forwarded from the caller.
-        let view = unsafe { RingView::attach(base)? };
+        let view = unsafe { RingView::attach(base, capacity)? };
         let write = view.header().write.load(Ordering::Acquire);
         let cached_read = view.header().read.load(Ordering::Acquire);
         Ok(Producer {
@@ -178,7 +192,7 @@ impl Producer {
 
     /// The largest payload this ring can ever take.
     pub fn max_payload(&self) -> usize {
-        (self.view.cap / 2) as usize - RECORD_HEADER_SIZE
+        max_payload_for(self.view.cap as usize)
     }
 
     /// Data capacity in bytes.
@@ -222,9 +236,9 @@ impl Producer {
         } else {
             stride
         };
-        if cap - (self.write - self.cached_read) < need {
+        if cap.saturating_sub(self.write.wrapping_sub(self.cached_read)) < need {
             self.cached_read = self.view.header().read.load(Ordering::Acquire);
-            if cap - (self.write - self.cached_read) < need {
+            if cap.saturating_sub(self.write.wrapping_sub(self.cached_read)) < need {
                 return Err(PushError::Full);
             }
         }
@@ -291,7 +305,8 @@ impl Producer {
 
     /// Bytes pushed but not yet consumed, as last seen.
     pub fn backlog_bytes(&self) -> u64 {
-        self.write - self.view.header().read.load(Ordering::Relaxed)
+        self.write
+            .wrapping_sub(self.view.header().read.load(Ordering::Relaxed))
     }
 }
 
@@ -330,9 +345,9 @@ impl Consumer {
     ///
     /// # Safety
     /// As for [`Producer::attach`], for the consuming side.
-    pub unsafe fn attach(base: *mut u8) -> Result<Self, IpcError> {
+    pub unsafe fn attach(base: *mut u8, capacity: usize) -> Result<Self, IpcError> {
         // SAFETY: forwarded from the caller.
-        let view = unsafe { RingView::attach(base)? };
+        let view = unsafe { RingView::attach(base, capacity)? };
         let read = view.header().read.load(Ordering::Acquire);
         let cached_write = view.header().write.load(Ordering::Acquire);
         Ok(Consumer {
@@ -355,7 +370,8 @@ impl Consumer {
                     return Ok(None);
                 }
             }
-            let available = self.cached_write - self.read;
+            // The peer writes `write`: never trust it to be ahead of us.
+            let available = self.cached_write.wrapping_sub(self.read);
             let pos = self.read & (cap - 1);
             if available > cap || available < RECORD_HEADER_SIZE as u64 {
                 return Err(IpcError::Corrupt {
@@ -440,8 +456,8 @@ mod tests {
         // SAFETY: fresh, aligned, exclusively ours.
         unsafe { init(region.as_ptr(), capacity).unwrap() };
         // SAFETY: the region outlives both ends in every test.
-        let p = unsafe { Producer::attach(region.as_ptr()).unwrap() };
-        let c = unsafe { Consumer::attach(region.as_ptr()).unwrap() };
+        let p = unsafe { Producer::attach(region.as_ptr(), capacity).unwrap() };
+        let c = unsafe { Consumer::attach(region.as_ptr(), capacity).unwrap() };
         (region, p, c)
     }
 
@@ -549,6 +565,17 @@ mod tests {
     }
 
     #[test]
+    fn a_capacity_other_than_the_mapping_is_refused() {
+        let region = SharedRegion::create("test-ring", region_size(MIN_CAPACITY)).unwrap();
+        // SAFETY: fresh, aligned, exclusively ours.
+        unsafe { init(region.as_ptr(), MIN_CAPACITY).unwrap() };
+        // SAFETY: test-only poke at the header of our own region.
+        unsafe { (*region.as_ptr().cast::<RingHeader>()).capacity = 1 << 30 };
+        // SAFETY: the region outlives the attempt.
+        assert!(unsafe { Consumer::attach(region.as_ptr(), MIN_CAPACITY) }.is_err());
+    }
+
+    #[test]
     fn corrupt_index_is_an_error_not_ub() {
         let (region, _p, mut c) = ring(MIN_CAPACITY);
         // SAFETY: test-only poke at the header of our own region.
@@ -557,6 +584,16 @@ mod tests {
                 .write
                 .store(3 * MIN_CAPACITY as u64, Ordering::Release)
         };
+        assert!(matches!(c.peek(), Err(IpcError::Corrupt { .. })));
+        // An index behind ours (a peer gone wrong) is an error too, not an
+        // arithmetic panic.
+        // SAFETY: as above.
+        unsafe {
+            (*region.as_ptr().cast::<RingHeader>())
+                .write
+                .store(0, Ordering::Release)
+        };
+        c.advance(64);
         assert!(matches!(c.peek(), Err(IpcError::Corrupt { .. })));
     }
 }

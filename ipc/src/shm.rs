@@ -49,6 +49,7 @@ impl SharedRegion {
     pub unsafe fn from_raw_fd(fd: RawFd, len: usize) -> Result<Self, IpcError> {
         // SAFETY: ownership is transferred by the caller.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `stat` is plain old data; all-zero is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: `st` is a valid out pointer.
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {

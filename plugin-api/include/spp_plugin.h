@@ -33,6 +33,9 @@ extern "C" {
  * `spp_plugin_abi_version`; the host refuses any other value. */
 #define SPP_PLUGIN_ABI_VERSION 1u
 
+/* The group a request goes to when the plugin exports no spp_route. */
+#define SPP_DEFAULT_GROUP 1u
+
 /* ---- connection info ---------------------------------------------------- */
 
 #define SPP_PROTO_TCP 0u
@@ -131,7 +134,8 @@ int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len);
 
 /* Optional, proxy. Return the id of the worker group that serves this
  * request (default: 1). An id that no group has fails the request like a
- * full queue (`spp_exception` with SPP_EXC_NO_WORKER). */
+ * full queue (`spp_exception` with SPP_EXC_NO_WORKER). Without this hook
+ * every request goes to SPP_DEFAULT_GROUP. */
 int spp_route(const spp_conn_info *conn, const uint8_t *req, size_t len);
 
 /* Required, worker. Handle one request; answer with host->reply now or

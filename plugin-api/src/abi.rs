@@ -8,6 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 /// The ABI version this crate describes (`SPP_PLUGIN_ABI_VERSION`).
 pub const SPP_PLUGIN_ABI_VERSION: u32 = 1;
 
+/// The group a request goes to when the plugin has no `spp_route`.
+pub const SPP_DEFAULT_GROUP: u32 = 1;
+
 /// `conn.proto` of a TCP request.
 pub const SPP_PROTO_TCP: u8 = 0;
 /// `conn.proto` of a UDP request.

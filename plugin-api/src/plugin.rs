@@ -197,7 +197,7 @@ pub trait Plugin: Send + Sync + Sized + 'static {
 
     /// Proxy: the group id that serves `req` (default 1).
     fn route(&self, _conn: Conn<'_>, _req: &[u8]) -> u32 {
-        1
+        SPP_DEFAULT_GROUP
     }
 
     /// Worker: handles one request, replying through the [`Host`] now or
@@ -333,6 +333,7 @@ pub mod rt {
         len: usize,
     ) -> c_int {
         guard(SPP_HOOK_PANICKED, || {
+            // SAFETY: the host passes a `conn` valid for this call.
             let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
                 return -1;
             };
@@ -356,6 +357,7 @@ pub mod rt {
         len: usize,
     ) -> c_int {
         guard(SPP_HOOK_PANICKED, || {
+            // SAFETY: the host passes a `conn` valid for this call.
             let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
                 return -1;
             };
@@ -375,6 +377,7 @@ pub mod rt {
         len: usize,
     ) -> c_int {
         guard(SPP_HOOK_PANICKED, || {
+            // SAFETY: the host passes a `conn` valid for this call.
             let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
                 return -1;
             };
@@ -398,6 +401,7 @@ pub mod rt {
         reason: c_int,
     ) -> c_int {
         guard(SPP_HOOK_PANICKED, || {
+            // SAFETY: the host passes a `conn` valid for this call.
             let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
                 return -1;
             };
@@ -421,6 +425,7 @@ pub mod rt {
         len: usize,
     ) {
         guard((), || {
+            // SAFETY: the host passes a `conn` valid for this call.
             if let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) {
                 // SAFETY: `leftover` holds `len` bytes for this call.
                 p.close(c, unsafe { bytes(leftover, len) });

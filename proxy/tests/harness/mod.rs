@@ -320,6 +320,7 @@ pub fn limits() -> ProxyLimits {
         idle_timeout_ms: 60_000,
         max_udp_flows: 1000,
         spin_us: 50,
+        drain_timeout_ms: 10_000,
     }
 }
 

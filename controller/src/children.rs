@@ -5,17 +5,13 @@
 use crate::config::Config;
 use crate::defaults;
 use crate::status::{ProcState, ProcessStatus};
+use spp_ipc::launch::exit_code;
 use spp_ipc::layout::ProcessState;
+use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
-
-/// Exit status of a child whose launch spec is bad or whose plugin cannot
-/// be loaded (the process contract in the brief).
-pub const EXIT_BAD_LAUNCH: i32 = 2;
-/// Exit status of a child whose plugin's `spp_init` returned non-zero.
-pub const EXIT_INIT_FAILED: i32 = 3;
 
 /// Which process a child is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +27,16 @@ pub enum Kind {
         /// Index inside the group.
         index: u32,
     },
+}
+
+impl fmt::Display for Kind {
+    /// How messages name it: `proxy`, `worker g1/0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::Proxy => f.write_str("proxy"),
+            Kind::Worker { group, index, .. } => write!(f, "worker g{group}/{index}"),
+        }
+    }
 }
 
 /// What the child last wrote about itself in shared memory.
@@ -165,10 +171,7 @@ impl Child {
 
     /// How messages name it: `proxy`, `worker g1/0`.
     pub fn label(&self) -> String {
-        match self.kind {
-            Kind::Proxy => "proxy".to_string(),
-            Kind::Worker { group, index, .. } => format!("worker g{group}/{index}"),
-        }
+        self.kind.to_string()
     }
 
     /// Its line in the status report, given its shared state.
@@ -200,21 +203,65 @@ impl Child {
     }
 }
 
-/// `"exit status 3"` or `"killed by signal 9"`.
-pub fn describe_exit(status: &ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        (None, None) => status.to_string(),
+/// How a child's run ended.
+#[derive(Debug)]
+pub enum ChildExit {
+    /// It exited with this status.
+    Code(i32),
+    /// This signal killed it.
+    Signal(i32),
+    /// Waiting for it failed.
+    Lost(std::io::Error),
+}
+
+impl ChildExit {
+    /// What waiting for the child returned.
+    pub fn from_wait(status: std::io::Result<ExitStatus>) -> Self {
+        match status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => ChildExit::Code(code),
+                (None, Some(sig)) => ChildExit::Signal(sig),
+                // wait(2) reports only terminations: never reached.
+                (None, None) => ChildExit::Code(s.into_raw()),
+            },
+            Err(e) => ChildExit::Lost(e),
+        }
+    }
+
+    /// For the status report: `"exit status 3"`, `"killed by signal 9"`.
+    pub fn short(&self) -> String {
+        match self {
+            ChildExit::Code(code) => format!("exit status {code}"),
+            ChildExit::Signal(sig) => format!("killed by signal {sig}"),
+            ChildExit::Lost(e) => format!("lost ({e})"),
+        }
+    }
+
+    /// What the exit status means by the process contract
+    /// ([`spp_ipc::launch::exit_code`]).
+    pub fn meaning(&self) -> Option<&'static str> {
+        match self {
+            ChildExit::Code(exit_code::OK) => Some("it stopped on its own"),
+            ChildExit::Code(exit_code::FAILURE) => Some("runtime failure"),
+            ChildExit::Code(exit_code::SETUP) => Some("bad launch spec or cannot load the plugin"),
+            ChildExit::Code(exit_code::PLUGIN_INIT) => Some("plugin init failed"),
+            _ => None,
+        }
     }
 }
 
-/// What an exit status means by the process contract.
-pub fn exit_meaning(status: &ExitStatus) -> Option<&'static str> {
-    match status.code()? {
-        EXIT_BAD_LAUNCH => Some("bad launch spec or cannot load the plugin"),
-        EXIT_INIT_FAILED => Some("plugin init failed"),
-        _ => None,
+impl fmt::Display for ChildExit {
+    /// `exited with status 3 (plugin init failed)`, `was killed by signal 9`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildExit::Code(code) => write!(f, "exited with status {code}")?,
+            ChildExit::Signal(sig) => write!(f, "was killed by signal {sig}")?,
+            ChildExit::Lost(e) => write!(f, "was lost ({e})")?,
+        }
+        match self.meaning() {
+            Some(meaning) => write!(f, " ({meaning})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -253,19 +300,27 @@ mod tests {
     }
 
     #[test]
-    fn exits_are_described() {
+    fn exits_are_described_by_the_shared_exit_codes() {
+        let exit = |raw| ChildExit::from_wait(Ok(ExitStatus::from_raw(raw)));
+        let init = exit(exit_code::PLUGIN_INIT << 8);
+        assert_eq!(init.short(), "exit status 3");
         assert_eq!(
-            describe_exit(&ExitStatus::from_raw(3 << 8)),
-            "exit status 3"
+            init.to_string(),
+            "exited with status 3 (plugin init failed)"
         );
         assert_eq!(
-            describe_exit(&ExitStatus::from_raw(9)),
-            "killed by signal 9"
+            exit(exit_code::SETUP << 8).meaning(),
+            Some("bad launch spec or cannot load the plugin")
         );
-        assert_eq!(
-            exit_meaning(&ExitStatus::from_raw(3 << 8)),
-            Some("plugin init failed")
-        );
-        assert_eq!(exit_meaning(&ExitStatus::from_raw(9)), None);
+        let killed = exit(9);
+        assert_eq!(killed.short(), "killed by signal 9");
+        assert_eq!(killed.to_string(), "was killed by signal 9");
+        assert_eq!(exit(42 << 8).meaning(), None);
+        let worker = Kind::Worker {
+            group_pos: 0,
+            group: 1,
+            index: 0,
+        };
+        assert_eq!(worker.to_string(), "worker g1/0");
     }
 }

@@ -11,12 +11,16 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status of `spp status` when the service is not running (LSB).
 pub const EXIT_NOT_RUNNING: u8 = 3;
+/// Exit status of `spp status` when a controller runs but does not answer
+/// (starting or stopping; LSB "unknown").
+pub const EXIT_UNKNOWN: u8 = 4;
 
 const EXIT_CODES: &str = "\
 Exit status:
   0  success (`stop` also when nothing was running)
   1  failure: invalid config, start failed, already running, stop timed out
-  3  `status`: the service is not running";
+  3  `status`: the service is not running
+  4  `status`: a controller runs but does not answer (starting or stopping)";
 
 /// spp — a socket server: proxy, shared-memory rings and worker groups
 /// running business plugins, supervised from one config file.

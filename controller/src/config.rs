@@ -23,7 +23,7 @@ use crate::defaults;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("{}: cannot read: {source}", file.display())]
+    #[error("{}: cannot read", file.display())]
     Read {
         /// The config file.
         file: PathBuf,

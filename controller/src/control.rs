@@ -5,20 +5,26 @@
 //! Requests: `{"cmd":"status"}` → the [`crate::status::Status`] object;
 //! `{"cmd":"stop"}` → `{"stopping":true,"controller_pid":N}`. A refused or
 //! malformed request gets `{"error":"..."}`.
+//!
+//! Bounded: at most [`defaults::MAX_CONTROL_CONNECTIONS`] connections are
+//! served at once (more are answered "busy" and closed), a request line
+//! has at most [`defaults::MAX_CONTROL_LINE`] bytes and must arrive within
+//! [`defaults::CONTROL_IO_TIMEOUT`].
 
 use crate::defaults;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Control socket failures.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// The socket cannot be created.
-    #[error("control socket {}: {what}: {source}", path.display())]
+    #[error("control socket {}: {what}", path.display())]
     Bind {
         /// The socket path.
         path: PathBuf,
@@ -34,7 +40,7 @@ pub enum ControlError {
         path: PathBuf,
     },
     /// Talking to the controller failed.
-    #[error("control socket {}: {what}: {source}", path.display())]
+    #[error("control socket {}: {what}", path.display())]
     Io {
         /// The socket path.
         path: PathBuf,
@@ -105,14 +111,33 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ControlErro
 
 /// Serves the socket forever, handing each request to the supervisor.
 pub async fn serve(listener: tokio::net::UnixListener, to_supervisor: mpsc::Sender<Pending>) {
+    let slots = Arc::new(Semaphore::new(defaults::MAX_CONTROL_CONNECTIONS));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle(stream, to_supervisor.clone()));
-            }
+            Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let to_supervisor = to_supervisor.clone();
+                    tokio::spawn(async move {
+                        handle(stream, to_supervisor).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => busy(&stream),
+            },
             Err(e) => tracing::warn!("control socket accept: {e}"),
         }
     }
+}
+
+/// Answers a connection over the limit without waiting for it, and drops
+/// it.
+fn busy(stream: &tokio::net::UnixStream) {
+    let limit = defaults::MAX_CONTROL_CONNECTIONS;
+    let answer = error_response(&format!(
+        "busy: {limit} control connections are open already; try again"
+    ));
+    // Best effort: a fresh socket's buffer takes one short line.
+    let _ = stream.try_write(format!("{answer}\n").as_bytes());
 }
 
 /// Whether the peer may control us: the same user, or root.
@@ -252,6 +277,52 @@ mod tests {
             Request::Stop
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    }
+
+    /// Reads one answer line from a raw connection.
+    fn read_answer(stream: std::os::unix::net::UnixStream) -> serde_json::Value {
+        let mut line = Vec::new();
+        BufReader::new(stream).read_until(b'\n', &mut line).unwrap();
+        serde_json::from_slice(&line).unwrap()
+    }
+
+    #[test]
+    fn connections_and_request_lines_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spp.sock");
+        let listener = bind(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client_path = path.clone();
+        let client = std::thread::spawn(move || {
+            let connect = || std::os::unix::net::UnixStream::connect(&client_path).unwrap();
+            // A request line longer than the limit is refused.
+            let mut long = connect();
+            long.write_all(&vec![b' '; defaults::MAX_CONTROL_LINE + 1])
+                .unwrap();
+            let too_long = read_answer(long);
+            // Idle connections fill every slot; the next one is turned away.
+            let idle: Vec<_> = (0..defaults::MAX_CONTROL_CONNECTIONS)
+                .map(|_| connect())
+                .collect();
+            let busy = read_answer(connect());
+            drop(idle);
+            (too_long, busy)
+        });
+        let (too_long, busy) = rt.block_on(async move {
+            let (tx, _rx) = mpsc::channel(4);
+            let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+            tokio::spawn(serve(listener, tx));
+            tokio::task::spawn_blocking(move || client.join().unwrap())
+                .await
+                .unwrap()
+        });
+        let said = too_long["error"].as_str().unwrap_or_default();
+        assert!(said.contains("at most 4096 bytes"), "{too_long}");
+        let said = busy["error"].as_str().unwrap_or_default();
+        assert!(said.starts_with("busy"), "{busy}");
     }
 
     #[test]

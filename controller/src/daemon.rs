@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::control::{self, ControlError, Request};
 use crate::defaults;
 use crate::logging::tail_lines;
-use crate::pidfile::read_pid;
+use crate::pidfile::{self, Holder};
 use crate::service::{self, RunError};
 use crate::status::{ProcState, Status};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -33,7 +33,7 @@ pub enum DaemonError {
         pid: u32,
     },
     /// The controller could not be spawned.
-    #[error("starting the controller {}: {source}", exe.display())]
+    #[error("starting the controller {}", exe.display())]
     Spawn {
         /// The spp executable.
         exe: PathBuf,
@@ -63,6 +63,13 @@ pub enum DaemonError {
     /// The control socket failed.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// A controller holds the pid file but neither answers nor has written
+    /// its pid yet: it is starting.
+    #[error("a controller holds {} but has not written its pid yet (it is starting); try again", path.display())]
+    NoPid {
+        /// The pid file.
+        path: PathBuf,
+    },
     /// The controller did not exit in time.
     #[error("the controller (pid {pid}) is still running after {waited:?}")]
     StillRunning {
@@ -127,7 +134,7 @@ pub fn start(config_path: &Path, wait: Duration) -> Result<Status, DaemonError> 
     let _ = control::request(&cfg.socket_path(), Request::Stop);
     let _ = wait_gone(
         child.id(),
-        cfg.service.stop_grace + defaults::STOP_WAIT_MARGIN,
+        defaults::stop_timeout(cfg.service.stop_grace) + defaults::STOP_WAIT_MARGIN,
     );
     let _ = child.try_wait();
     Err(DaemonError::NotReady { wait, log, waiting })
@@ -201,37 +208,33 @@ pub fn stop(cfg: &Config) -> Result<Stopped, DaemonError> {
                 path: socket,
                 reason: format!("no controller_pid in {value}"),
             })?,
-        Err(ControlError::NotRunning { .. }) => match live_pid_file_owner(cfg) {
-            // A controller holds the pid file but its socket is gone: signal it.
-            Some(pid) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::SIGTERM,
-                );
+        Err(ControlError::NotRunning { .. }) => match pidfile::probe(&cfg.pid_file()) {
+            Holder::Free => return Ok(Stopped::NotRunning),
+            // A controller holds the pid file but its socket is gone (or not
+            // there yet): signal it.
+            Holder::Held(Some(pid)) => {
+                if let Ok(raw) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(raw),
+                        nix::sys::signal::SIGTERM,
+                    );
+                }
                 pid
             }
-            None => return Ok(Stopped::NotRunning),
+            Holder::Held(None) => {
+                return Err(DaemonError::NoPid {
+                    path: cfg.pid_file(),
+                })
+            }
         },
         Err(e) => return Err(e.into()),
     };
-    let waited = cfg.service.stop_grace + defaults::STOP_WAIT_MARGIN;
+    let waited = defaults::stop_timeout(cfg.service.stop_grace) + defaults::STOP_WAIT_MARGIN;
     if wait_gone(pid, waited) {
         Ok(Stopped::Stopped(pid))
     } else {
         Err(DaemonError::StillRunning { pid, waited })
     }
-}
-
-/// The pid in the pid file, if a process holds its lock.
-fn live_pid_file_owner(cfg: &Config) -> Option<u32> {
-    let path = cfg.pid_file();
-    let file = std::fs::File::open(&path).ok()?;
-    // SAFETY: flock on an fd we own; a shared probe released at once.
-    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    if free {
-        return None;
-    }
-    read_pid(&path).filter(|&p| p > 0 && i32::try_from(p).is_ok())
 }
 
 /// Waits until process `pid` has exited, at most `timeout`. True when gone.

@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     /// A socket call failed.
-    #[error("proxy.listen[{index}] {addr}: {what}: {source}")]
+    #[error("proxy.listen[{index}] {addr}: {what}")]
     Socket {
         /// Index in `proxy.listen`.
         index: usize,

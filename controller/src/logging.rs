@@ -1,5 +1,6 @@
-//! The controller's logging (tracing to stderr and/or `controller.log`) and
-//! reading the tail of a log file for error messages.
+//! The controller's logging (tracing to stderr and/or `controller.log`),
+//! how errors are written for the operator (with their causes), and reading
+//! the tail of a log file for error messages.
 
 use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ pub enum LogError {
         reason: String,
     },
     /// The log file cannot be opened.
-    #[error("opening log {}: {source}", path.display())]
+    #[error("opening log {}", path.display())]
     File {
         /// The log file.
         path: PathBuf,
@@ -40,8 +41,13 @@ pub enum LogError {
         source: std::io::Error,
     },
     /// A subscriber was already installed.
-    #[error("installing the logger: {0}")]
-    Install(String),
+    #[error("installing the logger{}", file.as_ref().map(|f| format!(" (log file {})", f.display())).unwrap_or_default())]
+    Install {
+        /// The log file it would have written to, if any.
+        file: Option<PathBuf>,
+        /// Why it could not be installed.
+        source: tracing_subscriber::util::TryInitError,
+    },
 }
 
 /// Logs at `filter` to stderr and, when given, appends to `file` too.
@@ -78,13 +84,31 @@ pub fn init(filter: &str, file: Option<&Path>) -> Result<(), LogError> {
         )
         .with(file_layer)
         .try_init()
-        .map_err(|e| LogError::Install(e.to_string()))?;
+        .map_err(|source| LogError::Install {
+            file: file.map(Path::to_path_buf),
+            source,
+        })?;
     INITIALIZED.store(true, Ordering::Relaxed);
     Ok(())
 }
 
-/// The last `n` lines of `path` written after byte `from` (empty if the
-/// file cannot be read).
+pub use spp_ipc::error_chain;
+
+/// The last lines of a child's log, quoted under an error message.
+#[derive(Debug, Default)]
+pub struct LogTail(pub Vec<String>);
+
+impl std::fmt::Display for LogTail {
+    /// Each line on its own, indented: `\n    | line`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0
+            .iter()
+            .try_for_each(|line| write!(f, "\n    | {line}"))
+    }
+}
+
+/// The last `n` lines of `path` written after byte `from`, reading at most
+/// [`TAIL_BYTES`] from its end (empty if the file cannot be read).
 pub fn tail_lines(path: &Path, from: u64, n: usize) -> Vec<String> {
     let Ok(mut file) = std::fs::File::open(path) else {
         return Vec::new();
@@ -95,10 +119,16 @@ pub fn tail_lines(path: &Path, from: u64, n: usize) -> Vec<String> {
         return Vec::new();
     }
     let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
+    // Bounded: the file may keep growing while we read.
+    if file.take(TAIL_BYTES).read_to_end(&mut bytes).is_err() {
         return Vec::new();
     }
-    let text = String::from_utf8_lossy(&bytes);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if start > from {
+        // We started inside a line: drop its end.
+        let cut = text.find('\n').map_or(text.len(), |at| at + 1);
+        text.drain(..cut);
+    }
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..]
         .iter()
@@ -118,5 +148,49 @@ mod tests {
         assert_eq!(tail_lines(&path, 0, 2), vec!["two", "three"]);
         assert_eq!(tail_lines(&path, 4, 10), vec!["one", "two", "three"]);
         assert!(tail_lines(&dir.path().join("missing"), 0, 3).is_empty());
+    }
+
+    #[test]
+    fn tail_reads_only_the_end_of_a_big_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.log");
+        let line = "x".repeat(99);
+        let mut text: String = (0..2 * TAIL_BYTES / 100)
+            .map(|_| format!("{line}\n"))
+            .collect();
+        text.push_str("last\n");
+        std::fs::write(&path, &text).unwrap();
+        let all = tail_lines(&path, 0, usize::MAX);
+        // What fits in TAIL_BYTES: whole 100-byte lines, and "last".
+        assert!(all.len() as u64 <= TAIL_BYTES / 100 + 1, "{}", all.len());
+        assert!(
+            all.iter().rev().skip(1).all(|l| *l == line),
+            "no partial line"
+        );
+        assert_eq!(all.last().map(String::as_str), Some("last"));
+    }
+
+    #[test]
+    fn a_chain_names_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        enum E {
+            #[error("opening log /x")]
+            Plain { source: std::io::Error },
+            #[error("opening log /x: {source}")]
+            Repeats { source: std::io::Error },
+        }
+        let io = || std::io::Error::other("Permission denied");
+        assert_eq!(
+            error_chain(&E::Plain { source: io() }),
+            "opening log /x: Permission denied"
+        );
+        assert_eq!(
+            error_chain(&E::Repeats { source: io() }),
+            "opening log /x: Permission denied"
+        );
+        assert_eq!(
+            LogTail(vec!["a".into(), "b".into()]).to_string(),
+            "\n    | a\n    | b"
+        );
     }
 }

@@ -30,9 +30,10 @@ mod supervisor;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK};
+use cli::{Cli, Command, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN};
 use config::environment::{self, Mode};
 use control::{ControlError, Request};
+use pidfile::Holder;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -40,7 +41,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("spp: {e:#}");
+            // The error and every cause, each once.
+            eprintln!("spp: {}", spp_ipc::error_chain(e.as_ref()));
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -94,10 +96,22 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     print!("{}", status::render_table(&status));
                     Ok(EXIT_OK)
                 }
-                Err(ControlError::NotRunning { .. }) => {
-                    println!("spp: service {} is not running", cfg.service.name);
-                    Ok(EXIT_NOT_RUNNING)
-                }
+                // The pid file's lock says whether a controller runs.
+                Err(ControlError::NotRunning { .. }) => match pidfile::probe(&cfg.pid_file()) {
+                    Holder::Free => {
+                        println!("spp: service {} is not running", cfg.service.name);
+                        Ok(EXIT_NOT_RUNNING)
+                    }
+                    Holder::Held(pid) => {
+                        let pid = pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+                        println!(
+                            "spp: service {}: its controller (pid {pid}) does not answer on {} (starting or stopping)",
+                            cfg.service.name,
+                            cfg.socket_path().display()
+                        );
+                        Ok(EXIT_UNKNOWN)
+                    }
+                },
                 Err(e) => Err(e.into()),
             }
         }

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
     /// The proxy region or doorbell.
-    #[error("creating the proxy {what}: {source}")]
+    #[error("creating the proxy {what}")]
     Proxy {
         /// "region" or "doorbell".
         what: &'static str,
@@ -22,7 +22,7 @@ pub enum ResourceError {
         source: IpcError,
     },
     /// A worker slot's region or doorbell.
-    #[error("creating the {what} of worker slot g{group}/{index}: {source}")]
+    #[error("creating the {what} of worker slot g{group}/{index}")]
     Slot {
         /// Group id.
         group: u32,

@@ -29,7 +29,7 @@ pub enum RunError {
     #[error(transparent)]
     Binaries(#[from] SpawnError),
     /// A directory could not be created.
-    #[error("creating {}: {source}", path.display())]
+    #[error("creating {}", path.display())]
     Dir {
         /// The directory.
         path: PathBuf,
@@ -90,7 +90,7 @@ pub fn run(config_path: &Path, log_to_file: bool) -> Result<(), RunError> {
     )?;
     let result = run_logged(cfg, bins);
     if let Err(e) = &result {
-        tracing::error!("{e}");
+        tracing::error!("{}", logging::error_chain(e));
     }
     result
 }

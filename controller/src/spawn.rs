@@ -7,7 +7,9 @@ use crate::config::Config;
 use crate::defaults;
 use crate::listeners::BoundListener;
 use crate::resources::Resources;
-use spp_ipc::launch::{Launch, LogSpec, ProxyLaunch, ProxyLimits, WorkerLaunch, LAUNCH_ENV};
+use spp_ipc::launch::{
+    Launch, LogSpec, ProxyLaunch, ProxyLimits, WorkerLaunch, FIRST_INHERITED_FD, LAUNCH_ENV,
+};
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ pub enum SpawnError {
         path: PathBuf,
     },
     /// The child's log file cannot be opened.
-    #[error("opening log {}: {source}", path.display())]
+    #[error("opening log {}", path.display())]
     Log {
         /// The log file.
         path: PathBuf,
@@ -34,12 +36,19 @@ pub enum SpawnError {
         source: std::io::Error,
     },
     /// fork/exec failed.
-    #[error("starting {}: {source}", bin.display())]
+    #[error("starting {}", bin.display())]
     Exec {
         /// The executable.
         bin: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// An fd to inherit has a stdio number (the controller was started
+    /// with stdio closed): the child's stdio would replace it.
+    #[error("fd {fd} to inherit is below {FIRST_INHERITED_FD} (start spp with stdin, stdout and stderr open)")]
+    StdioFd {
+        /// The fd.
+        fd: RawFd,
     },
     /// A worker slot the config promises does not exist.
     #[error("no worker slot g{group}/{index}")]
@@ -117,7 +126,7 @@ pub fn proxy_launch(
             max_udp_flows: p.max_udp_flows,
             spin_us: u64::try_from(p.spin.as_micros()).unwrap_or(u64::MAX),
             drain_timeout_ms: u64::try_from(
-                crate::defaults::proxy_drain_timeout(cfg.service.stop_grace).as_millis(),
+                defaults::proxy_drain_timeout(cfg.service.stop_grace).as_millis(),
             )
             .unwrap_or(u64::MAX),
         },
@@ -157,8 +166,6 @@ pub fn worker_launch(
 
 /// `close_range(2)` flag: mark the range close-on-exec instead of closing.
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-/// First fd after stdin, stdout and stderr.
-const FIRST_NON_STDIO_FD: libc::c_uint = 3;
 
 /// Marks every fd but stdin, stdout and stderr close-on-exec, so that
 /// nothing the caller leaked reaches a child (a no-op on kernels without
@@ -169,7 +176,7 @@ pub fn cloexec_all_but_stdio() {
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            FIRST_NON_STDIO_FD,
+            FIRST_INHERITED_FD as libc::c_uint,
             libc::c_uint::MAX,
             CLOSE_RANGE_CLOEXEC,
         )
@@ -186,6 +193,9 @@ pub fn spawn(
     fds: Vec<RawFd>,
     log: &Path,
 ) -> Result<tokio::process::Child, SpawnError> {
+    if let Some(&fd) = fds.iter().find(|&&fd| fd < FIRST_INHERITED_FD) {
+        return Err(SpawnError::StdioFd { fd });
+    }
     let log_err = |source| SpawnError::Log {
         path: log.to_path_buf(),
         source,

@@ -139,6 +139,44 @@ const TABLE_PROXY_COUNTERS: [&str; 6] = [
     "ring_full",
     "worker_died_failed",
 ];
+/// The counter in the REQUESTS column, for the proxy and for workers.
+const REQUESTS_COUNTER: &str = "requests";
+
+/// Whether `names` holds `name` (usable in constants).
+const fn has_name(names: &[&str], name: &str) -> bool {
+    let mut i = 0;
+    while i < names.len() {
+        let (a, b) = (names[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether every one of `wanted` is in `names`.
+const fn has_all(names: &[&str], wanted: &[&str]) -> bool {
+    let mut i = 0;
+    while i < wanted.len() {
+        if !has_name(names, wanted[i]) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+// A renamed counter breaks the build, not silently the table.
+const _: () = assert!(has_all(ProxyStats::NAMES, &TABLE_PROXY_COUNTERS));
+const _: () = assert!(has_name(ProxyStats::NAMES, REQUESTS_COUNTER));
+const _: () = assert!(has_name(WorkerStats::NAMES, REQUESTS_COUNTER));
 
 /// The human view of `status`.
 pub fn render_table(status: &Status) -> String {
@@ -165,12 +203,12 @@ pub fn render_table(status: &Status) -> String {
     for p in &status.processes {
         let pid = p.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string());
         let requests = if p.role == "proxy" {
-            status.proxy_stats.get("requests")
+            status.proxy_stats.get(REQUESTS_COUNTER)
         } else {
             status
                 .worker_stats
                 .get(&p.name)
-                .and_then(|s| s.get("requests"))
+                .and_then(|s| s.get(REQUESTS_COUNTER))
         };
         let requests = requests.map_or_else(|| "-".to_string(), u64::to_string);
         let mut last = p.last_exit.clone().unwrap_or_else(|| "-".to_string());
@@ -215,6 +253,14 @@ mod tests {
     }
 
     #[test]
+    fn the_table_names_only_real_counters() {
+        assert!(has_all(ProxyStats::NAMES, &TABLE_PROXY_COUNTERS));
+        assert!(has_name(WorkerStats::NAMES, REQUESTS_COUNTER));
+        assert!(!has_name(ProxyStats::NAMES, "request"));
+        assert!(!has_all(ProxyStats::NAMES, &["requests", "nope"]));
+    }
+
+    #[test]
     fn json_shape_and_table() {
         let status = Status {
             service: "echo".into(),
@@ -249,5 +295,8 @@ mod tests {
         let table = render_table(&status);
         assert!(table.contains("CRASH LOOP"), "{table}");
         assert!(table.contains("worker-g1-0"), "{table}");
+        for name in TABLE_PROXY_COUNTERS {
+            assert!(table.contains(&format!(" {name}=0")), "{name}: {table}");
+        }
     }
 }

@@ -6,25 +6,28 @@
 //! proxy and every worker report Ready in shared memory. A child that exits
 //! before it was ever ready during that start fails the whole start.
 //!
-//! Stop (control `stop`, SIGTERM or SIGINT): SIGTERM the proxy (it drains
-//! and exits), wait for it until `stop_grace`; SIGTERM the workers, wait
-//! for the rest of the grace; SIGKILL what is left; reap everything. A
-//! second signal during the stop skips to SIGKILL. No fixed sleeps: every
-//! wait ends as soon as the children are gone.
+//! Stop (control `stop`, SIGTERM or SIGINT), timings in [`defaults`]:
+//! SIGTERM the proxy and wait for it up to `stop_grace` (it drains, closes
+//! what is left and exits by itself); SIGKILL it only if it is still there
+//! then. Once the proxy is gone, SIGTERM the workers and give them their own
+//! drain ([`defaults::worker_drain_timeout`]); SIGKILL what is left. A
+//! second stop signal hurries: the proxy gets SIGINT (it closes at once,
+//! itself) and [`defaults::PROXY_QUIT_TIMEOUT`], the workers SIGKILL. No
+//! fixed sleeps: every wait ends as soon as the children are gone.
 
-use crate::children::{describe_exit, exit_meaning, Child, Kind, Running, Shared};
+use crate::children::{Child, ChildExit, Kind, Running, Shared};
 use crate::config::{transport_name, Config};
 use crate::control::{error_response, Pending, Request};
 use crate::defaults;
 use crate::listeners::BoundListener;
-use crate::logging::tail_lines;
+use crate::logging::{error_chain, tail_lines, LogTail};
 use crate::resources::Resources;
 use crate::spawn::{self, Binaries, SpawnError};
 use crate::status::{self, ListenerStatus, ServiceState, Status};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use spp_ipc::launch::Launch;
-use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
@@ -34,14 +37,30 @@ use tracing::{error, info, warn};
 /// Supervision failures.
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
-    /// A child died before the service was ready.
-    #[error("start failed: {0}")]
-    StartFailed(String),
+    /// A child died before the service was ready: "worker g1/0 exited with
+    /// status 3 (plugin init failed) — see log/worker-g1-0.log", then the
+    /// last lines of that log.
+    #[error("start failed: {child} {exit} — see {}{tail}", log.display())]
+    StartFailed {
+        /// Which child.
+        child: Kind,
+        /// How it ended.
+        exit: ChildExit,
+        /// Its log file.
+        log: PathBuf,
+        /// What it last wrote there.
+        tail: LogTail,
+    },
     /// A child could not be spawned during the start.
-    #[error("start failed: {0}")]
-    Spawn(#[from] SpawnError),
+    #[error("start failed: cannot start the {child}")]
+    Spawn {
+        /// Which child.
+        child: Kind,
+        /// Why.
+        source: SpawnError,
+    },
     /// A signal handler could not be installed.
-    #[error("installing the {name} handler: {source}")]
+    #[error("installing the {name} handler")]
     Signal {
         /// The signal.
         name: &'static str,
@@ -153,16 +172,20 @@ impl Supervisor {
         };
         let outcome = match sup.start_all() {
             Ok(()) => sup.supervise(&mut inputs).await,
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         sup.shutdown(&mut inputs).await;
         outcome
     }
 
-    fn start_all(&mut self) -> Result<(), SpawnError> {
+    fn start_all(&mut self) -> Result<(), SuperviseError> {
         // Workers first: the proxy dispatches only to ready workers anyway.
         for i in (0..self.children.len()).rev() {
-            self.spawn_child(i)?;
+            self.spawn_child(i)
+                .map_err(|source| SuperviseError::Spawn {
+                    child: self.children.get(i).map_or(Kind::Proxy, |c| c.kind),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -225,8 +248,8 @@ impl Supervisor {
             let starting = self.state == ServiceState::Starting;
             tokio::select! {
                 Some(ev) = inputs.exits.recv() => {
-                    if let Some(reason) = self.on_exit(ev) {
-                        return Err(SuperviseError::StartFailed(reason));
+                    if let Some(failed) = self.on_exit(ev) {
+                        return Err(failed);
                     }
                 }
                 Some(pending) = inputs.control.recv() => {
@@ -272,9 +295,9 @@ impl Supervisor {
     }
 
     /// Books a reaped child; schedules its restart unless stopping. Returns
-    /// why the start failed when it died before ever being ready during the
+    /// the start failure when it died before ever being ready during the
     /// start.
-    fn on_exit(&mut self, ev: ExitEvent) -> Option<String> {
+    fn on_exit(&mut self, ev: ExitEvent) -> Option<SuperviseError> {
         let now = Instant::now();
         let child = self.children.get(ev.child)?;
         let run = child.run.filter(|r| r.pid == ev.pid)?;
@@ -282,10 +305,8 @@ impl Supervisor {
         let was_ready =
             run.ever_ready || matches!(self.shared(kind), Shared::Ready | Shared::Draining);
         self.mark_down(kind);
-        let desc = match &ev.status {
-            Ok(s) => describe_exit(s),
-            Err(e) => format!("lost ({e})"),
-        };
+        let exit = ChildExit::from_wait(ev.status);
+        let desc = exit.short();
         let state = self.state;
         let child = self.children.get_mut(ev.child)?;
         child.run = None;
@@ -293,7 +314,13 @@ impl Supervisor {
         match state {
             ServiceState::Stopping => info!("{} (pid {}) exited: {desc}", child.label(), ev.pid),
             ServiceState::Starting if !was_ready => {
-                return Some(failure_reason(child, run.log_from, &ev.status))
+                let tail = tail_lines(&child.log, run.log_from, defaults::LOG_TAIL_LINES);
+                return Some(SuperviseError::StartFailed {
+                    child: kind,
+                    exit,
+                    log: child.log.clone(),
+                    tail: LogTail(tail),
+                });
             }
             _ => {
                 let delay = child
@@ -335,6 +362,7 @@ impl Supervisor {
                     continue;
                 };
                 let delay = child.backoff.after_exit(Duration::ZERO);
+                let e = error_chain(&e);
                 error!("restarting {}: {e}; next try in {delay:?}", child.label());
                 child.last_exit = Some(format!("spawn failed: {e}"));
                 child.restart_at = Some(now + delay);
@@ -485,67 +513,97 @@ impl Supervisor {
         }
     }
 
-    /// Stops every child: proxy first, then workers, then SIGKILL.
+    /// Sends `sig` to the children `which` selects and waits until they are
+    /// gone, `timeout` passes, or a stop signal arrives. `Done` at once when
+    /// none was running.
+    async fn signal_and_wait(
+        &mut self,
+        inputs: &mut Inputs,
+        which: impl Fn(&Child) -> bool,
+        sig: Signal,
+        timeout: Duration,
+    ) -> Waited {
+        if self.signal(inputs, &which, sig) == 0 {
+            return Waited::Done;
+        }
+        self.wait_for(inputs, which, Instant::now() + timeout).await
+    }
+
+    /// SIGKILLs the children `which` selects and reaps them (bounded; more
+    /// stop signals do not cut it short). True when one had to be killed.
+    async fn kill_and_reap(&mut self, inputs: &mut Inputs, which: impl Fn(&Child) -> bool) -> bool {
+        if self.signal(inputs, &which, Signal::SIGKILL) == 0 {
+            return false;
+        }
+        let end = Instant::now() + defaults::KILL_REAP_TIMEOUT;
+        loop {
+            match self.wait_for(inputs, &which, end).await {
+                Waited::Done => break,
+                Waited::Interrupted => {}
+                Waited::TimedOut => {
+                    error!("some children could not be reaped");
+                    break;
+                }
+            }
+        }
+        true
+    }
+
+    /// Stops every child: the proxy first (its own drain and clean close),
+    /// then the workers (their own drain), SIGKILL only for what overruns.
     async fn shutdown(&mut self, inputs: &mut Inputs) {
         self.state = ServiceState::Stopping;
         for child in &mut self.children {
             child.restart_at = None;
         }
+        let grace = self.cfg.service.stop_grace;
         let is_proxy = |c: &Child| c.kind == Kind::Proxy;
-        let grace_end = Instant::now() + self.cfg.service.stop_grace;
-        let mut waited = Waited::Done;
-        if self.signal(inputs, is_proxy, Signal::SIGTERM) > 0 {
-            waited = self.wait_for(inputs, is_proxy, grace_end).await;
-        }
-        if waited != Waited::Interrupted {
-            let workers = |c: &Child| c.kind != Kind::Proxy;
-            if self.signal(inputs, workers, Signal::SIGTERM) > 0 {
-                let end = grace_end.max(Instant::now() + defaults::MIN_WORKER_GRACE);
-                self.wait_for(inputs, workers, end).await;
+        let is_worker = |c: &Child| c.kind != Kind::Proxy;
+        // The proxy drains for `proxy_drain_timeout`, closes what is left and
+        // exits by itself well within the grace.
+        let mut hurry = self
+            .signal_and_wait(inputs, is_proxy, Signal::SIGTERM, grace)
+            .await
+            == Waited::Interrupted;
+        if hurry {
+            // SIGINT: the proxy closes its connections and exits at once.
+            let waited = self
+                .signal_and_wait(
+                    inputs,
+                    is_proxy,
+                    Signal::SIGINT,
+                    defaults::PROXY_QUIT_TIMEOUT,
+                )
+                .await;
+            if waited == Waited::TimedOut {
+                warn!("the proxy did not quit on SIGINT");
             }
         }
-        if self.signal(inputs, |_| true, Signal::SIGKILL) > 0 {
-            warn!(
-                "killed what did not stop within the grace of {:?}",
-                self.cfg.service.stop_grace
-            );
-            let end = Instant::now() + defaults::KILL_REAP_TIMEOUT;
-            if self.wait_for(inputs, |_| true, end).await != Waited::Done {
-                error!("some children could not be reaped");
+        if self.kill_and_reap(inputs, is_proxy).await && !hurry {
+            warn!("killed the proxy: it did not stop within the grace of {grace:?}");
+        }
+        // Only now the workers: the proxy has nothing in flight with them.
+        if !hurry {
+            let drain = defaults::worker_drain_timeout(grace);
+            hurry = self
+                .signal_and_wait(inputs, is_worker, Signal::SIGTERM, drain)
+                .await
+                == Waited::Interrupted;
+            if !hurry
+                && self
+                    .children
+                    .iter()
+                    .any(|c| is_worker(c) && c.run.is_some())
+            {
+                warn!("workers did not drain within {drain:?}");
             }
+        }
+        if self.kill_and_reap(inputs, |_| true).await && !hurry {
+            warn!("killed what did not stop");
         }
         for child in &self.children {
             self.mark_down(child.kind);
         }
         info!("service {} stopped", self.cfg.service.name);
     }
-}
-
-/// "worker g1/0 exited with status 3 (plugin init failed) — see
-/// log/worker-g1-0.log", followed by the last lines of that log.
-fn failure_reason(child: &Child, log_from: u64, status: &std::io::Result<ExitStatus>) -> String {
-    let what = match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(sig)) => format!("was killed by signal {sig}"),
-            (None, None) => format!("exited ({s})"),
-        },
-        Err(e) => format!("was lost ({e})"),
-    };
-    let meaning = status
-        .as_ref()
-        .ok()
-        .and_then(exit_meaning)
-        .map(|m| format!(" ({m})"))
-        .unwrap_or_default();
-    let mut reason = format!(
-        "{} {what}{meaning} — see {}",
-        child.label(),
-        child.log.display()
-    );
-    for line in tail_lines(&child.log, log_from, defaults::LOG_TAIL_LINES) {
-        reason.push_str("\n    | ");
-        reason.push_str(&line);
-    }
-    reason
 }

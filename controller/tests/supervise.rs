@@ -200,6 +200,66 @@ fn stop_kills_a_proxy_that_ignores_sigterm_after_the_grace() {
     assert!(log.contains("sent SIGKILL to proxy"), "{log}");
 }
 
+/// Byte offset of `needle` in `log`, failing the test when absent.
+fn at(log: &str, needle: &str) -> usize {
+    log.find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} is not in the log:\n{log}"))
+}
+
+#[test]
+fn workers_drain_on_their_own_clock_after_the_proxy_is_gone() {
+    let svc = Service::new(1, "stop_grace = \"300ms\"");
+    svc.set("proxy-ignores-term");
+    svc.set("worker-drains-slowly");
+    let status = start(&svc);
+    stop(&svc, &status);
+    let log = svc.read("log/controller.log");
+    // The proxy had the whole grace and was killed before any worker was
+    // asked to drain.
+    assert!(
+        at(&log, "sent SIGTERM to proxy") < at(&log, "sent SIGKILL to proxy"),
+        "{log}"
+    );
+    assert!(
+        at(&log, "sent SIGKILL to proxy") < at(&log, "sent SIGTERM to worker g1/0"),
+        "{log}"
+    );
+    // The worker's drain outlasts what was left of the grace, yet it is
+    // not killed.
+    assert!(!log.contains("sent SIGKILL to worker"), "{log}");
+    assert!(log.contains("exited: exit status 0"), "{log}");
+    let worker_log = svc.read("log/worker-g1-0.log");
+    assert!(worker_log.contains("fake worker: drained"), "{worker_log}");
+}
+
+#[test]
+fn a_second_stop_signal_makes_the_proxy_quit_instead_of_killing_it() {
+    let svc = Service::new(1, "stop_grace = \"60s\"");
+    svc.set("proxy-ignores-term");
+    let mut child = svc
+        .command(&["start", "--foreground"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the service to be ready", WAIT, || {
+        svc.status().filter(all_ready)
+    });
+    let pid = u64::from(child.id());
+    common::signal(pid, libc::SIGTERM);
+    wait_for("the proxy to be asked to drain", WAIT, || {
+        svc.read("log/controller.log")
+            .contains("sent SIGTERM to proxy")
+            .then_some(())
+    });
+    common::signal(pid, libc::SIGTERM);
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit}");
+    let log = svc.read("log/controller.log");
+    assert!(log.contains("sent SIGINT to proxy"), "{log}");
+    assert!(!log.contains("sent SIGKILL to proxy"), "{log}");
+    assert!(log.contains("service t stopped"), "{log}");
+}
+
 #[test]
 fn the_foreground_controller_stops_on_sigterm() {
     let svc = Service::new(1, "");

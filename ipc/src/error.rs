@@ -1,12 +1,13 @@
 //! The error type of the IPC layer.
 
+use std::error::Error;
 use std::io;
 
 /// Everything that can go wrong creating, mapping or reading shared state.
 #[derive(Debug, thiserror::Error)]
 pub enum IpcError {
     /// A system call failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Sys {
         /// What was being done.
         what: &'static str,
@@ -41,5 +42,38 @@ impl IpcError {
             what,
             source: io::Error::last_os_error(),
         }
+    }
+}
+
+/// `err` and its causes, `: `-separated (`opening log x: Permission
+/// denied`), for logs and operator messages. A cause whose text the message
+/// before it already ends with is not repeated.
+pub fn error_chain(err: &(dyn Error + 'static)) -> String {
+    let mut text = String::new();
+    for err in std::iter::successors(Some(err), |&e| e.source()) {
+        let message = err.to_string();
+        if text.is_empty() {
+            text = message;
+        } else if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_shows_every_cause_once() {
+        let err = IpcError::Sys {
+            what: "mmap region",
+            source: io::Error::from_raw_os_error(libc::ENOMEM),
+        };
+        let text = error_chain(&err);
+        assert!(text.starts_with("mmap region: "), "{text}");
+        assert_eq!(text.matches("memory").count(), 1, "{text}");
     }
 }

@@ -16,4 +16,4 @@ pub mod record;
 pub mod ring;
 pub mod shm;
 
-pub use error::IpcError;
+pub use error::{error_chain, IpcError};

@@ -29,7 +29,7 @@ impl Role {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// `dlopen` failed.
-    #[error("plugin {path}: cannot load: {source}")]
+    #[error("plugin {path}: cannot load")]
     Open {
         /// The plugin file.
         path: PathBuf,

@@ -10,8 +10,8 @@
 
 use crate::conn::{BufPool, Conn, QueueError, CLOSE_AFTER_FLUSH, IN_FLUSH_LIST, PEER_EOF};
 use crate::flow::{self, Proto, SlotTable};
-use crate::stats::Counters;
 use crate::udp::{UdpFlow, UdpSock};
+use spp_ipc::layout::ProxyTally;
 use spp_plugin_api::host::PluginLibrary;
 
 /// Why a TCP connection is closed (decides the counter).
@@ -43,8 +43,9 @@ pub struct Clients {
     pub udp_socks: Vec<UdpSock>,
     /// Reusable buffers for connections.
     pub pool: BufPool,
-    /// Counter deltas for this turn.
-    pub stats: Counters,
+    /// Counter deltas for this turn (added to the shared stats once per
+    /// turn; gauges are stored there directly).
+    pub stats: ProxyTally,
     /// Bound of each connection's send buffer.
     pub max_send_buffer: usize,
     /// The loop clock, ms.
@@ -66,7 +67,7 @@ impl Clients {
             udp_flows: SlotTable::new(epoch, Proto::Udp, max_udp_flows),
             udp_socks: Vec::new(),
             pool: BufPool::default(),
-            stats: Counters::default(),
+            stats: ProxyTally::default(),
             max_send_buffer,
             now_ms: 0,
             flush_list: Vec::new(),
@@ -230,10 +231,16 @@ impl Clients {
 
     /// Closes connections without traffic for `idle_ms` (those waiting for
     /// a worker are exempt unless `strict`) and forgets UDP requests that
-    /// waited that long for a reply.
+    /// waited that long for a reply. Costs O(flows in use).
     pub fn sweep_idle(&mut self, plugin: &PluginLibrary, idle_ms: u64, strict: bool) {
         let now = self.now_ms;
-        for slot in 0..self.conns.slot_bound() {
+        // From the end: a removal moves the last (already seen) slot here.
+        let mut i = self.conns.live_slots().len();
+        while i > 0 {
+            i -= 1;
+            let Some(&slot) = self.conns.live_slots().get(i) else {
+                continue;
+            };
             let expired = self.conns.get(slot).is_some_and(|c| {
                 now.saturating_sub(c.last_active_ms) >= idle_ms && (strict || c.in_flight == 0)
             });
@@ -241,7 +248,12 @@ impl Clients {
                 self.close_conn(plugin, slot, CloseReason::Idle);
             }
         }
-        for slot in 0..self.udp_flows.slot_bound() {
+        let mut i = self.udp_flows.live_slots().len();
+        while i > 0 {
+            i -= 1;
+            let Some(&slot) = self.udp_flows.live_slots().get(i) else {
+                continue;
+            };
             if self
                 .udp_flows
                 .get(slot)
@@ -255,7 +267,12 @@ impl Clients {
     /// Drain end: closes every connection with nothing left to send and
     /// lets the others close once flushed.
     pub fn close_all(&mut self, plugin: &PluginLibrary) {
-        for slot in 0..self.conns.slot_bound() {
+        let mut i = self.conns.live_slots().len();
+        while i > 0 {
+            i -= 1;
+            let Some(&slot) = self.conns.live_slots().get(i) else {
+                continue;
+            };
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
@@ -266,5 +283,30 @@ impl Clients {
                 self.mark_flush(slot);
             }
         }
+    }
+
+    /// Drain deadline: offers every connection's pending bytes to its
+    /// socket once more (without waiting) and closes all of them, calling
+    /// the close hook for each.
+    pub fn close_now(&mut self, plugin: &PluginLibrary) {
+        while let Some(&slot) = self.conns.live_slots().last() {
+            let Clients {
+                conns, pool, stats, ..
+            } = self;
+            if let Some(conn) = conns.get_mut(slot) {
+                if conn.pending() != 0 {
+                    stats.bytes_out += conn.flush(pool).unwrap_or(0);
+                }
+            }
+            self.close_conn(plugin, slot, CloseReason::Shutdown);
+        }
+        self.flush_list.clear();
+    }
+
+    /// Whether connections are listed for a flush that has not run yet
+    /// (hooks can list them after the turn's flush).
+    #[inline]
+    pub fn flush_pending(&self) -> bool {
+        !self.flush_list.is_empty()
     }
 }

@@ -6,6 +6,10 @@
 //! only while it holds a partial request (`rbuf`) or response bytes the
 //! socket has not taken yet (`wbuf`), and gives it back as soon as it is
 //! empty again.
+//!
+//! The send buffer is read from an offset (`wpos`); the unsent bytes are
+//! moved to its front only when appending would otherwise grow it, so
+//! queueing a response behind a partly written one copies it once.
 
 use mio::net::TcpStream;
 use spp_plugin_api::abi::SppConnInfo;
@@ -150,7 +154,8 @@ impl Conn {
         if !rest.is_empty() {
             if self.wbuf.capacity() == 0 {
                 self.wbuf = pool.get();
-            } else if self.wpos != 0 {
+            } else if self.wpos != 0 && self.wbuf.len() + rest.len() > self.wbuf.capacity() {
+                // Needs room: reclaim the written prefix before growing.
                 self.wbuf.drain(..self.wpos);
                 self.wpos = 0;
             }
@@ -240,6 +245,27 @@ mod tests {
         }
         assert!(matches!(result, Err(QueueError::Slow)), "{result:?}");
         assert!(conn.pending() <= 1 << 18);
+    }
+
+    #[test]
+    fn the_unsent_tail_moves_only_when_the_buffer_needs_room() {
+        let (mut conn, _client) = pair();
+        let mut pool = BufPool::default();
+        // As if the socket had taken the first 40 of 50 queued bytes.
+        conn.wbuf = Vec::with_capacity(100);
+        conn.wbuf.extend((0..50u8).collect::<Vec<_>>());
+        conn.wpos = 40;
+        conn.queue(&[50, 51, 52], &mut pool, 1000).unwrap();
+        assert_eq!(conn.wpos, 40, "bytes were moved although there was room");
+        assert_eq!(conn.pending(), 13);
+        let room = conn.wbuf.capacity() - conn.wbuf.len();
+        conn.queue(&vec![9u8; room + 1], &mut pool, 1000).unwrap();
+        assert_eq!(conn.wpos, 0, "the written prefix was not reclaimed");
+        assert_eq!(conn.pending(), 13 + room + 1);
+        assert_eq!(
+            &conn.wbuf[..13],
+            &[40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52]
+        );
     }
 
     /// An idle connection's whole footprint in the proxy is this struct

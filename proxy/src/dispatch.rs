@@ -16,6 +16,15 @@
 //! flight sticks to the worker holding them, so that pipelined requests
 //! are answered in order. Pushes are published once per loop turn per dirty ring,
 //! and a worker is woken only if it announced sleep.
+//!
+//! Every request record is stamped (`RecordHeader::flags`) with the
+//! [`generation_tag`] of the worker it was pushed for; a worker skips
+//! records stamped for another generation, so a request pushed for a dead
+//! predecessor (which the proxy fails) is never also served by its
+//! successor.
+//!
+//! Group ids are `1..=255` (`spp_route` returns one); a 256-entry table
+//! maps an id to its group, so routing a request costs no search.
 
 use crate::error::ProxyError;
 use crate::token::Source;
@@ -24,12 +33,19 @@ use mio::{Interest, Registry};
 use spp_ipc::doorbell::{wake_if_sleeping, Doorbell};
 use spp_ipc::launch::{GroupFds, PairFds};
 use spp_ipc::layout::{PairHeader, PairLayout, PairRegion, WorkerState};
-use spp_ipc::record::{meta_bytes, RequestMeta, KIND_REQUEST, REQUEST_META_SIZE};
+use spp_ipc::record::{
+    generation_tag, max_request_len, meta_bytes, RequestMeta, KIND_REQUEST, REQUEST_META_SIZE,
+};
 use spp_ipc::ring::{Consumer, Producer, PushError};
 use spp_plugin_api::abi::SppConnInfo;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
+
+/// Entries of the group id → group index table (ids are `0..GROUP_IDS`).
+pub const GROUP_IDS: usize = 256;
+/// A group id the table does not know.
+const NO_GROUP: u8 = u8::MAX;
 
 /// A request queued to a worker whose `process` has not returned yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +71,8 @@ pub enum Refusal {
 struct Live {
     pid: u32,
     generation: u64,
+    /// `generation_tag(generation)`: the flags of every request pushed.
+    tag: u16,
     /// Readable once the worker exits (`None` if pidfd_open failed).
     pidfd: Option<OwnedFd>,
     /// State is `Ready` (a `Draining` worker keeps what it has, takes nothing).
@@ -157,7 +175,6 @@ impl Slot {
 }
 
 struct Group {
-    id: u32,
     slots: Vec<usize>,
     rotor: usize,
 }
@@ -166,8 +183,11 @@ struct Group {
 pub struct Dispatcher {
     slots: Vec<Slot>,
     groups: Vec<Group>,
+    /// Group id → index in `groups` ([`NO_GROUP`] when unknown).
+    group_index: [u8; GROUP_IDS],
     dirty: Vec<usize>,
     in_flight: usize,
+    layout: PairLayout,
 }
 
 impl Dispatcher {
@@ -175,20 +195,35 @@ impl Dispatcher {
     pub fn open(groups: &[GroupFds], layout: PairLayout) -> Result<Self, ProxyError> {
         let mut slots = Vec::new();
         let mut out = Vec::with_capacity(groups.len());
+        let mut group_index = [NO_GROUP; GROUP_IDS];
         for g in groups {
-            if out.iter().any(|o: &Group| o.id == g.id) {
+            let Some(entry) = group_index.get_mut(g.id as usize) else {
+                return Err(ProxyError::BadSpec {
+                    field: "groups",
+                    reason: format!("group id {} is not below {GROUP_IDS}", g.id),
+                });
+            };
+            if *entry != NO_GROUP {
                 return Err(ProxyError::BadSpec {
                     field: "groups",
                     reason: format!("group {} listed twice", g.id),
                 });
             }
+            // Distinct ids below GROUP_IDS: at most 256 groups, so every
+            // index but the last fits below NO_GROUP.
+            *entry = u8::try_from(out.len())
+                .ok()
+                .filter(|&i| i != NO_GROUP)
+                .ok_or_else(|| ProxyError::BadSpec {
+                    field: "groups",
+                    reason: format!("more than {NO_GROUP} groups"),
+                })?;
             let mut members = Vec::with_capacity(g.slots.len());
             for fds in &g.slots {
                 members.push(slots.len());
                 slots.push(Slot::open(g.id, fds, layout)?);
             }
             out.push(Group {
-                id: g.id,
                 slots: members,
                 rotor: 0,
             });
@@ -196,18 +231,24 @@ impl Dispatcher {
         Ok(Dispatcher {
             slots,
             groups: out,
+            group_index,
             dirty: Vec::new(),
             in_flight: 0,
+            layout,
         })
     }
 
-    /// The largest request every request ring can carry (`None` without
-    /// slots).
+    /// The largest request a request ring can carry (`None` without
+    /// slots; every pair has the same layout).
     pub fn max_request_len(&self) -> Option<usize> {
-        self.slots
-            .iter()
-            .map(|s| s.producer.max_payload().saturating_sub(REQUEST_META_SIZE))
-            .min()
+        (!self.slots.is_empty()).then(|| max_request_len(self.layout.request_capacity))
+    }
+
+    /// The index in `groups` of group `id`.
+    #[inline]
+    fn group_of(&self, id: u32) -> Option<usize> {
+        let gi = *self.group_index.get(id as usize)?;
+        (gi != NO_GROUP).then_some(usize::from(gi))
     }
 
     /// Number of slots.
@@ -252,7 +293,7 @@ impl Dispatcher {
                 };
             }
         }
-        let Some(gi) = self.groups.iter().position(|g| g.id == group) else {
+        let Some(gi) = self.group_of(group) else {
             return Err(Refusal::NoWorker);
         };
         let g = &mut self.groups[gi];
@@ -296,6 +337,10 @@ impl Dispatcher {
         now_ns: u64,
     ) -> Result<(), PushError> {
         let slot = &mut self.slots[s];
+        // Only adopted slots are pushed to; a slot without one is full.
+        let Some(tag) = slot.live.as_ref().map(|l| l.tag) else {
+            return Err(PushError::Full);
+        };
         let seq = slot.next_seq;
         let meta = RequestMeta {
             conn: *conn,
@@ -303,7 +348,7 @@ impl Dispatcher {
             enqueued_ns: now_ns,
         };
         slot.producer
-            .push_with(KIND_REQUEST, 0, REQUEST_META_SIZE + req.len(), |dst| {
+            .push_with(KIND_REQUEST, tag, REQUEST_META_SIZE + req.len(), |dst| {
                 dst[..REQUEST_META_SIZE].copy_from_slice(meta_bytes(&meta));
                 dst[REQUEST_META_SIZE..].copy_from_slice(req);
             })?;
@@ -396,7 +441,7 @@ impl Dispatcher {
     /// [`Self::scan`] for the slots of one group; returns whether any
     /// worker there accepts requests afterwards.
     pub fn scan_group(&mut self, group: u32, registry: &Registry, gone: &mut Vec<usize>) -> bool {
-        let Some(gi) = self.groups.iter().position(|g| g.id == group) else {
+        let Some(gi) = self.group_of(group) else {
             return false;
         };
         let mut any = false;
@@ -492,6 +537,7 @@ impl Dispatcher {
         slot.live = Some(Live {
             pid,
             generation,
+            tag: generation_tag(generation),
             pidfd,
             accepting: true,
         });

@@ -1,24 +1,22 @@
 //! The proxy's error type, [`ProxyError`], and the process exit code each
-//! kind of failure maps to (see the brief: 2 = bad launch spec or plugin
-//! that cannot be loaded, 3 = the plugin's `spp_init` refused).
+//! kind of failure maps to (`spp_ipc::launch::exit_code`: `SETUP` for a bad
+//! launch spec or a plugin that cannot be loaded, `PLUGIN_INIT` when the
+//! plugin's `spp_init` refused, `FAILURE` for a runtime failure).
+//!
+//! A variant that wraps another error marks it `#[source]` and leaves it
+//! out of its own message, so `{e:#}` (or [`chain`]) shows it once.
 
+use spp_ipc::launch::exit_code;
 use spp_ipc::IpcError;
 use spp_plugin_api::host::LoadError;
 use std::io;
 use std::path::PathBuf;
 
-/// Exit status: the launch spec is unusable or the plugin cannot be loaded.
-pub const EXIT_BAD_LAUNCH: u8 = 2;
-/// Exit status: the plugin's `spp_init` returned non-zero.
-pub const EXIT_PLUGIN_INIT: u8 = 3;
-/// Exit status: a system call the event loop depends on failed.
-pub const EXIT_RUNTIME: u8 = 1;
-
 /// Everything that stops the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// `SPP_LAUNCH` is missing or malformed.
-    #[error("cannot read the launch spec: {0}")]
+    #[error("cannot read the launch spec")]
     Launch(#[source] IpcError),
     /// `SPP_LAUNCH` describes another role.
     #[error("the launch spec is for role `{0}`, but this is spp-proxy")]
@@ -32,7 +30,7 @@ pub enum ProxyError {
         reason: String,
     },
     /// An inherited shared-memory region or ring could not be used.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Region {
         /// Which region (names the group and slot for pairs).
         what: String,
@@ -64,7 +62,7 @@ pub enum ProxyError {
         code: i32,
     },
     /// A system call of the event loop failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: &'static str,
@@ -80,17 +78,56 @@ impl ProxyError {
         move |source| ProxyError::Io { what, source }
     }
 
-    /// The process exit status for this error.
-    pub fn exit_code(&self) -> u8 {
+    /// The process exit status for this error (`launch::exit_code`).
+    pub fn exit_code(&self) -> i32 {
         match self {
             ProxyError::Launch(_)
             | ProxyError::WrongRole(_)
             | ProxyError::BadSpec { .. }
             | ProxyError::Region { .. }
             | ProxyError::Listener { .. }
-            | ProxyError::PluginLoad(_) => EXIT_BAD_LAUNCH,
-            ProxyError::PluginInit { .. } => EXIT_PLUGIN_INIT,
-            ProxyError::Io { .. } => EXIT_RUNTIME,
+            | ProxyError::PluginLoad(_) => exit_code::SETUP,
+            ProxyError::PluginInit { .. } => exit_code::PLUGIN_INIT,
+            ProxyError::Io { .. } => exit_code::FAILURE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts how often `needle` occurs in `hay`.
+    fn count(hay: &str, needle: &str) -> usize {
+        hay.matches(needle).count()
+    }
+
+    #[test]
+    fn a_wrapped_cause_is_shown_once() {
+        let cause = "the disk is on fire";
+        let io_err = ProxyError::Io {
+            what: "waiting for events",
+            source: io::Error::other(cause),
+        };
+        let launch = ProxyError::Launch(IpcError::Launch(cause.into()));
+        for e in [io_err, launch] {
+            let text = spp_ipc::error_chain(&e);
+            assert_eq!(count(&text, cause), 1, "{text}");
+            let alternate = format!("{:#}", anyhow::Error::from(e));
+            assert_eq!(count(&alternate, cause), 1, "{alternate}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_the_shared_ones() {
+        let init = ProxyError::PluginInit {
+            path: "p.so".into(),
+            code: 7,
+        };
+        assert_eq!(init.exit_code(), exit_code::PLUGIN_INIT);
+        assert_eq!(
+            ProxyError::WrongRole("worker").exit_code(),
+            exit_code::SETUP
+        );
     }
 }

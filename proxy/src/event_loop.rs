@@ -15,10 +15,15 @@
 //!
 //! Signals: SIGTERM drains (stop accepting and reading — the listeners are
 //! deregistered, not closed, since the controller owns them — finish what
-//! is in flight, flush, exit as soon as that is done or the idle timeout
-//! passes); SIGINT exits at once.
+//! is in flight, flush, exit as soon as that is done; once
+//! `limits.drain_timeout_ms` passes, close what is left, calling the close
+//! hook for each, and exit 0 all the same); SIGINT exits at once.
+//!
+//! The plugin library and its `spp_host` table are leaked: plugin threads
+//! may still run after `spp_fini`, so their code and the table stay mapped
+//! until the process is gone.
 
-use crate::clients::{Clients, CloseReason};
+use crate::clients::Clients;
 use crate::conn::IN_READ_LIST;
 use crate::dispatch::Dispatcher;
 use crate::error::ProxyError;
@@ -33,7 +38,7 @@ use signal_hook_mio::v1_0::Signals;
 use spp_ipc::doorbell::{Doorbell, SleepFlag};
 use spp_ipc::launch::{ProxyLaunch, ProxyLimits};
 use spp_ipc::layout::{ProxyRegion, ProxyState};
-use spp_ipc::record::monotonic_ns;
+use spp_ipc::record::{monotonic_ns, NS_PER_MS, NS_PER_US};
 use spp_plugin_api::host::{PluginLibrary, Role};
 use std::ffi::CString;
 use std::sync::atomic::Ordering;
@@ -46,10 +51,13 @@ pub const EVENTS_CAPACITY: usize = 1024;
 /// How often worker slots are checked for newly ready or stopped workers.
 pub const WORKER_SCAN_INTERVAL_MS: u64 = 50;
 /// The idle sweep runs every `idle_timeout / SWEEP_DIVISOR`, clamped to
-/// [`MIN_SWEEP_INTERVAL_MS`, `MAX_SWEEP_INTERVAL_MS`].
+/// [`MIN_SWEEP_INTERVAL_MS`, `MAX_SWEEP_INTERVAL_MS`]; each sweep costs
+/// O(flows in use).
 pub const SWEEP_DIVISOR: u64 = 8;
-/// See [`SWEEP_DIVISOR`].
-pub const MIN_SWEEP_INTERVAL_MS: u64 = 5;
+/// The shortest idle sweep interval: the sweep runs at most four times a
+/// second, however short the idle timeout (a connection may then outlive
+/// it by up to this much).
+pub const MIN_SWEEP_INTERVAL_MS: u64 = 250;
 /// See [`SWEEP_DIVISOR`].
 pub const MAX_SWEEP_INTERVAL_MS: u64 = 1000;
 /// Longest wait while a drain waits for workers to settle.
@@ -57,9 +65,6 @@ pub const DRAIN_POLL_MS: u64 = 1;
 /// A worker that neither sleeps nor publishes for this long after its last
 /// request completed counts as settled during a drain.
 pub const DRAIN_SETTLE_MS: u64 = 100;
-
-const NS_PER_US: u64 = 1_000;
-const NS_PER_MS: u64 = 1_000_000;
 
 /// Microseconds since the Unix epoch (a request's receive time).
 pub fn wall_clock_us() -> u64 {
@@ -83,6 +88,9 @@ pub struct Proxy {
     pub(crate) limits: ProxyLimits,
     /// Loop clock, CLOCK_MONOTONIC ns at the start of the turn.
     pub(crate) now_ns: u64,
+    /// Wall clock, µs since the Unix epoch at the start of the turn (the
+    /// receive time of everything read in the turn).
+    pub(crate) wall_us: u64,
     pub(crate) pending_reads: Vec<u32>,
     spare_reads: Vec<u32>,
     pub(crate) pending_accepts: Vec<usize>,
@@ -103,9 +111,10 @@ pub struct Proxy {
     drain_deadline_ms: u64,
     settled_since_ms: Option<u64>,
     closing_all: bool,
-    // Last: the plugin may hold the host table until `fini`.
-    pub(crate) plugin: PluginLibrary,
-    pub(crate) host: HostServices,
+    /// Leaked: never unloaded under a plugin thread (see the module doc).
+    pub(crate) plugin: &'static PluginLibrary,
+    /// Leaked: the plugin may keep the table past `spp_fini`.
+    pub(crate) host: &'static HostServices,
 }
 
 impl Proxy {
@@ -127,7 +136,8 @@ impl Proxy {
             .heartbeat_ms
             .store(monotonic_ns() / NS_PER_MS, Ordering::Relaxed);
 
-        let plugin = PluginLibrary::load(&launch.plugin, Role::Proxy)?;
+        let plugin: &'static PluginLibrary =
+            Box::leak(Box::new(PluginLibrary::load(&launch.plugin, Role::Proxy)?));
         let poll = Poll::new().map_err(ProxyError::io("creating the poll"))?;
         let signals = Signals::new([SIGTERM, SIGINT])
             .map_err(ProxyError::io("installing signal handlers"))?;
@@ -154,6 +164,7 @@ impl Proxy {
             scratch: vec![0; SCRATCH_SIZE],
             limits: limits.clone(),
             now_ns: 0,
+            wall_us: 0,
             pending_reads: Vec::new(),
             spare_reads: Vec::new(),
             pending_accepts: Vec::new(),
@@ -172,7 +183,7 @@ impl Proxy {
             settled_since_ms: None,
             closing_all: false,
             plugin,
-            host: HostServices::new(launch.epoch),
+            host: Box::leak(Box::new(HostServices::new(launch.epoch))),
         };
         if let Some(fits) = proxy.dispatch.max_request_len() {
             if fits < proxy.limits.max_request_size {
@@ -224,8 +235,8 @@ impl Proxy {
             field: "plugin_conf",
             reason: "contains a NUL byte".into(),
         })?;
-        // SAFETY: `self.host` keeps the table at a stable address until the
-        // proxy is dropped, which happens after `finish` calls `spp_fini`.
+        // SAFETY: `self.host` is leaked, so the table stays valid and in
+        // place for the process's life (past `spp_fini`).
         let code = unsafe { self.plugin.init(self.host.table(), &conf) };
         if code != 0 {
             return Err(ProxyError::PluginInit {
@@ -247,7 +258,8 @@ impl Proxy {
         Ok(())
     }
 
-    /// Calls the plugin's `spp_fini`. The last thing before exit.
+    /// Calls the plugin's `spp_fini`. The last thing before exit; the
+    /// library stays loaded (leaked).
     pub fn finish(&mut self) {
         self.plugin.fini();
         self.apply_host_ops();
@@ -314,6 +326,7 @@ impl Proxy {
 
     fn tick_clock(&mut self) {
         self.now_ns = monotonic_ns();
+        self.wall_us = wall_clock_us();
         self.clients.now_ms = self.now_ns / NS_PER_MS;
         self.region
             .header()
@@ -367,11 +380,12 @@ impl Proxy {
         if now_ms >= self.next_sweep_ms {
             self.next_sweep_ms = now_ms + self.sweep_interval_ms;
             self.clients
-                .sweep_idle(&self.plugin, self.limits.idle_timeout_ms, self.draining);
+                .sweep_idle(self.plugin, self.limits.idle_timeout_ms, self.draining);
         }
         self.apply_host_ops();
-        self.clients.flush_marked(&self.plugin);
+        self.clients.flush_marked(self.plugin);
         self.apply_host_ops();
+        self.report_refused_ops();
         self.publish_stats();
     }
 
@@ -396,7 +410,9 @@ impl Proxy {
             || !self.pending_accepts.is_empty()
             || !self.pending_udp.is_empty()
             || !self.gone.is_empty()
-            || self.host.has_ops();
+            || self.host.has_ops()
+            // Hooks run by the turn's last flush listed more to flush.
+            || self.clients.flush_pending();
         if busy {
             return Duration::ZERO;
         }
@@ -453,7 +469,7 @@ impl Proxy {
         self.drain_deadline_ms = self
             .clients
             .now_ms
-            .saturating_add(self.limits.idle_timeout_ms);
+            .saturating_add(self.limits.drain_timeout_ms);
         self.region
             .header()
             .proxy_state
@@ -492,16 +508,19 @@ impl Proxy {
             tracing::warn!(
                 connections = self.clients.conns.len(),
                 in_flight = self.dispatch.in_flight(),
+                drain_timeout_ms = self.limits.drain_timeout_ms,
                 "drain timed out; closing what is left"
             );
-            for slot in 0..self.clients.conns.slot_bound() {
-                self.clients
-                    .close_conn(&self.plugin, slot, CloseReason::Shutdown);
-            }
-        } else if !self.closing_all {
+            self.clients.close_now(self.plugin);
+            // Replies the close hooks queued have no connection left.
+            self.apply_host_ops();
+            self.publish_stats();
+            return true;
+        }
+        if !self.closing_all {
             self.closing_all = true;
-            self.clients.close_all(&self.plugin);
-            self.clients.flush_marked(&self.plugin);
+            self.clients.close_all(self.plugin);
+            self.clients.flush_marked(self.plugin);
         }
         self.apply_host_ops();
         self.clients.conns.is_empty()

@@ -20,8 +20,9 @@
 //!   the slot is freed, so a reused slot never matches an older flow's id.
 //!   It wraps (back to 1) only after 2^27 − 1 reuses of that one slot.
 //! * **slot** — index into the table; tables hold at most [`MAX_SLOTS`]
-//!   entries (the controller's `max_connections` and `max_udp_flows` are
-//!   checked against it at start).
+//!   (= `spp_ipc::launch::MAX_FLOW_SLOTS`) entries (the controller's
+//!   `max_connections` and `max_udp_flows` are checked against it at
+//!   start).
 //!
 //! A flow id is never 0 (generations start at 1).
 
@@ -35,6 +36,9 @@ const UDP_SHIFT: u32 = SLOT_BITS + GENERATION_BITS;
 const EPOCH_SHIFT: u32 = UDP_SHIFT + 1;
 /// Most entries a table may hold.
 pub const MAX_SLOTS: usize = 1 << SLOT_BITS;
+// The controller validates against the shared limit; the id layout must
+// agree with it.
+const _: () = assert!(MAX_SLOTS == spp_ipc::launch::MAX_FLOW_SLOTS);
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 const GENERATION_MASK: u64 = (1 << GENERATION_BITS) - 1;
 /// The first generation of every slot.
@@ -96,14 +100,19 @@ fn next_generation(g: u32) -> u32 {
 
 struct Entry<T> {
     generation: u32,
+    /// Index of this slot in [`SlotTable::live`] while it holds a value.
+    live_pos: u32,
     value: Option<T>,
 }
 
 /// A bounded table of values addressed by flow id. Freed slots are reused
 /// (most recently freed first, for cache warmth) with a new generation.
+/// The slots in use are also kept in a dense list ([`Self::live_slots`]),
+/// so a sweep costs O(entries in use), not O(peak).
 pub struct SlotTable<T> {
     entries: Vec<Entry<T>>,
     free: Vec<u32>,
+    live: Vec<u32>,
     len: usize,
     limit: usize,
     epoch: u16,
@@ -118,6 +127,7 @@ impl<T> SlotTable<T> {
         SlotTable {
             entries: Vec::new(),
             free: Vec::new(),
+            live: Vec::new(),
             len: 0,
             limit: limit.min(MAX_SLOTS),
             epoch,
@@ -140,9 +150,11 @@ impl<T> SlotTable<T> {
         self.len >= self.limit
     }
 
-    /// One past the highest slot ever used (for sweeps with [`Self::get`]).
-    pub fn slot_bound(&self) -> u32 {
-        self.entries.len() as u32
+    /// Every slot in use, in no particular order. [`Self::remove`] moves
+    /// the last one into the removed one's place, so a sweep that may
+    /// remove walks it from the end.
+    pub fn live_slots(&self) -> &[u32] {
+        &self.live
     }
 
     /// Stores the value `make(flow)` builds and returns its slot and flow
@@ -156,6 +168,7 @@ impl<T> SlotTable<T> {
             None => {
                 self.entries.push(Entry {
                     generation: FIRST_GENERATION,
+                    live_pos: 0,
                     value: None,
                 });
                 (self.entries.len() - 1) as u32
@@ -169,6 +182,8 @@ impl<T> SlotTable<T> {
             slot,
         });
         entry.value = Some(make(flow));
+        entry.live_pos = self.live.len() as u32;
+        self.live.push(slot);
         self.len += 1;
         Some((slot, flow))
     }
@@ -209,6 +224,11 @@ impl<T> SlotTable<T> {
         let entry = self.entries.get_mut(slot as usize)?;
         let value = entry.value.take()?;
         entry.generation = next_generation(entry.generation);
+        let pos = entry.live_pos as usize;
+        self.live.swap_remove(pos);
+        if let Some(&moved) = self.live.get(pos) {
+            self.entries[moved as usize].live_pos = pos as u32;
+        }
         self.free.push(slot);
         self.len -= 1;
         Some(value)
@@ -263,6 +283,34 @@ mod tests {
         let mut tcp = decode(f);
         tcp.proto = Proto::Tcp;
         assert_eq!(t.slot_of(encode(tcp)), None);
+    }
+
+    #[test]
+    fn live_slots_track_inserts_and_removes() {
+        let mut t = SlotTable::new(0, Proto::Tcp, 8);
+        let slots: Vec<u32> = (0..5).map(|i| t.insert_with(|_| i).unwrap().0).collect();
+        assert_eq!(t.live_slots(), &slots[..]);
+        t.remove(slots[1]);
+        t.remove(slots[4]);
+        let mut live = t.live_slots().to_vec();
+        live.sort_unstable();
+        assert_eq!(live, vec![slots[0], slots[2], slots[3]]);
+        // A sweep from the end may remove as it goes.
+        let mut i = t.live_slots().len();
+        while i > 0 {
+            i -= 1;
+            let slot = t.live_slots()[i];
+            if t.get(slot).is_some_and(|v| v % 2 == 0) {
+                t.remove(slot);
+            }
+        }
+        assert_eq!(t.live_slots(), &[slots[3]]);
+        let (again, _) = t.insert_with(|_| 9).unwrap();
+        assert_eq!(t.live_slots(), &[slots[3], again]);
+        assert_eq!(t.len(), 2);
+        for slot in t.live_slots().to_vec() {
+            assert!(t.get(slot).is_some());
+        }
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! services never touch a connection directly: they append to an
 //! [`OpQueue`] that the loop applies right after the hook returns. Only the
 //! event-loop thread may queue; any other thread gets
-//! `SPP_ERR_UNSUPPORTED`. `log` goes to `tracing` from any thread.
+//! `SPP_ERR_UNSUPPORTED`. The queue is bounded ([`MAX_QUEUED_OPS`] calls,
+//! [`MAX_QUEUED_REPLY_BYTES`] bytes); beyond that a call returns
+//! `SPP_ERR_FULL` and is counted ([`HostServices::take_refused`]). `log`
+//! goes to `tracing` from any thread.
 
 use spp_plugin_api::abi::{
     SppHost, SPP_ERR_FULL, SPP_ERR_UNKNOWN_FLOW, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR,
@@ -20,6 +23,9 @@ use crate::flow;
 /// Bytes the plugin may queue through `reply` between two points where the
 /// loop applies them; beyond it `reply` returns `SPP_ERR_FULL`.
 pub const MAX_QUEUED_REPLY_BYTES: usize = 64 << 20;
+/// `reply`/`close` calls the plugin may queue between two points where the
+/// loop applies them; beyond it they return `SPP_ERR_FULL`.
+pub const MAX_QUEUED_OPS: usize = 64 << 10;
 
 thread_local! {
     /// Set on the event-loop thread only.
@@ -66,6 +72,8 @@ struct HostCtx {
     epoch: u16,
     queue: RefCell<OpQueue>,
     queued: Cell<usize>,
+    /// Calls refused with `SPP_ERR_FULL` since the last `take_refused`.
+    refused: Cell<u64>,
 }
 
 /// The services table and its context, at stable heap addresses for as
@@ -85,6 +93,7 @@ impl HostServices {
             epoch,
             queue: RefCell::new(OpQueue::default()),
             queued: Cell::new(0),
+            refused: Cell::new(0),
         });
         let table = Box::new(SppHost {
             size: std::mem::size_of::<SppHost>() as u32,
@@ -110,6 +119,12 @@ impl HostServices {
     #[inline]
     pub fn has_ops(&self) -> bool {
         self.ctx.queued.get() != 0
+    }
+
+    /// Calls refused because the queue was full since the last call (and
+    /// resets the count).
+    pub fn take_refused(&self) -> u64 {
+        self.ctx.refused.replace(0)
     }
 
     /// Swaps the queued calls into `into` (which must be empty), leaving an
@@ -148,7 +163,9 @@ fn queue_op(ctx: &HostCtx, flow: u64, bytes: &[u8], close: bool) -> c_int {
     let Ok(mut queue) = ctx.queue.try_borrow_mut() else {
         return SPP_ERR_UNSUPPORTED;
     };
-    if queue.data.len() + bytes.len() > MAX_QUEUED_REPLY_BYTES {
+    if queue.ops.len() >= MAX_QUEUED_OPS || queue.data.len() + bytes.len() > MAX_QUEUED_REPLY_BYTES
+    {
+        ctx.refused.set(ctx.refused.get() + 1);
         return SPP_ERR_FULL;
     }
     let start = queue.data.len();
@@ -252,5 +269,27 @@ mod tests {
         assert_eq!(q.ops.len(), 2);
         assert_eq!(q.bytes(&q.ops[0]), b"hi");
         assert!(q.ops[1].close);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_refusals_are_counted() {
+        let host = HostServices::new(4);
+        // SAFETY: calling our own table's services with valid arguments.
+        let t = unsafe { &*host.table() };
+        for _ in 0..MAX_QUEUED_OPS {
+            assert_eq!(unsafe { (t.close)(t.ctx, flow(4)) }, SPP_OK);
+        }
+        assert_eq!(unsafe { (t.close)(t.ctx, flow(4)) }, SPP_ERR_FULL);
+        assert_eq!(
+            unsafe { (t.reply)(t.ctx, flow(4), b"x".as_ptr(), 1) },
+            SPP_ERR_FULL
+        );
+        assert_eq!(host.take_refused(), 2);
+        assert_eq!(host.take_refused(), 0);
+        let mut q = OpQueue::default();
+        assert!(host.take_ops(&mut q));
+        assert_eq!(q.ops.len(), MAX_QUEUED_OPS);
+        // Applied: there is room again.
+        assert_eq!(unsafe { (t.close)(t.ctx, flow(4)) }, SPP_OK);
     }
 }

@@ -28,7 +28,6 @@ mod host;
 mod requests;
 mod responses;
 mod setup;
-mod stats;
 mod tcp;
 mod token;
 mod udp;
@@ -36,12 +35,9 @@ mod udp;
 use anyhow::Context;
 use error::ProxyError;
 use event_loop::Proxy;
-use spp_ipc::launch::{Launch, ProxyLaunch};
+use spp_ipc::launch::{exit_code, Launch, ProxyLaunch, DEFAULT_LOG_LEVEL};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
-
-/// The log filter used when the spec's is not valid.
-const FALLBACK_LOG_FILTER: &str = "info";
 
 fn main() -> ExitCode {
     let launch = match Launch::from_env() {
@@ -51,27 +47,32 @@ fn main() -> ExitCode {
     };
     init_logging(&launch.log.level);
     match run(&launch) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => exit_status(exit_code::OK),
         Err(e) => {
             let code = e
                 .downcast_ref::<ProxyError>()
-                .map_or(error::EXIT_RUNTIME, ProxyError::exit_code);
+                .map_or(exit_code::FAILURE, ProxyError::exit_code);
             tracing::error!("spp-proxy ({}): {e:#}", launch.service);
-            ExitCode::from(code)
+            exit_status(code)
         }
     }
 }
 
 /// Reports an error that happened before logging was set up.
 fn fail_early(e: &ProxyError) -> ExitCode {
-    eprintln!("spp-proxy: {e}");
-    ExitCode::from(e.exit_code())
+    eprintln!("spp-proxy: {}", spp_ipc::error_chain(e));
+    exit_status(e.exit_code())
+}
+
+/// The process status for one of the `exit_code` values.
+fn exit_status(code: i32) -> ExitCode {
+    u8::try_from(code).map_or(ExitCode::FAILURE, ExitCode::from)
 }
 
 fn init_logging(level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|e| {
-        eprintln!("spp-proxy: log level {level:?} is not a valid filter ({e}); using {FALLBACK_LOG_FILTER:?}");
-        EnvFilter::new(FALLBACK_LOG_FILTER)
+        eprintln!("spp-proxy: log level {level:?} is not a valid filter ({e}); using {DEFAULT_LOG_LEVEL:?}");
+        EnvFilter::new(DEFAULT_LOG_LEVEL)
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,5 +1,5 @@
 //! Handing one framed request to a worker: `spp_route` picks the group
-//! (no hook → group 1), the dispatcher queues it to the least-loaded
+//! (no hook → `SPP_DEFAULT_GROUP`), the dispatcher queues it to the least-loaded
 //! worker, and when that is impossible the request fails through the
 //! plugin's `spp_exception` hook (no hook → the connection closes).
 //!
@@ -8,11 +8,10 @@
 
 use crate::dispatch::Refusal;
 use crate::event_loop::Proxy;
-use spp_plugin_api::abi::{SppConnInfo, SPP_EXC_NO_WORKER, SPP_EXC_QUEUE_FULL, SPP_HOOK_PANICKED};
+use spp_plugin_api::abi::{
+    SppConnInfo, SPP_DEFAULT_GROUP, SPP_EXC_NO_WORKER, SPP_EXC_QUEUE_FULL, SPP_HOOK_PANICKED,
+};
 use std::ffi::c_int;
-
-/// The group a request goes to when the plugin has no `spp_route`.
-pub const DEFAULT_GROUP: u32 = 1;
 /// Rounds of applying service calls made by hooks that ran while applying
 /// the previous round (a `close` hook replying, say) before giving up.
 const MAX_OP_ROUNDS: usize = 8;
@@ -39,7 +38,7 @@ impl Proxy {
         prefer: Option<usize>,
     ) -> Result<usize, Verdict> {
         let group = match self.plugin.route(info, req) {
-            None => DEFAULT_GROUP,
+            None => SPP_DEFAULT_GROUP,
             Some(SPP_HOOK_PANICKED) => {
                 self.clients.stats.plugin_panics += 1;
                 return Err(Verdict::Close);
@@ -137,6 +136,18 @@ impl Proxy {
             tracing::warn!("plugin keeps queueing replies from its close hook; dropping them");
             self.host.take_ops(&mut self.ops);
             self.ops.clear();
+        }
+    }
+
+    /// Logs the plugin's `reply`/`close` calls refused since the last look
+    /// because the queue was full (once per loop turn at most).
+    pub(crate) fn report_refused_ops(&mut self) {
+        let refused = self.host.take_refused();
+        if refused != 0 {
+            tracing::warn!(
+                refused,
+                "plugin queued too many reply/close calls in one hook; refused with SPP_ERR_FULL"
+            );
         }
     }
 }

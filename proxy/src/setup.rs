@@ -1,7 +1,8 @@
 //! Turning the launch spec into live resources: checks the limits and the
 //! inherited fds (open, distinct, of the kind the spec says, bound where it
-//! says), sets the sockets non-blocking, and maps the proxy region and
-//! every worker slot.
+//! says), marks every one close-on-exec (nothing a proxy plugin execs
+//! inherits a listener, region or doorbell), sets the sockets non-blocking,
+//! and maps the proxy region and every worker slot.
 
 use crate::dispatch::Dispatcher;
 use crate::error::ProxyError;
@@ -10,14 +11,11 @@ use crate::tcp::TcpListenerEntry;
 use crate::udp::UdpSock;
 use socket2::{Socket, Type};
 use spp_ipc::doorbell::Doorbell;
-use spp_ipc::launch::{ListenerFd, ProxyLaunch, ProxyLimits, Transport};
+use spp_ipc::launch::{ListenerFd, ProxyLaunch, ProxyLimits, Transport, FIRST_INHERITED_FD};
 use spp_ipc::layout::ProxyRegion;
 use spp_plugin_api::abi::SppAddr;
 use std::collections::HashSet;
-use std::os::fd::{FromRawFd, RawFd};
-
-/// The lowest fd number an inherited resource may have (0–2 are stdio).
-const FIRST_INHERITED_FD: RawFd = 3;
+use std::os::fd::FromRawFd;
 
 /// Everything the spec hands over, opened.
 pub struct Opened {
@@ -60,7 +58,8 @@ pub fn check_limits(limits: &ProxyLimits) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Checks that every inherited fd is open, not stdio, and listed once.
+/// Checks that every inherited fd is open, not stdio, and listed once, and
+/// sets its `FD_CLOEXEC` (the controller cleared it to pass it to us).
 fn check_fds(launch: &ProxyLaunch) -> Result<(), ProxyError> {
     let mut seen = HashSet::new();
     for fd in launch.inherited_fds() {
@@ -77,10 +76,21 @@ fn check_fds(launch: &ProxyLaunch) -> Result<(), ProxyError> {
             });
         }
         // SAFETY: F_GETFD only reads the flags of an fd number.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags < 0 {
             return Err(ProxyError::BadSpec {
                 field: "fds",
                 reason: format!("fd {fd} is not open: {}", std::io::Error::last_os_error()),
+            });
+        }
+        // SAFETY: F_SETFD only changes the fd flags of an fd we were given.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+            return Err(ProxyError::BadSpec {
+                field: "fds",
+                reason: format!(
+                    "fd {fd}: cannot set close-on-exec: {}",
+                    std::io::Error::last_os_error()
+                ),
             });
         }
     }

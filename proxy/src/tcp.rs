@@ -9,10 +9,13 @@
 //! more". Once `max_request_size` bytes are buffered without a complete
 //! request, or `spp_input` names a longer one, the connection is closed
 //! (`oversized`); a negative result closes it too (`frame_errors`).
+//! Framing stops as soon as a hook run inside it closed the connection or
+//! asked for it to close (an exception hook's reply overflowing the send
+//! buffer, `host->close`): no later request is framed, routed or queued.
 
 use crate::clients::CloseReason;
 use crate::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READ_LIST, PEER_EOF};
-use crate::event_loop::{wall_clock_us, Proxy};
+use crate::event_loop::Proxy;
 use crate::requests::Verdict;
 use crate::token::Source;
 use mio::net::{TcpListener, TcpStream};
@@ -46,6 +49,8 @@ enum Framed {
     Abort(CloseReason),
     /// Close once pending bytes are written; ignore further input.
     CloseAfterFlush,
+    /// A hook closed the connection already.
+    Closed,
 }
 
 impl Proxy {
@@ -140,7 +145,7 @@ impl Proxy {
     /// queueing every complete request.
     pub(crate) fn conn_readable(&mut self, slot: u32) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let recv_time_us = wall_clock_us();
+        let recv_time_us = self.wall_us;
         let mut again = true;
         for _ in 0..MAX_READS_PER_TURN {
             let Some(conn) = self.clients.conns.get_mut(slot) else {
@@ -178,7 +183,7 @@ impl Proxy {
                 Err(e) => {
                     tracing::debug!(flow = conn.info.flow, "read failed: {e}");
                     self.clients
-                        .close_conn(&self.plugin, slot, CloseReason::Broken);
+                        .close_conn(self.plugin, slot, CloseReason::Broken);
                     again = false;
                     break;
                 }
@@ -233,10 +238,10 @@ impl Proxy {
             outcome
         };
         match outcome {
-            Framed::More => {}
+            Framed::More | Framed::Closed => {}
             Framed::Abort(why) => {
                 if let Some(slot) = self.clients.conns.slot_of(info.flow) {
-                    self.clients.close_conn(&self.plugin, slot, why);
+                    self.clients.close_conn(self.plugin, slot, why);
                 }
             }
             Framed::CloseAfterFlush => {
@@ -293,6 +298,12 @@ impl Proxy {
                 }
                 Err(Verdict::Keep) => {}
                 Err(Verdict::Close) => break Framed::CloseAfterFlush,
+            }
+            // A hook may have closed the connection (or asked to) meanwhile.
+            match self.clients.conns.lookup_mut(info.flow) {
+                None => break Framed::Closed,
+                Some(conn) if conn.has(CLOSE_AFTER_FLUSH) => break Framed::CloseAfterFlush,
+                Some(_) => {}
             }
         };
         if queued != 0 {

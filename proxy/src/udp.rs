@@ -43,7 +43,7 @@ impl Proxy {
     /// per-turn share is used; then it is listed for the next turn).
     pub(crate) fn udp_readable(&mut self, k: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let recv_time_us = crate::event_loop::wall_clock_us();
+        let recv_time_us = self.wall_us;
         let mut drained = false;
         for _ in 0..MAX_DATAGRAMS_PER_TURN {
             let Some(sock) = self.clients.udp_socks.get(k) else {

@@ -9,6 +9,7 @@ use harness::*;
 use std::io::Write;
 use std::net::UdpSocket;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 fn started() -> (Rig, FakeWorker) {
     let mut rig = Rig::new(1);
@@ -35,6 +36,28 @@ fn host_close_from_the_exception_hook_closes_the_connection() {
     assert_eq!(round_trip(&mut c, b"first"), Some(b"first".to_vec()));
     c.write_all(&frame(b"Close me")).unwrap();
     assert!(is_closed(&mut c));
+}
+
+#[test]
+fn requests_behind_a_host_close_in_the_same_read_are_not_framed() {
+    let (rig, worker) = started();
+    let mut c = connect(rig.tcp_addr);
+    let mut batch = frame(b"Close me");
+    batch.extend(frame(b"normal, but after the close"));
+    batch.extend(frame(b"Nowhere"));
+    c.write_all(&batch).unwrap();
+    assert!(is_closed(&mut c));
+    // Everything the proxy did for `c` is counted by the time another
+    // client's request has made a round trip.
+    let mut other = connect(rig.tcp_addr);
+    assert_eq!(
+        round_trip(&mut other, b"barrier"),
+        Some(b"barrier".to_vec())
+    );
+    wait_for("stats published", || rig.in_flight() == 0);
+    assert_eq!(rig.stats().requests.load(Ordering::Relaxed), 2);
+    assert_eq!(rig.stats().no_worker.load(Ordering::Relaxed), 1);
+    assert_eq!(worker.ctl.skipped(), 0);
 }
 
 #[test]
@@ -80,6 +103,43 @@ fn a_frame_error_closes_the_connection_and_hooks_are_logged() {
     assert!(log.contains("hooks plugin init role=1 conf=hello"), "{log}");
     assert!(log.contains("hooks close proto=0 leftover=8"), "{log}");
     assert!(log.contains("hooks plugin fini"), "{log}");
+}
+
+#[test]
+fn a_drain_that_times_out_closes_what_is_left_calls_fini_and_exits_zero() {
+    let mut rig = Rig::new(1);
+    let worker = FakeWorker::start(&rig, 0, std::process::id(), true);
+    let mut l = limits();
+    // The drain deadline, not the idle timeout, bounds the drain.
+    l.drain_timeout_ms = 200;
+    l.idle_timeout_ms = 10 * DEADLINE.as_millis() as u64;
+    rig.start_proxy_with(l, hooks_plugin(), "");
+    let mut c = connect(rig.tcp_addr);
+    c.write_all(&frame(b"never answered")).unwrap();
+    wait_for("request in flight", || rig.in_flight() == 1);
+    let sent = Instant::now();
+    rig.signal(libc::SIGTERM);
+    let status = rig.wait_exit();
+    assert!(status.success(), "proxy exited with {status}");
+    assert!(sent.elapsed() < DEADLINE);
+    assert!(is_closed(&mut c), "the held client was left open");
+    let log = rig.log_text();
+    assert!(log.contains("drain timed out"), "{log}");
+    assert!(log.contains("hooks close proto=0 leftover=0"), "{log}");
+    assert!(log.contains("hooks plugin fini"), "{log}");
+    drop(worker);
+}
+
+#[test]
+fn a_plugin_thread_running_at_exit_does_not_crash_the_proxy() {
+    for _ in 0..3 {
+        let mut rig = Rig::new(1);
+        rig.start_proxy_with(limits(), hooks_plugin(), "thread");
+        rig.signal(libc::SIGTERM);
+        let status = rig.wait_exit();
+        assert!(status.success(), "proxy exited with {status}");
+        assert!(rig.log_text().contains("hooks plugin fini"));
+    }
 }
 
 #[test]

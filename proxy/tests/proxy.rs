@@ -204,10 +204,35 @@ fn a_dead_workers_in_flight_requests_fail_at_once_and_a_new_worker_is_adopted() 
         rig.stats().no_worker.load(Ordering::Relaxed) >= 1
     });
 
-    // A replacement worker (new generation) is adopted and served.
-    let _replacement = FakeWorker::start(&rig, 0, std::process::id(), false);
+    // A replacement worker (new generation) is adopted and served; the
+    // requests it gets are stamped with its generation.
+    let replacement = FakeWorker::start(&rig, 0, std::process::id(), false);
     let mut fresh = connect(rig.tcp_addr);
     assert_eq!(round_trip(&mut fresh, b"back"), Some(b"back".to_vec()));
+    assert_eq!(replacement.ctl.skipped(), 0);
+}
+
+/// The `FD_CLOEXEC` bit of `fd` in process `pid`, from `/proc`.
+fn close_on_exec(pid: u32, fd: i32) -> bool {
+    /// `O_CLOEXEC` as `/proc/<pid>/fdinfo` shows it (octal flags).
+    const O_CLOEXEC_FLAG: u32 = 0o2_000_000;
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .unwrap();
+    flags & O_CLOEXEC_FLAG != 0
+}
+
+#[test]
+fn every_inherited_fd_is_close_on_exec_in_the_proxy() {
+    let (rig, _workers) = started(2, limits());
+    let pid = rig.child.as_ref().unwrap().id();
+    assert!(!rig.fds.is_empty());
+    for &fd in &rig.fds {
+        assert!(close_on_exec(pid, fd), "fd {fd} would leak into an exec");
+    }
 }
 
 #[test]

@@ -9,13 +9,10 @@
 
 use crate::error::WorkerError;
 use spp_ipc::doorbell::Doorbell;
-use spp_ipc::launch::WorkerLaunch;
+use spp_ipc::launch::{WorkerLaunch, FIRST_INHERITED_FD};
 use spp_ipc::layout::{PairHeader, PairRegion, ProxyHeader, ProxyRegion};
 use spp_ipc::IpcError;
 use std::os::fd::RawFd;
-
-/// Inherited fds below this are stdin, stdout and stderr, never ours.
-const FIRST_INHERITED_FD: RawFd = libc::STDERR_FILENO + 1;
 
 /// Everything a worker shares with the proxy, mapped for the process's life.
 pub struct Shared {
@@ -75,10 +72,10 @@ pub fn attach(launch: &WorkerLaunch) -> Result<&'static Shared, WorkerError> {
     // three, and the controller handed it to this process alone; the region
     // takes ownership.
     let pair = unsafe { PairRegion::open(launch.pair.region_fd, launch.pair_layout) }.map_err(
-        |source| WorkerError::Attach {
+        |cause| WorkerError::Attach {
             what: "pair region",
             fd: launch.pair.region_fd,
-            source,
+            cause,
         },
     )?;
     let header = pair.header();
@@ -91,11 +88,11 @@ pub fn attach(launch: &WorkerLaunch) -> Result<&'static Shared, WorkerError> {
         });
     }
     // SAFETY: as above, for the proxy region fd.
-    let proxy = unsafe { ProxyRegion::open(launch.proxy_region_fd) }.map_err(|source| {
+    let proxy = unsafe { ProxyRegion::open(launch.proxy_region_fd) }.map_err(|cause| {
         WorkerError::Attach {
             what: "proxy region",
             fd: launch.proxy_region_fd,
-            source,
+            cause,
         }
     })?;
     // SAFETY: both fds are open, distinct and ours (checked above); the
@@ -125,7 +122,7 @@ fn check_open_and_keep_private(what: &'static str, fd: RawFd) -> Result<(), Work
         return Err(WorkerError::Attach {
             what,
             fd,
-            source: IpcError::last_os("fcntl on inherited fd"),
+            cause: IpcError::last_os("fcntl on inherited fd"),
         });
     }
     Ok(())

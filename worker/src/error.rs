@@ -1,26 +1,24 @@
 //! [`WorkerError`]: everything that stops a worker, and the exit status each
 //! one maps to (the controller shows it in `spp status`).
+//!
+//! An underlying error is shown in exactly one place: in the variant's
+//! message (its field is not marked as the `source`), or, for the wrappers
+//! that are nothing but their inner error, `transparent`. So a log line of
+//! the message, or of the whole source chain, names each cause once.
 
+use spp_ipc::launch::exit_code;
 use spp_ipc::IpcError;
 use spp_plugin_api::host::LoadError;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
-
-/// Exit status of a worker that failed while serving (corrupt ring, signal
-/// set-up).
-pub const EXIT_RUNTIME: u8 = 1;
-/// Exit status for a bad launch spec or a plugin that cannot be loaded.
-pub const EXIT_LAUNCH: u8 = 2;
-/// Exit status when the plugin's `spp_init` returned non-zero.
-pub const EXIT_INIT: u8 = 3;
 
 /// Why a worker stopped. Messages carry their context (file, fd, code), so
 /// one log line says what went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// `SPP_LAUNCH` is missing or malformed.
-    #[error("{0}")]
-    Launch(#[source] IpcError),
+    #[error(transparent)]
+    Launch(IpcError),
     /// The launch spec is for another role.
     #[error("launch spec: role is `{role}`, but this is spp-worker")]
     WrongRole {
@@ -34,19 +32,18 @@ pub enum WorkerError {
         reason: String,
     },
     /// An inherited region or doorbell cannot be used.
-    #[error("launch spec: cannot use the {what} (fd {fd}): {source}")]
+    #[error("launch spec: cannot use the {what} (fd {fd}): {cause}")]
     Attach {
         /// Which fd.
         what: &'static str,
         /// Its number.
         fd: RawFd,
         /// The underlying failure.
-        #[source]
-        source: IpcError,
+        cause: IpcError,
     },
     /// The plugin cannot be loaded (names the file; for an ABI mismatch,
     /// both versions).
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] LoadError),
     /// `plugin_conf` cannot be passed to C.
     #[error("plugin {path}: plugin_conf contains a NUL byte")]
@@ -63,24 +60,22 @@ pub enum WorkerError {
         code: i32,
     },
     /// A signal handler could not be installed.
-    #[error("cannot install the {signal} handler: {source}")]
+    #[error("cannot install the {signal} handler: {cause}")]
     Signal {
         /// The signal's name.
         signal: &'static str,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The request ring holds something that cannot be a valid record.
-    #[error("request ring of group {group} worker {index}: {source}")]
+    #[error("request ring of group {group} worker {index}: {cause}")]
     Ring {
         /// The worker's group.
         group: u32,
         /// The worker's index.
         index: u32,
         /// What is wrong.
-        #[source]
-        source: IpcError,
+        cause: IpcError,
     },
     /// The `spp_host` services were installed a second time (a bug: they
     /// mark the main thread and exist once per process).
@@ -99,20 +94,43 @@ pub enum WorkerError {
 }
 
 impl WorkerError {
-    /// The process exit status for this error.
-    pub fn exit_code(&self) -> u8 {
+    /// The process exit status for this error (one of
+    /// [`spp_ipc::launch::exit_code`]).
+    pub fn exit_code(&self) -> i32 {
         match self {
             WorkerError::Launch(_)
             | WorkerError::WrongRole { .. }
             | WorkerError::BadSpec { .. }
             | WorkerError::Attach { .. }
             | WorkerError::Load(_)
-            | WorkerError::Conf { .. } => EXIT_LAUNCH,
-            WorkerError::Init { .. } => EXIT_INIT,
+            | WorkerError::Conf { .. } => exit_code::SETUP,
+            WorkerError::Init { .. } => exit_code::PLUGIN_INIT,
             WorkerError::Signal { .. }
             | WorkerError::Ring { .. }
             | WorkerError::BadRecord { .. }
-            | WorkerError::HostInstalledTwice => EXIT_RUNTIME,
+            | WorkerError::HostInstalledTwice => exit_code::FAILURE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use spp_ipc::error_chain as chain;
+
+    #[test]
+    fn a_cause_is_shown_once_in_a_chain() {
+        let err = WorkerError::Signal {
+            signal: "SIGTERM",
+            cause: std::io::Error::other("no handler slots"),
+        };
+        assert_eq!(
+            chain(&err),
+            "cannot install the SIGTERM handler: no handler slots"
+        );
+        let err = WorkerError::Launch(IpcError::Launch("SPP_LAUNCH is not set".into()));
+        assert_eq!(chain(&err), "launch spec: SPP_LAUNCH is not set");
+        assert_eq!(err.exit_code(), exit_code::SETUP);
     }
 }

@@ -9,13 +9,16 @@
 //!   the response ring through the [`Responder`].
 //! * On any other thread (a deferred reply) it is copied into a bounded
 //!   channel, and the worker's own doorbell is rung if the main loop sleeps;
-//!   the main loop forwards the channel into the ring every turn. A full
-//!   channel answers `SPP_ERR_FULL`.
+//!   the main loop forwards the channel into the ring every turn. The
+//!   channel is bounded by count ([`DEFERRED_CAPACITY`]) and its replies by
+//!   bytes ([`DEFERRED_BYTE_BUDGET`]); over either a reply answers
+//!   `SPP_ERR_FULL`. The copies go into pooled buffers, so a steady stream of
+//!   deferred replies allocates nothing once the pool is warm.
 
 use crate::attach::Shared;
 use crate::respond::Responder;
-use crate::stats::bump;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam::queue::ArrayQueue;
 use spp_ipc::doorbell::wake_if_sleeping;
 use spp_plugin_api::abi::{
     SppHost, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR,
@@ -23,10 +26,18 @@ use spp_plugin_api::abi::{
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Deferred replies (from plugin threads) waiting for the main loop at most.
 pub const DEFERRED_CAPACITY: usize = 4096;
+/// Reply bytes waiting in the deferred channel at most (over all replies).
+pub const DEFERRED_BYTE_BUDGET: usize = 64 << 20;
+/// Reply buffers kept for reuse at most.
+const POOL_BUFFERS: usize = 256;
+/// A buffer with more capacity than this is freed after use rather than
+/// pooled, so the pool holds at most `POOL_BUFFERS * POOLED_BUFFER_MAX`
+/// bytes (16 MiB) while idle.
+const POOLED_BUFFER_MAX: usize = 64 << 10;
 
 thread_local! {
     /// Set on the thread that installed the services: the worker's main
@@ -69,9 +80,16 @@ struct HostCtx {
     responder: MainThreadOnly<RefCell<Responder>>,
     deferred_tx: Sender<Deferred>,
     deferred_rx: Receiver<Deferred>,
-    /// Deferred replies refused (channel full or too large), counted by
-    /// plugin threads and folded into `replies_dropped` by the main thread.
+    /// Deferred replies refused (channel full, over budget or too large),
+    /// counted by plugin threads and folded into `replies_dropped` by the
+    /// main thread.
     deferred_dropped: AtomicU64,
+    /// Bytes of the replies in the deferred channel.
+    deferred_bytes: AtomicUsize,
+    /// The most `deferred_bytes` may reach ([`DEFERRED_BYTE_BUDGET`]).
+    byte_budget: usize,
+    /// Emptied reply buffers, for plugin threads to fill again.
+    pool: ArrayQueue<Vec<u8>>,
     max_reply: usize,
     shared: &'static Shared,
 }
@@ -97,6 +115,23 @@ impl HostServices {
             return None;
         }
         ON_MAIN_THREAD.with(|main| main.set(true));
+        Some(Self::build(
+            shared,
+            responder,
+            group,
+            worker_index,
+            DEFERRED_BYTE_BUDGET,
+        ))
+    }
+
+    /// Builds and leaks the table and its context.
+    fn build(
+        shared: &'static Shared,
+        responder: Responder,
+        group: u32,
+        worker_index: u32,
+        byte_budget: usize,
+    ) -> Self {
         let (deferred_tx, deferred_rx) = bounded(DEFERRED_CAPACITY);
         let ctx: &'static HostCtx = Box::leak(Box::new(HostCtx {
             max_reply: responder.max_reply(),
@@ -104,6 +139,9 @@ impl HostServices {
             deferred_tx,
             deferred_rx,
             deferred_dropped: AtomicU64::new(0),
+            deferred_bytes: AtomicUsize::new(0),
+            byte_budget,
+            pool: ArrayQueue::new(POOL_BUFFERS),
             shared,
         }));
         let table: &'static SppHost = Box::leak(Box::new(SppHost {
@@ -118,7 +156,7 @@ impl HostServices {
             close: host_close,
             log: host_log,
         }));
-        Some(HostServices { ctx, table })
+        HostServices { ctx, table }
     }
 
     /// The table to pass to `spp_init`; valid for the process's life.
@@ -142,15 +180,21 @@ impl HostServices {
     /// Moves up to `limit` deferred replies into the response ring (main
     /// thread). Returns how many it moved.
     pub fn forward_deferred(&self, limit: usize) -> usize {
-        let rx = &self.ctx.deferred_rx;
+        let ctx = self.ctx;
         self.with_responder(|responder| {
             let mut moved = 0;
             while moved < limit {
-                let Ok(item) = rx.try_recv() else { break };
+                let Ok(item) = ctx.deferred_rx.try_recv() else {
+                    break;
+                };
                 // The plugin was told SPP_OK when the reply was queued; a
                 // drop now is counted in `replies_dropped` by the responder.
                 let _ = match item {
-                    Deferred::Reply { flow, bytes } => responder.reply(flow, &bytes),
+                    Deferred::Reply { flow, bytes } => {
+                        let rc = responder.reply(flow, &bytes);
+                        ctx.recycle(bytes);
+                        rc
+                    }
                     Deferred::Close { flow } => responder.close(flow),
                 };
                 moved += 1;
@@ -160,17 +204,16 @@ impl HostServices {
         .unwrap_or(0)
     }
 
-    /// Publishes the response ring (and `completed_seq`), waking the proxy
-    /// if it sleeps, and folds plugin threads' refusals into the counters.
+    /// Folds plugin threads' refusals into the counters, then publishes the
+    /// response ring (and `completed_seq`), waking the proxy if it sleeps.
     pub fn publish(&self) {
-        self.with_responder(Responder::publish);
         let dropped = &self.ctx.deferred_dropped;
-        if dropped.load(Ordering::Relaxed) != 0 {
-            bump(
-                &self.ctx.shared.pair_header().stats.replies_dropped,
-                dropped.swap(0, Ordering::Relaxed),
-            );
-        }
+        self.with_responder(|responder| {
+            if dropped.load(Ordering::Relaxed) != 0 {
+                responder.tally().replies_dropped += dropped.swap(0, Ordering::Relaxed);
+            }
+            responder.publish();
+        });
     }
 }
 
@@ -182,14 +225,41 @@ impl HostCtx {
                 Err(_) => SPP_ERR_UNSUPPORTED,
             };
         }
-        if data.len() > self.max_reply {
+        if data.len() > self.max_reply || data.len() > self.byte_budget {
             self.deferred_dropped.fetch_add(1, Ordering::Relaxed);
             return SPP_ERR_TOO_LARGE;
         }
-        self.defer(Deferred::Reply {
-            flow,
-            bytes: data.to_vec(),
-        })
+        if !self.reserve(data.len()) {
+            self.deferred_dropped.fetch_add(1, Ordering::Relaxed);
+            return SPP_ERR_FULL;
+        }
+        let mut bytes = self.pool.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(data);
+        self.defer(Deferred::Reply { flow, bytes })
+    }
+
+    /// Takes `len` bytes of the deferred budget; `false` if that would go
+    /// over it.
+    fn reserve(&self, len: usize) -> bool {
+        self.deferred_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| {
+                queued
+                    .checked_add(len)
+                    .filter(|&total| total <= self.byte_budget)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a deferred reply's bytes and budget once it left the
+    /// channel.
+    fn recycle(&self, bytes: Vec<u8>) {
+        self.deferred_bytes
+            .fetch_sub(bytes.len(), Ordering::Relaxed);
+        if bytes.capacity() <= POOLED_BUFFER_MAX {
+            // A full pool just frees the buffer.
+            let _ = self.pool.push(bytes);
+        }
     }
 
     fn close(&self, flow: u64) -> c_int {
@@ -213,7 +283,10 @@ impl HostCtx {
                 );
                 SPP_OK
             }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Full(item)) | Err(TrySendError::Disconnected(item)) => {
+                if let Deferred::Reply { bytes, .. } = item {
+                    self.recycle(bytes);
+                }
                 self.deferred_dropped.fetch_add(1, Ordering::Relaxed);
                 SPP_ERR_FULL
             }
@@ -264,5 +337,58 @@ unsafe extern "C" fn host_log(_ctx: *mut c_void, level: c_int, text: *const c_ch
         SPP_LOG_INFO => tracing::info!(target: "plugin", "{text}"),
         SPP_LOG_DEBUG => tracing::debug!(target: "plugin", "{text}"),
         _ => tracing::trace!(target: "plugin", level, "{text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::respond::tests::{drain, setup};
+    use spp_ipc::record::{KIND_CLOSE, KIND_RESPONSE};
+
+    /// Marks (or unmarks) the test's thread as the worker's main thread.
+    fn as_main_thread(main: bool) {
+        ON_MAIN_THREAD.with(|m| m.set(main));
+    }
+
+    #[test]
+    fn deferred_replies_are_bounded_by_bytes_and_reuse_buffers() {
+        const BUDGET: usize = 100;
+        let (shared, responder, mut consumer) = setup();
+        let host = HostServices::build(shared, responder, 1, 0, BUDGET);
+        let ctx = host.ctx;
+        // Off the main thread every reply is deferred.
+        as_main_thread(false);
+        assert_eq!(ctx.reply(1, &[1; 60]), SPP_OK);
+        assert_eq!(ctx.reply(2, &[2; 60]), SPP_ERR_FULL, "over the budget");
+        assert_eq!(ctx.reply(3, &[3; 40]), SPP_OK, "exactly the budget");
+        assert_eq!(ctx.reply(4, &[4; BUDGET + 1]), SPP_ERR_TOO_LARGE);
+        assert_eq!(ctx.close(5), SPP_OK, "a close takes no bytes");
+        assert_eq!(ctx.deferred_bytes.load(Ordering::Relaxed), BUDGET);
+
+        as_main_thread(true);
+        assert_eq!(host.forward_deferred(usize::MAX), 3);
+        host.publish();
+        as_main_thread(false);
+        let got: Vec<_> = drain(&mut consumer)
+            .into_iter()
+            .map(|(kind, flow, bytes)| (kind, flow, bytes.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (KIND_RESPONSE, 1, 60),
+                (KIND_RESPONSE, 3, 40),
+                (KIND_CLOSE, 5, 0)
+            ]
+        );
+        let stats = &shared.pair_header().stats;
+        assert_eq!(stats.replies_dropped.load(Ordering::Relaxed), 2);
+
+        // The budget is free again, and the buffers went back to the pool.
+        assert_eq!(ctx.deferred_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(ctx.pool.len(), 2);
+        assert_eq!(ctx.reply(6, &[6; BUDGET]), SPP_OK);
+        assert_eq!(ctx.pool.len(), 1, "a pooled buffer was reused");
     }
 }

@@ -8,9 +8,10 @@
 //! `spp_host` table, call `spp_init`, state `Ready`, then serve the ring
 //! ([`serve`]) until SIGTERM drains it.
 //!
-//! Exit status: 0 after a drain; 2 bad launch spec or plugin that cannot be
-//! loaded (the message names the file); 3 `spp_init` returned non-zero (the
-//! code is logged); 1 a corrupt request ring or another runtime failure.
+//! Exit status ([`spp_ipc::launch::exit_code`]): 0 after a drain; 2 bad
+//! launch spec or plugin that cannot be loaded (the message names the file);
+//! 3 `spp_init` returned non-zero (the code is logged); 1 a corrupt request
+//! ring or another runtime failure.
 //! Logs go to stderr (the controller sends them to the log dir).
 
 mod attach;
@@ -20,12 +21,13 @@ mod respond;
 mod serve;
 mod signals;
 mod stats;
+mod throttle;
 
 use crate::error::WorkerError;
 use crate::host::HostServices;
 use crate::respond::Responder;
 use crate::serve::Server;
-use spp_ipc::launch::{Launch, WorkerLaunch};
+use spp_ipc::launch::{Launch, WorkerLaunch, DEFAULT_LOG_LEVEL};
 use spp_ipc::layout::WorkerState;
 use spp_plugin_api::host::{PluginLibrary, Role};
 use std::ffi::CString;
@@ -33,10 +35,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use tracing_subscriber::EnvFilter;
-
-/// Log filter used until the launch spec names one, or when its filter is
-/// invalid.
-const DEFAULT_LOG_LEVEL: &str = "info";
 
 fn main() -> ExitCode {
     let launch = Launch::from_env();
@@ -54,8 +52,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err}");
-            ExitCode::from(err.exit_code())
+            tracing::error!("{}", spp_ipc::error_chain(&err));
+            u8::try_from(err.exit_code()).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }
@@ -87,15 +85,20 @@ fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
     header
         .worker_pid
         .store(std::process::id(), Ordering::Release);
-    header.worker_generation.fetch_add(1, Ordering::AcqRel);
+    // The proxy stamps each request with the tag of the generation it
+    // adopted; requests stamped for another one are skipped (see `serve`).
+    let generation = header
+        .worker_generation
+        .fetch_add(1, Ordering::AcqRel)
+        .wrapping_add(1);
     header
         .worker_state
         .store(WorkerState::Starting as u32, Ordering::Release);
 
-    let ring_error = |what, source| WorkerError::Attach {
+    let ring_error = |what, cause| WorkerError::Attach {
         what,
         fd: spec.pair.region_fd,
-        source,
+        cause,
     };
     // SAFETY: the controller runs one worker per slot, so this is the only
     // request consumer and response producer; `shared` is leaked, so the
@@ -143,7 +146,7 @@ fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
         .store(WorkerState::Ready as u32, Ordering::Release);
     tracing::info!(plugin = %spec.plugin.display(), pid = std::process::id(), "ready");
 
-    Server::new(&spec, shared, host, plugin, requests, stop).run()?;
+    Server::new(&spec, generation, shared, host, plugin, requests, stop).run()?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,12 +1,13 @@
 //! [`Responder`]: the worker's end of the response ring, used only on the
 //! main thread. It pushes `KIND_RESPONSE` / `KIND_CLOSE` records, publishes
-//! them in batches together with `completed_seq`, wakes the proxy only when
-//! it sleeps, and decides what happens when the ring is full: publish, wake
-//! the proxy, wait a bounded time for room, then drop the reply and count it.
+//! them in batches together with `completed_seq` and the batch's counters
+//! (a [`WorkerTally`]), wakes the proxy only when it sleeps, and decides what
+//! happens when the ring is full: publish, wake the proxy, wait a bounded
+//! time for room, then drop the reply and count it.
 
 use crate::attach::Shared;
-use crate::stats::bump;
 use spp_ipc::doorbell::wake_if_sleeping;
+use spp_ipc::layout::WorkerTally;
 use spp_ipc::record::{meta_bytes, ResponseMeta, KIND_CLOSE, KIND_RESPONSE, RESPONSE_META_SIZE};
 use spp_ipc::ring::{Producer, PushError};
 use spp_plugin_api::abi::{SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_OK};
@@ -37,6 +38,9 @@ pub struct Responder {
     done_seq: u64,
     /// The `done_seq` last written to `completed_seq`.
     stored_seq: u64,
+    /// Counters since the last publish (everything but `requests`, which
+    /// the serve loop bumps live).
+    tally: WorkerTally,
 }
 
 impl Responder {
@@ -50,7 +54,13 @@ impl Responder {
             stalled: false,
             done_seq: stored_seq,
             stored_seq,
+            tally: WorkerTally::default(),
         }
+    }
+
+    /// The counters written to shared memory at the next publish.
+    pub fn tally(&mut self) -> &mut WorkerTally {
+        &mut self.tally
     }
 
     /// The largest reply the ring can ever carry.
@@ -78,19 +88,25 @@ impl Responder {
         self.done_seq = seq;
     }
 
-    /// Makes every queued record visible, then `completed_seq`, and wakes
-    /// the proxy if it sleeps. Returns whether records were published.
+    /// Writes the counters, makes every queued record visible, then
+    /// `completed_seq`, and wakes the proxy if it sleeps and either moved
+    /// (a request may complete without a reply, and the proxy still waits
+    /// for it). Returns whether records were published.
     pub fn publish(&mut self) -> bool {
+        let header = self.shared.pair_header();
+        // Before the ring's Release store: a proxy that sees the replies
+        // sees the counters that go with them.
+        self.tally.flush(&header.stats);
         let published = self.producer.publish();
         self.unpublished = 0;
-        let header = self.shared.pair_header();
-        if self.done_seq != self.stored_seq {
+        let completed = self.done_seq != self.stored_seq;
+        if completed {
             // After the ring's Release store: a proxy that sees this seq also
             // sees every reply made before it.
             header.completed_seq.store(self.done_seq, Ordering::Release);
             self.stored_seq = self.done_seq;
         }
-        if published {
+        if published || completed {
             wake_if_sleeping(
                 &self.shared.proxy_header().proxy_sleeping,
                 &self.shared.proxy_bell,
@@ -100,7 +116,6 @@ impl Responder {
     }
 
     fn push(&mut self, kind: u16, flow: u64, data: &[u8]) -> c_int {
-        let stats = &self.shared.pair_header().stats;
         let mut result = self.try_push(kind, flow, data);
         if result == Err(PushError::Full) && !self.stalled {
             result = self.wait_for_room(kind, flow, data);
@@ -109,8 +124,8 @@ impl Responder {
         match result {
             Ok(()) => {
                 self.stalled = false;
-                bump(&stats.replies, 1);
-                bump(&stats.reply_bytes, data.len() as u64);
+                self.tally.replies += 1;
+                self.tally.reply_bytes += data.len() as u64;
                 self.unpublished += 1;
                 if self.unpublished >= PUBLISH_EVERY {
                     self.publish();
@@ -118,7 +133,7 @@ impl Responder {
                 SPP_OK
             }
             Err(err) => {
-                bump(&stats.replies_dropped, 1);
+                self.tally.replies_dropped += 1;
                 match err {
                     PushError::Full => SPP_ERR_FULL,
                     PushError::TooLarge => SPP_ERR_TOO_LARGE,
@@ -163,14 +178,15 @@ impl Responder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use spp_ipc::doorbell::Doorbell;
     use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion};
     use spp_ipc::record::split_response;
     use spp_ipc::ring::{Consumer, MIN_CAPACITY};
 
-    fn setup() -> (&'static Shared, Responder, Consumer) {
+    /// A responder on a fresh pair, and the proxy's end of its ring.
+    pub(crate) fn setup() -> (&'static Shared, Responder, Consumer) {
         let layout = PairLayout {
             request_capacity: MIN_CAPACITY,
             response_capacity: MIN_CAPACITY,
@@ -191,7 +207,8 @@ mod tests {
         (shared, Responder::new(producer, shared), consumer)
     }
 
-    fn drain(consumer: &mut Consumer) -> Vec<(u16, u64, Vec<u8>)> {
+    /// Every published record: (kind, flow, bytes).
+    pub(crate) fn drain(consumer: &mut Consumer) -> Vec<(u16, u64, Vec<u8>)> {
         let mut out = Vec::new();
         while let Some(rec) = consumer.peek().unwrap() {
             let (meta, bytes) = split_response(rec.data).unwrap();
@@ -235,6 +252,41 @@ mod tests {
     }
 
     #[test]
+    fn a_completion_without_a_reply_wakes_a_sleeping_proxy() {
+        let (shared, mut r, mut c) = setup();
+        let proxy = shared.proxy_header();
+        proxy.proxy_sleeping.store(1, Ordering::SeqCst);
+        assert!(!r.publish(), "nothing to publish");
+        assert_eq!(proxy.proxy_sleeping.load(Ordering::SeqCst), 1, "no wake");
+        r.complete(7);
+        assert!(!r.publish(), "still no records");
+        assert_eq!(
+            shared.pair_header().completed_seq.load(Ordering::Acquire),
+            7
+        );
+        assert_eq!(proxy.proxy_sleeping.load(Ordering::SeqCst), 0, "woken");
+        assert!(shared.proxy_bell.wait(Duration::ZERO), "rang");
+        assert!(drain(&mut c).is_empty());
+        // Nothing new: no second wake.
+        proxy.proxy_sleeping.store(1, Ordering::SeqCst);
+        r.publish();
+        assert_eq!(proxy.proxy_sleeping.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn counters_reach_shared_memory_at_publish() {
+        let (shared, mut r, _c) = setup();
+        let stats = &shared.pair_header().stats;
+        assert_eq!(r.reply(1, b"abc"), SPP_OK);
+        r.tally().process_errors += 1;
+        assert_eq!(stats.replies.load(Ordering::Relaxed), 0, "not yet");
+        r.publish();
+        assert_eq!(stats.replies.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.reply_bytes.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.process_errors.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn many_replies_publish_on_their_own() {
         let (_shared, mut r, mut c) = setup();
         for flow in 0..PUBLISH_EVERY as u64 {
@@ -255,6 +307,7 @@ mod tests {
         // after drops at once (stalled).
         assert_eq!(r.reply(4, &big), SPP_ERR_FULL);
         assert_eq!(r.reply(5, &big), SPP_ERR_FULL);
+        r.publish();
         assert_eq!(
             shared
                 .pair_header()

@@ -4,18 +4,26 @@
 //! for the whole batch. With nothing to do: spin `spin_us`, announce sleep,
 //! look once more, and block on the doorbell for at most a heartbeat.
 //!
-//! A stop signal switches the slot to `Draining`: the requests already in
-//! the ring are served, replies flushed, `spp_fini` called, and the loop
-//! returns.
+//! Each request record carries, in its header flags, the
+//! [`generation_tag`] of the worker the proxy meant it for. One stamped for
+//! another generation was pushed before the proxy adopted this worker (its
+//! predecessor's, already failed by the proxy): it is skipped unserved, but
+//! still completed, so `completed_seq` keeps pace with `pushed_seq`.
+//!
+//! A stop signal switches the slot to `Draining`. The proxy only notices at
+//! its next scan and may push until then, so the loop goes on serving until
+//! the ring has stayed empty, and `pushed_seq` unchanged, for
+//! [`DRAIN_SETTLE`] (at most [`DRAIN_MAX`] in all); then replies are flushed,
+//! `spp_fini` called, and the loop returns.
 
 use crate::attach::Shared;
 use crate::error::WorkerError;
 use crate::host::{HostServices, DEFERRED_CAPACITY};
-use crate::stats::BatchTally;
+use crate::throttle::LogThrottle;
 use spp_ipc::doorbell::SleepFlag;
 use spp_ipc::launch::WorkerLaunch;
 use spp_ipc::layout::WorkerState;
-use spp_ipc::record::{monotonic_ns, split_request, KIND_REQUEST};
+use spp_ipc::record::{generation_tag, monotonic_ns, split_request, KIND_REQUEST, NS_PER_MS};
 use spp_ipc::ring::Consumer;
 use spp_plugin_api::abi::SPP_HOOK_PANICKED;
 use spp_plugin_api::host::PluginLibrary;
@@ -33,14 +41,29 @@ const SPIN_CLOCK_EVERY: u32 = 64;
 /// Forwarding rounds after `spp_fini` at most: enough to empty a full
 /// deferred-reply channel once.
 const FINAL_FLUSH_ROUNDS: usize = DEFERRED_CAPACITY.div_ceil(BATCH_MAX);
-/// Nanoseconds per millisecond, for `heartbeat_ms`.
-const NS_PER_MS: u64 = 1_000_000;
+/// How long a draining worker waits with an empty request ring and an
+/// unchanged `pushed_seq` before it stops: the proxy sees `Draining` only at
+/// its next scan of the slots (up to 50 ms later) and may push until then.
+pub const DRAIN_SETTLE: Duration = Duration::from_millis(200);
+/// The longest a drain takes; requests still queued then are left to the
+/// proxy, which fails them when the worker exits.
+pub const DRAIN_MAX: Duration = Duration::from_secs(3);
 
 /// What one loop turn did.
 #[derive(Clone, Copy, Debug, Default)]
 struct Turn {
-    requests: usize,
+    /// Request-ring records consumed (served or skipped).
+    records: usize,
+    /// Deferred replies forwarded.
     deferred: usize,
+}
+
+/// The throttled warnings of the serve loop.
+#[derive(Debug, Default)]
+struct Warnings {
+    panicked: LogThrottle,
+    stale: LogThrottle,
+    unknown: LogThrottle,
 }
 
 /// The worker's serving state.
@@ -53,13 +76,17 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     group: u32,
     index: u32,
-    tally: BatchTally,
+    /// The [`generation_tag`] of this worker's generation.
+    tag: u16,
+    warnings: Warnings,
 }
 
 impl Server {
-    /// A server for the worker `spec` describes, on its attached rings.
+    /// A server for the worker `spec` describes, of `generation` (its
+    /// `worker_generation`), on its attached rings.
     pub fn new(
         spec: &WorkerLaunch,
+        generation: u64,
         shared: &'static Shared,
         host: HostServices,
         plugin: &'static PluginLibrary,
@@ -75,7 +102,8 @@ impl Server {
             stop,
             group: spec.group,
             index: spec.index,
-            tally: BatchTally::default(),
+            tag: generation_tag(generation),
+            warnings: Warnings::default(),
         }
     }
 
@@ -87,7 +115,7 @@ impl Server {
             if self.stop.load(Ordering::Relaxed) {
                 return self.drain();
             }
-            if turn.requests == 0 && turn.deferred == 0 {
+            if turn.records == 0 && turn.deferred == 0 {
                 self.idle();
             }
         }
@@ -96,32 +124,32 @@ impl Server {
     /// One loop turn: a batch of requests, deferred replies, one publish.
     fn turn(&mut self) -> Result<Turn, WorkerError> {
         let started = monotonic_ns();
-        let requests = self.process_batch()?;
+        let records = self.process_batch()?;
         let deferred = self.host.forward_deferred(BATCH_MAX);
         self.requests.release();
-        let header = self.shared.pair_header();
-        if requests != 0 {
-            // Before the publish: a proxy that sees the replies sees the
-            // counters that go with them.
-            self.tally.busy_ns = monotonic_ns().saturating_sub(started);
-            self.tally.commit(&header.stats);
+        if records != 0 {
+            // Written with the publish, before the replies become visible.
+            let busy = monotonic_ns().saturating_sub(started);
+            self.host.with_responder(|r| r.tally().busy_ns += busy);
         }
         self.host.publish();
-        header
+        self.shared
+            .pair_header()
             .heartbeat_ms
             .store(started / NS_PER_MS, Ordering::Relaxed);
-        Ok(Turn { requests, deferred })
+        Ok(Turn { records, deferred })
     }
 
-    /// Calls `spp_process` on up to [`BATCH_MAX`] published requests.
+    /// Calls `spp_process` on up to [`BATCH_MAX`] published requests (or
+    /// skips them). Returns how many records it consumed.
     fn process_batch(&mut self) -> Result<usize, WorkerError> {
         let mut served = 0;
         while served < BATCH_MAX {
             let (group, index) = (self.group, self.index);
-            let record = self.requests.peek().map_err(|source| WorkerError::Ring {
+            let record = self.requests.peek().map_err(|cause| WorkerError::Ring {
                 group,
                 index,
-                source,
+                cause,
             })?;
             let Some(record) = record else { break };
             let stride = record.stride();
@@ -134,17 +162,35 @@ impl Server {
                         len,
                     });
                 };
+                let (flow, seq) = (meta.conn.flow, meta.seq);
+                if record.flags != self.tag {
+                    // Pushed for another generation of this slot: the proxy
+                    // failed it already. Not served, but completed.
+                    self.host
+                        .with_responder(|responder| responder.complete(seq));
+                    if let Some(suppressed) = self.warnings.stale.allow() {
+                        tracing::warn!(
+                            flow,
+                            seq,
+                            tag = record.flags,
+                            own_tag = self.tag,
+                            suppressed,
+                            "skipping a request meant for another worker generation"
+                        );
+                    }
+                    self.requests.advance(stride);
+                    served += 1;
+                    continue;
+                }
                 // The request is read in place; the ring is not released
                 // before the batch ends, so `req` stays valid for the call.
                 // Counted before the call (one plain store, no lock), so a
                 // request stuck inside `process` shows in the stats.
                 crate::stats::bump(&self.shared.pair_header().stats.requests, 1);
                 let rc = self.plugin.process(&meta.conn, req).unwrap_or(-1);
-                let (flow, seq) = (meta.conn.flow, meta.seq);
-                let host = self.host;
-                let tally = &mut self.tally;
-                host.with_responder(|responder| {
+                self.host.with_responder(|responder| {
                     if rc != 0 {
+                        let tally = responder.tally();
                         if rc == SPP_HOOK_PANICKED {
                             tally.plugin_panics += 1;
                         } else {
@@ -156,11 +202,18 @@ impl Server {
                     responder.complete(seq);
                 });
                 if rc == SPP_HOOK_PANICKED {
-                    tracing::warn!(flow, "spp_process panicked; closing the connection");
+                    if let Some(suppressed) = self.warnings.panicked.allow() {
+                        tracing::warn!(
+                            flow,
+                            suppressed,
+                            "spp_process panicked; closing the connection"
+                        );
+                    }
                 }
-            } else {
+            } else if let Some(suppressed) = self.warnings.unknown.allow() {
                 tracing::warn!(
                     kind = record.kind,
+                    suppressed,
                     "skipping a request-ring record of unknown kind"
                 );
             }
@@ -200,16 +253,46 @@ impl Server {
         self.requests.has_data() || self.host.has_deferred() || self.stop.load(Ordering::Relaxed)
     }
 
-    /// Serves what is already in the ring, flushes, calls `spp_fini`.
+    /// Serves until the ring settles (see [`DRAIN_SETTLE`], [`DRAIN_MAX`]),
+    /// flushes, calls `spp_fini`.
     fn drain(mut self) -> Result<(), WorkerError> {
         let header = self.shared.pair_header();
         header
             .worker_state
             .store(WorkerState::Draining as u32, Ordering::Release);
         tracing::info!("stop requested: draining the request ring");
-        // The proxy sends nothing new to a Draining slot, so the ring runs
-        // empty; a turn that found no request ends the drain.
-        while self.turn()?.requests != 0 {}
+        // The proxy sends nothing new to a Draining slot once it noticed;
+        // until then anything it pushes is served.
+        let started = Instant::now();
+        let mut pushed = header.pushed_seq.load(Ordering::Acquire);
+        let mut quiet_since = started;
+        loop {
+            let turn = self.turn()?;
+            let now = Instant::now();
+            let pushed_now = header.pushed_seq.load(Ordering::Acquire);
+            if turn.records != 0 || pushed_now != pushed {
+                pushed = pushed_now;
+                quiet_since = now;
+            }
+            let quiet = now.saturating_duration_since(quiet_since);
+            if quiet >= DRAIN_SETTLE && !self.requests.has_data() {
+                break;
+            }
+            let elapsed = now.saturating_duration_since(started);
+            if elapsed >= DRAIN_MAX {
+                let completed = header.completed_seq.load(Ordering::Acquire);
+                tracing::warn!(
+                    left = pushed_now.saturating_sub(completed),
+                    "the request ring did not settle within {DRAIN_MAX:?}; \
+                     leaving what is queued to the proxy"
+                );
+                break;
+            }
+            if turn.records == 0 && turn.deferred == 0 {
+                let settle_left = DRAIN_SETTLE.saturating_sub(quiet);
+                self.drain_wait(settle_left.min(DRAIN_MAX.saturating_sub(elapsed)));
+            }
+        }
         self.plugin.fini();
         self.final_flush();
         tracing::info!(
@@ -218,6 +301,17 @@ impl Server {
             "drained"
         );
         Ok(())
+    }
+
+    /// Draining with nothing to do: sleep on the doorbell (the proxy rings
+    /// it after a push) for at most `timeout`.
+    fn drain_wait(&self, timeout: Duration) {
+        let flag = SleepFlag(&self.shared.pair_header().worker_sleeping);
+        flag.announce();
+        if !self.requests.has_data() && !self.host.has_deferred() {
+            self.shared.bell.wait(timeout);
+        }
+        flag.clear();
     }
 
     /// After `spp_fini`: forwards the replies `spp_fini` and plugin threads

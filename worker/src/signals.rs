@@ -18,10 +18,10 @@ const STOP_SIGNALS: [(libc::c_int, &str); 2] =
 pub fn install(bell_fd: RawFd) -> Result<Arc<AtomicBool>, WorkerError> {
     let stop = Arc::new(AtomicBool::new(false));
     for (signal, name) in STOP_SIGNALS {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|cause| {
             WorkerError::Signal {
                 signal: name,
-                source,
+                cause,
             }
         })?;
         // SAFETY: the action only calls write(2) on an eventfd that stays
@@ -29,9 +29,9 @@ pub fn install(bell_fd: RawFd) -> Result<Arc<AtomicBool>, WorkerError> {
         // closure touches no other state. It runs after the flag is set
         // (signal-hook runs actions in registration order).
         unsafe { signal_hook::low_level::register(signal, move || ring_raw(bell_fd)) }.map_err(
-            |source| WorkerError::Signal {
+            |cause| WorkerError::Signal {
                 signal: name,
-                source,
+                cause,
             },
         )?;
     }

@@ -6,7 +6,7 @@ mod harness;
 
 use harness::{behaviours_plugin, cargo_plugin, FakeProxy, Response, Worker, GROUP, INDEX};
 use spp_ipc::layout::WorkerState;
-use spp_ipc::record::{KIND_CLOSE, KIND_RESPONSE};
+use spp_ipc::record::{generation_tag, KIND_CLOSE, KIND_RESPONSE};
 use spp_plugin_api::framing::encode_u32_be_prefixed as encode_frame;
 use std::sync::atomic::Ordering;
 
@@ -371,4 +371,67 @@ fn a_new_worker_drops_its_dead_predecessors_requests() {
     );
     worker.signal(libc::SIGTERM);
     assert_eq!(worker.exit_code(), 0);
+}
+
+#[test]
+fn requests_stamped_for_another_generation_are_skipped_but_completed() {
+    let mut proxy = FakeProxy::new();
+    let mut worker = proxy.spawn(&echo_plugin(), "", 0);
+    proxy.wait_ready(&mut worker);
+    let generation = proxy.header().worker_generation.load(Ordering::Acquire);
+    // Pushed for the predecessor (and failed by the proxy when it adopted
+    // this worker), after this worker's start-up discard.
+    let stale = generation_tag(generation.wrapping_sub(1));
+    assert_ne!(stale, proxy.current_tag());
+    proxy.push_tagged(1, &encode_frame(b"stale"), stale);
+    proxy.push(2, &encode_frame(b"fresh"));
+    proxy.publish();
+    let mut got = Vec::new();
+    proxy.collect(&mut got, 1, &mut worker);
+    // Both are completed (the stale one unserved), so the proxy's
+    // accounting of the slot stays level.
+    proxy.wait_completed(2, &mut worker);
+    proxy.poll(&mut got);
+    assert_eq!(
+        got,
+        vec![Response {
+            kind: KIND_RESPONSE,
+            flow: 2,
+            bytes: encode_frame(b"fresh")
+        }],
+        "only the request for this generation is answered"
+    );
+    let stats = &proxy.header().stats;
+    assert_eq!(stats.requests.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.replies.load(Ordering::Relaxed), 1);
+    worker.signal(libc::SIGTERM);
+    assert_eq!(worker.exit_code(), 0);
+    assert!(worker.stderr().contains("another worker generation"));
+}
+
+#[test]
+fn a_request_pushed_after_sigterm_before_the_proxy_noticed_is_served() {
+    let mut proxy = FakeProxy::new();
+    // No spinning: the draining worker sleeps and must be woken by the push.
+    let mut worker = proxy.spawn(&behaviours_plugin(), "", 0);
+    proxy.wait_ready(&mut worker);
+    worker.signal(libc::SIGTERM);
+    proxy.wait_state(WorkerState::Draining, &mut worker);
+    // A proxy that has not scanned the slot since still dispatches to it.
+    proxy.send(5, b"elate");
+    let mut got = Vec::new();
+    proxy.collect(&mut got, 1, &mut worker);
+    assert_eq!(
+        got[0],
+        Response {
+            kind: KIND_RESPONSE,
+            flow: 5,
+            bytes: b"elate".to_vec()
+        }
+    );
+    assert_eq!(worker.exit_code(), 0, "stderr:\n{}", worker.stderr());
+    proxy.poll(&mut got);
+    assert_eq!(got.len(), 2, "then fini's reply: {got:?}");
+    assert_eq!(got[1].bytes, b"fini");
+    assert_eq!(proxy.header().completed_seq.load(Ordering::Acquire), 1);
 }

@@ -50,7 +50,7 @@ fn plugin(cfg: &Config, key: &str, path: &Path, role: Role) -> Result<(), Config
     }
     PluginLibrary::load(path, role)
         .map(drop)
-        .map_err(|e| invalid(cfg, key, e.to_string()))
+        .map_err(|e| invalid(cfg, key, crate::logging::error_chain(&e)))
 }
 
 /// Open files the proxy needs: every connection, the inherited fds, and a

@@ -9,8 +9,7 @@ use super::{
 use crate::defaults;
 use spp_ipc::launch::Transport;
 use spp_ipc::layout::PairLayout;
-use spp_ipc::record::REQUEST_META_SIZE;
-use spp_ipc::ring::RECORD_HEADER_SIZE;
+use spp_ipc::record::max_request_len;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,6 +93,24 @@ impl Ctx<'_> {
         }
     }
 
+    /// A count of flows the proxy tracks: `1..=`[`defaults::MAX_FLOW_SLOTS`].
+    fn flow_slots(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        let max = defaults::MAX_FLOW_SLOTS;
+        let v = self.count(key, value, default as u64, 1, u64::MAX)?;
+        match usize::try_from(v) {
+            Ok(v) if v <= max => Ok(v),
+            _ => Err(self.err(
+                key,
+                format!("{v} is more than the proxy can track: at most {max}"),
+            )),
+        }
+    }
+
     /// A string handed to a plugin's `spp_init` as a C string.
     fn plugin_conf(&self, key: &str, value: Option<String>) -> Result<String, ConfigError> {
         let conf = value.unwrap_or_default();
@@ -171,6 +188,8 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         response_capacity: ctx
             .ring_size("rings.response_size", raw.rings.response_size.as_deref())?,
     };
+    // The IPC layer's own rule; the sizes above already obey it.
+    rings.check().map_err(|e| ctx.err("rings", e.to_string()))?;
     let proxy = proxy(&ctx, raw.proxy, rings)?;
     if raw.group.is_empty() {
         return Err(ctx.err("group", "at least one [[group]] is needed"));
@@ -268,9 +287,7 @@ fn proxy(
         raw.max_request_size.as_deref(),
         defaults::MAX_REQUEST_SIZE,
     )?;
-    // A request record (header + meta + bytes) must fit in half a ring.
-    let fits =
-        (rings.request_capacity / 2).saturating_sub(RECORD_HEADER_SIZE + REQUEST_META_SIZE) as u64;
+    let fits = max_request_len(rings.request_capacity) as u64;
     if max_request_size == 0 || max_request_size > fits {
         return Err(ctx.err(
             "proxy.max_request_size",
@@ -294,29 +311,25 @@ fn proxy(
         raw.idle_timeout.as_deref(),
         defaults::IDLE_TIMEOUT,
     )?;
-    let max_connections = ctx.count(
+    let max_connections = ctx.flow_slots(
         "proxy.max_connections",
         raw.max_connections,
-        defaults::MAX_CONNECTIONS as u64,
-        1,
-        i32::MAX as u64,
+        defaults::MAX_CONNECTIONS,
     )?;
-    let max_udp_flows = ctx.count(
+    let max_udp_flows = ctx.flow_slots(
         "proxy.max_udp_flows",
         raw.max_udp_flows,
-        defaults::MAX_UDP_FLOWS as u64,
-        1,
-        i32::MAX as u64,
+        defaults::MAX_UDP_FLOWS,
     )?;
     Ok(ProxyConfig {
         listen,
         plugin: ctx.path("proxy.plugin", &raw.plugin)?,
         plugin_conf: ctx.plugin_conf("proxy.plugin_conf", raw.plugin_conf)?,
-        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        max_connections,
         max_request_size: usize::try_from(max_request_size).unwrap_or(usize::MAX),
         max_send_buffer: usize::try_from(max_send_buffer).unwrap_or(usize::MAX),
         idle_timeout: ctx.positive("proxy.idle_timeout", idle_timeout)?,
-        max_udp_flows: usize::try_from(max_udp_flows).unwrap_or(usize::MAX),
+        max_udp_flows,
         spin: ctx.spin("proxy.spin", raw.spin.as_deref())?,
     })
 }

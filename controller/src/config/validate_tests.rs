@@ -271,6 +271,45 @@ fn a_request_must_fit_in_the_request_ring() {
 }
 
 #[test]
+fn the_largest_request_is_the_ipc_layers_own_limit() {
+    let largest = spp_ipc::record::max_request_len(1 << 20);
+    let fits = BASE.replace(
+        "max_request_size = \"64KiB\"",
+        &format!("max_request_size = \"{largest}B\""),
+    );
+    assert_eq!(check(&fits).unwrap().proxy.max_request_size, largest);
+    refused(
+        "max_request_size = \"64KiB\"",
+        &format!("max_request_size = \"{}B\"", largest + 1),
+        "proxy.max_request_size",
+        &format!("to {largest}B"),
+    );
+}
+
+#[test]
+fn flow_counts_stay_within_what_the_proxy_tracks() {
+    let max = defaults::MAX_FLOW_SLOTS;
+    let plugin = "plugin = \"../lib/libecho.so\"";
+    let at_max = BASE.replace(
+        plugin,
+        &format!("{plugin}\nmax_connections = {max}\nmax_udp_flows = {max}"),
+    );
+    let cfg = check(&at_max).unwrap();
+    assert_eq!(
+        (cfg.proxy.max_connections, cfg.proxy.max_udp_flows),
+        (max, max)
+    );
+    for key in ["max_connections", "max_udp_flows"] {
+        refused(
+            plugin,
+            &format!("{plugin}\n{key} = {}", max + 1),
+            &format!("proxy.{key}"),
+            &format!("at most {max}"),
+        );
+    }
+}
+
+#[test]
 fn durations_need_units_and_sane_values() {
     refused(
         "stop_grace = \"2s\"",

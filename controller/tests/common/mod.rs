@@ -2,7 +2,8 @@
 //! config, and shell-script stand-ins for `spp-proxy` / `spp-worker` that
 //! mark themselves Ready in shared memory (through /proc/self/fd) and then
 //! sleep. Files in the stand-ins' directory switch behaviours on:
-//! `worker-init-fails`, `worker-crashes-after-first`, `proxy-ignores-term`.
+//! `worker-init-fails`, `worker-crashes-after-first`, `proxy-ignores-term`,
+//! `worker-drains-slowly` (takes 100 ms to exit on SIGTERM).
 
 #![allow(dead_code)]
 
@@ -49,10 +50,18 @@ echo "$n" > "$count"
 echo "fake worker g$group/$index $$ start $n"
 if [ -e "$dir/worker-init-fails" ]; then echo "fake worker: init returned 7" >&2; exit 3; fi
 if [ -e "$dir/worker-crashes-after-first" ] && [ "$n" -gt 1 ]; then exit 1; fi
-{}
+if [ -e "$dir/worker-drains-slowly" ]; then
+  trap 'kill $sleeper; sleep 0.1; echo "fake worker: drained"; exit 0' TERM
+  {ready}
+  sleep 1000 &
+  sleeper=$!
+  wait
+  exit 0
+fi
+{ready}
 exec sleep 1000
 "#,
-        mark_ready("fd")
+        ready = mark_ready("fd")
     )
 }
 

@@ -2,7 +2,8 @@
 //! controller (it creates the proxy region, one pair region per worker
 //! slot, the doorbells and the listeners, and starts the proxy with them
 //! inherited) and the worker (a thread that serves a pair's request ring
-//! by echoing every request back).
+//! by echoing every request back). Like a real worker, the fake one skips
+//! (and counts) requests stamped for another worker generation.
 
 #![allow(dead_code)]
 
@@ -11,7 +12,9 @@ use spp_ipc::launch::{
     GroupFds, Launch, ListenerFd, LogSpec, PairFds, ProxyLaunch, ProxyLimits, Transport, LAUNCH_ENV,
 };
 use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion, ProxyState, ProxyStats, WorkerState};
-use spp_ipc::record::{meta_bytes, split_request, ResponseMeta, KIND_REQUEST, KIND_RESPONSE};
+use spp_ipc::record::{
+    generation_tag, meta_bytes, split_request, ResponseMeta, KIND_REQUEST, KIND_RESPONSE,
+};
 use spp_ipc::ring::PushError;
 use spp_ipc::shm::clear_cloexec;
 use std::io::{Read, Write};
@@ -20,7 +23,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -125,7 +128,7 @@ pub fn hooks_plugin() -> PathBuf {
             let tmp = out_dir.join(format!("libspp_proxy_test_hooks.so.{}", std::process::id()));
             let status = Command::new("cc")
                 .args([
-                    "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-I",
+                    "-shared", "-fPIC", "-pthread", "-O1", "-Wall", "-Wextra", "-Werror", "-I",
                 ])
                 .arg(manifest.join("../plugin-api/include"))
                 .arg("-o")
@@ -178,6 +181,7 @@ impl Drop for Sleeper {
 pub struct WorkerCtl {
     stop: Arc<AtomicBool>,
     hold: Arc<AtomicBool>,
+    skipped: Arc<AtomicU64>,
 }
 
 impl WorkerCtl {
@@ -188,6 +192,10 @@ impl WorkerCtl {
     /// Resume consuming.
     pub fn release(&self) {
         self.hold.store(false, Ordering::SeqCst);
+    }
+    /// Requests skipped because they were stamped for another generation.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::SeqCst)
     }
 }
 
@@ -204,6 +212,7 @@ impl FakeWorker {
         let ctl = WorkerCtl {
             stop: Arc::new(AtomicBool::new(false)),
             hold: Arc::new(AtomicBool::new(hold)),
+            skipped: Arc::new(AtomicU64::new(0)),
         };
         let pair = Arc::clone(&rig.pairs[slot]);
         let bell = Arc::clone(&rig.worker_bells[slot]);
@@ -211,14 +220,15 @@ impl FakeWorker {
         let proxy_bell = Arc::clone(&rig.proxy_bell);
         let h = pair.header();
         h.worker_pid.store(pid, Ordering::Release);
-        h.worker_generation.fetch_add(1, Ordering::AcqRel);
+        let generation = h.worker_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let tag = generation_tag(generation);
         h.worker_state
             .store(WorkerState::Starting as u32, Ordering::Release);
         let ready = Arc::new(AtomicBool::new(false));
         let ready2 = Arc::clone(&ready);
         let thread_ctl = ctl.clone();
         let handle = std::thread::spawn(move || {
-            serve(&pair, &bell, &proxy, &proxy_bell, &thread_ctl, &ready2)
+            serve(&pair, &bell, &proxy, &proxy_bell, &thread_ctl, &ready2, tag)
         });
         wait_for("fake worker ready", || ready.load(Ordering::Acquire));
         FakeWorker {
@@ -253,6 +263,7 @@ fn serve(
     proxy_bell: &Doorbell,
     ctl: &WorkerCtl,
     ready: &AtomicBool,
+    tag: u16,
 ) {
     // SAFETY: this thread is the only request consumer and response
     // producer of the pair while it runs; the regions outlive it (Arc).
@@ -272,7 +283,12 @@ fn serve(
         let mut last_seq = None;
         while let Some(rec) = requests.peek().unwrap() {
             let stride = rec.stride();
-            if rec.kind == KIND_REQUEST {
+            if rec.kind == KIND_REQUEST && rec.flags != tag {
+                // Pushed for another generation: the proxy fails it.
+                ctl.skipped.fetch_add(1, Ordering::SeqCst);
+                let (meta, _) = split_request(rec.data).unwrap();
+                last_seq = Some(meta.seq);
+            } else if rec.kind == KIND_REQUEST {
                 let (meta, req) = split_request(rec.data).unwrap();
                 let reply = ResponseMeta {
                     flow: meta.conn.flow,
@@ -337,6 +353,8 @@ pub struct Rig {
     /// A TCP listener on [::1], when this host has IPv6 loopback.
     pub tcp6: Option<TcpListener>,
     pub child: Option<Child>,
+    /// Every fd handed to the proxy (same numbers in the proxy).
+    pub fds: Vec<RawFd>,
     layout: PairLayout,
     log: tempfile::NamedTempFile,
 }
@@ -371,6 +389,7 @@ impl Rig {
             udp,
             tcp6: TcpListener::bind("[::1]:0").ok(),
             child: None,
+            fds: Vec::new(),
             layout,
             log: tempfile::NamedTempFile::new().unwrap(),
         }
@@ -443,6 +462,7 @@ impl Rig {
             },
         };
         let fds: Vec<RawFd> = spec.inherited_fds();
+        self.fds.clone_from(&fds);
         let log = self.log.reopen().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spp-proxy"));
         cmd.env(LAUNCH_ENV, Launch::Proxy(spec).to_env_value())

@@ -12,7 +12,12 @@
  * A request failed because its worker died (req == NULL) is answered with
  * "DIED" and its connection closed (return -1). spp_close and spp_fini log
  * a line through host->log so the test can see them in the proxy's log.
+ *
+ * conf "refuse": spp_init fails with 7. conf "thread": spp_init starts a
+ * thread that spins in this library's code forever (it outlives spp_fini,
+ * so unloading the library at exit would crash the proxy).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,11 +46,24 @@ static void reply_frame(uint64_t flow, const char *payload) {
 
 uint32_t spp_plugin_abi_version(void) { return SPP_PLUGIN_ABI_VERSION; }
 
+static volatile unsigned long spins;
+
+static void *spin_forever(void *arg) {
+    (void)arg;
+    for (;;) spins++;
+    return NULL;
+}
+
 int spp_init(const spp_host *h, const char *conf) {
     char line[MAX_LINE];
     host = h;
     snprintf(line, sizeof line, "hooks plugin init role=%u conf=%s", h->role, conf);
     log_line(line);
+    if (strcmp(conf, "thread") == 0) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, spin_forever, NULL) != 0) return 8;
+        pthread_detach(thread);
+    }
     return strcmp(conf, "refuse") == 0 ? 7 : 0;
 }
 

@@ -8,7 +8,9 @@
 use spp_ipc::doorbell::{wake_if_sleeping, Doorbell, SleepFlag};
 use spp_ipc::launch::{Launch, LogSpec, PairFds, WorkerLaunch, LAUNCH_ENV};
 use spp_ipc::layout::{PairHeader, PairLayout, PairRegion, ProxyRegion, WorkerState};
-use spp_ipc::record::{meta_bytes, monotonic_ns, split_response, RequestMeta, KIND_REQUEST};
+use spp_ipc::record::{
+    generation_tag, meta_bytes, monotonic_ns, split_response, RequestMeta, KIND_REQUEST,
+};
 use spp_ipc::ring::{Consumer, Producer, PushError};
 use spp_ipc::shm::clear_cloexec;
 use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_PROTO_TCP};
@@ -115,9 +117,20 @@ impl FakeProxy {
         )
     }
 
-    /// Pushes one request (not yet published). Returns its flow, or `None`
-    /// when the ring is full.
+    /// The tag the proxy stamps on requests for the slot's current worker
+    /// generation.
+    pub fn current_tag(&self) -> u16 {
+        generation_tag(self.header().worker_generation.load(Ordering::Acquire))
+    }
+
+    /// Pushes one request for the current worker generation (not yet
+    /// published). Returns its flow, or `None` when the ring is full.
     pub fn push(&mut self, flow: u64, bytes: &[u8]) -> Option<u64> {
+        self.push_tagged(flow, bytes, self.current_tag())
+    }
+
+    /// Pushes one request stamped with `tag` in its record flags.
+    pub fn push_tagged(&mut self, flow: u64, bytes: &[u8], tag: u16) -> Option<u64> {
         let local = SppAddr::from_socket_addr("127.0.0.1:7963".parse().expect("addr"));
         let remote = SppAddr::from_socket_addr("127.0.0.1:40000".parse().expect("addr"));
         let seq = self.next_seq + 1;
@@ -135,7 +148,7 @@ impl FakeProxy {
         };
         match self
             .requests
-            .push(KIND_REQUEST, 0, &[meta_bytes(&meta), bytes])
+            .push(KIND_REQUEST, tag, &[meta_bytes(&meta), bytes])
         {
             Ok(()) => {
                 self.next_seq = seq;
@@ -203,6 +216,13 @@ impl FakeProxy {
     pub fn wait_ready(&self, worker: &mut Worker) {
         self.wait_until(worker, "worker Ready", |h| {
             WorkerState::from_raw(h.worker_state.load(Ordering::Acquire)) == WorkerState::Ready
+        });
+    }
+
+    /// Waits until the worker's slot is in `state`.
+    pub fn wait_state(&self, state: WorkerState, worker: &mut Worker) {
+        self.wait_until(worker, &format!("worker {state:?}"), |h| {
+            WorkerState::from_raw(h.worker_state.load(Ordering::Acquire)) == state
         });
     }
 

@@ -1,9 +1,17 @@
 //! spp benchmarks.
 //!
+//! * [`load`]: the `spp-bench` load harness (TCP/UDP, closed and open
+//!   loop, short connections) as a library; `src/bin/spp-bench.rs` is its
+//!   command line.
+//! * [`direct`]: the "no framework" baseline echo server
+//!   (`spp-echo-direct` is its command line).
+//! * `benches/pingpong.rs`, `benches/framing.rs`: cross-process ping-pong
+//!   over the real rings and doorbells; the cost of framing and of the
+//!   plugin ABI call.
 //! * `benches/ring.rs` (`cargo bench -p spp-benches --bench ring`):
 //!   criterion micro-benchmarks of the real shared-memory ring
 //!   (`spp_ipc::ring`): 64-byte records across two threads, and a
 //!   single-thread push + pop baseline.
-//!
-//! The `spp-bench` load harness (closed-loop clients against a running
-//! service) will live here later.
+
+pub mod direct;
+pub mod load;

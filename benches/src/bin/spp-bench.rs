@@ -1,1 +1,265 @@
-fn main() {}
+//! `spp-bench`: the load harness's command line. Parses arguments into a
+//! [`LoadSpec`], runs [`spp_benches::load::run`], prints the human table or
+//! `--json`, and draws `--plot`. Exit status: 0 after a run (its errors
+//! are in the report), 1 when the run could not happen (unreachable
+//! target, unreadable file, unwritable plot), 2 for bad arguments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use bytesize::ByteSize;
+use clap::error::ErrorKind;
+use clap::{ArgGroup, CommandFactory, Parser};
+use spp_benches::load::spec::{
+    DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_IN_FLIGHT, DEFAULT_PAYLOAD, DEFAULT_THREADS,
+    DEFAULT_TIMEOUT, DEFAULT_WARMUP,
+};
+use spp_benches::load::{self, Load, LoadError, LoadSpec, Request, ResponseRule, Target};
+
+/// Load generator for spp and other TCP/UDP request-response servers.
+///
+/// By default every request is the echo protocol (a 4-byte big-endian
+/// length, then the payload) and the response must equal it.
+#[derive(Debug, Parser)]
+#[command(name = "spp-bench", version)]
+#[command(group(
+    ArgGroup::new("rule")
+        .args(["response_length", "response_delimiter", "response"])
+        .multiple(false)
+))]
+struct Cli {
+    /// The server: [tcp://|udp://]HOST:PORT (tcp:// if no scheme).
+    #[arg(value_parser = parse_target)]
+    target: Target,
+
+    /// Connections (TCP) or sockets (UDP); with --short, concurrent
+    /// connect-request-close loops.
+    #[arg(short, long, default_value_t = DEFAULT_CONNECTIONS, value_name = "N")]
+    connections: usize,
+
+    /// Closed loop: requests in flight on each connection.
+    #[arg(short = 'p', long, default_value_t = DEFAULT_IN_FLIGHT, value_name = "N")]
+    in_flight: usize,
+
+    /// Open loop: total requests per second, spread over the connections;
+    /// latency counts from each request's intended send time.
+    #[arg(short = 'R', long, value_name = "REQ/S", conflicts_with = "in_flight")]
+    rate: Option<f64>,
+
+    /// Measured duration (e.g. 3s, 500ms, 1m).
+    #[arg(short, long, default_value_t = DEFAULT_DURATION.into(), value_name = "DURATION")]
+    duration: humantime::Duration,
+
+    /// Warm-up before measuring (load is sent, nothing recorded).
+    #[arg(short, long, default_value_t = DEFAULT_WARMUP.into(), value_name = "DURATION")]
+    warmup: humantime::Duration,
+
+    /// Echo payload size (e.g. 64, 1KiB).
+    #[arg(short, long, default_value_t = ByteSize(DEFAULT_PAYLOAD as u64), value_name = "BYTES")]
+    size: ByteSize,
+
+    /// Send this file as every request instead of an echo frame; needs a
+    /// response rule (--response-length, --response-delimiter, --response).
+    #[arg(long, value_name = "FILE", requires = "rule", conflicts_with = "size")]
+    request: Option<PathBuf>,
+
+    /// Each response is exactly this long.
+    #[arg(long, value_name = "BYTES", requires = "request")]
+    response_length: Option<ByteSize>,
+
+    /// Each response ends with this delimiter (escapes: \r \n \t \0 \\ \xHH).
+    #[arg(long, value_name = "STRING", requires = "request")]
+    response_delimiter: Option<String>,
+
+    /// Each response must equal this file.
+    #[arg(long, value_name = "FILE", requires = "request")]
+    response: Option<PathBuf>,
+
+    /// Short connections: connect, one request, close, repeat (TCP);
+    /// latency includes the connect.
+    #[arg(long, conflicts_with_all = ["rate", "in_flight"])]
+    short: bool,
+
+    /// A request unanswered this long counts as a timeout.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT.into(), value_name = "DURATION")]
+    timeout: humantime::Duration,
+
+    /// Load threads, each a one-thread tokio runtime.
+    #[arg(short, long, default_value_t = DEFAULT_THREADS, value_name = "N")]
+    threads: usize,
+
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+
+    /// Draw the latency percentile distribution into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+
+    /// No progress bar (it is only drawn on a terminal anyway).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_target(text: &str) -> Result<Target, String> {
+    text.parse().map_err(|e: load::LoadError| e.to_string())
+}
+
+/// Decodes `\r`, `\n`, `\t`, `\0`, `\\` and `\xHH` in a delimiter.
+fn unescape(text: &str) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'0') => out.push(0),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                let hex = std::str::from_utf8(&hex).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) if hex.len() == 2 => out.push(v),
+                    _ => bail!("bad \\x escape in delimiter {text:?}: need two hex digits"),
+                }
+            }
+            _ => bail!("bad escape in delimiter {text:?} (known: \\r \\n \\t \\0 \\\\ \\xHH)"),
+        }
+    }
+    Ok(out)
+}
+
+fn to_usize(size: ByteSize, what: &str) -> anyhow::Result<usize> {
+    usize::try_from(size.as_u64()).with_context(|| format!("{what} {size} is too large"))
+}
+
+impl Cli {
+    fn spec(&self) -> anyhow::Result<LoadSpec> {
+        let mut spec = LoadSpec::new(self.target.clone());
+        spec.connections = self.connections;
+        spec.load = match self.rate {
+            Some(rate) => Load::Open { rate },
+            None => Load::Closed {
+                in_flight: self.in_flight,
+            },
+        };
+        spec.short = self.short;
+        spec.request = match &self.request {
+            None => Request::Echo {
+                payload: to_usize(self.size, "--size")?,
+            },
+            Some(path) => {
+                let rule = if let Some(n) = self.response_length {
+                    ResponseRule::Length(to_usize(n, "--response-length")?)
+                } else if let Some(d) = &self.response_delimiter {
+                    ResponseRule::Delimiter(unescape(d)?)
+                } else if let Some(file) = &self.response {
+                    let bytes = std::fs::read(file).map_err(|source| LoadError::ReadFile {
+                        path: file.clone(),
+                        source,
+                    })?;
+                    ResponseRule::Exact(bytes)
+                } else {
+                    bail!("--request needs a response rule");
+                };
+                Request::from_file(path, rule)?
+            }
+        };
+        spec.duration = self.duration.into();
+        spec.warmup = self.warmup.into();
+        spec.timeout = self.timeout.into();
+        spec.threads = self.threads;
+        spec.progress = !self.quiet;
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+fn run(cli: &Cli, spec: &LoadSpec) -> anyhow::Result<()> {
+    let report = load::run(spec)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if let Some(path) = &cli.plot {
+        load::plot::write_svg(path, &[(report.target.as_str(), &report)])?;
+        if !cli.json {
+            println!("plot        {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Prints a one-line error and returns the failure status.
+fn fail(e: &anyhow::Error) -> ExitCode {
+    // Every error message carries its cause already.
+    eprintln!("spp-bench: {e}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let spec = match cli.spec() {
+        Ok(spec) => spec,
+        // An unreadable file is not a usage error.
+        Err(e) if matches!(e.downcast_ref(), Some(LoadError::ReadFile { .. })) => return fail(&e),
+        // The rest are bad arguments: clap's format and status (2).
+        Err(e) => Cli::command().error(ErrorKind::ValueValidation, e).exit(),
+    };
+    match run(&cli, &spec) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimiters_unescape() {
+        assert_eq!(unescape("\\r\\n").unwrap(), b"\r\n");
+        assert_eq!(unescape("END\\x00").unwrap(), b"END\0");
+        assert_eq!(unescape("a\\\\b\\t").unwrap(), b"a\\b\t");
+        assert!(unescape("\\q").is_err());
+        assert!(unescape("\\x4").is_err());
+        assert!(unescape("\\xzz").is_err());
+    }
+
+    #[test]
+    fn arguments_map_to_a_spec() {
+        let cli = Cli::try_parse_from([
+            "spp-bench",
+            "udp://127.0.0.1:7963",
+            "-c",
+            "8",
+            "-R",
+            "1000",
+            "-s",
+            "128",
+            "-d",
+            "2s",
+            "-w",
+            "0s",
+            "-t",
+            "2",
+        ])
+        .unwrap();
+        let spec = cli.spec().unwrap();
+        assert_eq!(spec.connections, 8);
+        assert_eq!(spec.load, Load::Open { rate: 1000.0 });
+        assert_eq!(spec.request, Request::Echo { payload: 128 });
+        assert_eq!(spec.threads, 2);
+        assert!(Cli::try_parse_from(["spp-bench", "x:1", "-R", "5", "-p", "2"]).is_err());
+        assert!(Cli::try_parse_from(["spp-bench", "x:1", "--response-length", "5"]).is_err());
+        assert!(Cli::try_parse_from(["spp-bench", "x:1", "--request", "f"]).is_err());
+        assert!(Cli::try_parse_from(["spp-bench", "x:1", "--short", "-R", "5"]).is_err());
+    }
+}

@@ -3,6 +3,8 @@
 //! * [`load`]: the `spp-bench` load harness (TCP/UDP, closed and open
 //!   loop, short connections) as a library; `src/bin/spp-bench.rs` is its
 //!   command line.
+//! * [`compare`]: `spp-bench compare` and `idle-memory`, spp against
+//!   the baseline (and haproxy) in one run.
 //! * [`direct`]: the "no framework" baseline echo server
 //!   (`spp-echo-direct` is its command line).
 //! * `benches/pingpong.rs`, `benches/framing.rs`: cross-process ping-pong
@@ -13,5 +15,6 @@
 //!   (`spp_ipc::ring`): 64-byte records across two threads, and a
 //!   single-thread push + pop baseline.
 
+pub mod compare;
 pub mod direct;
 pub mod load;

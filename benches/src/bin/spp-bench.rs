@@ -3,7 +3,13 @@
 //! `--json`, and draws `--plot`. Exit status: 0 after a run (its errors
 //! are in the report), 1 when the run could not happen (unreachable
 //! target, unreadable file, unwritable plot), 2 for bad arguments.
+//!
+//! Two subcommands start the servers themselves (see
+//! [`spp_benches::compare`]): `spp-bench compare` (spp against the direct
+//! baseline and haproxy) and `spp-bench idle-memory`. A first argument of
+//! `compare` or `idle-memory` picks them; anything else is a load run.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,18 +17,30 @@ use anyhow::{bail, Context};
 use bytesize::ByteSize;
 use clap::error::ErrorKind;
 use clap::{ArgGroup, CommandFactory, Parser};
+use spp_benches::compare::{self, CompareSpec, IdleSpec, RunShape, Shared};
 use spp_benches::load::spec::{
     DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_IN_FLIGHT, DEFAULT_PAYLOAD, DEFAULT_THREADS,
     DEFAULT_TIMEOUT, DEFAULT_WARMUP,
 };
 use spp_benches::load::{self, Load, LoadError, LoadSpec, Request, ResponseRule, Target};
 
+/// The subcommand that runs the comparison.
+const COMPARE: &str = "compare";
+/// The subcommand that measures memory per idle connection.
+const IDLE_MEMORY: &str = "idle-memory";
+
+const SUBCOMMANDS: &str = "\
+Subcommands (they start the servers themselves):
+  spp-bench compare [OPTIONS]       spp vs the direct baseline (and haproxy) in one run
+  spp-bench idle-memory [OPTIONS]   the spp proxy's memory per idle connection
+Run `spp-bench compare --help` for their options.";
+
 /// Load generator for spp and other TCP/UDP request-response servers.
 ///
 /// By default every request is the echo protocol (a 4-byte big-endian
 /// length, then the payload) and the response must equal it.
 #[derive(Debug, Parser)]
-#[command(name = "spp-bench", version)]
+#[command(name = "spp-bench", version, after_help = SUBCOMMANDS)]
 #[command(group(
     ArgGroup::new("rule")
         .args(["response_length", "response_delimiter", "response"])
@@ -204,8 +222,148 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// `spp-bench compare`: starts spp, the direct baseline and (if
+/// installed) haproxy, runs every scenario against each, alternating, over
+/// several rounds, and prints the medians and the spp/other ratios. Every
+/// server it started is stopped at the end, also on error or Ctrl-C.
+#[derive(Debug, Parser)]
+#[command(name = "spp-bench compare", version)]
+struct CompareCli {
+    /// Directory of spp, spp-proxy, spp-worker, spp-echo-direct and
+    /// libspp_echo.so (default: spp-bench's own directory).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+
+    /// spp worker processes.
+    #[arg(long, default_value_t = compare::DEFAULT_WORKERS, value_name = "N")]
+    workers: u32,
+
+    /// Rounds per scenario (each round runs every system once).
+    #[arg(short, long, default_value_t = compare::DEFAULT_ROUNDS, value_name = "N")]
+    rounds: usize,
+
+    /// Measured duration of each run.
+    #[arg(short, long, default_value_t = DEFAULT_DURATION.into(), value_name = "DURATION")]
+    duration: humantime::Duration,
+
+    /// Warm-up before each run.
+    #[arg(short, long, default_value_t = DEFAULT_WARMUP.into(), value_name = "DURATION")]
+    warmup: humantime::Duration,
+
+    /// Echo payload size.
+    #[arg(short, long, default_value_t = ByteSize(DEFAULT_PAYLOAD as u64), value_name = "BYTES")]
+    size: ByteSize,
+
+    /// Load threads.
+    #[arg(short, long, default_value_t = DEFAULT_THREADS, value_name = "N")]
+    threads: usize,
+
+    /// Leave haproxy out even if it is installed.
+    #[arg(long)]
+    no_haproxy: bool,
+
+    /// Write one latency-distribution SVG per scenario into DIR.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
+
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+
+    /// No per-run lines on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// `spp-bench idle-memory`: the spp proxy's RSS growth per idle TCP
+/// connection, against the direct baseline's in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "spp-bench idle-memory", version)]
+struct IdleCli {
+    /// Directory of the binaries (default: spp-bench's own directory).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+
+    /// Idle connections to hold open to each server.
+    #[arg(short, long, default_value_t = compare::idle::DEFAULT_CONNECTIONS, value_name = "N")]
+    connections: usize,
+
+    /// spp worker processes.
+    #[arg(long, default_value_t = compare::DEFAULT_WORKERS, value_name = "N")]
+    workers: u32,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
+    let cli = CompareCli::parse_from(args);
+    let spec = CompareSpec {
+        bin_dir: cli.bin_dir.clone(),
+        workers: cli.workers,
+        rounds: cli.rounds,
+        shape: RunShape {
+            duration: cli.duration.into(),
+            warmup: cli.warmup.into(),
+            payload: to_usize(cli.size, "--size")?,
+            threads: cli.threads,
+        },
+        plot_dir: cli.plot.clone(),
+        haproxy: !cli.no_haproxy,
+        progress: !cli.quiet,
+    };
+    if let Err(e) = spec.validate() {
+        CompareCli::command()
+            .error(ErrorKind::ValueValidation, e)
+            .exit();
+    }
+    let shared = Shared::default();
+    compare::watch_signals(&shared)?;
+    let report = compare::run(&spec, &shared)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+fn idle_main(args: Vec<OsString>) -> anyhow::Result<()> {
+    let cli = IdleCli::parse_from(args);
+    let spec = IdleSpec {
+        bin_dir: cli.bin_dir,
+        connections: cli.connections,
+        workers: cli.workers,
+    };
+    let shared = Shared::default();
+    compare::watch_signals(&shared)?;
+    let report = compare::idle::run(&spec, &shared)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let sub = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    if let Some(sub @ (COMPARE | IDLE_MEMORY)) = sub.as_deref() {
+        // The subcommand's parser sees `spp-bench <sub>` as its name.
+        args.remove(0);
+        let outcome = if sub == COMPARE {
+            compare_main(args)
+        } else {
+            idle_main(args)
+        };
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
+    let cli = Cli::parse_from(args);
     let spec = match cli.spec() {
         Ok(spec) => spec,
         // An unreadable file is not a usage error.

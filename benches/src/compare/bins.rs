@@ -1,0 +1,75 @@
+//! Where the programs are: the release binaries next to `spp-bench` (or in
+//! `--bin-dir`), and `haproxy` on `PATH`.
+
+use std::path::{Path, PathBuf};
+
+use super::error::CompareError;
+
+/// The spp controller.
+pub const SPP: &str = "spp";
+/// The binaries `spp` needs next to it.
+const SPP_CHILDREN: [&str; 2] = ["spp-proxy", "spp-worker"];
+/// The baseline server.
+pub const DIRECT: &str = "spp-echo-direct";
+/// The echo plugin's file name.
+pub const ECHO_PLUGIN: &str = "libspp_echo.so";
+/// The haproxy program looked up on `PATH`.
+pub const HAPROXY: &str = "haproxy";
+
+/// The directory holding the built binaries.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    dir: PathBuf,
+}
+
+impl Binaries {
+    /// `dir`, or the directory of the running executable; checks that every
+    /// needed file is there.
+    pub fn locate(dir: Option<&Path>) -> Result<Self, CompareError> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => {
+                let exe = std::env::current_exe().map_err(CompareError::OwnPath)?;
+                exe.parent()
+                    .map(Path::to_path_buf)
+                    .ok_or_else(|| CompareError::OwnPath(std::io::ErrorKind::NotFound.into()))?
+            }
+        };
+        let bins = Binaries { dir };
+        for name in [SPP, DIRECT, ECHO_PLUGIN].into_iter().chain(SPP_CHILDREN) {
+            let path = bins.dir.join(name);
+            if !path.is_file() {
+                return Err(CompareError::MissingBinary { path });
+            }
+        }
+        Ok(bins)
+    }
+
+    /// The `spp` controller CLI.
+    pub fn spp(&self) -> PathBuf {
+        self.dir.join(SPP)
+    }
+
+    /// The direct echo server.
+    pub fn direct(&self) -> PathBuf {
+        self.dir.join(DIRECT)
+    }
+
+    /// The echo plugin.
+    pub fn echo_plugin(&self) -> PathBuf {
+        self.dir.join(ECHO_PLUGIN)
+    }
+}
+
+/// `haproxy`'s path if it is an executable file on `PATH`.
+pub fn find_haproxy() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(HAPROXY))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}

@@ -1,0 +1,49 @@
+//! `spp-bench compare` and `spp-bench idle-memory`: spp against the
+//! "no framework" baseline (and haproxy in TCP mode in front of it, where
+//! installed), all started and stopped by this program, on 127.0.0.1.
+//!
+//! ```no_run
+//! use spp_benches::compare::{self, CompareSpec, Shared};
+//!
+//! let shared = Shared::default();
+//! compare::watch_signals(&shared)?; // Ctrl-C stops the servers, then exits
+//! let report = compare::run(&CompareSpec::new(), &shared)?;
+//! println!("{report}");
+//! # Ok::<(), compare::CompareError>(())
+//! ```
+//!
+//! Method: the binaries come from one directory (next to `spp-bench`, or
+//! `--bin-dir`). spp runs from a generated config in a temp dir (the echo
+//! plugin, TCP and UDP on 127.0.0.1:0, `--workers` workers) via `spp
+//! start`, its ports read from `spp status --json`; the baseline is
+//! `spp-echo-direct` on 127.0.0.1:0. Each scenario (TCP N=64, TCP N=1,
+//! short connections N=16, UDP N=64; closed loop, one request in flight)
+//! runs `rounds` rounds, each round against every system in turn, so slow
+//! drifts of the machine hit all of them alike. Each figure is the median
+//! of the rounds, with the min–max spread; ratios are spp over the others'
+//! medians.
+//!
+//! Modules: [`bins`] (finding programs), `process` (spawning and killing
+//! by pid), [`spp`] (the spp service), [`child`] (baseline and haproxy),
+//! [`systems`] (what runs, the signal thread), [`scenario`], [`summary`]
+//! (medians, spreads, ratios), [`report`] (JSON and table), `run` (the
+//! comparison), [`idle`] (memory per idle connection).
+
+pub mod bins;
+pub mod child;
+pub mod error;
+pub mod idle;
+mod process;
+pub mod report;
+mod run;
+pub mod scenario;
+pub mod spp;
+pub mod summary;
+pub mod systems;
+
+pub use error::CompareError;
+pub use idle::{IdleReport, IdleSpec};
+pub use report::CompareReport;
+pub use run::{run, CompareSpec, DEFAULT_ROUNDS, DEFAULT_WORKERS, HAPROXY_MISSING};
+pub use scenario::{RunShape, System, SCENARIOS};
+pub use systems::{watch_signals, Shared};

@@ -16,6 +16,8 @@
 //! first with `cargo build --release -p spp-example-echo`; without it the
 //! FFI benchmark is skipped with a note on stderr.
 
+mod common;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use spp_plugin_api::abi::{SppConnInfo, SppHost, SPP_OK, SPP_PLUGIN_ABI_VERSION, SPP_ROLE_PROXY};
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed};
@@ -23,7 +25,6 @@ use spp_plugin_api::host::{PluginLibrary, Role};
 use spp_plugin_api::Input;
 use std::ffi::{c_char, c_int, c_void};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Payload bytes of every frame.
 const PAYLOAD_BYTES: usize = 64;
@@ -151,17 +152,9 @@ fn framing(c: &mut Criterion) {
     plugin.fini();
 }
 
-/// Quick: framing is pure CPU and stable within a few seconds.
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(30)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::quick();
     targets = framing
 }
 criterion_main!(benches);

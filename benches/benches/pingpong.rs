@@ -20,6 +20,8 @@
 //! The child dies with the bench: it is killed and reaped when its
 //! benchmark ends, and `PR_SET_PDEATHSIG` kills it if the bench dies first.
 
+mod common;
+
 use criterion::{black_box, criterion_group, Criterion};
 use spp_ipc::doorbell::{wake_if_sleeping, Doorbell, SleepFlag};
 use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion};
@@ -359,18 +361,9 @@ fn pingpong(c: &mut Criterion) {
     group.finish();
 }
 
-/// Quick: the figures are stable within a few seconds, and CI runs the
-/// benches too.
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(30)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::quick();
     targets = pingpong
 }
 

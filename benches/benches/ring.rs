@@ -120,8 +120,9 @@ fn single_thread(c: &mut Criterion) {
     group.finish();
 }
 
-/// Shorter than criterion's default: the ring is fast and stable, and CI
-/// runs the benches too.
+/// Shorter than criterion's default (the ring is fast and stable) but with
+/// its default sample size, which the two-thread figure needs on a noisy
+/// 2-core machine.
 fn config() -> Criterion {
     Criterion::default()
         .measurement_time(Duration::from_secs(3))

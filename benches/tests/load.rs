@@ -18,6 +18,8 @@ use spp_benches::load::{
 
 const RUN: Duration = Duration::from_millis(300);
 const WARMUP: Duration = Duration::from_millis(50);
+/// Runs that must see every kind of misbehaviour several times.
+const MISBEHAVE_RUN: Duration = Duration::from_millis(1500);
 /// UDP server threads check their stop flag this often.
 const UDP_POLL: Duration = Duration::from_millis(20);
 const BUF: usize = 64 * 1024;
@@ -241,6 +243,7 @@ fn misbehaving_tcp_server_is_counted() {
     s.connections = 3;
     s.warmup = Duration::ZERO;
     s.timeout = Duration::from_millis(50);
+    s.duration = MISBEHAVE_RUN;
     let r = load::run(&s).unwrap();
     let e = &r.errors;
     assert!(e.mismatches > 0, "{r:#?}");
@@ -260,6 +263,9 @@ fn misbehaving_short_connections_are_counted() {
     s.short = true;
     s.warmup = Duration::ZERO;
     s.timeout = Duration::from_millis(50);
+    // Each connection misbehaves one of three ways in turn: run long enough
+    // for many connections even on a busy machine.
+    s.duration = MISBEHAVE_RUN;
     let r = load::run(&s).unwrap();
     let e = &r.errors;
     assert!(e.mismatches > 0 && e.closed > 0 && e.timeouts > 0, "{r:#?}");

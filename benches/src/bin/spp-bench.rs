@@ -35,6 +35,23 @@ Subcommands (they start the servers themselves):
   spp-bench idle-memory [OPTIONS]   the spp proxy's memory per idle connection
 Run `spp-bench compare --help` for their options.";
 
+/// How long every run lasts and what it sends; shared by a plain run and
+/// `compare`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Measured duration (e.g. 3s, 500ms, 1m).
+    #[arg(short, long, default_value_t = DEFAULT_DURATION.into(), value_name = "DURATION")]
+    duration: humantime::Duration,
+
+    /// Warm-up before measuring (load is sent, nothing recorded).
+    #[arg(short, long, default_value_t = DEFAULT_WARMUP.into(), value_name = "DURATION")]
+    warmup: humantime::Duration,
+
+    /// Echo payload size (e.g. 64, 1KiB).
+    #[arg(short, long, default_value_t = ByteSize(DEFAULT_PAYLOAD as u64), value_name = "BYTES")]
+    size: ByteSize,
+}
+
 /// Load generator for spp and other TCP/UDP request-response servers.
 ///
 /// By default every request is the echo protocol (a 4-byte big-endian
@@ -65,17 +82,8 @@ struct Cli {
     #[arg(short = 'R', long, value_name = "REQ/S", conflicts_with = "in_flight")]
     rate: Option<f64>,
 
-    /// Measured duration (e.g. 3s, 500ms, 1m).
-    #[arg(short, long, default_value_t = DEFAULT_DURATION.into(), value_name = "DURATION")]
-    duration: humantime::Duration,
-
-    /// Warm-up before measuring (load is sent, nothing recorded).
-    #[arg(short, long, default_value_t = DEFAULT_WARMUP.into(), value_name = "DURATION")]
-    warmup: humantime::Duration,
-
-    /// Echo payload size (e.g. 64, 1KiB).
-    #[arg(short, long, default_value_t = ByteSize(DEFAULT_PAYLOAD as u64), value_name = "BYTES")]
-    size: ByteSize,
+    #[command(flatten)]
+    shape: RunArgs,
 
     /// Send this file as every request instead of an echo frame; needs a
     /// response rule (--response-length, --response-delimiter, --response).
@@ -170,7 +178,7 @@ impl Cli {
         spec.short = self.short;
         spec.request = match &self.request {
             None => Request::Echo {
-                payload: to_usize(self.size, "--size")?,
+                payload: to_usize(self.shape.size, "--size")?,
             },
             Some(path) => {
                 let rule = if let Some(n) = self.response_length {
@@ -189,8 +197,8 @@ impl Cli {
                 Request::from_file(path, rule)?
             }
         };
-        spec.duration = self.duration.into();
-        spec.warmup = self.warmup.into();
+        spec.duration = self.shape.duration.into();
+        spec.warmup = self.shape.warmup.into();
         spec.timeout = self.timeout.into();
         spec.threads = self.threads;
         spec.progress = !self.quiet;
@@ -242,17 +250,8 @@ struct CompareCli {
     #[arg(short, long, default_value_t = compare::DEFAULT_ROUNDS, value_name = "N")]
     rounds: usize,
 
-    /// Measured duration of each run.
-    #[arg(short, long, default_value_t = DEFAULT_DURATION.into(), value_name = "DURATION")]
-    duration: humantime::Duration,
-
-    /// Warm-up before each run.
-    #[arg(short, long, default_value_t = DEFAULT_WARMUP.into(), value_name = "DURATION")]
-    warmup: humantime::Duration,
-
-    /// Echo payload size.
-    #[arg(short, long, default_value_t = ByteSize(DEFAULT_PAYLOAD as u64), value_name = "BYTES")]
-    size: ByteSize,
+    #[command(flatten)]
+    shape: RunArgs,
 
     /// Load threads.
     #[arg(short, long, default_value_t = DEFAULT_THREADS, value_name = "N")]
@@ -304,9 +303,9 @@ fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
         workers: cli.workers,
         rounds: cli.rounds,
         shape: RunShape {
-            duration: cli.duration.into(),
-            warmup: cli.warmup.into(),
-            payload: to_usize(cli.size, "--size")?,
+            duration: cli.shape.duration.into(),
+            warmup: cli.shape.warmup.into(),
+            payload: to_usize(cli.shape.size, "--size")?,
             threads: cli.threads,
         },
         plot_dir: cli.plot.clone(),

@@ -31,6 +31,25 @@ pub fn encode_u32_be_prefixed(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// Reads the `max_payload=N` setting (bytes) that plugins using
+/// [`u32_be_prefixed`] take from their `plugin_conf`: settings are
+/// `key=value`, separated by commas or spaces; any other key is an error
+/// that names it.
+pub fn max_payload_from_conf(conf: &str, default: usize) -> Result<usize, String> {
+    let mut max_payload = default;
+    for item in conf.split([',', ' ']).filter(|s| !s.is_empty()) {
+        match item.split_once('=') {
+            Some(("max_payload", v)) => {
+                max_payload = v
+                    .parse()
+                    .map_err(|_| format!("max_payload={v:?} is not a number"))?;
+            }
+            _ => return Err(format!("unknown setting {item:?} (known: max_payload=N)")),
+        }
+    }
+    Ok(max_payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! `plugin_conf` may set `max_payload=N` (bytes); a frame announcing more is
 //! malformed and closes its connection.
 
-use spp_plugin_api::framing::u32_be_prefixed;
+use spp_plugin_api::framing::{max_payload_from_conf, u32_be_prefixed};
 use spp_plugin_api::{export_plugin, Conn, Host, Input, Level, Plugin};
 
 /// The largest payload accepted unless `plugin_conf` says otherwise.
@@ -20,18 +20,7 @@ pub struct Echo {
 }
 
 fn parse_conf(conf: &str) -> Result<usize, String> {
-    let mut max_payload = DEFAULT_MAX_PAYLOAD;
-    for item in conf.split([',', ' ']).filter(|s| !s.is_empty()) {
-        match item.split_once('=') {
-            Some(("max_payload", v)) => {
-                max_payload = v
-                    .parse()
-                    .map_err(|_| format!("max_payload={v:?} is not a number"))?;
-            }
-            _ => return Err(format!("unknown setting {item:?} (known: max_payload=N)")),
-        }
-    }
-    Ok(max_payload)
+    max_payload_from_conf(conf, DEFAULT_MAX_PAYLOAD)
 }
 
 impl Plugin for Echo {

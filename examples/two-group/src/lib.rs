@@ -12,7 +12,7 @@
 //!
 //! `plugin_conf` may set `max_payload=N` (bytes), as for the echo plugin.
 
-use spp_plugin_api::framing::{u32_be_prefixed, U32_PREFIX_LEN};
+use spp_plugin_api::framing::{max_payload_from_conf, u32_be_prefixed, U32_PREFIX_LEN};
 use spp_plugin_api::{export_plugin, Conn, Host, Input, Level, Plugin};
 
 /// The group that echoes.
@@ -57,18 +57,7 @@ pub fn write_g2_reply(payload: &[u8], out: &mut [u8]) {
 }
 
 fn parse_conf(conf: &str) -> Result<usize, String> {
-    let mut max_payload = DEFAULT_MAX_PAYLOAD;
-    for item in conf.split([',', ' ']).filter(|s| !s.is_empty()) {
-        match item.split_once('=') {
-            Some(("max_payload", v)) => {
-                max_payload = v
-                    .parse()
-                    .map_err(|_| format!("max_payload={v:?} is not a number"))?;
-            }
-            _ => return Err(format!("unknown setting {item:?} (known: max_payload=N)")),
-        }
-    }
-    Ok(max_payload)
+    max_payload_from_conf(conf, DEFAULT_MAX_PAYLOAD)
 }
 
 /// The plugin (proxy role and group 2's worker role).

@@ -19,7 +19,7 @@
 mod common;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use spp_plugin_api::abi::{SppConnInfo, SppHost, SPP_OK, SPP_PLUGIN_ABI_VERSION, SPP_ROLE_PROXY};
+use spp_plugin_api::abi::{SppConnInfo, SppHost, SPP_OK, SPP_ROLE_PROXY};
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed};
 use spp_plugin_api::host::{PluginLibrary, Role};
 use spp_plugin_api::Input;
@@ -93,18 +93,15 @@ unsafe extern "C" fn log_to_stderr(_: *mut c_void, _: c_int, text: *const c_char
 /// The host table handed to `spp_init`, leaked: it must outlive the
 /// plugin, which may keep the pointer.
 fn host_table() -> &'static SppHost {
-    Box::leak(Box::new(SppHost {
-        size: std::mem::size_of::<SppHost>() as u32,
-        abi_version: SPP_PLUGIN_ABI_VERSION,
-        role: SPP_ROLE_PROXY,
-        group: 0,
-        worker_index: 0,
-        _reserved: 0,
-        ctx: std::ptr::null_mut(),
-        reply: no_reply,
-        close: no_close,
-        log: log_to_stderr,
-    }))
+    Box::leak(Box::new(SppHost::new(
+        SPP_ROLE_PROXY,
+        0,
+        0,
+        std::ptr::null_mut(),
+        no_reply,
+        no_close,
+        log_to_stderr,
+    )))
 }
 
 fn framing(c: &mut Criterion) {

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use spp_benches::compare::process::alive;
 use spp_benches::compare::{CompareReport, IdleReport, System, HAPROXY_MISSING, SCENARIOS};
 
 /// The directory holding `spp-bench` and, after a workspace build, the
@@ -42,17 +43,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Whether a process with this pid is still there (zombies count as gone).
-fn alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(true),
-        Err(_) => false,
-    }
 }
 
 #[test]
@@ -104,7 +94,7 @@ fn a_short_comparison_covers_every_scenario_and_stops_its_servers() {
         .chain(pids.direct)
         .chain(pids.haproxy);
     for pid in all {
-        assert!(!alive(u64::from(pid)), "pid {pid} still runs after compare");
+        assert!(!alive(pid), "pid {pid} still runs after compare");
     }
 }
 
@@ -140,7 +130,7 @@ fn idle_memory_holds_the_connections_and_stops_its_servers() {
     assert_eq!(report.connections, 200);
     assert!(report.spp.rss_before > 0 && report.direct.rss_before > 0);
     for pid in [report.spp.pid, report.direct.pid] {
-        assert!(!alive(u64::from(pid)), "pid {pid} still runs");
+        assert!(!alive(pid), "pid {pid} still runs");
     }
 }
 

@@ -179,6 +179,33 @@ pub struct SppHost {
     pub log: LogFn,
 }
 
+impl SppHost {
+    /// A table of this crate's ABI version, with `size` filled in: the one
+    /// way hosts build it. `group` and `worker_index` are 0 in the proxy.
+    pub fn new(
+        role: u32,
+        group: u32,
+        worker_index: u32,
+        ctx: *mut c_void,
+        reply: ReplyFn,
+        close: CloseFn,
+        log: LogFn,
+    ) -> Self {
+        SppHost {
+            size: std::mem::size_of::<SppHost>() as u32,
+            abi_version: SPP_PLUGIN_ABI_VERSION,
+            role,
+            group,
+            worker_index,
+            _reserved: 0,
+            ctx,
+            reply,
+            close,
+            log,
+        }
+    }
+}
+
 /// `spp_plugin_abi_version`.
 pub type AbiVersionHook = unsafe extern "C" fn() -> u32;
 /// `spp_init`.

@@ -13,7 +13,7 @@
 
 use spp_plugin_api::abi::{
     SppHost, SPP_ERR_FULL, SPP_ERR_UNKNOWN_FLOW, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR,
-    SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_PLUGIN_ABI_VERSION, SPP_ROLE_PROXY,
+    SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_PROXY,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
@@ -95,18 +95,15 @@ impl HostServices {
             queued: Cell::new(0),
             refused: Cell::new(0),
         });
-        let table = Box::new(SppHost {
-            size: std::mem::size_of::<SppHost>() as u32,
-            abi_version: SPP_PLUGIN_ABI_VERSION,
-            role: SPP_ROLE_PROXY,
-            group: 0,
-            worker_index: 0,
-            _reserved: 0,
-            ctx: (&*ctx as *const HostCtx).cast_mut().cast::<c_void>(),
-            reply: host_reply,
-            close: host_close,
-            log: host_log,
-        });
+        let table = Box::new(SppHost::new(
+            SPP_ROLE_PROXY,
+            0,
+            0,
+            (&*ctx as *const HostCtx).cast_mut().cast::<c_void>(),
+            host_reply,
+            host_close,
+            host_log,
+        ));
         HostServices { table, ctx }
     }
 

@@ -22,7 +22,7 @@ use crossbeam::queue::ArrayQueue;
 use spp_ipc::doorbell::wake_if_sleeping;
 use spp_plugin_api::abi::{
     SppHost, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR,
-    SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_PLUGIN_ABI_VERSION, SPP_ROLE_WORKER,
+    SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_WORKER,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
@@ -144,18 +144,15 @@ impl HostServices {
             pool: ArrayQueue::new(POOL_BUFFERS),
             shared,
         }));
-        let table: &'static SppHost = Box::leak(Box::new(SppHost {
-            size: std::mem::size_of::<SppHost>() as u32,
-            abi_version: SPP_PLUGIN_ABI_VERSION,
-            role: SPP_ROLE_WORKER,
+        let table: &'static SppHost = Box::leak(Box::new(SppHost::new(
+            SPP_ROLE_WORKER,
             group,
             worker_index,
-            _reserved: 0,
-            ctx: (ctx as *const HostCtx).cast_mut().cast(),
-            reply: host_reply,
-            close: host_close,
-            log: host_log,
-        }));
+            (ctx as *const HostCtx).cast_mut().cast(),
+            host_reply,
+            host_close,
+            host_log,
+        )));
         HostServices { ctx, table }
     }
 

@@ -33,7 +33,7 @@ pub mod bins;
 pub mod child;
 pub mod error;
 pub mod idle;
-mod process;
+pub mod process;
 pub mod report;
 mod run;
 pub mod scenario;

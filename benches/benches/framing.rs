@@ -19,7 +19,9 @@
 mod common;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use spp_plugin_api::abi::{SppConnInfo, SppHost, SPP_OK, SPP_ROLE_PROXY};
+use spp_plugin_api::abi::{
+    HostFns, SppConnInfo, SppHost, SPP_ERR_UNSUPPORTED, SPP_OK, SPP_ROLE_PROXY,
+};
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed};
 use spp_plugin_api::host::{PluginLibrary, Role};
 use spp_plugin_api::Input;
@@ -90,6 +92,11 @@ unsafe extern "C" fn log_to_stderr(_: *mut c_void, _: c_int, text: *const c_char
     }
 }
 
+/// A metrics service that refuses: the bench measures framing only.
+unsafe extern "C" fn no_count(_: *mut c_void, _: *const c_char, _: usize, _: u64) -> c_int {
+    SPP_ERR_UNSUPPORTED
+}
+
 /// The host table handed to `spp_init`, leaked: it must outlive the
 /// plugin, which may keep the pointer.
 fn host_table() -> &'static SppHost {
@@ -98,9 +105,13 @@ fn host_table() -> &'static SppHost {
         0,
         0,
         std::ptr::null_mut(),
-        no_reply,
-        no_close,
-        log_to_stderr,
+        HostFns {
+            reply: no_reply,
+            close: no_close,
+            log: log_to_stderr,
+            count: no_count,
+            record_latency: no_count,
+        },
     )))
 }
 

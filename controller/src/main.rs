@@ -25,6 +25,7 @@ mod pidfile;
 mod resources;
 mod service;
 mod spawn;
+mod stats;
 mod status;
 mod supervisor;
 

@@ -97,6 +97,7 @@ impl Binaries {
 fn log_spec(cfg: &Config) -> LogSpec {
     LogSpec {
         level: cfg.service.log_level.clone(),
+        file: None,
     }
 }
 
@@ -160,6 +161,8 @@ pub fn worker_launch(
         proxy_region_fd: res.proxy.raw_fd(),
         proxy_bell_fd: res.proxy_bell.raw_fd(),
         spin_us: u64::try_from(group.spin.as_micros()).unwrap_or(u64::MAX),
+        msg_timeout_ms: 0,
+        drain_timeout_ms: u64::try_from(cfg.service.stop_grace.as_millis()).unwrap_or(u64::MAX),
         log: log_spec(cfg),
     })
 }

@@ -133,6 +133,11 @@ pub struct ProxyLimits {
 pub struct LogSpec {
     /// A `tracing` filter such as `info` or `spp_proxy=debug`.
     pub level: String,
+    /// The file the child's stdout and stderr append to; on SIGHUP the
+    /// child reopens it (see [`crate::logfile::reopen_stdio`]) so that a
+    /// rotated log is let go. `None`: nothing to reopen.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 /// Everything the proxy needs.
@@ -187,6 +192,13 @@ pub struct WorkerLaunch {
     pub proxy_bell_fd: RawFd,
     /// Microseconds the worker spins for requests before sleeping.
     pub spin_us: u64,
+    /// A request that waited in the ring longer than this many ms is not
+    /// processed but reported back as [`crate::record::KIND_EXPIRED`]
+    /// (0: no limit).
+    pub msg_timeout_ms: u64,
+    /// The longest a drain (stop signal) may take, ms; requests still
+    /// queued then are left to the proxy, which fails them.
+    pub drain_timeout_ms: u64,
     /// Logging.
     pub log: LogSpec,
 }
@@ -243,8 +255,11 @@ mod tests {
             proxy_region_fd: 7,
             proxy_bell_fd: 8,
             spin_us: 50,
+            msg_timeout_ms: 1000,
+            drain_timeout_ms: 5000,
             log: LogSpec {
                 level: "info".into(),
+                file: None,
             },
         });
         let text = spec.to_env_value();

@@ -4,77 +4,41 @@
 //!   then the request ring (proxy → worker), then the response ring
 //!   (worker → proxy). See [`PairLayout`].
 //! * One **proxy region** per service: a [`ProxyHeader`] with the proxy's
-//!   state, its sleep flag and its counters.
+//!   state, its sleep flag, its counters, the limits the controller may
+//!   change while it runs ([`LiveLimits`]) and its plugin's metrics.
+//!
+//! Version 2 added, per worker: `in_process_since_ms` (hang detection),
+//! `drain_ack` (the drain handshake), the queue-wait and process-time
+//! histograms and the plugin metrics; for the proxy: live limits and the
+//! plugin metrics.
 //!
 //! The controller creates both (memfd), initialises them, and keeps them
 //! for the service's life, so a restarted proxy or worker continues on the
 //! same memory. Every field says who writes it.
 
 use crate::error::IpcError;
+use crate::histogram::SharedHistogram;
+use crate::plugin_metrics::PluginMetrics;
 use crate::ring;
 use crate::shm::SharedRegion;
+pub use crate::stats::{ProxyStats, ProxyTally, WorkerStats, WorkerTally};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of everything in this module.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// `PairHeader::magic`: "SPPPAIR1".
 pub const PAIR_MAGIC: u64 = u64::from_le_bytes(*b"SPPPAIR1");
 /// `ProxyHeader::magic`: "SPPPRXY1".
 pub const PROXY_MAGIC: u64 = u64::from_le_bytes(*b"SPPPRXY1");
+/// Page size the region sizes are rounded to.
+const PAGE: usize = 4096;
 /// Bytes reserved for the pair header; the request ring starts here.
-pub const PAIR_HEADER_SPACE: usize = 4096;
+pub const PAIR_HEADER_SPACE: usize = std::mem::size_of::<PairHeader>().next_multiple_of(PAGE);
 /// Bytes of the proxy region.
-pub const PROXY_REGION_SIZE: usize = 4096;
+pub const PROXY_REGION_SIZE: usize = std::mem::size_of::<ProxyHeader>().next_multiple_of(PAGE);
 /// The largest ring capacity a layout may ask for (1 GiB).
 pub const MAX_RING_CAPACITY: usize = 1 << 30;
-
-/// Defines a `#[repr(C)]` block of `AtomicU64` counters whose field names
-/// are the metric names, with [`NAMES`](ProxyStats::NAMES) and a
-/// [`snapshot`](ProxyStats::snapshot) so readers never list the fields
-/// again, and a plain-`u64` tally of the same fields that the single writer
-/// adds to locally and [`flush`](ProxyTally::flush)es once per batch.
-macro_rules! counters {
-    ($(#[$meta:meta])* $name:ident, $tally:ident { $($(#[$fmeta:meta])* pub $field:ident: AtomicU64,)* }) => {
-        $(#[$meta])*
-        #[repr(C)]
-        #[derive(Debug, Default)]
-        pub struct $name {
-            $($(#[$fmeta])* pub $field: AtomicU64,)*
-        }
-
-        #[doc = concat!("Local increments of [`", stringify!($name), "`], written by [`", stringify!($tally), "::flush`].")]
-        #[derive(Clone, Copy, Debug, Default)]
-        pub struct $tally {
-            $($(#[$fmeta])* pub $field: u64,)*
-        }
-
-        impl $tally {
-            /// Adds every non-zero increment to `stats` and resets it. Only
-            /// the counters' single writer may call it: it adds with a
-            /// plain load and store, no locked instruction.
-            pub fn flush(&mut self, stats: &$name) {
-                $(
-                    if self.$field != 0 {
-                        let now = stats.$field.load(Ordering::Relaxed);
-                        stats.$field.store(now.wrapping_add(self.$field), Ordering::Relaxed);
-                        self.$field = 0;
-                    }
-                )*
-            }
-        }
-
-        impl $name {
-            /// Every counter's name, in layout order.
-            pub const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
-
-            /// Every counter's name and current value, in layout order.
-            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed))),*]
-            }
-        }
-    };
-}
 
 /// Life cycle of a process slot: `PairHeader::worker_state` for a worker,
 /// `ProxyHeader::proxy_state` for the proxy.
@@ -108,26 +72,6 @@ impl ProcessState {
 pub type WorkerState = ProcessState;
 /// The state of the proxy.
 pub type ProxyState = ProcessState;
-
-counters! {
-    /// Counters a worker keeps (written by the worker only).
-    WorkerStats, WorkerTally {
-    /// Requests handed to `spp_process`.
-    pub requests: AtomicU64,
-    /// `spp_process` returned non-zero.
-    pub process_errors: AtomicU64,
-    /// A hook panicked (caught by the Rust layer).
-    pub plugin_panics: AtomicU64,
-    /// Response records queued.
-    pub replies: AtomicU64,
-    /// Response bytes queued.
-    pub reply_bytes: AtomicU64,
-    /// Replies dropped: response ring full for too long, or too large.
-    pub replies_dropped: AtomicU64,
-    /// Nanoseconds spent inside `spp_process`.
-    pub busy_ns: AtomicU64,
-}
-}
 
 /// The header of a pair region. One cache line per writer.
 #[repr(C, align(64))]
@@ -169,13 +113,28 @@ pub struct PairHeader {
 
     /// `seq` of the last request pushed (proxy).
     pub pushed_seq: AtomicU64,
-    _pad4: [u8; 56],
+    /// The `worker_generation` whose `Draining` state the proxy has seen:
+    /// from then on it pushes nothing to the slot (proxy). A draining
+    /// worker exits once this equals its generation and its ring is empty.
+    pub drain_ack: AtomicU64,
+    _pad4: [u8; 48],
+
+    /// CLOCK_MONOTONIC ms at which the current `spp_process` call began,
+    /// 0 while the worker is not inside `spp_process` (worker). The
+    /// controller kills a worker stuck there past its `hang_timeout`.
+    pub in_process_since_ms: AtomicU64,
+    _pad5: [u8; 56],
 
     /// The worker's counters (worker).
     pub stats: WorkerStats,
+    /// Time from the proxy's push to the worker taking the request, ns
+    /// (worker).
+    pub queue_wait: SharedHistogram,
+    /// Time inside `spp_process`, ns (worker).
+    pub process_time: SharedHistogram,
+    /// What the worker's plugin counts (any thread of the worker).
+    pub plugin: PluginMetrics,
 }
-
-const _: () = assert!(std::mem::size_of::<PairHeader>() <= PAIR_HEADER_SPACE);
 
 /// Sizes and offsets inside a pair region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -354,47 +313,6 @@ impl PairRegion {
     }
 }
 
-counters! {
-    /// Counters the proxy keeps (written by the proxy only). Gauges such as
-    /// `conns_active` are stored, not added.
-    ProxyStats, ProxyTally {
-    /// TCP connections accepted.
-    pub conns_accepted: AtomicU64,
-    /// TCP connections open now.
-    pub conns_active: AtomicU64,
-    /// TCP connections refused at the connection cap.
-    pub conns_refused: AtomicU64,
-    /// Requests framed (TCP) or datagrams accepted (UDP).
-    pub requests: AtomicU64,
-    /// Request bytes received.
-    pub bytes_in: AtomicU64,
-    /// Response bytes written to clients.
-    pub bytes_out: AtomicU64,
-    /// Response records taken from the rings.
-    pub responses: AtomicU64,
-    /// `spp_input` said the stream is malformed.
-    pub frame_errors: AtomicU64,
-    /// A request passed `max_request_size`.
-    pub oversized: AtomicU64,
-    /// A request ring was full.
-    pub ring_full: AtomicU64,
-    /// No live worker in the routed group, or an unknown group.
-    pub no_worker: AtomicU64,
-    /// In-flight requests failed because their worker died.
-    pub worker_died_failed: AtomicU64,
-    /// Connections closed for idleness.
-    pub idle_closed: AtomicU64,
-    /// Connections closed because the client did not read its responses.
-    pub slow_closed: AtomicU64,
-    /// Responses for a flow that no longer exists.
-    pub stale_responses: AtomicU64,
-    /// UDP datagrams dropped (no flow slot, bad frame, send failure).
-    pub udp_dropped: AtomicU64,
-    /// A proxy-side hook panicked.
-    pub plugin_panics: AtomicU64,
-}
-}
-
 /// The proxy region's header.
 #[repr(C, align(64))]
 pub struct ProxyHeader {
@@ -422,9 +340,68 @@ pub struct ProxyHeader {
 
     /// The proxy's counters (proxy).
     pub stats: ProxyStats,
+    /// Limits the controller changes on reload (controller; proxy reads).
+    pub limits: LiveLimits,
+    /// What the proxy's plugin counts.
+    pub plugin: PluginMetrics,
 }
 
-const _: () = assert!(std::mem::size_of::<ProxyHeader>() <= PROXY_REGION_SIZE);
+/// Proxy limits a reload may change while the proxy runs. The controller
+/// writes the values, then bumps `generation` (release); the proxy, at its
+/// periodic scan, applies them when `generation` changed. Generation 0
+/// means "none yet": the proxy keeps its launch limits.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub struct LiveLimits {
+    /// Bumped after every change (controller).
+    pub generation: AtomicU64,
+    /// `proxy.max_connections`.
+    pub max_connections: AtomicU64,
+    /// `proxy.max_request_size`, bytes.
+    pub max_request_size: AtomicU64,
+    /// `proxy.max_send_buffer`, bytes.
+    pub max_send_buffer: AtomicU64,
+    /// `proxy.idle_timeout`, ms.
+    pub idle_timeout_ms: AtomicU64,
+    /// `proxy.spin`, µs.
+    pub spin_us: AtomicU64,
+}
+
+impl LiveLimits {
+    /// Publishes new limits (controller).
+    pub fn publish(&self, limits: &crate::launch::ProxyLimits) {
+        self.max_connections
+            .store(limits.max_connections as u64, Ordering::Relaxed);
+        self.max_request_size
+            .store(limits.max_request_size as u64, Ordering::Relaxed);
+        self.max_send_buffer
+            .store(limits.max_send_buffer as u64, Ordering::Relaxed);
+        self.idle_timeout_ms
+            .store(limits.idle_timeout_ms, Ordering::Relaxed);
+        self.spin_us.store(limits.spin_us, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The generation last published.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// `base` with the published values applied (proxy). Values that do
+    /// not fit `usize` leave `base`'s.
+    pub fn apply_to(&self, base: &crate::launch::ProxyLimits) -> crate::launch::ProxyLimits {
+        let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
+        let size = |cell: &AtomicU64, old: usize| usize::try_from(get(cell)).unwrap_or(old);
+        crate::launch::ProxyLimits {
+            max_connections: size(&self.max_connections, base.max_connections),
+            max_request_size: size(&self.max_request_size, base.max_request_size),
+            max_send_buffer: size(&self.max_send_buffer, base.max_send_buffer),
+            idle_timeout_ms: get(&self.idle_timeout_ms),
+            spin_us: get(&self.spin_us),
+            ..base.clone()
+        }
+    }
+}
 
 /// The mapped proxy region.
 pub struct ProxyRegion {

@@ -5,15 +5,22 @@
 //! * [`record`]: what request and response records carry.
 //! * [`doorbell`]: eventfd doorbells and the sleep-flag protocol.
 //! * [`layout`]: the versioned `#[repr(C)]` shared-memory layout (pair and
-//!   proxy regions, counters).
+//!   proxy regions).
+//! * [`stats`], [`histogram`], [`plugin_metrics`]: the counters, latency
+//!   histograms and plugin metrics those regions hold.
+//! * [`logfile`]: reopening a child's log on SIGHUP.
 //! * [`launch`]: the controller → child launch contract.
 
 pub mod doorbell;
 pub mod error;
+pub mod histogram;
 pub mod launch;
 pub mod layout;
+pub mod logfile;
+pub mod plugin_metrics;
 pub mod record;
 pub mod ring;
 pub mod shm;
+pub mod stats;
 
 pub use error::{error_chain, IpcError};

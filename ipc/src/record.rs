@@ -12,6 +12,12 @@ pub const KIND_REQUEST: u16 = 16;
 pub const KIND_RESPONSE: u16 = 17;
 /// Ring record kind: close the flow once its pending bytes are flushed.
 pub const KIND_CLOSE: u16 = 18;
+/// Ring record kind (worker → proxy): a request for the flow waited in
+/// the ring longer than its group's `msg_timeout` and was not processed.
+/// A [`ResponseMeta`] followed by the request bytes, or by nothing when
+/// they did not fit the response ring. The proxy hands it to the
+/// exception hook (`SPP_EXC_TIMEOUT`) or closes the connection.
+pub const KIND_EXPIRED: u16 = 19;
 
 /// In front of every request record's bytes.
 #[repr(C)]

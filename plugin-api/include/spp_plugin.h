@@ -86,6 +86,7 @@ typedef struct spp_conn_info {
 #define SPP_ERR_FULL -2           /* no room: the reply was not queued */
 #define SPP_ERR_TOO_LARGE -3      /* larger than the ring can ever hold */
 #define SPP_ERR_UNSUPPORTED -4    /* not available in this role or thread */
+#define SPP_ERR_BAD_NAME -5       /* metric name: 1..48 bytes of [A-Za-z0-9_.:-] */
 
 /* A hook built with the Rust layer returns this when it panicked; the host
  * counts it and closes the request's connection. */
@@ -95,6 +96,8 @@ typedef struct spp_conn_info {
 #define SPP_EXC_QUEUE_FULL 1      /* the worker's request ring was full */
 #define SPP_EXC_NO_WORKER 2       /* the group has no live worker */
 #define SPP_EXC_WORKER_DIED 3     /* the worker died holding the request */
+#define SPP_EXC_TIMEOUT 4         /* the request waited in the queue longer than
+                                     its group's msg_timeout; it was not processed */
 
 typedef struct spp_host {
     /* sizeof(spp_host) as the host built it; later versions only append. */
@@ -114,6 +117,19 @@ typedef struct spp_host {
     int (*close)(void *ctx, uint64_t flow);
     /* Write one line to the host's log. `text` need not be NUL-terminated. */
     void (*log)(void *ctx, int level, const char *text, size_t len);
+
+    /* ---- appended in ABI 1 (check `size` before use: a host whose
+     * size <= offsetof(spp_host, count) lacks them) ---- */
+
+    /* Add `delta` to the plugin counter `name` (1..48 bytes of
+     * [A-Za-z0-9_.:-], not NUL-terminated). Shown by `spp stat` and on the
+     * Prometheus endpoint. Any thread; no lock, no allocation. Returns
+     * SPP_OK, SPP_ERR_BAD_NAME, or SPP_ERR_FULL when the process already
+     * has 32 counter names. */
+    int (*count)(void *ctx, const char *name, size_t name_len, uint64_t delta);
+    /* Record one latency sample of `nanos` in the plugin histogram `name`
+     * (same rules; at most 8 histogram names per process). */
+    int (*record_latency)(void *ctx, const char *name, size_t name_len, uint64_t nanos);
 } spp_host;
 
 /* ---- hooks the plugin exports ------------------------------------------- */

@@ -44,6 +44,9 @@ pub const SPP_ERR_FULL: c_int = -2;
 pub const SPP_ERR_TOO_LARGE: c_int = -3;
 /// Not available in this role or from this thread.
 pub const SPP_ERR_UNSUPPORTED: c_int = -4;
+/// A metric name that is empty, too long or has other characters than
+/// `[A-Za-z0-9_.:-]`.
+pub const SPP_ERR_BAD_NAME: c_int = -5;
 
 /// What a Rust-layer hook returns when it panicked.
 pub const SPP_HOOK_PANICKED: c_int = -32768;
@@ -54,6 +57,9 @@ pub const SPP_EXC_QUEUE_FULL: c_int = 1;
 pub const SPP_EXC_NO_WORKER: c_int = 2;
 /// `spp_exception` reason: the worker died holding the request.
 pub const SPP_EXC_WORKER_DIED: c_int = 3;
+/// `spp_exception` reason: the request waited longer than its group's
+/// `msg_timeout` and was not processed.
+pub const SPP_EXC_TIMEOUT: c_int = 4;
 
 /// An IPv4 or IPv6 socket address (`spp_addr`).
 #[repr(C)]
@@ -153,6 +159,36 @@ pub type CloseFn = unsafe extern "C" fn(ctx: *mut c_void, flow: u64) -> c_int;
 pub type LogFn =
     unsafe extern "C" fn(ctx: *mut c_void, level: c_int, text: *const c_char, len: usize);
 
+/// `spp_host.count`.
+pub type CountFn = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    name: *const c_char,
+    name_len: usize,
+    delta: u64,
+) -> c_int;
+/// `spp_host.record_latency`.
+pub type RecordLatencyFn = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    name: *const c_char,
+    name_len: usize,
+    nanos: u64,
+) -> c_int;
+
+/// The functions of a host's services table, for [`SppHost::new`].
+#[derive(Clone, Copy, Debug)]
+pub struct HostFns {
+    /// `reply`.
+    pub reply: ReplyFn,
+    /// `close`.
+    pub close: CloseFn,
+    /// `log`.
+    pub log: LogFn,
+    /// `count`.
+    pub count: CountFn,
+    /// `record_latency`.
+    pub record_latency: RecordLatencyFn,
+}
+
 /// The services table the host hands to `spp_init` (`spp_host`).
 #[repr(C)]
 #[derive(Debug)]
@@ -177,20 +213,17 @@ pub struct SppHost {
     pub close: CloseFn,
     /// Write one log line.
     pub log: LogFn,
+    /// Add to a named plugin counter (appended; check `size`).
+    pub count: CountFn,
+    /// Record a sample in a named plugin latency histogram (appended;
+    /// check `size`).
+    pub record_latency: RecordLatencyFn,
 }
 
 impl SppHost {
     /// A table of this crate's ABI version, with `size` filled in: the one
     /// way hosts build it. `group` and `worker_index` are 0 in the proxy.
-    pub fn new(
-        role: u32,
-        group: u32,
-        worker_index: u32,
-        ctx: *mut c_void,
-        reply: ReplyFn,
-        close: CloseFn,
-        log: LogFn,
-    ) -> Self {
+    pub fn new(role: u32, group: u32, worker_index: u32, ctx: *mut c_void, fns: HostFns) -> Self {
         SppHost {
             size: std::mem::size_of::<SppHost>() as u32,
             abi_version: SPP_PLUGIN_ABI_VERSION,
@@ -199,9 +232,11 @@ impl SppHost {
             worker_index,
             _reserved: 0,
             ctx,
-            reply,
-            close,
-            log,
+            reply: fns.reply,
+            close: fns.close,
+            log: fns.log,
+            count: fns.count,
+            record_latency: fns.record_latency,
         }
     }
 }
@@ -262,7 +297,7 @@ mod tests {
         assert_eq!(size_of::<SppAddr>(), 24);
         assert_eq!(size_of::<SppConnInfo>(), 24 + 2 * 24);
         assert_eq!(align_of::<SppConnInfo>(), 8);
-        assert_eq!(size_of::<SppHost>(), 24 + 4 * size_of::<usize>());
+        assert_eq!(size_of::<SppHost>(), 24 + 6 * size_of::<usize>());
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub enum ExceptionReason {
     NoWorker,
     /// The worker died while holding the request.
     WorkerDied,
+    /// The request waited longer than its group's `msg_timeout` and was
+    /// not processed.
+    Timeout,
     /// A reason this version does not know.
     Other(i32),
 }
@@ -78,6 +81,7 @@ impl ExceptionReason {
             SPP_EXC_QUEUE_FULL => Self::QueueFull,
             SPP_EXC_NO_WORKER => Self::NoWorker,
             SPP_EXC_WORKER_DIED => Self::WorkerDied,
+            SPP_EXC_TIMEOUT => Self::Timeout,
             other => Self::Other(other),
         }
     }
@@ -105,8 +109,11 @@ pub enum HostError {
     Full,
     /// Larger than the host can ever carry.
     TooLarge,
-    /// Not available in this role or thread.
+    /// Not available in this role or thread (or in this host version).
     Unsupported,
+    /// A metric name that is empty, longer than 48 bytes, or has other
+    /// characters than `[A-Za-z0-9_.:-]`.
+    BadName,
     /// A code this version does not know.
     Other(i32),
 }
@@ -118,6 +125,7 @@ fn host_result(code: c_int) -> Result<(), HostError> {
         SPP_ERR_FULL => Err(HostError::Full),
         SPP_ERR_TOO_LARGE => Err(HostError::TooLarge),
         SPP_ERR_UNSUPPORTED => Err(HostError::Unsupported),
+        SPP_ERR_BAD_NAME => Err(HostError::BadName),
         other => Err(HostError::Other(other)),
     }
 }
@@ -181,6 +189,42 @@ impl Host {
         };
         // SAFETY: the host reads exactly `len` bytes from `text`.
         unsafe { (self.0.log)(self.0.ctx, level, text.as_ptr().cast(), text.len()) }
+    }
+
+    /// Whether the host's table has the field ending at `end` (a host built
+    /// before the field was appended has a smaller `size`).
+    fn has(&self, end: usize) -> bool {
+        self.0.size as usize >= end
+    }
+
+    /// Adds `delta` to the counter `name` (shown by `spp stat` and on the
+    /// Prometheus endpoint). Names are 1..=48 bytes of `[A-Za-z0-9_.:-]`;
+    /// a process has at most 32 counter names. Any thread; lock-free.
+    pub fn count(&self, name: &str, delta: u64) -> Result<(), HostError> {
+        if !self.has(std::mem::offset_of!(SppHost, count) + std::mem::size_of::<CountFn>()) {
+            return Err(HostError::Unsupported);
+        }
+        // SAFETY: the host reads exactly `name_len` bytes from `name`.
+        host_result(unsafe { (self.0.count)(self.0.ctx, name.as_ptr().cast(), name.len(), delta) })
+    }
+
+    /// Records one latency sample in the histogram `name` (same name rules;
+    /// at most 8 histogram names per process).
+    pub fn record_latency(
+        &self,
+        name: &str,
+        latency: std::time::Duration,
+    ) -> Result<(), HostError> {
+        let end =
+            std::mem::offset_of!(SppHost, record_latency) + std::mem::size_of::<RecordLatencyFn>();
+        if !self.has(end) {
+            return Err(HostError::Unsupported);
+        }
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        // SAFETY: the host reads exactly `name_len` bytes from `name`.
+        host_result(unsafe {
+            (self.0.record_latency)(self.0.ctx, name.as_ptr().cast(), name.len(), nanos)
+        })
     }
 }
 

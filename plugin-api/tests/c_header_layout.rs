@@ -14,8 +14,9 @@ int main(void) {
     printf("addr %zu %zu %zu\n", sizeof(spp_addr), offsetof(spp_addr, port), offsetof(spp_addr, ip));
     printf("conn %zu %zu %zu %zu %zu\n", sizeof(spp_conn_info), offsetof(spp_conn_info, proto),
            offsetof(spp_conn_info, listener), offsetof(spp_conn_info, local), offsetof(spp_conn_info, remote));
-    printf("host %zu %zu %zu %zu %zu\n", sizeof(spp_host), offsetof(spp_host, ctx), offsetof(spp_host, reply),
-           offsetof(spp_host, close), offsetof(spp_host, log));
+    printf("host %zu %zu %zu %zu %zu %zu %zu\n", sizeof(spp_host), offsetof(spp_host, ctx), offsetof(spp_host, reply),
+           offsetof(spp_host, close), offsetof(spp_host, log), offsetof(spp_host, count),
+           offsetof(spp_host, record_latency));
     printf("abi %u\n", SPP_PLUGIN_ABI_VERSION);
     return 0;
 }
@@ -42,7 +43,7 @@ fn c_header_and_rust_mirror_agree() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let expected = format!(
-        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {}\nabi {}\n",
+        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {} {} {}\nabi {}\n",
         size_of::<SppAddr>(),
         offset_of!(SppAddr, port),
         offset_of!(SppAddr, ip),
@@ -56,6 +57,8 @@ fn c_header_and_rust_mirror_agree() {
         offset_of!(SppHost, reply),
         offset_of!(SppHost, close),
         offset_of!(SppHost, log),
+        offset_of!(SppHost, count),
+        offset_of!(SppHost, record_latency),
         spp_plugin_api::SPP_PLUGIN_ABI_VERSION,
     );
     assert_eq!(text, expected);

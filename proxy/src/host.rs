@@ -12,8 +12,8 @@
 //! goes to `tracing` from any thread.
 
 use spp_plugin_api::abi::{
-    SppHost, SPP_ERR_FULL, SPP_ERR_UNKNOWN_FLOW, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR,
-    SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_PROXY,
+    HostFns, SppHost, SPP_ERR_FULL, SPP_ERR_UNKNOWN_FLOW, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG,
+    SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_PROXY,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
@@ -100,9 +100,13 @@ impl HostServices {
             0,
             0,
             (&*ctx as *const HostCtx).cast_mut().cast::<c_void>(),
-            host_reply,
-            host_close,
-            host_log,
+            HostFns {
+                reply: host_reply,
+                close: host_close,
+                log: host_log,
+                count: host_count,
+                record_latency: host_record_latency,
+            },
         ));
         HostServices { table, ctx }
     }
@@ -289,4 +293,19 @@ mod tests {
         // Applied: there is room again.
         assert_eq!(unsafe { (t.close)(t.ctx, flow(4)) }, SPP_OK);
     }
+}
+
+/// `spp_host.count` (temporary: not wired to the proxy region yet).
+unsafe extern "C" fn host_count(_: *mut c_void, _: *const c_char, _: usize, _: u64) -> c_int {
+    SPP_ERR_UNSUPPORTED
+}
+
+/// `spp_host.record_latency` (temporary: not wired yet).
+unsafe extern "C" fn host_record_latency(
+    _: *mut c_void,
+    _: *const c_char,
+    _: usize,
+    _: u64,
+) -> c_int {
+    SPP_ERR_UNSUPPORTED
 }

@@ -20,9 +20,10 @@ use crate::respond::Responder;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam::queue::ArrayQueue;
 use spp_ipc::doorbell::wake_if_sleeping;
+use spp_ipc::plugin_metrics;
 use spp_plugin_api::abi::{
-    SppHost, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR,
-    SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_WORKER,
+    HostFns, SppHost, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG,
+    SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_WORKER,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
@@ -149,9 +150,13 @@ impl HostServices {
             group,
             worker_index,
             (ctx as *const HostCtx).cast_mut().cast(),
-            host_reply,
-            host_close,
-            host_log,
+            HostFns {
+                reply: host_reply,
+                close: host_close,
+                log: host_log,
+                count: host_count,
+                record_latency: host_record_latency,
+            },
         )));
         HostServices { ctx, table }
     }
@@ -314,6 +319,51 @@ unsafe extern "C" fn host_close(ctx: *mut c_void, flow: u64) -> c_int {
     // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
     match unsafe { ctx.cast::<HostCtx>().as_ref() } {
         Some(ctx) => ctx.close(flow),
+        None => SPP_ERR_UNSUPPORTED,
+    }
+}
+
+/// `spp_host.count`: the worker's plugin counters in its pair header.
+///
+/// # Safety
+/// `name` must point to `name_len` readable bytes (or be null).
+unsafe extern "C" fn host_count(
+    ctx: *mut c_void,
+    name: *const c_char,
+    name_len: usize,
+    delta: u64,
+) -> c_int {
+    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
+    match unsafe { ctx.cast::<HostCtx>().as_ref() } {
+        // SAFETY: forwarded from the caller.
+        Some(ctx) => unsafe {
+            plugin_metrics::host_count(&ctx.shared.pair_header().plugin, name, name_len, delta)
+        },
+        None => SPP_ERR_UNSUPPORTED,
+    }
+}
+
+/// `spp_host.record_latency`: the worker's plugin histograms.
+///
+/// # Safety
+/// As for [`host_count`].
+unsafe extern "C" fn host_record_latency(
+    ctx: *mut c_void,
+    name: *const c_char,
+    name_len: usize,
+    nanos: u64,
+) -> c_int {
+    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
+    match unsafe { ctx.cast::<HostCtx>().as_ref() } {
+        // SAFETY: forwarded from the caller.
+        Some(ctx) => unsafe {
+            plugin_metrics::host_record_latency(
+                &ctx.shared.pair_header().plugin,
+                name,
+                name_len,
+                nanos,
+            )
+        },
         None => SPP_ERR_UNSUPPORTED,
     }
 }

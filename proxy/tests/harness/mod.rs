@@ -459,6 +459,7 @@ impl Rig {
             limits,
             log: LogSpec {
                 level: "debug".into(),
+                file: None,
             },
         };
         let fds: Vec<RawFd> = spec.inherited_fds();

@@ -102,8 +102,11 @@ impl FakeProxy {
             proxy_region_fd: self.proxy.raw_fd(),
             proxy_bell_fd: self.proxy_bell.raw_fd(),
             spin_us,
+            msg_timeout_ms: 0,
+            drain_timeout_ms: 3000,
             log: LogSpec {
                 level: "debug".into(),
+                file: None,
             },
         }
     }

@@ -52,6 +52,11 @@ impl Collector {
     }
 }
 
+/// The report as the table `spp stat` prints.
+pub fn render_table(report: &StatReport) -> String {
+    format!("service {} (last {:.0} s)\n", report.service, report.window_s)
+}
+
 /// Binds `addr` and serves the Prometheus text format at `/metrics` from
 /// what `collector` samples, on a task of the current tokio runtime.
 pub fn serve_metrics(_addr: SocketAddr, _collector: &Collector) -> Result<(), StatsError> {

@@ -1,6 +1,8 @@
-//! The bookkeeping of one supervised child: what it is, its current run,
-//! its restart back-off and crash-loop detection, how its last run ended,
-//! and its line in the status report.
+//! The bookkeeping of one supervised child: what it is (the proxy, or one
+//! worker slot), whether it is meant to run, its current run (with the
+//! config generation it was started from), its restart back-off and
+//! crash-loop detection, how its last run ended, and its line in the status
+//! report.
 
 use crate::config::Config;
 use crate::defaults;
@@ -74,6 +76,28 @@ pub struct Running {
     pub ever_ready: bool,
     /// Size of its log file when it started (where its own output begins).
     pub log_from: u64,
+    /// The config generation it was started from.
+    pub generation: u64,
+    /// It was SIGKILLed on purpose (hung, or retired too slowly).
+    pub killed: bool,
+    /// It was asked to stop on purpose (scale-down, reload): killed if
+    /// still running then.
+    pub retire_by: Option<Instant>,
+}
+
+impl Running {
+    /// A run that just started.
+    pub fn new(pid: u32, log_from: u64, generation: u64) -> Self {
+        Running {
+            pid,
+            started: Instant::now(),
+            ever_ready: false,
+            log_from,
+            generation,
+            killed: false,
+            retire_by: None,
+        }
+    }
 }
 
 /// Restart delays: [`defaults::BACKOFF_INITIAL`] doubling to
@@ -125,8 +149,14 @@ pub struct Child {
     pub name: String,
     /// Its log file.
     pub log: PathBuf,
+    /// Meant to run: restarted when it exits. False for a spare slot and
+    /// for a worker stopped on purpose (scale-down, replaced by a reload).
+    pub desired: bool,
     /// The current run.
     pub run: Option<Running>,
+    /// Why the controller stopped or killed the current run, for its
+    /// `last_exit` ("stopped by scale-down", "stuck in spp_process ...").
+    pub stop_reason: Option<String>,
     /// When a restart is due (while in back-off).
     pub restart_at: Option<Instant>,
     /// Restart delays.
@@ -140,11 +170,12 @@ pub struct Child {
 impl Child {
     /// The proxy of `cfg`.
     pub fn proxy(cfg: &Config) -> Self {
-        Self::new(cfg, Kind::Proxy, "proxy".to_string())
+        Self::new(cfg, Kind::Proxy, "proxy".to_string(), true)
     }
 
-    /// Worker `index` of the group at `group_pos`.
-    pub fn worker(cfg: &Config, group_pos: usize, group: u32, index: u32) -> Self {
+    /// The worker slot `index` of the group at `group_pos`; `desired` when
+    /// a worker should run there from the start.
+    pub fn worker(cfg: &Config, group_pos: usize, group: u32, index: u32, desired: bool) -> Self {
         Self::new(
             cfg,
             Kind::Worker {
@@ -153,15 +184,18 @@ impl Child {
                 index,
             },
             format!("worker-g{group}-{index}"),
+            desired,
         )
     }
 
-    fn new(cfg: &Config, kind: Kind, name: String) -> Self {
+    fn new(cfg: &Config, kind: Kind, name: String, desired: bool) -> Self {
         Child {
             kind,
             log: cfg.service.log_dir.join(format!("{name}.log")),
             name,
+            desired,
             run: None,
+            stop_reason: None,
             restart_at: None,
             backoff: Backoff::default(),
             restarts: 0,
@@ -172,6 +206,39 @@ impl Child {
     /// How messages name it: `proxy`, `worker g1/0`.
     pub fn label(&self) -> String {
         self.kind.to_string()
+    }
+
+    /// The position of its group, for a worker.
+    pub fn group_pos(&self) -> Option<usize> {
+        match self.kind {
+            Kind::Worker { group_pos, .. } => Some(group_pos),
+            Kind::Proxy => None,
+        }
+    }
+
+    /// Whether it is a worker of the group at `pos`.
+    pub fn in_group(&self, pos: usize) -> bool {
+        self.group_pos() == Some(pos)
+    }
+
+    /// Whether the slot is free for a new worker: nothing runs there, none
+    /// is meant to, and no restart is pending.
+    pub fn is_free(&self) -> bool {
+        !self.desired && self.run.is_none() && self.restart_at.is_none()
+    }
+
+    /// Makes a free slot meant to run a new worker: a fresh back-off and
+    /// restart count (its `last_exit` still tells how the slot's previous
+    /// worker ended).
+    pub fn take_up(&mut self) {
+        self.desired = true;
+        self.backoff = Backoff::default();
+        self.restarts = 0;
+    }
+
+    /// Whether it belongs in the status report: meant to run, or running.
+    pub fn listed(&self) -> bool {
+        self.desired || self.run.is_some() || self.restart_at.is_some()
     }
 
     /// Its line in the status report, given its shared state.
@@ -197,6 +264,7 @@ impl Child {
             state,
             restarts: self.restarts,
             uptime_s: uptime.map_or(0, |u| u.as_secs()),
+            config_generation: self.run.map(|r| r.generation),
             last_exit: self.last_exit.clone(),
             crash_loop: self.backoff.crash_loop(uptime),
         }

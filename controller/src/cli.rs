@@ -1,4 +1,5 @@
-//! The command line: `spp check | start | status | stop -c FILE`.
+//! The command line: `spp check | start | status | stat | reload | restart
+//! | stop -c FILE`.
 
 use crate::defaults;
 use clap::{Args, Parser, Subcommand};
@@ -18,8 +19,9 @@ pub const EXIT_UNKNOWN: u8 = 4;
 const EXIT_CODES: &str = "\
 Exit status:
   0  success (`stop` also when nothing was running)
-  1  failure: invalid config, start failed, already running, stop timed out
-  3  `status`: the service is not running
+  1  failure: invalid config, start failed, already running, stop timed out,
+     reload refused or failed
+  3  `status`, `stat`, `reload`: the service is not running
   4  `status`: a controller runs but does not answer (starting or stopping)";
 
 /// spp — a socket server: proxy, shared-memory rings and worker groups
@@ -70,6 +72,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show per-group rates and latency percentiles.
+    Stat {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON for machines (one line per report with --watch).
+        #[arg(long)]
+        json: bool,
+        /// Report over the last SECS seconds, again every SECS seconds,
+        /// until interrupted.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        watch: Option<u64>,
+    },
+    /// Re-read the config file the service was started from and apply it
+    /// without dropping requests: limits, worker counts, timeouts, scaling;
+    /// every worker is replaced (new plugin build) once its successor is
+    /// ready. FILE is checked first.
+    Reload {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Stop the service if it runs, then start it (FILE is checked first).
+    Restart {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How long to wait for the service to become ready.
+        #[arg(long, value_name = "DURATION", default_value = defaults::START_WAIT, value_parser = parse_duration)]
+        wait: Duration,
+    },
     /// Stop the service (drain, then stop every process).
     Stop {
         #[command(flatten)]
@@ -102,5 +132,21 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["spp", "start", "-c", "x", "--wait", "5"]).is_err());
         assert!(Cli::try_parse_from(["spp", "status"]).is_err());
+        let cli =
+            Cli::try_parse_from(["spp", "stat", "-c", "x", "--watch", "2", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Stat {
+                watch: Some(2),
+                json: true,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["spp", "stat", "-c", "x", "--watch", "0"]).is_err());
+        assert!(Cli::try_parse_from(["spp", "reload", "-c", "x"]).is_ok());
+        let cli = Cli::try_parse_from(["spp", "restart", "-c", "x", "--wait", "9s"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Restart { wait, .. } if wait == Duration::from_secs(9))
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! the pure checks of [`validate`]; [`environment::check`] then checks what
 //! depends on the machine (plugins load, the fd limit suffices). Every error
 //! is a [`ConfigError`] naming the file, the key and the reason.
+//! [`diff`] compares a running config with a new one for `spp reload`.
 
+pub mod diff;
 pub mod environment;
 mod raw;
 pub mod validate;
@@ -76,6 +78,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[rings]`.
     pub rings: PairLayout,
+    /// `[scaling]`.
+    pub scaling: ScalingConfig,
     /// `[[group]]`, in file order.
     pub groups: Vec<GroupConfig>,
 }
@@ -93,6 +97,27 @@ pub struct ServiceConfig {
     pub log_level: String,
     /// Time the proxy and workers get to drain at stop.
     pub stop_grace: Duration,
+    /// Where the Prometheus text endpoint listens (off when `None`).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `[scaling]`: the per-interval expansion rule, for every group whose
+/// `min_workers < max_workers` (see [`crate::scaling`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalingConfig {
+    /// How often each group is evaluated.
+    pub interval: Duration,
+    /// busy > workers x interval x `up_busy` adds `step` workers.
+    pub up_busy: f64,
+    /// busy < workers x interval x `down_busy` stops one worker.
+    pub down_busy: f64,
+    /// Workers added at once.
+    pub step: u32,
+    /// No change this long after the previous one.
+    pub cooldown: Duration,
+    /// Workers over all groups at most (resolved: `max_total_workers = 0`
+    /// in the file means [`defaults::machine_cap`] of this machine).
+    pub max_total_workers: u32,
 }
 
 /// One `proxy.listen` entry.
@@ -150,12 +175,33 @@ pub struct GroupConfig {
     pub plugin: PathBuf,
     /// String for its `spp_init`.
     pub plugin_conf: String,
-    /// Workers started.
+    /// Workers started (at start and after a reload that changes it).
     pub workers: u32,
-    /// Worker slots created (>= workers).
+    /// Scaling never goes below this (<= workers).
+    pub min_workers: u32,
+    /// Scaling never goes above this (>= workers).
     pub max_workers: u32,
+    /// A request that waited longer than this is not processed (zero =
+    /// off).
+    pub msg_timeout: Duration,
+    /// A worker inside one `spp_process` longer than this is killed (zero
+    /// = off).
+    pub hang_timeout: Duration,
     /// Spin before sleeping.
     pub spin: Duration,
+}
+
+impl GroupConfig {
+    /// Worker slots created for the group: `max_workers` and one spare,
+    /// so a reload can start a new worker before stopping an old one.
+    pub fn slots(&self) -> u32 {
+        self.max_workers.saturating_add(1)
+    }
+
+    /// Whether scaling may change the group's size.
+    pub fn scales(&self) -> bool {
+        self.min_workers < self.max_workers
+    }
 }
 
 impl Config {
@@ -176,7 +222,12 @@ impl Config {
 
     /// Worker slots over all groups.
     pub fn total_slots(&self) -> usize {
-        self.groups.iter().map(|g| g.max_workers as usize).sum()
+        self.groups.iter().map(|g| g.slots() as usize).sum()
+    }
+
+    /// Workers started over all groups.
+    pub fn start_workers(&self) -> u64 {
+        self.groups.iter().map(|g| u64::from(g.workers)).sum()
     }
 
     /// A one-line summary for `spp check`.
@@ -185,7 +236,12 @@ impl Config {
         let groups: Vec<String> = self
             .groups
             .iter()
-            .map(|g| format!("g{} {}/{} workers", g.id, g.workers, g.max_workers))
+            .map(|g| {
+                format!(
+                    "g{} {} workers ({}..={})",
+                    g.id, g.workers, g.min_workers, g.max_workers
+                )
+            })
             .collect();
         format!(
             "service \"{}\", {} listener(s) [{}], {} group(s) [{}], rings {}/{}",

@@ -3,8 +3,12 @@
 //! request line and reads one JSON response line.
 //!
 //! Requests: `{"cmd":"status"}` → the [`crate::status::Status`] object;
-//! `{"cmd":"stop"}` → `{"stopping":true,"controller_pid":N}`. A refused or
-//! malformed request gets `{"error":"..."}`.
+//! `{"cmd":"stop"}` → `{"stopping":true,"controller_pid":N}`;
+//! `{"cmd":"stat","window_s":N}` → the [`crate::stats::StatReport`] over
+//! the last N seconds; `{"cmd":"reload"}` → answered when the reload is
+//! over: `{"reloaded":true,"file":"...","config_generation":N,
+//! "changes":[...]}`. A
+//! refused, failed or malformed request gets `{"error":"..."}`.
 //!
 //! Bounded: at most [`defaults::MAX_CONTROL_CONNECTIONS`] connections are
 //! served at once (more are answered "busy" and closed), a request line
@@ -17,6 +21,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -70,7 +75,23 @@ pub enum Request {
     Status,
     /// Stop the service.
     Stop,
+    /// Report the stats over the last `window_s` seconds.
+    Stat {
+        /// The window, seconds.
+        #[serde(default = "default_stat_window")]
+        window_s: u64,
+    },
+    /// Re-read the config file and apply what may change while running.
+    Reload,
 }
+
+fn default_stat_window() -> u64 {
+    defaults::STAT_WINDOW_S
+}
+
+/// What a bad request is told to send instead.
+const KNOWN_REQUESTS: &str =
+    r#"send {"cmd":"status"}, {"cmd":"stop"}, {"cmd":"stat","window_s":10} or {"cmd":"reload"}"#;
 
 /// A request handed to the supervisor, with where to send its answer.
 pub struct Pending {
@@ -195,11 +216,7 @@ async fn answer(
     }
     let request: Request = match serde_json::from_slice(&line) {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(&format!(
-                "bad request ({e}); send {{\"cmd\":\"status\"}} or {{\"cmd\":\"stop\"}}"
-            ))
-        }
+        Err(e) => return error_response(&format!("bad request ({e}); {KNOWN_REQUESTS}")),
     };
     let (reply, answer) = oneshot::channel();
     if to_supervisor
@@ -215,8 +232,19 @@ async fn answer(
 }
 
 /// Sends `request` to the controller listening on `path` and returns its
-/// answer (blocking; for the CLI).
+/// answer (blocking; for the CLI), waiting at most
+/// [`defaults::CONTROL_IO_TIMEOUT`] for it.
 pub fn request(path: &Path, request: Request) -> Result<serde_json::Value, ControlError> {
+    request_within(path, request, defaults::CONTROL_IO_TIMEOUT)
+}
+
+/// [`request`], waiting up to `answer_timeout` for the answer (a reload is
+/// answered when it is over).
+pub fn request_within(
+    path: &Path,
+    request: Request,
+    answer_timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
     let io = |what| {
         move |source| ControlError::Io {
             path: path.to_path_buf(),
@@ -239,7 +267,7 @@ pub fn request(path: &Path, request: Request) -> Result<serde_json::Value, Contr
         Err(e) => return Err(io("connect")(e)),
     };
     stream
-        .set_read_timeout(Some(defaults::CONTROL_IO_TIMEOUT))
+        .set_read_timeout(Some(answer_timeout.max(defaults::CONTROL_IO_TIMEOUT)))
         .map_err(io("set timeout"))?;
     stream
         .set_write_timeout(Some(defaults::CONTROL_IO_TIMEOUT))
@@ -277,6 +305,20 @@ mod tests {
             Request::Stop
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Request::Stat { window_s: 5 }).unwrap(),
+            r#"{"cmd":"stat","window_s":5}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"stat"}"#).unwrap(),
+            Request::Stat {
+                window_s: defaults::STAT_WINDOW_S
+            }
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"reload"}"#).unwrap(),
+            Request::Reload
+        );
     }
 
     /// Reads one answer line from a raw connection.

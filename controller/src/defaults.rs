@@ -31,6 +31,40 @@ pub const MAX_UDP_FLOWS: usize = 10_000;
 pub const SPIN: Duration = Duration::from_micros(50);
 /// `rings.request_size` and `rings.response_size` (4 MiB).
 pub const RING_SIZE: u64 = 4 << 20;
+/// `group.msg_timeout`.
+pub const MSG_TIMEOUT: Duration = Duration::from_secs(5);
+/// `group.hang_timeout`.
+pub const HANG_TIMEOUT: Duration = Duration::from_secs(30);
+/// `scaling.interval`.
+pub const SCALING_INTERVAL: Duration = Duration::from_secs(60);
+/// `scaling.up_busy`.
+pub const UP_BUSY: f64 = 0.6;
+/// `scaling.down_busy`.
+pub const DOWN_BUSY: f64 = 0.2;
+/// `scaling.step`.
+pub const SCALING_STEP: u32 = 1;
+/// `scaling.cooldown`.
+pub const SCALING_COOLDOWN: Duration = Duration::from_secs(60);
+/// `scaling.max_total_workers`: 0 = [`machine_cap`].
+pub const MAX_TOTAL_WORKERS: u32 = 0;
+/// The machine cap never exceeds this many workers (the seeds' rule).
+pub const MACHINE_CAP_LIMIT: u32 = 100;
+/// The machine cap allows this many workers per CPU core.
+pub const MACHINE_CAP_PER_CPU: u32 = 2;
+
+/// The default cap on workers over all groups on a machine with `cpus`
+/// cores: min([`MACHINE_CAP_LIMIT`], [`MACHINE_CAP_PER_CPU`] x cores).
+pub fn machine_cap(cpus: usize) -> u32 {
+    let per_cpu = u32::try_from(cpus)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(MACHINE_CAP_PER_CPU);
+    per_cpu.clamp(1, MACHINE_CAP_LIMIT)
+}
+
+/// CPU cores this process may use (1 when unknown).
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
 
 // ---- config limits ---------------------------------------------------------
 
@@ -40,8 +74,15 @@ pub const MIN_RING_SIZE: u64 = 64 << 10;
 pub const MAX_RING_SIZE: u64 = spp_ipc::layout::MAX_RING_CAPACITY as u64;
 /// Largest group id (`spp_route` returns an id in `1..=MAX_GROUP_ID`).
 pub const MAX_GROUP_ID: u32 = 255;
-/// Most worker slots one group may have.
+/// Largest `max_workers` of one group (it gets one more slot, the spare).
 pub const MAX_WORKERS_PER_GROUP: u32 = 1024;
+/// Largest `scaling.max_total_workers`: every group at its largest.
+pub const MAX_TOTAL_WORKERS_LIMIT: u32 = MAX_WORKERS_PER_GROUP * MAX_GROUP_ID;
+/// Shortest `scaling.interval`: the controller evaluates on its
+/// housekeeping tick.
+pub const MIN_SCALING_INTERVAL: Duration = HOUSEKEEPING_TICK;
+/// Smallest non-zero `msg_timeout` / `hang_timeout` (they travel in ms).
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// Longest spin accepted for `proxy.spin` / `group.spin`.
 pub const MAX_SPIN: Duration = Duration::from_secs(1);
 /// Most `proxy.max_connections` and `proxy.max_udp_flows` (the proxy
@@ -87,10 +128,18 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Quick exits in a row (no stable minute between them) that make a crash
 /// loop.
 pub const CRASH_LOOP_RESTARTS: u32 = 5;
-/// How often the controller looks at the shared states while starting.
+/// How often the controller looks at the shared states while starting or
+/// reloading.
 pub const READY_POLL: Duration = Duration::from_millis(20);
-/// The shortest drain a worker gets at stop (it waits ~100 ms for the
-/// proxy to notice it drains, then finishes its ring).
+/// The housekeeping tick: stats sample, hang check, scaling evaluation.
+pub const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
+/// How long a reload waits for one new worker to become ready.
+pub const RELOAD_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Beyond its own drain (`stop_grace`), how long a worker retired by a
+/// reload or a scale-down may take to exit before it is killed.
+pub const RETIRE_MARGIN: Duration = Duration::from_secs(2);
+/// The shortest drain a worker gets at stop (it exits as soon as the
+/// proxy is gone and its ring is empty).
 pub const MIN_WORKER_DRAIN: Duration = Duration::from_millis(500);
 /// After a second stop signal: how long the proxy gets to quit at once on
 /// SIGINT (closing its connections itself) before it is killed.
@@ -119,6 +168,11 @@ pub const START_POLL: Duration = Duration::from_millis(50);
 pub const STOP_WAIT_MARGIN: Duration = Duration::from_secs(10);
 /// Lines of the controller log `spp start` prints when the controller died.
 pub const START_LOG_TAIL_LINES: usize = 20;
+/// The window `spp stat` reports without `--watch`, seconds.
+pub const STAT_WINDOW_S: u64 = 10;
+/// Extra time `spp reload` waits for the controller's answer beyond the
+/// bound of the reload itself.
+pub const RELOAD_WAIT_MARGIN: Duration = Duration::from_secs(10);
 
 // ---- stop timings ----------------------------------------------------------
 //
@@ -153,6 +207,20 @@ pub fn stop_timeout(stop_grace: Duration) -> Duration {
     stop_grace + worker_drain_timeout(stop_grace) + 2 * KILL_REAP_TIMEOUT
 }
 
+/// How long a worker retired by a reload or a scale-down may take to exit
+/// before it is killed: its own drain bound plus [`RETIRE_MARGIN`].
+pub fn retire_timeout(stop_grace: Duration) -> Duration {
+    stop_grace + RETIRE_MARGIN
+}
+
+/// The longest one reload can take: in the largest group, every slot is
+/// started (bounded by [`RELOAD_READY_TIMEOUT`]) and every old worker
+/// retired (bounded by [`retire_timeout`] and the reap after a kill).
+pub fn reload_timeout(stop_grace: Duration, largest_group_slots: u32) -> Duration {
+    let per_worker = RELOAD_READY_TIMEOUT + retire_timeout(stop_grace) + KILL_REAP_TIMEOUT;
+    per_worker.saturating_mul(largest_group_slots.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +233,24 @@ mod tests {
         let short = Duration::from_millis(300);
         assert_eq!(worker_drain_timeout(short), MIN_WORKER_DRAIN);
         assert!(stop_timeout(short) >= short + MIN_WORKER_DRAIN + 2 * KILL_REAP_TIMEOUT);
+    }
+
+    #[test]
+    fn the_machine_cap_is_two_per_core_up_to_a_hundred() {
+        assert_eq!(machine_cap(1), 2);
+        assert_eq!(machine_cap(2), 4);
+        assert_eq!(machine_cap(64), MACHINE_CAP_LIMIT);
+        assert_eq!(machine_cap(0), 1);
+        assert!(cpu_count() >= 1);
+    }
+
+    #[test]
+    fn a_reload_is_bounded_by_its_largest_group() {
+        let grace = Duration::from_secs(1);
+        assert_eq!(
+            reload_timeout(grace, 3),
+            3 * (RELOAD_READY_TIMEOUT + retire_timeout(grace) + KILL_REAP_TIMEOUT)
+        );
+        assert_eq!(reload_timeout(grace, 0), reload_timeout(grace, 1));
     }
 }

@@ -1,11 +1,13 @@
 //! The controller's logging (tracing to stderr and/or `controller.log`),
-//! how errors are written for the operator (with their causes), and reading
+//! reopening the log on SIGHUP ([`reopen`], for logrotate's rename), how
+//! errors are written for the operator (with their causes), and reading
 //! the tail of a log file for error messages.
 
 use std::io::{IsTerminal, Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -15,6 +17,28 @@ const TAIL_BYTES: u64 = 64 << 10;
 
 /// Set once [`init`] succeeded.
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// The log file [`reopen`] reopens, and where it goes.
+#[derive(Debug)]
+struct Reopenable {
+    path: PathBuf,
+    target: Target,
+}
+
+/// Where the log file is written from.
+#[derive(Debug)]
+enum Target {
+    /// The file layer's own fd (its number never changes: a reopen
+    /// `dup2`s the new file onto it).
+    Fd(RawFd),
+    /// stdout and stderr (a detached controller's stderr is the log).
+    Stdio,
+}
+
+/// Set by [`init`] when there is a log file to reopen.
+static REOPEN: OnceLock<Reopenable> = OnceLock::new();
+/// The file layer's fd (-1: none); kept open for the process's life.
+static FILE_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Whether [`init`] succeeded (errors are then logged, not just returned).
 pub fn initialized() -> bool {
@@ -40,6 +64,14 @@ pub enum LogError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The log file could not be reopened.
+    #[error("reopening log {}", path.display())]
+    Reopen {
+        /// The log file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A subscriber was already installed.
     #[error("installing the logger{}", file.as_ref().map(|f| format!(" (log file {})", f.display())).unwrap_or_default())]
     Install {
@@ -50,8 +82,22 @@ pub enum LogError {
     },
 }
 
-/// Logs at `filter` to stderr and, when given, appends to `file` too.
-pub fn init(filter: &str, file: Option<&Path>) -> Result<(), LogError> {
+/// Where the controller's log goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Output<'a> {
+    /// stderr, and appended to this file.
+    AlsoFile(&'a Path),
+    /// stderr, which is this file already (a detached controller).
+    StderrIsFile(&'a Path),
+}
+
+/// Logs at `filter` to stderr and, as `output` says, to a log file that
+/// [`reopen`] reopens.
+pub fn init(filter: &str, output: Output<'_>) -> Result<(), LogError> {
+    let file = match output {
+        Output::AlsoFile(path) => Some(path),
+        Output::StderrIsFile(_) => None,
+    };
     let env_filter = EnvFilter::try_new(filter).map_err(|e| LogError::Filter {
         filter: filter.to_string(),
         reason: e.to_string(),
@@ -66,6 +112,7 @@ pub fn init(filter: &str, file: Option<&Path>) -> Result<(), LogError> {
                     path: path.to_path_buf(),
                     source,
                 })?;
+            FILE_FD.store(f.as_raw_fd(), Ordering::Relaxed);
             Some(
                 fmt::layer()
                     .with_ansi(false)
@@ -89,7 +136,48 @@ pub fn init(filter: &str, file: Option<&Path>) -> Result<(), LogError> {
             source,
         })?;
     INITIALIZED.store(true, Ordering::Relaxed);
+    let reopenable = match output {
+        Output::AlsoFile(path) => Reopenable {
+            path: path.to_path_buf(),
+            target: Target::Fd(FILE_FD.load(Ordering::Relaxed)),
+        },
+        Output::StderrIsFile(path) => Reopenable {
+            path: path.to_path_buf(),
+            target: Target::Stdio,
+        },
+    };
+    let _ = REOPEN.set(reopenable);
     Ok(())
+}
+
+/// Reopens the log file by its path (after logrotate renamed it): lines
+/// from now on go to the file now at that path. Returns the path, or
+/// `None` before [`init`].
+pub fn reopen() -> Result<Option<PathBuf>, LogError> {
+    let Some(r) = REOPEN.get() else {
+        return Ok(None);
+    };
+    let fail = |source| LogError::Reopen {
+        path: r.path.clone(),
+        source,
+    };
+    match r.target {
+        Target::Stdio => spp_ipc::logfile::reopen_stdio(&r.path).map_err(fail)?,
+        Target::Fd(fd) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&r.path)
+                .map_err(fail)?;
+            // SAFETY: dup2 onto the file layer's fd, which stays open for
+            // the process's life; it atomically replaces what the fd
+            // refers to and leaves `file` (closed on return) alone.
+            if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
+                return Err(fail(std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(Some(r.path.clone()))
 }
 
 pub use spp_ipc::error_chain;

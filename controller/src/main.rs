@@ -4,14 +4,19 @@
 //! * `spp start -c FILE [--foreground] [--wait 30s]`: start the service
 //!   (proxy + worker groups) and return once it answers.
 //! * `spp status -c FILE [--json]`: ask the running controller.
+//! * `spp stat -c FILE [--json] [--watch SECS]`: rates and latencies.
+//! * `spp reload -c FILE`: apply a changed config without dropping
+//!   requests (workers replaced one by one).
+//! * `spp restart -c FILE [--wait 30s]`: stop (if running), then start.
 //! * `spp stop -c FILE`: drain and stop everything.
 //!
-//! Modules: [`cli`] (arguments), [`config`] (the TOML file and its checks),
-//! [`defaults`], [`service`] (the foreground controller), [`supervisor`]
-//! (children, restarts, stop), [`children`] (per-child bookkeeping),
-//! [`spawn`], [`listeners`], [`resources`] (shared memory), [`control`]
-//! (the control socket), [`status`], [`pidfile`], [`daemon`] (detached
-//! start, stop), [`logging`].
+//! Modules: [`cli`] (arguments), [`config`] (the TOML file, its checks,
+//! what a reload may change), [`defaults`], [`service`] (the foreground
+//! controller), [`supervisor`] (children, restarts, housekeeping, reload,
+//! stop), [`scaling`] (the expansion rule), [`children`] (per-child
+//! bookkeeping), [`spawn`], [`listeners`], [`resources`] (shared memory),
+//! [`control`] (the control socket), [`status`], [`stats`], [`pidfile`],
+//! [`daemon`] (detached start, stop), [`logging`].
 
 mod children;
 mod cli;
@@ -23,6 +28,7 @@ mod listeners;
 mod logging;
 mod pidfile;
 mod resources;
+mod scaling;
 mod service;
 mod spawn;
 mod stats;
@@ -33,9 +39,11 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN};
 use config::environment::{self, Mode};
+use config::Config;
 use control::{ControlError, Request};
 use pidfile::Holder;
 use std::process::ExitCode;
+use std::time::Duration;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -74,14 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             wait,
             ..
         } => {
-            let status = daemon::start(&config.path, wait)?;
-            println!(
-                "spp: service {} is running (controller pid {})",
-                status.service, status.controller_pid
-            );
-            for l in &status.listeners {
-                println!("  listen[{}] {}://{}", l.index, l.transport, l.addr);
-            }
+            print_started(&daemon::start(&config.path, wait)?);
             Ok(EXIT_OK)
         }
         Command::Status { config, json } => {
@@ -97,24 +98,34 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     print!("{}", status::render_table(&status));
                     Ok(EXIT_OK)
                 }
-                // The pid file's lock says whether a controller runs.
-                Err(ControlError::NotRunning { .. }) => match pidfile::probe(&cfg.pid_file()) {
-                    Holder::Free => {
-                        println!("spp: service {} is not running", cfg.service.name);
-                        Ok(EXIT_NOT_RUNNING)
-                    }
-                    Holder::Held(pid) => {
-                        let pid = pid.map_or_else(|| "?".to_string(), |p| p.to_string());
-                        println!(
-                            "spp: service {}: its controller (pid {pid}) does not answer on {} (starting or stopping)",
-                            cfg.service.name,
-                            cfg.socket_path().display()
-                        );
-                        Ok(EXIT_UNKNOWN)
-                    }
-                },
+                Err(ControlError::NotRunning { .. }) => Ok(not_running(&cfg)),
                 Err(e) => Err(e.into()),
             }
+        }
+        Command::Stat {
+            config,
+            json,
+            watch,
+        } => stat(&config::load(&config.path)?, json, watch),
+        Command::Reload { config } => {
+            let cfg = config::load(&config.path)?;
+            environment::check(&cfg, Mode::Inspect)?;
+            reload(&cfg)
+        }
+        Command::Restart { config, wait } => {
+            // A bad file must not stop the running service.
+            let (cfg, _) = service::preflight(&config.path, Mode::Inspect)?;
+            match daemon::stop(&cfg)? {
+                daemon::Stopped::Stopped(pid) => println!(
+                    "spp: service {} stopped (controller pid {pid})",
+                    cfg.service.name
+                ),
+                daemon::Stopped::NotRunning => {
+                    println!("spp: service {} was not running", cfg.service.name)
+                }
+            }
+            print_started(&daemon::start(&config.path, wait)?);
+            Ok(EXIT_OK)
         }
         Command::Stop { config } => {
             let cfg = config::load(&config.path)?;
@@ -132,4 +143,94 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// What `spp start` and `spp restart` print once the service runs.
+fn print_started(status: &status::Status) {
+    println!(
+        "spp: service {} is running (controller pid {})",
+        status.service, status.controller_pid
+    );
+    for l in &status.listeners {
+        println!("  listen[{}] {}://{}", l.index, l.transport, l.addr);
+    }
+}
+
+/// No controller answers: says whether one runs at all (the pid file's
+/// lock tells) and returns the exit status.
+fn not_running(cfg: &Config) -> u8 {
+    match pidfile::probe(&cfg.pid_file()) {
+        Holder::Free => {
+            println!("spp: service {} is not running", cfg.service.name);
+            EXIT_NOT_RUNNING
+        }
+        Holder::Held(pid) => {
+            let pid = pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+            println!(
+                "spp: service {}: its controller (pid {pid}) does not answer on {} (starting or stopping)",
+                cfg.service.name,
+                cfg.socket_path().display()
+            );
+            EXIT_UNKNOWN
+        }
+    }
+}
+
+/// `spp stat`: one report, or one every `watch` seconds until interrupted.
+fn stat(cfg: &Config, json: bool, watch: Option<u64>) -> anyhow::Result<u8> {
+    let window_s = watch.unwrap_or(defaults::STAT_WINDOW_S);
+    loop {
+        let value = match control::request(&cfg.socket_path(), Request::Stat { window_s }) {
+            Ok(value) => value,
+            Err(ControlError::NotRunning { .. }) => return Ok(not_running(cfg)),
+            Err(e) => return Err(e.into()),
+        };
+        if json && watch.is_some() {
+            println!("{}", serde_json::to_string(&value)?);
+        } else if json {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            let report: stats::StatReport = serde_json::from_value(value)
+                .context("the controller's stats are not understood")?;
+            print!("{}", stats::render_table(&report));
+        }
+        let Some(secs) = watch else {
+            return Ok(EXIT_OK);
+        };
+        std::thread::sleep(Duration::from_secs(secs));
+        if !json {
+            println!();
+        }
+    }
+}
+
+/// `spp reload`: asks the controller to reload and prints what changed.
+fn reload(cfg: &Config) -> anyhow::Result<u8> {
+    let socket = cfg.socket_path();
+    // The reload's own bound depends on the largest group now running.
+    let largest = control::request(&socket, Request::Status)
+        .ok()
+        .and_then(|v| serde_json::from_value::<status::Status>(v).ok())
+        .and_then(|s| s.groups.iter().map(|g| g.workers).max())
+        .into_iter()
+        .chain(cfg.groups.iter().map(|g| g.max_workers))
+        .max()
+        .unwrap_or(1);
+    let wait = defaults::reload_timeout(cfg.service.stop_grace, largest.saturating_add(1))
+        + defaults::RELOAD_WAIT_MARGIN;
+    let value = match control::request_within(&socket, Request::Reload, wait) {
+        Ok(value) => value,
+        Err(ControlError::NotRunning { .. }) => return Ok(not_running(cfg)),
+        Err(e) => return Err(e.into()),
+    };
+    let generation = value["config_generation"].as_u64().unwrap_or_default();
+    let file = value["file"].as_str().unwrap_or_default();
+    println!(
+        "spp: service {} reloaded from {file} (config generation {generation})",
+        cfg.service.name
+    );
+    for change in value["changes"].as_array().into_iter().flatten() {
+        println!("  {}", change.as_str().unwrap_or_default());
+    }
+    Ok(EXIT_OK)
 }

@@ -1,6 +1,7 @@
 //! The shared memory and doorbells of a service: one proxy region and
-//! doorbell, and per worker slot (every group, up to its `max_workers`) one
-//! pair region and doorbell. The controller creates them once and keeps
+//! doorbell, and per worker slot (every group: `max_workers` and one spare
+//! for reloads, see [`crate::config::GroupConfig::slots`]) one pair region
+//! and doorbell. The controller creates them once and keeps
 //! them for the service's life, so restarted children continue on them.
 
 use crate::config::Config;
@@ -55,12 +56,38 @@ impl Slot {
         }
     }
 
-    /// Marks the slot's worker gone (after reaping it).
+    /// Marks the slot's worker gone (after reaping it), and clears the
+    /// hang stamp a killed worker may have left.
     pub fn mark_down(&self) {
-        self.pair
-            .header()
+        let header = self.pair.header();
+        header.in_process_since_ms.store(0, Ordering::Relaxed);
+        header
             .worker_state
             .store(WorkerState::Down as u32, Ordering::Release);
+    }
+
+    /// CLOCK_MONOTONIC ms at which the worker's current `spp_process` call
+    /// began, `None` while it is not inside one.
+    pub fn in_process_since_ms(&self) -> Option<u64> {
+        match self
+            .pair
+            .header()
+            .in_process_since_ms
+            .load(Ordering::Relaxed)
+        {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    /// Nanoseconds the slot's workers spent inside `spp_process` so far
+    /// (wrapping; subtract two readings).
+    pub fn process_ns(&self) -> u64 {
+        self.pair
+            .header()
+            .process_time
+            .sum_ns
+            .load(Ordering::Relaxed)
     }
 }
 
@@ -68,7 +95,7 @@ impl Slot {
 pub struct GroupSlots {
     /// Group id.
     pub id: u32,
-    /// Slots `0..max_workers`.
+    /// Slots `0..=max_workers` (the last one is the spare).
     pub slots: Vec<Slot>,
 }
 
@@ -103,7 +130,7 @@ impl Resources {
                     source,
                 }
             };
-            let slots = (0..g.max_workers)
+            let slots = (0..g.slots())
                 .map(|index| {
                     Ok(Slot {
                         index,
@@ -136,6 +163,13 @@ impl Resources {
     /// The slot of group position `group_pos`, index `index`.
     pub fn slot(&self, group_pos: usize, index: u32) -> Option<&Slot> {
         self.groups.get(group_pos)?.slots.get(index as usize)
+    }
+
+    /// Worker slots created for the group at `group_pos`.
+    pub fn slot_count(&self, group_pos: usize) -> u32 {
+        self.groups
+            .get(group_pos)
+            .map_or(0, |g| u32::try_from(g.slots.len()).unwrap_or(u32::MAX))
     }
 
     /// Marks the proxy gone (after reaping it).

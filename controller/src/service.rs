@@ -1,8 +1,9 @@
 //! The controller in the foreground (`spp start --foreground`): validates
 //! the config, takes the pid file, binds the control socket and the
-//! listeners, creates the shared memory, and runs the [`Supervisor`] on a
-//! current-thread tokio runtime until the service is stopped. Removes the
-//! socket and the pid file on the way out.
+//! listeners, creates the shared memory, starts the stats collector (and
+//! its Prometheus endpoint when `service.metrics` is set), and runs the
+//! [`Supervisor`] on a current-thread tokio runtime until the service is
+//! stopped. Removes the socket and the pid file on the way out.
 
 use crate::config::environment::{self, Mode};
 use crate::config::{self, Config, ConfigError};
@@ -12,6 +13,7 @@ use crate::logging::{self, LogError};
 use crate::pidfile::{PidFile, PidFileError};
 use crate::resources::{ResourceError, Resources};
 use crate::spawn::{Binaries, SpawnError};
+use crate::stats::{self, StatsError};
 use crate::supervisor::{SuperviseError, Supervisor};
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
@@ -51,6 +53,9 @@ pub enum RunError {
     /// Shared memory could not be created.
     #[error(transparent)]
     Resource(#[from] ResourceError),
+    /// The metrics endpoint could not be started.
+    #[error(transparent)]
+    Stats(#[from] StatsError),
     /// The async runtime could not be built.
     #[error("building the runtime: {0}")]
     Runtime(std::io::Error),
@@ -84,10 +89,12 @@ pub fn run(config_path: &Path, log_to_file: bool) -> Result<(), RunError> {
     make_dir(&cfg.service.run_dir)?;
     make_dir(&cfg.service.log_dir)?;
     let log_file = cfg.controller_log();
-    logging::init(
-        &cfg.service.log_level,
-        log_to_file.then_some(log_file.as_path()),
-    )?;
+    let output = if log_to_file {
+        logging::Output::AlsoFile(&log_file)
+    } else {
+        logging::Output::StderrIsFile(&log_file)
+    };
+    logging::init(&cfg.service.log_level, output)?;
     let result = run_logged(cfg, bins);
     if let Err(e) = &result {
         tracing::error!("{}", logging::error_chain(e));
@@ -129,9 +136,13 @@ fn serve(cfg: Config, bins: Binaries, socket_path: &Path) -> Result<(), RunError
                 what: "register",
                 source,
             })?;
+        let collector = stats::Collector::new(&cfg);
+        if let Some(addr) = cfg.service.metrics {
+            stats::serve_metrics(addr, &collector)?;
+        }
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let server = tokio::spawn(control::serve(socket, tx));
-        let outcome = Supervisor::run(cfg, bins, listeners, res, rx).await;
+        let outcome = Supervisor::run(cfg, bins, listeners, res, rx, collector).await;
         server.abort();
         outcome.map_err(RunError::from)
     })

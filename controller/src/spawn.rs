@@ -1,5 +1,6 @@
 //! Starting a child: finding the `spp-proxy` / `spp-worker` executables,
-//! writing their launch specs, and spawning them with exactly the listed
+//! writing their launch specs (limits, timeouts, log level and file), and
+//! spawning them with exactly the listed
 //! fds inherited, `PR_SET_PDEATHSIG(SIGTERM)`, their own process group and
 //! their output appended to their log file.
 
@@ -14,6 +15,7 @@ use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 /// Why a child could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -94,19 +96,42 @@ impl Binaries {
     }
 }
 
-fn log_spec(cfg: &Config) -> LogSpec {
+/// The child's log level, and its log file (reopened on SIGHUP).
+fn log_spec(cfg: &Config, log: &Path) -> LogSpec {
     LogSpec {
         level: cfg.service.log_level.clone(),
-        file: None,
+        file: Some(log.to_path_buf()),
     }
 }
 
-/// The proxy's launch spec; `epoch` counts earlier proxy starts.
+/// Milliseconds of `d` for a launch spec (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The proxy limits `cfg` asks for (the launch spec's, and what a reload
+/// publishes).
+pub fn proxy_limits(cfg: &Config) -> ProxyLimits {
+    let p = &cfg.proxy;
+    ProxyLimits {
+        max_connections: p.max_connections,
+        max_request_size: p.max_request_size,
+        max_send_buffer: p.max_send_buffer,
+        idle_timeout_ms: millis(p.idle_timeout),
+        max_udp_flows: p.max_udp_flows,
+        spin_us: u64::try_from(p.spin.as_micros()).unwrap_or(u64::MAX),
+        drain_timeout_ms: millis(defaults::proxy_drain_timeout(cfg.service.stop_grace)),
+    }
+}
+
+/// The proxy's launch spec; `epoch` counts earlier proxy starts, `log` is
+/// its log file.
 pub fn proxy_launch(
     cfg: &Config,
     listeners: &[BoundListener],
     res: &Resources,
     epoch: u16,
+    log: &Path,
 ) -> ProxyLaunch {
     let p = &cfg.proxy;
     ProxyLaunch {
@@ -119,28 +144,19 @@ pub fn proxy_launch(
         proxy_bell_fd: res.proxy_bell.raw_fd(),
         pair_layout: cfg.rings,
         groups: res.group_fds(),
-        limits: ProxyLimits {
-            max_connections: p.max_connections,
-            max_request_size: p.max_request_size,
-            max_send_buffer: p.max_send_buffer,
-            idle_timeout_ms: u64::try_from(p.idle_timeout.as_millis()).unwrap_or(u64::MAX),
-            max_udp_flows: p.max_udp_flows,
-            spin_us: u64::try_from(p.spin.as_micros()).unwrap_or(u64::MAX),
-            drain_timeout_ms: u64::try_from(
-                defaults::proxy_drain_timeout(cfg.service.stop_grace).as_millis(),
-            )
-            .unwrap_or(u64::MAX),
-        },
-        log: log_spec(cfg),
+        limits: proxy_limits(cfg),
+        log: log_spec(cfg, log),
     }
 }
 
-/// The launch spec of worker `index` of the group at `group_pos`.
+/// The launch spec of worker `index` of the group at `group_pos`; `log`
+/// is its log file.
 pub fn worker_launch(
     cfg: &Config,
     res: &Resources,
     group_pos: usize,
     index: u32,
+    log: &Path,
 ) -> Result<WorkerLaunch, SpawnError> {
     let group = cfg
         .groups
@@ -161,9 +177,9 @@ pub fn worker_launch(
         proxy_region_fd: res.proxy.raw_fd(),
         proxy_bell_fd: res.proxy_bell.raw_fd(),
         spin_us: u64::try_from(group.spin.as_micros()).unwrap_or(u64::MAX),
-        msg_timeout_ms: 0,
-        drain_timeout_ms: u64::try_from(cfg.service.stop_grace.as_millis()).unwrap_or(u64::MAX),
-        log: log_spec(cfg),
+        msg_timeout_ms: millis(group.msg_timeout),
+        drain_timeout_ms: millis(cfg.service.stop_grace),
+        log: log_spec(cfg, log),
     })
 }
 

@@ -1,8 +1,10 @@
 //! The status report: the JSON shape `spp status --json` prints and the
 //! control socket returns (scripts and the end-to-end tests depend on these
 //! names), the counter snapshots taken from shared memory, and the table
-//! `spp status` prints for humans.
+//! `spp status` prints for humans: processes, then per group its size,
+//! busy ratio and last scaling decision.
 
+use crate::scaling::Decision;
 use serde::{Deserialize, Serialize};
 use spp_ipc::layout::{ProxyStats, WorkerStats};
 use std::collections::BTreeMap;
@@ -17,6 +19,12 @@ pub struct Status {
     pub controller_pid: u32,
     /// Where the service is in its life.
     pub state: ServiceState,
+    /// Bumped by every reload that took effect (0 at start).
+    #[serde(default)]
+    pub config_generation: u64,
+    /// A reload is under way.
+    #[serde(default)]
+    pub reloading: bool,
     /// Every listener with the address actually bound.
     pub listeners: Vec<ListenerStatus>,
     /// The proxy, then every worker.
@@ -25,6 +33,44 @@ pub struct Status {
     pub proxy_stats: BTreeMap<String, u64>,
     /// Every `WorkerStats` counter, per worker name.
     pub worker_stats: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per group: size, range and scaling.
+    #[serde(default)]
+    pub groups: Vec<GroupStatus>,
+}
+
+/// One worker group.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// Group id.
+    pub id: u32,
+    /// Workers running.
+    pub running: u32,
+    /// Workers the group is meant to have now.
+    pub workers: u32,
+    /// `min_workers`.
+    pub min: u32,
+    /// `max_workers`.
+    pub max: u32,
+    /// Whether scaling may change it (`min < max`).
+    pub scaling: bool,
+    /// busy / (running x interval) at the last evaluation.
+    pub busy_ratio: Option<f64>,
+    /// The last evaluation (holds included).
+    pub last_decision: Option<DecisionStatus>,
+    /// The last evaluation that changed the size.
+    pub last_change: Option<DecisionStatus>,
+}
+
+/// A scaling decision and when it was taken.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DecisionStatus {
+    /// When, in seconds since the Unix epoch.
+    pub at_unix_s: u64,
+    /// How long ago, in seconds.
+    pub age_s: u64,
+    /// The decision and its figures.
+    #[serde(flatten)]
+    pub decision: Decision,
 }
 
 /// The service's life cycle.
@@ -69,6 +115,9 @@ pub struct ProcessStatus {
     pub restarts: u32,
     /// Seconds since the current run started (0 when not running).
     pub uptime_s: u64,
+    /// The config generation the current run was started with.
+    #[serde(default)]
+    pub config_generation: Option<u64>,
     /// How the previous run ended: `"exit status 3"`, `"killed by signal 9"`.
     pub last_exit: Option<String>,
     /// Restarting again and again without a stable minute.
@@ -186,10 +235,11 @@ pub fn render_table(status: &Status) -> String {
         ServiceState::Running => "running",
         ServiceState::Stopping => "stopping",
     };
+    let reloading = if status.reloading { ", reloading" } else { "" };
     let _ = writeln!(
         out,
-        "service {}: {state} (controller pid {})",
-        status.service, status.controller_pid
+        "service {}: {state}{reloading} (controller pid {}, config generation {})",
+        status.service, status.controller_pid, status.config_generation
     );
     for l in &status.listeners {
         let _ = writeln!(out, "  listen[{}] {}://{}", l.index, l.transport, l.addr);
@@ -197,8 +247,8 @@ pub fn render_table(status: &Status) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<14} {:>8} {:<9} {:>8} {:>9} {:>10}  LAST EXIT",
-        "PROCESS", "PID", "STATE", "RESTARTS", "UPTIME", "REQUESTS"
+        "{:<14} {:>8} {:<9} {:>8} {:>9} {:>10} {:>4}  LAST EXIT",
+        "PROCESS", "PID", "STATE", "RESTARTS", "UPTIME", "REQUESTS", "GEN"
     );
     for p in &status.processes {
         let pid = p.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string());
@@ -215,15 +265,19 @@ pub fn render_table(status: &Status) -> String {
         if p.crash_loop {
             last.push_str("  CRASH LOOP");
         }
+        let generation = p
+            .config_generation
+            .map_or_else(|| "-".to_string(), |g| g.to_string());
         let _ = writeln!(
             out,
-            "{:<14} {:>8} {:<9} {:>8} {:>8}s {:>10}  {last}",
+            "{:<14} {:>8} {:<9} {:>8} {:>8}s {:>10} {:>4}  {last}",
             p.name,
             pid,
             p.state.as_str(),
             p.restarts,
             p.uptime_s,
-            requests
+            requests,
+            generation
         );
     }
     let counters: Vec<String> = TABLE_PROXY_COUNTERS
@@ -231,7 +285,51 @@ pub fn render_table(status: &Status) -> String {
         .filter_map(|name| status.proxy_stats.get(*name).map(|v| format!("{name}={v}")))
         .collect();
     let _ = writeln!(out, "\nproxy: {}", counters.join(" "));
+    render_groups(&mut out, status);
     out
+}
+
+/// The groups' part of the table.
+fn render_groups(out: &mut String, status: &Status) {
+    if status.groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<6} {:>7} {:>7} {:>5} {:>5} {:>7}  LAST SCALING DECISION",
+        "GROUP", "RUNNING", "WORKERS", "MIN", "MAX", "BUSY"
+    );
+    for g in &status.groups {
+        let busy = g
+            .busy_ratio
+            .map_or_else(|| "-".to_string(), |r| format!("{:.1}%", r * 100.0));
+        let last = match (&g.last_decision, g.scaling) {
+            (Some(d), _) => format!("{} s ago: {}", d.age_s, d.decision.describe()),
+            (None, true) => "none yet".to_string(),
+            (None, false) => "off (min_workers = max_workers)".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<6} {:>7} {:>7} {:>5} {:>5} {:>7}  {last}",
+            format!("g{}", g.id),
+            g.running,
+            g.workers,
+            g.min,
+            g.max,
+            busy
+        );
+        if let Some(change) = &g.last_change {
+            if g.last_decision.as_ref().map(|d| d.at_unix_s) != Some(change.at_unix_s) {
+                let _ = writeln!(
+                    out,
+                    "{:<46}  last change {} s ago: {}",
+                    "",
+                    change.age_s,
+                    change.decision.describe()
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +364,8 @@ mod tests {
             service: "echo".into(),
             controller_pid: 10,
             state: ServiceState::Running,
+            config_generation: 1,
+            reloading: false,
             listeners: vec![ListenerStatus {
                 index: 0,
                 transport: "tcp".into(),
@@ -280,11 +380,38 @@ mod tests {
                 state: ProcState::Backoff,
                 restarts: 6,
                 uptime_s: 0,
+                config_generation: None,
                 last_exit: Some("exit status 3".into()),
                 crash_loop: true,
             }],
             proxy_stats: proxy_stats(&ProxyStats::default()),
             worker_stats: BTreeMap::new(),
+            groups: vec![GroupStatus {
+                id: 1,
+                running: 2,
+                workers: 3,
+                min: 1,
+                max: 4,
+                scaling: true,
+                busy_ratio: Some(0.75),
+                last_decision: Some(DecisionStatus {
+                    at_unix_s: 1000,
+                    age_s: 3,
+                    decision: Decision {
+                        action: crate::scaling::Action::Up,
+                        from: 2,
+                        to: 3,
+                        busy_s: 1.5,
+                        interval_s: 1.0,
+                        running: 2,
+                        busy_ratio: 0.75,
+                        up_busy: 0.6,
+                        down_busy: 0.2,
+                        reason: "busy".into(),
+                    },
+                }),
+                last_change: None,
+            }],
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["state"], "running");
@@ -295,6 +422,17 @@ mod tests {
         let table = render_table(&status);
         assert!(table.contains("CRASH LOOP"), "{table}");
         assert!(table.contains("worker-g1-0"), "{table}");
+        assert!(
+            table.contains("3 s ago: up 2 -> 3: busy 1.50 s of 2 worker(s) x 1.00 s = 75.0%"),
+            "{table}"
+        );
+        let group = &json["groups"][0];
+        assert_eq!(group["busy_ratio"], 0.75);
+        assert_eq!(group["last_decision"]["action"], "up");
+        assert_eq!(group["last_decision"]["from"], 2);
+        assert_eq!(group["last_decision"]["age_s"], 3);
+        assert_eq!(group["last_change"], serde_json::Value::Null);
+        assert_eq!(json["config_generation"], 1);
         for name in TABLE_PROXY_COUNTERS {
             assert!(table.contains(&format!(" {name}=0")), "{name}: {table}");
         }

@@ -2,18 +2,33 @@
 //! ready, restarts any that exits (with back-off), answers control
 //! requests, and stops everything in order.
 //!
-//! Start: every child is spawned at once; the service is `running` when the
-//! proxy and every worker report Ready in shared memory. A child that exits
-//! before it was ever ready during that start fails the whole start.
+//! Children: the proxy, and one [`Child`] per worker slot of every group
+//! (`max_workers` + 1 spare). A slot's worker is *desired* when it should
+//! run; a worker stopped on purpose (scale-down, replaced by a reload) is
+//! not desired and is not restarted when it exits. Every run records the
+//! config generation it was started from (bumped by each reload).
 //!
-//! Stop (control `stop`, SIGTERM or SIGINT), timings in [`defaults`]:
-//! SIGTERM the proxy and wait for it up to `stop_grace` (it drains, closes
-//! what is left and exits by itself); SIGKILL it only if it is still there
-//! then. Once the proxy is gone, SIGTERM the workers and give them their own
-//! drain ([`defaults::worker_drain_timeout`]); SIGKILL what is left. A
-//! second stop signal hurries: the proxy gets SIGINT (it closes at once,
-//! itself) and [`defaults::PROXY_QUIT_TIMEOUT`], the workers SIGKILL. No
-//! fixed sleeps: every wait ends as soon as the children are gone.
+//! Start: every desired child is spawned at once; the service is `running`
+//! when the proxy and every worker report Ready in shared memory. A child
+//! that exits before it was ever ready during that start fails the whole
+//! start.
+//!
+//! While running, the loop also drives:
+//! * [`housekeeping`] every [`defaults::HOUSEKEEPING_TICK`]: the stats
+//!   sample, the hang check (SIGKILL for a worker stuck in `spp_process`
+//!   past its group's `hang_timeout`), retired workers that overrun their
+//!   drain, and the scaling evaluation ([`crate::scaling`]); SIGHUP
+//!   (reopen the controller log, forward to every child);
+//! * [`reload`]: `spp reload` as a state machine (new workers first, then
+//!   the old ones drained), answered when it is over.
+//!
+//! Stop ([`stop`]): the proxy first (its own drain), then the workers
+//! (their own drain), SIGKILL only for what overruns; see
+//! [`Supervisor::shutdown`].
+
+mod housekeeping;
+mod reload;
+mod stop;
 
 use crate::children::{Child, ChildExit, Kind, Running, Shared};
 use crate::config::{transport_name, Config};
@@ -23,12 +38,15 @@ use crate::listeners::BoundListener;
 use crate::logging::{error_chain, tail_lines, LogTail};
 use crate::resources::Resources;
 use crate::spawn::{self, Binaries, SpawnError};
+use crate::stats::Collector;
 use crate::status::{self, ListenerStatus, ServiceState, Status};
+use housekeeping::GroupScaling;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use spp_ipc::launch::Launch;
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -88,33 +106,39 @@ enum Waited {
     Interrupted,
 }
 
-/// SIGTERM and SIGINT, the two ways to ask for a stop, and SIGHUP, which
-/// must not kill the controller (there is nothing to reload yet).
-struct StopSignals {
+/// A signal the supervisor acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sig {
+    /// SIGTERM or SIGINT: stop (a second one: hurry).
+    Stop(&'static str),
+    /// SIGHUP: reopen the logs.
+    Hup,
+}
+
+/// SIGTERM and SIGINT, the two ways to ask for a stop, and SIGHUP.
+struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
-impl StopSignals {
+impl Signals {
     fn install() -> Result<Self, SuperviseError> {
         let install =
             |name, kind| signal(kind).map_err(|source| SuperviseError::Signal { name, source });
-        Ok(StopSignals {
+        Ok(Signals {
             term: install("SIGTERM", SignalKind::terminate())?,
             int: install("SIGINT", SignalKind::interrupt())?,
             hup: install("SIGHUP", SignalKind::hangup())?,
         })
     }
 
-    /// The next stop signal's name.
-    async fn recv(&mut self) -> &'static str {
-        loop {
-            tokio::select! {
-                _ = self.term.recv() => return "SIGTERM",
-                _ = self.int.recv() => return "SIGINT",
-                _ = self.hup.recv() => info!("SIGHUP: ignored (log files are opened in append mode)"),
-            }
+    /// The next signal.
+    async fn recv(&mut self) -> Sig {
+        tokio::select! {
+            _ = self.term.recv() => Sig::Stop("SIGTERM"),
+            _ = self.int.recv() => Sig::Stop("SIGINT"),
+            _ = self.hup.recv() => Sig::Hup,
         }
     }
 }
@@ -123,19 +147,27 @@ impl StopSignals {
 struct Inputs {
     control: mpsc::Receiver<Pending>,
     exits: mpsc::UnboundedReceiver<ExitEvent>,
-    signals: StopSignals,
+    signals: Signals,
 }
 
 /// Everything one running service consists of.
 pub struct Supervisor {
-    cfg: Config,
+    cfg: Arc<Config>,
+    /// The config generation: 0 at start, bumped by every reload.
+    generation: u64,
     bins: Binaries,
     listeners: Vec<BoundListener>,
     res: Resources,
+    /// The proxy, then every worker slot of every group.
     children: Vec<Child>,
     proxy_starts: u16,
     state: ServiceState,
     exits_tx: mpsc::UnboundedSender<ExitEvent>,
+    stats: Collector,
+    /// Per group (config order): the scaling measurements and decisions.
+    scaling: Vec<GroupScaling>,
+    /// The reload under way.
+    reload: Option<reload::Reload>,
 }
 
 impl Supervisor {
@@ -149,14 +181,21 @@ impl Supervisor {
         listeners: Vec<BoundListener>,
         res: Resources,
         control: mpsc::Receiver<Pending>,
+        stats: Collector,
     ) -> Result<(), SuperviseError> {
         let (exits_tx, exits) = mpsc::unbounded_channel();
         let mut children = vec![Child::proxy(&cfg)];
         for (pos, g) in cfg.groups.iter().enumerate() {
-            children.extend((0..g.workers).map(|i| Child::worker(&cfg, pos, g.id, i)));
+            let slots = res.slot_count(pos);
+            children.extend((0..slots).map(|i| Child::worker(&cfg, pos, g.id, i, i < g.workers)));
         }
+        let now = Instant::now();
+        let scaling = (0..cfg.groups.len())
+            .map(|pos| GroupScaling::new(&res, pos, now))
+            .collect();
         let mut sup = Supervisor {
-            cfg,
+            cfg: Arc::new(cfg),
+            generation: 0,
             bins,
             listeners,
             res,
@@ -164,11 +203,14 @@ impl Supervisor {
             proxy_starts: 0,
             state: ServiceState::Starting,
             exits_tx,
+            stats,
+            scaling,
+            reload: None,
         };
         let mut inputs = Inputs {
             control,
             exits,
-            signals: StopSignals::install()?,
+            signals: Signals::install()?,
         };
         let outcome = match sup.start_all() {
             Ok(()) => sup.supervise(&mut inputs).await,
@@ -181,6 +223,9 @@ impl Supervisor {
     fn start_all(&mut self) -> Result<(), SuperviseError> {
         // Workers first: the proxy dispatches only to ready workers anyway.
         for i in (0..self.children.len()).rev() {
+            if !self.children.get(i).is_some_and(|c| c.desired) {
+                continue;
+            }
             self.spawn_child(i)
                 .map_err(|source| SuperviseError::Spawn {
                     child: self.children.get(i).map_or(Kind::Proxy, |c| c.kind),
@@ -190,14 +235,26 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Spawns child `i` from the current config.
     fn spawn_child(&mut self, i: usize) -> Result<(), SpawnError> {
+        let cfg = Arc::clone(&self.cfg);
+        self.spawn_from(i, &cfg, self.generation)
+    }
+
+    /// Spawns child `i` from `cfg`, recording `generation` on its run.
+    fn spawn_from(&mut self, i: usize, cfg: &Config, generation: u64) -> Result<(), SpawnError> {
         let Some(child) = self.children.get(i) else {
             return Ok(());
         };
         let (bin, launch, fds) = match child.kind {
             Kind::Proxy => {
-                let launch =
-                    spawn::proxy_launch(&self.cfg, &self.listeners, &self.res, self.proxy_starts);
+                let launch = spawn::proxy_launch(
+                    cfg,
+                    &self.listeners,
+                    &self.res,
+                    self.proxy_starts,
+                    &child.log,
+                );
                 self.proxy_starts = self.proxy_starts.wrapping_add(1);
                 let fds = launch.inherited_fds();
                 (&self.bins.proxy, Launch::Proxy(launch), fds)
@@ -205,7 +262,7 @@ impl Supervisor {
             Kind::Worker {
                 group_pos, index, ..
             } => {
-                let launch = spawn::worker_launch(&self.cfg, &self.res, group_pos, index)?;
+                let launch = spawn::worker_launch(cfg, &self.res, group_pos, index, &child.log)?;
                 let fds = launch.inherited_fds();
                 (&self.bins.worker, Launch::Worker(launch), fds)
             }
@@ -214,7 +271,7 @@ impl Supervisor {
         let mut process = spawn::spawn(bin, &launch, fds, &child.log)?;
         let pid = process.id().unwrap_or_default();
         info!(
-            "started {} (pid {pid}, log {})",
+            "started {} (pid {pid}, config generation {generation}, log {})",
             child.label(),
             child.log.display()
         );
@@ -228,29 +285,28 @@ impl Supervisor {
             });
         });
         if let Some(child) = self.children.get_mut(i) {
-            child.run = Some(Running {
-                pid,
-                started: Instant::now(),
-                ever_ready: false,
-                log_from,
-            });
+            child.run = Some(Running::new(pid, log_from, generation));
+            child.stop_reason = None;
         }
         Ok(())
     }
 
     /// Runs until a stop is asked for (`Ok`) or the start fails.
     async fn supervise(&mut self, inputs: &mut Inputs) -> Result<(), SuperviseError> {
-        let mut tick = tokio::time::interval(defaults::READY_POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut fast = tokio::time::interval(defaults::READY_POLL);
+        fast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut house = tokio::time::interval(defaults::HOUSEKEEPING_TICK);
+        house.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let next_restart = self.children.iter().filter_map(|c| c.restart_at).min();
             let wake = tokio::time::Instant::from_std(next_restart.unwrap_or_else(Instant::now));
-            let starting = self.state == ServiceState::Starting;
+            let watching = self.state == ServiceState::Starting || self.reload.is_some();
             tokio::select! {
                 Some(ev) = inputs.exits.recv() => {
                     if let Some(failed) = self.on_exit(ev) {
                         return Err(failed);
                     }
+                    self.reload_step();
                 }
                 Some(pending) = inputs.control.recv() => {
                     if self.answer(pending) == Request::Stop {
@@ -258,12 +314,21 @@ impl Supervisor {
                         return Ok(());
                     }
                 }
-                name = inputs.signals.recv() => {
-                    info!("{name}: stopping");
-                    return Ok(());
-                }
+                sig = inputs.signals.recv() => match sig {
+                    Sig::Stop(name) => {
+                        info!("{name}: stopping");
+                        return Ok(());
+                    }
+                    Sig::Hup => self.on_hup(),
+                },
                 _ = tokio::time::sleep_until(wake), if next_restart.is_some() => self.restart_due(),
-                _ = tick.tick(), if starting => self.poll_ready(),
+                _ = fast.tick(), if watching => {
+                    if self.state == ServiceState::Starting {
+                        self.poll_ready();
+                    }
+                    self.reload_step();
+                }
+                _ = house.tick() => self.housekeeping(),
             }
         }
     }
@@ -281,6 +346,13 @@ impl Supervisor {
         }
     }
 
+    /// Whether child `i` runs and reports Ready.
+    fn is_ready(&self, i: usize) -> bool {
+        self.children
+            .get(i)
+            .is_some_and(|c| c.run.is_some() && self.shared(c.kind) == Shared::Ready)
+    }
+
     fn mark_down(&self, kind: Kind) {
         match kind {
             Kind::Proxy => self.res.mark_proxy_down(),
@@ -294,9 +366,9 @@ impl Supervisor {
         }
     }
 
-    /// Books a reaped child; schedules its restart unless stopping. Returns
-    /// the start failure when it died before ever being ready during the
-    /// start.
+    /// Books a reaped child; schedules its restart when it is meant to run
+    /// and the service is not stopping. Returns the start failure when it
+    /// died before ever being ready during the start.
     fn on_exit(&mut self, ev: ExitEvent) -> Option<SuperviseError> {
         let now = Instant::now();
         let child = self.children.get(ev.child)?;
@@ -306,14 +378,17 @@ impl Supervisor {
             run.ever_ready || matches!(self.shared(kind), Shared::Ready | Shared::Draining);
         self.mark_down(kind);
         let exit = ChildExit::from_wait(ev.status);
-        let desc = exit.short();
         let state = self.state;
         let child = self.children.get_mut(ev.child)?;
+        let desc = match child.stop_reason.take() {
+            Some(reason) => format!("{reason}: {}", exit.short()),
+            None => exit.short(),
+        };
         child.run = None;
         child.last_exit = Some(desc.clone());
         match state {
             ServiceState::Stopping => info!("{} (pid {}) exited: {desc}", child.label(), ev.pid),
-            ServiceState::Starting if !was_ready => {
+            ServiceState::Starting if !was_ready && child.desired => {
                 let tail = tail_lines(&child.log, run.log_from, defaults::LOG_TAIL_LINES);
                 return Some(SuperviseError::StartFailed {
                     child: kind,
@@ -322,6 +397,7 @@ impl Supervisor {
                     tail: LogTail(tail),
                 });
             }
+            _ if !child.desired => info!("{} (pid {}) exited: {desc}", child.label(), ev.pid),
             _ => {
                 let delay = child
                     .backoff
@@ -356,73 +432,90 @@ impl Supervisor {
                 continue;
             }
             child.restart_at = None;
+            if !child.desired {
+                continue;
+            }
             child.restarts = child.restarts.saturating_add(1);
-            if let Err(e) = self.spawn_child(i) {
-                let Some(child) = self.children.get_mut(i) else {
-                    continue;
-                };
-                let delay = child.backoff.after_exit(Duration::ZERO);
-                let e = error_chain(&e);
-                error!("restarting {}: {e}; next try in {delay:?}", child.label());
-                child.last_exit = Some(format!("spawn failed: {e}"));
-                child.restart_at = Some(now + delay);
+            self.try_spawn(i, now);
+        }
+    }
+
+    /// Spawns child `i` from the current config; when that fails, logs it
+    /// and schedules another try with the child's back-off.
+    fn try_spawn(&mut self, i: usize, now: Instant) {
+        if let Err(e) = self.spawn_child(i) {
+            let Some(child) = self.children.get_mut(i) else {
+                return;
+            };
+            let delay = child.backoff.after_exit(Duration::ZERO);
+            let e = error_chain(&e);
+            error!("starting {}: {e}; next try in {delay:?}", child.label());
+            child.last_exit = Some(format!("spawn failed: {e}"));
+            child.restart_at = Some(now + delay);
+        }
+    }
+
+    /// Notes which running children are ready now.
+    fn note_ready(&mut self) {
+        let ready: Vec<bool> = (0..self.children.len()).map(|i| self.is_ready(i)).collect();
+        for (child, ready) in self.children.iter_mut().zip(ready) {
+            if let Some(run) = child.run.as_mut() {
+                run.ever_ready |= ready;
             }
         }
     }
 
     /// While starting: notes who is ready, and declares the service running
-    /// once every child is.
+    /// once every desired child is.
     fn poll_ready(&mut self) {
-        let ready: Vec<bool> = self
-            .children
-            .iter()
-            .map(|c| self.shared(c.kind) == Shared::Ready)
-            .collect();
-        for (child, ready) in self.children.iter_mut().zip(&ready) {
-            if let Some(run) = child.run.as_mut() {
-                run.ever_ready |= *ready;
-            }
-        }
-        let all = self
-            .children
-            .iter()
-            .zip(&ready)
-            .all(|(c, r)| c.run.is_some() && *r);
+        self.note_ready();
+        let all = (0..self.children.len())
+            .all(|i| !self.children.get(i).is_some_and(|c| c.desired) || self.is_ready(i));
         if all && self.state == ServiceState::Starting {
             self.state = ServiceState::Running;
+            self.rebase_scaling();
             let listen: Vec<String> = self
                 .listeners
                 .iter()
                 .map(|l| format!("{}://{}", transport_name(l.config.transport), l.local))
                 .collect();
+            let running = self.children.iter().filter(|c| c.run.is_some()).count();
             info!(
-                "service {} is running: {} process(es), listening on {}",
+                "service {} is running: {running} process(es), listening on {}",
                 self.cfg.service.name,
-                self.children.len(),
                 listen.join(", ")
             );
         }
     }
 
-    /// Answers a control request; returns what it was.
-    fn answer(&self, pending: Pending) -> Request {
-        let value = match pending.request {
+    /// Answers a control request (a reload is answered when it is over);
+    /// returns what it was.
+    fn answer(&mut self, pending: Pending) -> Request {
+        let request = pending.request;
+        let value = match request {
             Request::Status => serde_json::to_value(self.status())
                 .unwrap_or_else(|e| error_response(&format!("encoding the status: {e}"))),
             Request::Stop => {
                 serde_json::json!({ "stopping": true, "controller_pid": std::process::id() })
             }
+            Request::Stat { window_s } => {
+                serde_json::to_value(self.stats.report(Duration::from_secs(window_s)))
+                    .unwrap_or_else(|e| error_response(&format!("encoding the stats: {e}")))
+            }
+            Request::Reload => {
+                self.begin_reload(pending.reply);
+                return request;
+            }
         };
         let _ = pending.reply.send(value);
-        pending.request
+        request
     }
 
     /// The status report.
     pub fn status(&self) -> Status {
         let now = Instant::now();
-        let worker_stats = self
-            .children
-            .iter()
+        let listed = || self.children.iter().filter(|c| c.listed());
+        let worker_stats = listed()
             .filter_map(|c| match c.kind {
                 Kind::Worker {
                     group_pos, index, ..
@@ -440,6 +533,8 @@ impl Supervisor {
             service: self.cfg.service.name.clone(),
             controller_pid: std::process::id(),
             state: self.state,
+            config_generation: self.generation,
+            reloading: self.reload.is_some(),
             listeners: self
                 .listeners
                 .iter()
@@ -449,161 +544,106 @@ impl Supervisor {
                     addr: l.local.to_string(),
                 })
                 .collect(),
-            processes: self
-                .children
-                .iter()
+            processes: listed()
                 .map(|c| c.status(self.shared(c.kind), now))
                 .collect(),
             proxy_stats: status::proxy_stats(&self.res.proxy.header().stats),
             worker_stats,
+            groups: self.group_status(now),
         }
     }
 
-    /// Sends `sig` to every running child `which` selects; returns how many.
-    fn signal(
-        &mut self,
-        inputs: &mut Inputs,
-        which: impl Fn(&Child) -> bool,
-        sig: Signal,
-    ) -> usize {
-        // Book exits that are already in, so no signal goes to a reaped pid.
-        while let Ok(ev) = inputs.exits.try_recv() {
-            self.on_exit(ev);
-        }
-        let mut sent = 0;
-        for child in self.children.iter().filter(|c| which(c)) {
-            let Some(run) = child.run else { continue };
-            let Ok(pid) = i32::try_from(run.pid) else {
-                continue;
-            };
-            match kill(Pid::from_raw(pid), sig) {
-                Ok(()) => {
-                    sent += 1;
-                    info!("sent {sig} to {} (pid {pid})", child.label());
-                }
-                Err(e) => warn!("sending {sig} to {} (pid {pid}): {e}", child.label()),
-            }
-        }
-        sent
-    }
-
-    /// Waits until no child `which` selects runs, `deadline` passes, or a
-    /// stop signal arrives; books exits and answers control requests
-    /// meanwhile.
-    async fn wait_for(
-        &mut self,
-        inputs: &mut Inputs,
-        which: impl Fn(&Child) -> bool,
-        deadline: Instant,
-    ) -> Waited {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        loop {
-            if !self.children.iter().any(|c| which(c) && c.run.is_some()) {
-                return Waited::Done;
-            }
-            tokio::select! {
-                Some(ev) = inputs.exits.recv() => { self.on_exit(ev); }
-                Some(pending) = inputs.control.recv() => { self.answer(pending); }
-                name = inputs.signals.recv() => {
-                    warn!("{name} during the stop: killing what is left");
-                    return Waited::Interrupted;
-                }
-                _ = tokio::time::sleep_until(deadline) => return Waited::TimedOut,
-            }
-        }
-    }
-
-    /// Sends `sig` to the children `which` selects and waits until they are
-    /// gone, `timeout` passes, or a stop signal arrives. `Done` at once when
-    /// none was running.
-    async fn signal_and_wait(
-        &mut self,
-        inputs: &mut Inputs,
-        which: impl Fn(&Child) -> bool,
-        sig: Signal,
-        timeout: Duration,
-    ) -> Waited {
-        if self.signal(inputs, &which, sig) == 0 {
-            return Waited::Done;
-        }
-        self.wait_for(inputs, which, Instant::now() + timeout).await
-    }
-
-    /// SIGKILLs the children `which` selects and reaps them (bounded; more
-    /// stop signals do not cut it short). True when one had to be killed.
-    async fn kill_and_reap(&mut self, inputs: &mut Inputs, which: impl Fn(&Child) -> bool) -> bool {
-        if self.signal(inputs, &which, Signal::SIGKILL) == 0 {
+    /// Sends `sig` to child `i` if it runs; true when sent.
+    fn signal_child(&self, i: usize, sig: Signal) -> bool {
+        let Some(child) = self.children.get(i) else {
             return false;
-        }
-        let end = Instant::now() + defaults::KILL_REAP_TIMEOUT;
-        loop {
-            match self.wait_for(inputs, &which, end).await {
-                Waited::Done => break,
-                Waited::Interrupted => {}
-                Waited::TimedOut => {
-                    error!("some children could not be reaped");
-                    break;
-                }
+        };
+        let Some(run) = child.run else { return false };
+        let Ok(pid) = i32::try_from(run.pid) else {
+            return false;
+        };
+        match kill(Pid::from_raw(pid), sig) {
+            Ok(()) => {
+                info!("sent {sig} to {} (pid {pid})", child.label());
+                true
+            }
+            Err(e) => {
+                warn!("sending {sig} to {} (pid {pid}): {e}", child.label());
+                false
             }
         }
-        true
     }
 
-    /// Stops every child: the proxy first (its own drain and clean close),
-    /// then the workers (their own drain), SIGKILL only for what overruns.
-    async fn shutdown(&mut self, inputs: &mut Inputs) {
-        self.state = ServiceState::Stopping;
-        for child in &mut self.children {
-            child.restart_at = None;
-        }
+    /// Stops child `i` on purpose: not restarted, SIGTERM (it drains), and
+    /// SIGKILL by [`housekeeping`] if it overruns
+    /// [`defaults::retire_timeout`]. `reason` goes into its `last_exit`.
+    fn retire(&mut self, i: usize, reason: &str) {
         let grace = self.cfg.service.stop_grace;
-        let is_proxy = |c: &Child| c.kind == Kind::Proxy;
-        let is_worker = |c: &Child| c.kind != Kind::Proxy;
-        // The proxy drains for `proxy_drain_timeout`, closes what is left and
-        // exits by itself well within the grace.
-        let mut hurry = self
-            .signal_and_wait(inputs, is_proxy, Signal::SIGTERM, grace)
-            .await
-            == Waited::Interrupted;
-        if hurry {
-            // SIGINT: the proxy closes its connections and exits at once.
-            let waited = self
-                .signal_and_wait(
-                    inputs,
-                    is_proxy,
-                    Signal::SIGINT,
-                    defaults::PROXY_QUIT_TIMEOUT,
-                )
-                .await;
-            if waited == Waited::TimedOut {
-                warn!("the proxy did not quit on SIGINT");
+        let Some(child) = self.children.get_mut(i) else {
+            return;
+        };
+        child.desired = false;
+        child.restart_at = None;
+        let Some(run) = child.run.as_mut() else {
+            return;
+        };
+        run.retire_by = Some(Instant::now() + defaults::retire_timeout(grace));
+        child.stop_reason = Some(reason.to_string());
+        self.signal_child(i, Signal::SIGTERM);
+    }
+
+    /// Indexes of the worker slots of the group at `pos`.
+    fn group_slots(&self, pos: usize) -> impl DoubleEndedIterator<Item = usize> + '_ {
+        self.children
+            .iter()
+            .enumerate()
+            .filter(move |(_, c)| c.in_group(pos))
+            .map(|(i, _)| i)
+    }
+
+    /// The first free slot of the group at `pos`.
+    fn free_slot(&self, pos: usize) -> Option<usize> {
+        self.group_slots(pos)
+            .find(|&i| self.children.get(i).is_some_and(Child::is_free))
+    }
+
+    /// Workers of the group at `pos` that are meant to run.
+    fn desired_in(&self, pos: usize) -> u32 {
+        let n = self
+            .children
+            .iter()
+            .filter(|c| c.in_group(pos) && c.desired)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Makes the group at `pos` have `target` desired workers: starts
+    /// workers in free slots, or retires the highest ones (`why` says why,
+    /// in their `last_exit`). Returns how many it could start or retire.
+    fn resize(&mut self, pos: usize, target: u32, why: &str) -> u32 {
+        let now = Instant::now();
+        let mut done = 0;
+        let desired = self.desired_in(pos);
+        if target > desired {
+            for _ in desired..target {
+                let Some(i) = self.free_slot(pos) else { break };
+                if let Some(child) = self.children.get_mut(i) {
+                    child.take_up();
+                }
+                self.try_spawn(i, now);
+                done += 1;
+            }
+        } else {
+            for _ in target..desired {
+                let victim = self
+                    .group_slots(pos)
+                    .rev()
+                    .find(|&i| self.children.get(i).is_some_and(|c| c.desired));
+                let Some(i) = victim else { break };
+                self.retire(i, why);
+                done += 1;
             }
         }
-        if self.kill_and_reap(inputs, is_proxy).await && !hurry {
-            warn!("killed the proxy: it did not stop within the grace of {grace:?}");
-        }
-        // Only now the workers: the proxy has nothing in flight with them.
-        if !hurry {
-            let drain = defaults::worker_drain_timeout(grace);
-            hurry = self
-                .signal_and_wait(inputs, is_worker, Signal::SIGTERM, drain)
-                .await
-                == Waited::Interrupted;
-            if !hurry
-                && self
-                    .children
-                    .iter()
-                    .any(|c| is_worker(c) && c.run.is_some())
-            {
-                warn!("workers did not drain within {drain:?}");
-            }
-        }
-        if self.kill_and_reap(inputs, |_| true).await && !hurry {
-            warn!("killed what did not stop");
-        }
-        for child in &self.children {
-            self.mark_down(child.kind);
-        }
-        info!("service {} stopped", self.cfg.service.name);
+        done
     }
 }

@@ -14,7 +14,7 @@ fn check_accepts_a_good_config() {
         said.starts_with("config OK: service \"t\", 3 listener(s)"),
         "{said}"
     );
-    assert!(said.contains("g1 2/3 workers"), "{said}");
+    assert!(said.contains("g1 2 workers (2..=3)"), "{said}");
 }
 
 #[test]

@@ -253,7 +253,7 @@ pub unsafe fn host_count(
     delta: u64,
 ) -> c_int {
     // SAFETY: forwarded from the caller.
-    let name = unsafe { name_bytes(name, len) };
+    let name = unsafe { name_bytes(metrics, name, len) };
     host_code(name.and_then(|n| metrics.count(n, delta)))
 }
 
@@ -269,14 +269,22 @@ pub unsafe fn host_record_latency(
     nanos: u64,
 ) -> c_int {
     // SAFETY: forwarded from the caller.
-    let name = unsafe { name_bytes(name, len) };
+    let name = unsafe { name_bytes(metrics, name, len) };
     host_code(name.and_then(|n| metrics.record_latency(n, nanos)))
 }
 
+/// The name's bytes; a null, empty or too long name is refused (and
+/// counted) before any byte is read.
+///
 /// # Safety
 /// As for [`host_count`].
-unsafe fn name_bytes<'a>(name: *const c_char, len: usize) -> Result<&'a [u8], MetricError> {
+unsafe fn name_bytes<'a>(
+    metrics: &PluginMetrics,
+    name: *const c_char,
+    len: usize,
+) -> Result<&'a [u8], MetricError> {
     if name.is_null() || len == 0 || len > METRIC_NAME_MAX {
+        metrics.refused.fetch_add(1, Ordering::Relaxed);
         return Err(MetricError::BadName);
     }
     // SAFETY: non-null, and the caller promises `len` readable bytes.

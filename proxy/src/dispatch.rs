@@ -17,6 +17,13 @@
 //! are answered in order. Pushes are published once per loop turn per dirty ring,
 //! and a worker is woken only if it announced sleep.
 //!
+//! Drain handshake: a worker leaving service sets its state to `Draining`
+//! and rings the proxy's doorbell. At the next scan its slot stops taking
+//! requests; the proxy publishes what it pushed there and stores
+//! `PairHeader::drain_ack` = that worker's generation, after which it
+//! pushes nothing more to it. The worker exits once it has seen the ack and
+//! emptied its ring.
+//!
 //! Every request record is stamped (`RecordHeader::flags`) with the
 //! [`generation_tag`] of the worker it was pushed for; a worker skips
 //! records stamped for another generation, so a request pushed for a dead
@@ -161,6 +168,42 @@ impl Slot {
 
     fn accepting(&self) -> bool {
         self.live.as_ref().is_some_and(|l| l.accepting)
+    }
+
+    /// Publishes what was pushed since the last publish (if anything) and
+    /// wakes the worker if it sleeps.
+    fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        // Stored before the ring's write index, so it is never behind a
+        // request a worker can see (a restarted proxy continues after it).
+        self.pair
+            .header()
+            .pushed_seq
+            .store(self.next_seq.wrapping_sub(1), Ordering::Release);
+        self.producer.publish();
+        wake_if_sleeping(&self.pair.header().worker_sleeping, &self.bell);
+    }
+
+    /// The drain handshake: worker `generation` of this slot is
+    /// `Draining` and gets nothing more (the caller made sure). Publishes
+    /// what was pushed to it, then stores `drain_ack` so the worker knows
+    /// its ring holds everything it will ever get.
+    fn ack_drain(&mut self, generation: u64) {
+        if self.header().drain_ack.load(Ordering::Acquire) == generation {
+            return;
+        }
+        self.publish();
+        self.header().drain_ack.store(generation, Ordering::Release);
+        tracing::info!(
+            group = self.group,
+            worker = self.index,
+            generation,
+            in_flight = self.inflight.len(),
+            "worker draining: sends it nothing more"
+        );
     }
 
     /// The response ring's consuming end.
@@ -369,16 +412,7 @@ impl Dispatcher {
     /// such worker if it sleeps.
     pub fn publish(&mut self) {
         for s in self.dirty.drain(..) {
-            let slot = &mut self.slots[s];
-            slot.dirty = false;
-            // Stored before the ring's write index, so it is never behind a
-            // request a worker can see (a restarted proxy continues after it).
-            slot.pair
-                .header()
-                .pushed_seq
-                .store(slot.next_seq.wrapping_sub(1), Ordering::Release);
-            slot.producer.publish();
-            wake_if_sleeping(&slot.pair.header().worker_sleeping, &slot.bell);
+            self.slots[s].publish();
         }
     }
 
@@ -480,6 +514,11 @@ impl Dispatcher {
             } else {
                 live.accepting = state == WorkerState::Ready;
             }
+        }
+        if state == WorkerState::Draining {
+            // Either the worker we serve (no longer accepting, above) or
+            // one we never pushed to (never adopted, or retired above).
+            self.slots[s].ack_drain(generation);
         }
         let slot = &self.slots[s];
         if slot.live.is_none()

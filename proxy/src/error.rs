@@ -4,7 +4,7 @@
 //! plugin's `spp_init` refused, `FAILURE` for a runtime failure).
 //!
 //! A variant that wraps another error marks it `#[source]` and leaves it
-//! out of its own message, so `{e:#}` (or [`chain`]) shows it once.
+//! out of its own message, so `{e:#}` (or [`spp_ipc::error_chain`]) shows it once.
 
 use spp_ipc::launch::exit_code;
 use spp_ipc::IpcError;

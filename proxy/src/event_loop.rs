@@ -4,9 +4,17 @@
 //! frame, receive datagrams, doorbell, signals, worker pidfds — then
 //! publish every request ring pushed to (one release store and at most one
 //! wake per ring), fail the requests of workers that are gone, drain the
-//! response rings, run the periodic jobs (worker scan, idle sweep), write
-//! every connection with new response bytes once, and add the turn's
-//! counters to the shared stats.
+//! response rings, run the periodic jobs, write every connection with new
+//! response bytes once, and add the turn's counters to the shared stats.
+//!
+//! Periodic jobs: the scan (every [`WORKER_SCAN_INTERVAL_MS`]) adopts
+//! ready workers, notices gone ones, acknowledges draining ones
+//! (`dispatch`) and applies limits the controller published
+//! ([`crate::live_limits`]); the idle sweep runs at an interval derived from
+//! the idle timeout. A doorbell wake brings the scan forward to
+//! [`BELL_SCAN_GAP_MS`] after the previous one: a worker that starts
+//! draining rings the bell and gets its `drain_ack` promptly, while a
+//! busy proxy, woken by response bells, still scans at most that often.
 //!
 //! Waiting follows `spp_ipc::doorbell`: with requests in flight the loop
 //! first spins up to `spin_us` watching the response rings (yielding the
@@ -14,27 +22,27 @@
 //! announces sleep on `proxy_sleeping`, looks at the rings once more, and
 //! only then blocks in epoll, where the doorbell wakes it.
 //!
-//! Signals: SIGTERM drains (stop accepting and reading — the listeners are
-//! deregistered, not closed, since the controller owns them — finish what
-//! is in flight, flush, exit as soon as that is done; once
-//! `limits.drain_timeout_ms` passes, close what is left, calling the close
-//! hook for each, and exit 0 all the same); SIGINT exits at once.
+//! Signals (SIGTERM drains, SIGINT exits at once, SIGHUP reopens the log
+//! file) are handled in [`crate::lifecycle`].
 //!
-//! The plugin library and its `spp_host` table are leaked: plugin threads
-//! may still run after `spp_fini`, so their code and the table stay mapped
-//! until the process is gone.
+//! The plugin library, its `spp_host` table and the proxy region (whose
+//! plugin metrics the table's `count`/`record_latency` write) are leaked:
+//! plugin threads may still run after `spp_fini`, so their code, the table
+//! and the region stay mapped until the process is gone.
 
 use crate::clients::Clients;
 use crate::conn::IN_READ_LIST;
 use crate::dispatch::Dispatcher;
 use crate::error::ProxyError;
 use crate::host::{HostServices, OpQueue};
+use crate::lifecycle::DRAIN_POLL_MS;
+use crate::live_limits::sweep_interval_ms;
 use crate::setup;
 use crate::tcp::TcpListenerEntry;
 use crate::token::Source;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use spp_ipc::doorbell::{Doorbell, SleepFlag};
 use spp_ipc::launch::{ProxyLaunch, ProxyLimits};
@@ -42,6 +50,7 @@ use spp_ipc::layout::{ProxyRegion, ProxyState};
 use spp_ipc::record::{monotonic_ns, NS_PER_MS, NS_PER_US};
 use spp_plugin_api::host::{PluginLibrary, Role};
 use std::ffi::CString;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,18 +58,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const SCRATCH_SIZE: usize = 64 << 10;
 /// Events taken from epoll per wait.
 pub const EVENTS_CAPACITY: usize = 1024;
-/// How often worker slots are checked for newly ready or stopped workers.
+/// How often worker slots are checked for newly ready, draining or
+/// stopped workers (and published limits applied).
 pub const WORKER_SCAN_INTERVAL_MS: u64 = 50;
-/// The idle sweep runs every `idle_timeout / SWEEP_DIVISOR`, clamped to
-/// [`MIN_SWEEP_INTERVAL_MS`, `MAX_SWEEP_INTERVAL_MS`]; each sweep costs
-/// O(flows in use).
-pub const SWEEP_DIVISOR: u64 = 8;
-/// The shortest idle sweep interval: the sweep runs at most four times a
-/// second, however short the idle timeout (a connection may then outlive
-/// it by up to this much).
-pub const MIN_SWEEP_INTERVAL_MS: u64 = 250;
-/// See [`SWEEP_DIVISOR`].
-pub const MAX_SWEEP_INTERVAL_MS: u64 = 1000;
+/// After a doorbell wake the scan runs once at least this long has passed
+/// since the previous one (a draining worker rings the bell and waits for
+/// its `drain_ack`; response bells make a busy proxy scan no more often).
+pub const BELL_SCAN_GAP_MS: u64 = 5;
 /// Spin iterations between two `sched_yield`s (and looks at the clock)
 /// while the loop spins for responses. On this 2-vCPU machine the client,
 /// the proxy and the worker share two CPUs: a pure spinner keeps the worker
@@ -69,11 +73,6 @@ pub const MAX_SWEEP_INTERVAL_MS: u64 = 1000;
 /// replaces a clock read per spin). See `spp-worker`'s `SPIN_YIELD_EVERY`
 /// for the measurements behind the value.
 pub const SPIN_YIELD_EVERY: u32 = 64;
-/// Longest wait while a drain waits for workers to settle.
-pub const DRAIN_POLL_MS: u64 = 1;
-/// A worker that neither sleeps nor publishes for this long after its last
-/// request completed counts as settled during a drain.
-pub const DRAIN_SETTLE_MS: u64 = 100;
 
 /// Microseconds since the Unix epoch (a request's receive time).
 pub fn wall_clock_us() -> u64 {
@@ -86,8 +85,9 @@ pub fn wall_clock_us() -> u64 {
 pub struct Proxy {
     pub(crate) poll: Poll,
     events: Option<Events>,
-    signals: Signals,
-    pub(crate) region: ProxyRegion,
+    pub(crate) signals: Signals,
+    /// Leaked (see the module doc).
+    pub(crate) region: &'static ProxyRegion,
     bell: Doorbell,
     pub(crate) listeners: Vec<TcpListenerEntry>,
     pub(crate) dispatch: Dispatcher,
@@ -111,15 +111,21 @@ pub struct Proxy {
     pub(crate) reserve_fd: Option<std::fs::File>,
     /// Out of fds with no reserve: accepting resumes at the next scan tick.
     pub(crate) accept_starved: bool,
-    quit: bool,
+    pub(crate) quit: bool,
     sleeping: bool,
     more_responses: bool,
+    /// Loop clock (ms) of the last worker scan.
+    last_scan_ms: u64,
     next_scan_ms: u64,
-    next_sweep_ms: u64,
-    sweep_interval_ms: u64,
-    drain_deadline_ms: u64,
-    settled_since_ms: Option<u64>,
-    closing_all: bool,
+    pub(crate) next_sweep_ms: u64,
+    pub(crate) sweep_interval_ms: u64,
+    pub(crate) drain_deadline_ms: u64,
+    pub(crate) settled_since_ms: Option<u64>,
+    pub(crate) closing_all: bool,
+    /// `LiveLimits::generation` last applied (0: the launch limits).
+    pub(crate) limits_generation: u64,
+    /// The log file to reopen on SIGHUP.
+    pub(crate) log_file: Option<PathBuf>,
     /// Leaked: never unloaded under a plugin thread (see the module doc).
     pub(crate) plugin: &'static PluginLibrary,
     /// Leaked: the plugin may keep the table past `spp_fini`.
@@ -132,7 +138,10 @@ impl Proxy {
     pub fn new(launch: &ProxyLaunch) -> Result<Self, ProxyError> {
         setup::check_limits(&launch.limits)?;
         let opened = setup::open(launch)?;
-        let header = opened.region.header();
+        // Leaked: the host table below points plugin threads at the plugin
+        // metrics inside it, and they may outlive everything else here.
+        let region: &'static ProxyRegion = Box::leak(Box::new(opened.region));
+        let header = region.header();
         header
             .proxy_pid
             .store(std::process::id(), Ordering::Relaxed);
@@ -148,7 +157,7 @@ impl Proxy {
         let plugin: &'static PluginLibrary =
             Box::leak(Box::new(PluginLibrary::load(&launch.plugin, Role::Proxy)?));
         let poll = Poll::new().map_err(ProxyError::io("creating the poll"))?;
-        let signals = Signals::new([SIGTERM, SIGINT])
+        let signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(ProxyError::io("installing signal handlers"))?;
         let limits = &launch.limits;
         let mut clients = Clients::new(
@@ -158,13 +167,11 @@ impl Proxy {
             limits.max_send_buffer,
         );
         clients.udp_socks = opened.udp;
-        let sweep_interval_ms = (limits.idle_timeout_ms / SWEEP_DIVISOR)
-            .clamp(MIN_SWEEP_INTERVAL_MS, MAX_SWEEP_INTERVAL_MS);
         let mut proxy = Proxy {
             poll,
             events: Some(Events::with_capacity(EVENTS_CAPACITY)),
             signals,
-            region: opened.region,
+            region,
             bell: opened.bell,
             listeners: opened.listeners,
             dispatch: opened.dispatch,
@@ -185,24 +192,19 @@ impl Proxy {
             quit: false,
             sleeping: false,
             more_responses: false,
+            last_scan_ms: 0,
             next_scan_ms: 0,
             next_sweep_ms: 0,
-            sweep_interval_ms,
+            sweep_interval_ms: sweep_interval_ms(limits.idle_timeout_ms),
             drain_deadline_ms: u64::MAX,
             settled_since_ms: None,
             closing_all: false,
+            limits_generation: 0,
+            log_file: launch.log.file.clone(),
             plugin,
-            host: Box::leak(Box::new(HostServices::new(launch.epoch))),
+            host: Box::leak(Box::new(HostServices::new(launch.epoch, &header.plugin))),
         };
-        if let Some(fits) = proxy.dispatch.max_request_len() {
-            if fits < proxy.limits.max_request_size {
-                tracing::warn!(
-                    max_request_size = proxy.limits.max_request_size,
-                    ring_fits = fits,
-                    "requests between these sizes cannot fit a request ring and will be closed as oversized"
-                );
-            }
-        }
+        proxy.warn_if_rings_too_small();
         proxy.register_all()?;
         proxy.tick_clock();
         Ok(proxy)
@@ -244,6 +246,8 @@ impl Proxy {
             field: "plugin_conf",
             reason: "contains a NUL byte".into(),
         })?;
+        // A predecessor may have died claiming a metric name.
+        self.region.header().plugin.recover();
         // SAFETY: `self.host` is leaked, so the table stays valid and in
         // place for the process's life (past `spp_fini`).
         let code = unsafe { self.plugin.init(self.host.table(), &conf) };
@@ -272,6 +276,7 @@ impl Proxy {
     pub fn finish(&mut self) {
         self.plugin.fini();
         self.apply_host_ops();
+        self.count_refused_ops();
         self.publish_stats();
     }
 
@@ -361,7 +366,10 @@ impl Proxy {
             }
             Some(Source::Listener(li)) if !self.draining => self.accept_ready(li),
             Some(Source::Udp(k)) if !self.draining => self.udp_readable(k),
-            Some(Source::Bell) => self.bell.drain(),
+            Some(Source::Bell) => {
+                self.bell.drain();
+                self.next_scan_ms = self.next_scan_ms.min(self.last_scan_ms + BELL_SCAN_GAP_MS);
+            }
             Some(Source::Signals) => self.on_signals(),
             Some(Source::Pidfd(s)) => {
                 if self.dispatch.worker_exited(s, self.poll.registry()) {
@@ -379,12 +387,7 @@ impl Proxy {
         self.more_responses = self.drain_responses();
         let now_ms = self.clients.now_ms;
         if now_ms >= self.next_scan_ms {
-            self.next_scan_ms = now_ms + WORKER_SCAN_INTERVAL_MS;
-            self.dispatch.scan(self.poll.registry(), &mut self.gone);
-            self.fail_gone_workers();
-            if std::mem::take(&mut self.accept_starved) && !self.draining {
-                (0..self.listeners.len()).for_each(|li| self.accept_ready(li));
-            }
+            self.scan(now_ms);
         }
         if now_ms >= self.next_sweep_ms {
             self.next_sweep_ms = now_ms + self.sweep_interval_ms;
@@ -394,12 +397,26 @@ impl Proxy {
         self.apply_host_ops();
         self.clients.flush_marked(self.plugin);
         self.apply_host_ops();
-        self.report_refused_ops();
+        self.count_refused_ops();
         self.publish_stats();
     }
 
+    /// The periodic scan: worker slots (adopt, retire, acknowledge a
+    /// drain), published limits, and accepting again after running out of
+    /// fds.
+    fn scan(&mut self, now_ms: u64) {
+        self.last_scan_ms = now_ms;
+        self.next_scan_ms = now_ms + WORKER_SCAN_INTERVAL_MS;
+        self.dispatch.scan(self.poll.registry(), &mut self.gone);
+        self.fail_gone_workers();
+        self.apply_live_limits();
+        if std::mem::take(&mut self.accept_starved) && !self.draining {
+            (0..self.listeners.len()).for_each(|li| self.accept_ready(li));
+        }
+    }
+
     /// Adds the turn's counters to the shared stats and updates the gauges.
-    fn publish_stats(&mut self) {
+    pub(crate) fn publish_stats(&mut self) {
         let header = self.region.header();
         self.clients.stats.flush(&header.stats);
         header
@@ -457,89 +474,5 @@ impl Proxy {
             wake_ms = wake_ms.min(now_ms + DRAIN_POLL_MS);
         }
         Duration::from_millis(wake_ms.saturating_sub(now_ms))
-    }
-
-    fn on_signals(&mut self) {
-        let (mut term, mut int) = (false, false);
-        for signal in self.signals.pending() {
-            term |= signal == SIGTERM;
-            int |= signal == SIGINT;
-        }
-        if int {
-            self.quit = true;
-        } else if term {
-            self.begin_drain();
-        }
-    }
-
-    /// SIGTERM: stop taking new work; keep serving what is in flight.
-    fn begin_drain(&mut self) {
-        if self.draining {
-            return;
-        }
-        tracing::info!(
-            connections = self.clients.conns.len(),
-            in_flight = self.dispatch.in_flight(),
-            "SIGTERM: draining"
-        );
-        self.draining = true;
-        self.drain_deadline_ms = self
-            .clients
-            .now_ms
-            .saturating_add(self.limits.drain_timeout_ms);
-        self.region
-            .header()
-            .proxy_state
-            .store(ProxyState::Draining as u32, Ordering::Release);
-        let registry = self.poll.registry();
-        // Deregistered, not closed: the controller owns the listeners and
-        // hands them to the next proxy.
-        for l in &mut self.listeners {
-            let _ = registry.deregister(&mut l.sock);
-        }
-        for u in &mut self.clients.udp_socks {
-            let _ = registry.deregister(&mut u.sock);
-        }
-        self.pending_accepts.clear();
-        self.pending_udp.clear();
-    }
-
-    /// One drain step; true when the proxy may exit.
-    fn drain_step(&mut self) -> bool {
-        let now = self.clients.now_ms;
-        if self.dispatch.in_flight() == 0 {
-            self.settled_since_ms.get_or_insert(now);
-        } else {
-            self.settled_since_ms = None;
-        }
-        let waited = self
-            .settled_since_ms
-            .is_some_and(|t| now.saturating_sub(t) >= DRAIN_SETTLE_MS);
-        let settled = self.settled_since_ms.is_some()
-            && (0..self.dispatch.slot_count()).all(|s| self.dispatch.settled(s, waited));
-        let overdue = now >= self.drain_deadline_ms;
-        if !settled && !overdue {
-            return false;
-        }
-        if overdue {
-            tracing::warn!(
-                connections = self.clients.conns.len(),
-                in_flight = self.dispatch.in_flight(),
-                drain_timeout_ms = self.limits.drain_timeout_ms,
-                "drain timed out; closing what is left"
-            );
-            self.clients.close_now(self.plugin);
-            // Replies the close hooks queued have no connection left.
-            self.apply_host_ops();
-            self.publish_stats();
-            return true;
-        }
-        if !self.closing_all {
-            self.closing_all = true;
-            self.clients.close_all(self.plugin);
-            self.clients.flush_marked(self.plugin);
-        }
-        self.apply_host_ops();
-        self.clients.conns.is_empty()
     }
 }

@@ -145,6 +145,12 @@ impl<T> SlotTable<T> {
         self.len == 0
     }
 
+    /// Changes the limit (capped at [`MAX_SLOTS`]). Entries beyond a
+    /// lowered limit stay; inserts fail until the table is below it.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_SLOTS);
+    }
+
     /// Whether the table is at its limit.
     pub fn is_full(&self) -> bool {
         self.len >= self.limit
@@ -311,6 +317,23 @@ mod tests {
         for slot in t.live_slots().to_vec() {
             assert!(t.get(slot).is_some());
         }
+    }
+
+    #[test]
+    fn a_lowered_limit_keeps_entries_and_refuses_new_ones() {
+        let mut t = SlotTable::new(0, Proto::Tcp, 3);
+        let slots: Vec<u32> = (0..3).map(|i| t.insert_with(|_| i).unwrap().0).collect();
+        t.set_limit(1);
+        assert_eq!(t.len(), 3);
+        assert!(t.get(slots[2]).is_some());
+        assert!(t.insert_with(|_| 9).is_none());
+        t.remove(slots[0]);
+        t.remove(slots[1]);
+        assert!(t.insert_with(|_| 9).is_none(), "still at the limit");
+        t.remove(slots[2]);
+        assert!(t.insert_with(|_| 9).is_some());
+        t.set_limit(usize::MAX);
+        assert!(t.insert_with(|_| 10).is_some());
     }
 
     #[test]

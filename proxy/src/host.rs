@@ -8,15 +8,23 @@
 //! event-loop thread may queue; any other thread gets
 //! `SPP_ERR_UNSUPPORTED`. The queue is bounded ([`MAX_QUEUED_OPS`] calls,
 //! [`MAX_QUEUED_REPLY_BYTES`] bytes); beyond that a call returns
-//! `SPP_ERR_FULL` and is counted ([`HostServices::take_refused`]). `log`
+//! `SPP_ERR_FULL`. Every refused `reply`/`close` (another thread, a flow
+//! of another proxy epoch, a full queue) is counted
+//! ([`HostServices::take_refused`]; the loop adds it to `host_refused`).
+//!
+//! `count` and `record_latency` work from any thread: they go straight to
+//! the proxy region's [`PluginMetrics`] block (lock-free), whose own
+//! `refused` counter takes their refusals (bad name, no free slot). `log`
 //! goes to `tracing` from any thread.
 
+use spp_ipc::plugin_metrics::{self, PluginMetrics};
 use spp_plugin_api::abi::{
     HostFns, SppHost, SPP_ERR_FULL, SPP_ERR_UNKNOWN_FLOW, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG,
     SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_PROXY,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::flow;
 
@@ -67,33 +75,66 @@ impl OpQueue {
     }
 }
 
-/// What the table's `ctx` points to.
-struct HostCtx {
+/// Refused `reply`/`close` calls since the last [`HostServices::take_refused`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Every refusal, any reason, any thread.
+    pub total: u64,
+    /// Of which: the queue was full (`SPP_ERR_FULL`).
+    pub full: u64,
+}
+
+/// The part of the context any thread may use.
+struct SharedCtx {
+    /// The proxy region's plugin metrics (mapped for the process's life).
+    metrics: &'static PluginMetrics,
+    /// Refused `reply`/`close` calls, any thread.
+    refused: AtomicU64,
+}
+
+/// The part only the event-loop thread touches.
+struct LoopCtx {
     epoch: u16,
     queue: RefCell<OpQueue>,
     queued: Cell<usize>,
-    /// Calls refused with `SPP_ERR_FULL` since the last `take_refused`.
-    refused: Cell<u64>,
+    /// Calls refused with `SPP_ERR_FULL`.
+    full: Cell<u64>,
+}
+
+/// What the table's `ctx` points to. Another thread reaches `shared` by
+/// pointer arithmetic alone, never through a `&HostCtx` (whose `loop_only`
+/// is not `Sync`).
+#[repr(C)]
+struct HostCtx {
+    shared: SharedCtx,
+    loop_only: LoopCtx,
 }
 
 /// The services table and its context, at stable heap addresses for as
 /// long as this value lives (the plugin may keep the pointer until
-/// `spp_fini`).
+/// `spp_fini`, and its threads past that: the proxy leaks it).
 pub struct HostServices {
     table: Box<SppHost>,
     ctx: Box<HostCtx>,
 }
 
 impl HostServices {
-    /// Builds the proxy's table for flows of `epoch`. Call on the event-loop
-    /// thread: that thread becomes the only one allowed to queue replies.
-    pub fn new(epoch: u16) -> Self {
+    /// Builds the proxy's table for flows of `epoch`, counting plugin
+    /// metrics in `metrics`. Call on the event-loop thread: that thread
+    /// becomes the only one allowed to queue replies.
+    pub fn new(epoch: u16, metrics: &'static PluginMetrics) -> Self {
         ON_LOOP_THREAD.with(|f| f.set(true));
         let ctx = Box::new(HostCtx {
-            epoch,
-            queue: RefCell::new(OpQueue::default()),
-            queued: Cell::new(0),
-            refused: Cell::new(0),
+            shared: SharedCtx {
+                metrics,
+                refused: AtomicU64::new(0),
+            },
+            loop_only: LoopCtx {
+                epoch,
+                queue: RefCell::new(OpQueue::default()),
+                queued: Cell::new(0),
+                full: Cell::new(0),
+            },
         });
         let table = Box::new(SppHost::new(
             SPP_ROLE_PROXY,
@@ -119,24 +160,34 @@ impl HostServices {
     /// Whether any call is queued (cheap; no borrow).
     #[inline]
     pub fn has_ops(&self) -> bool {
-        self.ctx.queued.get() != 0
+        self.ctx.loop_only.queued.get() != 0
     }
 
-    /// Calls refused because the queue was full since the last call (and
-    /// resets the count).
-    pub fn take_refused(&self) -> u64 {
-        self.ctx.refused.replace(0)
+    /// `reply`/`close` calls refused since the last call (and resets the
+    /// counts). Call on the event-loop thread.
+    pub fn take_refused(&self) -> Refused {
+        let refused = &self.ctx.shared.refused;
+        // Called every loop turn: a plain load, and the locked swap only
+        // when there is something to take.
+        let total = match refused.load(Ordering::Relaxed) {
+            0 => 0,
+            _ => refused.swap(0, Ordering::Relaxed),
+        };
+        Refused {
+            total,
+            full: self.ctx.loop_only.full.replace(0),
+        }
     }
 
     /// Swaps the queued calls into `into` (which must be empty), leaving an
     /// empty queue with `into`'s old allocations. Returns false if the queue
     /// is in use (never, on the loop thread outside a service call).
     pub fn take_ops(&self, into: &mut OpQueue) -> bool {
-        match self.ctx.queue.try_borrow_mut() {
+        match self.ctx.loop_only.queue.try_borrow_mut() {
             Ok(mut queue) => {
                 into.clear();
                 std::mem::swap(&mut *queue, into);
-                self.ctx.queued.set(0);
+                self.ctx.loop_only.queued.set(0);
                 true
             }
             Err(_) => false,
@@ -144,20 +195,50 @@ impl HostServices {
     }
 }
 
-/// The context behind `ctx`, if the call comes from the event-loop thread.
+/// The thread-safe part of the context behind `ctx`.
 ///
 /// # Safety
-/// `ctx` must be the `ctx` of a live [`HostServices`] table.
-unsafe fn loop_ctx<'a>(ctx: *mut c_void) -> Option<&'a HostCtx> {
-    if !ON_LOOP_THREAD.with(Cell::get) {
+/// `ctx` must be null or the `ctx` of a live [`HostServices`] table.
+unsafe fn shared_ctx<'a>(ctx: *mut c_void) -> Option<&'a SharedCtx> {
+    let ctx = ctx.cast::<HostCtx>().cast_const();
+    if ctx.is_null() {
         return None;
     }
-    // SAFETY: the caller guarantees `ctx` points to a live `HostCtx`; we are
-    // on the only thread that touches its `RefCell`/`Cell` fields.
+    // SAFETY: `ctx` points to a live `HostCtx` (caller); taking the address
+    // of one field creates no reference to the (non-`Sync`) whole, and
+    // `SharedCtx` is `Sync`.
+    Some(unsafe { &*std::ptr::addr_of!((*ctx).shared) })
+}
+
+/// The whole context behind `ctx`, if the call comes from the event-loop
+/// thread; from any other thread the refusal is counted and `None` comes
+/// back.
+///
+/// # Safety
+/// `ctx` must be null or the `ctx` of a live [`HostServices`] table.
+unsafe fn loop_ctx<'a>(ctx: *mut c_void) -> Option<&'a HostCtx> {
+    if !ON_LOOP_THREAD.with(Cell::get) {
+        // SAFETY: forwarded from the caller.
+        if let Some(shared) = unsafe { shared_ctx(ctx) } {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        return None;
+    }
+    // SAFETY: the caller guarantees `ctx` is null or points to a live
+    // `HostCtx`; we are on the only thread that touches its `RefCell`/`Cell`
+    // fields.
     unsafe { ctx.cast::<HostCtx>().cast_const().as_ref() }
 }
 
 fn queue_op(ctx: &HostCtx, flow: u64, bytes: &[u8], close: bool) -> c_int {
+    let code = try_queue_op(&ctx.loop_only, flow, bytes, close);
+    if code != SPP_OK {
+        ctx.shared.refused.fetch_add(1, Ordering::Relaxed);
+    }
+    code
+}
+
+fn try_queue_op(ctx: &LoopCtx, flow: u64, bytes: &[u8], close: bool) -> c_int {
     if flow::decode(flow).epoch != ctx.epoch {
         return SPP_ERR_UNKNOWN_FLOW;
     }
@@ -166,7 +247,7 @@ fn queue_op(ctx: &HostCtx, flow: u64, bytes: &[u8], close: bool) -> c_int {
     };
     if queue.ops.len() >= MAX_QUEUED_OPS || queue.data.len() + bytes.len() > MAX_QUEUED_REPLY_BYTES
     {
-        ctx.refused.set(ctx.refused.get() + 1);
+        ctx.full.set(ctx.full.get() + 1);
         return SPP_ERR_FULL;
     }
     let start = queue.data.len();
@@ -190,6 +271,7 @@ unsafe extern "C" fn host_reply(ctx: *mut c_void, flow: u64, data: *const u8, le
     let bytes = if len == 0 {
         &[][..]
     } else if data.is_null() {
+        ctx.shared.refused.fetch_add(1, Ordering::Relaxed);
         return SPP_ERR_UNSUPPORTED;
     } else {
         // SAFETY: the plugin promises `data` holds `len` bytes for the call.
@@ -205,6 +287,38 @@ unsafe extern "C" fn host_close(ctx: *mut c_void, flow: u64) -> c_int {
         return SPP_ERR_UNSUPPORTED;
     };
     queue_op(ctx, flow, &[], true)
+}
+
+/// `spp_host.count`: adds to a named counter of the proxy's plugin
+/// metrics, from any thread.
+unsafe extern "C" fn host_count(
+    ctx: *mut c_void,
+    name: *const c_char,
+    len: usize,
+    delta: u64,
+) -> c_int {
+    // SAFETY: the plugin passes back the `ctx` of our live table.
+    let Some(shared) = (unsafe { shared_ctx(ctx) }) else {
+        return SPP_ERR_UNSUPPORTED;
+    };
+    // SAFETY: the plugin promises `name` is null or holds `len` bytes.
+    unsafe { plugin_metrics::host_count(shared.metrics, name, len, delta) }
+}
+
+/// `spp_host.record_latency`: one sample in a named latency histogram of
+/// the proxy's plugin metrics, from any thread.
+unsafe extern "C" fn host_record_latency(
+    ctx: *mut c_void,
+    name: *const c_char,
+    len: usize,
+    nanos: u64,
+) -> c_int {
+    // SAFETY: the plugin passes back the `ctx` of our live table.
+    let Some(shared) = (unsafe { shared_ctx(ctx) }) else {
+        return SPP_ERR_UNSUPPORTED;
+    };
+    // SAFETY: the plugin promises `name` is null or holds `len` bytes.
+    unsafe { plugin_metrics::host_record_latency(shared.metrics, name, len, nanos) }
 }
 
 /// `spp_host.log`: one line to `tracing`, from any thread.
@@ -230,6 +344,7 @@ unsafe extern "C" fn host_log(_ctx: *mut c_void, level: c_int, text: *const c_ch
 mod tests {
     use super::*;
     use crate::flow::{encode, FlowParts, Proto};
+    use spp_plugin_api::abi::SPP_ERR_BAD_NAME;
 
     fn flow(epoch: u16) -> u64 {
         encode(FlowParts {
@@ -240,9 +355,16 @@ mod tests {
         })
     }
 
+    /// A zeroed metrics block for the life of the test binary, as the
+    /// proxy region's is for the proxy's.
+    fn metrics() -> &'static PluginMetrics {
+        // SAFETY: all-zero is a valid value of every field (atomics).
+        Box::leak(unsafe { Box::<PluginMetrics>::new_zeroed().assume_init() })
+    }
+
     #[test]
     fn replies_queue_on_the_loop_thread_only() {
-        let host = HostServices::new(4);
+        let host = HostServices::new(4, metrics());
         // SAFETY: calling our own table's services with valid arguments.
         let t = unsafe { &*host.table() };
         assert_eq!(
@@ -263,6 +385,8 @@ mod tests {
             unsafe { reply(ctx as *mut c_void, flow(4), b"x".as_ptr(), 1) }
         });
         assert_eq!(other.join().unwrap(), SPP_ERR_UNSUPPORTED);
+        // The wrong epoch and the other thread.
+        assert_eq!(host.take_refused(), Refused { total: 2, full: 0 });
 
         let mut q = OpQueue::default();
         assert!(host.take_ops(&mut q));
@@ -274,7 +398,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_and_refusals_are_counted() {
-        let host = HostServices::new(4);
+        let host = HostServices::new(4, metrics());
         // SAFETY: calling our own table's services with valid arguments.
         let t = unsafe { &*host.table() };
         for _ in 0..MAX_QUEUED_OPS {
@@ -285,27 +409,56 @@ mod tests {
             unsafe { (t.reply)(t.ctx, flow(4), b"x".as_ptr(), 1) },
             SPP_ERR_FULL
         );
-        assert_eq!(host.take_refused(), 2);
-        assert_eq!(host.take_refused(), 0);
+        assert_eq!(host.take_refused(), Refused { total: 2, full: 2 });
+        assert_eq!(host.take_refused(), Refused::default());
         let mut q = OpQueue::default();
         assert!(host.take_ops(&mut q));
         assert_eq!(q.ops.len(), MAX_QUEUED_OPS);
         // Applied: there is room again.
         assert_eq!(unsafe { (t.close)(t.ctx, flow(4)) }, SPP_OK);
     }
-}
 
-/// `spp_host.count` (temporary: not wired to the proxy region yet).
-unsafe extern "C" fn host_count(_: *mut c_void, _: *const c_char, _: usize, _: u64) -> c_int {
-    SPP_ERR_UNSUPPORTED
-}
-
-/// `spp_host.record_latency` (temporary: not wired yet).
-unsafe extern "C" fn host_record_latency(
-    _: *mut c_void,
-    _: *const c_char,
-    _: usize,
-    _: u64,
-) -> c_int {
-    SPP_ERR_UNSUPPORTED
+    #[test]
+    fn plugin_metrics_are_counted_from_any_thread() {
+        let m = metrics();
+        let host = HostServices::new(4, m);
+        // SAFETY: calling our own table's services with valid arguments.
+        let t = unsafe { &*host.table() };
+        let name = b"cache_hits";
+        assert_eq!(
+            unsafe { (t.count)(t.ctx, name.as_ptr().cast(), name.len(), 2) },
+            SPP_OK
+        );
+        let (ctx, count, latency) = (t.ctx as usize, t.count, t.record_latency);
+        let other = std::thread::spawn(move || {
+            let ctx = ctx as *mut c_void;
+            // SAFETY: same table from a plugin thread; names are valid.
+            unsafe {
+                (
+                    count(ctx, b"cache_hits".as_ptr().cast(), 10, 3),
+                    latency(ctx, b"lookup".as_ptr().cast(), 6, 1_500),
+                )
+            }
+        });
+        assert_eq!(other.join().unwrap(), (SPP_OK, SPP_OK));
+        let bad = b"no spaces";
+        assert_eq!(
+            unsafe { (t.count)(t.ctx, bad.as_ptr().cast(), bad.len(), 1) },
+            SPP_ERR_BAD_NAME
+        );
+        assert_eq!(
+            unsafe { (t.record_latency)(t.ctx, std::ptr::null(), 4, 1) },
+            SPP_ERR_BAD_NAME
+        );
+        let snap = m.snapshot();
+        assert_eq!(snap.counters, vec![("cache_hits".to_string(), 5)]);
+        assert_eq!(snap.latencies.len(), 1);
+        assert_eq!(snap.latencies[0].0, "lookup");
+        assert_eq!(snap.latencies[0].1.count, 1);
+        // The bad name at least (whether `host_count` counts a null name
+        // is the metrics block's business).
+        assert!(snap.refused >= 1, "{}", snap.refused);
+        // Metric refusals are the metrics block's, not `host_refused`.
+        assert_eq!(host.take_refused(), Refused::default());
+    }
 }

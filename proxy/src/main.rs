@@ -6,13 +6,15 @@
 //! `spp_input`, routes them through shared-memory rings to the workers and
 //! writes their responses back.
 //!
-//! Modules: [`event_loop`] (the loop, waiting, signals, drain), [`tcp`]
-//! (accept and read side), [`udp`], [`conn`] (a connection's buffers),
-//! [`clients`] (flow tables and delivery), [`requests`] (route, queue or
-//! fail), [`responses`] (draining rings, failing a dead worker's
-//! requests), [`dispatch`] (groups, worker slots, liveness), [`host`]
-//! (the `spp_host` services), [`flow`] (flow ids), [`setup`] (the launch
-//! spec), [`stats`], [`token`], [`error`].
+//! Modules: [`event_loop`] (the loop, waiting, periodic jobs),
+//! [`lifecycle`] (signals: drain, stop, log reopening), [`tcp`] (accept
+//! and read side), [`udp`], [`conn`] (a connection's buffers), [`clients`]
+//! (flow tables and delivery), [`requests`] (route, queue or fail, the
+//! exception hook), [`responses`] (draining rings, stale requests, failing
+//! a dead worker's requests), [`dispatch`] (groups, worker slots,
+//! liveness, the drain handshake), [`live_limits`] (limits changed while
+//! running), [`host`] (the `spp_host` services, plugin metrics), [`flow`]
+//! (flow ids), [`setup`] (the launch spec), [`token`], [`error`].
 //!
 //! Exit status: 0 after SIGINT or a finished SIGTERM drain; 2 for a bad
 //! launch spec or a plugin that cannot be loaded; 3 when the plugin's
@@ -25,6 +27,8 @@ mod error;
 mod event_loop;
 mod flow;
 mod host;
+mod lifecycle;
+mod live_limits;
 mod requests;
 mod responses;
 mod setup;

@@ -3,15 +3,22 @@
 //! worker, and when that is impossible the request fails through the
 //! plugin's `spp_exception` hook (no hook → the connection closes).
 //!
-//! Also where the plugin's queued `reply`/`close` service calls are applied
-//! (see `host.rs`), right after each hook that may have made them.
+//! Also where the exception hook is called for every reason (counted in
+//! `exceptions`), and where the plugin's queued `reply`/`close` service
+//! calls are applied (see `host.rs`), right after each hook that may have
+//! made them. Both exist as free functions too, over the parts of the
+//! proxy they need, for a caller that holds a borrow of a response ring.
 
+use crate::clients::Clients;
 use crate::dispatch::Refusal;
 use crate::event_loop::Proxy;
+use crate::host::{HostServices, OpQueue};
 use spp_plugin_api::abi::{
     SppConnInfo, SPP_DEFAULT_GROUP, SPP_EXC_NO_WORKER, SPP_EXC_QUEUE_FULL, SPP_HOOK_PANICKED,
 };
+use spp_plugin_api::host::PluginLibrary;
 use std::ffi::c_int;
+
 /// Rounds of applying service calls made by hooks that ran while applying
 /// the previous round (a `close` hook replying, say) before giving up.
 const MAX_OP_ROUNDS: usize = 8;
@@ -102,52 +109,84 @@ impl Proxy {
         req: Option<&[u8]>,
         reason: c_int,
     ) -> Verdict {
-        let verdict = match self.plugin.exception(info, req, reason) {
-            None => Verdict::Close,
-            Some(SPP_HOOK_PANICKED) => {
-                self.clients.stats.plugin_panics += 1;
-                Verdict::Close
-            }
-            Some(code) if code < 0 => Verdict::Close,
-            Some(_) => Verdict::Keep,
-        };
-        self.apply_host_ops();
-        verdict
+        let Proxy {
+            clients,
+            ops,
+            plugin,
+            host,
+            ..
+        } = self;
+        raise(clients, ops, plugin, host, info, req, reason)
     }
 
     /// Applies the `reply`/`close` calls plugin hooks queued.
     pub(crate) fn apply_host_ops(&mut self) {
-        for _ in 0..MAX_OP_ROUNDS {
-            if !self.host.has_ops() || !self.host.take_ops(&mut self.ops) {
-                return;
-            }
-            let Proxy {
-                ops,
-                clients,
-                plugin,
-                ..
-            } = self;
-            for op in &ops.ops {
-                clients.deliver(plugin, op.flow, ops.bytes(op), op.close);
-            }
-            ops.clear();
-        }
-        if self.host.has_ops() {
-            tracing::warn!("plugin keeps queueing replies from its close hook; dropping them");
-            self.host.take_ops(&mut self.ops);
-            self.ops.clear();
-        }
+        apply_host_ops(&mut self.clients, &mut self.ops, self.plugin, self.host);
     }
 
-    /// Logs the plugin's `reply`/`close` calls refused since the last look
-    /// because the queue was full (once per loop turn at most).
-    pub(crate) fn report_refused_ops(&mut self) {
+    /// Adds the plugin's `reply`/`close` calls refused since the last look
+    /// to `host_refused`, and logs those refused because the queue was full
+    /// (once per loop turn at most).
+    pub(crate) fn count_refused_ops(&mut self) {
         let refused = self.host.take_refused();
-        if refused != 0 {
+        self.clients.stats.host_refused += refused.total;
+        if refused.full != 0 {
             tracing::warn!(
-                refused,
+                refused = refused.full,
                 "plugin queued too many reply/close calls in one hook; refused with SPP_ERR_FULL"
             );
         }
+    }
+}
+
+/// [`Proxy::raise`] over the parts of the proxy it needs, for callers that
+/// hold a borrow of another part (a response ring). Counts `exceptions`
+/// when the plugin has the hook.
+pub(crate) fn raise(
+    clients: &mut Clients,
+    ops: &mut OpQueue,
+    plugin: &PluginLibrary,
+    host: &HostServices,
+    info: &SppConnInfo,
+    req: Option<&[u8]>,
+    reason: c_int,
+) -> Verdict {
+    let answer = plugin.exception(info, req, reason);
+    if answer.is_some() {
+        clients.stats.exceptions += 1;
+    }
+    let verdict = match answer {
+        None => Verdict::Close,
+        Some(SPP_HOOK_PANICKED) => {
+            clients.stats.plugin_panics += 1;
+            Verdict::Close
+        }
+        Some(code) if code < 0 => Verdict::Close,
+        Some(_) => Verdict::Keep,
+    };
+    apply_host_ops(clients, ops, plugin, host);
+    verdict
+}
+
+/// [`Proxy::apply_host_ops`] over the parts of the proxy it needs.
+pub(crate) fn apply_host_ops(
+    clients: &mut Clients,
+    ops: &mut OpQueue,
+    plugin: &PluginLibrary,
+    host: &HostServices,
+) {
+    for _ in 0..MAX_OP_ROUNDS {
+        if !host.has_ops() || !host.take_ops(ops) {
+            return;
+        }
+        for op in &ops.ops {
+            clients.deliver(plugin, op.flow, ops.bytes(op), op.close);
+        }
+        ops.clear();
+    }
+    if host.has_ops() {
+        tracing::warn!("plugin keeps queueing replies from its close hook; dropping them");
+        host.take_ops(ops);
+        ops.clear();
     }
 }

@@ -9,14 +9,27 @@
 //! published before marking its request complete is delivered before the
 //! request stops counting as in flight.
 //!
+//! A `KIND_EXPIRED` record means the worker dropped a request that
+//! waited past its group's `msg_timeout`: it counts `stale_failed`, and if
+//! the flow is still live the exception hook gets it (`SPP_EXC_TIMEOUT`,
+//! `req` = the request bytes straight from the ring, or NULL when the
+//! record carries none). A result < 0, or no hook, closes a TCP connection
+//! once its pending bytes are written; a UDP flow ends either way. The
+//! hook runs in ring order, so its answer lands between the responses
+//! around it.
+//!
 //! A gone worker's ring is drained completely, then everything it still
 //! held fails at once with `SPP_EXC_WORKER_DIED` (`req` = NULL).
 
+use crate::clients::Clients;
+use crate::conn::CLOSE_AFTER_FLUSH;
 use crate::event_loop::Proxy;
 use crate::flow::{self, Proto};
-use crate::requests::Verdict;
-use spp_ipc::record::{split_response, KIND_CLOSE, KIND_RESPONSE};
-use spp_plugin_api::abi::SPP_EXC_WORKER_DIED;
+use crate::host::{HostServices, OpQueue};
+use crate::requests::{self, Verdict};
+use spp_ipc::record::{split_response, KIND_CLOSE, KIND_EXPIRED, KIND_RESPONSE};
+use spp_plugin_api::abi::{SPP_EXC_TIMEOUT, SPP_EXC_WORKER_DIED};
+use spp_plugin_api::host::PluginLibrary;
 
 /// Response records taken from one ring per loop turn before the others
 /// get a go.
@@ -39,7 +52,9 @@ impl Proxy {
         let Proxy {
             dispatch,
             clients,
+            ops,
             plugin,
+            host,
             ..
         } = self;
         let completed = dispatch.completed_seq(s);
@@ -61,6 +76,10 @@ impl Proxy {
                 (KIND_RESPONSE | KIND_CLOSE, Some((meta, bytes))) => {
                     clients.stats.responses += 1;
                     clients.deliver(plugin, meta.flow, bytes, record.kind == KIND_CLOSE);
+                }
+                (KIND_EXPIRED, Some((meta, bytes))) => {
+                    clients.stats.stale_failed += 1;
+                    fail_expired(clients, ops, plugin, host, meta.flow, bytes);
                 }
                 (kind, _) => {
                     clients.stats.stale_responses += 1;
@@ -141,6 +160,50 @@ impl Proxy {
                         self.clients.udp_flows.remove(slot);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A worker dropped `flow`'s request `req` (may be empty) as stale: the
+/// exception hook answers it or the flow ends (see the module doc).
+fn fail_expired(
+    clients: &mut Clients,
+    ops: &mut OpQueue,
+    plugin: &PluginLibrary,
+    host: &HostServices,
+    flow: u64,
+    req: &[u8],
+) {
+    let req = (!req.is_empty()).then_some(req);
+    match flow::decode(flow).proto {
+        Proto::Tcp => {
+            let Some(slot) = clients.conns.slot_of(flow) else {
+                return;
+            };
+            let Some(info) = clients.conns.get(slot).map(|c| c.info) else {
+                return;
+            };
+            let verdict = requests::raise(clients, ops, plugin, host, &info, req, SPP_EXC_TIMEOUT);
+            if verdict == Verdict::Close {
+                if let Some(conn) = clients.conns.lookup_mut(flow) {
+                    conn.flags |= CLOSE_AFTER_FLUSH;
+                }
+            }
+            clients.mark_flush(slot);
+        }
+        Proto::Udp => {
+            let Some(info) = clients
+                .udp_flows
+                .slot_of(flow)
+                .and_then(|slot| clients.udp_flows.get(slot))
+                .map(|f| f.info)
+            else {
+                return;
+            };
+            requests::raise(clients, ops, plugin, host, &info, req, SPP_EXC_TIMEOUT);
+            if let Some(slot) = clients.udp_flows.slot_of(flow) {
+                clients.udp_flows.remove(slot);
             }
         }
     }

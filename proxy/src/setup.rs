@@ -1,4 +1,5 @@
-//! Turning the launch spec into live resources: checks the limits and the
+//! Turning the launch spec into live resources: checks the limits (also
+//! used for limits published while the proxy runs) and the
 //! inherited fds (open, distinct, of the kind the spec says, bound where it
 //! says), marks every one close-on-exec (nothing a proxy plugin execs
 //! inherits a listener, region or doorbell), sets the sockets non-blocking,
@@ -33,29 +34,37 @@ pub struct Opened {
 
 /// Checks the limits the controller sent.
 pub fn check_limits(limits: &ProxyLimits) -> Result<(), ProxyError> {
-    let bad = |field, reason: String| Err(ProxyError::BadSpec { field, reason });
+    match limits_problem(limits) {
+        Some((field, reason)) => Err(ProxyError::BadSpec { field, reason }),
+        None => Ok(()),
+    }
+}
+
+/// The first limit out of range, as (field, why); `None` when all are
+/// fine. Also checks limits published while the proxy runs.
+pub fn limits_problem(limits: &ProxyLimits) -> Option<(&'static str, String)> {
     if limits.max_connections == 0 || limits.max_connections > MAX_SLOTS {
-        return bad(
+        return Some((
             "limits.max_connections",
             format!("{} is not in 1..={MAX_SLOTS}", limits.max_connections),
-        );
+        ));
     }
     if limits.max_udp_flows == 0 || limits.max_udp_flows > MAX_SLOTS {
-        return bad(
+        return Some((
             "limits.max_udp_flows",
             format!("{} is not in 1..={MAX_SLOTS}", limits.max_udp_flows),
-        );
+        ));
     }
     if limits.max_request_size == 0 {
-        return bad("limits.max_request_size", "must be at least 1 byte".into());
+        return Some(("limits.max_request_size", "must be at least 1 byte".into()));
     }
     if limits.max_send_buffer == 0 {
-        return bad("limits.max_send_buffer", "must be at least 1 byte".into());
+        return Some(("limits.max_send_buffer", "must be at least 1 byte".into()));
     }
     if limits.idle_timeout_ms == 0 {
-        return bad("limits.idle_timeout_ms", "must be at least 1 ms".into());
+        return Some(("limits.idle_timeout_ms", "must be at least 1 ms".into()));
     }
-    Ok(())
+    None
 }
 
 /// Checks that every inherited fd is open, not stdio, and listed once, and

@@ -1,7 +1,15 @@
 //! Writes test configs: TOML in a temp dir, ephemeral ports, short grace.
+//!
+//! Every optional key is left out of the file unless a test sets it, so a
+//! test exercises the controller's defaults unless it says otherwise.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+/// `service.stop_grace` of test services.
+pub const TEST_STOP_GRACE: &str = "5s";
+/// Ring size of test services.
+pub const TEST_RING_SIZE: &str = "4MiB";
 
 /// One worker group of a test config.
 #[derive(Clone, Debug)]
@@ -14,6 +22,51 @@ pub struct GroupConfig {
     pub plugin_conf: String,
     /// Workers.
     pub workers: u32,
+    /// `min_workers` (left out when `None`).
+    pub min_workers: Option<u32>,
+    /// `max_workers` (left out when `None`).
+    pub max_workers: Option<u32>,
+    /// `msg_timeout`, e.g. `"200ms"` (left out when `None`).
+    pub msg_timeout: Option<String>,
+    /// `hang_timeout`, e.g. `"1s"` (left out when `None`).
+    pub hang_timeout: Option<String>,
+    /// Extra `key = value` lines for this `[[group]]`.
+    pub extra: Vec<String>,
+}
+
+impl GroupConfig {
+    /// Group `id` of `workers` running `plugin`, every optional key left
+    /// out.
+    pub fn new(id: u32, plugin: &Path, workers: u32) -> Self {
+        GroupConfig {
+            id,
+            plugin: plugin.to_path_buf(),
+            plugin_conf: String::new(),
+            workers,
+            min_workers: None,
+            max_workers: None,
+            msg_timeout: None,
+            hang_timeout: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// The `[scaling]` table; a `None` key is left out.
+#[derive(Clone, Debug, Default)]
+pub struct ScalingConfig {
+    /// `interval`, e.g. `"1s"`.
+    pub interval: Option<String>,
+    /// `up_busy`.
+    pub up_busy: Option<f64>,
+    /// `down_busy`.
+    pub down_busy: Option<f64>,
+    /// `step`.
+    pub step: Option<u32>,
+    /// `cooldown`, e.g. `"1s"`.
+    pub cooldown: Option<String>,
+    /// `max_total_workers`.
+    pub max_total_workers: Option<u32>,
 }
 
 /// A test service's config.
@@ -21,6 +74,10 @@ pub struct GroupConfig {
 pub struct ServiceConfig {
     /// Service name.
     pub name: String,
+    /// `service.metrics`, e.g. `"127.0.0.1:9100"` (left out when `None`).
+    pub metrics: Option<String>,
+    /// `service.stop_grace`.
+    pub stop_grace: String,
     /// Listen URLs; use port 0.
     pub listen: Vec<String>,
     /// The proxy plugin.
@@ -29,6 +86,8 @@ pub struct ServiceConfig {
     pub proxy_plugin_conf: String,
     /// Extra `key = value` lines for `[proxy]`.
     pub proxy_extra: Vec<String>,
+    /// `[scaling]` (left out when `None`).
+    pub scaling: Option<ScalingConfig>,
     /// Groups.
     pub groups: Vec<GroupConfig>,
     /// `[rings]` sizes.
@@ -41,18 +100,21 @@ impl ServiceConfig {
     pub fn single(plugin: &Path, workers: u32) -> Self {
         ServiceConfig {
             name: "test".into(),
+            metrics: None,
+            stop_grace: TEST_STOP_GRACE.into(),
             listen: vec!["tcp://127.0.0.1:0".into(), "udp://127.0.0.1:0".into()],
             proxy_plugin: plugin.to_path_buf(),
             proxy_plugin_conf: String::new(),
             proxy_extra: Vec::new(),
-            groups: vec![GroupConfig {
-                id: 1,
-                plugin: plugin.to_path_buf(),
-                plugin_conf: String::new(),
-                workers,
-            }],
-            ring_size: "4MiB".into(),
+            scaling: None,
+            groups: vec![GroupConfig::new(1, plugin, workers)],
+            ring_size: TEST_RING_SIZE.into(),
         }
+    }
+
+    /// The first group, for the many tests that have one.
+    pub fn group_mut(&mut self) -> &mut GroupConfig {
+        self.groups.first_mut().expect("a config has a group")
     }
 
     /// The TOML text, with run and log dirs under `dir`.
@@ -66,8 +128,15 @@ impl ServiceConfig {
             q(&dir.join("run")),
             q(&dir.join("log"))
         );
-        let _ = writeln!(out, "log_level = \"info\"\nstop_grace = \"5s\"\n");
-        let _ = writeln!(out, "[proxy]\nlisten = {:?}", self.listen);
+        let _ = writeln!(
+            out,
+            "log_level = \"info\"\nstop_grace = {:?}",
+            self.stop_grace
+        );
+        if let Some(metrics) = &self.metrics {
+            let _ = writeln!(out, "metrics = {metrics:?}");
+        }
+        let _ = writeln!(out, "\n[proxy]\nlisten = {:?}", self.listen);
         let _ = writeln!(
             out,
             "plugin = {}\nplugin_conf = {:?}",
@@ -82,6 +151,23 @@ impl ServiceConfig {
             "\n[rings]\nrequest_size = {:?}\nresponse_size = {:?}",
             self.ring_size, self.ring_size
         );
+        if let Some(s) = &self.scaling {
+            let _ = writeln!(out, "\n[scaling]");
+            let mut key = |name: &str, value: Option<String>| {
+                if let Some(value) = value {
+                    let _ = writeln!(out, "{name} = {value}");
+                }
+            };
+            key("interval", s.interval.as_ref().map(|v| format!("{v:?}")));
+            key("up_busy", s.up_busy.map(|v| format!("{v:?}")));
+            key("down_busy", s.down_busy.map(|v| format!("{v:?}")));
+            key("step", s.step.map(|v| v.to_string()));
+            key("cooldown", s.cooldown.as_ref().map(|v| format!("{v:?}")));
+            key(
+                "max_total_workers",
+                s.max_total_workers.map(|v| v.to_string()),
+            );
+        }
         for g in &self.groups {
             let _ = writeln!(out, "\n[[group]]\nid = {}\nplugin = {}", g.id, q(&g.plugin));
             let _ = writeln!(
@@ -89,7 +175,57 @@ impl ServiceConfig {
                 "plugin_conf = {:?}\nworkers = {}",
                 g.plugin_conf, g.workers
             );
+            if let Some(n) = g.min_workers {
+                let _ = writeln!(out, "min_workers = {n}");
+            }
+            if let Some(n) = g.max_workers {
+                let _ = writeln!(out, "max_workers = {n}");
+            }
+            if let Some(t) = &g.msg_timeout {
+                let _ = writeln!(out, "msg_timeout = {t:?}");
+            }
+            if let Some(t) = &g.hang_timeout {
+                let _ = writeln!(out, "hang_timeout = {t:?}");
+            }
+            for line in &g.extra {
+                let _ = writeln!(out, "{line}");
+            }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_keys_are_written_only_when_set() {
+        let plugin = Path::new("/p/libx.so");
+        let mut cfg = ServiceConfig::single(plugin, 1);
+        let plain = cfg.render(Path::new("/d"));
+        for key in ["metrics", "[scaling]", "min_workers", "msg_timeout"] {
+            assert!(!plain.contains(key), "{key}: {plain}");
+        }
+        cfg.metrics = Some("127.0.0.1:1".into());
+        cfg.scaling = Some(ScalingConfig {
+            interval: Some("1s".into()),
+            up_busy: Some(0.5),
+            max_total_workers: Some(8),
+            ..ScalingConfig::default()
+        });
+        let g = cfg.group_mut();
+        g.min_workers = Some(1);
+        g.max_workers = Some(3);
+        g.msg_timeout = Some("200ms".into());
+        g.hang_timeout = Some("1s".into());
+        let text = cfg.render(Path::new("/d"));
+        for line in [
+            "metrics = \"127.0.0.1:1\"",
+            "[scaling]\ninterval = \"1s\"\nup_busy = 0.5\nmax_total_workers = 8",
+            "min_workers = 1\nmax_workers = 3\nmsg_timeout = \"200ms\"\nhang_timeout = \"1s\"",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 }

@@ -3,19 +3,30 @@
 //! * [`Binaries`] finds `spp`, `spp-proxy`, `spp-worker` and the plugins in
 //!   the cargo target dir (run `cargo build --workspace` first; the README's
 //!   test command does).
-//! * [`ServiceConfig`] writes a config into a temp dir with ephemeral ports.
-//! * [`Service`] starts it with `spp start`, reads `spp status --json`, and
-//!   always stops it (and, failing that, kills the processes it started, by
-//!   PID) when dropped.
-//! * [`client`] holds small blocking clients for the echo protocol.
+//! * [`ServiceConfig`] writes a config into a temp dir with ephemeral ports
+//!   (every key the controller knows, the optional ones only when set).
+//! * [`Service`] starts it with `spp start`, reads `spp status --json` and
+//!   `spp stat --json`, runs `spp reload` / `spp restart`, and always stops
+//!   it (and, failing that, kills the processes it saw, by PID) when
+//!   dropped.
+//! * [`view`] reads the status JSON; [`client`] holds small blocking
+//!   clients for the echo protocol; [`load`] runs clients in the
+//!   background and counts what they saw; [`faulty`] names the test
+//!   plugin's payloads and answers; [`http`] GETs the metrics endpoint and
+//!   [`metrics`] names the metrics and parses what it serves.
 //!
 //! Every wait is bounded by a deadline and polls a real condition.
 
 pub mod client;
 mod config;
+pub mod faulty;
+pub mod http;
+pub mod load;
+pub mod metrics;
 pub mod service;
+pub mod view;
 
-pub use config::{GroupConfig, ServiceConfig};
+pub use config::{GroupConfig, ScalingConfig, ServiceConfig, TEST_RING_SIZE, TEST_STOP_GRACE};
 pub use service::{Service, SppOutput};
 
 use std::path::{Path, PathBuf};
@@ -98,4 +109,24 @@ pub fn pid_alive(pid: i32) -> bool {
 pub fn kill(pid: i32, sig: i32) {
     // SAFETY: plain syscall; `pid` is one of ours.
     unsafe { libc::kill(pid, sig) };
+}
+
+/// The inodes of the mappings of `path` in process `pid` (a process that
+/// loaded a plugin maps it; a file replaced by rename has a new inode).
+pub fn mapped_inodes(pid: i32, path: &Path) -> Vec<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let wanted = path.display().to_string();
+    let mut inodes: Vec<u64> = maps
+        .lines()
+        .filter_map(|line| {
+            // address perms offset dev inode path
+            let mut fields = line.split_whitespace();
+            let inode = fields.nth(4)?.parse().ok()?;
+            let rest: Vec<&str> = fields.collect();
+            (rest.first() == Some(&wanted.as_str())).then_some(inode)
+        })
+        .collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    inodes
 }

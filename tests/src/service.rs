@@ -1,10 +1,12 @@
 //! A running test service: `spp start` on a temp config, `spp status
-//! --json`, and a `Drop` that always stops it.
+//! --json`, `spp stat --json`, `spp reload`, `spp restart`, and a `Drop`
+//! that always stops it.
 
 use crate::{kill, pid_alive, wait_for, Binaries, ServiceConfig};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -123,10 +125,139 @@ impl Service {
 
     /// `spp status --json`, parsed; remembers every pid it names.
     pub fn status(&self) -> Value {
+        self.try_status()
+            .unwrap_or_else(|out| panic!("spp status failed: {}", out.text()))
+    }
+
+    /// `spp status --json`, parsed, or what `spp status` printed when it
+    /// failed or printed no JSON (for polls across a restart).
+    pub fn try_status(&self) -> Result<Value, SppOutput> {
         let out = self.spp(&["status", "--json"]);
-        assert!(out.ok(), "spp status failed: {}", out.text());
-        let value: Value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("status JSON: {e}: {}", out.stdout));
+        if !out.ok() {
+            return Err(out);
+        }
+        let value: Value = match serde_json::from_str(&out.stdout) {
+            Ok(value) => value,
+            Err(_) => return Err(out),
+        };
+        self.remember_pids(&value);
+        Ok(value)
+    }
+
+    /// Polls `spp status --json` until `cond` returns `Some` (a failed
+    /// status counts as "not yet") or `timeout` passes.
+    pub fn wait_status<T>(
+        &self,
+        timeout: Duration,
+        mut cond: impl FnMut(&Value) -> Option<T>,
+    ) -> Option<T> {
+        wait_for(timeout, || cond(&self.try_status().ok()?))
+    }
+
+    /// `spp stat --json` (the default window), parsed.
+    pub fn stat_json(&self) -> Result<Value, String> {
+        let out = self.spp(&["stat", "--json"]);
+        if !out.ok() {
+            return Err(format!("spp stat --json failed: {}", out.text()));
+        }
+        serde_json::from_str(&out.stdout)
+            .map_err(|e| format!("spp stat --json printed no JSON ({e}): {}", out.text()))
+    }
+
+    /// Runs `spp stat --json --watch SECS` and returns its first `lines`
+    /// output lines (one report each), then kills it (it runs until
+    /// interrupted). `Err` says what it printed instead, or that it fell
+    /// silent for `timeout`.
+    pub fn stat_watch(
+        &self,
+        secs: u64,
+        lines: usize,
+        timeout: Duration,
+    ) -> Result<Vec<String>, String> {
+        let config = self.config.display().to_string();
+        let secs = secs.to_string();
+        let mut child = Command::new(self.bins.spp())
+            .args(["stat", "-c", &config, "--json", "--watch", &secs])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn spp stat --watch: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut got = Vec::new();
+        let outcome = loop {
+            if got.len() >= lines {
+                break Ok(());
+            }
+            match rx.recv_timeout(timeout) {
+                Ok(line) => got.push(line),
+                Err(e) => break Err(format!("after {} line(s): {e}", got.len())),
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = reader.join();
+        match outcome {
+            Ok(()) => Ok(got),
+            Err(why) => {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                Err(format!("spp stat --watch: {why}; printed {got:?} {stderr}"))
+            }
+        }
+    }
+
+    /// Rewrites the config file from `cfg` (same run and log dirs), for
+    /// `spp reload` and `spp restart`.
+    pub fn write_config(&self, cfg: &ServiceConfig) {
+        std::fs::write(&self.config, cfg.render(self.dir.path())).expect("write config");
+    }
+
+    /// Writes `text` as the config file as is (a bad config, say).
+    pub fn write_config_text(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    /// `spp reload -c FILE`; remembers the pids of the result.
+    pub fn reload(&self) -> SppOutput {
+        let out = self.spp(&["reload"]);
+        let _ = self.try_status();
+        out
+    }
+
+    /// `spp restart -c FILE`; remembers the pids of the result.
+    pub fn restart(&self) -> SppOutput {
+        let out = self.spp(&["restart"]);
+        let _ = self.try_status();
+        out
+    }
+
+    /// The controller's pid, from the pid file.
+    pub fn controller_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.dir.path().join("run/spp.pid")).ok()?;
+        let pid = text.trim().parse().ok()?;
+        self.seen_pids.borrow_mut().insert(pid);
+        Some(pid)
+    }
+
+    /// A log file of the service (`"controller.log"`, `"proxy.log"`,
+    /// `"worker-g1-0.log"`).
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join("log").join(name)
+    }
+
+    fn remember_pids(&self, value: &Value) {
         let mut seen = self.seen_pids.borrow_mut();
         if let Some(pid) = value["controller_pid"].as_i64() {
             seen.insert(pid as i32);
@@ -136,7 +267,6 @@ impl Service {
                 seen.insert(pid as i32);
             }
         }
-        value
     }
 
     /// The `n`-th listener address of `transport` ("tcp" or "udp").

@@ -2,6 +2,7 @@
 //! clients are answered or closed at once, everyone else is unaffected.
 
 use spp_tests::client::TcpClient;
+use spp_tests::faulty::{is_busy, BUSY_DIED};
 use spp_tests::{kill, wait_for, Binaries, Service, ServiceConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ fn faulty_config(workers: u32) -> ServiceConfig {
 }
 
 /// Clients calling in a loop until told to stop; counts successes and
-/// failures (a failure is anything but the echo or the plugin's "busy").
+/// failures (a failure is anything but the echo or the plugin's "busy...").
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -40,7 +41,7 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) && i < 1_000_000 {
                         let payload = format!("load {c} {i}");
                         match client.call(payload.as_bytes()) {
-                            Ok(reply) if reply == payload.as_bytes() || reply == b"busy" => {
+                            Ok(reply) if reply == payload.as_bytes() || is_busy(&reply) => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
                             _ => {
@@ -102,10 +103,10 @@ fn a_killed_worker_is_replaced_and_its_in_flight_client_answered_at_once() {
     .is_some());
 
     kill(holder_pid, libc::SIGKILL);
-    // Answered ("busy" from the exception hook) or closed well before the
+    // Answered ("busy:died" from the exception hook) or closed well before the
     // 60 s the plugin would have slept: the read timeout is 10 s.
     match victim.recv() {
-        Ok(reply) => assert_eq!(reply, b"busy"),
+        Ok(reply) => assert_eq!(reply, BUSY_DIED),
         Err(e) => assert!(
             matches!(
                 e.kind(),
@@ -197,7 +198,7 @@ fn a_crashing_plugin_takes_down_only_its_worker() {
     bad.send(b"abort").expect("send");
     // Answered "busy" by the exception hook, or closed: both acceptable.
     if let Ok(reply) = bad.recv() {
-        assert_eq!(reply, b"busy");
+        assert_eq!(reply, BUSY_DIED);
     }
     let started = Instant::now();
     let restarted = wait_for(REPLACE_TIMEOUT, || {

@@ -9,18 +9,8 @@ fn route_sends_requests_to_the_group_their_first_byte_names() {
     let router = bins.plugin("spp_two_group");
     let mut cfg = ServiceConfig::single(&router, 1);
     cfg.groups = vec![
-        GroupConfig {
-            id: 1,
-            plugin: bins.plugin("spp_echo"),
-            plugin_conf: String::new(),
-            workers: 1,
-        },
-        GroupConfig {
-            id: 2,
-            plugin: router,
-            plugin_conf: String::new(),
-            workers: 1,
-        },
+        GroupConfig::new(1, &bins.plugin("spp_echo"), 1),
+        GroupConfig::new(2, &router, 1),
     ];
     let service = Service::start(&cfg);
     let mut client = TcpClient::connect(service.tcp()).expect("connect");

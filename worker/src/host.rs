@@ -1,5 +1,8 @@
 //! The `spp_host` services table a worker hands its plugin: `reply`,
-//! `close` and `log`, plus role, group and worker index.
+//! `close`, `log`, and the plugin metrics `count` / `record_latency`
+//! (named counters and latency histograms in the pair header's
+//! `PluginMetrics` block, lock-free from any thread), plus role, group and
+//! worker index.
 //!
 //! The table and its context are leaked, so they stay at one address for the
 //! process's life (plugins keep the pointer, and their threads may outlive
@@ -392,6 +395,7 @@ mod tests {
     use super::*;
     use crate::respond::tests::{drain, setup};
     use spp_ipc::record::{KIND_CLOSE, KIND_RESPONSE};
+    use spp_plugin_api::abi::SPP_ERR_BAD_NAME;
 
     /// Marks (or unmarks) the test's thread as the worker's main thread.
     fn as_main_thread(main: bool) {
@@ -437,5 +441,45 @@ mod tests {
         assert_eq!(ctx.pool.len(), 2);
         assert_eq!(ctx.reply(6, &[6; BUDGET]), SPP_OK);
         assert_eq!(ctx.pool.len(), 1, "a pooled buffer was reused");
+    }
+
+    #[test]
+    fn plugin_metrics_reach_the_pair_header_from_any_thread() {
+        let (shared, responder, _consumer) = setup();
+        let host = HostServices::build(shared, responder, 1, 0, DEFERRED_BYTE_BUDGET);
+        // SAFETY: the table is leaked and valid for the process's life.
+        let table: &'static SppHost = unsafe { &*host.table() };
+        fn count(table: &SppHost, name: &str, delta: u64) -> c_int {
+            // SAFETY: `ctx` is the table's own; `name` is `len` live bytes.
+            unsafe { (table.count)(table.ctx, name.as_ptr().cast(), name.len(), delta) }
+        }
+        let latency = |name: &str, nanos: u64| {
+            // SAFETY: as above.
+            unsafe { (table.record_latency)(table.ctx, name.as_ptr().cast(), name.len(), nanos) }
+        };
+        as_main_thread(true);
+        assert_eq!(count(table, "cache_hits", 2), SPP_OK);
+        assert_eq!(latency("db_query", 1500), SPP_OK);
+        assert_eq!(count(table, "has space", 1), SPP_ERR_BAD_NAME);
+        // SAFETY: a null name is refused before it is read.
+        let null = unsafe { (table.count)(table.ctx, std::ptr::null(), 4, 1) };
+        assert_eq!(null, SPP_ERR_BAD_NAME);
+        as_main_thread(false);
+        // The table holds raw pointers (not `Sync`): hand its address over.
+        let address = host.table() as usize;
+        std::thread::spawn(move || {
+            // SAFETY: the leaked table, valid for the process's life.
+            let table = unsafe { &*(address as *const SppHost) };
+            assert_eq!(count(table, "cache_hits", 3), SPP_OK);
+        })
+        .join()
+        .unwrap();
+        let snapshot = shared.pair_header().plugin.snapshot();
+        assert_eq!(snapshot.counters, vec![("cache_hits".to_string(), 5)]);
+        assert_eq!(snapshot.latencies.len(), 1);
+        assert_eq!(snapshot.latencies[0].0, "db_query");
+        assert_eq!(snapshot.latencies[0].1.count, 1);
+        assert_eq!(snapshot.latencies[0].1.sum_ns, 1500);
+        assert_eq!(snapshot.refused, 2, "the bad name and the null one");
     }
 }

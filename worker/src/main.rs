@@ -4,17 +4,21 @@
 //!
 //! Startup: map the shared state, publish our pid, bump
 //! `worker_generation`, state `Starting`, drop whatever a dead predecessor
-//! left in the request ring, load the plugin (ABI checked), build the
-//! `spp_host` table, call `spp_init`, state `Ready`, then serve the ring
-//! ([`serve`]) until SIGTERM drains it.
+//! left in the request ring, free the plugin-metric slots it may have left
+//! half-claimed, load the plugin (ABI checked), build the `spp_host` table,
+//! call `spp_init`, state `Ready`, then serve the ring ([`serve`]) until
+//! SIGTERM drains it ([`drain`]). SIGHUP reopens the log file
+//! ([`signals`]).
 //!
 //! Exit status ([`spp_ipc::launch::exit_code`]): 0 after a drain; 2 bad
 //! launch spec or plugin that cannot be loaded (the message names the file);
 //! 3 `spp_init` returned non-zero (the code is logged); 1 a corrupt request
 //! ring or another runtime failure.
-//! Logs go to stderr (the controller sends them to the log dir).
+//! Logs go to stderr (the controller points it at the launch spec's
+//! `log.file`).
 
 mod attach;
+mod drain;
 mod error;
 mod host;
 mod respond;
@@ -116,7 +120,10 @@ fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
         )
     };
     requests.discard_all();
-    let stop = signals::install(shared.bell.raw_fd())?;
+    // Before any plugin code runs: a predecessor killed mid-claim must not
+    // hold a metric slot forever.
+    header.plugin.recover();
+    let signals = signals::install(shared.bell.raw_fd())?;
 
     // Leaked: plugin threads may outlive `spp_fini`, so the code is never
     // unmapped under them.
@@ -146,7 +153,7 @@ fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
         .store(WorkerState::Ready as u32, Ordering::Release);
     tracing::info!(plugin = %spec.plugin.display(), pid = std::process::id(), "ready");
 
-    Server::new(&spec, generation, shared, host, plugin, requests, stop).run()?;
+    Server::new(&spec, generation, shared, host, plugin, requests, signals).run()?;
     tracing::info!("stopped");
     Ok(())
 }

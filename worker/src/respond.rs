@@ -1,14 +1,18 @@
 //! [`Responder`]: the worker's end of the response ring, used only on the
-//! main thread. It pushes `KIND_RESPONSE` / `KIND_CLOSE` records, publishes
-//! them in batches together with `completed_seq` and the batch's counters
-//! (a [`WorkerTally`]), wakes the proxy only when it sleeps, and decides what
-//! happens when the ring is full: publish, wake the proxy, wait a bounded
-//! time for room, then drop the reply and count it.
+//! main thread. It pushes `KIND_RESPONSE` / `KIND_CLOSE` records (replies)
+//! and `KIND_EXPIRED` records (a request that waited past `msg_timeout`,
+//! see [`Responder::expire`]), publishes them in batches together with
+//! `completed_seq` and the batch's counters (a [`WorkerTally`]), wakes the
+//! proxy only when it sleeps, and decides what happens when the ring is
+//! full: publish, wake the proxy, wait a bounded time for room, then drop
+//! the record and count it in `replies_dropped`.
 
 use crate::attach::Shared;
 use spp_ipc::doorbell::wake_if_sleeping;
 use spp_ipc::layout::WorkerTally;
-use spp_ipc::record::{meta_bytes, ResponseMeta, KIND_CLOSE, KIND_RESPONSE, RESPONSE_META_SIZE};
+use spp_ipc::record::{
+    meta_bytes, ResponseMeta, KIND_CLOSE, KIND_EXPIRED, KIND_RESPONSE, RESPONSE_META_SIZE,
+};
 use spp_ipc::ring::{Producer, PushError};
 use spp_plugin_api::abi::{SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_OK};
 use std::ffi::c_int;
@@ -115,21 +119,31 @@ impl Responder {
         published
     }
 
-    fn push(&mut self, kind: u16, flow: u64, data: &[u8]) -> c_int {
-        let mut result = self.try_push(kind, flow, data);
-        if result == Err(PushError::Full) && !self.stalled {
-            result = self.wait_for_room(kind, flow, data);
-            self.stalled = result.is_err();
+    /// Reports that the request `request` for `flow` waited past
+    /// `msg_timeout` and is not processed: a `KIND_EXPIRED` record with the
+    /// request bytes, or with none when they can never fit the ring (the
+    /// proxy then calls its exception hook without them). Counted in
+    /// `stale_dropped`; a record that cannot be queued (ring full for too
+    /// long) also in `replies_dropped`, like a reply. Returns whether it was
+    /// queued.
+    pub fn expire(&mut self, flow: u64, request: &[u8]) -> bool {
+        self.tally.stale_dropped += 1;
+        let queued = match self.push_record(KIND_EXPIRED, flow, request) {
+            Err(PushError::TooLarge) => self.push_record(KIND_EXPIRED, flow, &[]),
+            other => other,
+        };
+        if queued.is_err() {
+            self.tally.replies_dropped += 1;
         }
-        match result {
+        queued.is_ok()
+    }
+
+    /// Queues a reply record and counts it. Returns an `SPP_*` code.
+    fn push(&mut self, kind: u16, flow: u64, data: &[u8]) -> c_int {
+        match self.push_record(kind, flow, data) {
             Ok(()) => {
-                self.stalled = false;
                 self.tally.replies += 1;
                 self.tally.reply_bytes += data.len() as u64;
-                self.unpublished += 1;
-                if self.unpublished >= PUBLISH_EVERY {
-                    self.publish();
-                }
                 SPP_OK
             }
             Err(err) => {
@@ -140,6 +154,24 @@ impl Responder {
                 }
             }
         }
+    }
+
+    /// Queues one record, waiting a bounded time for room (once per stall),
+    /// and publishes every [`PUBLISH_EVERY`] records.
+    fn push_record(&mut self, kind: u16, flow: u64, data: &[u8]) -> Result<(), PushError> {
+        let mut result = self.try_push(kind, flow, data);
+        if result == Err(PushError::Full) && !self.stalled {
+            result = self.wait_for_room(kind, flow, data);
+            self.stalled = result.is_err();
+        }
+        if result.is_ok() {
+            self.stalled = false;
+            self.unpublished += 1;
+            if self.unpublished >= PUBLISH_EVERY {
+                self.publish();
+            }
+        }
+        result
     }
 
     #[inline]
@@ -293,6 +325,42 @@ pub(crate) mod tests {
             assert_eq!(r.reply(flow, b"x"), SPP_OK);
         }
         assert_eq!(drain(&mut c).len(), PUBLISH_EVERY);
+    }
+
+    #[test]
+    fn an_expired_request_goes_back_with_its_bytes_or_without_them() {
+        let (shared, mut r, mut c) = setup();
+        assert!(r.expire(1, b"late"));
+        let too_big = vec![7u8; r.max_reply() + 1];
+        assert!(r.expire(2, &too_big), "sent without the bytes");
+        r.publish();
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                (KIND_EXPIRED, 1, b"late".to_vec()),
+                (KIND_EXPIRED, 2, vec![])
+            ]
+        );
+        let stats = &shared.pair_header().stats;
+        assert_eq!(stats.stale_dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.replies.load(Ordering::Relaxed), 0, "not replies");
+        assert_eq!(stats.replies_dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn an_expired_record_meets_a_full_ring_like_a_reply() {
+        let (shared, mut r, mut c) = setup();
+        let big = vec![1u8; r.max_reply()];
+        assert_eq!(r.reply(1, &big), SPP_OK);
+        assert_eq!(r.reply(2, &big), SPP_OK);
+        // Nobody consumes: waits FULL_WAIT, then drops and counts it.
+        assert!(!r.expire(3, b"late"));
+        r.publish();
+        let stats = &shared.pair_header().stats;
+        assert_eq!(stats.stale_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.replies_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(drain(&mut c).len(), 2);
+        assert!(r.expire(4, b"late"), "room again");
     }
 
     #[test]

@@ -11,25 +11,43 @@
 //! predecessor's, already failed by the proxy): it is skipped unserved, but
 //! still completed, so `completed_seq` keeps pace with `pushed_seq`.
 //!
-//! A stop signal switches the slot to `Draining`. The proxy only notices at
-//! its next scan and may push until then, so the loop goes on serving until
-//! the ring has stayed empty, and `pushed_seq` unchanged, for
-//! [`DRAIN_SETTLE`] (at most [`DRAIN_MAX`] in all); then replies are flushed,
-//! `spp_fini` called, and the loop returns.
+//! Per request taken, in the pair header, with one clock read per request
+//! (the end of one call is the start of the next, the batch's first request
+//! starts at the turn's clock read) and no lock, allocation or syscall:
+//! its queue wait (now − `enqueued_ns`) goes to `queue_wait`. A request
+//! that waited longer than the launch spec's `msg_timeout_ms` (when not 0)
+//! is not processed: it goes back as a `KIND_EXPIRED` record
+//! ([`Responder::expire`](crate::respond::Responder::expire)), counted in
+//! `stale_dropped`, and its seq is completed. Otherwise
+//! `in_process_since_ms` is stored before the call (the controller's hang
+//! check), the call's duration goes to `process_time` and `busy_ns`, and
+//! `in_process_since_ms` goes back to 0 when the batch ends.
+//!
+//! A stop signal switches the slot to `Draining` and rings the proxy's
+//! doorbell. The loop goes on serving until the proxy will push nothing
+//! more ([`DrainWatch`]: it acknowledged in `drain_ack`, or it is not
+//! running) and the request ring is empty, for at most the launch spec's
+//! `drain_timeout_ms`; then replies are flushed, `spp_fini` called, and the
+//! loop returns. A SIGHUP reopens the launch spec's log file between two
+//! turns.
 
 use crate::attach::Shared;
+use crate::drain::{DrainWatch, DRAIN_POLL};
 use crate::error::WorkerError;
 use crate::host::{HostServices, DEFERRED_CAPACITY};
+use crate::signals::Signals;
 use crate::throttle::LogThrottle;
 use spp_ipc::doorbell::SleepFlag;
 use spp_ipc::launch::WorkerLaunch;
 use spp_ipc::layout::WorkerState;
-use spp_ipc::record::{generation_tag, monotonic_ns, split_request, KIND_REQUEST, NS_PER_MS};
+use spp_ipc::record::{
+    generation_tag, monotonic_ns, split_request, RequestMeta, KIND_REQUEST, NS_PER_MS,
+};
 use spp_ipc::ring::Consumer;
 use spp_plugin_api::abi::SPP_HOOK_PANICKED;
 use spp_plugin_api::host::PluginLibrary;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Requests served between two publishes of the response ring (and releases
@@ -51,14 +69,6 @@ const SPIN_YIELD_EVERY: u32 = 64;
 /// Forwarding rounds after `spp_fini` at most: enough to empty a full
 /// deferred-reply channel once.
 const FINAL_FLUSH_ROUNDS: usize = DEFERRED_CAPACITY.div_ceil(BATCH_MAX);
-/// How long a draining worker waits with an empty request ring and an
-/// unchanged `pushed_seq` before it stops: the proxy sees `Draining` only at
-/// its next scan of the slots (up to 50 ms later) and may push until then.
-pub const DRAIN_SETTLE: Duration = Duration::from_millis(200);
-/// The longest a drain takes; requests still queued then are left to the
-/// proxy, which fails them when the worker exits.
-pub const DRAIN_MAX: Duration = Duration::from_secs(3);
-
 /// What one loop turn did.
 #[derive(Clone, Copy, Debug, Default)]
 struct Turn {
@@ -73,6 +83,7 @@ struct Turn {
 struct Warnings {
     panicked: LogThrottle,
     stale: LogThrottle,
+    expired: LogThrottle,
     unknown: LogThrottle,
 }
 
@@ -83,12 +94,39 @@ pub struct Server {
     plugin: &'static PluginLibrary,
     requests: Consumer,
     spin: Duration,
-    stop: Arc<AtomicBool>,
+    signals: Signals,
     group: u32,
     index: u32,
+    /// This worker's `worker_generation`.
+    generation: u64,
+    /// What is done with each request taken from the ring.
+    handler: Handler,
+    /// The longest a drain may take.
+    drain_timeout: Duration,
+    /// The log file to reopen on SIGHUP.
+    log_file: Option<PathBuf>,
+}
+
+/// The per-request part of the server, apart from the ring so that a
+/// request read in place can be handed to it.
+struct Handler {
+    shared: &'static Shared,
+    host: HostServices,
+    plugin: &'static PluginLibrary,
     /// The [`generation_tag`] of this worker's generation.
     tag: u16,
+    /// A request that waited longer than this (ns) is not processed
+    /// (`u64::MAX`: no limit).
+    stale_after_ns: u64,
     warnings: Warnings,
+}
+
+/// What happened to one request of this worker's generation.
+enum Taken {
+    /// It waited too long and went back as `KIND_EXPIRED`.
+    Expired,
+    /// `spp_process` ran; the clock when it returned.
+    Processed { ended_ns: u64 },
 }
 
 impl Server {
@@ -101,19 +139,32 @@ impl Server {
         host: HostServices,
         plugin: &'static PluginLibrary,
         requests: Consumer,
-        stop: Arc<AtomicBool>,
+        signals: Signals,
     ) -> Self {
+        let stale_after_ns = match spec.msg_timeout_ms {
+            0 => u64::MAX,
+            ms => ms.saturating_mul(NS_PER_MS),
+        };
         Server {
             shared,
             host,
             plugin,
             requests,
             spin: Duration::from_micros(spec.spin_us),
-            stop,
+            signals,
             group: spec.group,
             index: spec.index,
-            tag: generation_tag(generation),
-            warnings: Warnings::default(),
+            generation,
+            handler: Handler {
+                shared,
+                host,
+                plugin,
+                tag: generation_tag(generation),
+                stale_after_ns,
+                warnings: Warnings::default(),
+            },
+            drain_timeout: Duration::from_millis(spec.drain_timeout_ms),
+            log_file: spec.log.file.clone(),
         }
     }
 
@@ -122,7 +173,8 @@ impl Server {
     pub fn run(mut self) -> Result<(), WorkerError> {
         loop {
             let turn = self.turn()?;
-            if self.stop.load(Ordering::Relaxed) {
+            self.reopen_log_if_asked();
+            if self.signals.stop_requested() {
                 return self.drain();
             }
             if turn.records == 0 && turn.deferred == 0 {
@@ -134,14 +186,9 @@ impl Server {
     /// One loop turn: a batch of requests, deferred replies, one publish.
     fn turn(&mut self) -> Result<Turn, WorkerError> {
         let started = monotonic_ns();
-        let records = self.process_batch()?;
+        let records = self.process_batch(started)?;
         let deferred = self.host.forward_deferred(BATCH_MAX);
         self.requests.release();
-        if records != 0 {
-            // Written with the publish, before the replies become visible.
-            let busy = monotonic_ns().saturating_sub(started);
-            self.host.with_responder(|r| r.tally().busy_ns += busy);
-        }
         self.host.publish();
         self.shared
             .pair_header()
@@ -150,10 +197,15 @@ impl Server {
         Ok(Turn { records, deferred })
     }
 
-    /// Calls `spp_process` on up to [`BATCH_MAX`] published requests (or
-    /// skips them). Returns how many records it consumed.
-    fn process_batch(&mut self) -> Result<usize, WorkerError> {
+    /// Takes up to [`BATCH_MAX`] published requests: processes them,
+    /// expires stale ones, skips other generations'. `now` is the clock
+    /// (CLOCK_MONOTONIC ns) at the start of the batch. Returns how many
+    /// records it consumed.
+    fn process_batch(&mut self, mut now: u64) -> Result<usize, WorkerError> {
+        let header = self.shared.pair_header();
         let mut served = 0;
+        let mut busy_ns = 0u64;
+        let mut processed = false;
         while served < BATCH_MAX {
             let (group, index) = (self.group, self.index);
             let record = self.requests.peek().map_err(|cause| WorkerError::Ring {
@@ -172,55 +224,21 @@ impl Server {
                         len,
                     });
                 };
-                let (flow, seq) = (meta.conn.flow, meta.seq);
-                if record.flags != self.tag {
-                    // Pushed for another generation of this slot: the proxy
-                    // failed it already. Not served, but completed.
-                    self.host
-                        .with_responder(|responder| responder.complete(seq));
-                    if let Some(suppressed) = self.warnings.stale.allow() {
-                        tracing::warn!(
-                            flow,
-                            seq,
-                            tag = record.flags,
-                            own_tag = self.tag,
-                            suppressed,
-                            "skipping a request meant for another worker generation"
-                        );
-                    }
-                    self.requests.advance(stride);
-                    served += 1;
-                    continue;
-                }
-                // The request is read in place; the ring is not released
-                // before the batch ends, so `req` stays valid for the call.
-                // Counted before the call (one plain store, no lock), so a
-                // request stuck inside `process` shows in the stats.
-                crate::stats::bump(&self.shared.pair_header().stats.requests, 1);
-                let rc = self.plugin.process(&meta.conn, req).unwrap_or(-1);
-                self.host.with_responder(|responder| {
-                    if rc != 0 {
-                        let tally = responder.tally();
-                        if rc == SPP_HOOK_PANICKED {
-                            tally.plugin_panics += 1;
-                        } else {
-                            tally.process_errors += 1;
+                if record.flags != self.handler.tag {
+                    self.handler.skip(meta, record.flags);
+                } else {
+                    // The request is read in place; the ring is not
+                    // released before the batch ends, so `req` stays valid.
+                    match self.handler.take(meta, req, now) {
+                        Taken::Expired => {}
+                        Taken::Processed { ended_ns } => {
+                            busy_ns += ended_ns.saturating_sub(now);
+                            now = ended_ns;
+                            processed = true;
                         }
-                        // Counted in `replies_dropped` if it cannot be queued.
-                        let _ = responder.close(flow);
-                    }
-                    responder.complete(seq);
-                });
-                if rc == SPP_HOOK_PANICKED {
-                    if let Some(suppressed) = self.warnings.panicked.allow() {
-                        tracing::warn!(
-                            flow,
-                            suppressed,
-                            "spp_process panicked; closing the connection"
-                        );
                     }
                 }
-            } else if let Some(suppressed) = self.warnings.unknown.allow() {
+            } else if let Some(suppressed) = self.handler.warnings.unknown.allow() {
                 tracing::warn!(
                     kind = record.kind,
                     suppressed,
@@ -229,6 +247,11 @@ impl Server {
             }
             self.requests.advance(stride);
             served += 1;
+        }
+        if processed {
+            header.in_process_since_ms.store(0, Ordering::Relaxed);
+            // Written with the publish, like the other counters.
+            self.host.with_responder(|r| r.tally().busy_ns += busy_ns);
         }
         Ok(served)
     }
@@ -262,49 +285,74 @@ impl Server {
         flag.clear();
     }
 
-    /// Requests in the ring, deferred replies, or a stop request.
+    /// Requests in the ring, deferred replies, or a signal to act on.
     fn work_waiting(&self) -> bool {
-        self.requests.has_data() || self.host.has_deferred() || self.stop.load(Ordering::Relaxed)
+        self.requests.has_data()
+            || self.host.has_deferred()
+            || self.signals.stop_requested()
+            || self.signals.reopen_pending()
     }
 
-    /// Serves until the ring settles (see [`DRAIN_SETTLE`], [`DRAIN_MAX`]),
-    /// flushes, calls `spp_fini`.
+    /// After a SIGHUP: reopens the log file onto stdout and stderr, so a
+    /// rotated (renamed) log is let go. Runs on the main loop, never in the
+    /// signal handler.
+    fn reopen_log_if_asked(&self) {
+        if !self.signals.take_reopen() {
+            return;
+        }
+        let Some(path) = &self.log_file else {
+            tracing::debug!("SIGHUP: no log file to reopen");
+            return;
+        };
+        match spp_ipc::logfile::reopen_stdio(path) {
+            Ok(()) => tracing::info!(file = %path.display(), "log file reopened"),
+            Err(err) => tracing::warn!(
+                file = %path.display(),
+                "cannot reopen the log file ({err}); logging on to the old one"
+            ),
+        }
+    }
+
+    /// Serves until the proxy pushes nothing more and the ring is empty
+    /// (see [`DrainWatch`]), for at most `drain_timeout`; flushes, calls
+    /// `spp_fini`.
     fn drain(mut self) -> Result<(), WorkerError> {
         let header = self.shared.pair_header();
         header
             .worker_state
             .store(WorkerState::Draining as u32, Ordering::Release);
+        // The proxy stops pushing at the scan that sees `Draining`: wake it
+        // so that scan comes now rather than at its next timer.
+        self.shared.proxy_bell.ring();
         tracing::info!("stop requested: draining the request ring");
-        // The proxy sends nothing new to a Draining slot once it noticed;
-        // until then anything it pushes is served.
         let started = Instant::now();
-        let mut pushed = header.pushed_seq.load(Ordering::Acquire);
-        let mut quiet_since = started;
+        let mut watch = DrainWatch::new(self.shared, self.generation);
         loop {
             let turn = self.turn()?;
+            self.reopen_log_if_asked();
             let now = Instant::now();
-            let pushed_now = header.pushed_seq.load(Ordering::Acquire);
-            if turn.records != 0 || pushed_now != pushed {
-                pushed = pushed_now;
-                quiet_since = now;
-            }
-            let quiet = now.saturating_duration_since(quiet_since);
-            if quiet >= DRAIN_SETTLE && !self.requests.has_data() {
-                break;
+            // The release first: once it is seen, the ring holds every
+            // request the proxy will ever push to us.
+            if let Some(why) = watch.released(now) {
+                if !self.requests.has_data() {
+                    tracing::info!("{why}, and the request ring is empty");
+                    break;
+                }
             }
             let elapsed = now.saturating_duration_since(started);
-            if elapsed >= DRAIN_MAX {
+            if elapsed >= self.drain_timeout {
+                let pushed = header.pushed_seq.load(Ordering::Acquire);
                 let completed = header.completed_seq.load(Ordering::Acquire);
                 tracing::warn!(
-                    left = pushed_now.saturating_sub(completed),
-                    "the request ring did not settle within {DRAIN_MAX:?}; \
-                     leaving what is queued to the proxy"
+                    left = pushed.saturating_sub(completed),
+                    released = watch.released(now).is_some(),
+                    "the drain did not finish within {:?}; leaving what is queued to the proxy",
+                    self.drain_timeout
                 );
                 break;
             }
             if turn.records == 0 && turn.deferred == 0 {
-                let settle_left = DRAIN_SETTLE.saturating_sub(quiet);
-                self.drain_wait(settle_left.min(DRAIN_MAX.saturating_sub(elapsed)));
+                self.drain_wait(DRAIN_POLL.min(self.drain_timeout - elapsed));
             }
         }
         self.plugin.fini();
@@ -312,6 +360,7 @@ impl Server {
         tracing::info!(
             requests = header.stats.requests.load(Ordering::Relaxed),
             replies = header.stats.replies.load(Ordering::Relaxed),
+            stale_dropped = header.stats.stale_dropped.load(Ordering::Relaxed),
             "drained"
         );
         Ok(())
@@ -337,5 +386,81 @@ impl Server {
             }
         }
         self.host.publish();
+    }
+}
+
+impl Handler {
+    /// A request pushed for another generation of this slot: the proxy
+    /// failed it already. Not served, but completed.
+    fn skip(&mut self, meta: &RequestMeta, tag: u16) {
+        let (flow, seq) = (meta.conn.flow, meta.seq);
+        self.host
+            .with_responder(|responder| responder.complete(seq));
+        if let Some(suppressed) = self.warnings.stale.allow() {
+            tracing::warn!(
+                flow,
+                seq,
+                tag,
+                own_tag = self.tag,
+                suppressed,
+                "skipping a request meant for another worker generation"
+            );
+        }
+    }
+
+    /// Takes one request of this generation at `now` (CLOCK_MONOTONIC ns):
+    /// records its queue wait, then expires or processes it.
+    fn take(&mut self, meta: &RequestMeta, req: &[u8], now: u64) -> Taken {
+        let header = self.shared.pair_header();
+        let (flow, seq) = (meta.conn.flow, meta.seq);
+        let waited = now.saturating_sub(meta.enqueued_ns);
+        header.queue_wait.record(waited);
+        if waited > self.stale_after_ns {
+            self.host.with_responder(|responder| {
+                responder.expire(flow, req);
+                responder.complete(seq);
+            });
+            if let Some(suppressed) = self.warnings.expired.allow() {
+                tracing::warn!(
+                    flow,
+                    waited_ms = waited / NS_PER_MS,
+                    suppressed,
+                    "a request waited longer than msg_timeout; not processed"
+                );
+            }
+            return Taken::Expired;
+        }
+        // Counted and stamped before the call (plain stores, no lock), so a
+        // request stuck inside `process` shows. 0 means "not inside".
+        crate::stats::bump(&header.stats.requests, 1);
+        header
+            .in_process_since_ms
+            .store((now / NS_PER_MS).max(1), Ordering::Relaxed);
+        let rc = self.plugin.process(&meta.conn, req).unwrap_or(-1);
+        let ended_ns = monotonic_ns();
+        header.process_time.record(ended_ns.saturating_sub(now));
+        self.host.with_responder(|responder| {
+            if rc != 0 {
+                let tally = responder.tally();
+                if rc == SPP_HOOK_PANICKED {
+                    tally.plugin_panics += 1;
+                } else {
+                    tally.process_errors += 1;
+                }
+                // Counted in `replies_dropped` if it cannot be queued.
+                let _ = responder.close(flow);
+            }
+            responder.complete(seq);
+        });
+        if rc == SPP_HOOK_PANICKED {
+            if let Some(suppressed) = self.warnings.panicked.allow() {
+                tracing::warn!(
+                    flow,
+                    suppressed,
+                    "spp_process panicked; closing the connection"
+                );
+            }
+        }
+        Taken::Processed { ended_ns }
     }
 }

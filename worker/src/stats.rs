@@ -2,11 +2,16 @@
 //! main thread is their only writer, so it adds with a plain load + store
 //! (no locked instruction). `requests` is bumped with [`bump`] as each
 //! request is taken, so one stuck inside `spp_process` shows; everything else
-//! is counted in the [`Responder`](crate::respond::Responder)'s
-//! [`WorkerTally`] and flushed once per publish of the response ring.
+//! (including `busy_ns` and `stale_dropped`) is counted in the
+//! [`Responder`](crate::respond::Responder)'s [`WorkerTally`] and flushed
+//! once per publish of the response ring. The pair header's `queue_wait`
+//! and `process_time` histograms are recorded per request by the serve
+//! loop (single writer, [`SharedHistogram::record`]); the plugin's own
+//! metrics go through the host services (see [`crate::host`]).
 //!
 //! [`WorkerStats`]: spp_ipc::layout::WorkerStats
 //! [`WorkerTally`]: spp_ipc::layout::WorkerTally
+//! [`SharedHistogram::record`]: spp_ipc::histogram::SharedHistogram::record
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

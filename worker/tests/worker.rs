@@ -73,8 +73,7 @@ fn echo_replies_arrive_for_many_requests() {
     assert!(stats.busy_ns.load(Ordering::Relaxed) > 0);
     assert!(header.heartbeat_ms.load(Ordering::Relaxed) > 0);
 
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.exit_code(), 0, "stderr:\n{}", worker.stderr());
+    assert_eq!(proxy.stop(&mut worker), 0, "stderr:\n{}", worker.stderr());
 }
 
 #[test]
@@ -83,8 +82,7 @@ fn the_c_echo_plugin_serves_too() {
     let mut worker = proxy.spawn(&cargo_plugin("libspp_echo_c.so"), "max_payload=100", 0);
     proxy.wait_ready(&mut worker);
     echo_round_trips(&mut proxy, &mut worker, 1000);
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.exit_code(), 0);
+    assert_eq!(proxy.stop(&mut worker), 0);
     let stderr = worker.stderr();
     assert!(
         stderr.contains("echo-c: ready (worker)") && stderr.contains("echo-c: fini"),
@@ -110,8 +108,7 @@ fn the_two_group_plugin_answers_as_group_2() {
             encode_frame(&[&b"g2:"[..], payload].concat())
         );
     }
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.exit_code(), 0);
+    assert_eq!(proxy.stop(&mut worker), 0);
 }
 
 #[test]
@@ -144,8 +141,7 @@ fn a_sleeping_worker_is_woken_by_its_doorbell() {
         rang > 0,
         "the doorbell was never needed: the worker never slept"
     );
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.exit_code(), 0);
+    assert_eq!(proxy.stop(&mut worker), 0);
 }
 
 #[test]
@@ -158,8 +154,9 @@ fn sigterm_drains_the_ring_then_calls_fini_and_exits_0() {
         assert!(proxy.push(flow, format!("e{flow}").as_bytes()).is_some());
     }
     proxy.publish();
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.exit_code(), 0, "stderr:\n{}", worker.stderr());
+    // The proxy acknowledges at once: the worker still serves everything
+    // already in its ring before it stops.
+    assert_eq!(proxy.stop(&mut worker), 0, "stderr:\n{}", worker.stderr());
 
     let mut got = Vec::new();
     proxy.poll(&mut got);
@@ -268,8 +265,7 @@ fn plugin_behaviours_map_to_the_right_records() {
         1,
         "the too-large reply"
     );
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.exit_code(), 0);
+    assert_eq!(proxy.stop(&mut worker), 0);
 }
 
 #[test]
@@ -288,8 +284,7 @@ fn many_deferred_replies_from_other_threads_arrive() {
     for (flow, response) in got.iter().enumerate() {
         assert_eq!(response.bytes, format!("deferred:{flow}").as_bytes());
     }
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.exit_code(), 0);
+    assert_eq!(proxy.stop(&mut worker), 0);
 }
 
 #[test]
@@ -369,8 +364,7 @@ fn a_new_worker_drops_its_dead_predecessors_requests() {
             bytes: encode_frame(b"fresh")
         }]
     );
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.exit_code(), 0);
+    assert_eq!(proxy.stop(&mut worker), 0);
 }
 
 #[test]
@@ -404,8 +398,7 @@ fn requests_stamped_for_another_generation_are_skipped_but_completed() {
     let stats = &proxy.header().stats;
     assert_eq!(stats.requests.load(Ordering::Relaxed), 1);
     assert_eq!(stats.replies.load(Ordering::Relaxed), 1);
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.exit_code(), 0);
+    assert_eq!(proxy.stop(&mut worker), 0);
     assert!(worker.stderr().contains("another worker generation"));
 }
 
@@ -429,6 +422,7 @@ fn a_request_pushed_after_sigterm_before_the_proxy_noticed_is_served() {
             bytes: b"elate".to_vec()
         }
     );
+    proxy.ack_drain(&mut worker);
     assert_eq!(worker.exit_code(), 0, "stderr:\n{}", worker.stderr());
     proxy.poll(&mut got);
     assert_eq!(got.len(), 2, "then fini's reply: {got:?}");

@@ -18,6 +18,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub rings: RawRings,
     #[serde(default)]
+    pub scaling: RawScaling,
+    #[serde(default)]
     pub group: Vec<RawGroup>,
 }
 
@@ -30,6 +32,7 @@ pub struct RawService {
     pub log_dir: Option<String>,
     pub log_level: Option<String>,
     pub stop_grace: Option<String>,
+    pub metrics: Option<String>,
 }
 
 /// `[proxy]`.
@@ -56,6 +59,18 @@ pub struct RawRings {
     pub response_size: Option<String>,
 }
 
+/// `[scaling]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScaling {
+    pub interval: Option<String>,
+    pub up_busy: Option<f64>,
+    pub down_busy: Option<f64>,
+    pub step: Option<i64>,
+    pub cooldown: Option<String>,
+    pub max_total_workers: Option<i64>,
+}
+
 /// One `[[group]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +79,10 @@ pub struct RawGroup {
     pub plugin: String,
     pub plugin_conf: Option<String>,
     pub workers: i64,
+    pub min_workers: Option<i64>,
     pub max_workers: Option<i64>,
+    pub msg_timeout: Option<String>,
+    pub hang_timeout: Option<String>,
     pub spin: Option<String>,
 }
 

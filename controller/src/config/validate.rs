@@ -1,10 +1,13 @@
 //! The pure config rules: units, ranges, addresses, groups, ring sizes,
-//! defaults and path resolution. Nothing here touches the machine beyond
-//! the path arithmetic; see [`super::environment`] for that.
+//! scaling, defaults and path resolution. Nothing here touches the machine
+//! beyond the path arithmetic and the CPU count (for the default machine
+//! cap, [`defaults::machine_cap`]); see [`super::environment`] for the
+//! rest.
 
-use super::raw::{RawConfig, RawGroup};
+use super::raw::{RawConfig, RawGroup, RawScaling};
 use super::{
-    format_size, Config, ConfigError, GroupConfig, ListenAddr, ProxyConfig, ServiceConfig,
+    format_size, Config, ConfigError, GroupConfig, ListenAddr, ProxyConfig, ScalingConfig,
+    ServiceConfig,
 };
 use crate::defaults;
 use spp_ipc::launch::Transport;
@@ -120,6 +123,39 @@ impl Ctx<'_> {
         Ok(conf)
     }
 
+    /// A timeout that travels in milliseconds: zero (off) or at least
+    /// [`defaults::MIN_TIMEOUT`].
+    fn timeout(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, value, default)?;
+        if !d.is_zero() && d < defaults::MIN_TIMEOUT {
+            return Err(self.err(
+                key,
+                format!(
+                    "{d:?} is too short: \"0s\" (off) or at least {:?}",
+                    defaults::MIN_TIMEOUT
+                ),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// A fraction of busy time in `(0, 1]`.
+    fn share(&self, key: &str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+        let v = value.unwrap_or(default);
+        if !(v > 0.0 && v <= 1.0) {
+            return Err(self.err(
+                key,
+                format!("{v} is out of range: must be more than 0 and at most 1"),
+            ));
+        }
+        Ok(v)
+    }
+
     fn positive(&self, key: &str, d: Duration) -> Result<Duration, ConfigError> {
         if d.is_zero() {
             return Err(self.err(key, "must be longer than zero"));
@@ -178,8 +214,15 @@ pub fn parse_listen(text: &str) -> Result<ListenAddr, String> {
     Ok(ListenAddr { transport, addr })
 }
 
-/// Checks `raw` (read from `file`, an absolute path) and fills in defaults.
+/// Checks `raw` (read from `file`, an absolute path) and fills in
+/// defaults, for this machine's CPU count.
 pub fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    validate_on(file, raw, defaults::cpu_count())
+}
+
+/// [`validate`] for a machine with `cpus` cores (the default machine cap
+/// depends on it).
+pub fn validate_on(file: &Path, raw: RawConfig, cpus: usize) -> Result<Config, ConfigError> {
     let dir = file.parent().unwrap_or(Path::new("/"));
     let ctx = Ctx { file, dir };
     let service = service(&ctx, raw.service)?;
@@ -205,12 +248,110 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         groups.push(group);
     }
-    Ok(Config {
+    let scaling = scaling(&ctx, raw.scaling, cpus)?;
+    let cfg = Config {
         file: file.to_path_buf(),
         service,
         proxy,
         rings,
+        scaling,
         groups,
+    };
+    cross_checks(&ctx, &cfg)?;
+    Ok(cfg)
+}
+
+/// Rules between sections: the machine cap covers the workers started, and
+/// the metrics endpoint does not take a proxy listener's address.
+fn cross_checks(ctx: &Ctx<'_>, cfg: &Config) -> Result<(), ConfigError> {
+    let cap = cfg.scaling.max_total_workers;
+    let start = cfg.start_workers();
+    if start > u64::from(cap) {
+        return Err(ctx.err(
+            "scaling.max_total_workers",
+            format!(
+                "the groups start {start} workers, more than the machine cap of {cap} \
+                 (0 means min({}, {} x CPU cores)): lower group workers or raise max_total_workers",
+                defaults::MACHINE_CAP_LIMIT,
+                defaults::MACHINE_CAP_PER_CPU
+            ),
+        ));
+    }
+    if let Some(metrics) = cfg.service.metrics {
+        let clash = cfg.proxy.listen.iter().position(|l| {
+            l.transport == Transport::Tcp && l.addr == metrics && metrics.port() != 0
+        });
+        if let Some(i) = clash {
+            return Err(ctx.err(
+                "service.metrics",
+                format!("{metrics} is already used by proxy.listen[{i}]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn scaling(ctx: &Ctx<'_>, raw: RawScaling, cpus: usize) -> Result<ScalingConfig, ConfigError> {
+    let interval = ctx.duration(
+        "scaling.interval",
+        raw.interval.as_deref(),
+        defaults::SCALING_INTERVAL,
+    )?;
+    if interval < defaults::MIN_SCALING_INTERVAL {
+        return Err(ctx.err(
+            "scaling.interval",
+            format!(
+                "{interval:?} is too short: at least {:?} (the controller's housekeeping tick)",
+                defaults::MIN_SCALING_INTERVAL
+            ),
+        ));
+    }
+    let up_busy = ctx.share("scaling.up_busy", raw.up_busy, defaults::UP_BUSY)?;
+    let down_busy = ctx.share("scaling.down_busy", raw.down_busy, defaults::DOWN_BUSY)?;
+    if down_busy >= up_busy {
+        // Name the key the file set (the other one is a default).
+        let key = if raw.down_busy.is_some() {
+            "scaling.down_busy"
+        } else {
+            "scaling.up_busy"
+        };
+        return Err(ctx.err(
+            key,
+            format!("down_busy = {down_busy} must be below up_busy = {up_busy}"),
+        ));
+    }
+    let per_group = u64::from(defaults::MAX_WORKERS_PER_GROUP);
+    let step = ctx.count(
+        "scaling.step",
+        raw.step,
+        u64::from(defaults::SCALING_STEP),
+        1,
+        per_group,
+    )?;
+    let cooldown = ctx.duration(
+        "scaling.cooldown",
+        raw.cooldown.as_deref(),
+        defaults::SCALING_COOLDOWN,
+    )?;
+    let max_total = ctx.count(
+        "scaling.max_total_workers",
+        raw.max_total_workers,
+        u64::from(defaults::MAX_TOTAL_WORKERS),
+        0,
+        u64::from(defaults::MAX_TOTAL_WORKERS_LIMIT),
+    )?;
+    // Range-checked against u32 limits above.
+    let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    Ok(ScalingConfig {
+        interval,
+        up_busy,
+        down_busy,
+        step: to_u32(step),
+        cooldown,
+        max_total_workers: match to_u32(max_total) {
+            0 => defaults::machine_cap(cpus),
+            n => n,
+        },
     })
 }
 
@@ -240,6 +381,17 @@ fn service(ctx: &Ctx<'_>, raw: super::raw::RawService) -> Result<ServiceConfig, 
         raw.stop_grace.as_deref(),
         defaults::STOP_GRACE,
     )?;
+    let metrics = match raw.metrics.as_deref() {
+        None => None,
+        Some(text) => Some(text.trim().parse::<SocketAddr>().map_err(|_| {
+            ctx.err(
+                "service.metrics",
+                format!(
+                    "{text:?} is not IP:PORT like \"127.0.0.1:9100\" (IPv6 is written [::1]:PORT)"
+                ),
+            )
+        })?),
+    };
     Ok(ServiceConfig {
         name: raw.name,
         run_dir: ctx.path(
@@ -252,6 +404,7 @@ fn service(ctx: &Ctx<'_>, raw: super::raw::RawService) -> Result<ServiceConfig, 
         )?,
         log_level,
         stop_grace: ctx.positive("service.stop_grace", stop_grace)?,
+        metrics,
     })
 }
 
@@ -352,6 +505,13 @@ fn group(ctx: &Ctx<'_>, pos: usize, raw: RawGroup) -> Result<GroupConfig, Config
             format!("{max_workers} is less than workers = {workers}"),
         ));
     }
+    let min_workers = ctx.count(&key("min_workers"), raw.min_workers, workers, 1, max)?;
+    if min_workers > workers {
+        return Err(ctx.err(
+            key("min_workers"),
+            format!("{min_workers} is more than workers = {workers}"),
+        ));
+    }
     // The counts were range-checked against u32 limits above.
     let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
     Ok(GroupConfig {
@@ -359,7 +519,18 @@ fn group(ctx: &Ctx<'_>, pos: usize, raw: RawGroup) -> Result<GroupConfig, Config
         plugin: ctx.path(&key("plugin"), &raw.plugin)?,
         plugin_conf: ctx.plugin_conf(&key("plugin_conf"), raw.plugin_conf)?,
         workers: to_u32(workers),
+        min_workers: to_u32(min_workers),
         max_workers: to_u32(max_workers),
+        msg_timeout: ctx.timeout(
+            &key("msg_timeout"),
+            raw.msg_timeout.as_deref(),
+            defaults::MSG_TIMEOUT,
+        )?,
+        hang_timeout: ctx.timeout(
+            &key("hang_timeout"),
+            raw.hang_timeout.as_deref(),
+            defaults::HANG_TIMEOUT,
+        )?,
         spin: ctx.spin(&key("spin"), raw.spin.as_deref())?,
     })
 }

@@ -36,9 +36,16 @@ max_workers = 3
 spin = "0us"
 "#;
 
+/// CPU cores of the machine the tests pretend to validate on.
+const CPUS: usize = 4;
+
 fn check(text: &str) -> Result<Config, ConfigError> {
+    check_on(text, CPUS)
+}
+
+fn check_on(text: &str, cpus: usize) -> Result<Config, ConfigError> {
     let file = Path::new(FILE);
-    validate(file, raw::parse(file, text)?)
+    validate_on(file, raw::parse(file, text)?, cpus)
 }
 
 /// Replaces `from` (which must occur) in [`BASE`] and returns the error.
@@ -89,7 +96,24 @@ fn the_base_config_is_valid_and_gets_defaults() {
     assert_eq!(cfg.groups[1].plugin, Path::new("/abs/libother.so"));
     assert_eq!(cfg.groups[1].plugin_conf, "x=1");
     assert_eq!(cfg.groups[1].spin, Duration::ZERO);
-    assert_eq!(cfg.total_slots(), 5);
+    // max_workers + 1 spare per group.
+    assert_eq!(cfg.total_slots(), 3 + 4);
+    assert_eq!(cfg.start_workers(), 3);
+    let g = &cfg.groups[0];
+    assert_eq!((g.min_workers, g.workers, g.max_workers), (2, 2, 2));
+    assert!(!g.scales() && cfg.groups[1].scales());
+    assert_eq!(g.msg_timeout, defaults::MSG_TIMEOUT);
+    assert_eq!(g.hang_timeout, defaults::HANG_TIMEOUT);
+    assert_eq!(cfg.service.metrics, None);
+    let s = &cfg.scaling;
+    assert_eq!(s.interval, defaults::SCALING_INTERVAL);
+    assert_eq!(
+        (s.up_busy, s.down_busy),
+        (defaults::UP_BUSY, defaults::DOWN_BUSY)
+    );
+    assert_eq!(s.step, defaults::SCALING_STEP);
+    assert_eq!(s.cooldown, defaults::SCALING_COOLDOWN);
+    assert_eq!(s.max_total_workers, defaults::machine_cap(CPUS));
     assert!(cfg.summary().contains("3 listener(s)"), "{}", cfg.summary());
 }
 
@@ -423,4 +447,165 @@ fn unknown_keys_and_wrong_types_are_refused_with_their_key() {
     refused("id = 2\n", "", "group[1].id", "missing field");
     let err = error_for("workers = 2", "workers = \"two\"");
     assert!(matches!(err, ConfigError::Syntax { line: 20, .. }), "{err}");
+}
+
+#[test]
+fn min_workers_is_at_most_workers_and_defaults_to_it() {
+    refused(
+        "workers = 2",
+        "workers = 2\nmin_workers = 3\nmax_workers = 4",
+        "group[0].min_workers",
+        "more than workers = 2",
+    );
+    refused(
+        "workers = 2",
+        "workers = 2\nmin_workers = 0",
+        "group[0].min_workers",
+        "out of range",
+    );
+    let text = BASE.replace(
+        "workers = 2",
+        "workers = 2\nmin_workers = 1\nmax_workers = 5",
+    );
+    let g = &check(&text).unwrap().groups[0];
+    assert_eq!(
+        (g.min_workers, g.workers, g.max_workers, g.slots()),
+        (1, 2, 5, 6)
+    );
+}
+
+#[test]
+fn timeouts_are_off_at_zero_and_else_at_least_a_millisecond() {
+    let text = BASE.replace(
+        "workers = 2",
+        "workers = 2\nmsg_timeout = \"0s\"\nhang_timeout = \"10s\"",
+    );
+    let g = &check(&text).unwrap().groups[0];
+    assert_eq!(
+        (g.msg_timeout, g.hang_timeout),
+        (Duration::ZERO, Duration::from_secs(10))
+    );
+    for key in ["msg_timeout", "hang_timeout"] {
+        refused(
+            "workers = 2",
+            &format!("workers = 2\n{key} = \"500us\""),
+            &format!("group[0].{key}"),
+            "at least 1ms",
+        );
+        refused(
+            "workers = 2",
+            &format!("workers = 2\n{key} = \"5\""),
+            &format!("group[0].{key}"),
+            "not a duration",
+        );
+    }
+}
+
+/// BASE with a `[scaling]` section holding `lines`.
+fn with_scaling(lines: &str) -> String {
+    BASE.replacen("[[group]]", &format!("[scaling]\n{lines}\n\n[[group]]"), 1)
+}
+
+/// Asserts that `[scaling]` with `lines` is refused naming `key`.
+fn scaling_refused(lines: &str, key: &str, words: &str) {
+    let err = check(&with_scaling(lines)).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.key(), Some(key), "{text}");
+    assert!(text.starts_with(FILE), "{text}");
+    assert!(text.contains(words), "{text:?} lacks {words:?}");
+}
+
+#[test]
+fn scaling_values_are_read() {
+    let text = with_scaling(
+        "interval = \"2s\"\nup_busy = 0.5\ndown_busy = 0.1\nstep = 3\ncooldown = \"0s\"\nmax_total_workers = 10",
+    );
+    let s = check(&text).unwrap().scaling;
+    assert_eq!(s.interval, Duration::from_secs(2));
+    assert_eq!((s.up_busy, s.down_busy, s.step), (0.5, 0.1, 3));
+    assert_eq!((s.cooldown, s.max_total_workers), (Duration::ZERO, 10));
+}
+
+#[test]
+fn busy_thresholds_are_fractions_and_up_is_above_down() {
+    scaling_refused(
+        "up_busy = 0.0",
+        "scaling.up_busy",
+        "more than 0 and at most 1",
+    );
+    scaling_refused("up_busy = 1.5", "scaling.up_busy", "at most 1");
+    scaling_refused("down_busy = -0.1", "scaling.down_busy", "more than 0");
+    scaling_refused("up_busy = nan", "scaling.up_busy", "out of range");
+    // The key the file set is named, the other being a default.
+    scaling_refused(
+        "down_busy = 0.7",
+        "scaling.down_busy",
+        "must be below up_busy = 0.6",
+    );
+    scaling_refused(
+        "up_busy = 0.1",
+        "scaling.up_busy",
+        "down_busy = 0.2 must be below",
+    );
+    scaling_refused(
+        "up_busy = 0.5\ndown_busy = 0.5",
+        "scaling.down_busy",
+        "must be below",
+    );
+    assert!(check(&with_scaling("up_busy = 1.0\ndown_busy = 0.9")).is_ok());
+}
+
+#[test]
+fn scaling_interval_step_and_cooldown_are_checked() {
+    scaling_refused("interval = \"500ms\"", "scaling.interval", "at least 1s");
+    scaling_refused("interval = \"soon\"", "scaling.interval", "not a duration");
+    scaling_refused("step = 0", "scaling.step", "out of range");
+    scaling_refused("step = 5000", "scaling.step", "out of range");
+    scaling_refused("cooldown = \"1\"", "scaling.cooldown", "not a duration");
+    scaling_refused(
+        "max_total_workers = -1",
+        "scaling.max_total_workers",
+        "out of range",
+    );
+    scaling_refused("workers = 2", "scaling.workers", "unknown field");
+}
+
+#[test]
+fn the_workers_started_fit_the_machine_cap() {
+    // BASE starts 3 workers.
+    scaling_refused(
+        "max_total_workers = 2",
+        "scaling.max_total_workers",
+        "start 3 workers, more than the machine cap of 2",
+    );
+    assert!(check(&with_scaling("max_total_workers = 3")).is_ok());
+    // 0 = min(100, 2 x cores): 2 on one core, too few for 3 workers.
+    let err = check_on(BASE, 1).unwrap_err();
+    assert_eq!(err.key(), Some("scaling.max_total_workers"), "{err}");
+    assert!(err.to_string().contains("machine cap of 2"), "{err}");
+    assert_eq!(check_on(BASE, 2).unwrap().scaling.max_total_workers, 4);
+    assert_eq!(check_on(BASE, 96).unwrap().scaling.max_total_workers, 100);
+}
+
+#[test]
+fn the_metrics_address_is_ip_port_and_not_a_listener() {
+    let cfg = check(&BASE.replace("stop_grace = \"2s\"", "metrics = \"127.0.0.1:9100\"")).unwrap();
+    assert_eq!(cfg.service.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+    refused(
+        "stop_grace = \"2s\"",
+        "metrics = \"localhost:9100\"",
+        "service.metrics",
+        "not IP:PORT",
+    );
+    refused(
+        "stop_grace = \"2s\"",
+        "metrics = \"127.0.0.1:7963\"",
+        "service.metrics",
+        "already used by proxy.listen[0]",
+    );
+    // The UDP listener on that port does not clash.
+    let udp_only = BASE
+        .replace("\"tcp://127.0.0.1:7963\", ", "")
+        .replace("stop_grace = \"2s\"", "metrics = \"127.0.0.1:7963\"");
+    assert!(check(&udp_only).is_ok());
 }

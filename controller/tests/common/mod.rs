@@ -1,9 +1,11 @@
 //! Helpers for the controller's own tests: a temp service directory with a
 //! config, and shell-script stand-ins for `spp-proxy` / `spp-worker` that
 //! mark themselves Ready in shared memory (through /proc/self/fd) and then
-//! sleep. Files in the stand-ins' directory switch behaviours on:
-//! `worker-init-fails`, `worker-crashes-after-first`, `proxy-ignores-term`,
-//! `worker-drains-slowly` (takes 100 ms to exit on SIGTERM).
+//! sleep (ignoring SIGHUP). Files in the stand-ins' directory switch
+//! behaviours on: `worker-init-fails`, `worker-crashes-after-first`,
+//! `proxy-ignores-term`, `worker-drains-slowly` (takes 100 ms to exit on
+//! SIGTERM), `worker-hangs-first` (the first run of a worker stamps
+//! `in_process_since_ms` as if stuck in `spp_process` since boot).
 
 #![allow(dead_code)]
 
@@ -16,9 +18,16 @@ use std::time::{Duration, Instant};
 /// Offset of `proxy_state` in `ProxyHeader` and of `worker_state` in
 /// `PairHeader` (both after one 64-byte line of constants).
 const STATE_OFFSET: usize = 64;
+/// Offset of `in_process_since_ms` in `PairHeader` (its fifth cache line).
+const IN_PROCESS_OFFSET: usize = 256;
 
 fn mark_ready(fd_var: &str) -> String {
     format!("printf '\\002' | dd of=/proc/self/fd/${fd_var} bs=1 seek={STATE_OFFSET} conv=notrunc status=none")
+}
+
+/// Stores 1 (ms after boot, little-endian u64) as `in_process_since_ms`.
+fn mark_stuck(fd_var: &str) -> String {
+    format!("printf '\\001\\000\\000\\000\\000\\000\\000\\000' | dd of=/proc/self/fd/${fd_var} bs=1 seek={IN_PROCESS_OFFSET} conv=notrunc status=none")
 }
 
 fn proxy_script() -> String {
@@ -28,6 +37,7 @@ dir=$(dirname "$0")
 fd=$(printf '%s' "$SPP_LAUNCH" | sed -n 's/.*"proxy_region_fd":\([0-9]*\).*/\1/p')
 epoch=$(printf '%s' "$SPP_LAUNCH" | sed -n 's/.*"epoch":\([0-9]*\).*/\1/p')
 echo "fake proxy $$ epoch $epoch"
+trap '' HUP
 if [ -e "$dir/proxy-ignores-term" ]; then trap '' TERM; fi
 {}
 exec sleep 1000
@@ -48,6 +58,7 @@ n=$(cat "$count" 2>/dev/null || echo 0)
 n=$((n + 1))
 echo "$n" > "$count"
 echo "fake worker g$group/$index $$ start $n"
+trap '' HUP
 if [ -e "$dir/worker-init-fails" ]; then echo "fake worker: init returned 7" >&2; exit 3; fi
 if [ -e "$dir/worker-crashes-after-first" ] && [ "$n" -gt 1 ]; then exit 1; fi
 if [ -e "$dir/worker-drains-slowly" ]; then
@@ -59,9 +70,11 @@ if [ -e "$dir/worker-drains-slowly" ]; then
   exit 0
 fi
 {ready}
+if [ -e "$dir/worker-hangs-first" ] && [ "$n" -eq 1 ]; then {stuck}; fi
 exec sleep 1000
 "#,
-        ready = mark_ready("fd")
+        ready = mark_ready("fd"),
+        stuck = mark_stuck("fd")
     )
 }
 
@@ -86,6 +99,17 @@ impl Service {
     /// A service with `workers` workers in group 1 listening on ephemeral
     /// ports; `extra_service` is appended to `[service]`.
     pub fn new(workers: u32, extra_service: &str) -> Service {
+        Service::with(
+            workers,
+            extra_service,
+            "",
+            &format!("max_workers = {}", workers + 1),
+        )
+    }
+
+    /// Like [`Service::new`]; `sections` is inserted before `[[group]]`
+    /// (e.g. a `[scaling]` table) and `extra_group` appended to the group.
+    pub fn with(workers: u32, extra_service: &str, sections: &str, extra_group: &str) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).expect("bin dir");
@@ -115,14 +139,15 @@ max_request_size = "16KiB"
 request_size = "64KiB"
 response_size = "64KiB"
 
+{sections}
+
 [[group]]
 id = 1
 plugin = "{plugin}"
 workers = {workers}
-max_workers = {max}
+{extra_group}
 "#,
             plugin = plugin.display(),
-            max = workers + 1,
         );
         std::fs::write(&config, text).expect("write config");
         Service { dir, bin, config }
@@ -157,6 +182,16 @@ max_workers = {max}
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// Replaces `from` (which must occur) by `to` in the config file.
+    pub fn edit(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        assert!(
+            text.contains(from),
+            "{from:?} is not in the config:\n{text}"
+        );
+        std::fs::write(&self.config, text.replacen(from, to, 1)).expect("write config");
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -168,8 +203,25 @@ max_workers = {max}
 
 impl Drop for Service {
     fn drop(&mut self) {
-        // Leave no process behind, whatever the test did.
-        let _ = self.spp(&["stop"]);
+        // Leave no process behind, whatever the test did: `spp stop` needs a
+        // valid config; failing that, SIGTERM the controller by its pid file
+        // (it stops its children; they also get PDEATHSIG).
+        if self.spp(&["stop"]).status.success() {
+            return;
+        }
+        let pid = self
+            .read("run/spp.pid")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&pid| !pid_gone(pid));
+        if let Some(pid) = pid {
+            signal(pid, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !pid_gone(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }
 

@@ -1,9 +1,12 @@
 //! Test rig for the real `spp-proxy` binary: the test process plays the
 //! controller (it creates the proxy region, one pair region per worker
 //! slot, the doorbells and the listeners, and starts the proxy with them
-//! inherited) and the worker (a thread that serves a pair's request ring
-//! by echoing every request back). Like a real worker, the fake one skips
-//! (and counts) requests stamped for another worker generation.
+//! inherited; it can publish live limits) and the worker (a thread that
+//! serves a pair's request ring by echoing every request back, or by
+//! reporting each as expired — `KIND_EXPIRED`, with or without its bytes —
+//! as a real worker does with a request older than `msg_timeout`). Like a
+//! real worker, the fake one skips (and counts) requests stamped for
+//! another worker generation.
 
 #![allow(dead_code)]
 
@@ -13,7 +16,8 @@ use spp_ipc::launch::{
 };
 use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion, ProxyState, ProxyStats, WorkerState};
 use spp_ipc::record::{
-    generation_tag, meta_bytes, split_request, ResponseMeta, KIND_REQUEST, KIND_RESPONSE,
+    generation_tag, meta_bytes, split_request, ResponseMeta, KIND_EXPIRED, KIND_REQUEST,
+    KIND_RESPONSE,
 };
 use spp_ipc::ring::PushError;
 use spp_ipc::shm::clear_cloexec;
@@ -23,7 +27,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -120,27 +124,45 @@ pub fn echo_plugin() -> PathBuf {
 pub fn hooks_plugin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
+        .get_or_init(|| build_hooks("libspp_proxy_test_hooks.so", &[]))
+        .clone()
+}
+
+/// [`hooks_plugin`] built without `spp_exception` (`-DHOOKS_NO_EXCEPTION`),
+/// for what the proxy does when a plugin has no exception hook.
+pub fn hooks_plugin_without_exception() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
         .get_or_init(|| {
-            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let exe = std::env::current_exe().expect("test binary path");
-            let out_dir = exe.parent().expect("deps dir").to_path_buf();
-            let out = out_dir.join("libspp_proxy_test_hooks.so");
-            let tmp = out_dir.join(format!("libspp_proxy_test_hooks.so.{}", std::process::id()));
-            let status = Command::new("cc")
-                .args([
-                    "-shared", "-fPIC", "-pthread", "-O1", "-Wall", "-Wextra", "-Werror", "-I",
-                ])
-                .arg(manifest.join("../plugin-api/include"))
-                .arg("-o")
-                .arg(&tmp)
-                .arg(manifest.join("tests/plugins/hooks.c"))
-                .status()
-                .expect("run the C compiler `cc`");
-            assert!(status.success(), "compiling tests/plugins/hooks.c failed");
-            std::fs::rename(&tmp, &out).unwrap();
-            out
+            build_hooks(
+                "libspp_proxy_test_hooks_noexc.so",
+                &["-DHOOKS_NO_EXCEPTION"],
+            )
         })
         .clone()
+}
+
+fn build_hooks(name: &str, defines: &[&str]) -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let exe = std::env::current_exe().expect("test binary path");
+    let out_dir = exe.parent().expect("deps dir").to_path_buf();
+    let out = out_dir.join(name);
+    let tmp = out_dir.join(format!("{name}.{}", std::process::id()));
+    let status = Command::new("cc")
+        .args([
+            "-shared", "-fPIC", "-pthread", "-O1", "-Wall", "-Wextra", "-Werror",
+        ])
+        .args(defines)
+        .arg("-I")
+        .arg(manifest.join("../plugin-api/include"))
+        .arg("-o")
+        .arg(&tmp)
+        .arg(manifest.join("tests/plugins/hooks.c"))
+        .status()
+        .expect("run the C compiler `cc`");
+    assert!(status.success(), "compiling tests/plugins/hooks.c failed");
+    std::fs::rename(&tmp, &out).unwrap();
+    out
 }
 
 /// A process that stands in for a worker's pid, so a test can make that
@@ -176,12 +198,34 @@ impl Drop for Sleeper {
     }
 }
 
+/// What a fake worker answers a request with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Answer {
+    /// A response with the request's bytes.
+    Echo = 0,
+    /// `KIND_EXPIRED` carrying the request's bytes.
+    ExpiredWithBytes = 1,
+    /// `KIND_EXPIRED` without the bytes (they did not fit).
+    ExpiredEmpty = 2,
+    /// `KIND_EXPIRED` with the bytes for a payload starting with
+    /// [`LATE_MARK`], an echo for any other.
+    ExpireMarked = 3,
+}
+
+/// The first payload byte of a request [`Answer::ExpireMarked`] expires.
+pub const LATE_MARK: u8 = b'L';
+/// Bytes of the echo frame's length prefix.
+pub const FRAME_HEADER: usize = 4;
+
 /// What a fake worker does with requests.
 #[derive(Clone)]
 pub struct WorkerCtl {
     stop: Arc<AtomicBool>,
     hold: Arc<AtomicBool>,
+    answer: Arc<AtomicU8>,
     skipped: Arc<AtomicU64>,
+    served: Arc<AtomicU64>,
 }
 
 impl WorkerCtl {
@@ -193,15 +237,25 @@ impl WorkerCtl {
     pub fn release(&self) {
         self.hold.store(false, Ordering::SeqCst);
     }
+    /// How the next requests are answered.
+    pub fn answer(&self, answer: Answer) {
+        self.answer.store(answer as u8, Ordering::SeqCst);
+    }
     /// Requests skipped because they were stamped for another generation.
     pub fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::SeqCst)
+    }
+    /// Requests answered (echoed or reported expired).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
     }
 }
 
 /// A worker thread echoing one pair's requests.
 pub struct FakeWorker {
     pub ctl: WorkerCtl,
+    /// The `worker_generation` it took the slot with.
+    pub generation: u64,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -212,7 +266,9 @@ impl FakeWorker {
         let ctl = WorkerCtl {
             stop: Arc::new(AtomicBool::new(false)),
             hold: Arc::new(AtomicBool::new(hold)),
+            answer: Arc::new(AtomicU8::new(Answer::Echo as u8)),
             skipped: Arc::new(AtomicU64::new(0)),
+            served: Arc::new(AtomicU64::new(0)),
         };
         let pair = Arc::clone(&rig.pairs[slot]);
         let bell = Arc::clone(&rig.worker_bells[slot]);
@@ -233,6 +289,7 @@ impl FakeWorker {
         wait_for("fake worker ready", || ready.load(Ordering::Acquire));
         FakeWorker {
             ctl,
+            generation,
             handle: Some(handle),
         }
     }
@@ -293,8 +350,20 @@ fn serve(
                 let reply = ResponseMeta {
                     flow: meta.conn.flow,
                 };
+                let answer = ctl.answer.load(Ordering::SeqCst);
+                let (kind, bytes) = match answer {
+                    a if a == Answer::ExpiredWithBytes as u8 => (KIND_EXPIRED, req),
+                    a if a == Answer::ExpiredEmpty as u8 => (KIND_EXPIRED, &[][..]),
+                    a if a == Answer::ExpireMarked as u8
+                        && req.get(FRAME_HEADER) == Some(&LATE_MARK) =>
+                    {
+                        (KIND_EXPIRED, req)
+                    }
+                    _ => (KIND_RESPONSE, req),
+                };
+                ctl.served.fetch_add(1, Ordering::SeqCst);
                 loop {
-                    match responses.push(KIND_RESPONSE, 0, &[meta_bytes(&reply), req]) {
+                    match responses.push(kind, 0, &[meta_bytes(&reply), bytes]) {
                         Ok(()) => break,
                         Err(PushError::TooLarge) => panic!("reply too large for the ring"),
                         Err(PushError::Full) => {
@@ -341,6 +410,8 @@ pub fn limits() -> ProxyLimits {
 }
 
 /// The controller side: shared state, listeners and the proxy process.
+/// Set `log_file` before starting the proxy to hand it a log file to
+/// reopen on SIGHUP.
 pub struct Rig {
     pub proxy_region: Arc<ProxyRegion>,
     pub proxy_bell: Arc<Doorbell>,
@@ -353,6 +424,8 @@ pub struct Rig {
     /// A TCP listener on [::1], when this host has IPv6 loopback.
     pub tcp6: Option<TcpListener>,
     pub child: Option<Child>,
+    /// `LogSpec::file` for the proxy (its stderr is the rig's log either way).
+    pub log_file: Option<PathBuf>,
     /// Every fd handed to the proxy (same numbers in the proxy).
     pub fds: Vec<RawFd>,
     layout: PairLayout,
@@ -389,6 +462,7 @@ impl Rig {
             udp,
             tcp6: TcpListener::bind("[::1]:0").ok(),
             child: None,
+            log_file: None,
             fds: Vec::new(),
             layout,
             log: tempfile::NamedTempFile::new().unwrap(),
@@ -459,7 +533,7 @@ impl Rig {
             limits,
             log: LogSpec {
                 level: "debug".into(),
-                file: None,
+                file: self.log_file.clone(),
             },
         };
         let fds: Vec<RawFd> = spec.inherited_fds();
@@ -494,6 +568,30 @@ impl Rig {
     /// The proxy's stderr so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Waits until the proxy's log (its stderr) contains `needle`.
+    pub fn wait_log(&mut self, needle: &str) {
+        wait_for(needle, || {
+            self.assert_running();
+            self.log_text().contains(needle)
+        });
+    }
+
+    /// Publishes `limits` as a reload would (the proxy applies them at its
+    /// next scan).
+    pub fn publish_limits(&self, limits: &ProxyLimits) {
+        self.proxy_region.header().limits.publish(limits);
+    }
+
+    /// Sets slot `slot`'s worker state, as the worker would, and rings the
+    /// proxy's doorbell.
+    pub fn set_worker_state(&self, slot: usize, state: WorkerState) {
+        self.pairs[slot]
+            .header()
+            .worker_state
+            .store(state as u32, Ordering::Release);
+        self.proxy_bell.ring();
     }
 
     /// The proxy's counters.

@@ -7,17 +7,31 @@
  *   'N'  spp_route names group 9, which does not exist: spp_exception
  *        answers with the frame "EXC:<reason>" and keeps the connection.
  *   'C'  routed to group 9 too; spp_exception calls host->close(flow).
+ *   'R'  routed to group 9 too; spp_exception first replies to the flow
+ *        with another proxy epoch (the host refuses that), then answers
+ *        like 'N'.
  *   else group 1 (the workers echo it).
  *
  * A request failed because its worker died (req == NULL) is answered with
- * "DIED" and its connection closed (return -1). spp_close and spp_fini log
- * a line through host->log so the test can see them in the proxy's log.
+ * "DIED" and its connection closed (return -1). A stale request
+ * (SPP_EXC_TIMEOUT) is answered with "TIMEOUT" when the proxy has no bytes
+ * for it (req == NULL), with "BYE" and a close (return -1) when its payload
+ * starts with 'Q', and like any other with "EXC:4" otherwise. spp_close and
+ * spp_fini log a line through host->log so the test can see them in the
+ * proxy's log.
+ *
+ * Plugin metrics: spp_init counts "proxy_inits" and records one "init"
+ * latency sample; the thread below counts "thread_starts" from its own
+ * thread.
+ *
+ * Built with -DHOOKS_NO_EXCEPTION it has no spp_exception at all.
  *
  * conf "refuse": spp_init fails with 7. conf "thread": spp_init starts a
  * thread that spins in this library's code forever (it outlives spp_fini,
  * so unloading the library at exit would crash the proxy).
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,14 +40,24 @@
 #define HEADER_LEN 4u
 #define UNKNOWN_GROUP 9
 #define MAX_LINE 128
+#define INIT_LATENCY_NS 1500u
+/* Flipping this flow-id bit changes the flow's proxy epoch. */
+#define OTHER_EPOCH_BIT (1ull << 48)
 
 static const spp_host *host;
+
+/* Whether the host has the metric services (appended in ABI 1). */
+static int has_metrics(void) { return host->size > offsetof(spp_host, count); }
+
+static void count(const char *name) {
+    if (has_metrics()) host->count(host->ctx, name, strlen(name), 1);
+}
 
 static void log_line(const char *text) {
     host->log(host->ctx, SPP_LOG_INFO, text, strlen(text));
 }
 
-static void reply_frame(uint64_t flow, const char *payload) {
+__attribute__((unused)) static void reply_frame(uint64_t flow, const char *payload) {
     uint8_t frame[MAX_LINE];
     size_t len = strlen(payload);
     frame[0] = 0;
@@ -50,6 +74,7 @@ static volatile unsigned long spins;
 
 static void *spin_forever(void *arg) {
     (void)arg;
+    count("thread_starts");
     for (;;) spins++;
     return NULL;
 }
@@ -59,6 +84,8 @@ int spp_init(const spp_host *h, const char *conf) {
     host = h;
     snprintf(line, sizeof line, "hooks plugin init role=%u conf=%s", h->role, conf);
     log_line(line);
+    count("proxy_inits");
+    if (has_metrics()) host->record_latency(host->ctx, "init", strlen("init"), INIT_LATENCY_NS);
     if (strcmp(conf, "thread") == 0) {
         pthread_t thread;
         if (pthread_create(&thread, NULL, spin_forever, NULL) != 0) return 8;
@@ -78,7 +105,9 @@ int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len) {
 
 int spp_route(const spp_conn_info *conn, const uint8_t *req, size_t len) {
     (void)conn;
-    if (len > HEADER_LEN && (req[HEADER_LEN] == 'N' || req[HEADER_LEN] == 'C')) return UNKNOWN_GROUP;
+    if (len <= HEADER_LEN) return 1;
+    uint8_t steer = req[HEADER_LEN];
+    if (steer == 'N' || steer == 'C' || steer == 'R') return UNKNOWN_GROUP;
     return 1;
 }
 
@@ -89,8 +118,17 @@ int spp_process(const spp_conn_info *conn, const uint8_t *req, size_t len) {
     return 0;
 }
 
+#ifndef HOOKS_NO_EXCEPTION
 int spp_exception(const spp_conn_info *conn, const uint8_t *req, size_t len, int reason) {
     char text[MAX_LINE];
+    if (reason == SPP_EXC_TIMEOUT && req == NULL) {
+        reply_frame(conn->flow, "TIMEOUT");
+        return 0;
+    }
+    if (reason == SPP_EXC_TIMEOUT && len > HEADER_LEN && req[HEADER_LEN] == 'Q') {
+        reply_frame(conn->flow, "BYE");
+        return -1;
+    }
     if (req == NULL) {
         reply_frame(conn->flow, "DIED");
         return -1;
@@ -99,10 +137,14 @@ int spp_exception(const spp_conn_info *conn, const uint8_t *req, size_t len, int
         host->close(host->ctx, conn->flow);
         return 0;
     }
+    if (len > HEADER_LEN && req[HEADER_LEN] == 'R') {
+        host->reply(host->ctx, conn->flow ^ OTHER_EPOCH_BIT, (const uint8_t *)"x", 1);
+    }
     snprintf(text, sizeof text, "EXC:%d", reason);
     reply_frame(conn->flow, text);
     return 0;
 }
+#endif
 
 void spp_close(const spp_conn_info *conn, const uint8_t *leftover, size_t len) {
     char line[MAX_LINE];

@@ -7,13 +7,14 @@
 
 use spp_ipc::doorbell::{wake_if_sleeping, Doorbell, SleepFlag};
 use spp_ipc::launch::{Launch, LogSpec, PairFds, WorkerLaunch, LAUNCH_ENV};
-use spp_ipc::layout::{PairHeader, PairLayout, PairRegion, ProxyRegion, WorkerState};
+use spp_ipc::layout::{PairHeader, PairLayout, PairRegion, ProcessState, ProxyRegion, WorkerState};
 use spp_ipc::record::{
     generation_tag, meta_bytes, monotonic_ns, split_response, RequestMeta, KIND_REQUEST,
 };
 use spp_ipc::ring::{Consumer, Producer, PushError};
 use spp_ipc::shm::clear_cloexec;
 use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_PROTO_TCP};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -56,11 +57,18 @@ pub struct FakeProxy {
 }
 
 impl FakeProxy {
+    /// A slot with both rings of [`RING_CAPACITY`], and a proxy that runs
+    /// (state `Ready`, pid = this test process), so a draining worker waits
+    /// for [`Self::ack_drain`].
     pub fn new() -> Self {
-        let layout = PairLayout {
+        Self::with_layout(PairLayout {
             request_capacity: RING_CAPACITY,
             response_capacity: RING_CAPACITY,
-        };
+        })
+    }
+
+    /// [`Self::new`] with other ring sizes.
+    pub fn with_layout(layout: PairLayout) -> Self {
         let pair = PairRegion::create(GROUP, INDEX, layout).expect("pair region");
         // SAFETY: the test is the slot's only request producer and response
         // consumer; both ends are dropped with `self`, before the region.
@@ -70,8 +78,16 @@ impl FakeProxy {
                 pair.response_consumer().expect("consumer"),
             )
         };
+        let proxy = ProxyRegion::create().expect("proxy region");
+        let header = proxy.header();
+        header
+            .proxy_state
+            .store(ProcessState::Ready as u32, Ordering::Release);
+        header
+            .proxy_pid
+            .store(std::process::id(), Ordering::Release);
         FakeProxy {
-            proxy: ProxyRegion::create().expect("proxy region"),
+            proxy,
             pair,
             bell: Doorbell::create().expect("bell"),
             proxy_bell: Doorbell::create().expect("proxy bell"),
@@ -113,10 +129,29 @@ impl FakeProxy {
 
     /// Spawns `spp-worker` for this slot.
     pub fn spawn(&self, plugin: &Path, conf: &str, spin_us: u64) -> Worker {
-        let spec = self.launch(plugin, conf, spin_us);
+        self.spawn_spec(&self.launch(plugin, conf, spin_us))
+    }
+
+    /// Spawns `spp-worker` with `spec` (from [`Self::launch`], adjusted).
+    pub fn spawn_spec(&self, spec: &WorkerLaunch) -> Worker {
         Worker::spawn(
             Some(Launch::Worker(spec.clone()).to_env_value()),
             spec.inherited_fds(),
+        )
+    }
+
+    /// Spawns `spp-worker` with `spec`, its stdout and stderr appending to
+    /// `log` (what the controller does with `log.file`).
+    pub fn spawn_logging(&self, spec: &WorkerLaunch, log: &Path) -> Worker {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the worker log");
+        Worker::spawn_to(
+            Some(Launch::Worker(spec.clone()).to_env_value()),
+            spec.inherited_fds(),
+            Some(file),
         )
     }
 
@@ -134,6 +169,19 @@ impl FakeProxy {
 
     /// Pushes one request stamped with `tag` in its record flags.
     pub fn push_tagged(&mut self, flow: u64, bytes: &[u8], tag: u16) -> Option<u64> {
+        self.push_full(flow, bytes, tag, monotonic_ns())
+    }
+
+    /// Pushes one request for the current generation that says it was
+    /// queued `age` ago.
+    pub fn push_aged(&mut self, flow: u64, bytes: &[u8], age: Duration) -> Option<u64> {
+        let age_ns = u64::try_from(age.as_nanos()).expect("age fits u64 ns");
+        let enqueued_ns = monotonic_ns().saturating_sub(age_ns);
+        self.push_full(flow, bytes, self.current_tag(), enqueued_ns)
+    }
+
+    /// Pushes one request with every stamp given.
+    fn push_full(&mut self, flow: u64, bytes: &[u8], tag: u16, enqueued_ns: u64) -> Option<u64> {
         let local = SppAddr::from_socket_addr("127.0.0.1:7963".parse().expect("addr"));
         let remote = SppAddr::from_socket_addr("127.0.0.1:40000".parse().expect("addr"));
         let seq = self.next_seq + 1;
@@ -147,7 +195,7 @@ impl FakeProxy {
                 ..Default::default()
             },
             seq,
-            enqueued_ns: monotonic_ns(),
+            enqueued_ns,
         };
         match self
             .requests
@@ -244,7 +292,25 @@ impl FakeProxy {
         assert_eq!(self.header().completed_seq.load(Ordering::Acquire), seq);
     }
 
-    fn wait_until(&self, worker: &mut Worker, what: &str, done: impl Fn(&PairHeader) -> bool) {
+    /// Plays the proxy's side of a drain: waits until the worker says
+    /// `Draining`, then stores its generation in `drain_ack` (the proxy
+    /// pushes nothing more to it).
+    pub fn ack_drain(&self, worker: &mut Worker) {
+        self.wait_state(WorkerState::Draining, worker);
+        let generation = self.header().worker_generation.load(Ordering::Acquire);
+        self.header().drain_ack.store(generation, Ordering::Release);
+    }
+
+    /// Stops the worker the way the controller and proxy do (SIGTERM, then
+    /// the drain acknowledged) and returns its exit code.
+    pub fn stop(&self, worker: &mut Worker) -> i32 {
+        worker.signal(libc::SIGTERM);
+        self.ack_drain(worker);
+        worker.exit_code()
+    }
+
+    /// Waits (bounded) until `done` holds for the pair header.
+    pub fn wait_until(&self, worker: &mut Worker, what: &str, done: impl Fn(&PairHeader) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         while !done(self.header()) {
             if let Some(status) = worker.try_status() {
@@ -269,13 +335,25 @@ pub struct Worker {
 
 impl Worker {
     /// Spawns the worker binary with `launch` in `SPP_LAUNCH` (unset when
-    /// `None`) and `fds` inherited.
+    /// `None`) and `fds` inherited; its stderr is collected.
     pub fn spawn(launch: Option<String>, fds: Vec<i32>) -> Worker {
+        Self::spawn_to(launch, fds, None)
+    }
+
+    /// [`Self::spawn`], with stdout and stderr going to `log` instead when
+    /// given (then [`Self::stderr`] is empty).
+    pub fn spawn_to(launch: Option<String>, fds: Vec<i32>, log: Option<File>) -> Worker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spp-worker"));
-        cmd.env_remove(LAUNCH_ENV)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.env_remove(LAUNCH_ENV).stdin(Stdio::null());
+        match log {
+            Some(file) => {
+                let copy = file.try_clone().expect("dup the log file");
+                cmd.stdout(copy).stderr(file);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+            }
+        }
         if let Some(launch) = launch {
             cmd.env(LAUNCH_ENV, launch);
         }
@@ -292,15 +370,16 @@ impl Worker {
             });
         }
         let mut child = cmd.spawn().expect("spawn spp-worker");
-        let mut pipe = child.stderr.take().expect("stderr pipe");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
         });
         Worker {
             child,
-            stderr: Some(stderr),
+            stderr,
             stderr_text: None,
             status: None,
         }

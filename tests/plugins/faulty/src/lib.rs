@@ -1,20 +1,30 @@
-//! A test-only plugin: the echo protocol, but a payload can ask for trouble.
+//! A test-only plugin: the echo protocol, but a payload can ask for trouble
+//! or feed the plugin metrics.
 //!
-//! | payload            | what `process` does                              |
-//! |--------------------|--------------------------------------------------|
-//! | `sleep:<ms>[:...]` | sleeps `<ms>` milliseconds, then echoes          |
-//! | `panic`            | panics (caught at the boundary; connection closed)|
-//! | `abort`            | aborts the worker process                        |
-//! | `fail`             | returns an error (connection closed)             |
-//! | `later:<ms>`       | echoes from another thread after `<ms>` (deferred)|
-//! | anything else      | echoes                                           |
+//! | payload               | what `process` does                                   |
+//! |-----------------------|-------------------------------------------------------|
+//! | `sleep:<ms>[:...]`    | sleeps `<ms>` milliseconds, then echoes               |
+//! | `panic`               | panics (caught at the boundary; connection closed)    |
+//! | `abort`               | aborts the worker process                             |
+//! | `fail`                | returns an error (connection closed)                  |
+//! | `later:<ms>`          | echoes from another thread after `<ms>` (deferred)    |
+//! | `count:<name>:<n>`    | `host.count(name, n)`, then echoes                    |
+//! | `lat:<name>:<us>`     | `host.record_latency(name, <us> µs)`, then echoes     |
+//! | anything else         | echoes                                                |
+//!
+//! A `count:`/`lat:` call the host refuses is answered
+//! `refused:<reason>` instead of the echo, so a test sees why.
 //!
 //! `plugin_conf = "init_fail"` makes `init` fail with code 7.
-//! The exception hook answers a request that could not be queued with the
-//! frame `busy` and keeps the connection.
+//! The exception hook answers a request that could not be served with a
+//! frame naming the reason ([`BUSY_FULL`], [`BUSY_NO_WORKER`],
+//! [`BUSY_DIED`], [`BUSY_TIMEOUT`], [`BUSY_OTHER`]; all start with
+//! [`BUSY_PREFIX`]) and keeps the connection.
 
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed, U32_PREFIX_LEN};
-use spp_plugin_api::{export_plugin, AfterException, Conn, ExceptionReason, Host, Input, Plugin};
+use spp_plugin_api::{
+    export_plugin, AfterException, Conn, ExceptionReason, Host, HostError, Input, Plugin,
+};
 use std::time::Duration;
 
 /// The largest payload accepted.
@@ -22,6 +32,19 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 
 /// Exit code `init` returns for `plugin_conf = "init_fail"`.
 pub const INIT_FAIL_CODE: i32 = 7;
+
+/// What every exception answer starts with.
+pub const BUSY_PREFIX: &[u8] = b"busy";
+/// Exception answer: the request ring was full.
+pub const BUSY_FULL: &[u8] = b"busy:full";
+/// Exception answer: no live worker in the group.
+pub const BUSY_NO_WORKER: &[u8] = b"busy:noworker";
+/// Exception answer: the worker died holding the request.
+pub const BUSY_DIED: &[u8] = b"busy:died";
+/// Exception answer: the request waited past `msg_timeout`.
+pub const BUSY_TIMEOUT: &[u8] = b"busy:timeout";
+/// Exception answer: a reason this plugin does not know.
+pub const BUSY_OTHER: &[u8] = b"busy:other";
 
 /// The faulty plugin.
 pub struct Faulty {
@@ -32,7 +55,7 @@ fn payload(req: &[u8]) -> &[u8] {
     req.get(U32_PREFIX_LEN..).unwrap_or(&[])
 }
 
-fn millis(text: &[u8]) -> u64 {
+fn number(text: &[u8]) -> u64 {
     let digits: Vec<u8> = text
         .iter()
         .copied()
@@ -42,6 +65,32 @@ fn millis(text: &[u8]) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// Splits `<name>:<number>` at its last colon (names may hold colons).
+fn name_and_number(rest: &[u8]) -> (&str, u64) {
+    let split = rest.iter().rposition(|&b| b == b':');
+    let (name, value) = match split {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (rest, &[][..]),
+    };
+    (std::str::from_utf8(name).unwrap_or(""), number(value))
+}
+
+impl Faulty {
+    /// Echoes `req`, or answers why a metric call was refused.
+    fn echo_unless_refused(
+        &self,
+        conn: Conn<'_>,
+        req: &[u8],
+        outcome: Result<(), HostError>,
+    ) -> Result<(), ()> {
+        let answer = match outcome {
+            Ok(()) => return self.host.reply(conn.flow(), req).map_err(|_| ()),
+            Err(e) => encode_u32_be_prefixed(format!("refused:{e:?}").as_bytes()),
+        };
+        self.host.reply(conn.flow(), &answer).map_err(|_| ())
+    }
 }
 
 impl Plugin for Faulty {
@@ -59,7 +108,7 @@ impl Plugin for Faulty {
     fn process(&self, conn: Conn<'_>, req: &[u8]) -> Result<(), ()> {
         let body = payload(req);
         if let Some(rest) = body.strip_prefix(b"sleep:") {
-            std::thread::sleep(Duration::from_millis(millis(rest)));
+            std::thread::sleep(Duration::from_millis(number(rest)));
         } else if body == b"panic" {
             panic!("asked to panic");
         } else if body == b"abort" {
@@ -67,12 +116,22 @@ impl Plugin for Faulty {
         } else if body == b"fail" {
             return Err(());
         } else if let Some(rest) = body.strip_prefix(b"later:") {
-            let (host, flow, ms, reply) = (self.host, conn.flow(), millis(rest), req.to_vec());
+            let (host, flow, ms, reply) = (self.host, conn.flow(), number(rest), req.to_vec());
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(ms));
                 let _ = host.reply(flow, &reply);
             });
             return Ok(());
+        } else if let Some(rest) = body.strip_prefix(b"count:") {
+            let (name, delta) = name_and_number(rest);
+            let outcome = self.host.count(name, delta);
+            return self.echo_unless_refused(conn, req, outcome);
+        } else if let Some(rest) = body.strip_prefix(b"lat:") {
+            let (name, micros) = name_and_number(rest);
+            let outcome = self
+                .host
+                .record_latency(name, Duration::from_micros(micros));
+            return self.echo_unless_refused(conn, req, outcome);
         }
         self.host.reply(conn.flow(), req).map_err(|_| ())
     }
@@ -81,11 +140,18 @@ impl Plugin for Faulty {
         &self,
         conn: Conn<'_>,
         _req: Option<&[u8]>,
-        _why: ExceptionReason,
+        why: ExceptionReason,
     ) -> AfterException {
+        let answer = match why {
+            ExceptionReason::QueueFull => BUSY_FULL,
+            ExceptionReason::NoWorker => BUSY_NO_WORKER,
+            ExceptionReason::WorkerDied => BUSY_DIED,
+            ExceptionReason::Timeout => BUSY_TIMEOUT,
+            ExceptionReason::Other(_) => BUSY_OTHER,
+        };
         match self
             .host
-            .reply(conn.flow(), &encode_u32_be_prefixed(b"busy"))
+            .reply(conn.flow(), &encode_u32_be_prefixed(answer))
         {
             Ok(()) => AfterException::Keep,
             Err(_) => AfterException::Close,

@@ -1,0 +1,188 @@
+//! The controller with the real `spp-proxy` and `spp-worker` (build the
+//! workspace first: `cargo build --workspace`): a reload replaces every
+//! worker while a client keeps its connection and gets every answer, and a
+//! worker stuck inside `spp_process` (the faulty plugin's `sleep:<ms>`) is
+//! killed after `hang_timeout` and replaced.
+
+mod common;
+
+use common::{all_ready, pid_gone, process, text, wait_for, Service};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The directory holding `spp`, `spp-proxy`, `spp-worker` and the plugins.
+fn bin_dir() -> PathBuf {
+    let spp = PathBuf::from(env!("CARGO_BIN_EXE_spp"));
+    let dir = spp.parent().expect("target dir").to_path_buf();
+    for name in [
+        "spp-proxy",
+        "spp-worker",
+        "libspp_echo.so",
+        "libspp_faulty.so",
+    ] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: build first with `cargo build --workspace`",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// A service of the real binaries: `workers` workers of `plugin` (a
+/// library name in the target dir), `extra_group` added to the group.
+fn real_service(plugin: &str, workers: u32, extra_group: &str) -> Service {
+    let dir = bin_dir();
+    let svc = Service::with(workers, "stop_grace = \"2s\"", "", extra_group);
+    let lib = dir.join(format!("lib{plugin}.so")).display().to_string();
+    let echo = common::echo_plugin().display().to_string();
+    // The group serves `plugin`; the proxy frames with the echo plugin
+    // (the same 4-byte length prefix).
+    let text = std::fs::read_to_string(&svc.config).unwrap();
+    let at = text.find("[[group]]").unwrap();
+    let (head, group) = text.split_at(at);
+    std::fs::write(&svc.config, format!("{head}{}", group.replace(&echo, &lib))).unwrap();
+    // Real children instead of the stand-ins.
+    for name in ["spp-proxy", "spp-worker"] {
+        std::fs::remove_file(svc.bin.join(name)).unwrap();
+        std::os::unix::fs::symlink(dir.join(name), svc.bin.join(name)).unwrap();
+    }
+    svc
+}
+
+fn start(svc: &Service) -> Value {
+    let out = svc.spp(&["start", "--wait", "30s"]);
+    assert!(out.status.success(), "start failed: {}", text(&out));
+    svc.status().expect("status after start")
+}
+
+fn tcp_addr(status: &Value) -> String {
+    status["listeners"][0]["addr"].as_str().unwrap().to_string()
+}
+
+/// Sends one framed request and reads the framed answer.
+fn call(conn: &mut TcpStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let len = u32::try_from(payload.len()).unwrap();
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    conn.write_all(&frame)?;
+    let mut head = [0u8; 4];
+    conn.read_exact(&mut head)?;
+    let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+    conn.read_exact(&mut body)?;
+    Ok(body)
+}
+
+fn worker_pids(status: &Value) -> Vec<u64> {
+    status["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["role"] == "worker")
+        .filter_map(|p| p["pid"].as_u64())
+        .collect()
+}
+
+#[test]
+fn reload_replaces_every_real_worker_and_the_client_is_served_throughout() {
+    let svc = real_service("spp_echo", 2, "max_workers = 2");
+    let before = start(&svc);
+    let old = worker_pids(&before);
+    let mut conn = TcpStream::connect(tcp_addr(&before)).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(call(&mut conn, b"before").unwrap(), b"before");
+
+    // A refused reload (a new listener needs a restart) changes nothing.
+    let good = std::fs::read_to_string(&svc.config).unwrap();
+    svc.edit(
+        "\"tcp://127.0.0.1:0\",",
+        "\"tcp://127.0.0.1:0\", \"tcp://127.0.0.1:0\",",
+    );
+    let out = svc.spp(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("proxy.listen"), "{}", text(&out));
+    std::fs::write(&svc.config, good).unwrap();
+    assert_eq!(worker_pids(&svc.status().unwrap()), old);
+    assert_eq!(call(&mut conn, b"still").unwrap(), b"still");
+
+    // The client keeps calling on its connection from another thread
+    // until the reload is over.
+    let mut client = conn.try_clone().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let over = Arc::clone(&done);
+    let calls = std::thread::spawn(move || {
+        let mut answered = 0u64;
+        while !over.load(Ordering::Relaxed) {
+            let payload = format!("during {answered}");
+            match call(&mut client, payload.as_bytes()) {
+                Ok(answer) if answer == payload.as_bytes() => answered += 1,
+                Ok(other) => return Err(format!("wrong answer {other:?} to {payload}")),
+                Err(e) => return Err(format!("call {answered}: {e}")),
+            }
+        }
+        Ok(answered)
+    });
+    let out = svc.spp(&["reload"]);
+    done.store(true, Ordering::Relaxed);
+    assert!(out.status.success(), "{}", text(&out));
+    let answered = calls.join().unwrap().expect("every call answered");
+    assert!(answered > 0);
+
+    let status = svc.status().expect("status");
+    assert!(all_ready(&status), "{status:#}");
+    assert_eq!(status["config_generation"], 1);
+    let new = worker_pids(&status);
+    assert_eq!(new.len(), 2);
+    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} -> {new:?}");
+    for pid in old {
+        wait_for("an old worker to exit", WAIT, || {
+            pid_gone(pid).then_some(())
+        });
+    }
+    assert_eq!(call(&mut conn, b"after").unwrap(), b"after");
+    assert_eq!(status["proxy_stats"]["worker_died_failed"], 0, "{status:#}");
+}
+
+#[test]
+fn a_real_worker_stuck_in_process_is_killed_after_hang_timeout() {
+    let svc = real_service("spp_faulty", 1, "hang_timeout = \"1s\"");
+    let status = start(&svc);
+    let stuck = process(&status, "worker-g1-0").unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    let mut conn = TcpStream::connect(tcp_addr(&status)).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    // Sleeps a minute inside spp_process: killed after about a second;
+    // the request fails at once (exception answer or close).
+    let answer = call(&mut conn, b"sleep:60000");
+    assert!(
+        !matches!(&answer, Ok(a) if a == b"sleep:60000"),
+        "{answer:?}"
+    );
+    let status = wait_for("the stuck worker to be replaced", WAIT, || {
+        let s = svc.status()?;
+        let p = process(&s, "worker-g1-0")?;
+        (p["restarts"] == 1 && p["state"] == "ready").then_some(s)
+    });
+    assert!(pid_gone(stuck));
+    let last = process(&status, "worker-g1-0").unwrap()["last_exit"].clone();
+    let last = last.as_str().unwrap_or_default();
+    assert!(last.starts_with("stuck in spp_process for "), "{last}");
+    assert!(
+        last.contains("(hang_timeout 1 s): killed by signal 9"),
+        "{last}"
+    );
+    let log = svc.read("log/controller.log");
+    assert!(log.contains("worker g1/0 stuck in spp_process"), "{log}");
+    // The replacement serves.
+    let mut conn = TcpStream::connect(tcp_addr(&status)).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(call(&mut conn, b"hello").unwrap(), b"hello");
+}

@@ -170,6 +170,24 @@ pub const STOP_WAIT_MARGIN: Duration = Duration::from_secs(10);
 pub const START_LOG_TAIL_LINES: usize = 20;
 /// The window `spp stat` reports without `--watch`, seconds.
 pub const STAT_WINDOW_S: u64 = 10;
+
+// ---- statistics and the metrics endpoint -------------------------------------
+
+/// Stats samples kept: a minute of history at one sample per second, plus
+/// the newest (the longest `spp stat` window is a minute).
+pub const STATS_HISTORY_SAMPLES: usize = 61;
+/// The window of the Prometheus summaries' quantiles.
+pub const METRICS_WINDOW: Duration = Duration::from_secs(60);
+/// Metrics connections served at once; more are closed at accept.
+pub const METRICS_MAX_CONNECTIONS: usize = 8;
+/// The longest a metrics connection may take, request and response.
+pub const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer of a metrics connection: the longest request head (hyper's
+/// minimum).
+pub const METRICS_MAX_REQUEST_BUFFER: usize = 8192;
+/// Pause after a failed accept on the metrics endpoint (e.g. out of file
+/// descriptors), so the loop does not spin.
+pub const METRICS_ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Extra time `spp reload` waits for the controller's answer beyond the
 /// bound of the reload itself.
 pub const RELOAD_WAIT_MARGIN: Duration = Duration::from_secs(10);

@@ -26,7 +26,8 @@ pub const PLUGIN_LATENCIES: usize = 8;
 const NAME_WORDS: usize = 6;
 /// The longest metric name, bytes.
 pub const METRIC_NAME_MAX: usize = NAME_WORDS * 8;
-/// Spins waiting for another thread to finish claiming a slot.
+/// Looks (with a yield between) waiting for another thread to finish
+/// claiming a slot; past them the slot is skipped.
 const CLAIM_SPINS: u32 = 10_000;
 
 /// Slot state: nobody uses it.
@@ -100,7 +101,9 @@ impl MetricName {
                         return Some(true);
                     }
                 }
-                _ => std::hint::spin_loop(),
+                // Another thread is writing the name: a few stores. Yield,
+                // in case it was preempted mid-claim.
+                _ => std::thread::yield_now(),
             }
         }
         None

@@ -515,7 +515,15 @@ impl Dispatcher {
                 live.accepting = state == WorkerState::Ready;
             }
         }
-        if state == WorkerState::Draining {
+        // The state is read again after the generation: a Draining worker
+        // may be reaped and succeeded between the two loads above, and the
+        // ack must never name the successor's generation (it would end that
+        // worker's own drain early). The controller writes Down before a
+        // successor starts, so Draining twice means the same worker.
+        let still_draining =
+            WorkerState::from_raw(self.slots[s].header().worker_state.load(Ordering::Acquire))
+                == WorkerState::Draining;
+        if state == WorkerState::Draining && still_draining {
             // Either the worker we serve (no longer accepting, above) or
             // one we never pushed to (never adopted, or retired above).
             self.slots[s].ack_drain(generation);

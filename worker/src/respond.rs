@@ -128,8 +128,12 @@ impl Responder {
     /// queued.
     pub fn expire(&mut self, flow: u64, request: &[u8]) -> bool {
         self.tally.stale_dropped += 1;
+        // Without the bytes when they can never fit, or when the ring has
+        // no room for them: the proxy still learns the flow must be failed.
         let queued = match self.push_record(KIND_EXPIRED, flow, request) {
-            Err(PushError::TooLarge) => self.push_record(KIND_EXPIRED, flow, &[]),
+            Err(PushError::TooLarge | PushError::Full) if !request.is_empty() => {
+                self.push_record(KIND_EXPIRED, flow, &[])
+            }
             other => other,
         };
         if queued.is_err() {

@@ -21,7 +21,7 @@
 //! `stale_dropped`, and its seq is completed. Otherwise
 //! `in_process_since_ms` is stored before the call (the controller's hang
 //! check), the call's duration goes to `process_time` and `busy_ns`, and
-//! `in_process_since_ms` goes back to 0 when the batch ends.
+//! `in_process_since_ms` goes back to 0 as soon as the call returns.
 //!
 //! A stop signal switches the slot to `Draining` and rings the proxy's
 //! doorbell. The loop goes on serving until the proxy will push nothing
@@ -202,7 +202,6 @@ impl Server {
     /// (CLOCK_MONOTONIC ns) at the start of the batch. Returns how many
     /// records it consumed.
     fn process_batch(&mut self, mut now: u64) -> Result<usize, WorkerError> {
-        let header = self.shared.pair_header();
         let mut served = 0;
         let mut busy_ns = 0u64;
         let mut processed = false;
@@ -249,7 +248,6 @@ impl Server {
             served += 1;
         }
         if processed {
-            header.in_process_since_ms.store(0, Ordering::Relaxed);
             // Written with the publish, like the other counters.
             self.host.with_responder(|r| r.tally().busy_ns += busy_ns);
         }
@@ -438,6 +436,9 @@ impl Handler {
             .store((now / NS_PER_MS).max(1), Ordering::Relaxed);
         let rc = self.plugin.process(&meta.conn, req).unwrap_or(-1);
         let ended_ns = monotonic_ns();
+        // Cleared at once, so waiting for response-ring room below never
+        // looks like a hang (same cache line as the stamp: one more store).
+        header.in_process_since_ms.store(0, Ordering::Relaxed);
         header.process_time.record(ended_ns.saturating_sub(now));
         self.host.with_responder(|responder| {
             if rc != 0 {

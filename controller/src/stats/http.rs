@@ -26,22 +26,16 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 /// The path of the exposition.
 pub const METRICS_PATH: &str = "/metrics";
-/// Connections served at once; more are closed at accept.
-pub const MAX_CONNECTIONS: usize = 8;
-/// The longest a connection may take, request and response.
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read buffer of a connection: the longest request head (hyper's
-/// minimum).
-pub const MAX_REQUEST_BUFFER: usize = 8192;
-/// Pause after a failed accept (e.g. out of file descriptors), so the loop
-/// does not spin.
-pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+pub use crate::defaults::{
+    METRICS_ACCEPT_ERROR_PAUSE as ACCEPT_ERROR_PAUSE,
+    METRICS_CONNECTION_TIMEOUT as CONNECTION_TIMEOUT, METRICS_MAX_CONNECTIONS as MAX_CONNECTIONS,
+    METRICS_MAX_REQUEST_BUFFER as MAX_REQUEST_BUFFER,
+};
 
 /// Binds `addr` now and serves on a task of the current runtime; returns
 /// the bound address (the real port when `addr` has port 0).

@@ -36,11 +36,7 @@ use tokio::sync::watch;
 
 pub use report::StatReport;
 
-/// Samples kept: a minute of history at one sample per second, plus the
-/// newest.
-pub const HISTORY_SAMPLES: usize = 61;
-/// The window of the Prometheus summaries' quantiles.
-pub const METRICS_WINDOW: Duration = Duration::from_secs(60);
+pub use crate::defaults::{METRICS_WINDOW, STATS_HISTORY_SAMPLES as HISTORY_SAMPLES};
 
 /// Stats failures.
 #[derive(Debug, thiserror::Error)]

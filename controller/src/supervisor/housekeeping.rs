@@ -15,7 +15,7 @@
 //! child (each reopens its own log).
 
 use super::Supervisor;
-use crate::children::Kind;
+use crate::children::{Kind, Shared};
 use crate::defaults;
 use crate::logging::{self, error_chain};
 use crate::resources::Resources;
@@ -225,7 +225,9 @@ impl Supervisor {
     }
 
     /// SIGHUP: reopens the controller's log, then forwards SIGHUP to every
-    /// running child.
+    /// child that has reported Ready (or Draining) — one still starting may
+    /// not have its handler yet, and SIGHUP's default action would kill it;
+    /// it opens the new log file anyway.
     pub(super) fn on_hup(&mut self) {
         match logging::reopen() {
             Ok(Some(path)) => info!("SIGHUP: reopened {}", path.display()),
@@ -233,7 +235,12 @@ impl Supervisor {
             Err(e) => error!("SIGHUP: {}", error_chain(&e)),
         }
         let running: Vec<usize> = (0..self.children.len())
-            .filter(|&i| self.children.get(i).is_some_and(|c| c.run.is_some()))
+            .filter(|&i| {
+                self.children.get(i).is_some_and(|c| {
+                    c.run.is_some()
+                        && matches!(self.shared(c.kind), Shared::Ready | Shared::Draining)
+                })
+            })
             .collect();
         for i in running {
             self.signal_child(i, Signal::SIGHUP);

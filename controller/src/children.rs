@@ -1,15 +1,19 @@
 //! The bookkeeping of one supervised child: what it is (the proxy, or one
 //! worker slot), whether it is meant to run, its current run (with the
-//! config generation it was started from), its restart back-off and
-//! crash-loop detection, how its last run ended, and its line in the status
-//! report.
+//! config generation it was started from, and the pidfd every signal goes
+//! through), its restart back-off and crash-loop detection, how its last
+//! run ended, and its line in the status report.
 
 use crate::config::Config;
 use crate::defaults;
+use crate::pidfd::Pidfd;
 use crate::status::{ProcState, ProcessStatus};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use spp_ipc::launch::exit_code;
 use spp_ipc::layout::ProcessState;
 use std::fmt;
+use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -65,11 +69,15 @@ impl From<ProcessState> for Shared {
     }
 }
 
-/// A live run of a child.
-#[derive(Clone, Copy, Debug)]
+/// A live run of a child. Dropped (closing its pidfd) when the run is
+/// booked as exited.
+#[derive(Debug)]
 pub struct Running {
     /// Its pid.
     pub pid: u32,
+    /// Its pidfd, opened right after the spawn (before anything could reap
+    /// it); `None` only when `pidfd_open` failed (a kernel without it).
+    pub pidfd: Option<Pidfd>,
     /// When it was spawned.
     pub started: Instant,
     /// Whether it was seen ready.
@@ -86,16 +94,31 @@ pub struct Running {
 }
 
 impl Running {
-    /// A run that just started.
-    pub fn new(pid: u32, log_from: u64, generation: u64) -> Self {
+    /// A run that just started; `pidfd` refers to it.
+    pub fn new(pid: u32, pidfd: Option<Pidfd>, log_from: u64, generation: u64) -> Self {
         Running {
             pid,
+            pidfd,
             started: Instant::now(),
             ever_ready: false,
             log_from,
             generation,
             killed: false,
             retire_by: None,
+        }
+    }
+
+    /// Sends `sig` to this run: through its pidfd, so never to a process
+    /// that reused the pid after this one was reaped (`ESRCH` then);
+    /// through `kill(2)` only without a pidfd.
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        match &self.pidfd {
+            Some(pidfd) => pidfd.signal(sig),
+            None => {
+                let pid = i32::try_from(self.pid)
+                    .map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+                kill(Pid::from_raw(pid), sig).map_err(io::Error::from)
+            }
         }
     }
 }
@@ -243,8 +266,9 @@ impl Child {
 
     /// Its line in the status report, given its shared state.
     pub fn status(&self, shared: Shared, now: Instant) -> ProcessStatus {
-        let uptime = self.run.map(|r| now.saturating_duration_since(r.started));
-        let state = match (self.run, shared) {
+        let run = self.run.as_ref();
+        let uptime = run.map(|r| now.saturating_duration_since(r.started));
+        let state = match (run, shared) {
             (Some(_), Shared::Ready) => ProcState::Ready,
             (Some(_), Shared::Draining) => ProcState::Draining,
             (Some(_), _) => ProcState::Starting,
@@ -260,11 +284,11 @@ impl Child {
             role: role.to_string(),
             group,
             index,
-            pid: self.run.map(|r| r.pid),
+            pid: run.map(|r| r.pid),
             state,
             restarts: self.restarts,
             uptime_s: uptime.map_or(0, |u| u.as_secs()),
-            config_generation: self.run.map(|r| r.generation),
+            config_generation: run.map(|r| r.generation),
             last_exit: self.last_exit.clone(),
             crash_loop: self.backoff.crash_loop(uptime),
         }

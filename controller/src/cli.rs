@@ -64,7 +64,9 @@ pub enum Command {
         #[arg(long, hide = true, requires = "foreground")]
         detached: bool,
     },
-    /// Show the running service's processes and counters.
+    /// Show the running service's processes and counters (with a warning
+    /// when FILE does not validate, as long as its [service] keys can be
+    /// read).
     Status {
         #[command(flatten)]
         config: ConfigArg,
@@ -72,7 +74,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show per-group rates and latency percentiles.
+    /// Show per-group rates and latency percentiles (with a warning when
+    /// FILE does not validate, as long as its [service] keys can be read).
     Stat {
         #[command(flatten)]
         config: ConfigArg,
@@ -100,7 +103,8 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = defaults::START_WAIT, value_parser = parse_duration)]
         wait: Duration,
     },
-    /// Stop the service (drain, then stop every process).
+    /// Stop the service (drain, then stop every process); works while FILE
+    /// does not validate, as long as its [service] keys can be read.
     Stop {
         #[command(flatten)]
         config: ConfigArg,

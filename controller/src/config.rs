@@ -5,10 +5,13 @@
 //! the pure checks of [`validate`]; [`environment::check`] then checks what
 //! depends on the machine (plugins load, the fd limit suffices). Every error
 //! is a [`ConfigError`] naming the file, the key and the reason.
-//! [`diff`] compares a running config with a new one for `spp reload`.
+//! [`diff`] compares a running config with a new one for `spp reload`;
+//! [`locate`] finds a running service from a file that may not validate
+//! (for `spp status`, `stat` and `stop`).
 
 pub mod diff;
 pub mod environment;
+pub mod locate;
 mod raw;
 pub mod validate;
 

@@ -3,7 +3,9 @@
 //! request line and reads one JSON response line.
 //!
 //! Requests: `{"cmd":"status"}` → the [`crate::status::Status`] object;
-//! `{"cmd":"stop"}` → `{"stopping":true,"controller_pid":N}`;
+//! `{"cmd":"stop"}` → `{"stopping":true,"controller_pid":N,
+//! "stop_timeout_ms":N}` (how long the stop may take, from the running
+//! config);
 //! `{"cmd":"stat","window_s":N}` → the [`crate::stats::StatReport`] over
 //! the last N seconds; `{"cmd":"reload"}` → answered when the reload is
 //! over: `{"reloaded":true,"file":"...","config_generation":N,
@@ -24,6 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Key of the answer to `stop`: how long the stop may take, ms
+/// ([`defaults::stop_timeout`] of the running `stop_grace`).
+pub const STOP_TIMEOUT_KEY: &str = "stop_timeout_ms";
 
 /// Control socket failures.
 #[derive(Debug, thiserror::Error)]

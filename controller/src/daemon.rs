@@ -3,14 +3,15 @@
 //! `spp stop` (ask the controller to stop and wait until it is gone).
 
 use crate::config::environment::Mode;
+use crate::config::locate::Location;
 use crate::config::Config;
-use crate::control::{self, ControlError, Request};
+use crate::control::{self, ControlError, Request, STOP_TIMEOUT_KEY};
 use crate::defaults;
 use crate::logging::tail_lines;
+use crate::pidfd::Pidfd;
 use crate::pidfile::{self, Holder};
 use crate::service::{self, RunError};
 use crate::status::{ProcState, Status};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -196,19 +197,28 @@ pub enum Stopped {
     NotRunning,
 }
 
-/// Asks the controller of `cfg` to stop and waits until it is gone.
-pub fn stop(cfg: &Config) -> Result<Stopped, DaemonError> {
-    let socket = cfg.socket_path();
+/// Asks the controller of the service at `at` to stop and waits until it
+/// is gone: as long as the controller says its stop may take (its own
+/// `stop_grace`, which the file may no longer give), else as long as
+/// `at.stop_grace` allows, plus [`defaults::STOP_WAIT_MARGIN`].
+pub fn stop(at: &Location) -> Result<Stopped, DaemonError> {
+    let socket = at.socket_path();
+    let mut bound = defaults::stop_timeout(at.stop_grace);
     let pid = match control::request(&socket, Request::Stop) {
-        Ok(value) => value
-            .get("controller_pid")
-            .and_then(|p| p.as_u64())
-            .and_then(|p| u32::try_from(p).ok())
-            .ok_or_else(|| ControlError::BadResponse {
-                path: socket,
-                reason: format!("no controller_pid in {value}"),
-            })?,
-        Err(ControlError::NotRunning { .. }) => match pidfile::probe(&cfg.pid_file()) {
+        Ok(value) => {
+            if let Some(ms) = value.get(STOP_TIMEOUT_KEY).and_then(|v| v.as_u64()) {
+                bound = Duration::from_millis(ms);
+            }
+            value
+                .get("controller_pid")
+                .and_then(|p| p.as_u64())
+                .and_then(|p| u32::try_from(p).ok())
+                .ok_or_else(|| ControlError::BadResponse {
+                    path: socket,
+                    reason: format!("no controller_pid in {value}"),
+                })?
+        }
+        Err(ControlError::NotRunning { .. }) => match pidfile::probe(&at.pid_file()) {
             Holder::Free => return Ok(Stopped::NotRunning),
             // A controller holds the pid file but its socket is gone (or not
             // there yet): signal it.
@@ -223,13 +233,13 @@ pub fn stop(cfg: &Config) -> Result<Stopped, DaemonError> {
             }
             Holder::Held(None) => {
                 return Err(DaemonError::NoPid {
-                    path: cfg.pid_file(),
+                    path: at.pid_file(),
                 })
             }
         },
         Err(e) => return Err(e.into()),
     };
-    let waited = defaults::stop_timeout(cfg.service.stop_grace) + defaults::STOP_WAIT_MARGIN;
+    let waited = bound + defaults::STOP_WAIT_MARGIN;
     if wait_gone(pid, waited) {
         Ok(Stopped::Stopped(pid))
     } else {
@@ -239,20 +249,11 @@ pub fn stop(cfg: &Config) -> Result<Stopped, DaemonError> {
 
 /// Waits until process `pid` has exited, at most `timeout`. True when gone.
 pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
-        return true;
-    };
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
-    if raw < 0 {
+    let pidfd = match Pidfd::open(pid) {
+        Ok(pidfd) => pidfd,
         // ESRCH: already gone.
-        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    }
-    let Ok(raw) = i32::try_from(raw) else {
-        return false;
+        Err(e) => return e.raw_os_error() == Some(libc::ESRCH),
     };
-    // SAFETY: a fresh fd we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

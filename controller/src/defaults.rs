@@ -231,12 +231,23 @@ pub fn retire_timeout(stop_grace: Duration) -> Duration {
     stop_grace + RETIRE_MARGIN
 }
 
-/// The longest one reload can take: in the largest group, every slot is
+/// How long a reload waits for a free worker slot in a group: a worker
+/// retired just before (by a scale-down) may hold the spare slot until it
+/// exits, which takes at most its [`retire_timeout`], the housekeeping tick
+/// that notices it overran, and the reap after its kill; and at least
+/// [`RELOAD_READY_TIMEOUT`]. `stop_grace`: the longest grace a retired
+/// worker may have been given.
+pub fn reload_slot_timeout(stop_grace: Duration) -> Duration {
+    RELOAD_READY_TIMEOUT.max(retire_timeout(stop_grace) + HOUSEKEEPING_TICK + KILL_REAP_TIMEOUT)
+}
+
+/// The longest one reload can take: the wait for a first free slot
+/// ([`reload_slot_timeout`]); then, in the largest group, every slot is
 /// started (bounded by [`RELOAD_READY_TIMEOUT`]) and every old worker
 /// retired (bounded by [`retire_timeout`] and the reap after a kill).
 pub fn reload_timeout(stop_grace: Duration, largest_group_slots: u32) -> Duration {
     let per_worker = RELOAD_READY_TIMEOUT + retire_timeout(stop_grace) + KILL_REAP_TIMEOUT;
-    per_worker.saturating_mul(largest_group_slots.max(1))
+    reload_slot_timeout(stop_grace) + per_worker.saturating_mul(largest_group_slots.max(1))
 }
 
 #[cfg(test)]
@@ -267,8 +278,23 @@ mod tests {
         let grace = Duration::from_secs(1);
         assert_eq!(
             reload_timeout(grace, 3),
-            3 * (RELOAD_READY_TIMEOUT + retire_timeout(grace) + KILL_REAP_TIMEOUT)
+            RELOAD_READY_TIMEOUT
+                + 3 * (RELOAD_READY_TIMEOUT + retire_timeout(grace) + KILL_REAP_TIMEOUT)
         );
         assert_eq!(reload_timeout(grace, 0), reload_timeout(grace, 1));
+    }
+
+    #[test]
+    fn a_reload_waits_for_a_slot_as_long_as_a_retired_worker_may_hold_it() {
+        // A short grace: the ready timeout is the longer bound.
+        assert_eq!(reload_slot_timeout(STOP_GRACE), RELOAD_READY_TIMEOUT);
+        // A long grace: a worker retired by a scale-down holds the spare
+        // slot until its retire timeout, the tick that kills it and its
+        // reap are over.
+        let long = RELOAD_READY_TIMEOUT * 2;
+        let held = retire_timeout(long) + HOUSEKEEPING_TICK + KILL_REAP_TIMEOUT;
+        assert!(held > RELOAD_READY_TIMEOUT);
+        assert_eq!(reload_slot_timeout(long), held);
+        assert!(reload_timeout(long, 1) >= reload_slot_timeout(long) + RELOAD_READY_TIMEOUT);
     }
 }

@@ -10,13 +10,19 @@
 //! * `spp restart -c FILE [--wait 30s]`: stop (if running), then start.
 //! * `spp stop -c FILE`: drain and stop everything.
 //!
+//! `status`, `stat` and `stop` still work while FILE does not validate
+//! (e.g. mid-edit before a reload): they warn and find the service through
+//! its `[service]` keys ([`config::locate`]). `check`, `start`, `reload`
+//! and `restart` refuse an invalid file.
+//!
 //! Modules: [`cli`] (arguments), [`config`] (the TOML file, its checks,
 //! what a reload may change), [`defaults`], [`service`] (the foreground
 //! controller), [`supervisor`] (children, restarts, housekeeping, reload,
 //! stop), [`scaling`] (the expansion rule), [`children`] (per-child
 //! bookkeeping), [`spawn`], [`listeners`], [`resources`] (shared memory),
 //! [`control`] (the control socket), [`status`], [`stats`], [`pidfile`],
-//! [`daemon`] (detached start, stop), [`logging`].
+//! [`pidfd`] (signals that cannot reach a reused pid), [`daemon`]
+//! (detached start, stop), [`logging`].
 
 mod children;
 mod cli;
@@ -24,8 +30,10 @@ mod config;
 mod control;
 mod daemon;
 mod defaults;
+mod l5;
 mod listeners;
 mod logging;
+mod pidfd;
 mod pidfile;
 mod resources;
 mod scaling;
@@ -39,9 +47,10 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN};
 use config::environment::{self, Mode};
-use config::Config;
+use config::locate::Location;
 use control::{ControlError, Request};
 use pidfile::Holder;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -86,8 +95,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Status { config, json } => {
-            let cfg = config::load(&config.path)?;
-            match control::request(&cfg.socket_path(), Request::Status) {
+            let at = locate(&config.path)?;
+            match control::request(&at.socket_path(), Request::Status) {
                 Ok(value) if json => {
                     println!("{}", serde_json::to_string_pretty(&value)?);
                     Ok(EXIT_OK)
@@ -98,7 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     print!("{}", status::render_table(&status));
                     Ok(EXIT_OK)
                 }
-                Err(ControlError::NotRunning { .. }) => Ok(not_running(&cfg)),
+                Err(ControlError::NotRunning { .. }) => Ok(not_running(&at)),
                 Err(e) => Err(e.into()),
             }
         }
@@ -106,7 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             config,
             json,
             watch,
-        } => stat(&config::load(&config.path)?, json, watch),
+        } => stat(&locate(&config.path)?, json, watch),
         Command::Reload { config } => {
             let cfg = config::load(&config.path)?;
             environment::check(&cfg, Mode::Inspect)?;
@@ -115,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Restart { config, wait } => {
             // A bad file must not stop the running service.
             let (cfg, _) = service::preflight(&config.path, Mode::Inspect)?;
-            match daemon::stop(&cfg)? {
+            match daemon::stop(&Location::from(&cfg))? {
                 daemon::Stopped::Stopped(pid) => println!(
                     "spp: service {} stopped (controller pid {pid})",
                     cfg.service.name
@@ -128,21 +137,40 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Stop { config } => {
-            let cfg = config::load(&config.path)?;
-            match daemon::stop(&cfg)? {
+            let at = locate(&config.path)?;
+            match daemon::stop(&at)? {
                 daemon::Stopped::Stopped(pid) => {
-                    println!(
-                        "spp: service {} stopped (controller pid {pid})",
-                        cfg.service.name
-                    )
+                    println!("spp: service {} stopped (controller pid {pid})", at.name)
                 }
                 daemon::Stopped::NotRunning => {
-                    println!("spp: service {} is not running", cfg.service.name)
+                    println!("spp: service {} is not running", at.name)
                 }
             }
             Ok(EXIT_OK)
         }
     }
+}
+
+/// Where the service `path` describes runs, for the commands that only
+/// talk to it: a file that does not validate gets a one-line warning (the
+/// file, key and reason) as long as its `[service]` keys can be read.
+fn locate(path: &Path) -> anyhow::Result<Location> {
+    let (at, invalid) = config::locate::locate(path)?;
+    if let Some(e) = invalid {
+        let why = spp_ipc::error_chain(&e);
+        let why: Vec<&str> = why
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        eprintln!(
+            "spp: warning: the config does not validate: {}; looking for service {} in {}",
+            why.join("; "),
+            at.name,
+            at.run_dir.display()
+        );
+    }
+    Ok(at)
 }
 
 /// What `spp start` and `spp restart` print once the service runs.
@@ -158,18 +186,18 @@ fn print_started(status: &status::Status) {
 
 /// No controller answers: says whether one runs at all (the pid file's
 /// lock tells) and returns the exit status.
-fn not_running(cfg: &Config) -> u8 {
-    match pidfile::probe(&cfg.pid_file()) {
+fn not_running(at: &Location) -> u8 {
+    match pidfile::probe(&at.pid_file()) {
         Holder::Free => {
-            println!("spp: service {} is not running", cfg.service.name);
+            println!("spp: service {} is not running", at.name);
             EXIT_NOT_RUNNING
         }
         Holder::Held(pid) => {
             let pid = pid.map_or_else(|| "?".to_string(), |p| p.to_string());
             println!(
                 "spp: service {}: its controller (pid {pid}) does not answer on {} (starting or stopping)",
-                cfg.service.name,
-                cfg.socket_path().display()
+                at.name,
+                at.socket_path().display()
             );
             EXIT_UNKNOWN
         }
@@ -177,12 +205,12 @@ fn not_running(cfg: &Config) -> u8 {
 }
 
 /// `spp stat`: one report, or one every `watch` seconds until interrupted.
-fn stat(cfg: &Config, json: bool, watch: Option<u64>) -> anyhow::Result<u8> {
+fn stat(at: &Location, json: bool, watch: Option<u64>) -> anyhow::Result<u8> {
     let window_s = watch.unwrap_or(defaults::STAT_WINDOW_S);
     loop {
-        let value = match control::request(&cfg.socket_path(), Request::Stat { window_s }) {
+        let value = match control::request(&at.socket_path(), Request::Stat { window_s }) {
             Ok(value) => value,
-            Err(ControlError::NotRunning { .. }) => return Ok(not_running(cfg)),
+            Err(ControlError::NotRunning { .. }) => return Ok(not_running(at)),
             Err(e) => return Err(e.into()),
         };
         if json && watch.is_some() {
@@ -205,7 +233,7 @@ fn stat(cfg: &Config, json: bool, watch: Option<u64>) -> anyhow::Result<u8> {
 }
 
 /// `spp reload`: asks the controller to reload and prints what changed.
-fn reload(cfg: &Config) -> anyhow::Result<u8> {
+fn reload(cfg: &config::Config) -> anyhow::Result<u8> {
     let socket = cfg.socket_path();
     // The reload's own bound depends on the largest group now running.
     let largest = control::request(&socket, Request::Status)
@@ -220,7 +248,7 @@ fn reload(cfg: &Config) -> anyhow::Result<u8> {
         + defaults::RELOAD_WAIT_MARGIN;
     let value = match control::request_within(&socket, Request::Reload, wait) {
         Ok(value) => value,
-        Err(ControlError::NotRunning { .. }) => return Ok(not_running(cfg)),
+        Err(ControlError::NotRunning { .. }) => return Ok(not_running(&Location::from(cfg))),
         Err(e) => return Err(e.into()),
     };
     let generation = value["config_generation"].as_u64().unwrap_or_default();

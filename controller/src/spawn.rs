@@ -179,6 +179,7 @@ pub fn worker_launch(
         spin_us: u64::try_from(group.spin.as_micros()).unwrap_or(u64::MAX),
         msg_timeout_ms: millis(group.msg_timeout),
         drain_timeout_ms: millis(cfg.service.stop_grace),
+        l5_table_fd: None,
         log: log_spec(cfg, log),
     })
 }

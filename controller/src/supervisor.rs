@@ -25,6 +25,11 @@
 //! Stop ([`stop`]): the proxy first (its own drain), then the workers
 //! (their own drain), SIGKILL only for what overruns; see
 //! [`Supervisor::shutdown`].
+//!
+//! Every signal goes through the run's pidfd ([`crate::pidfd`]), opened
+//! right after the spawn: a child that exited and was reaped before its
+//! exit event was booked is not signalled, and neither is a process that
+//! reused its pid.
 
 mod housekeeping;
 mod reload;
@@ -32,17 +37,17 @@ mod stop;
 
 use crate::children::{Child, ChildExit, Kind, Running, Shared};
 use crate::config::{transport_name, Config};
-use crate::control::{error_response, Pending, Request};
+use crate::control::{error_response, Pending, Request, STOP_TIMEOUT_KEY};
 use crate::defaults;
 use crate::listeners::BoundListener;
 use crate::logging::{error_chain, tail_lines, LogTail};
+use crate::pidfd::Pidfd;
 use crate::resources::Resources;
 use crate::spawn::{self, Binaries, SpawnError};
 use crate::stats::Collector;
 use crate::status::{self, ListenerStatus, ServiceState, Status};
 use housekeeping::GroupScaling;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use spp_ipc::launch::Launch;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -270,6 +275,19 @@ impl Supervisor {
         let log_from = std::fs::metadata(&child.log).map_or(0, |m| m.len());
         let mut process = spawn::spawn(bin, &launch, fds, &child.log)?;
         let pid = process.id().unwrap_or_default();
+        // Before any await: nothing can have reaped the child yet, so the
+        // pidfd is this child's, and every later signal reaches it or no
+        // one.
+        let pidfd = match Pidfd::open(pid) {
+            Ok(pidfd) => Some(pidfd),
+            Err(e) => {
+                warn!(
+                    "no pidfd for {} (pid {pid}): {e}; signals go by pid",
+                    child.label()
+                );
+                None
+            }
+        };
         info!(
             "started {} (pid {pid}, config generation {generation}, log {})",
             child.label(),
@@ -285,7 +303,7 @@ impl Supervisor {
             });
         });
         if let Some(child) = self.children.get_mut(i) {
-            child.run = Some(Running::new(pid, log_from, generation));
+            child.run = Some(Running::new(pid, pidfd, log_from, generation));
             child.stop_reason = None;
         }
         Ok(())
@@ -372,7 +390,7 @@ impl Supervisor {
     fn on_exit(&mut self, ev: ExitEvent) -> Option<SuperviseError> {
         let now = Instant::now();
         let child = self.children.get(ev.child)?;
-        let run = child.run.filter(|r| r.pid == ev.pid)?;
+        let run = child.run.as_ref().filter(|r| r.pid == ev.pid)?;
         let kind = child.kind;
         let was_ready =
             run.ever_ready || matches!(self.shared(kind), Shared::Ready | Shared::Draining);
@@ -384,7 +402,8 @@ impl Supervisor {
             Some(reason) => format!("{reason}: {}", exit.short()),
             None => exit.short(),
         };
-        child.run = None;
+        // Closes its pidfd.
+        let run = child.run.take()?;
         child.last_exit = Some(desc.clone());
         match state {
             ServiceState::Stopping => info!("{} (pid {}) exited: {desc}", child.label(), ev.pid),
@@ -496,7 +515,12 @@ impl Supervisor {
             Request::Status => serde_json::to_value(self.status())
                 .unwrap_or_else(|e| error_response(&format!("encoding the status: {e}"))),
             Request::Stop => {
-                serde_json::json!({ "stopping": true, "controller_pid": std::process::id() })
+                let bound = defaults::stop_timeout(self.cfg.service.stop_grace);
+                serde_json::json!({
+                    "stopping": true,
+                    "controller_pid": std::process::id(),
+                    STOP_TIMEOUT_KEY: u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+                })
             }
             Request::Stat { window_s } => {
                 serde_json::to_value(self.stats.report(Duration::from_secs(window_s)))
@@ -553,19 +577,29 @@ impl Supervisor {
         }
     }
 
-    /// Sends `sig` to child `i` if it runs; true when sent.
+    /// Sends `sig` to child `i` if it runs; true when sent. The signal
+    /// goes through the run's pidfd ([`Running::signal`]): a run that has
+    /// exited and been reaped, its exit not booked yet, is not signalled,
+    /// and neither is a process that reused its pid.
     fn signal_child(&self, i: usize, sig: Signal) -> bool {
         let Some(child) = self.children.get(i) else {
             return false;
         };
-        let Some(run) = child.run else { return false };
-        let Ok(pid) = i32::try_from(run.pid) else {
+        let Some(run) = child.run.as_ref() else {
             return false;
         };
-        match kill(Pid::from_raw(pid), sig) {
+        let pid = run.pid;
+        match run.signal(sig) {
             Ok(()) => {
                 info!("sent {sig} to {} (pid {pid})", child.label());
                 true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                info!(
+                    "not sending {sig} to {} (pid {pid}): it has exited",
+                    child.label()
+                );
+                false
             }
             Err(e) => {
                 warn!("sending {sig} to {} (pid {pid}): {e}", child.label());

@@ -1,6 +1,7 @@
 //! Operating a running service with the stand-in children: `spp reload`
 //! (refusals, worker replacement, a failing new plugin), scale-down, the
-//! hang kill, SIGHUP, `spp stat` and `spp restart`.
+//! hang kill, SIGHUP, `spp stat` and `spp restart`; `status`, `stat` and
+//! `stop` while the config file does not validate.
 
 mod common;
 
@@ -365,4 +366,97 @@ fn a_metrics_address_in_use_stops_the_start_and_nothing_runs() {
     // No child was started.
     assert!(common::gone(&svc.path("log/proxy.log")), "{said}");
     assert!(common::gone(&svc.path("log/worker-g1-0.log")), "{said}");
+}
+
+#[test]
+fn status_stat_and_stop_reach_the_service_while_its_file_does_not_validate() {
+    let svc = Service::new(1, "");
+    // Not the default run_dir: the fallback must read it from the file.
+    svc.edit("run_dir = \"run\"", "run_dir = \"state\"");
+    let before = start(&svc);
+    let controller = before["controller_pid"].as_u64().unwrap();
+    let file = svc.config.display().to_string();
+
+    // A value that breaks a rule: status answers, with a one-line warning
+    // naming the file, the key and the reason.
+    svc.edit("workers = 1", "workers = \"one\"");
+    let out = svc.spp(&["status", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON on stdout");
+    assert_eq!(status["controller_pid"].as_u64(), Some(controller));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("spp: warning: "), "{err}");
+    assert!(
+        err.contains(&file) && err.contains("group[0].workers"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&svc.path("state").display().to_string()),
+        "{err}"
+    );
+    // Reload stays strict.
+    let out = svc.spp(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("warning"), "{}", text(&out));
+
+    // Not even TOML (mid-edit): status and stat still answer.
+    let broken = std::fs::read_to_string(&svc.config).unwrap() + "\n[proxy\n";
+    std::fs::write(&svc.config, broken).unwrap();
+    let out = svc.spp(&["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("warning"), "{}", text(&out));
+    let out = svc.spp(&["stat", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("stat JSON on stdout");
+    assert_eq!(report["service"], "t");
+
+    // And stop stops it.
+    let out = svc.spp(&["stop"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("service t stopped (controller pid {controller})")),
+        "{said}"
+    );
+    assert!(pid_gone(controller));
+    let out = svc.spp(&["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("service t is not running"),
+        "{}",
+        text(&out)
+    );
+
+    // A file that cannot be read is still an error.
+    std::fs::remove_file(&svc.config).unwrap();
+    let out = svc.spp(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("cannot read"), "{}", text(&out));
+}
+
+#[test]
+fn the_stop_answer_says_how_long_the_stop_may_take() {
+    use std::io::Write;
+    let svc = Service::new(1, "stop_grace = \"3s\"");
+    let status = start(&svc);
+    let controller = status["controller_pid"].as_u64().unwrap();
+    let mut socket = std::os::unix::net::UnixStream::connect(svc.path("run/spp.sock")).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    socket.write_all(b"{\"cmd\":\"stop\"}\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(socket).read_line(&mut answer).unwrap();
+    let answer: Value = serde_json::from_str(answer.trim()).expect("one JSON answer");
+    assert_eq!(
+        answer["controller_pid"].as_u64(),
+        Some(controller),
+        "{answer}"
+    );
+    // At least the running grace: `spp stop` waits that long even when the
+    // file no longer says.
+    let bound = answer["stop_timeout_ms"].as_u64().unwrap_or_default();
+    assert!(bound >= 3000, "{answer}");
+    wait_for("the controller to exit", WAIT, || {
+        pid_gone(controller).then_some(())
+    });
 }

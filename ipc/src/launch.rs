@@ -199,6 +199,11 @@ pub struct WorkerLaunch {
     /// The longest a drain (stop signal) may take, ms; requests still
     /// queued then are left to the proxy, which fails them.
     pub drain_timeout_ms: u64,
+    /// The service's L5 route table memfd ([`crate::l5::table::RouteTable`]),
+    /// when L5 routing is on; the plugin's `get_route` answers
+    /// `SPP_L5_SYSTEM` without it.
+    #[serde(default)]
+    pub l5_table_fd: Option<RawFd>,
     /// Logging.
     pub log: LogSpec,
 }
@@ -222,12 +227,14 @@ impl ProxyLaunch {
 impl WorkerLaunch {
     /// Every fd the worker must inherit.
     pub fn inherited_fds(&self) -> Vec<RawFd> {
-        vec![
+        let mut fds = vec![
             self.pair.region_fd,
             self.pair.bell_fd,
             self.proxy_region_fd,
             self.proxy_bell_fd,
-        ]
+        ];
+        fds.extend(self.l5_table_fd);
+        fds
     }
 }
 
@@ -257,6 +264,7 @@ mod tests {
             spin_us: 50,
             msg_timeout_ms: 1000,
             drain_timeout_ms: 5000,
+            l5_table_fd: None,
             log: LogSpec {
                 level: "info".into(),
                 file: None,

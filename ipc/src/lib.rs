@@ -14,6 +14,7 @@
 pub mod doorbell;
 pub mod error;
 pub mod histogram;
+pub mod l5;
 pub mod launch;
 pub mod layout;
 pub mod logfile;

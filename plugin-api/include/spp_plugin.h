@@ -99,6 +99,23 @@ typedef struct spp_conn_info {
 #define SPP_EXC_TIMEOUT 4         /* the request waited in the queue longer than
                                      its group's msg_timeout; it was not processed */
 
+/* ---- L5 routing (worker side) ------------------------------------------- */
+
+/* L5's error codes, returned by get_route / get_route_hash. */
+#define SPP_L5_NO_SERVER (-10000)   /* no usable server for the sid */
+#define SPP_L5_SYSTEM (-9998)       /* no route table here (proxy, or L5 off) */
+#define SPP_L5_BAD_PARAM (-9991)    /* NULL out pointer */
+#define SPP_L5_UNKNOWN_SID (-8999)  /* the sid is not known */
+
+/* A route to one instance of a sid. Pass it back to `report` unchanged. */
+typedef struct spp_l5_route {
+    uint32_t modid;
+    uint32_t cmdid;
+    spp_addr addr;         /* the instance to call */
+    uint32_t slot;         /* host bookkeeping */
+    uint32_t slot_epoch;   /* host bookkeeping */
+} spp_l5_route;
+
 typedef struct spp_host {
     /* sizeof(spp_host) as the host built it; later versions only append. */
     uint32_t size;
@@ -130,6 +147,18 @@ typedef struct spp_host {
     /* Record one latency sample of `nanos` in the plugin histogram `name`
      * (same rules; at most 8 histogram names per process). */
     int (*record_latency)(void *ctx, const char *name, size_t name_len, uint64_t nanos);
+
+    /* L5 (worker role; elsewhere SPP_L5_SYSTEM). Pick an instance of sid
+     * (modid, cmdid) by weighted random choice, skipping failing ones: 0 and
+     * `*out` filled, or an SPP_L5_* code. No lock, no syscall. */
+    int (*get_route)(void *ctx, uint32_t modid, uint32_t cmdid, spp_l5_route *out);
+    /* The same, by consistent hash of `key` (same key, same instance while
+     * the instance set is stable). */
+    int (*get_route_hash)(void *ctx, uint32_t modid, uint32_t cmdid, uint64_t key,
+                          spp_l5_route *out);
+    /* Report the outcome of a call made on `route`: `result` >= 0 success,
+     * < 0 failure; `latency_us` in microseconds. Feeds the fault tolerance. */
+    int (*report)(void *ctx, const spp_l5_route *route, int result, uint64_t latency_us);
 } spp_host;
 
 /* ---- hooks the plugin exports ------------------------------------------- */

@@ -159,6 +159,50 @@ pub type CloseFn = unsafe extern "C" fn(ctx: *mut c_void, flow: u64) -> c_int;
 pub type LogFn =
     unsafe extern "C" fn(ctx: *mut c_void, level: c_int, text: *const c_char, len: usize);
 
+/// L5: no usable server for the sid.
+pub const SPP_L5_NO_SERVER: c_int = -10000;
+/// L5: no route table in this process (proxy role, or L5 off).
+pub const SPP_L5_SYSTEM: c_int = -9998;
+/// L5: bad parameter (a NULL pointer).
+pub const SPP_L5_BAD_PARAM: c_int = -9991;
+/// L5: the sid is not known.
+pub const SPP_L5_UNKNOWN_SID: c_int = -8999;
+
+/// A route to one instance of a sid (`spp_l5_route`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SppL5Route {
+    /// The sid's module id.
+    pub modid: u32,
+    /// The sid's command id.
+    pub cmdid: u32,
+    /// The instance to call.
+    pub addr: SppAddr,
+    /// Host bookkeeping: the node's stats slot.
+    pub slot: u32,
+    /// Host bookkeeping: the slot's assignment epoch.
+    pub slot_epoch: u32,
+}
+
+/// `spp_host.get_route`.
+pub type GetRouteFn =
+    unsafe extern "C" fn(ctx: *mut c_void, modid: u32, cmdid: u32, out: *mut SppL5Route) -> c_int;
+/// `spp_host.get_route_hash`.
+pub type GetRouteHashFn = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    modid: u32,
+    cmdid: u32,
+    key: u64,
+    out: *mut SppL5Route,
+) -> c_int;
+/// `spp_host.report`.
+pub type ReportFn = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    route: *const SppL5Route,
+    result: c_int,
+    latency_us: u64,
+) -> c_int;
+
 /// `spp_host.count`.
 pub type CountFn = unsafe extern "C" fn(
     ctx: *mut c_void,
@@ -187,6 +231,12 @@ pub struct HostFns {
     pub count: CountFn,
     /// `record_latency`.
     pub record_latency: RecordLatencyFn,
+    /// `get_route`.
+    pub get_route: GetRouteFn,
+    /// `get_route_hash`.
+    pub get_route_hash: GetRouteHashFn,
+    /// `report`.
+    pub report: ReportFn,
 }
 
 /// The services table the host hands to `spp_init` (`spp_host`).
@@ -218,6 +268,12 @@ pub struct SppHost {
     /// Record a sample in a named plugin latency histogram (appended;
     /// check `size`).
     pub record_latency: RecordLatencyFn,
+    /// L5: weighted-random route (appended; check `size`).
+    pub get_route: GetRouteFn,
+    /// L5: consistent-hash route (appended; check `size`).
+    pub get_route_hash: GetRouteHashFn,
+    /// L5: report a call's outcome (appended; check `size`).
+    pub report: ReportFn,
 }
 
 impl SppHost {
@@ -237,6 +293,9 @@ impl SppHost {
             log: fns.log,
             count: fns.count,
             record_latency: fns.record_latency,
+            get_route: fns.get_route,
+            get_route_hash: fns.get_route_hash,
+            report: fns.report,
         }
     }
 }
@@ -297,7 +356,8 @@ mod tests {
         assert_eq!(size_of::<SppAddr>(), 24);
         assert_eq!(size_of::<SppConnInfo>(), 24 + 2 * 24);
         assert_eq!(align_of::<SppConnInfo>(), 8);
-        assert_eq!(size_of::<SppHost>(), 24 + 6 * size_of::<usize>());
+        assert_eq!(size_of::<SppHost>(), 24 + 9 * size_of::<usize>());
+        assert_eq!(size_of::<SppL5Route>(), 8 + 24 + 8);
     }
 
     #[test]

@@ -37,7 +37,8 @@ mod plugin;
 
 pub use abi::SPP_PLUGIN_ABI_VERSION;
 pub use plugin::{
-    rt, AfterException, Conn, ExceptionReason, Host, HostError, Input, Level, Plugin,
+    rt, AfterException, Conn, ExceptionReason, Host, HostError, Input, Level, Plugin, Route,
+    RouteError,
 };
 
 /// Exports a [`Plugin`] implementation as the C hooks of `spp_plugin.h`.

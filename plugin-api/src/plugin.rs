@@ -130,6 +130,55 @@ fn host_result(code: c_int) -> Result<(), HostError> {
     }
 }
 
+/// Why the host gave no L5 route (`SPP_L5_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// No usable server for the sid (L5 -10000).
+    NoServer,
+    /// The sid is not known (L5 -8999).
+    UnknownSid,
+    /// No route table here: the proxy role, or L5 is off (L5 -9998).
+    System,
+    /// A code this version does not know.
+    Other(i32),
+}
+
+impl RouteError {
+    fn from_raw(code: c_int) -> Self {
+        match code {
+            SPP_L5_NO_SERVER => RouteError::NoServer,
+            SPP_L5_UNKNOWN_SID => RouteError::UnknownSid,
+            SPP_L5_SYSTEM => RouteError::System,
+            other => RouteError::Other(other),
+        }
+    }
+
+    /// The L5 error code.
+    pub fn code(&self) -> i32 {
+        match self {
+            RouteError::NoServer => SPP_L5_NO_SERVER,
+            RouteError::UnknownSid => SPP_L5_UNKNOWN_SID,
+            RouteError::System => SPP_L5_SYSTEM,
+            RouteError::Other(code) => *code,
+        }
+    }
+}
+
+/// An L5 route: where to send one call, to [`Host::report`] afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route(pub SppL5Route);
+
+impl Route {
+    /// The instance to call.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.0.addr.to_socket_addr()
+    }
+    /// The sid: (modid, cmdid).
+    pub fn sid(&self) -> (u32, u32) {
+        (self.0.modid, self.0.cmdid)
+    }
+}
+
 /// The host's services, valid from `init` until `fini`. Cheap to copy and
 /// safe to send to other threads (deferred replies).
 #[derive(Clone, Copy, Debug)]
@@ -206,6 +255,57 @@ impl Host {
         }
         // SAFETY: the host reads exactly `name_len` bytes from `name`.
         host_result(unsafe { (self.0.count)(self.0.ctx, name.as_ptr().cast(), name.len(), delta) })
+    }
+
+    /// L5: an instance of sid (`modid`, `cmdid`) by weighted random choice,
+    /// skipping failing ones (worker role). No lock, no syscall.
+    pub fn get_route(&self, modid: u32, cmdid: u32) -> Result<Route, RouteError> {
+        self.route_with(std::mem::offset_of!(SppHost, get_route), |out| {
+            // SAFETY: `out` is a valid, writable `SppL5Route`.
+            unsafe { (self.0.get_route)(self.0.ctx, modid, cmdid, out) }
+        })
+    }
+
+    /// L5: an instance of the sid by consistent hash of `key` (the same key
+    /// reaches the same instance while the instance set is stable).
+    pub fn get_route_hash(&self, modid: u32, cmdid: u32, key: u64) -> Result<Route, RouteError> {
+        self.route_with(std::mem::offset_of!(SppHost, get_route_hash), |out| {
+            // SAFETY: `out` is a valid, writable `SppL5Route`.
+            unsafe { (self.0.get_route_hash)(self.0.ctx, modid, cmdid, key, out) }
+        })
+    }
+
+    /// L5: reports the outcome of a call made on `route` (`result` >= 0 is
+    /// a success) and its latency; this is what moves traffic away from
+    /// failing instances.
+    pub fn report(
+        &self,
+        route: &Route,
+        result: i32,
+        latency: std::time::Duration,
+    ) -> Result<(), HostError> {
+        let end = std::mem::offset_of!(SppHost, report) + std::mem::size_of::<ReportFn>();
+        if !self.has(end) {
+            return Err(HostError::Unsupported);
+        }
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // SAFETY: `route` points to a valid `SppL5Route` for the call.
+        host_result(unsafe { (self.0.report)(self.0.ctx, &route.0, result, us) })
+    }
+
+    fn route_with(
+        &self,
+        offset: usize,
+        call: impl FnOnce(*mut SppL5Route) -> c_int,
+    ) -> Result<Route, RouteError> {
+        if !self.has(offset + std::mem::size_of::<GetRouteFn>()) {
+            return Err(RouteError::System);
+        }
+        let mut out = SppL5Route::default();
+        match call(&mut out) {
+            SPP_OK => Ok(Route(out)),
+            code => Err(RouteError::from_raw(code)),
+        }
     }
 
     /// Records one latency sample in the histogram `name` (same name rules;

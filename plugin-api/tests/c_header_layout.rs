@@ -2,7 +2,7 @@
 //! program against `include/spp_plugin.h` that prints sizes and offsets,
 //! and compare them with `spp_plugin_api::abi`.
 
-use spp_plugin_api::abi::{SppAddr, SppConnInfo, SppHost};
+use spp_plugin_api::abi::{SppAddr, SppConnInfo, SppHost, SppL5Route};
 use std::mem::{offset_of, size_of};
 use std::process::Command;
 
@@ -17,6 +17,9 @@ int main(void) {
     printf("host %zu %zu %zu %zu %zu %zu %zu\n", sizeof(spp_host), offsetof(spp_host, ctx), offsetof(spp_host, reply),
            offsetof(spp_host, close), offsetof(spp_host, log), offsetof(spp_host, count),
            offsetof(spp_host, record_latency));
+    printf("l5 %zu %zu %zu %zu %zu %zu\n", sizeof(spp_l5_route), offsetof(spp_l5_route, addr),
+           offsetof(spp_l5_route, slot), offsetof(spp_host, get_route), offsetof(spp_host, get_route_hash),
+           offsetof(spp_host, report));
     printf("abi %u\n", SPP_PLUGIN_ABI_VERSION);
     return 0;
 }
@@ -43,7 +46,7 @@ fn c_header_and_rust_mirror_agree() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let expected = format!(
-        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {} {} {}\nabi {}\n",
+        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {} {} {}\nl5 {} {} {} {} {} {}\nabi {}\n",
         size_of::<SppAddr>(),
         offset_of!(SppAddr, port),
         offset_of!(SppAddr, ip),
@@ -59,6 +62,12 @@ fn c_header_and_rust_mirror_agree() {
         offset_of!(SppHost, log),
         offset_of!(SppHost, count),
         offset_of!(SppHost, record_latency),
+        size_of::<SppL5Route>(),
+        offset_of!(SppL5Route, addr),
+        offset_of!(SppL5Route, slot),
+        offset_of!(SppHost, get_route),
+        offset_of!(SppHost, get_route_hash),
+        offset_of!(SppHost, report),
         spp_plugin_api::SPP_PLUGIN_ABI_VERSION,
     );
     assert_eq!(text, expected);

@@ -7,8 +7,13 @@
 //! once per loop turn by [`Clients::flush_marked`]); a UDP reply is sent to
 //! the request's sender with one `send_to` and frees the flow. Bytes for a
 //! flow that no longer exists are dropped and counted.
+//!
+//! Requests leaving a worker are accounted here too ([`Clients::request_done`],
+//! [`Clients::request_left`]): a connection whose last one left while its
+//! framing was on hold (`conn::HELD`) is listed in [`Clients::resume`] for
+//! the event loop to frame again.
 
-use crate::conn::{BufPool, Conn, QueueError, CLOSE_AFTER_FLUSH, IN_FLUSH_LIST, PEER_EOF};
+use crate::conn::{BufPool, Conn, QueueError, CLOSE_AFTER_FLUSH, HELD, IN_FLUSH_LIST, PEER_EOF};
 use crate::flow::{self, Proto, SlotTable};
 use crate::udp::{UdpFlow, UdpSock};
 use spp_ipc::layout::ProxyTally;
@@ -50,6 +55,10 @@ pub struct Clients {
     pub max_send_buffer: usize,
     /// The loop clock, ms.
     pub now_ms: u64,
+    /// Flows of `HELD` connections whose last request in flight left;
+    /// the loop frames them again ([`crate::tcp`]). An entry may name a
+    /// connection closed since: it is looked up by flow id.
+    pub resume: Vec<u64>,
     flush_list: Vec<u32>,
     flush_spare: Vec<u32>,
 }
@@ -70,6 +79,7 @@ impl Clients {
             stats: ProxyTally::default(),
             max_send_buffer,
             now_ms: 0,
+            resume: Vec::new(),
             flush_list: Vec::new(),
             flush_spare: Vec::new(),
         }
@@ -186,11 +196,25 @@ impl Clients {
     #[inline]
     pub fn request_done(&mut self, flow: u64) {
         if let Some(slot) = self.conns.slot_of(flow) {
-            if let Some(conn) = self.conns.get_mut(slot) {
-                conn.in_flight = conn.in_flight.saturating_sub(1);
-                if conn.in_flight == 0 && conn.has(PEER_EOF) {
-                    self.mark_flush(slot);
-                }
+            self.request_left(slot);
+        }
+    }
+
+    /// One request of connection `slot` is no longer in flight (done or
+    /// failed). Its last one lets a finished peer's connection close and a
+    /// held connection frame again.
+    #[inline]
+    pub fn request_left(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.in_flight = conn.in_flight.saturating_sub(1);
+        if conn.in_flight == 0 && conn.has(PEER_EOF | HELD) {
+            if conn.has(HELD) {
+                self.resume.push(conn.info.flow);
+            }
+            if conn.has(PEER_EOF) {
+                self.mark_flush(slot);
             }
         }
     }
@@ -230,8 +254,9 @@ impl Clients {
     }
 
     /// Closes connections without traffic for `idle_ms` (those waiting for
-    /// a worker are exempt unless `strict`) and forgets UDP requests that
-    /// waited that long for a reply. Costs O(flows in use).
+    /// a worker, with requests in flight or framing on hold, are exempt
+    /// unless `strict`) and forgets UDP requests that waited that long for
+    /// a reply. Costs O(flows in use).
     pub fn sweep_idle(&mut self, plugin: &PluginLibrary, idle_ms: u64, strict: bool) {
         let now = self.now_ms;
         // From the end: a removal moves the last (already seen) slot here.
@@ -242,7 +267,8 @@ impl Clients {
                 continue;
             };
             let expired = self.conns.get(slot).is_some_and(|c| {
-                now.saturating_sub(c.last_active_ms) >= idle_ms && (strict || c.in_flight == 0)
+                now.saturating_sub(c.last_active_ms) >= idle_ms
+                    && (strict || (c.in_flight == 0 && !c.has(HELD)))
             });
             if expired {
                 self.close_conn(plugin, slot, CloseReason::Idle);

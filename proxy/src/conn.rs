@@ -53,6 +53,12 @@ pub const CLOSE_AFTER_FLUSH: u8 = 1 << 1;
 pub const IN_FLUSH_LIST: u8 = 1 << 2;
 /// Connection flag: listed in the loop's read-again list.
 pub const IN_READ_LIST: u8 = 1 << 3;
+/// Connection flag: framing is on hold until `in_flight` reaches 0. Its
+/// requests in flight sit on a worker that takes no more (draining, or
+/// gone and about to be failed); the next one must not overtake them on
+/// another worker. The unframed bytes wait in `rbuf` and the socket is not
+/// read meanwhile (see `tcp.rs`).
+pub const HELD: u8 = 1 << 4;
 
 /// Why response bytes could not be queued.
 #[derive(Debug)]
@@ -70,7 +76,8 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Connection info handed to every hook (`flow` included).
     pub info: SppConnInfo,
-    /// Bytes of a request not complete yet (empty, capacity 0 when none).
+    /// Bytes not framed yet: a request not complete yet, or, while `HELD`,
+    /// whatever the last read brought (empty, capacity 0 when none).
     pub rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
@@ -81,7 +88,7 @@ pub struct Conn {
     pub affinity: u32,
     /// Loop clock (ms) of the last byte read or written.
     pub last_active_ms: u64,
-    /// `PEER_EOF` | `CLOSE_AFTER_FLUSH` | list memberships.
+    /// `PEER_EOF` | `CLOSE_AFTER_FLUSH` | `HELD` | list memberships.
     pub flags: u8,
 }
 

@@ -14,8 +14,12 @@
 //! adopted worker with the fewest entries gets the next request (ties go
 //! round-robin), except that a TCP connection with requests still in
 //! flight sticks to the worker holding them, so that pipelined requests
-//! are answered in order. Pushes are published once per loop turn per dirty ring,
-//! and a worker is woken only if it announced sleep.
+//! are answered in order. While that worker takes nothing more (draining,
+//! or gone with its requests about to fail) the connection's framing waits
+//! until they have left ([`Dispatcher::accepting`], `conn::HELD`), rather
+//! than letting the next request overtake them on another worker. Pushes
+//! are published once per loop turn per dirty ring, and a worker is woken
+//! only if it announced sleep.
 //!
 //! Drain handshake: a worker leaving service sets its state to `Draining`
 //! and rings the proxy's doorbell. At the next scan its slot stops taking
@@ -304,6 +308,14 @@ impl Dispatcher {
         &mut self.slots[s]
     }
 
+    /// Whether slot `s` takes requests now (an adopted worker that is
+    /// `Ready`). A connection whose requests are in flight in a slot that
+    /// does not is held until they leave, so nothing overtakes them.
+    #[inline]
+    pub fn accepting(&self, s: usize) -> bool {
+        self.slots.get(s).is_some_and(Slot::accepting)
+    }
+
     /// Requests in flight over all slots.
     pub fn in_flight(&self) -> usize {
         self.in_flight
@@ -312,7 +324,10 @@ impl Dispatcher {
     /// Queues one request to the least-loaded adopted worker of `group`,
     /// or to slot `prefer` if that is an adopted worker of `group` (a
     /// connection whose earlier requests are still there sticks to it, so
-    /// its responses come back in order). Returns the slot used. Not
+    /// its responses come back in order; the caller holds a connection
+    /// whose `prefer` is not [`Self::accepting`] instead of pushing).
+    /// `now_ns` is the request's `enqueued_ns` (CLOCK_MONOTONIC; see
+    /// `Proxy::submit` for how fresh it is). Returns the slot used. Not
     /// visible to the worker until [`Self::publish`].
     #[inline]
     pub fn push(

@@ -4,8 +4,14 @@
 //! frame, receive datagrams, doorbell, signals, worker pidfds — then
 //! publish every request ring pushed to (one release store and at most one
 //! wake per ring), fail the requests of workers that are gone, drain the
-//! response rings, run the periodic jobs, write every connection with new
-//! response bytes once, and add the turn's counters to the shared stats.
+//! response rings, run the periodic jobs, frame again the connections held
+//! for a worker that took no more (`tcp`) and publish what they queued,
+//! write every connection with new response bytes once, and add the turn's
+//! counters to the shared stats.
+//!
+//! Clocks: the loop reads the clock once per turn (`clients.now_ms`, for
+//! idle times and the periodic jobs); request stamps read it more often
+//! ([`CLOCK_REFRESH_REQUESTS`]).
 //!
 //! Periodic jobs: the scan (every [`WORKER_SCAN_INTERVAL_MS`]) adopts
 //! ready workers, notices gone ones, acknowledges draining ones
@@ -73,6 +79,15 @@ pub const BELL_SCAN_GAP_MS: u64 = 5;
 /// replaces a clock read per spin). See `spp-worker`'s `SPIN_YIELD_EVERY`
 /// for the measurements behind the value.
 pub const SPIN_YIELD_EVERY: u32 = 64;
+/// Requests stamped (`enqueued_ns`) with one reading of the clock at most.
+/// The clock is read at the start of each connection's framing and of
+/// each UDP socket's batch, and again after this many requests, so a
+/// stamp lags the real enqueue by no more than the framing, routing and
+/// pushing of fewer than this many requests of the same batch (hooks
+/// included) — some µs, not a loop turn — and a worker's measured queue
+/// wait (checked against `msg_timeout`, as low as 1 ms) is overstated by
+/// no more than that. One vDSO `clock_gettime` (no syscall) per batch.
+pub const CLOCK_REFRESH_REQUESTS: u32 = 64;
 
 /// Microseconds since the Unix epoch (a request's receive time).
 pub fn wall_clock_us() -> u64 {
@@ -95,8 +110,12 @@ pub struct Proxy {
     pub(crate) ops: OpQueue,
     pub(crate) scratch: Vec<u8>,
     pub(crate) limits: ProxyLimits,
-    /// Loop clock, CLOCK_MONOTONIC ns at the start of the turn.
+    /// CLOCK_MONOTONIC ns, read at the start of the turn and again for
+    /// request stamps (see [`CLOCK_REFRESH_REQUESTS`]); only stamps use it.
     pub(crate) now_ns: u64,
+    /// Requests that may still be stamped with `now_ns` before it is read
+    /// again.
+    pub(crate) clock_budget: u32,
     /// Wall clock, µs since the Unix epoch at the start of the turn (the
     /// receive time of everything read in the turn).
     pub(crate) wall_us: u64,
@@ -180,6 +199,7 @@ impl Proxy {
             scratch: vec![0; SCRATCH_SIZE],
             limits: limits.clone(),
             now_ns: 0,
+            clock_budget: 0,
             wall_us: 0,
             pending_reads: Vec::new(),
             spare_reads: Vec::new(),
@@ -338,6 +358,14 @@ impl Proxy {
         }
     }
 
+    /// Reads the clock requests are stamped with, good for the next
+    /// [`CLOCK_REFRESH_REQUESTS`] requests.
+    #[inline]
+    pub(crate) fn refresh_request_clock(&mut self) {
+        self.now_ns = monotonic_ns();
+        self.clock_budget = CLOCK_REFRESH_REQUESTS;
+    }
+
     fn tick_clock(&mut self) {
         self.now_ns = monotonic_ns();
         self.wall_us = wall_clock_us();
@@ -389,6 +417,12 @@ impl Proxy {
         if now_ms >= self.next_scan_ms {
             self.scan(now_ms);
         }
+        // After every response and failure of the turn (the only ways a
+        // held connection's requests leave), before the idle sweep.
+        if !self.clients.resume.is_empty() {
+            self.resume_held();
+            self.dispatch.publish();
+        }
         if now_ms >= self.next_sweep_ms {
             self.next_sweep_ms = now_ms + self.sweep_interval_ms;
             self.clients
@@ -436,6 +470,7 @@ impl Proxy {
             || !self.pending_accepts.is_empty()
             || !self.pending_udp.is_empty()
             || !self.gone.is_empty()
+            || !self.clients.resume.is_empty()
             || self.host.has_ops()
             // Hooks run by the turn's last flush listed more to flush.
             || self.clients.flush_pending();

@@ -37,6 +37,11 @@ impl Proxy {
     /// serves the routed group (see `Dispatcher::push`). Returns the slot
     /// used. `Err` means it was not queued; the exception hook has run and
     /// says what to do with the connection.
+    ///
+    /// The request is stamped with `now_ns`, read again here once
+    /// [`CLOCK_REFRESH_REQUESTS`](crate::event_loop::CLOCK_REFRESH_REQUESTS)
+    /// requests used it (callers read it at the start of each batch; the
+    /// bound is documented there).
     #[inline]
     pub(crate) fn submit(
         &mut self,
@@ -44,6 +49,10 @@ impl Proxy {
         req: &[u8],
         prefer: Option<usize>,
     ) -> Result<usize, Verdict> {
+        if self.clock_budget == 0 {
+            self.refresh_request_clock();
+        }
+        self.clock_budget -= 1;
         let group = match self.plugin.route(info, req) {
             None => SPP_DEFAULT_GROUP,
             Some(SPP_HOOK_PANICKED) => {

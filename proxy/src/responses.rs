@@ -20,6 +20,10 @@
 //!
 //! A gone worker's ring is drained completely, then everything it still
 //! held fails at once with `SPP_EXC_WORKER_DIED` (`req` = NULL).
+//!
+//! Either way a request leaving its worker goes through
+//! `Clients::request_left`, which lists a held connection (`conn::HELD`)
+//! whose last request left, for the loop to frame again.
 
 use crate::clients::Clients;
 use crate::conn::CLOSE_AFTER_FLUSH;
@@ -134,11 +138,13 @@ impl Proxy {
                     let Some(slot) = self.clients.conns.slot_of(entry.flow) else {
                         continue;
                     };
-                    let Some(conn) = self.clients.conns.get_mut(slot) else {
+                    let Some(info) = self.clients.conns.get(slot).map(|c| c.info) else {
                         continue;
                     };
-                    conn.in_flight = conn.in_flight.saturating_sub(1);
-                    let info = conn.info;
+                    // A held connection is listed to frame again (after
+                    // this failure's answer is queued: the loop resumes
+                    // held connections later in the turn).
+                    self.clients.request_left(slot);
                     self.clients.stats.worker_died_failed += 1;
                     if self.raise(&info, None, SPP_EXC_WORKER_DIED) == Verdict::Close {
                         if let Some(conn) = self.clients.conns.lookup_mut(entry.flow) {

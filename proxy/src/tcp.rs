@@ -12,9 +12,27 @@
 //! Framing stops as soon as a hook run inside it closed the connection or
 //! asked for it to close (an exception hook's reply overflowing the send
 //! buffer, `host->close`): no later request is framed, routed or queued.
+//!
+//! Holding: a connection's requests in flight all sit on one worker (its
+//! `affinity`), so that their answers come back in order. When that worker
+//! takes nothing more (it is draining, or gone and its requests are about
+//! to fail), the next request must not overtake them on another worker:
+//! framing stops before it (`conn::HELD`), the unframed bytes stay in
+//! `rbuf` and the socket is not read, so the connection's memory stays
+//! bounded by what one read brought. When its last request in flight
+//! leaves (answered, expired or failed), `Clients::request_left` lists it
+//! and [`Proxy::resume_held`] frames its buffered bytes at the end of the
+//! same turn, then reads the socket again (its readiness edge may have
+//! passed meanwhile). The wait is bounded: a draining worker finishes what
+//! it holds within its `drain_timeout`, and a dead one's requests fail at
+//! once. The check costs one look per read, and only for a connection with
+//! requests in flight.
+//!
+//! Each framing starts by reading the clock the requests it queues are
+//! stamped with (see `Proxy::submit`).
 
 use crate::clients::CloseReason;
-use crate::conn::{Conn, CLOSE_AFTER_FLUSH, IN_READ_LIST, PEER_EOF};
+use crate::conn::{Conn, CLOSE_AFTER_FLUSH, HELD, IN_READ_LIST, PEER_EOF};
 use crate::event_loop::Proxy;
 use crate::requests::Verdict;
 use crate::token::Source;
@@ -51,6 +69,8 @@ enum Framed {
     CloseAfterFlush,
     /// A hook closed the connection already.
     Closed,
+    /// Framing is on hold (`HELD`); the rest waits in `rbuf`.
+    Held,
 }
 
 impl Proxy {
@@ -152,7 +172,7 @@ impl Proxy {
                 again = false;
                 break;
             };
-            if self.draining || conn.has(CLOSE_AFTER_FLUSH | PEER_EOF) {
+            if self.draining || conn.has(CLOSE_AFTER_FLUSH | PEER_EOF | HELD) {
                 again = false;
                 break;
             }
@@ -210,9 +230,10 @@ impl Proxy {
         let outcome = if conn.rbuf.is_empty() {
             // Common case: frame straight from the scratch buffer.
             let (used, outcome) = self.frame(&info, data);
-            // Keep a partial request; on an abort keep the rest too, for the
-            // close hook's `leftover`.
-            let keep = matches!(outcome, Framed::More | Framed::Abort(_)) && used < data.len();
+            // Keep a partial request; on a hold keep every unframed byte; on
+            // an abort keep the rest too, for the close hook's `leftover`.
+            let keep = matches!(outcome, Framed::More | Framed::Held | Framed::Abort(_))
+                && used < data.len();
             if let (true, Some(conn)) = (keep, self.clients.conns.lookup_mut(info.flow)) {
                 if conn.rbuf.capacity() == 0 {
                     conn.rbuf = self.clients.pool.get();
@@ -225,7 +246,7 @@ impl Proxy {
             rbuf.extend_from_slice(data);
             let (used, outcome) = self.frame(&info, &rbuf);
             match (&outcome, self.clients.conns.lookup_mut(info.flow)) {
-                (Framed::More, Some(conn)) if used < rbuf.len() => {
+                (Framed::More | Framed::Held, Some(conn)) if used < rbuf.len() => {
                     rbuf.drain(..used);
                     conn.rbuf = rbuf;
                 }
@@ -238,7 +259,7 @@ impl Proxy {
             outcome
         };
         match outcome {
-            Framed::More | Framed::Closed => {}
+            Framed::More | Framed::Closed | Framed::Held => {}
             Framed::Abort(why) => {
                 if let Some(slot) = self.clients.conns.slot_of(info.flow) {
                     self.clients.close_conn(self.plugin, slot, why);
@@ -255,17 +276,80 @@ impl Proxy {
         }
     }
 
+    /// Frames again the connections whose hold ended this turn (listed by
+    /// `Clients::request_left`): their buffered bytes now, their socket at
+    /// the next turn. Called once the turn's responses and failures are
+    /// handled; the caller publishes what it queued.
+    pub(crate) fn resume_held(&mut self) {
+        let mut list = std::mem::take(&mut self.clients.resume);
+        for &flow in &list {
+            let Some(slot) = self.clients.conns.slot_of(flow) else {
+                continue; // Closed since: nothing is left of it.
+            };
+            let Some(conn) = self.clients.conns.get_mut(slot) else {
+                continue;
+            };
+            if !conn.has(HELD) || conn.in_flight != 0 {
+                continue;
+            }
+            conn.flags &= !HELD;
+            if conn.has(CLOSE_AFTER_FLUSH) {
+                // Closing (a failed request's hook said so): further input
+                // is ignored, as when framing stops for the same reason.
+                let leftover = std::mem::take(&mut conn.rbuf);
+                self.clients.pool.put(leftover);
+                continue;
+            }
+            if self.draining {
+                // SIGTERM: nothing new is queued; the bytes stay for the
+                // close hook's `leftover`.
+                continue;
+            }
+            // Waiting on the worker is not idleness.
+            conn.last_active_ms = self.clients.now_ms;
+            self.on_bytes(slot, &[]);
+            // The socket was not read while held; its edge may be spent.
+            if let Some(conn) = self.clients.conns.lookup_mut(flow) {
+                if !conn.has(HELD | IN_READ_LIST) {
+                    conn.flags |= IN_READ_LIST;
+                    self.pending_reads.push(slot);
+                }
+            }
+        }
+        list.clear();
+        // Framing lets no request leave a worker, so nothing was listed
+        // meanwhile; keep the list's allocation.
+        if self.clients.resume.is_empty() {
+            self.clients.resume = list;
+        }
+    }
+
     /// Cuts complete requests off the front of `buf` and submits them.
-    /// Returns the bytes used and how it ended.
+    /// Returns the bytes used and how it ended. Holds the connection
+    /// instead (using nothing) while its requests in flight sit on a worker
+    /// that takes no more (see the module doc).
     fn frame(&mut self, info: &SppConnInfo, buf: &[u8]) -> (usize, Framed) {
+        let mut affinity = None;
+        if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
+            if conn.in_flight != 0 {
+                let slot = conn.affinity as usize;
+                if !self.dispatch.accepting(slot) {
+                    conn.flags |= HELD;
+                    tracing::debug!(
+                        flow = info.flow,
+                        worker_slot = slot,
+                        in_flight = conn.in_flight,
+                        "connection held: its worker takes no more requests"
+                    );
+                    return (0, Framed::Held);
+                }
+                affinity = Some(slot);
+            }
+        }
+        self.refresh_request_clock();
         let max = self.limits.max_request_size;
         let mut used = 0;
         let mut queued = 0u32;
-        let mut affinity = self
-            .clients
-            .conns
-            .lookup_mut(info.flow)
-            .and_then(|c| (c.in_flight != 0).then_some(c.affinity as usize));
         let outcome = loop {
             let rest = &buf[used..];
             if rest.is_empty() {

@@ -45,6 +45,8 @@ impl Proxy {
         let mut scratch = std::mem::take(&mut self.scratch);
         let recv_time_us = self.wall_us;
         let mut drained = false;
+        // The stamp of the requests below (see `Proxy::submit`).
+        self.refresh_request_clock();
         for _ in 0..MAX_DATAGRAMS_PER_TURN {
             let Some(sock) = self.clients.udp_socks.get(k) else {
                 break;

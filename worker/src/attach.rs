@@ -1,14 +1,17 @@
 //! Maps what the launch spec hands a worker: its pair region (request and
 //! response rings, header, counters), its own doorbell, the proxy region
-//! (for the proxy's sleep flag) and the proxy's doorbell.
+//! (for the proxy's sleep flag), the proxy's doorbell and, when L5 routing
+//! is on, the service's L5 route table.
 //!
 //! The result is leaked on purpose: the `spp_host` table, plugin threads
-//! sending deferred replies and the SIGTERM handler all point into it, and
-//! none of them can be told when it would go away. It lives as long as the
-//! process, which is what the controller's memfds do anyway.
+//! sending deferred replies or asking for L5 routes, and the SIGTERM handler
+//! all point into it, and none of them can be told when it would go away.
+//! It lives as long as the process, which is what the controller's memfds
+//! do anyway.
 
 use crate::error::WorkerError;
 use spp_ipc::doorbell::Doorbell;
+use spp_ipc::l5::table::RouteTable;
 use spp_ipc::launch::{WorkerLaunch, FIRST_INHERITED_FD};
 use spp_ipc::layout::{PairHeader, PairRegion, ProxyHeader, ProxyRegion};
 use spp_ipc::IpcError;
@@ -24,6 +27,10 @@ pub struct Shared {
     pub bell: Doorbell,
     /// The proxy's doorbell.
     pub proxy_bell: Doorbell,
+    /// The service's L5 route table (`WorkerLaunch::l5_table_fd`); `None`
+    /// when L5 routing is off, and the plugin's `get_route` answers
+    /// `SPP_L5_SYSTEM`.
+    pub routes: Option<RouteTable>,
 }
 
 impl Shared {
@@ -38,7 +45,8 @@ impl Shared {
     }
 }
 
-/// Checks the spec's fds and maps them. Takes ownership of the four fds.
+/// Checks the spec's fds and maps them. Takes ownership of the four fds
+/// (five with an L5 route table).
 pub fn attach(launch: &WorkerLaunch) -> Result<&'static Shared, WorkerError> {
     if launch.pair.index != launch.index {
         return Err(WorkerError::BadSpec {
@@ -48,12 +56,13 @@ pub fn attach(launch: &WorkerLaunch) -> Result<&'static Shared, WorkerError> {
             ),
         });
     }
-    let fds = [
+    let mut fds = vec![
         ("pair region", launch.pair.region_fd),
         ("worker doorbell", launch.pair.bell_fd),
         ("proxy region", launch.proxy_region_fd),
         ("proxy doorbell", launch.proxy_bell_fd),
     ];
+    fds.extend(launch.l5_table_fd.map(|fd| (L5_TABLE, fd)));
     for (i, &(what, fd)) in fds.iter().enumerate() {
         if fd < FIRST_INHERITED_FD {
             return Err(WorkerError::BadSpec {
@@ -69,7 +78,7 @@ pub fn attach(launch: &WorkerLaunch) -> Result<&'static Shared, WorkerError> {
     }
 
     // SAFETY: the fd was checked open above, is distinct from the other
-    // three, and the controller handed it to this process alone; the region
+    // fds, and the controller handed it to this process alone; the region
     // takes ownership.
     let pair = unsafe { PairRegion::open(launch.pair.region_fd, launch.pair_layout) }.map_err(
         |cause| WorkerError::Attach {
@@ -103,13 +112,30 @@ pub fn attach(launch: &WorkerLaunch) -> Result<&'static Shared, WorkerError> {
             Doorbell::from_raw_fd(launch.proxy_bell_fd),
         )
     };
+    let routes = match launch.l5_table_fd {
+        // SAFETY: the fd was checked open above, is distinct from the other
+        // fds, and the controller handed this process its own copy of the
+        // route-table memfd; the table takes ownership.
+        Some(fd) => Some(
+            unsafe { RouteTable::open(fd) }.map_err(|cause| WorkerError::Attach {
+                what: L5_TABLE,
+                fd,
+                cause,
+            })?,
+        ),
+        None => None,
+    };
     Ok(Box::leak(Box::new(Shared {
         pair,
         proxy,
         bell,
         proxy_bell,
+        routes,
     })))
 }
+
+/// How errors name the route-table fd.
+const L5_TABLE: &str = "L5 route table";
 
 /// Fails unless `fd` is open, and marks it close-on-exec so processes a
 /// plugin may spawn do not inherit the rings.

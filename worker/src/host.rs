@@ -1,8 +1,10 @@
 //! The `spp_host` services table a worker hands its plugin: `reply`,
 //! `close`, `log`, and the plugin metrics `count` / `record_latency`
 //! (named counters and latency histograms in the pair header's
-//! `PluginMetrics` block, lock-free from any thread), plus role, group and
-//! worker index.
+//! `PluginMetrics` block, lock-free from any thread), the L5 routing
+//! services `get_route` / `get_route_hash` / `report` ([`crate::l5`], from
+//! the route table in [`Shared`], any thread), plus role, group and worker
+//! index.
 //!
 //! The table and its context are leaked, so they stay at one address for the
 //! process's life (plugins keep the pointer, and their threads may outlive
@@ -19,14 +21,16 @@
 //!   deferred replies allocates nothing once the pool is warm.
 
 use crate::attach::Shared;
+use crate::l5;
 use crate::respond::Responder;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam::queue::ArrayQueue;
 use spp_ipc::doorbell::wake_if_sleeping;
+use spp_ipc::l5::table::RouteTable;
 use spp_ipc::plugin_metrics;
 use spp_plugin_api::abi::{
-    HostFns, SppHost, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG,
-    SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_WORKER,
+    HostFns, SppHost, SppL5Route, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED,
+    SPP_LOG_DEBUG, SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_WORKER,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
@@ -159,6 +163,9 @@ impl HostServices {
                 log: host_log,
                 count: host_count,
                 record_latency: host_record_latency,
+                get_route: host_get_route,
+                get_route_hash: host_get_route_hash,
+                report: host_report,
             },
         )));
         HostServices { ctx, table }
@@ -390,12 +397,71 @@ unsafe extern "C" fn host_log(_ctx: *mut c_void, level: c_int, text: *const c_ch
     }
 }
 
+/// The route table the services answer from (`None`: L5 is off here).
+///
+/// # Safety
+/// `ctx` must be the table's `ctx` (or null).
+unsafe fn routes_of<'a>(ctx: *mut c_void) -> Option<&'a RouteTable> {
+    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
+    let ctx = unsafe { ctx.cast::<HostCtx>().as_ref() }?;
+    ctx.shared.routes.as_ref()
+}
+
+/// `spp_host.get_route`: [`l5::get_route`].
+///
+/// # Safety
+/// `ctx` must be the table's `ctx`; `out` null or writable.
+unsafe extern "C" fn host_get_route(
+    ctx: *mut c_void,
+    modid: u32,
+    cmdid: u32,
+    out: *mut SppL5Route,
+) -> c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe { l5::get_route(routes_of(ctx), modid, cmdid, out) }
+}
+
+/// `spp_host.get_route_hash`: [`l5::get_route_hash`].
+///
+/// # Safety
+/// As for [`host_get_route`].
+unsafe extern "C" fn host_get_route_hash(
+    ctx: *mut c_void,
+    modid: u32,
+    cmdid: u32,
+    key: u64,
+    out: *mut SppL5Route,
+) -> c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe { l5::get_route_hash(routes_of(ctx), modid, cmdid, key, out) }
+}
+
+/// `spp_host.report`: [`l5::report`].
+///
+/// # Safety
+/// `ctx` must be the table's `ctx`; `route` null or readable.
+unsafe extern "C" fn host_report(
+    ctx: *mut c_void,
+    route: *const SppL5Route,
+    result: c_int,
+    latency_us: u64,
+) -> c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe { l5::report(routes_of(ctx), route, result, latency_us) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::respond::tests::{drain, setup};
+    use crate::respond::tests::{drain, setup, setup_with_routes};
+    use spp_ipc::l5::table::{NodeView, SidView};
+    use spp_ipc::l5::{Instance, Sid, DEFAULT_WEIGHT};
     use spp_ipc::record::{KIND_CLOSE, KIND_RESPONSE};
-    use spp_plugin_api::abi::SPP_ERR_BAD_NAME;
+    use spp_plugin_api::abi::{SPP_ERR_BAD_NAME, SPP_L5_BAD_PARAM, SPP_L5_SYSTEM};
+    use spp_plugin_api::{Host, HostError, Route, RouteError};
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::time::Duration;
 
     /// Marks (or unmarks) the test's thread as the worker's main thread.
     fn as_main_thread(main: bool) {
@@ -481,5 +547,175 @@ mod tests {
         assert_eq!(snapshot.latencies[0].1.count, 1);
         assert_eq!(snapshot.latencies[0].1.sum_ns, 1500);
         assert_eq!(snapshot.refused, 2, "the bad name and the null one");
+    }
+
+    /// Sid 64001:1 with two live nodes of equal weight, and 64001:2 with
+    /// none, published in a fresh table. Returns it and the nodes' (address,
+    /// slot).
+    fn l5_table() -> (RouteTable, [(SocketAddr, u32); 2]) {
+        let sid = Sid {
+            modid: 64001,
+            cmdid: 1,
+        };
+        let mut table = RouteTable::create().unwrap();
+        let mut nodes = Vec::new();
+        let mut slots = Vec::new();
+        for port in [7001, 7002] {
+            let instance = Instance {
+                sid,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                weight: DEFAULT_WEIGHT,
+            };
+            let slot = table.slot_for(&instance).unwrap();
+            slots.push((instance.addr, slot));
+            nodes.push(NodeView {
+                instance,
+                weight: DEFAULT_WEIGHT,
+                dead: false,
+                slot,
+            });
+        }
+        let empty = Sid {
+            modid: 64001,
+            cmdid: 2,
+        };
+        table
+            .publish(&[
+                SidView {
+                    sid,
+                    nodes,
+                    probe_budget: 0,
+                },
+                SidView {
+                    sid: empty,
+                    nodes: Vec::new(),
+                    probe_budget: 0,
+                },
+            ])
+            .unwrap();
+        (table, [slots[0], slots[1]])
+    }
+
+    /// The plugin's view of a host table.
+    fn plugin_host(host: &HostServices) -> Host {
+        // SAFETY: the table is leaked and valid for the process's life.
+        unsafe { Host::from_raw(host.table()) }.unwrap()
+    }
+
+    #[test]
+    fn l5_services_answer_from_the_route_table_on_any_thread() {
+        let (table, nodes) = l5_table();
+        let (shared, responder, _consumer) = setup_with_routes(Some(table));
+        let routes = shared.routes.as_ref().unwrap();
+        let services = HostServices::build(shared, responder, 1, 0, DEFERRED_BYTE_BUDGET);
+        let host = plugin_host(&services);
+        let slot_of = |addr: SocketAddr| nodes.iter().find(|n| n.0 == addr).map(|n| n.1);
+
+        // Weighted random: every answer is one of the nodes, with its slot,
+        // and both nodes are chosen (the per-thread generator moves).
+        let mut seen = HashSet::new();
+        for _ in 0..1000 {
+            let route = host.get_route(64001, 1).unwrap();
+            assert_eq!(route.sid(), (64001, 1));
+            let addr = route.addr().unwrap();
+            assert_eq!(Some(route.0.slot), slot_of(addr), "{addr}");
+            seen.insert(addr);
+        }
+        assert_eq!(seen.len(), 2, "both equal-weight nodes are picked");
+
+        // Consistent hash: a key sticks to one node; keys spread.
+        let first = host.get_route_hash(64001, 1, 42).unwrap();
+        for _ in 0..16 {
+            assert_eq!(host.get_route_hash(64001, 1, 42).unwrap(), first);
+        }
+        let spread: HashSet<_> = (0..256u64)
+            .map(|key| host.get_route_hash(64001, 1, key).unwrap().addr().unwrap())
+            .collect();
+        assert_eq!(spread.len(), 2, "256 keys reach both nodes");
+
+        // L5's codes.
+        assert_eq!(host.get_route(1, 1), Err(RouteError::UnknownSid));
+        assert_eq!(host.get_route_hash(1, 1, 5), Err(RouteError::UnknownSid));
+        assert_eq!(host.get_route(64001, 2), Err(RouteError::NoServer));
+
+        // Reports land in the node's counters (read as the controller does).
+        let route = host.get_route(64001, 1).unwrap();
+        let slot = route.0.slot;
+        let before = routes.counts(slot);
+        host.report(&route, 0, Duration::from_micros(1500)).unwrap();
+        host.report(&route, -1, Duration::from_micros(500)).unwrap();
+        host.report(&route, -1, Duration::from_micros(0)).unwrap();
+        let after = routes.counts(slot);
+        assert_eq!(after.success - before.success, 1);
+        assert_eq!(after.failure - before.failure, 2);
+        assert_eq!(after.latency_us - before.latency_us, 2000);
+        assert_eq!(after.consecutive_errors, 2);
+
+        // Plugins call from their own threads: same answers, same counters.
+        let other = std::thread::spawn(move || {
+            let route = host.get_route(64001, 1).unwrap();
+            host.report(&route, 0, Duration::from_micros(10)).unwrap();
+            assert_eq!(host.get_route_hash(64001, 1, 42).unwrap(), first);
+            route
+        })
+        .join()
+        .unwrap();
+        let counts = routes.counts(other.0.slot);
+        assert_eq!(counts.consecutive_errors, 0, "a success resets the run");
+        let total: u64 = nodes.iter().map(|n| routes.counts(n.1).success).sum();
+        assert_eq!(total, 2, "one success from each thread");
+    }
+
+    #[test]
+    fn l5_services_refuse_null_and_garbled_parameters() {
+        let (table, _) = l5_table();
+        let (shared, responder, _consumer) = setup_with_routes(Some(table));
+        let services = HostServices::build(shared, responder, 1, 0, DEFERRED_BYTE_BUDGET);
+        // SAFETY: the table is leaked and valid for the process's life.
+        let raw: &SppHost = unsafe { &*services.table() };
+        // SAFETY: NULL pointers are refused before any access.
+        unsafe {
+            assert_eq!(
+                (raw.get_route)(raw.ctx, 64001, 1, std::ptr::null_mut()),
+                SPP_L5_BAD_PARAM
+            );
+            assert_eq!(
+                (raw.get_route_hash)(raw.ctx, 64001, 1, 7, std::ptr::null_mut()),
+                SPP_L5_BAD_PARAM
+            );
+            assert_eq!(
+                (raw.report)(raw.ctx, std::ptr::null(), 0, 1),
+                SPP_L5_BAD_PARAM
+            );
+        }
+        let mut route = SppL5Route::default();
+        // SAFETY: `route` is a live, writable `SppL5Route`.
+        assert_eq!(
+            unsafe { (raw.get_route)(raw.ctx, 64001, 1, &mut route) },
+            SPP_OK
+        );
+        route.addr.family = 99;
+        // SAFETY: `route` is a live `SppL5Route`.
+        let code = unsafe { (raw.report)(raw.ctx, &route, 0, 1) };
+        assert_eq!(code, SPP_L5_BAD_PARAM, "an address that is not one");
+    }
+
+    #[test]
+    fn without_a_route_table_l5_services_answer_system_error() {
+        let (shared, responder, _consumer) = setup();
+        let services = HostServices::build(shared, responder, 1, 0, DEFERRED_BYTE_BUDGET);
+        let host = plugin_host(&services);
+        assert_eq!(host.get_route(64001, 1), Err(RouteError::System));
+        assert_eq!(host.get_route_hash(64001, 1, 9), Err(RouteError::System));
+        let route = Route(SppL5Route::default());
+        assert_eq!(
+            host.report(&route, 0, Duration::ZERO),
+            Err(HostError::Other(SPP_L5_SYSTEM))
+        );
+        // SAFETY: the table is leaked and valid for the process's life.
+        let raw: &SppHost = unsafe { &*services.table() };
+        // SAFETY: with no table the pointer is never touched.
+        let code = unsafe { (raw.get_route)(raw.ctx, 64001, 1, std::ptr::null_mut()) };
+        assert_eq!(code, SPP_L5_SYSTEM);
     }
 }

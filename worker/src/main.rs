@@ -2,7 +2,8 @@
 //! controller (`spp start`) with `SPP_LAUNCH` = a JSON `Launch::Worker` and
 //! its pair region, doorbell, proxy region and proxy doorbell inherited.
 //!
-//! Startup: map the shared state, publish our pid, bump
+//! Startup: map the shared state (and the L5 route table, when the
+//! controller hands one), publish our pid, bump
 //! `worker_generation`, state `Starting`, drop whatever a dead predecessor
 //! left in the request ring, free the plugin-metric slots it may have left
 //! half-claimed, load the plugin (ABI checked), build the `spp_host` table,
@@ -21,6 +22,7 @@ mod attach;
 mod drain;
 mod error;
 mod host;
+mod l5;
 mod respond;
 mod serve;
 mod signals;

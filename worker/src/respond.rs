@@ -223,6 +223,13 @@ pub(crate) mod tests {
 
     /// A responder on a fresh pair, and the proxy's end of its ring.
     pub(crate) fn setup() -> (&'static Shared, Responder, Consumer) {
+        setup_with_routes(None)
+    }
+
+    /// [`setup`], with `routes` as the process's L5 route table.
+    pub(crate) fn setup_with_routes(
+        routes: Option<spp_ipc::l5::table::RouteTable>,
+    ) -> (&'static Shared, Responder, Consumer) {
         let layout = PairLayout {
             request_capacity: MIN_CAPACITY,
             response_capacity: MIN_CAPACITY,
@@ -232,6 +239,7 @@ pub(crate) mod tests {
             proxy: ProxyRegion::create().unwrap(),
             bell: Doorbell::create().unwrap(),
             proxy_bell: Doorbell::create().unwrap(),
+            routes,
         }));
         // SAFETY: the test owns the leaked region and attaches one end each.
         let (producer, consumer) = unsafe {

@@ -125,8 +125,9 @@ fn a_request_inside_process_is_stamped_and_timed() {
     );
     assert_eq!(header.process_time.snapshot().count, 0, "not returned yet");
 
-    std::fs::write(&release, b"").expect("create the release file");
+    // Taken before the file exists: the call cannot return before it.
     let released = Instant::now();
+    std::fs::write(&release, b"").expect("create the release file");
     let mut got = Vec::new();
     proxy.collect(&mut got, 1, &mut worker);
     assert_eq!(got, vec![response(KIND_RESPONSE, 1, b"woke")]);

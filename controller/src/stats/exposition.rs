@@ -61,15 +61,16 @@ impl Families {
         summary.set_sample_sum(latency.total_sum_ns as f64 * names::NS_TO_S);
         summary.set_quantile(
             names::QUANTILES
-                .iter()
-                .map(|&q| {
+                .into_iter()
+                .zip(latency.quantiles_ns())
+                .map(|(q, ns)| {
                     let mut quantile = Quantile::default();
                     quantile.set_quantile(q);
                     // No sample in the window: NaN, as Prometheus clients do.
                     quantile.set_value(if latency.count == 0 {
                         f64::NAN
                     } else {
-                        latency.quantile_ns(q) as f64 * names::NS_TO_S
+                        ns as f64 * names::NS_TO_S
                     });
                     quantile
                 })

@@ -1,7 +1,8 @@
 //! The Prometheus endpoint: HTTP/1.1 (hyper) on a task of the current
 //! tokio runtime. `GET /metrics` (and `HEAD`) answers the text exposition
-//! of the newest published window; any other path is 404, any other method
-//! 405.
+//! of the newest published window, encoded once per window
+//! ([`Published::exposition`]) and shared by every scrape of it; any other
+//! path is 404, any other method 405.
 //!
 //! The server lives as long as the [`Collector`](super::Collector) it
 //! serves: when the collector is dropped, the publishing channel closes and
@@ -13,7 +14,7 @@
 //! headers of at most [`MAX_REQUEST_BUFFER`] bytes.
 
 use super::exposition;
-use super::report::{self, StatReport};
+use super::report::StatReport;
 use super::{Published, StatsError};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -125,13 +126,16 @@ fn respond(
     }
     // Clone the Arc out so the channel is not held while encoding.
     let window = windows.borrow().clone();
-    let report = match window {
-        Some(w) => report::build(&w.service, &w.newest, w.base.as_deref()),
-        None => StatReport::default(),
+    let text = match window {
+        Some(w) => w.exposition(),
+        // Before the first sample (at most one housekeeping tick).
+        None => exposition::render(&StatReport::default())
+            .map(Bytes::from)
+            .map_err(|e| e.to_string()),
     };
-    match exposition::render(&report) {
+    match text {
         Ok(text) => {
-            let mut response = Response::new(Full::new(Bytes::from(text)));
+            let mut response = Response::new(Full::new(text));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(exposition::CONTENT_TYPE),

@@ -14,7 +14,10 @@
 //! The endpoint runs on a task of the controller's (current-thread) tokio
 //! runtime; each sample publishes the newest window to it through a
 //! `tokio::sync::watch` channel of `Arc`s, so a scrape copies nothing the
-//! sampler holds and the sampler never waits for a scrape.
+//! sampler holds and the sampler never waits for a scrape. The exposition
+//! text of a window is built at most once, by the first scrape that sees
+//! it ([`Published::exposition`]); later scrapes of the same window get a
+//! clone of the same bytes, and a window nobody scrapes costs nothing.
 
 pub mod exposition;
 pub mod http;
@@ -27,10 +30,11 @@ mod tests;
 
 use crate::config::Config;
 use crate::resources::Resources;
+use bytes::Bytes;
 use sample::Sample;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -60,7 +64,7 @@ pub enum StatsError {
 }
 
 /// The figures the metrics endpoint serves: the newest sample and the one
-/// [`METRICS_WINDOW`] before it.
+/// [`METRICS_WINDOW`] before it, and their exposition once built.
 #[derive(Debug)]
 pub struct Published {
     /// Service name.
@@ -69,6 +73,35 @@ pub struct Published {
     pub newest: Arc<Sample>,
     /// The base of the window (none until two samples).
     pub base: Option<Arc<Sample>>,
+    /// The Prometheus text of this window, or why it could not be encoded:
+    /// built by the first scrape.
+    text: OnceLock<Result<Bytes, String>>,
+}
+
+impl Published {
+    /// The window from `base` to `newest`.
+    pub fn new(service: String, newest: Arc<Sample>, base: Option<Arc<Sample>>) -> Self {
+        Published {
+            service,
+            newest,
+            base,
+            text: OnceLock::new(),
+        }
+    }
+
+    /// The Prometheus text of this window: the report is built and
+    /// encoded on the first call only; every call returns the same bytes
+    /// (a cheap clone).
+    pub fn exposition(&self) -> Result<Bytes, String> {
+        self.text
+            .get_or_init(|| {
+                let report = report::build(&self.service, &self.newest, self.base.as_deref());
+                exposition::render(&report)
+                    .map(Bytes::from)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
 }
 
 /// Samples the shared stats blocks and keeps their recent history.
@@ -96,11 +129,11 @@ impl Collector {
         }
         self.history.push_back(Arc::new(Sample::read(res, now)));
         let published = self.history.back().map(|newest| {
-            Arc::new(Published {
-                service: self.service.clone(),
-                newest: Arc::clone(newest),
-                base: self.base(METRICS_WINDOW).map(Arc::clone),
-            })
+            Arc::new(Published::new(
+                self.service.clone(),
+                Arc::clone(newest),
+                self.base(METRICS_WINDOW).map(Arc::clone),
+            ))
         });
         self.published.send_replace(published);
     }

@@ -4,7 +4,7 @@
 //! the interval's latency percentiles (computed with `hdrhistogram` from the
 //! shared buckets).
 
-use super::names::{PROXY_CONNS_ACTIVE, WORKER_BUSY_NS};
+use super::names::{PROXY_CONNS_ACTIVE, QUANTILES, WORKER_BUSY_NS};
 use super::sample::{GroupSample, Hist, PluginSample, Sample};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -62,15 +62,23 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// The value at `quantile` (one of `names::QUANTILES`), ns.
-    pub fn quantile_ns(&self, quantile: f64) -> u64 {
-        match quantile {
-            q if q >= 1.0 => self.max_ns,
-            q if q >= 0.999 => self.p999_ns,
-            q if q >= 0.99 => self.p99_ns,
-            q if q >= 0.9 => self.p90_ns,
-            _ => self.p50_ns,
-        }
+    /// The fields that hold the values at [`QUANTILES`], in its order (the
+    /// quantile `1` is the maximum). A quantile added there without a field
+    /// here does not compile.
+    fn quantile_fields(&mut self) -> [&mut u64; QUANTILES.len()] {
+        [
+            &mut self.p50_ns,
+            &mut self.p90_ns,
+            &mut self.p99_ns,
+            &mut self.p999_ns,
+            &mut self.max_ns,
+        ]
+    }
+
+    /// The values at [`QUANTILES`], in its order, ns.
+    pub fn quantiles_ns(&self) -> [u64; QUANTILES.len()] {
+        let mut copy = *self;
+        copy.quantile_fields().map(|v| *v)
     }
 }
 
@@ -310,10 +318,11 @@ fn fill_percentiles(out: &mut Latency, interval: &HistogramSnapshot) {
         // Clamped to the range above, so it cannot fail.
         hdr.saturating_record_n(value, n);
     }
-    let at = |q: f64| hdr.value_at_quantile(q).min(max);
-    out.p50_ns = at(0.5);
-    out.p90_ns = at(0.9);
-    out.p99_ns = at(0.99);
-    out.p999_ns = at(0.999);
-    out.max_ns = max;
+    for (field, q) in out.quantile_fields().into_iter().zip(QUANTILES) {
+        *field = if q >= 1.0 {
+            max
+        } else {
+            hdr.value_at_quantile(q).min(max)
+        };
+    }
 }

@@ -341,6 +341,51 @@ fn the_exposition_has_the_stable_names_and_parses() {
 }
 
 #[test]
+fn the_latency_fields_follow_the_summary_quantiles() {
+    let latency = Latency {
+        p50_ns: 1,
+        p90_ns: 2,
+        p99_ns: 3,
+        p999_ns: 4,
+        max_ns: 5,
+        ..Latency::default()
+    };
+    let values = latency.quantiles_ns();
+    // Field by field, in the order of names::QUANTILES (1 = the maximum).
+    let expect: Vec<(f64, u64)> = vec![(0.5, 1), (0.9, 2), (0.99, 3), (0.999, 4), (1.0, 5)];
+    let got: Vec<(f64, u64)> = names::QUANTILES.into_iter().zip(values).collect();
+    assert_eq!(got, expect);
+}
+
+#[test]
+fn a_window_is_encoded_once_for_every_scrape() {
+    let (_dir, res, mut collector) = scenario();
+    let mut windows = collector.subscribe();
+    let window = windows
+        .borrow_and_update()
+        .clone()
+        .expect("a published window");
+    let first = window.exposition().unwrap();
+    let second = window.exposition().unwrap();
+    // The same buffer, not an equal one built again.
+    assert_eq!(first.as_ptr(), second.as_ptr());
+    let direct = exposition::render(&collector.report(METRICS_WINDOW)).unwrap();
+    assert_eq!(first, direct.as_bytes());
+
+    // The next sample is a new window with its own text.
+    add(&res.proxy.header().stats.requests, 1);
+    let last = collector.history.back().unwrap().at;
+    collector.sample(&res, last + Duration::from_secs(1));
+    let next = windows.borrow_and_update().clone().expect("a newer window");
+    assert!(!Arc::ptr_eq(&window, &next));
+    let text = next.exposition().unwrap();
+    assert!(
+        String::from_utf8_lossy(&text).contains("\nspp_proxy_requests_total 201\n"),
+        "{text:?}"
+    );
+}
+
+#[test]
 fn outside_a_runtime_the_endpoint_does_not_start() {
     let (_dir, cfg) = config();
     let collector = Collector::new(&cfg);

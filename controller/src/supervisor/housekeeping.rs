@@ -161,7 +161,7 @@ impl Supervisor {
             else {
                 continue;
             };
-            if child.run.is_none_or(|r| r.killed) {
+            if child.run.as_ref().is_none_or(|r| r.killed) {
                 continue;
             }
             let Some(hang) = self.cfg.groups.get(group_pos).map(|g| g.hang_timeout) else {
@@ -191,7 +191,12 @@ impl Supervisor {
 
     /// SIGKILLs child `i`, logging `reason` (which also goes into its
     /// `last_exit`). Whether it restarts depends on whether it is desired.
+    /// A run that exited meanwhile (its exit not booked yet) is left alone,
+    /// its exit its own.
     fn kill_on_purpose(&mut self, i: usize, reason: String) {
+        if !self.signal_child(i, Signal::SIGKILL) {
+            return;
+        }
         let Some(child) = self.children.get_mut(i) else {
             return;
         };
@@ -201,7 +206,6 @@ impl Supervisor {
         run.killed = true;
         warn!("{} {reason}: killed", child.label());
         child.stop_reason = Some(reason);
-        self.signal_child(i, Signal::SIGKILL);
     }
 
     /// SIGKILLs every worker stopped on purpose that overran its drain.
@@ -211,7 +215,7 @@ impl Supervisor {
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
-                let run = c.run?;
+                let run = c.run.as_ref()?;
                 let late = !run.killed && run.retire_by.is_some_and(|by| by <= now);
                 late.then(|| {
                     let why = c.stop_reason.clone().unwrap_or_default();

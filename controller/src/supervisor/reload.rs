@@ -8,9 +8,11 @@
 //!    running config ([`crate::config::diff::compare`]): a key that needs a
 //!    restart refuses the reload, and nothing changes.
 //! 2. Canary: in every group, a worker of the new config generation starts
-//!    in a free slot (there is always the spare) and must become Ready
-//!    within [`defaults::RELOAD_READY_TIMEOUT`]. If one fails, every new
-//!    worker is stopped and the reload fails: nothing changed.
+//!    in a free slot (there is always the spare, though a worker retired
+//!    by a scale-down just before may still hold it while it drains: the
+//!    wait for it is [`defaults::reload_slot_timeout`]) and must become
+//!    Ready within [`defaults::RELOAD_READY_TIMEOUT`]. If one fails, every
+//!    new worker is stopped and the reload fails: nothing changed.
 //! 3. Commit: the new config becomes current (generation + 1); changed
 //!    proxy limits are published to the running proxy
 //!    (`ProxyHeader::limits`); new children get the new log level, grace
@@ -33,7 +35,7 @@ use crate::spawn;
 use crate::status::ServiceState;
 use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -69,14 +71,34 @@ struct GroupRoll {
     target: u32,
     /// New workers that became ready.
     started: u32,
+    /// How long to wait for a free slot ([`defaults::reload_slot_timeout`]).
+    slot_wait: Duration,
     step: Step,
+}
+
+/// A wait for a free slot.
+#[derive(Clone, Copy)]
+struct SlotWait {
+    /// When it gives up.
+    deadline: Instant,
+    /// How long it waits in all (for the message).
+    wait: Duration,
+}
+
+impl SlotWait {
+    fn from(now: Instant, wait: Duration) -> Self {
+        SlotWait {
+            deadline: now + wait,
+            wait,
+        }
+    }
 }
 
 /// Where a group is.
 #[derive(Clone, Copy)]
 enum Step {
     /// Start a new worker as soon as a slot is free.
-    NeedSlot { deadline: Instant },
+    NeedSlot(SlotWait),
     /// The new worker `child` must become ready.
     WaitReady {
         child: usize,
@@ -117,7 +139,11 @@ impl Supervisor {
             if changes.is_empty() { "" } else { ": " },
             changes.join("; ")
         );
-        let deadline = Instant::now() + defaults::RELOAD_READY_TIMEOUT;
+        // A worker retired before the commit got the running config's grace,
+        // one retired after it the new config's.
+        let grace = self.cfg.service.stop_grace.max(cfg.service.stop_grace);
+        let slot_wait = defaults::reload_slot_timeout(grace);
+        let first = SlotWait::from(Instant::now(), slot_wait);
         let groups = (0..cfg.groups.len())
             .map(|pos| {
                 let desired = self.desired_in(pos);
@@ -131,7 +157,8 @@ impl Supervisor {
                     pos,
                     target,
                     started: 0,
-                    step: Step::NeedSlot { deadline },
+                    slot_wait,
+                    step: Step::NeedSlot(first),
                 }
             })
             .collect();
@@ -208,8 +235,8 @@ impl Supervisor {
         failures: &mut Vec<String>,
     ) {
         match g.step {
-            Step::NeedSlot { deadline } => {
-                g.step = self.start_new(g.pos, cfg, generation, deadline, now, failures);
+            Step::NeedSlot(slot) => {
+                g.step = self.start_new(g.pos, cfg, generation, slot, now, failures);
             }
             Step::WaitReady {
                 child,
@@ -226,26 +253,26 @@ impl Supervisor {
 
     /// Starts a worker of `generation` from `cfg` in a free slot of the
     /// group at `pos`: the next step, waiting for it to be ready (or for a
-    /// slot, until `deadline`).
+    /// slot, until `slot`'s deadline).
     fn start_new(
         &mut self,
         pos: usize,
         cfg: &Config,
         generation: u64,
-        deadline: Instant,
+        slot: SlotWait,
         now: Instant,
         failures: &mut Vec<String>,
     ) -> Step {
         let id = self.cfg.groups.get(pos).map_or(0, |g| g.id);
         let Some(i) = self.free_slot(pos) else {
-            if now >= deadline {
+            if now >= slot.deadline {
                 failures.push(format!(
                     "no free worker slot in group {id} within {:?}",
-                    defaults::RELOAD_READY_TIMEOUT
+                    slot.wait
                 ));
                 return Step::Done;
             }
-            return Step::NeedSlot { deadline };
+            return Step::NeedSlot(slot);
         };
         if let Some(child) = self.children.get_mut(i) {
             child.take_up();
@@ -259,7 +286,7 @@ impl Supervisor {
         let log_from = self
             .children
             .get(i)
-            .and_then(|c| c.run)
+            .and_then(|c| c.run.as_ref())
             .map_or(0, |r| r.log_from);
         Step::WaitReady {
             child: i,
@@ -352,8 +379,8 @@ impl Supervisor {
     ) {
         let cfg = Arc::clone(&self.cfg);
         match g.step {
-            Step::NeedSlot { deadline } => {
-                g.step = self.start_new(g.pos, &cfg, self.generation, deadline, now, failures);
+            Step::NeedSlot(slot) => {
+                g.step = self.start_new(g.pos, &cfg, self.generation, slot, now, failures);
             }
             Step::WaitReady {
                 child,
@@ -378,9 +405,7 @@ impl Supervisor {
             Step::WaitExit { child } => {
                 if self.children.get(child).is_some_and(|c| c.run.is_none()) {
                     g.step = match self.oldest_old(g.pos) {
-                        Some(_) => Step::NeedSlot {
-                            deadline: now + defaults::RELOAD_READY_TIMEOUT,
-                        },
+                        Some(_) => Step::NeedSlot(SlotWait::from(now, g.slot_wait)),
                         None => self.finish_group(g, notes),
                     };
                 }
@@ -393,9 +418,12 @@ impl Supervisor {
     /// generation and meant to run.
     fn oldest_old(&self, pos: usize) -> Option<usize> {
         self.group_slots(pos).find(|&i| {
-            self.children
-                .get(i)
-                .is_some_and(|c| c.desired && c.run.is_some_and(|r| r.generation < self.generation))
+            self.children.get(i).is_some_and(|c| {
+                c.desired
+                    && c.run
+                        .as_ref()
+                        .is_some_and(|r| r.generation < self.generation)
+            })
         })
     }
 

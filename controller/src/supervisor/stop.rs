@@ -26,7 +26,8 @@ impl Supervisor {
         which: impl Fn(&Child) -> bool,
         sig: Signal,
     ) -> usize {
-        // Book exits that are already in, so no signal goes to a reaped pid.
+        // Book exits that are already in, so they do not count as signalled
+        // (the pidfd would refuse them anyway: see `signal_child`).
         while let Ok(ev) = inputs.exits.try_recv() {
             self.on_exit(ev);
         }

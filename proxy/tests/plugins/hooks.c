@@ -13,7 +13,8 @@
  *   else group 1 (the workers echo it).
  *
  * A request failed because its worker died (req == NULL) is answered with
- * "DIED" and its connection closed (return -1). A stale request
+ * "DIED" and its connection closed (return -1), or kept (return 0) under
+ * conf "keep_died". A stale request
  * (SPP_EXC_TIMEOUT) is answered with "TIMEOUT" when the proxy has no bytes
  * for it (req == NULL), with "BYE" and a close (return -1) when its payload
  * starts with 'Q', and like any other with "EXC:4" otherwise. spp_close and
@@ -45,6 +46,9 @@
 #define OTHER_EPOCH_BIT (1ull << 48)
 
 static const spp_host *host;
+/* conf "keep_died": a request whose worker died is answered, and its
+ * connection kept. */
+static int keep_died;
 
 /* Whether the host has the metric services (appended in ABI 1). */
 static int has_metrics(void) { return host->size > offsetof(spp_host, count); }
@@ -85,6 +89,7 @@ int spp_init(const spp_host *h, const char *conf) {
     snprintf(line, sizeof line, "hooks plugin init role=%u conf=%s", h->role, conf);
     log_line(line);
     count("proxy_inits");
+    keep_died = strcmp(conf, "keep_died") == 0;
     if (has_metrics()) host->record_latency(host->ctx, "init", strlen("init"), INIT_LATENCY_NS);
     if (strcmp(conf, "thread") == 0) {
         pthread_t thread;
@@ -131,7 +136,7 @@ int spp_exception(const spp_conn_info *conn, const uint8_t *req, size_t len, int
     }
     if (req == NULL) {
         reply_frame(conn->flow, "DIED");
-        return -1;
+        return keep_died ? 0 : -1;
     }
     if (len > HEADER_LEN && req[HEADER_LEN] == 'C') {
         host->close(host->ctx, conn->flow);

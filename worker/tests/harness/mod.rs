@@ -119,6 +119,7 @@ impl FakeProxy {
             proxy_bell_fd: self.proxy_bell.raw_fd(),
             spin_us,
             msg_timeout_ms: 0,
+            l5_table_fd: None,
             drain_timeout_ms: 3000,
             log: LogSpec {
                 level: "debug".into(),

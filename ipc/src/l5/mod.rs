@@ -1,0 +1,101 @@
+//! L5-style service routing shared by a service's processes.
+//!
+//! L5 names a service by a [`Sid`] = (modid, cmdid); its instances are
+//! `ip:port` endpoints with a static weight. The controller is the local
+//! agent: it learns the instances from a registry (embedded on the machine,
+//! or etcd), keeps the fault-tolerance state ([`balancer`]), and publishes
+//! the routing view into a shared-memory [`table::RouteTable`]. Workers pick
+//! a route and report its outcome through that table with no lock and no
+//! syscall (plugin host services `get_route`, `get_route_hash`, `report`).
+//!
+//! * [`table`]: the route table (pick, consistent-hash pick, report, and
+//!   the controller's publish and slot bookkeeping);
+//! * [`layout`]: its `#[repr(C)]` shared-memory layout;
+//! * [`balancer`]: the per-period weighting rules.
+
+pub mod balancer;
+pub mod layout;
+pub mod table;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A service id: (modid, cmdid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sid {
+    /// Module id.
+    pub modid: u32,
+    /// Command id.
+    pub cmdid: u32,
+}
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.modid, self.cmdid)
+    }
+}
+
+/// The smallest static weight.
+pub const MIN_WEIGHT: u32 = 100;
+/// The largest static weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+/// The static weight when none is given (L5's default).
+pub const DEFAULT_WEIGHT: u32 = 100;
+
+/// One instance of a sid, as a registry or the static routes file holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Instance {
+    /// The service.
+    pub sid: Sid,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Static weight, [`MIN_WEIGHT`]..=[`MAX_WEIGHT`].
+    pub weight: u32,
+}
+
+/// L5's error codes, as the host services return them.
+pub mod code {
+    /// No usable server for the sid (overload).
+    pub const NO_SERVER: i32 = -10000;
+    /// Timeout.
+    pub const TIMEOUT: i32 = -9999;
+    /// System error (e.g. no route table in this process).
+    pub const SYSTEM: i32 = -9998;
+    /// Bad parameter.
+    pub const BAD_PARAM: i32 = -9991;
+    /// The sid is unknown.
+    pub const UNKNOWN_SID: i32 = -8999;
+}
+
+/// Why a route could not be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum L5Error {
+    /// The sid is not in the table.
+    #[error("unknown sid")]
+    UnknownSid,
+    /// The sid has no instance at all.
+    #[error("no usable server")]
+    NoServer,
+    /// The table is being rewritten too often to read (retry later).
+    #[error("route table busy")]
+    Busy,
+    /// The table has no room for what the controller wants to publish.
+    #[error("route table full: {0}")]
+    Full(&'static str),
+    /// What the controller wants to publish is inconsistent (a bug of the
+    /// caller: a duplicate sid, a node whose slot is not its own).
+    #[error("route table: invalid view: {0}")]
+    Invalid(&'static str),
+}
+
+impl L5Error {
+    /// The L5 error code ([`code`]).
+    pub fn code(&self) -> i32 {
+        match self {
+            L5Error::UnknownSid => code::UNKNOWN_SID,
+            L5Error::NoServer => code::NO_SERVER,
+            L5Error::Busy | L5Error::Full(_) | L5Error::Invalid(_) => code::SYSTEM,
+        }
+    }
+}

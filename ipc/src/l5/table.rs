@@ -1,0 +1,737 @@
+//! The shared-memory route table.
+//!
+//! One memfd region per service ([`super::layout`]), created by the
+//! controller and inherited by every worker. Two parts:
+//! * the routing view, double-buffered: per sid its nodes (address, static
+//!   weight, current weight, dead or alive, cumulative weights for the
+//!   binary search, stats slot and the slot's counts at publish time),
+//!   written by the controller into the inactive buffer, then made active
+//!   with one release store. Readers use the buffer's sequence (seqlock)
+//!   and retry a bounded number of times ([`READ_ATTEMPTS`], then
+//!   [`L5Error::Busy`]), so a lookup takes no lock and no syscall;
+//! * per-instance outcome counters (picks, success, failure, latency sum,
+//!   consecutive errors), in stable slots, added to by workers with
+//!   atomics and read by the controller every period. A slot's epoch is
+//!   bumped whenever it changes hands, and a report carrying another epoch
+//!   is dropped.
+//!
+//! Pick rules (the pick-time half of [`super::balancer`]; their numbers come
+//! from [`RouteTable::set_rules`]):
+//! * weighted random choice by binary search over cumulative weights;
+//! * a node whose success ratio this period (counts since the last publish)
+//!   is below `skip_ratio` with at least `min_requests` samples, or whose
+//!   consecutive errors reached `trip_errors`, is skipped for another random
+//!   node ([`PICK_ATTEMPTS`] tries, then a scan for any node not skipped);
+//! * about `probe_share` of the picks go to a dead node while the sid's
+//!   probe budget lasts (decremented with compare-exchange);
+//! * when every node is dead or skipped, any node at random (fail open).
+
+use super::balancer::BalancerConfig;
+use super::layout::{
+    mix64, sid_key, Buffer, NodeEntry, SidEntry, SlotEntry, TableLayout, PPM, TABLE_MAGIC,
+    TABLE_SIZE, TABLE_VERSION,
+};
+use super::{Instance, L5Error, Sid};
+use crate::error::IpcError;
+use crate::shm::SharedRegion;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Mutex;
+
+/// Sids one table holds at most.
+pub const MAX_SIDS: usize = 256;
+/// Nodes (over every sid) one table holds at most.
+pub const MAX_NODES: usize = 4096;
+/// Times a reader retries a buffer being rewritten before [`L5Error::Busy`].
+pub const READ_ATTEMPTS: u32 = 16;
+/// Random picks tried before scanning for a node that is not skipped.
+pub const PICK_ATTEMPTS: u32 = 3;
+/// Compare-exchange attempts at taking one unit of the probe budget.
+const PROBE_CAS_ATTEMPTS: u32 = 8;
+
+/// A route handed to a plugin; `report` takes it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The sid asked for.
+    pub sid: Sid,
+    /// The chosen instance.
+    pub addr: SocketAddr,
+    /// The node's stats slot.
+    pub slot: u32,
+    /// The slot's assignment epoch (a report for a reassigned slot is
+    /// dropped).
+    pub slot_epoch: u32,
+}
+
+/// One node as the controller publishes it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeView {
+    /// The instance (sid, address, static weight).
+    pub instance: Instance,
+    /// Current (dynamic) weight; 0 when dead.
+    pub weight: u32,
+    /// Dead: only probes reach it.
+    pub dead: bool,
+    /// Its stats slot (from [`RouteTable::slot_for`]).
+    pub slot: u32,
+}
+
+/// One sid as the controller publishes it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SidView {
+    /// The sid.
+    pub sid: Sid,
+    /// Its nodes.
+    pub nodes: Vec<NodeView>,
+    /// Picks that may go to dead nodes until the next publish (the probe
+    /// share, at least 1 when a node is dead). [`RouteTable::view`] shows
+    /// what is left of it.
+    pub probe_budget: u32,
+}
+
+/// Outcome counters of one slot since it was assigned to its instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeCounts {
+    /// Picks.
+    pub picks: u64,
+    /// Reports with result >= 0.
+    pub success: u64,
+    /// Reports with result < 0.
+    pub failure: u64,
+    /// Sum of reported latencies, µs.
+    pub latency_us: u64,
+    /// Failures in a row (reset by a success).
+    pub consecutive_errors: u32,
+}
+
+/// The controller's private index of the stats slots.
+struct SlotBook {
+    /// Assigned slots by (sid, address).
+    by_key: HashMap<(Sid, SocketAddr), u32>,
+    /// Free slots; the lowest is popped first.
+    free: Vec<u32>,
+}
+
+impl SlotBook {
+    /// Rebuilds the index from the slots' key lines (odd epoch = assigned).
+    fn scan(slots: &[SlotEntry]) -> Self {
+        let mut book = SlotBook {
+            by_key: HashMap::new(),
+            free: Vec::new(),
+        };
+        for (i, slot) in slots.iter().enumerate().rev() {
+            if slot.epoch.load(Ordering::Relaxed) & 1 == 1 {
+                book.by_key.insert(slot.key(), i as u32);
+            } else {
+                book.free.push(i as u32);
+            }
+        }
+        book
+    }
+}
+
+/// The pick rules as a reader loads them from the header.
+struct Rules {
+    skip_ppm: u64,
+    trip_errors: u32,
+    min_requests: u64,
+    probe_ppm: u32,
+}
+
+/// The mapped table.
+pub struct RouteTable {
+    region: SharedRegion,
+    /// Serialises this process's writers of the routing view.
+    publish_lock: Mutex<()>,
+    /// The slot index (controller); built at first use in an opened table.
+    book: Option<SlotBook>,
+}
+
+impl fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteTable")
+            .field("fd", &self.raw_fd())
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+impl RouteTable {
+    /// Creates an empty table (controller), with the default pick rules.
+    pub fn create() -> Result<Self, IpcError> {
+        let region = SharedRegion::create("spp-l5-routes", TABLE_SIZE)?;
+        let hdr = region.as_ptr().cast::<TableLayout>();
+        // SAFETY: the region is fresh, zero-filled, page aligned, ours and
+        // `TABLE_SIZE` ≥ size_of::<TableLayout>(); zero is valid for every
+        // field; the plain fields are written before anything is shared.
+        unsafe {
+            std::ptr::addr_of_mut!((*hdr).header.magic).write(TABLE_MAGIC);
+            std::ptr::addr_of_mut!((*hdr).header.version).write(TABLE_VERSION);
+            std::ptr::addr_of_mut!((*hdr).header.max_sids).write(MAX_SIDS as u32);
+            std::ptr::addr_of_mut!((*hdr).header.max_nodes).write(MAX_NODES as u32);
+        }
+        let table = RouteTable {
+            region,
+            publish_lock: Mutex::new(()),
+            book: Some(SlotBook {
+                by_key: HashMap::new(),
+                free: (0..MAX_NODES as u32).rev().collect(),
+            }),
+        };
+        table.set_rules(&BalancerConfig::default());
+        Ok(table)
+    }
+
+    /// Maps an inherited table and checks its header.
+    ///
+    /// # Safety
+    /// `fd` must be an inherited route-table memfd this process owns.
+    pub unsafe fn open(fd: RawFd) -> Result<Self, IpcError> {
+        // SAFETY: forwarded from the caller.
+        let region = unsafe { SharedRegion::from_raw_fd(fd, TABLE_SIZE)? };
+        let table = RouteTable {
+            region,
+            publish_lock: Mutex::new(()),
+            book: None,
+        };
+        let h = &table.shared().header;
+        if h.magic != TABLE_MAGIC
+            || h.version != TABLE_VERSION
+            || h.max_sids != MAX_SIDS as u32
+            || h.max_nodes != MAX_NODES as u32
+        {
+            return Err(IpcError::BadLayout {
+                what: "l5 route table",
+                reason: format!(
+                    "magic {:#x} version {} sizes {}/{}: not layout v{TABLE_VERSION} with {MAX_SIDS} sids, {MAX_NODES} nodes",
+                    h.magic, h.version, h.max_sids, h.max_nodes
+                ),
+            });
+        }
+        Ok(table)
+    }
+
+    /// The memfd, for passing to a child.
+    pub fn raw_fd(&self) -> RawFd {
+        self.region.raw_fd()
+    }
+
+    fn shared(&self) -> &TableLayout {
+        layout_of(&self.region)
+    }
+
+    /// Publishes so far (0: nothing published yet).
+    pub fn generation(&self) -> u64 {
+        self.shared().header.generation.load(Ordering::Acquire)
+    }
+
+    /// Sets the pick-time rules (controller): `skip_ratio`, `min_requests`,
+    /// `trip_errors`, `probe_share` of `cfg`. Readers see them at their
+    /// next pick.
+    pub fn set_rules(&self, cfg: &BalancerConfig) {
+        let h = &self.shared().header;
+        let ppm = |share: f64| (share.clamp(0.0, 1.0) * PPM as f64).round() as u32;
+        h.skip_ratio_ppm
+            .store(ppm(cfg.skip_ratio), Ordering::Relaxed);
+        h.trip_errors.store(cfg.trip_errors, Ordering::Relaxed);
+        h.min_requests.store(cfg.min_requests, Ordering::Relaxed);
+        h.probe_share_ppm
+            .store(ppm(cfg.probe_share), Ordering::Relaxed);
+    }
+
+    fn rules(&self) -> Rules {
+        let h = &self.shared().header;
+        let trip = h.trip_errors.load(Ordering::Relaxed);
+        Rules {
+            skip_ppm: u64::from(h.skip_ratio_ppm.load(Ordering::Relaxed)),
+            trip_errors: if trip == 0 { u32::MAX } else { trip },
+            min_requests: h.min_requests.load(Ordering::Relaxed),
+            probe_ppm: h.probe_share_ppm.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The stats slot of `instance` (keyed by sid and address; its static
+    /// weight is updated), assigning a free one with zeroed counters
+    /// (controller).
+    pub fn slot_for(&mut self, instance: &Instance) -> Result<u32, L5Error> {
+        let slots = slots_of(&self.region);
+        let book = self.book.get_or_insert_with(|| SlotBook::scan(slots));
+        let key = (instance.sid, instance.addr);
+        if let Some(&slot) = book.by_key.get(&key) {
+            slots[slot as usize]
+                .static_weight
+                .store(instance.weight, Ordering::Relaxed);
+            return Ok(slot);
+        }
+        let slot = book.free.pop().ok_or(L5Error::Full("stats slots"))?;
+        let entry = &slots[slot as usize];
+        entry.set_key(instance.sid, &instance.addr, instance.weight);
+        entry.zero_counters();
+        // Even (free) → odd (assigned); release: the key and the zeroed
+        // counters come first.
+        entry.epoch.fetch_add(1, Ordering::Release);
+        book.by_key.insert(key, slot);
+        Ok(slot)
+    }
+
+    /// Frees the slots of instances no longer known (controller): the
+    /// epoch is bumped first (later reports are dropped), then the counters
+    /// are zeroed. A report that checked the epoch just before may still
+    /// land; the next assignment zeroes the counters again.
+    pub fn retain_slots(&mut self, keep: &dyn Fn(&Instance) -> bool) {
+        let slots = slots_of(&self.region);
+        let book = self.book.get_or_insert_with(|| SlotBook::scan(slots));
+        let SlotBook { by_key, free } = book;
+        by_key.retain(|&(sid, addr), &mut slot| {
+            let entry = &slots[slot as usize];
+            let weight = entry.static_weight.load(Ordering::Relaxed);
+            if keep(&Instance { sid, addr, weight }) {
+                return true;
+            }
+            entry.epoch.fetch_add(1, Ordering::Release);
+            entry.zero_counters();
+            free.push(slot);
+            false
+        });
+        free.sort_unstable_by(|a, b| b.cmp(a));
+    }
+
+    /// Publishes a new routing view (controller): writes the inactive
+    /// buffer under its seqlock, then makes it active. Every node must
+    /// name a slot assigned to its instance by [`Self::slot_for`]; a sid
+    /// may appear once.
+    pub fn publish(&self, sids: &[SidView]) -> Result<(), L5Error> {
+        let t = self.shared();
+        if sids.len() > MAX_SIDS {
+            return Err(L5Error::Full("sids"));
+        }
+        let total: usize = sids.iter().map(|s| s.nodes.len()).sum();
+        if total > MAX_NODES {
+            return Err(L5Error::Full("nodes"));
+        }
+        let mut order: Vec<&SidView> = sids.iter().collect();
+        order.sort_by_key(|view| view.sid);
+        if order.windows(2).any(|w| w[0].sid == w[1].sid) {
+            return Err(L5Error::Invalid("a sid appears twice"));
+        }
+        for node in order.iter().flat_map(|view| {
+            view.nodes
+                .iter()
+                .map(move |node| (view.sid, node))
+        }) {
+            check_node(&t.slots, node.0, node.1)?;
+        }
+
+        let _writer = self
+            .publish_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let h = &t.header;
+        let next = 1 - (h.active.load(Ordering::Relaxed) & 1);
+        let buf = &t.buffers[next as usize];
+        let seq = buf.seq.load(Ordering::Relaxed) & !1;
+        buf.seq.store(seq + 1, Ordering::Relaxed);
+        // Orders the odd sequence before every data store below (a reader
+        // that sees any of them sees the odd sequence at its re-check).
+        fence(Ordering::Release);
+        let generation = h.generation.load(Ordering::Relaxed) + 1;
+        let mut index = 0usize;
+        for (entry, view) in buf.sids.iter().zip(&order) {
+            let first = index;
+            let (mut cumulative, mut dead) = (0u64, 0u32);
+            for node in &view.nodes {
+                let weight = if node.dead { 0 } else { node.weight };
+                cumulative += u64::from(weight);
+                dead += u32::from(node.dead);
+                write_node(&buf.nodes[index], &t.slots, node, weight, cumulative);
+                index += 1;
+            }
+            entry.key.store(sid_key(view.sid), Ordering::Relaxed);
+            entry.total_weight.store(cumulative, Ordering::Relaxed);
+            entry.first.store(first as u32, Ordering::Relaxed);
+            entry
+                .count
+                .store(view.nodes.len() as u32, Ordering::Relaxed);
+            entry
+                .probe_budget
+                .store(view.probe_budget, Ordering::Relaxed);
+            entry.dead_count.store(dead, Ordering::Relaxed);
+        }
+        buf.sid_count.store(order.len() as u32, Ordering::Relaxed);
+        buf.node_count.store(index as u32, Ordering::Relaxed);
+        buf.generation.store(generation, Ordering::Relaxed);
+        buf.seq.store(seq + 2, Ordering::Release);
+        h.active.store(next, Ordering::Release);
+        h.generation.store(generation, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs `read` over the active buffer until it read a buffer no writer
+    /// touched meanwhile ([`READ_ATTEMPTS`] at most, then
+    /// [`L5Error::Busy`]). `read` may see torn values and must stay in
+    /// bounds whatever it reads.
+    fn read<T>(&self, mut read: impl FnMut(&Buffer) -> Result<T, L5Error>) -> Result<T, L5Error> {
+        let t = self.shared();
+        for _ in 0..READ_ATTEMPTS {
+            let buf = &t.buffers[(t.header.active.load(Ordering::Acquire) & 1) as usize];
+            let seq = buf.seq.load(Ordering::Acquire);
+            if seq & 1 == 0 {
+                let out = read(buf);
+                // Orders the data loads above before the re-check.
+                fence(Ordering::Acquire);
+                if buf.seq.load(Ordering::Relaxed) == seq {
+                    return out;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        Err(L5Error::Busy)
+    }
+
+    /// The routing view now published (for `spp l5 list`); empty when the
+    /// table cannot be read (see [`Self::try_view`]).
+    pub fn view(&self) -> Vec<SidView> {
+        self.try_view().unwrap_or_default()
+    }
+
+    /// The routing view now published, or [`L5Error::Busy`].
+    pub fn try_view(&self) -> Result<Vec<SidView>, L5Error> {
+        let _writer = self
+            .publish_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.read(|buf| {
+            let count = (buf.sid_count.load(Ordering::Relaxed) as usize).min(MAX_SIDS);
+            let mut out = Vec::with_capacity(count);
+            for entry in &buf.sids[..count] {
+                let sid = super::layout::sid_of(entry.key.load(Ordering::Relaxed));
+                let nodes = nodes_of(buf, entry).ok_or(L5Error::Busy)?;
+                out.push(SidView {
+                    sid,
+                    nodes: nodes.iter().map(|n| node_view(sid, n)).collect(),
+                    probe_budget: entry.probe_budget.load(Ordering::Relaxed),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The counters of slot `slot` (controller; reads, never resets); zero
+    /// for a slot out of range.
+    pub fn counts(&self, slot: u32) -> NodeCounts {
+        let Some(s) = self.shared().slots.get(slot as usize) else {
+            return NodeCounts::default();
+        };
+        NodeCounts {
+            picks: s.picks.load(Ordering::Relaxed),
+            success: s.success.load(Ordering::Relaxed),
+            failure: s.failure.load(Ordering::Relaxed),
+            latency_us: s.latency_us.load(Ordering::Relaxed),
+            consecutive_errors: s.consecutive_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Weighted-random route for `sid`; `random` is a fresh random u64
+    /// (workers; no lock, no allocation, no syscall). See the module doc
+    /// for the rules.
+    pub fn pick(&self, sid: Sid, random: u64) -> Result<Route, L5Error> {
+        let rules = self.rules();
+        let route = self.read(|buf| {
+            let entry = find_sid(buf, sid).ok_or(L5Error::UnknownSid)?;
+            let nodes = nodes_of(buf, entry).ok_or(L5Error::Busy)?;
+            if nodes.is_empty() {
+                return Err(L5Error::NoServer);
+            }
+            Ok(route_to(sid, self.choose(entry, nodes, random, &rules)))
+        })?;
+        self.count_pick(&route);
+        Ok(route)
+    }
+
+    /// The node a weighted pick lands on (`nodes` is not empty).
+    fn choose<'b>(
+        &self,
+        entry: &SidEntry,
+        nodes: &'b [NodeEntry],
+        random: u64,
+        rules: &Rules,
+    ) -> &'b NodeEntry {
+        let dead = entry.dead_count.load(Ordering::Relaxed);
+        if dead > 0 && (random as u32) % (PPM as u32) < rules.probe_ppm && take_probe(entry) {
+            let k = scale(mix64(random), u64::from(dead));
+            if let Some(node) = nodes
+                .iter()
+                .filter(|n| n.dead.load(Ordering::Relaxed) != 0)
+                .nth(k as usize)
+            {
+                return node;
+            }
+        }
+        let total = entry.total_weight.load(Ordering::Relaxed);
+        let mut r = random;
+        if total > 0 {
+            for _ in 0..PICK_ATTEMPTS {
+                let at = scale(r, total);
+                let i = nodes.partition_point(|n| n.cumulative.load(Ordering::Relaxed) <= at);
+                let node = &nodes[i.min(nodes.len() - 1)];
+                if !self.skipped(node, rules) {
+                    return node;
+                }
+                r = mix64(r);
+            }
+            let start = scale(r, nodes.len() as u64) as usize;
+            let (after, before) = nodes.split_at(start.min(nodes.len()));
+            if let Some(node) = before
+                .iter()
+                .chain(after)
+                .find(|n| is_live(n) && !self.skipped(n, rules))
+            {
+                return node;
+            }
+        }
+        // Fail open: every node dead or skipped.
+        &nodes[(scale(mix64(r ^ 0x5bd1_e995), nodes.len() as u64) as usize).min(nodes.len() - 1)]
+    }
+
+    /// Pick rule "skip": this period's success ratio below `skip_ratio`
+    /// with at least `min_requests` samples, or `trip_errors` failures in
+    /// a row. A node whose slot changed hands is not skipped.
+    fn skipped(&self, node: &NodeEntry, rules: &Rules) -> bool {
+        let Some(slot) = self
+            .shared()
+            .slots
+            .get(node.slot.load(Ordering::Relaxed) as usize)
+        else {
+            return false;
+        };
+        if slot.epoch.load(Ordering::Relaxed) != node.slot_epoch.load(Ordering::Relaxed) {
+            return false;
+        }
+        if slot.consecutive_errors.load(Ordering::Relaxed) >= rules.trip_errors {
+            return true;
+        }
+        let ok = slot
+            .success
+            .load(Ordering::Relaxed)
+            .saturating_sub(node.base_success.load(Ordering::Relaxed));
+        let bad = slot
+            .failure
+            .load(Ordering::Relaxed)
+            .saturating_sub(node.base_failure.load(Ordering::Relaxed));
+        let samples = ok.saturating_add(bad);
+        samples >= rules.min_requests
+            && u128::from(ok) * u128::from(PPM) < u128::from(rules.skip_ppm) * u128::from(samples)
+    }
+
+    /// Counts a pick on the route's slot, unless the slot changed hands.
+    fn count_pick(&self, route: &Route) {
+        if let Some(slot) = self.shared().slots.get(route.slot as usize) {
+            if slot.epoch.load(Ordering::Relaxed) == route.slot_epoch {
+                slot.picks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Consistent-hash route for `sid` keyed by `key` (same key → same
+    /// node while the node set and weights do not change): weighted
+    /// rendezvous hashing over the live nodes, passing over skipped ones;
+    /// when none is live, over every node by static weight.
+    pub fn pick_hash(&self, sid: Sid, key: u64) -> Result<Route, L5Error> {
+        let rules = self.rules();
+        let key = mix64(key);
+        let route = self.read(|buf| {
+            let entry = find_sid(buf, sid).ok_or(L5Error::UnknownSid)?;
+            let nodes = nodes_of(buf, entry).ok_or(L5Error::Busy)?;
+            let mut best: Option<(f64, &NodeEntry)> = None;
+            let mut best_ok: Option<(f64, &NodeEntry)> = None;
+            let beats = |best: &Option<(f64, &NodeEntry)>, score: f64| {
+                best.is_none_or(|(top, _)| score > top)
+            };
+            for node in nodes.iter().filter(|n| is_live(n)) {
+                let weight = node.weight.load(Ordering::Relaxed);
+                let score = rendezvous(key, node.addr_hash.load(Ordering::Relaxed), weight);
+                if beats(&best, score) {
+                    best = Some((score, node));
+                }
+                if beats(&best_ok, score) && !self.skipped(node, &rules) {
+                    best_ok = Some((score, node));
+                }
+            }
+            if best.is_none() {
+                for node in nodes {
+                    let weight = node.static_weight.load(Ordering::Relaxed).max(1);
+                    let score = rendezvous(key, node.addr_hash.load(Ordering::Relaxed), weight);
+                    if beats(&best, score) {
+                        best = Some((score, node));
+                    }
+                }
+            }
+            let (_, node) = best_ok.or(best).ok_or(L5Error::NoServer)?;
+            Ok(route_to(sid, node))
+        })?;
+        self.count_pick(&route);
+        Ok(route)
+    }
+
+    /// Records the outcome of a call on `route` (workers): `result` >= 0 is
+    /// a success. Dropped when the route's slot changed hands since.
+    pub fn report(&self, route: &Route, result: i32, latency_us: u64) {
+        let Some(slot) = self.shared().slots.get(route.slot as usize) else {
+            return;
+        };
+        let epoch = slot.epoch.load(Ordering::Relaxed);
+        if epoch != route.slot_epoch || epoch & 1 == 0 {
+            return;
+        }
+        if result >= 0 {
+            slot.success.fetch_add(1, Ordering::Relaxed);
+            if slot.consecutive_errors.load(Ordering::Relaxed) != 0 {
+                slot.consecutive_errors.store(0, Ordering::Relaxed);
+            }
+        } else {
+            slot.failure.fetch_add(1, Ordering::Relaxed);
+            slot.consecutive_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.latency_us.fetch_add(latency_us, Ordering::Relaxed);
+    }
+}
+
+/// The table in `region`.
+fn layout_of(region: &SharedRegion) -> &TableLayout {
+    // SAFETY: every region a `RouteTable` holds is at least TABLE_SIZE
+    // bytes, page aligned, initialised by `create` (checked by `open`) and
+    // lives as long as the borrow; every field changed after creation is
+    // an atomic.
+    unsafe { &*region.as_ptr().cast::<TableLayout>() }
+}
+
+/// The stats slots in `region` (borrowing the region alone, so the slot
+/// book beside it can be borrowed mutably).
+fn slots_of(region: &SharedRegion) -> &[SlotEntry] {
+    &layout_of(region).slots
+}
+
+/// Publish-time check of one node: its instance is of `sid` and its slot
+/// is assigned to it.
+fn check_node(slots: &[SlotEntry], sid: Sid, node: &NodeView) -> Result<(), L5Error> {
+    if node.instance.sid != sid {
+        return Err(L5Error::Invalid("a node's instance is of another sid"));
+    }
+    let slot = slots
+        .get(node.slot as usize)
+        .ok_or(L5Error::Invalid("a node's slot is out of range"))?;
+    if slot.epoch.load(Ordering::Relaxed) & 1 == 0 {
+        return Err(L5Error::Invalid("a node's slot is not assigned"));
+    }
+    if slot.key() != (sid, node.instance.addr) {
+        return Err(L5Error::Invalid("a node's slot belongs to another instance"));
+    }
+    Ok(())
+}
+
+/// Writes one node entry (controller, inside the seqlock).
+fn write_node(entry: &NodeEntry, slots: &[SlotEntry], node: &NodeView, weight: u32, cumulative: u64) {
+    let slot = &slots[node.slot as usize];
+    entry.cumulative.store(cumulative, Ordering::Relaxed);
+    entry.set_addr(&node.instance.addr);
+    entry
+        .static_weight
+        .store(node.instance.weight, Ordering::Relaxed);
+    entry.weight.store(weight, Ordering::Relaxed);
+    entry.dead.store(u32::from(node.dead), Ordering::Relaxed);
+    entry.slot.store(node.slot, Ordering::Relaxed);
+    entry
+        .slot_epoch
+        .store(slot.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+    entry
+        .base_success
+        .store(slot.success.load(Ordering::Relaxed), Ordering::Relaxed);
+    entry
+        .base_failure
+        .store(slot.failure.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// The published node as a [`NodeView`].
+fn node_view(sid: Sid, node: &NodeEntry) -> NodeView {
+    NodeView {
+        instance: Instance {
+            sid,
+            addr: node.addr(),
+            weight: node.static_weight.load(Ordering::Relaxed),
+        },
+        weight: node.weight.load(Ordering::Relaxed),
+        dead: node.dead.load(Ordering::Relaxed) != 0,
+        slot: node.slot.load(Ordering::Relaxed),
+    }
+}
+
+/// The sid's entry, by binary search over the sorted sids.
+fn find_sid(buf: &Buffer, sid: Sid) -> Option<&SidEntry> {
+    let count = (buf.sid_count.load(Ordering::Relaxed) as usize).min(MAX_SIDS);
+    let sids = &buf.sids[..count];
+    let key = sid_key(sid);
+    let i = sids.partition_point(|e| e.key.load(Ordering::Relaxed) < key);
+    sids.get(i)
+        .filter(|e| e.key.load(Ordering::Relaxed) == key)
+}
+
+/// The sid's nodes; `None` when the (torn) entry points out of range.
+fn nodes_of<'b>(buf: &'b Buffer, entry: &SidEntry) -> Option<&'b [NodeEntry]> {
+    let first = entry.first.load(Ordering::Relaxed) as usize;
+    let count = entry.count.load(Ordering::Relaxed) as usize;
+    buf.nodes.get(first..first.checked_add(count)?)
+}
+
+fn is_live(node: &NodeEntry) -> bool {
+    node.dead.load(Ordering::Relaxed) == 0 && node.weight.load(Ordering::Relaxed) > 0
+}
+
+/// Takes one unit of the sid's probe budget, if any is left.
+fn take_probe(entry: &SidEntry) -> bool {
+    let mut left = entry.probe_budget.load(Ordering::Relaxed);
+    for _ in 0..PROBE_CAS_ATTEMPTS {
+        if left == 0 {
+            return false;
+        }
+        match entry.probe_budget.compare_exchange(
+            left,
+            left - 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            Err(now) => left = now,
+        }
+    }
+    false
+}
+
+/// `random` scaled to 0..n (multiply-shift: no division, no bias worth
+/// the name).
+fn scale(random: u64, n: u64) -> u64 {
+    ((u128::from(random) * u128::from(n)) >> 64) as u64
+}
+
+/// Weighted rendezvous score of a node for a (mixed) key: `w / -ln(u)`
+/// with `u` uniform in (0, 1) from the pair's hash; the highest wins.
+fn rendezvous(key: u64, node_hash: u64, weight: u32) -> f64 {
+    let h = mix64(key ^ node_hash);
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    f64::from(weight) / -u.ln()
+}
+
+fn route_to(sid: Sid, node: &NodeEntry) -> Route {
+    Route {
+        sid,
+        addr: node.addr(),
+        slot: node.slot.load(Ordering::Relaxed),
+        slot_epoch: node.slot_epoch.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

@@ -1,5 +1,5 @@
 //! The command line: `spp check | start | status | stat | reload | restart
-//! | stop -c FILE`.
+//! | stop -c FILE`, and `spp l5 list | get`.
 
 use crate::defaults;
 use clap::{Args, Parser, Subcommand};
@@ -21,7 +21,7 @@ Exit status:
   0  success (`stop` also when nothing was running)
   1  failure: invalid config, start failed, already running, stop timed out,
      reload refused or failed
-  3  `status`, `stat`, `reload`: the service is not running
+  3  `status`, `stat`, `reload`, `l5`: the service is not running
   4  `status`: a controller runs but does not answer (starting or stopping)";
 
 /// spp — a socket server: proxy, shared-memory rings and worker groups
@@ -109,6 +109,38 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Show the running service's L5 route table: per sid its instances,
+    /// weights, health and last period's outcomes.
+    L5 {
+        /// What to show.
+        #[command(subcommand)]
+        command: L5Command,
+    },
+}
+
+/// `spp l5 ...`.
+#[derive(Debug, Subcommand)]
+pub enum L5Command {
+    /// Every sid in the table.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One sid.
+    Get {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+        /// Module id of the sid.
+        modid: u32,
+        /// Command id of the sid.
+        cmdid: u32,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -148,6 +180,21 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["spp", "stat", "-c", "x", "--watch", "0"]).is_err());
         assert!(Cli::try_parse_from(["spp", "reload", "-c", "x"]).is_ok());
+        let cli =
+            Cli::try_parse_from(["spp", "l5", "get", "-c", "x", "64001", "1", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::L5 {
+                command: L5Command::Get {
+                    modid: 64001,
+                    cmdid: 1,
+                    json: true,
+                    ..
+                }
+            }
+        ));
+        assert!(Cli::try_parse_from(["spp", "l5", "list", "-c", "x"]).is_ok());
+        assert!(Cli::try_parse_from(["spp", "l5", "get", "-c", "x", "1"]).is_err());
         let cli = Cli::try_parse_from(["spp", "restart", "-c", "x", "--wait", "9s"]).unwrap();
         assert!(
             matches!(cli.command, Command::Restart { wait, .. } if wait == Duration::from_secs(9))

@@ -5,12 +5,14 @@
 //! the pure checks of [`validate`]; [`environment::check`] then checks what
 //! depends on the machine (plugins load, the fd limit suffices). Every error
 //! is a [`ConfigError`] naming the file, the key and the reason.
+//! [`l5`] checks `[l5]` and reads its static routes file.
 //! [`diff`] compares a running config with a new one for `spp reload`;
 //! [`locate`] finds a running service from a file that may not validate
 //! (for `spp status`, `stat` and `stop`).
 
 pub mod diff;
 pub mod environment;
+pub mod l5;
 pub mod locate;
 mod raw;
 pub mod validate;
@@ -85,6 +87,8 @@ pub struct Config {
     pub scaling: ScalingConfig,
     /// `[[group]]`, in file order.
     pub groups: Vec<GroupConfig>,
+    /// `[l5]`; `None`: L5 off.
+    pub l5: Option<l5::L5Config>,
 }
 
 /// `[service]`.
@@ -278,5 +282,9 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     })?;
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let raw = raw::parse(&file, &text)?;
-    validate::validate(&file, raw)
+    let mut cfg = validate::validate(&file, raw)?;
+    if let Some(l5) = cfg.l5.as_mut() {
+        l5::read_routes(&file, l5)?;
+    }
+    Ok(cfg)
 }

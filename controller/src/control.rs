@@ -9,7 +9,8 @@
 //! `{"cmd":"stat","window_s":N}` → the [`crate::stats::StatReport`] over
 //! the last N seconds; `{"cmd":"reload"}` → answered when the reload is
 //! over: `{"reloaded":true,"file":"...","config_generation":N,
-//! "changes":[...]}`. A
+//! "changes":[...]}`; `{"cmd":"l5"}` → the [`crate::l5::report::L5Report`]
+//! (an error when `[l5]` is off). A
 //! refused, failed or malformed request gets `{"error":"..."}`.
 //!
 //! Bounded: at most [`defaults::MAX_CONTROL_CONNECTIONS`] connections are
@@ -89,6 +90,8 @@ pub enum Request {
     },
     /// Re-read the config file and apply what may change while running.
     Reload,
+    /// Report the L5 route table.
+    L5,
 }
 
 fn default_stat_window() -> u64 {
@@ -96,8 +99,7 @@ fn default_stat_window() -> u64 {
 }
 
 /// What a bad request is told to send instead.
-const KNOWN_REQUESTS: &str =
-    r#"send {"cmd":"status"}, {"cmd":"stop"}, {"cmd":"stat","window_s":10} or {"cmd":"reload"}"#;
+const KNOWN_REQUESTS: &str = r#"send {"cmd":"status"}, {"cmd":"stop"}, {"cmd":"stat","window_s":10}, {"cmd":"reload"} or {"cmd":"l5"}"#;
 
 /// A request handed to the supervisor, with where to send its answer.
 pub struct Pending {
@@ -324,6 +326,10 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"cmd":"reload"}"#).unwrap(),
             Request::Reload
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::L5).unwrap(),
+            r#"{"cmd":"l5"}"#
         );
     }
 

@@ -66,6 +66,62 @@ pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
+// ---- L5 ([l5]) -----------------------------------------------------------------
+
+/// `l5.weight`: L5's default static weight.
+pub const L5_WEIGHT: u32 = spp_ipc::l5::DEFAULT_WEIGHT;
+/// `l5.backend`.
+pub const L5_BACKEND: &str = "embedded";
+/// `l5.backend` scheme of the etcd backend.
+pub const L5_ETCD_SCHEME: &str = "etcd://";
+/// `l5.registry_dir`: shared by every spp on the machine.
+pub const L5_REGISTRY_DIR: &str = "/tmp/spp-l5";
+/// `l5.ttl`: registration lifetime (etcd lease TTL, embedded heartbeat age).
+pub const L5_TTL: Duration = Duration::from_secs(15);
+/// Shortest `l5.ttl`.
+pub const L5_MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest `l5.ttl`.
+pub const L5_MAX_TTL: Duration = Duration::from_secs(3600);
+/// `l5.prefix`: etcd key prefix.
+pub const L5_PREFIX: &str = "/spp/l5/";
+/// Shortest `l5.period` (the agent ticks every [`L5_TICK`]).
+pub const L5_MIN_PERIOD: Duration = Duration::from_millis(100);
+/// Longest `l5.period`.
+pub const L5_MAX_PERIOD: Duration = Duration::from_secs(3600);
+/// Largest static routes file read (`l5.routes_file`).
+pub const L5_MAX_ROUTES_FILE_BYTES: u64 = 1 << 20;
+/// How often the agent checks the registration (the group's health) and
+/// whether a reshape period is over.
+pub const L5_TICK: Duration = Duration::from_millis(100);
+/// Commands queued for the registry task at most.
+pub const L5_COMMAND_QUEUE: usize = 8;
+/// How long the stop waits for the registry to deregister this service
+/// (before the proxy starts draining); the etcd backend bounds its own
+/// deregistration to 3 s.
+pub const L5_DEREGISTER_WAIT: Duration = Duration::from_secs(4);
+/// Embedded registry: the directory is listed every `period /` this...
+pub const L5_SCANS_PER_PERIOD: u32 = 5;
+/// ...but not more often than this.
+pub const L5_MIN_SCAN: Duration = Duration::from_millis(200);
+/// Embedded registry: this service's file is rewritten this many times per
+/// `ttl`.
+pub const L5_HEARTBEATS_PER_TTL: u32 = 3;
+/// Embedded registry: directory entries looked at per scan at most.
+pub const L5_MAX_REGISTRY_FILES: usize = 1024;
+/// Embedded registry: the largest instance file read.
+pub const L5_MAX_REGISTRY_FILE_BYTES: u64 = 64 << 10;
+
+/// How often the embedded registry lists its directory for a reshape
+/// `period`: `period / L5_SCANS_PER_PERIOD`, at least [`L5_MIN_SCAN`].
+pub fn l5_scan_interval(period: Duration) -> Duration {
+    (period / L5_SCANS_PER_PERIOD).max(L5_MIN_SCAN)
+}
+
+/// How often the embedded registry rewrites this service's file for `ttl`.
+pub fn l5_heartbeat_interval(ttl: Duration) -> Duration {
+    (ttl / L5_HEARTBEATS_PER_TTL).max(Duration::from_millis(1))
+}
+
 // ---- config limits ---------------------------------------------------------
 
 /// Smallest ring size accepted (64 KiB).

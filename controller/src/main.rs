@@ -9,14 +9,17 @@
 //!   requests (workers replaced one by one).
 //! * `spp restart -c FILE [--wait 30s]`: stop (if running), then start.
 //! * `spp stop -c FILE`: drain and stop everything.
+//! * `spp l5 list -c FILE [--json]`, `spp l5 get -c FILE MODID CMDID
+//!   [--json]`: the L5 route table (weights, health, outcomes).
 //!
-//! `status`, `stat` and `stop` still work while FILE does not validate
+//! `status`, `stat`, `stop` and `l5` still work while FILE does not validate
 //! (e.g. mid-edit before a reload): they warn and find the service through
 //! its `[service]` keys ([`config::locate`]). `check`, `start`, `reload`
 //! and `restart` refuse an invalid file.
 //!
 //! Modules: [`cli`] (arguments), [`config`] (the TOML file, its checks,
-//! what a reload may change), [`defaults`], [`service`] (the foreground
+//! what a reload may change), [`defaults`], [`l5`] (registration,
+//! discovery, the route table's agent), [`service`] (the foreground
 //! controller), [`supervisor`] (children, restarts, housekeeping, reload,
 //! stop), [`scaling`] (the expansion rule), [`children`] (per-child
 //! bookkeeping), [`spawn`], [`listeners`], [`resources`] (shared memory),
@@ -45,7 +48,7 @@ mod supervisor;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN};
+use cli::{Cli, Command, L5Command, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN};
 use config::environment::{self, Mode};
 use config::locate::Location;
 use control::{ControlError, Request};
@@ -148,7 +151,50 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
+        Command::L5 { command } => match command {
+            L5Command::List { config, json } => l5(&locate(&config.path)?, json, None),
+            L5Command::Get {
+                config,
+                json,
+                modid,
+                cmdid,
+            } => l5(
+                &locate(&config.path)?,
+                json,
+                Some(spp_ipc::l5::Sid { modid, cmdid }),
+            ),
+        },
     }
+}
+
+/// `spp l5 list` (`only` = `None`) and `spp l5 get`: the route table.
+fn l5(at: &Location, json: bool, only: Option<spp_ipc::l5::Sid>) -> anyhow::Result<u8> {
+    let value = match control::request(&at.socket_path(), Request::L5) {
+        Ok(value) => value,
+        Err(ControlError::NotRunning { .. }) => return Ok(not_running(at)),
+        Err(e) => return Err(e.into()),
+    };
+    let report: l5::report::L5Report =
+        serde_json::from_value(value).context("the controller's L5 report is not understood")?;
+    if let Some(sid) = only {
+        if report.sid(sid).is_none() {
+            eprintln!(
+                "spp: sid {sid} is not in the route table of service {} (spp l5 list shows every sid)",
+                at.name
+            );
+            return Ok(EXIT_FAILURE);
+        }
+    }
+    if json {
+        let value = match only.and_then(|sid| report.sid(sid)) {
+            Some(sid) => serde_json::to_value(sid)?,
+            None => serde_json::to_value(&report)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", l5::report::render_report(&report, only));
+    }
+    Ok(EXIT_OK)
 }
 
 /// Where the service `path` describes runs, for the commands that only

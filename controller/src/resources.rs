@@ -1,11 +1,13 @@
 //! The shared memory and doorbells of a service: one proxy region and
-//! doorbell, and per worker slot (every group: `max_workers` and one spare
+//! doorbell, per worker slot (every group: `max_workers` and one spare
 //! for reloads, see [`crate::config::GroupConfig::slots`]) one pair region
-//! and doorbell. The controller creates them once and keeps
-//! them for the service's life, so restarted children continue on them.
+//! and doorbell, and with `[l5]` the L5 route table every worker inherits.
+//! The controller creates them once and keeps them for the service's life,
+//! so restarted children continue on them.
 
 use crate::config::Config;
 use spp_ipc::doorbell::Doorbell;
+use spp_ipc::l5::table::RouteTable;
 use spp_ipc::launch::{GroupFds, PairFds};
 use spp_ipc::layout::{PairRegion, ProxyRegion, ProxyState, WorkerState};
 use spp_ipc::IpcError;
@@ -34,6 +36,9 @@ pub enum ResourceError {
         /// The IPC error.
         source: IpcError,
     },
+    /// The L5 route table.
+    #[error("creating the L5 route table")]
+    RouteTable(#[source] IpcError),
 }
 
 /// One worker slot's region and doorbell.
@@ -107,6 +112,8 @@ pub struct Resources {
     pub proxy_bell: Doorbell,
     /// Per group, in config order.
     pub groups: Vec<GroupSlots>,
+    /// The L5 route table (`[l5]` on), inherited by every worker.
+    pub l5: Option<RouteTable>,
 }
 
 impl Resources {
@@ -142,10 +149,15 @@ impl Resources {
                 .collect::<Result<Vec<_>, ResourceError>>()?;
             groups.push(GroupSlots { id: g.id, slots });
         }
+        let l5 = match cfg.l5 {
+            Some(_) => Some(RouteTable::create().map_err(ResourceError::RouteTable)?),
+            None => None,
+        };
         Ok(Resources {
             proxy,
             proxy_bell,
             groups,
+            l5,
         })
     }
 

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::defaults;
 use crate::listeners::BoundListener;
 use crate::resources::Resources;
+use spp_ipc::l5::table::RouteTable;
 use spp_ipc::launch::{
     Launch, LogSpec, ProxyLaunch, ProxyLimits, WorkerLaunch, FIRST_INHERITED_FD, LAUNCH_ENV,
 };
@@ -179,7 +180,7 @@ pub fn worker_launch(
         spin_us: u64::try_from(group.spin.as_micros()).unwrap_or(u64::MAX),
         msg_timeout_ms: millis(group.msg_timeout),
         drain_timeout_ms: millis(cfg.service.stop_grace),
-        l5_table_fd: None,
+        l5_table_fd: res.l5.as_ref().map(RouteTable::raw_fd),
         log: log_spec(cfg, log),
     })
 }

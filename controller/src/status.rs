@@ -2,8 +2,9 @@
 //! control socket returns (scripts and the end-to-end tests depend on these
 //! names), the counter snapshots taken from shared memory, and the table
 //! `spp status` prints for humans: processes, then per group its size,
-//! busy ratio and last scaling decision.
+//! busy ratio and last scaling decision, then L5 ([`L5Status`]).
 
+use crate::l5::report::{self, L5Status};
 use crate::scaling::Decision;
 use serde::{Deserialize, Serialize};
 use spp_ipc::layout::{ProxyStats, WorkerStats};
@@ -36,6 +37,9 @@ pub struct Status {
     /// Per group: size, range and scaling.
     #[serde(default)]
     pub groups: Vec<GroupStatus>,
+    /// L5 registration and routing (`None` while `[l5]` is off).
+    #[serde(default)]
+    pub l5: Option<L5Status>,
 }
 
 /// One worker group.
@@ -286,6 +290,10 @@ pub fn render_table(status: &Status) -> String {
         .collect();
     let _ = writeln!(out, "\nproxy: {}", counters.join(" "));
     render_groups(&mut out, status);
+    if let Some(l5) = &status.l5 {
+        let _ = writeln!(out);
+        out.push_str(&report::render_status(l5));
+    }
     out
 }
 
@@ -412,6 +420,21 @@ mod tests {
                 }),
                 last_change: None,
             }],
+            l5: Some(L5Status {
+                sid: Some(spp_ipc::l5::Sid {
+                    modid: 64001,
+                    cmdid: 1,
+                }),
+                group: 1,
+                registered: true,
+                instances: vec!["127.0.0.1:1".into()],
+                backend: "embedded".into(),
+                backend_error: None,
+                sids: 1,
+                nodes: 2,
+                dropped: 0,
+                generation: 4,
+            }),
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["state"], "running");
@@ -433,6 +456,12 @@ mod tests {
         assert_eq!(group["last_decision"]["age_s"], 3);
         assert_eq!(group["last_change"], serde_json::Value::Null);
         assert_eq!(json["config_generation"], 1);
+        assert_eq!(json["l5"]["registered"], true);
+        assert_eq!(json["l5"]["sid"]["cmdid"], 1);
+        assert!(
+            table.contains("l5: sid 64001:1 registered (127.0.0.1:1); backend embedded"),
+            "{table}"
+        );
         for name in TABLE_PROXY_COUNTERS {
             assert!(table.contains(&format!(" {name}=0")), "{name}: {table}");
         }

@@ -20,11 +20,14 @@
 //!   drain, and the scaling evaluation ([`crate::scaling`]); SIGHUP
 //!   (reopen the controller log, forward to every child);
 //! * [`reload`]: `spp reload` as a state machine (new workers first, then
-//!   the old ones drained), answered when it is over.
+//!   the old ones drained), answered when it is over;
+//! * [`l5`] (with `[l5]`): the L5 agent's events — registration while the
+//!   service runs and its group has a Ready worker, discovery, the
+//!   periodic reshape of the route table ([`crate::l5::agent`]).
 //!
-//! Stop ([`stop`]): the proxy first (its own drain), then the workers
-//! (their own drain), SIGKILL only for what overruns; see
-//! [`Supervisor::shutdown`].
+//! Stop ([`stop`]): L5 deregistration first (bounded), then the proxy (its
+//! own drain), then the workers (their own drain), SIGKILL only for what
+//! overruns; see [`Supervisor::shutdown`].
 //!
 //! Every signal goes through the run's pidfd ([`crate::pidfd`]), opened
 //! right after the spawn: a child that exited and was reaped before its
@@ -32,6 +35,7 @@
 //! reused its pid.
 
 mod housekeeping;
+mod l5;
 mod reload;
 mod stop;
 
@@ -173,6 +177,8 @@ pub struct Supervisor {
     scaling: Vec<GroupScaling>,
     /// The reload under way.
     reload: Option<reload::Reload>,
+    /// The L5 agent (`[l5]` on).
+    l5: Option<crate::l5::agent::Agent>,
 }
 
 impl Supervisor {
@@ -211,12 +217,14 @@ impl Supervisor {
             stats,
             scaling,
             reload: None,
+            l5: None,
         };
         let mut inputs = Inputs {
             control,
             exits,
             signals: Signals::install()?,
         };
+        sup.start_l5();
         let outcome = match sup.start_all() {
             Ok(()) => sup.supervise(&mut inputs).await,
             Err(e) => Err(e),
@@ -347,6 +355,7 @@ impl Supervisor {
                     self.reload_step();
                 }
                 _ = house.tick() => self.housekeeping(),
+                event = l5::next(&mut self.l5) => self.on_l5(event),
             }
         }
     }
@@ -515,7 +524,10 @@ impl Supervisor {
             Request::Status => serde_json::to_value(self.status())
                 .unwrap_or_else(|e| error_response(&format!("encoding the status: {e}"))),
             Request::Stop => {
-                let bound = defaults::stop_timeout(self.cfg.service.stop_grace);
+                let mut bound = defaults::stop_timeout(self.cfg.service.stop_grace);
+                if self.l5.is_some() {
+                    bound += defaults::L5_DEREGISTER_WAIT;
+                }
                 serde_json::json!({
                     "stopping": true,
                     "controller_pid": std::process::id(),
@@ -530,6 +542,7 @@ impl Supervisor {
                 self.begin_reload(pending.reply);
                 return request;
             }
+            Request::L5 => self.l5_answer(),
         };
         let _ = pending.reply.send(value);
         request
@@ -574,6 +587,7 @@ impl Supervisor {
             proxy_stats: status::proxy_stats(&self.res.proxy.header().stats),
             worker_stats,
             groups: self.group_status(now),
+            l5: self.l5_status(),
         }
     }
 

@@ -7,55 +7,19 @@
 mod common;
 
 use common::{all_ready, pid_gone, process, text, wait_for, Service};
+
+/// A service of the real binaries (no extra sections).
+fn real_service(plugin: &str, workers: u32, extra_group: &str) -> Service {
+    common::real_service(plugin, workers, "", extra_group)
+}
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The directory holding `spp`, `spp-proxy`, `spp-worker` and the plugins.
-fn bin_dir() -> PathBuf {
-    let spp = PathBuf::from(env!("CARGO_BIN_EXE_spp"));
-    let dir = spp.parent().expect("target dir").to_path_buf();
-    for name in [
-        "spp-proxy",
-        "spp-worker",
-        "libspp_echo.so",
-        "libspp_faulty.so",
-    ] {
-        assert!(
-            dir.join(name).is_file(),
-            "{} is missing: build first with `cargo build --workspace`",
-            dir.join(name).display()
-        );
-    }
-    dir
-}
-
-/// A service of the real binaries: `workers` workers of `plugin` (a
-/// library name in the target dir), `extra_group` added to the group.
-fn real_service(plugin: &str, workers: u32, extra_group: &str) -> Service {
-    let dir = bin_dir();
-    let svc = Service::with(workers, "stop_grace = \"2s\"", "", extra_group);
-    let lib = dir.join(format!("lib{plugin}.so")).display().to_string();
-    let echo = common::echo_plugin().display().to_string();
-    // The group serves `plugin`; the proxy frames with the echo plugin
-    // (the same 4-byte length prefix).
-    let text = std::fs::read_to_string(&svc.config).unwrap();
-    let at = text.find("[[group]]").unwrap();
-    let (head, group) = text.split_at(at);
-    std::fs::write(&svc.config, format!("{head}{}", group.replace(&echo, &lib))).unwrap();
-    // Real children instead of the stand-ins.
-    for name in ["spp-proxy", "spp-worker"] {
-        std::fs::remove_file(svc.bin.join(name)).unwrap();
-        std::os::unix::fs::symlink(dir.join(name), svc.bin.join(name)).unwrap();
-    }
-    svc
-}
 
 fn start(svc: &Service) -> Value {
     let out = svc.spp(&["start", "--wait", "30s"]);

@@ -92,6 +92,73 @@ pub struct ServiceConfig {
     pub groups: Vec<GroupConfig>,
     /// `[rings]` sizes.
     pub ring_size: String,
+    /// `[l5]` (left out when `None`: L5 off).
+    pub l5: Option<L5Config>,
+}
+
+/// The `[l5]` table (and `[l5.balancer]`); a `None` key is left out.
+#[derive(Clone, Debug, Default)]
+pub struct L5Config {
+    /// `modid` (this service's sid; with `cmdid`).
+    pub modid: Option<u32>,
+    /// `cmdid`.
+    pub cmdid: Option<u32>,
+    /// `weight`.
+    pub weight: Option<u32>,
+    /// `group`.
+    pub group: Option<u32>,
+    /// `backend`: `"embedded"` or `"etcd://host:port[,...]"`.
+    pub backend: Option<String>,
+    /// `registry_dir` (embedded).
+    pub registry_dir: Option<PathBuf>,
+    /// `routes_file` (static routes).
+    pub routes_file: Option<PathBuf>,
+    /// `ttl`, e.g. `"2s"`.
+    pub ttl: Option<String>,
+    /// `prefix` (etcd).
+    pub prefix: Option<String>,
+    /// `period`, e.g. `"500ms"`.
+    pub period: Option<String>,
+    /// `key = value` lines of `[l5.balancer]` (left out when empty).
+    pub balancer: Vec<String>,
+}
+
+impl L5Config {
+    /// The sid `modid:cmdid` registered as a service, with every other key
+    /// left out.
+    pub fn provider(modid: u32, cmdid: u32) -> Self {
+        L5Config {
+            modid: Some(modid),
+            cmdid: Some(cmdid),
+            ..L5Config::default()
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let q = |p: &Path| format!("{:?}", p.display().to_string());
+        let _ = writeln!(out, "\n[l5]");
+        let mut key = |name: &str, value: Option<String>| {
+            if let Some(value) = value {
+                let _ = writeln!(out, "{name} = {value}");
+            }
+        };
+        key("modid", self.modid.map(|v| v.to_string()));
+        key("cmdid", self.cmdid.map(|v| v.to_string()));
+        key("weight", self.weight.map(|v| v.to_string()));
+        key("group", self.group.map(|v| v.to_string()));
+        key("backend", self.backend.as_ref().map(|v| format!("{v:?}")));
+        key("registry_dir", self.registry_dir.as_deref().map(q));
+        key("routes_file", self.routes_file.as_deref().map(q));
+        key("ttl", self.ttl.as_ref().map(|v| format!("{v:?}")));
+        key("prefix", self.prefix.as_ref().map(|v| format!("{v:?}")));
+        key("period", self.period.as_ref().map(|v| format!("{v:?}")));
+        if !self.balancer.is_empty() {
+            let _ = writeln!(out, "\n[l5.balancer]");
+            for line in &self.balancer {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -109,6 +176,7 @@ impl ServiceConfig {
             scaling: None,
             groups: vec![GroupConfig::new(1, plugin, workers)],
             ring_size: TEST_RING_SIZE.into(),
+            l5: None,
         }
     }
 
@@ -191,6 +259,9 @@ impl ServiceConfig {
                 let _ = writeln!(out, "{line}");
             }
         }
+        if let Some(l5) = &self.l5 {
+            l5.render(&mut out);
+        }
         out
     }
 }
@@ -204,7 +275,7 @@ mod tests {
         let plugin = Path::new("/p/libx.so");
         let mut cfg = ServiceConfig::single(plugin, 1);
         let plain = cfg.render(Path::new("/d"));
-        for key in ["metrics", "[scaling]", "min_workers", "msg_timeout"] {
+        for key in ["metrics", "[scaling]", "min_workers", "msg_timeout", "[l5]"] {
             assert!(!plain.contains(key), "{key}: {plain}");
         }
         cfg.metrics = Some("127.0.0.1:1".into());
@@ -227,5 +298,25 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line}: {text}");
         }
+    }
+
+    #[test]
+    fn the_l5_table_is_written_with_the_keys_set() {
+        let mut cfg = ServiceConfig::single(Path::new("/p/libx.so"), 1);
+        cfg.l5 = Some(L5Config {
+            backend: Some("embedded".into()),
+            registry_dir: Some("/r".into()),
+            period: Some("500ms".into()),
+            balancer: vec!["min_requests = 2".into()],
+            ..L5Config::provider(64001, 1)
+        });
+        let text = cfg.render(Path::new("/d"));
+        let l5 = text.split_once("\n[l5]\n").map(|(_, t)| t).unwrap_or("");
+        assert_eq!(
+            l5,
+            "modid = 64001\ncmdid = 1\nbackend = \"embedded\"\nregistry_dir = \"/r\"\n\
+             period = \"500ms\"\n\n[l5.balancer]\nmin_requests = 2\n",
+            "{text}"
+        );
     }
 }

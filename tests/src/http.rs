@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.0 GET over `std::net::TcpStream`, for the Prometheus
-//! endpoint, with timeouts on every step.
+//! A minimal HTTP/1.0 client over `std::net::TcpStream`: GET for the
+//! Prometheus endpoint, POST of JSON for etcd's gateway, with timeouts on
+//! every step.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,13 +24,29 @@ pub struct Response {
 
 /// `GET path` from `addr`; the server is asked to close the connection.
 pub fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
+    request(addr, "GET", path, None)
+}
+
+/// `POST path` of a JSON `body` to `addr` (etcd's JSON gateway); the
+/// server is asked to close the connection.
+pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> io::Result<Response> {
+    request(addr, "POST", path, Some(body))
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
     stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(body) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(body.unwrap_or(""));
+    stream.write_all(head.as_bytes())?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -14,19 +14,28 @@
 //!   background and counts what they saw; [`faulty`] names the test
 //!   plugin's payloads and answers; [`http`] GETs the metrics endpoint and
 //!   [`metrics`] names the metrics and parses what it serves.
+//! * L5: [`L5Config`] writes the `[l5]` table; [`l5`] reads `spp l5
+//!   list/get` and the L5 part of the status; [`relay`] runs clients of
+//!   the relay example plugin and counts failed calls; [`etcd`] runs a real
+//!   etcd server.
 //!
 //! Every wait is bounded by a deadline and polls a real condition.
 
 pub mod client;
 mod config;
+pub mod etcd;
 pub mod faulty;
 pub mod http;
+pub mod l5;
 pub mod load;
 pub mod metrics;
+pub mod relay;
 pub mod service;
 pub mod view;
 
-pub use config::{GroupConfig, ScalingConfig, ServiceConfig, TEST_RING_SIZE, TEST_STOP_GRACE};
+pub use config::{
+    GroupConfig, L5Config, ScalingConfig, ServiceConfig, TEST_RING_SIZE, TEST_STOP_GRACE,
+};
 pub use service::{Service, SppOutput};
 
 use std::path::{Path, PathBuf};

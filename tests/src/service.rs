@@ -348,6 +348,53 @@ impl Service {
         out
     }
 
+    /// `spp start` again on the same config (after a stop or a crash);
+    /// remembers the pids of the result.
+    pub fn start_again(&mut self) -> SppOutput {
+        let out = self.spp(&["start"]);
+        if out.ok() {
+            self.stopped = false;
+            let _ = self.try_status();
+        }
+        out
+    }
+
+    /// A crash of the whole service: SIGKILL to the controller, then to
+    /// every child `spp status --json` names, by pid; waits (up to
+    /// `timeout`) until none of them runs. Returns the pids killed; panics
+    /// if one survives.
+    pub fn kill_tree(&self, timeout: Duration) -> Vec<i32> {
+        let status = self.status();
+        let mut pids: Vec<i32> = status["controller_pid"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .into_iter()
+            .collect();
+        // The controller first: it must not restart the children.
+        pids.extend(crate::view::pids(&status));
+        for &pid in &pids {
+            kill(pid, libc::SIGKILL);
+        }
+        let gone = wait_for(timeout, || {
+            pids.iter().all(|&pid| !pid_alive(pid)).then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "after SIGKILL, still running: {:?}",
+            pids.iter().filter(|&&p| pid_alive(p)).collect::<Vec<_>>()
+        );
+        pids
+    }
+
+    /// Runs `spp <command> <sub> -c <config> extra...` (e.g. `spp l5 list
+    /// -c FILE --json`).
+    pub fn spp_sub(&self, command: &str, sub: &str, extra: &[&str]) -> SppOutput {
+        let config = self.config.display().to_string();
+        let mut args = vec![command, sub, "-c", config.as_str()];
+        args.extend(extra);
+        run_spp(&self.bins, &args)
+    }
+
     /// Pids this handle has seen in status output.
     pub fn seen_pids(&self) -> Vec<i32> {
         self.seen_pids.borrow().iter().copied().collect()

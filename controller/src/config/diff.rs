@@ -1,6 +1,7 @@
 //! What `spp reload` may change: [`compare`] refuses the keys that need a
 //! restart (listeners, rings, the proxy's plugin, the set of groups, more
-//! workers than the slots created, ...) and lists the ones it applies.
+//! workers than the slots created, any `[l5]` key or the content of its
+//! routes file, ...) and lists the ones it applies.
 //!
 //! Applied by the supervisor: proxy limits (published to the running proxy
 //! through `ProxyHeader::limits`), group sizes and timeouts, scaling, the
@@ -83,6 +84,7 @@ pub fn compare(
             ),
         ));
     }
+    l5_fixed(old, new, &fixed)?;
     for (pos, g) in new.groups.iter().enumerate() {
         let created = slots.get(pos).copied().unwrap_or(0);
         if g.max_workers >= created {
@@ -170,6 +172,25 @@ pub fn compare(
         group_changes(pos, o, n, &mut note);
     }
     Ok(changes)
+}
+
+/// `[l5]` needs a restart, every key of it (the registry task, the route
+/// table's rules and the static routes are set up at start).
+fn l5_fixed(
+    old: &Config,
+    new: &Config,
+    fixed: &impl Fn(&str, String, String) -> Result<(), ConfigError>,
+) -> Result<(), ConfigError> {
+    let on = |c: &Config| if c.l5.is_some() { "on" } else { "off" }.to_string();
+    match (&old.l5, &new.l5) {
+        (Some(o), Some(n)) => {
+            for ((key, was), (_, now)) in o.settings().into_iter().zip(n.settings()) {
+                fixed(key, was, now)?;
+            }
+            Ok(())
+        }
+        _ => fixed("l5", on(old), on(new)),
+    }
 }
 
 fn group_changes(
@@ -291,6 +312,37 @@ max_workers = 3
             "rings.request_size",
         );
         refused("id = 1", "id = 2", "group");
+        refused("[[group]]", "[l5]\nbackend = \"embedded\"\n[[group]]", "l5");
+        let with_l5 = BASE.replace("[[group]]", "[l5]\nmodid = 7\ncmdid = 1\n[[group]]");
+        let err = compare(
+            &cfg(&with_l5),
+            &cfg(&with_l5.replace("cmdid = 1", "cmdid = 2")),
+            &[4],
+            u64::MAX,
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("l5.cmdid"), "{err}");
+        let err = compare(
+            &cfg(&with_l5),
+            &cfg(&with_l5.replace("cmdid = 1", "cmdid = 1\n[l5.balancer]\nskip_ratio = 0.5")),
+            &[4],
+            u64::MAX,
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("l5.balancer.skip_ratio"), "{err}");
+        assert!(compare(&cfg(&with_l5), &cfg(&with_l5), &[4], u64::MAX).is_ok());
+        // A changed routes file too (same path, other content).
+        let mut edited = cfg(&with_l5);
+        if let Some(l5) = edited.l5.as_mut() {
+            l5.routes.push(spp_ipc::l5::Instance {
+                sid: spp_ipc::l5::Sid { modid: 1, cmdid: 1 },
+                addr: "127.0.0.1:1".parse().unwrap(),
+                weight: 100,
+            });
+        }
+        let err = compare(&cfg(&with_l5), &edited, &[4], u64::MAX).unwrap_err();
+        assert_eq!(err.key(), Some("l5.routes_file"), "{err}");
+        assert!(err.to_string().contains("0 route(s)"), "{err}");
         let two = format!("{BASE}\n[[group]]\nid = 2\nplugin = \"x.so\"\nworkers = 1\n");
         let err = compare(&cfg(BASE), &cfg(&two), &[4], u64::MAX).unwrap_err();
         assert_eq!(err.key(), Some("group"), "{err}");

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub scaling: RawScaling,
     #[serde(default)]
     pub group: Vec<RawGroup>,
+    /// Absent: L5 off.
+    pub l5: Option<RawL5>,
 }
 
 /// `[service]`.
@@ -84,6 +86,39 @@ pub struct RawGroup {
     pub msg_timeout: Option<String>,
     pub hang_timeout: Option<String>,
     pub spin: Option<String>,
+}
+
+/// `[l5]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawL5 {
+    pub modid: Option<i64>,
+    pub cmdid: Option<i64>,
+    pub weight: Option<i64>,
+    pub group: Option<i64>,
+    pub backend: Option<String>,
+    pub registry_dir: Option<String>,
+    pub routes_file: Option<String>,
+    pub ttl: Option<String>,
+    pub prefix: Option<String>,
+    pub period: Option<String>,
+    pub advertise: Option<String>,
+    #[serde(default)]
+    pub balancer: RawBalancer,
+}
+
+/// `[l5.balancer]`: overrides of `spp_ipc::l5::balancer::BalancerConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancer {
+    pub min_requests: Option<i64>,
+    pub good_ratio: Option<f64>,
+    pub grow_share: Option<f64>,
+    pub guard_share: Option<f64>,
+    pub probe_share: Option<f64>,
+    pub revive_share: Option<f64>,
+    pub skip_ratio: Option<f64>,
+    pub trip_errors: Option<i64>,
 }
 
 /// Parses `text` (the content of `file`).

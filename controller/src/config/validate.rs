@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where values come from: the file, for messages and relative paths.
-struct Ctx<'a> {
-    file: &'a Path,
-    dir: &'a Path,
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a Path,
+    pub(super) dir: &'a Path,
 }
 
 impl Ctx<'_> {
-    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.to_path_buf(),
             key: key.into(),
@@ -33,7 +33,7 @@ impl Ctx<'_> {
     }
 
     /// A path relative to the config file's directory.
-    fn path(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    pub(super) fn path(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
         if value.is_empty() {
             return Err(self.err(key, "must not be empty"));
         }
@@ -63,7 +63,7 @@ impl Ctx<'_> {
     }
 
     /// A duration written with a unit ("800ms", "60s", "50us").
-    fn duration(
+    pub(super) fn duration(
         &self,
         key: &str,
         value: Option<&str>,
@@ -81,7 +81,7 @@ impl Ctx<'_> {
     }
 
     /// An integer in `min..=max`.
-    fn count(
+    pub(super) fn count(
         &self,
         key: &str,
         value: Option<i64>,
@@ -249,6 +249,10 @@ pub fn validate_on(file: &Path, raw: RawConfig, cpus: usize) -> Result<Config, C
         groups.push(group);
     }
     let scaling = scaling(&ctx, raw.scaling, cpus)?;
+    let l5 = raw
+        .l5
+        .map(|l5| super::l5::validate(&ctx, l5, &groups, &proxy.listen))
+        .transpose()?;
     let cfg = Config {
         file: file.to_path_buf(),
         service,
@@ -256,6 +260,7 @@ pub fn validate_on(file: &Path, raw: RawConfig, cpus: usize) -> Result<Config, C
         rings,
         scaling,
         groups,
+        l5,
     };
     cross_checks(&ctx, &cfg)?;
     Ok(cfg)

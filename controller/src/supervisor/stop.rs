@@ -1,10 +1,12 @@
 //! Stopping the service (control `stop`, SIGTERM or SIGINT), timings in
-//! [`defaults`]: SIGTERM the proxy and wait for it up to `stop_grace` (it
-//! drains, closes what is left and exits by itself); SIGKILL it only if it
-//! is still there then. Once the proxy is gone, SIGTERM the workers and
-//! give them their own drain ([`defaults::worker_drain_timeout`]; they exit
-//! as soon as their ring is empty, the proxy being gone); SIGKILL what is
-//! left. A second stop signal hurries: the proxy gets SIGINT (it closes at
+//! [`defaults`]: first the L5 registration is removed (bounded by
+//! [`defaults::L5_DEREGISTER_WAIT`]), so callers stop picking this service
+//! before it drains; then SIGTERM the proxy and wait for it up to
+//! `stop_grace` (it drains, closes what is left and exits by itself);
+//! SIGKILL it only if it is still there then. Once the proxy is gone,
+//! SIGTERM the workers and give them their own drain
+//! ([`defaults::worker_drain_timeout`]; they exit as soon as their ring is
+//! empty, the proxy being gone); SIGKILL what is left. A second stop signal hurries: the proxy gets SIGINT (it closes at
 //! once, itself) and [`defaults::PROXY_QUIT_TIMEOUT`], the workers SIGKILL.
 //! No fixed sleeps: every wait ends as soon as the children are gone. A
 //! reload under way is abandoned and answered with an error.
@@ -116,6 +118,8 @@ impl Supervisor {
         for child in &mut self.children {
             child.restart_at = None;
         }
+        // Callers stop picking this service before it drains.
+        self.l5_deregister().await;
         let grace = self.cfg.service.stop_grace;
         let is_proxy = |c: &Child| c.kind == Kind::Proxy;
         let is_worker = |c: &Child| c.kind != Kind::Proxy;

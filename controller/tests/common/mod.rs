@@ -1,10 +1,11 @@
 //! Helpers for the controller's own tests: a temp service directory with a
-//! config, and shell-script stand-ins for `spp-proxy` / `spp-worker` that
-//! mark themselves Ready in shared memory (through /proc/self/fd) and then
-//! sleep (ignoring SIGHUP). Files in the stand-ins' directory switch
-//! behaviours on: `worker-init-fails`, `worker-crashes-after-first`,
-//! `proxy-ignores-term`, `worker-drains-slowly` (takes 100 ms to exit on
-//! SIGTERM), `worker-hangs-first` (the first run of a worker stamps
+//! config, shell-script stand-ins for `spp-proxy` / `spp-worker` that mark
+//! themselves Ready in shared memory (through /proc/self/fd) and then sleep
+//! (ignoring SIGHUP), and [`real_service`] for the real children. Files in
+//! the stand-ins' directory switch behaviours on: `worker-init-fails`,
+//! `worker-crashes-after-first`, `proxy-ignores-term`,
+//! `worker-drains-slowly` (takes 100 ms to exit on SIGTERM),
+//! `worker-hangs-first` (the first run of a worker stamps
 //! `in_process_since_ms` as if stuck in `spp_process` since boot).
 
 #![allow(dead_code)]
@@ -335,4 +336,46 @@ pub fn signal(pid: u64, sig: i32) {
     let pid = libc::pid_t::try_from(pid).expect("a pid");
     // SAFETY: kill takes plain integers; the pid is a child of this test.
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}");
+}
+
+/// The directory holding `spp`, `spp-proxy`, `spp-worker` and the plugins.
+pub fn bin_dir() -> PathBuf {
+    let spp = PathBuf::from(env!("CARGO_BIN_EXE_spp"));
+    let dir = spp.parent().expect("target dir").to_path_buf();
+    for name in [
+        "spp-proxy",
+        "spp-worker",
+        "libspp_echo.so",
+        "libspp_faulty.so",
+    ] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: build first with `cargo build --workspace`",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// A service of the real binaries: `workers` workers of `plugin` (a
+/// library name in the target dir), `sections` inserted before
+/// `[[group]]`, `extra_group` added to the group.
+pub fn real_service(plugin: &str, workers: u32, sections: &str, extra_group: &str) -> Service {
+    let dir = bin_dir();
+    let svc = Service::with(workers, "stop_grace = \"2s\"", sections, extra_group);
+    let lib = dir.join(format!("lib{plugin}.so")).display().to_string();
+    let echo = echo_plugin().display().to_string();
+    // The group serves `plugin`; the proxy frames with the echo plugin
+    // (the same 4-byte length prefix).
+    let text = std::fs::read_to_string(&svc.config).expect("read config");
+    let at = text.find("[[group]]").expect("a group");
+    let (head, group) = text.split_at(at);
+    std::fs::write(&svc.config, format!("{head}{}", group.replace(&echo, &lib)))
+        .expect("write config");
+    // Real children instead of the stand-ins.
+    for name in ["spp-proxy", "spp-worker"] {
+        std::fs::remove_file(svc.bin.join(name)).expect("remove stand-in");
+        std::os::unix::fs::symlink(dir.join(name), svc.bin.join(name)).expect("symlink");
+    }
+    svc
 }

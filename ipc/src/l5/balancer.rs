@@ -96,7 +96,11 @@ impl BalancerConfig {
         for (key, value, zero_ok) in shares {
             let low_ok = if zero_ok { value >= 0.0 } else { value > 0.0 };
             if !(low_ok && value <= 1.0) {
-                let range = if zero_ok { "0..=1" } else { "a share in (0, 1]" };
+                let range = if zero_ok {
+                    "0..=1"
+                } else {
+                    "a share in (0, 1]"
+                };
                 return Err((key, format!("{value} is not in {range}")));
             }
         }

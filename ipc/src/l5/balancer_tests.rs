@@ -36,8 +36,14 @@ fn the_defaults_are_the_reference_numbers_and_pass_the_check() {
     let c = cfg();
     assert_eq!(c.period, Duration::from_secs(5));
     assert_eq!(c.min_requests, 10);
-    assert_eq!((c.good_ratio, c.grow_share, c.guard_share), (0.98, 0.05, 0.5));
-    assert_eq!((c.probe_share, c.revive_share, c.skip_ratio), (0.01, 0.10, 0.6));
+    assert_eq!(
+        (c.good_ratio, c.grow_share, c.guard_share),
+        (0.98, 0.05, 0.5)
+    );
+    assert_eq!(
+        (c.probe_share, c.revive_share, c.skip_ratio),
+        (0.01, 0.10, 0.6)
+    );
     assert_eq!(c.trip_errors, 10);
     assert_eq!(c.check(), Ok(()));
     let bad = BalancerConfig {
@@ -88,7 +94,11 @@ fn a_failing_node_is_lowered_by_the_square_of_its_ratio() {
     assert!((nodes[0].weight - 81.0).abs() < 1e-9, "{}", nodes[0].weight);
     assert_eq!(nodes[1].weight, 100.0);
     reshape(&mut nodes, &[counts(50, 50), counts(100, 0)], &cfg());
-    assert!((nodes[0].weight - 20.25).abs() < 1e-9, "{}", nodes[0].weight);
+    assert!(
+        (nodes[0].weight - 20.25).abs() < 1e-9,
+        "{}",
+        nodes[0].weight
+    );
 }
 
 #[test]
@@ -111,11 +121,19 @@ fn the_guard_keeps_weights_when_most_nodes_are_already_low() {
     reshape(&mut nodes, &period, &cfg());
     assert!((nodes[3].weight - 25.0).abs() < 1e-9, "{}", nodes[3].weight);
     assert!(guard_holds(
-        &[NodeHealth { dead: true, weight: 0.0, ..NodeHealth::new(100) }, NodeHealth::new(100), {
-            let mut n = NodeHealth::new(100);
-            n.weight = 49.0;
-            n
-        }],
+        &[
+            NodeHealth {
+                dead: true,
+                weight: 0.0,
+                ..NodeHealth::new(100)
+            },
+            NodeHealth::new(100),
+            {
+                let mut n = NodeHealth::new(100);
+                n.weight = 49.0;
+                n
+            }
+        ],
         &cfg()
     ));
 }
@@ -132,7 +150,11 @@ fn ratio_zero_or_a_weight_decayed_below_one_is_dead() {
     let mut nodes: Vec<NodeHealth> = (0..3).map(|_| NodeHealth::new(100)).collect();
     nodes[0].weight = 10.0;
     nodes[1].weight = 10.0;
-    reshape(&mut nodes, &[counts(0, 20), counts(5, 5), counts(20, 0)], &cfg());
+    reshape(
+        &mut nodes,
+        &[counts(0, 20), counts(5, 5), counts(20, 0)],
+        &cfg(),
+    );
     assert!(nodes[0].dead);
     assert_eq!(nodes[1].weight, 10.0, "guarded");
 }
@@ -186,11 +208,23 @@ fn a_dead_node_whose_probes_succeed_revives_at_ten_percent_then_climbs() {
 #[test]
 fn the_probe_budget_is_one_percent_of_last_periods_requests_and_at_least_one() {
     let mut nodes = vec![NodeHealth::new(100), NodeHealth::new(100)];
-    assert_eq!(reshape(&mut nodes, &[counts(500, 0), counts(500, 0)], &cfg()), 0);
+    assert_eq!(
+        reshape(&mut nodes, &[counts(500, 0), counts(500, 0)], &cfg()),
+        0
+    );
     nodes[1].dead = true;
-    assert_eq!(reshape(&mut nodes, &[counts(5000, 0), counts(0, 0)], &cfg()), 50);
-    assert_eq!(reshape(&mut nodes, &[counts(20, 0), counts(0, 0)], &cfg()), 1);
-    assert_eq!(reshape(&mut nodes, &[counts(0, 0), counts(0, 0)], &cfg()), 1);
+    assert_eq!(
+        reshape(&mut nodes, &[counts(5000, 0), counts(0, 0)], &cfg()),
+        50
+    );
+    assert_eq!(
+        reshape(&mut nodes, &[counts(20, 0), counts(0, 0)], &cfg()),
+        1
+    );
+    assert_eq!(
+        reshape(&mut nodes, &[counts(0, 0), counts(0, 0)], &cfg()),
+        1
+    );
 }
 
 #[test]
@@ -231,7 +265,10 @@ fn a_seeded_outage_and_recovery_follow_the_rules() {
             revived_at = Some(period);
             assert!((nodes[2].weight - 10.0).abs() < 1e-9);
         }
-        assert!(nodes.iter().enumerate().all(|(i, n)| i == 2 || n.weight == 100.0));
+        assert!(nodes
+            .iter()
+            .enumerate()
+            .all(|(i, n)| i == 2 || n.weight == 100.0));
     }
     assert_eq!(died_at, Some(0), "dead after its first failing period");
     assert_eq!(revived_at, Some(10), "revived by its first good probe");

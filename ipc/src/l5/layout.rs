@@ -323,7 +323,12 @@ mod tests {
 
     #[test]
     fn addresses_round_trip_through_the_encoding() {
-        for text in ["10.1.2.3:80", "[fe80::1%7]:65535", "[::ffff:1.2.3.4]:1", "0.0.0.0:0"] {
+        for text in [
+            "10.1.2.3:80",
+            "[fe80::1%7]:65535",
+            "[::ffff:1.2.3.4]:1",
+            "0.0.0.0:0",
+        ] {
             let addr: SocketAddr = text.parse().unwrap();
             let (fp, scope, ip) = encode_addr(&addr);
             assert_eq!(decode_addr(fp, scope, ip), addr, "{text}");

@@ -15,6 +15,7 @@
 
 pub mod balancer;
 pub mod layout;
+mod rendezvous;
 pub mod table;
 
 use serde::{Deserialize, Serialize};

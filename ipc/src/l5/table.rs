@@ -31,6 +31,7 @@ use super::layout::{
     mix64, sid_key, Buffer, NodeEntry, SidEntry, SlotEntry, TableLayout, PPM, TABLE_MAGIC,
     TABLE_SIZE, TABLE_VERSION,
 };
+use super::rendezvous::Contender;
 use super::{Instance, L5Error, Sid};
 use crate::error::IpcError;
 use crate::shm::SharedRegion;
@@ -302,7 +303,9 @@ impl RouteTable {
     /// Publishes a new routing view (controller): writes the inactive
     /// buffer under its seqlock, then makes it active. Every node must
     /// name a slot assigned to its instance by [`Self::slot_for`]; a sid
-    /// may appear once.
+    /// may appear once. A dead node is published with weight 0 whatever
+    /// its `weight`. Each node's baseline (its slot's success and failure
+    /// counts now) starts the period the pick-time skip rule judges.
     pub fn publish(&self, sids: &[SidView]) -> Result<(), L5Error> {
         let t = self.shared();
         if sids.len() > MAX_SIDS {
@@ -317,11 +320,10 @@ impl RouteTable {
         if order.windows(2).any(|w| w[0].sid == w[1].sid) {
             return Err(L5Error::Invalid("a sid appears twice"));
         }
-        for node in order.iter().flat_map(|view| {
-            view.nodes
-                .iter()
-                .map(move |node| (view.sid, node))
-        }) {
+        for node in order
+            .iter()
+            .flat_map(|view| view.nodes.iter().map(move |node| (view.sid, node)))
+        {
             check_node(&t.slots, node.0, node.1)?;
         }
 
@@ -545,32 +547,37 @@ impl RouteTable {
         let route = self.read(|buf| {
             let entry = find_sid(buf, sid).ok_or(L5Error::UnknownSid)?;
             let nodes = nodes_of(buf, entry).ok_or(L5Error::Busy)?;
-            let mut best: Option<(f64, &NodeEntry)> = None;
-            let mut best_ok: Option<(f64, &NodeEntry)> = None;
-            let beats = |best: &Option<(f64, &NodeEntry)>, score: f64| {
-                best.is_none_or(|(top, _)| score > top)
-            };
+            let mut best: Option<Contender> = None;
+            let mut best_ok: Option<Contender> = None;
             for node in nodes.iter().filter(|n| is_live(n)) {
-                let weight = node.weight.load(Ordering::Relaxed);
-                let score = rendezvous(key, node.addr_hash.load(Ordering::Relaxed), weight);
-                if beats(&best, score) {
-                    best = Some((score, node));
-                }
-                if beats(&best_ok, score) && !self.skipped(node, &rules) {
-                    best_ok = Some((score, node));
+                let mut c = Contender::new(node, key, node.weight.load(Ordering::Relaxed));
+                // `best_ok` never scores above `best`: beating `best` beats
+                // both, and while they are the same node, losing to `best`
+                // loses to both.
+                if best.as_mut().is_none_or(|b| c.beats(b)) {
+                    if !self.skipped(node, &rules) {
+                        best_ok = Some(c);
+                    }
+                    best = Some(c);
+                } else if best_ok.map(|o| o.node as *const NodeEntry)
+                    != best.map(|b| b.node as *const NodeEntry)
+                    && best_ok.as_mut().is_none_or(|o| c.beats(o))
+                    && !self.skipped(node, &rules)
+                {
+                    best_ok = Some(c);
                 }
             }
             if best.is_none() {
                 for node in nodes {
                     let weight = node.static_weight.load(Ordering::Relaxed).max(1);
-                    let score = rendezvous(key, node.addr_hash.load(Ordering::Relaxed), weight);
-                    if beats(&best, score) {
-                        best = Some((score, node));
+                    let mut c = Contender::new(node, key, weight);
+                    if best.as_mut().is_none_or(|b| c.beats(b)) {
+                        best = Some(c);
                     }
                 }
             }
-            let (_, node) = best_ok.or(best).ok_or(L5Error::NoServer)?;
-            Ok(route_to(sid, node))
+            let winner = best_ok.or(best).ok_or(L5Error::NoServer)?;
+            Ok(route_to(sid, winner.node))
         })?;
         self.count_pick(&route);
         Ok(route)
@@ -627,13 +634,21 @@ fn check_node(slots: &[SlotEntry], sid: Sid, node: &NodeView) -> Result<(), L5Er
         return Err(L5Error::Invalid("a node's slot is not assigned"));
     }
     if slot.key() != (sid, node.instance.addr) {
-        return Err(L5Error::Invalid("a node's slot belongs to another instance"));
+        return Err(L5Error::Invalid(
+            "a node's slot belongs to another instance",
+        ));
     }
     Ok(())
 }
 
 /// Writes one node entry (controller, inside the seqlock).
-fn write_node(entry: &NodeEntry, slots: &[SlotEntry], node: &NodeView, weight: u32, cumulative: u64) {
+fn write_node(
+    entry: &NodeEntry,
+    slots: &[SlotEntry],
+    node: &NodeView,
+    weight: u32,
+    cumulative: u64,
+) {
     let slot = &slots[node.slot as usize];
     entry.cumulative.store(cumulative, Ordering::Relaxed);
     entry.set_addr(&node.instance.addr);
@@ -674,8 +689,7 @@ fn find_sid(buf: &Buffer, sid: Sid) -> Option<&SidEntry> {
     let sids = &buf.sids[..count];
     let key = sid_key(sid);
     let i = sids.partition_point(|e| e.key.load(Ordering::Relaxed) < key);
-    sids.get(i)
-        .filter(|e| e.key.load(Ordering::Relaxed) == key)
+    sids.get(i).filter(|e| e.key.load(Ordering::Relaxed) == key)
 }
 
 /// The sid's nodes; `None` when the (torn) entry points out of range.
@@ -713,14 +727,6 @@ fn take_probe(entry: &SidEntry) -> bool {
 /// the name).
 fn scale(random: u64, n: u64) -> u64 {
     ((u128::from(random) * u128::from(n)) >> 64) as u64
-}
-
-/// Weighted rendezvous score of a node for a (mixed) key: `w / -ln(u)`
-/// with `u` uniform in (0, 1) from the pair's hash; the highest wins.
-fn rendezvous(key: u64, node_hash: u64, weight: u32) -> f64 {
-    let h = mix64(key ^ node_hash);
-    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    f64::from(weight) / -u.ln()
 }
 
 fn route_to(sid: Sid, node: &NodeEntry) -> Route {

@@ -27,7 +27,10 @@ impl XorShift {
 }
 
 fn addr(i: u32) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8)), 9000 + i as u16)
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8)),
+        9000 + i as u16,
+    )
 }
 
 fn instance(sid: Sid, i: u32, weight: u32) -> Instance {
@@ -74,7 +77,9 @@ fn pick_counts(table: &RouteTable, nodes: usize, n: u32, seed: u64) -> Vec<u32> 
     let mut hits = vec![0u32; nodes];
     for _ in 0..n {
         let route = table.pick(SID, rng.next()).unwrap();
-        let i = (0..nodes).position(|i| addr(i as u32) == route.addr).unwrap();
+        let i = (0..nodes)
+            .position(|i| addr(i as u32) == route.addr)
+            .unwrap();
         hits[i] += 1;
     }
     hits
@@ -236,13 +241,19 @@ fn publish_refuses_inconsistent_or_oversized_views() {
 #[test]
 fn weighted_picks_follow_the_weights() {
     let mut table = RouteTable::create().unwrap();
-    publish(&mut table, &[(100, false), (200, false), (300, false), (400, false)], 0);
+    publish(
+        &mut table,
+        &[(100, false), (200, false), (300, false), (400, false)],
+        0,
+    );
     let n = 100_000;
     let hits = pick_counts(&table, 4, n, 0x5eed);
     for (i, share) in [0.1, 0.2, 0.3, 0.4].into_iter().enumerate() {
         assert_share(hits[i], n, share);
     }
-    let picks: u64 = (0..4).map(|i| table.counts(route_of(&table, i).slot).picks).sum();
+    let picks: u64 = (0..4)
+        .map(|i| table.counts(route_of(&table, i).slot).picks)
+        .sum();
     assert_eq!(picks, u64::from(n), "every pick is counted on its slot");
 }
 
@@ -272,7 +283,10 @@ fn consecutive_errors_trip_a_node_at_pick_time_and_a_success_resets_them() {
     // Plenty of successes, then 10 failures in a row.
     report_n(&table, 1, 1000, 0);
     report_n(&table, 1, 0, 10);
-    assert_eq!(table.counts(route_of(&table, 1).slot).consecutive_errors, 10);
+    assert_eq!(
+        table.counts(route_of(&table, 1).slot).consecutive_errors,
+        10
+    );
     assert_eq!(pick_counts(&table, 3, 10_000, 5)[1], 0);
     report_n(&table, 1, 1, 0);
     assert_eq!(table.counts(route_of(&table, 1).slot).consecutive_errors, 0);
@@ -296,7 +310,10 @@ fn dead_nodes_get_only_probes_bounded_by_the_budget() {
     // A large budget: about 1 % of the picks probe.
     publish(&mut table, &[(100, false), (0, true)], 1000);
     let probes = pick_counts(&table, 2, 20_000, 9)[1];
-    assert!((150..=250).contains(&probes), "{probes} probes in 20k picks");
+    assert!(
+        (150..=250).contains(&probes),
+        "{probes} probes in 20k picks"
+    );
     assert_eq!(table.view()[0].probe_budget, 1000 - probes);
     // probe_share 0: no probe at all.
     table.set_rules(&BalancerConfig {
@@ -323,7 +340,10 @@ fn every_node_dead_or_skipped_fails_open() {
     report_n(&table, 0, 0, 10);
     report_n(&table, 1, 0, 10);
     let hits = pick_counts(&table, 2, 20_000, 13);
-    assert!(hits.iter().all(|&h| h > 8_000), "uniform fail open: {hits:?}");
+    assert!(
+        hits.iter().all(|&h| h > 8_000),
+        "uniform fail open: {hits:?}"
+    );
     // One node left unskipped takes everything, however light. (A success
     // clears node 0's errors in a row; a publish does not.)
     publish(&mut table, &[(1, false), (1000, false), (1000, false)], 0);
@@ -350,7 +370,10 @@ fn hash_picks_are_stable_and_move_only_the_removed_nodes_keys() {
         assert!((1_000..=1_500).contains(&share), "node {i}: {share}");
     }
     publish(&mut table, &eight, 0);
-    assert!(hash_map_of(&table, 10_000) == before, "stable across publishes");
+    assert!(
+        hash_map_of(&table, 10_000) == before,
+        "stable across publishes"
+    );
 
     // Node 3 removed (a publish without it): only its keys move.
     let view = view_of(&mut table, SID, &eight, 0);
@@ -373,7 +396,43 @@ fn hash_picks_are_stable_and_move_only_the_removed_nodes_keys() {
     dead.nodes[3].dead = true;
     dead.nodes[3].weight = 0;
     table.publish(&[dead]).unwrap();
-    assert!(hash_map_of(&table, 10_000) == after, "dead counts as removed");
+    assert!(
+        hash_map_of(&table, 10_000) == after,
+        "dead counts as removed"
+    );
+}
+
+#[test]
+fn with_unequal_weights_hash_picks_move_only_to_or_from_the_changed_node() {
+    let mut table = RouteTable::create().unwrap();
+    let weights: Vec<Spec> = (1..=8).map(|w| (100 * w, false)).collect();
+    publish(&mut table, &weights, 0);
+    let before = hash_map_of(&table, 20_000);
+    // Shares follow the weights (node i weighs (i + 1) / 36 of the total).
+    for i in 0..8u32 {
+        let hits = before.iter().filter(|&&a| a == addr(i)).count() as f64;
+        let expected = 20_000.0 * f64::from(i + 1) / 36.0;
+        assert!(
+            (hits - expected).abs() < 0.15 * expected,
+            "node {i}: {hits} vs {expected}"
+        );
+    }
+    // Node 5 heavier: keys only move to it.
+    let mut heavier = weights.clone();
+    heavier[5].0 = 900;
+    publish(&mut table, &heavier, 0);
+    let after = hash_map_of(&table, 20_000);
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a);
+    assert!(moved.clone().all(|(_, a)| *a == addr(5)));
+    assert!(moved.count() > 0);
+    // Node 2 removed: only its keys move.
+    let mut view = view_of(&mut table, SID, &weights, 0);
+    view.nodes.remove(2);
+    table.publish(&[view]).unwrap();
+    let after = hash_map_of(&table, 20_000);
+    for (b, a) in before.iter().zip(&after) {
+        assert!(*b == addr(2) || a == b, "a key of a remaining node moved");
+    }
 }
 
 #[test]
@@ -395,7 +454,10 @@ fn hash_picks_follow_weights_pass_over_tripped_nodes_and_fail_open() {
     publish(&mut table, &[(0, true), (0, true)], 0);
     let open = hash_map_of(&table, 1000);
     assert!(open.contains(&addr(0)) && open.contains(&addr(1)));
-    assert!(hash_map_of(&table, 1000) == open, "stable when failing open");
+    assert!(
+        hash_map_of(&table, 1000) == open,
+        "stable when failing open"
+    );
 }
 
 #[test]
@@ -417,7 +479,14 @@ fn reports_for_a_slot_that_changed_hands_are_dropped() {
         0,
         1,
     );
-    table.report(&Route { slot: u32::MAX, ..old }, 0, 1);
+    table.report(
+        &Route {
+            slot: u32::MAX,
+            ..old
+        },
+        0,
+        1,
+    );
     // Node 1 goes away: its slot is freed, zeroed, and its routes dropped.
     table.retain_slots(&|i: &Instance| i.addr != addr(1));
     assert_eq!(table.counts(old.slot), NodeCounts::default());
@@ -506,8 +575,16 @@ fn check_torn_route(route: &Route, slots: &HashMap<SocketAddr, u32>) -> u32 {
     let [ten, a, k, one] = v4.ip().octets();
     assert_eq!((ten, one), (10, 1), "{route:?}");
     let (a, k) = (u32::from(a), u32::from(k));
-    assert_eq!(u32::from(v4.port()), 1000 + 8 * a + k, "torn address {route:?}");
-    assert_eq!(k, a % 8, "a dead node picked, or weight from another publish: {route:?}");
+    assert_eq!(
+        u32::from(v4.port()),
+        1000 + 8 * a + k,
+        "torn address {route:?}"
+    );
+    assert_eq!(
+        k,
+        a % 8,
+        "a dead node picked, or weight from another publish: {route:?}"
+    );
     assert_eq!(route.slot, slots[&route.addr], "torn slot {route:?}");
     assert_eq!(route.slot_epoch, 1);
     a
@@ -547,7 +624,8 @@ fn readers_racing_a_writer_never_see_a_torn_entry() {
     let start = Arc::new(std::sync::Barrier::new(3));
 
     let writer = {
-        let (table, slots, stop, start) = (table.clone(), slots.clone(), stop.clone(), start.clone());
+        let (table, slots, stop, start) =
+            (table.clone(), slots.clone(), stop.clone(), start.clone());
         std::thread::spawn(move || {
             start.wait();
             let mut g = 1;
@@ -605,4 +683,34 @@ fn readers_racing_a_writer_never_see_a_torn_entry() {
     assert!(seen.len() > 1, "the reader saw only one publish");
     assert!(busy <= ok / 10, "busy {busy}, ok {ok}");
     assert_eq!(reader.generation(), u64::from(published) + 1);
+}
+
+#[test]
+fn the_rendezvous_shortcuts_agree_with_the_plain_scores() {
+    // SAFETY: every field of `NodeEntry` is an atomic or a u32; all-zero
+    // is a valid value of each.
+    let dummy: NodeEntry = unsafe { std::mem::zeroed() };
+    let mut rng = XorShift(0xbeef);
+    let contender = |hash: u64, weight: u32| Contender {
+        node: &dummy,
+        weight,
+        hash: hash >> 11,
+        neg_ln: f64::NAN,
+    };
+    let plain = |c: &Contender| f64::from(c.weight) / -c.u().ln();
+    let mut disagreements = 0;
+    for i in 0..200_000u32 {
+        let w1 = 100 + (rng.next() % 4) as u32 * if i % 2 == 0 { 0 } else { 900 };
+        let w2 = if i % 3 == 0 {
+            w1
+        } else {
+            100 + (rng.next() % 10_000) as u32
+        };
+        let (mut a, mut b) = (contender(rng.next(), w1), contender(rng.next(), w2));
+        let (sa, sb) = (plain(&a), plain(&b));
+        if a.beats(&mut b) != (sa > sb) && (sa - sb).abs() > 1e-9 * sa.max(sb) {
+            disagreements += 1;
+        }
+    }
+    assert_eq!(disagreements, 0);
 }

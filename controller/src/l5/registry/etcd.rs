@@ -12,12 +12,16 @@
 //! when the TTL runs out.
 //!
 //! Discovery: list the whole prefix, then watch it from the listing's
-//! revision + 1; a watch that etcd cancels (its revision was compacted, or
-//! any other reason) is replaced by a new listing. After each change the
+//! revision + 1; a watch that falls behind a compaction is replaced by a new
+//! listing at once, one that etcd cancels for another reason after a
+//! back-off (as any failure). After each change the
 //! task publishes a [`Discovered`] with every instance it accepted (at most
 //! [`MAX_INSTANCES`]; malformed values are skipped and logged, throttled).
 //!
-//! When etcd cannot be reached, the task publishes the last known instances
+//! The task talks to one endpoint at a time: the first of the list that
+//! answers, and after a failure the next one.
+//!
+//! When no endpoint can be reached, the task publishes the last known instances
 //! with `error: Some(reason)` (the agent keeps routing on them and shows the
 //! reason in status) and tries again after a back-off ([`BACKOFF_MIN`]
 //! doubling up to [`BACKOFF_MAX`]), still taking commands. On reconnecting
@@ -53,7 +57,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long any one call to etcd may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long deregistering may take on stop (then the lease expires alone).
+/// How long deregistering may take on stop, connecting included (then the
+/// lease expires alone). `defaults::L5_DEREGISTER_WAIT` waits a little longer.
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 /// HTTP/2 pings on the connection, to notice a dead peer while the watch is
 /// quiet (etcd refuses pings more often than every 5 s).
@@ -68,6 +73,9 @@ const MAX_INSTANCES: usize = spp_ipc::l5::table::MAX_NODES;
 const MAX_LISTED_KEYS: i64 = 2 * MAX_INSTANCES as i64;
 /// The largest value accepted.
 const MAX_VALUE_BYTES: usize = 1024;
+/// Listings in a row after compactions, with no event between, before the
+/// task gives up on the connection (and retries after a back-off).
+const MAX_RELISTS_IN_A_ROW: u32 = 3;
 /// A repeated warning is logged at most once per this period.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -89,6 +97,13 @@ enum EtcdError {
     /// An answer lacked what it must carry.
     #[error("etcd's answer to {0} was incomplete")]
     Incomplete(&'static str),
+    /// No endpoint answered (each one's failure).
+    #[error("no etcd endpoint answered: {0}")]
+    Unreachable(String),
+    /// The server canceled the watch (for another reason than compaction,
+    /// or after too many compactions in a row).
+    #[error("etcd canceled the watch: {0}")]
+    WatchCanceled(String),
     /// The server refused a lease.
     #[error("etcd refused a lease: {0}")]
     LeaseRefused(String),
@@ -218,6 +233,10 @@ struct Backend {
     settings: EtcdSettings,
     out: watch::Sender<Arc<Discovered>>,
     pid: u32,
+    /// The endpoint in use (index into the settings' list).
+    endpoint: usize,
+    /// The last session failed (and no new one is established yet).
+    failing: bool,
     /// key → value of every instance this service registers.
     desired: BTreeMap<String, String>,
     /// key → value of what this task put under its lease.
@@ -237,6 +256,8 @@ impl Backend {
             settings,
             out,
             pid: std::process::id(),
+            endpoint: 0,
+            failing: false,
             desired: BTreeMap::new(),
             registered: BTreeMap::new(),
             lease: None,
@@ -257,10 +278,12 @@ impl Backend {
         let mut keeper = self.restore_lease(&mut client).await?;
         self.sync(&mut client, &mut keeper, true).await?;
         let mut watch = self.list_and_watch(&mut client).await?;
-        if *backoff > BACKOFF_MIN {
-            tracing::info!(endpoints = ?self.settings.endpoints, "l5 etcd: connected again");
+        if std::mem::take(&mut self.failing) {
+            let endpoint = self.settings.endpoints.get(self.endpoint);
+            tracing::info!(?endpoint, "l5 etcd: connected again");
         }
         *backoff = BACKOFF_MIN;
+        let mut relists = 0;
         loop {
             let keepalive_due = keeper.as_ref().map(|k| k.next);
             tokio::select! {
@@ -276,8 +299,18 @@ impl Backend {
                 },
                 message = watch.message() => {
                     let response = message?.ok_or(EtcdError::StreamEnded("watch"))?;
-                    if self.on_watch(&response) == Watched::Relist {
-                        watch = self.list_and_watch(&mut client).await?;
+                    match self.on_watch(&response)? {
+                        Watched::Applied if response.events().is_empty() => {}
+                        Watched::Applied => relists = 0,
+                        Watched::Relist => {
+                            relists += 1;
+                            if relists > MAX_RELISTS_IN_A_ROW {
+                                return Err(EtcdError::WatchCanceled(format!(
+                                    "compacted {relists} times in a row"
+                                )));
+                            }
+                            watch = self.list_and_watch(&mut client).await?;
+                        }
                     }
                 }
                 () = sleep_until_some(keepalive_due) => {
@@ -301,19 +334,44 @@ impl Backend {
         }
     }
 
-    async fn connect(&self) -> Result<Client, EtcdError> {
+    /// Connects to the first endpoint that answers, starting with the one
+    /// in use (a client balanced over several endpoints would send some
+    /// calls to a dead one).
+    async fn connect(&mut self) -> Result<Client, EtcdError> {
+        let count = self.settings.endpoints.len();
+        let mut failures = Vec::new();
+        for i in 0..count {
+            let at = (self.endpoint + i) % count;
+            let endpoint = &self.settings.endpoints[at];
+            match Self::connect_to(endpoint).await {
+                Ok(client) => {
+                    self.endpoint = at;
+                    return Ok(client);
+                }
+                Err(e) => failures.push(format!("{endpoint}: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            failures.push("no endpoint configured".to_owned());
+        }
+        Err(EtcdError::Unreachable(failures.join("; ")))
+    }
+
+    /// A client of one endpoint, once it answered a status request.
+    async fn connect_to(endpoint: &str) -> Result<Client, EtcdError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_keep_alive(HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT);
-        call(
-            "connect",
-            Client::connect(&self.settings.endpoints, Some(options)),
-        )
-        .await
+        let mut client = call("connect", Client::connect([endpoint], Some(options))).await?;
+        call("status", client.status()).await?;
+        Ok(client)
     }
 
     /// After a failure: publishes the last known view with the reason.
     fn failed(&mut self, error: &EtcdError, backoff: Duration) {
+        self.failing = true;
+        // The next attempt starts with the next endpoint.
+        self.endpoint = (self.endpoint + 1) % self.settings.endpoints.len().max(1);
         if let Some(held) = self.failure_log.allow() {
             tracing::warn!(
                 endpoints = ?self.settings.endpoints,
@@ -333,9 +391,18 @@ impl Backend {
                 () = sleep_until(deadline) => return Next::Retry,
                 command = commands.recv() => match command {
                     Some(Command::Register(list)) => self.set_desired(list),
+                    Some(Command::Deregister) | None if self.lease.is_none() => {
+                        return Next::Stop;
+                    }
                     Some(Command::Deregister) | None => {
-                        match timeout(DEREGISTER_TIMEOUT, self.connect()).await {
-                            Ok(Ok(mut client)) => self.deregister(&mut client).await,
+                        // Connecting counts against the same bound.
+                        let work = async {
+                            let mut client = self.connect().await?;
+                            self.deregister(&mut client).await;
+                            Ok::<(), EtcdError>(())
+                        };
+                        match timeout(DEREGISTER_TIMEOUT, work).await {
+                            Ok(Ok(())) => {}
                             Ok(Err(e)) => tracing::warn!(
                                 error = %e,
                                 "l5 etcd: cannot deregister; the lease will expire"
@@ -496,9 +563,7 @@ impl Backend {
 
     /// Lists the prefix, publishes it, and watches from the next revision.
     async fn list_and_watch(&mut self, client: &mut Client) -> Result<WatchStream, EtcdError> {
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_limit(MAX_LISTED_KEYS);
+        let options = GetOptions::new().with_prefix().with_limit(MAX_LISTED_KEYS);
         let listing = call(
             "get",
             client.get(self.settings.prefix.as_str(), Some(options)),
@@ -517,7 +582,11 @@ impl Backend {
         self.watch_from(client, revision + 1).await
     }
 
-    async fn watch_from(&self, client: &mut Client, revision: i64) -> Result<WatchStream, EtcdError> {
+    async fn watch_from(
+        &self,
+        client: &mut Client,
+        revision: i64,
+    ) -> Result<WatchStream, EtcdError> {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision);
@@ -528,21 +597,21 @@ impl Backend {
         .await
     }
 
-    /// Applies a watch response; publishes when the view changed.
-    fn on_watch(&mut self, response: &WatchResponse) -> Watched {
-        if response.canceled() || response.compact_revision() > 0 {
-            if response.compact_revision() > 0 {
-                tracing::info!(
-                    compact_revision = response.compact_revision(),
-                    "l5 etcd: the watch fell behind a compaction; listing again"
-                );
-            } else {
-                tracing::warn!(
-                    reason = response.cancel_reason(),
-                    "l5 etcd: etcd canceled the watch; listing again"
-                );
-            }
-            return Watched::Relist;
+    /// Applies a watch response; publishes when the view changed. A watch
+    /// behind a compaction asks for a new listing; any other cancel is an
+    /// error (the task lists again after a back-off).
+    fn on_watch(&mut self, response: &WatchResponse) -> Result<Watched, EtcdError> {
+        if response.compact_revision() > 0 {
+            tracing::info!(
+                compact_revision = response.compact_revision(),
+                "l5 etcd: the watch fell behind a compaction; listing again"
+            );
+            return Ok(Watched::Relist);
+        }
+        if response.canceled() {
+            return Err(EtcdError::WatchCanceled(
+                response.cancel_reason().to_owned(),
+            ));
         }
         let mut changed = false;
         for event in response.events() {
@@ -558,7 +627,7 @@ impl Backend {
         if changed {
             self.publish(None);
         }
-        Watched::Applied
+        Ok(Watched::Applied)
     }
 
     fn publish(&self, error: Option<String>) {

@@ -1,4 +1,4 @@
-//! Where L5 instances are registered and discovered (SKELETON, issue 5).
+//! Where L5 instances are registered and discovered.
 //!
 //! A backend runs as one tokio task: it takes [`Command`]s (what this
 //! service registers) and publishes what it [`Discovered`] (every instance
@@ -6,9 +6,11 @@
 //! [`embedded`] (files under a directory shared by every spp on the
 //! machine) and [`etcd`] (a lease kept alive, one key per instance).
 
+pub mod embedded;
 pub mod etcd;
 
 use spp_ipc::l5::Instance;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 /// What the controller asks of its backend.
@@ -45,4 +47,20 @@ pub struct EtcdSettings {
     pub ttl: Duration,
     /// This service's name (part of its keys).
     pub service: String,
+}
+
+/// The embedded backend's settings (`l5.backend = "embedded"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddedSettings {
+    /// The directory shared by every spp on the machine.
+    pub dir: PathBuf,
+    /// A file whose heartbeat is older than this is stale.
+    pub ttl: Duration,
+    /// How often the directory is listed.
+    pub scan: Duration,
+    /// This service's name (part of its file's name).
+    pub service: String,
+    /// The pid written in this service's file and its name (the
+    /// controller's).
+    pub pid: u32,
 }

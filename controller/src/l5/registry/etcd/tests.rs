@@ -16,17 +16,25 @@ use tokio::time::timeout_at;
 const WAIT: Duration = Duration::from_secs(40);
 /// How long etcd may take to answer after it was started.
 const STARTUP: Duration = Duration::from_secs(30);
+/// Attempts at starting etcd on fresh free ports.
+const START_ATTEMPTS: usize = 3;
+/// How long one readiness probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The pause between two readiness probes of a starting etcd.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// The lease TTL the tests register with (short: the expiry test waits
 /// for it).
 const TTL: Duration = Duration::from_secs(2);
+/// Failed reconnections the outage test waits for before restarting etcd.
+const RETRIES_WHILE_DOWN: usize = 3;
 /// Where etcd is looked for after `$SPP_ETCD` and `$PATH`.
 const ETCD_DEFAULT: &str = "/usr/bin/etcd";
 
 fn etcd_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("SPP_ETCD") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "SPP_ETCD={} is not a file", p.display());
+        return p;
     }
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
@@ -60,20 +68,38 @@ struct Etcd {
 }
 
 impl Etcd {
+    /// Starts etcd on free ports (new ones if another process took them
+    /// first).
     async fn start() -> Etcd {
-        let (client_port, peer_port) = free_ports();
-        Etcd::start_on(client_port, peer_port).await
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let (client_port, peer_port) = free_ports();
+            match Etcd::try_start_on(client_port, peer_port).await {
+                Ok(etcd) => return etcd,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!(
+            "etcd did not start in {START_ATTEMPTS} attempts:\n{}",
+            failures.join("\n----\n")
+        );
     }
 
     /// Starts etcd on these ports with a new, empty data directory.
     async fn start_on(client_port: u16, peer_port: u16) -> Etcd {
+        Etcd::try_start_on(client_port, peer_port)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn try_start_on(client_port: u16, peer_port: u16) -> Result<Etcd, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
         let child = std::process::Command::new(etcd_binary())
             .arg("--name")
-            .arg("spp-test")
+            .arg(Self::name(client_port))
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--listen-client-urls")
@@ -85,7 +111,7 @@ impl Etcd {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer)
             .arg("--initial-cluster")
-            .arg(format!("spp-test={peer}"))
+            .arg(format!("{}={peer}", Self::name(client_port)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd log"))
             .stderr(log)
@@ -97,8 +123,14 @@ impl Etcd {
             peer_port,
             dir,
         };
-        etcd.wait_ready().await;
-        etcd
+        etcd.wait_ready().await?;
+        Ok(etcd)
+    }
+
+    /// The member name: tells this etcd from another one that might have
+    /// taken the port.
+    fn name(client_port: u16) -> String {
+        format!("spp-test-{}-{client_port}", std::process::id())
     }
 
     fn endpoint(&self) -> String {
@@ -109,27 +141,33 @@ impl Etcd {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
-    /// Waits until etcd answers a read (bounded by [`STARTUP`]).
-    async fn wait_ready(&mut self) {
+    /// Waits until this etcd answers (bounded by [`STARTUP`]).
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP;
+        let name = Self::name(self.client_port);
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("etcd exited ({status}) while starting:\n{}", self.log());
+                    return Err(format!(
+                        "etcd exited ({status}) while starting:\n{}",
+                        self.log()
+                    ));
                 }
             }
             let probe = async {
                 let mut c = Client::connect([self.endpoint()], None).await?;
-                c.get("probe", None).await
+                let members = c.member_list().await?;
+                Ok::<bool, etcd_client::Error>(members.members().iter().any(|m| m.name() == name))
             };
-            if let Ok(Ok(_)) = timeout(Duration::from_secs(1), probe).await {
-                return;
+            if let Ok(Ok(true)) = timeout(PROBE_TIMEOUT, probe).await {
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not answer within {STARTUP:?}:\n{}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "etcd did not answer within {STARTUP:?}:\n{}",
+                    self.log()
+                ));
+            }
             tokio::time::sleep(PROBE_EVERY).await;
         }
     }
@@ -163,6 +201,17 @@ struct Agent {
     task: JoinHandle<()>,
 }
 
+/// Shows the backend's log lines in a failing test's output
+/// (`RUST_LOG` filters them; warnings and up by default).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 impl Agent {
     fn spawn(endpoints: Vec<String>, prefix: &str) -> Agent {
         let settings = EtcdSettings {
@@ -171,6 +220,7 @@ impl Agent {
             ttl: TTL,
             service: "test".to_owned(),
         };
+        init_logs();
         let (commands, rx) = mpsc::channel(8);
         let (out, view) = watch::channel(Arc::new(Discovered::default()));
         let task = tokio::spawn(run(settings, rx, out));
@@ -237,13 +287,17 @@ async fn lease_of(client: &mut Client, key: &str) -> Option<i64> {
 async fn registration_is_discovered_replaced_and_withdrawn() {
     let etcd = Etcd::start().await;
     let prefix = "/spp-test/l5/";
-    let a = Agent::spawn(vec![etcd.endpoint()], prefix);
+    // Several endpoints, one of them dead: the live one serves.
+    let dead = format!("127.0.0.1:{}", free_ports().0);
+    let a = Agent::spawn(vec![dead, etcd.endpoint()], prefix);
     let mut b = Agent::spawn(vec![etcd.endpoint()], prefix);
     let (one, two) = (instance(7001, 100), instance(7002, 100));
 
     a.register(vec![one, two]).await;
     let seen = b.wait_for("B discovers A's instances", &[one, two]).await;
     assert!(seen.at.is_some());
+    let a_view = a.view.borrow().clone();
+    assert_eq!(a_view.error, None, "A skipped the dead endpoint quietly");
 
     // The key layout and the JSON value, as etcd holds them.
     let mut raw = etcd.client().await;
@@ -263,8 +317,7 @@ async fn registration_is_discovered_replaced_and_withdrawn() {
     // Replacing the list deletes the unlisted key and updates a changed one.
     let two_heavier = instance(7002, 300);
     a.register(vec![two_heavier]).await;
-    b.wait_for("B sees the replaced list", &[two_heavier])
-        .await;
+    b.wait_for("B sees the replaced list", &[two_heavier]).await;
 
     // An empty list withdraws everything; the task keeps running.
     a.register(vec![]).await;
@@ -351,6 +404,16 @@ async fn an_etcd_outage_keeps_the_last_view_and_restores_the_registration() {
     assert!(down.at.is_some());
     a.wait_until("A reports etcd down", |d| d.error.is_some())
         .await;
+    // Each failed retry publishes again: wait for a few, so that
+    // reconnecting to a dead etcd is exercised too.
+    let failures = std::cell::Cell::new(0);
+    let still_down = b
+        .wait_until("B retries and fails while etcd is down", |d| {
+            failures.set(failures.get() + usize::from(d.error.is_some()));
+            failures.get() > RETRIES_WHILE_DOWN
+        })
+        .await;
+    assert_eq!(still_down.instances, [one]);
 
     // A registration change while etcd is away is applied on reconnecting.
     let two = instance(7302, 100);
@@ -358,14 +421,27 @@ async fn an_etcd_outage_keeps_the_last_view_and_restores_the_registration() {
 
     // The same ports, an empty store: the lease is gone with the old data.
     let etcd = Etcd::start_on(client_port, peer_port).await;
-    b.wait_for("B sees A registered again", &[one, two])
-        .await;
+    b.wait_for("B sees A registered again", &[one, two]).await;
     a.wait_for("A sees itself again", &[one, two]).await;
     let mut raw = etcd.client().await;
     let key = "/spp-test/outage/64001/1/127.0.0.1:7302";
     let lease = lease_of(&mut raw, key).await.expect("A's key again");
     let ttl = raw.lease_time_to_live(lease, None).await.expect("ttl");
     assert!(ttl.ttl() > 0, "under a live lease");
+
+    // Stopping while etcd is down still ends the task (in bounded time).
+    drop(raw);
+    drop(etcd);
+    a.wait_until("A reports etcd down again", |d| d.error.is_some())
+        .await;
+    a.commands
+        .send(Command::Deregister)
+        .await
+        .expect("the task is running");
+    timeout(WAIT, a.task)
+        .await
+        .expect("the task ends after Deregister with etcd down")
+        .expect("the task did not panic");
 }
 
 #[tokio::test]
@@ -379,7 +455,10 @@ async fn malformed_values_are_skipped() {
         .await
         .expect("put");
     let bad = [
-        ("/spp-test/malformed/64001/1/127.0.0.1:7402", "garbage".to_owned()),
+        (
+            "/spp-test/malformed/64001/1/127.0.0.1:7402",
+            "garbage".to_owned(),
+        ),
         (
             "/spp-test/malformed/64001/1/127.0.0.1:7403",
             record::value(&instance(9999, 100), "x", 1),
@@ -446,7 +525,10 @@ async fn a_watch_behind_a_compaction_asks_for_a_new_listing() {
         }
     };
     assert!(answer.compact_revision() > 0, "{answer:?}");
-    assert_eq!(backend.on_watch(&answer), Watched::Relist);
+    assert_eq!(
+        backend.on_watch(&answer).expect("a relist"),
+        Watched::Relist
+    );
 
     let _fresh = backend.list_and_watch(&mut client).await.expect("relist");
     let listed = view.borrow_and_update().clone();

@@ -1,0 +1,322 @@
+//! The embedded registry: files written atomically, found by a listing,
+//! stale ones (dead pid, old heartbeat, abandoned temporary files) deleted,
+//! malformed ones skipped; two backends on one directory see each other,
+//! a withdrawal and a deregistration.
+
+use super::*;
+use spp_ipc::l5::Sid;
+use std::net::SocketAddr;
+
+const TTL: Duration = Duration::from_secs(10);
+
+fn instance(modid: u32, addr: &str) -> Instance {
+    Instance {
+        sid: Sid { modid, cmdid: 1 },
+        addr: addr.parse().unwrap(),
+        weight: 100,
+    }
+}
+
+fn record(service: &str, pid: u32, age: Duration, instances: Vec<Instance>) -> Record {
+    Record {
+        service: service.into(),
+        pid,
+        heartbeat_ms: unix_ms(SystemTime::now() - age),
+        instances,
+    }
+}
+
+fn put(dir: &Path, rec: &Record) -> PathBuf {
+    let file = dir.join(file_name(&rec.service, rec.pid));
+    write_record(&file, rec).unwrap();
+    file
+}
+
+fn addrs(instances: &[Instance]) -> Vec<String> {
+    instances.iter().map(|i| i.addr.to_string()).collect()
+}
+
+/// The pid of a process that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn live_registrations_are_found_sorted_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    let a = put(
+        dir.path(),
+        &record(
+            "a",
+            me,
+            Duration::ZERO,
+            vec![instance(7, "127.0.0.1:2"), instance(7, "127.0.0.1:1")],
+        ),
+    );
+    put(
+        dir.path(),
+        &record(
+            "b",
+            me,
+            Duration::from_secs(1),
+            vec![instance(7, "127.0.0.1:1")],
+        ),
+    );
+    // Written through a temporary file that is gone afterwards.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let text = std::fs::read_to_string(&a).unwrap();
+    let back: Record = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.pid, me);
+    let found = scan_dir(dir.path(), TTL, SystemTime::now()).unwrap();
+    assert_eq!(addrs(&found.instances), ["127.0.0.1:1", "127.0.0.1:2"]);
+    assert!(found.removed.is_empty() && found.malformed.is_empty());
+    // A directory that does not exist yet holds nothing.
+    let none = scan_dir(&dir.path().join("nope"), TTL, SystemTime::now()).unwrap();
+    assert!(none.instances.is_empty());
+}
+
+#[test]
+fn file_names_stay_one_visible_file() {
+    assert_eq!(file_name("echo-1.a", 7), "echo-1.a-7.json");
+    assert_eq!(file_name("../a/b", 7), "_._a_b-7.json");
+    assert_eq!(file_name(".x", 7), "_x-7.json");
+}
+
+#[test]
+fn a_registration_whose_process_is_gone_is_dropped_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = put(
+        dir.path(),
+        &record(
+            "gone",
+            dead_pid(),
+            Duration::ZERO,
+            vec![instance(1, "127.0.0.1:9")],
+        ),
+    );
+    let live = put(
+        dir.path(),
+        &record(
+            "here",
+            std::process::id(),
+            Duration::ZERO,
+            vec![instance(1, "127.0.0.1:8")],
+        ),
+    );
+    let found = scan_dir(dir.path(), TTL, SystemTime::now()).unwrap();
+    assert_eq!(addrs(&found.instances), ["127.0.0.1:8"]);
+    assert_eq!(found.removed.len(), 1);
+    assert!(!dead.exists());
+    assert!(live.exists());
+}
+
+#[test]
+fn a_registration_with_an_old_heartbeat_is_dropped_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    let stale = put(
+        dir.path(),
+        &record(
+            "old",
+            me,
+            TTL + Duration::from_secs(1),
+            vec![instance(1, "127.0.0.1:9")],
+        ),
+    );
+    put(
+        dir.path(),
+        &record(
+            "new",
+            me,
+            TTL - Duration::from_secs(1),
+            vec![instance(1, "127.0.0.1:8")],
+        ),
+    );
+    let found = scan_dir(dir.path(), TTL, SystemTime::now()).unwrap();
+    assert_eq!(addrs(&found.instances), ["127.0.0.1:8"]);
+    assert!(!stale.exists());
+}
+
+#[test]
+fn malformed_files_are_skipped_and_the_rest_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    put(
+        dir.path(),
+        &record("ok", me, Duration::ZERO, vec![instance(1, "127.0.0.1:8")]),
+    );
+    std::fs::write(dir.path().join("garbage.json"), "{not json").unwrap();
+    std::fs::write(
+        dir.path().join("big.json"),
+        vec![b' '; defaults::L5_MAX_REGISTRY_FILE_BYTES as usize + 1],
+    )
+    .unwrap();
+    let mut heavy = record(
+        "heavy",
+        me,
+        Duration::ZERO,
+        vec![instance(1, "127.0.0.1:7")],
+    );
+    heavy.instances[0].weight = 1;
+    put(dir.path(), &heavy);
+    let mut nopid = record("nopid", 0, Duration::ZERO, vec![instance(1, "127.0.0.1:6")]);
+    nopid.pid = 0;
+    std::fs::write(
+        dir.path().join("nopid.json"),
+        serde_json::to_vec(&nopid).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let found = scan_dir(dir.path(), TTL, SystemTime::now()).unwrap();
+    assert_eq!(addrs(&found.instances), ["127.0.0.1:8"]);
+    let mut skipped: Vec<&str> = found.malformed.iter().map(|(n, _)| n.as_str()).collect();
+    skipped.sort_unstable();
+    assert_eq!(
+        skipped,
+        [
+            "big.json",
+            "garbage.json",
+            &file_name("heavy", me),
+            "nopid.json"
+        ]
+    );
+    // Skipped, not deleted: it may be a writer of another version.
+    assert!(dir.path().join("garbage.json").exists());
+}
+
+#[test]
+fn an_abandoned_temporary_file_is_deleted_once_older_than_the_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join(".x-1.json.tmp");
+    std::fs::write(&tmp, "{").unwrap();
+    let found = scan_dir(dir.path(), TTL, SystemTime::now()).unwrap();
+    assert!(found.removed.is_empty() && tmp.exists());
+    let later = SystemTime::now() + TTL * 2;
+    let found = scan_dir(dir.path(), TTL, later).unwrap();
+    assert_eq!(found.removed, [".x-1.json.tmp"]);
+    assert!(!tmp.exists());
+}
+
+fn settings(dir: &Path, service: &str) -> EmbeddedSettings {
+    EmbeddedSettings {
+        dir: dir.to_path_buf(),
+        ttl: TTL,
+        scan: Duration::from_millis(20),
+        service: service.into(),
+        pid: std::process::id(),
+    }
+}
+
+/// Waits (bounded) until the published view satisfies `ok`.
+async fn until(
+    rx: &mut watch::Receiver<Arc<Discovered>>,
+    what: &str,
+    ok: impl Fn(&Discovered) -> bool,
+) {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if ok(&rx.borrow_and_update()) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "timed out waiting for {what}: {:?}",
+        *rx.borrow()
+    );
+}
+
+#[test]
+fn two_backends_on_one_directory_see_each_other_and_deregister() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let start = |service: &str| {
+            let (tx, rx) = mpsc::channel(4);
+            let (out, seen) = watch::channel(Arc::new(Discovered::default()));
+            let task = tokio::spawn(run(settings(dir.path(), service), rx, out));
+            (tx, seen, task)
+        };
+        let (a_tx, mut a_seen, a_task) = start("a");
+        let (b_tx, mut b_seen, b_task) = start("b");
+        let a1 = instance(5, "127.0.0.1:1001");
+        let b1 = instance(5, "127.0.0.1:1002");
+        a_tx.send(Command::Register(vec![a1])).await.unwrap();
+        b_tx.send(Command::Register(vec![b1])).await.unwrap();
+        let both = |d: &Discovered| d.instances == [a1, b1] && d.error.is_none() && d.at.is_some();
+        until(&mut a_seen, "a sees both", both).await;
+        until(&mut b_seen, "b sees both", both).await;
+
+        // A withdrawal keeps the file, empty.
+        b_tx.send(Command::Register(Vec::new())).await.unwrap();
+        until(&mut a_seen, "b withdrawn", |d| d.instances == [a1]).await;
+        let b_file = dir.path().join(file_name("b", std::process::id()));
+        assert!(b_file.exists());
+
+        // Deregistration removes the file and ends the task.
+        b_tx.send(Command::Deregister).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), b_task)
+            .await
+            .expect("b ends")
+            .unwrap();
+        assert!(!b_file.exists());
+
+        // A closed command channel deregisters too.
+        let a_file = dir.path().join(file_name("a", std::process::id()));
+        assert!(a_file.exists());
+        drop(a_tx);
+        tokio::time::timeout(Duration::from_secs(10), a_task)
+            .await
+            .expect("a ends")
+            .unwrap();
+        assert!(!a_file.exists());
+    });
+}
+
+#[test]
+fn an_unusable_directory_is_reported_as_the_backend_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the directory should be: nothing can be listed or
+    // written there.
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, "").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx, rx) = mpsc::channel(4);
+        let (out, mut seen) = watch::channel(Arc::new(Discovered::default()));
+        let task = tokio::spawn(run(settings(&blocked, "c"), rx, out));
+        let addr: SocketAddr = "127.0.0.1:1003".parse().unwrap();
+        tx.send(Command::Register(vec![Instance {
+            sid: Sid { modid: 5, cmdid: 1 },
+            addr,
+            weight: 100,
+        }]))
+        .await
+        .unwrap();
+        until(&mut seen, "the error", |d| d.error.is_some()).await;
+        tx.send(Command::Deregister).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("ends")
+            .unwrap();
+    });
+}

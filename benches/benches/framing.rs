@@ -20,11 +20,11 @@ mod common;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use spp_plugin_api::abi::{
-    HostFns, SppConnInfo, SppHost, SppL5Route, SPP_ERR_UNSUPPORTED, SPP_L5_SYSTEM, SPP_OK,
-    SPP_ROLE_PROXY,
+    HostFns, SppConnInfo, SppHost, SPP_ERR_UNSUPPORTED, SPP_OK, SPP_ROLE_PROXY,
 };
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed};
 use spp_plugin_api::host::{PluginLibrary, Role};
+use spp_plugin_api::no_l5;
 use spp_plugin_api::Input;
 use std::ffi::{c_char, c_int, c_void};
 use std::path::PathBuf;
@@ -98,27 +98,6 @@ unsafe extern "C" fn no_count(_: *mut c_void, _: *const c_char, _: usize, _: u64
     SPP_ERR_UNSUPPORTED
 }
 
-/// L5 services that refuse: the bench measures framing only.
-unsafe extern "C" fn no_route(_: *mut c_void, _: u32, _: u32, _: *mut SppL5Route) -> c_int {
-    SPP_L5_SYSTEM
-}
-
-/// See [`no_route`].
-unsafe extern "C" fn no_route_hash(
-    _: *mut c_void,
-    _: u32,
-    _: u32,
-    _: u64,
-    _: *mut SppL5Route,
-) -> c_int {
-    SPP_L5_SYSTEM
-}
-
-/// See [`no_route`].
-unsafe extern "C" fn no_report(_: *mut c_void, _: *const SppL5Route, _: c_int, _: u64) -> c_int {
-    SPP_L5_SYSTEM
-}
-
 /// The host table handed to `spp_init`, leaked: it must outlive the
 /// plugin, which may keep the pointer.
 fn host_table() -> &'static SppHost {
@@ -133,9 +112,9 @@ fn host_table() -> &'static SppHost {
             log: log_to_stderr,
             count: no_count,
             record_latency: no_count,
-            get_route: no_route,
-            get_route_hash: no_route_hash,
-            report: no_report,
+            get_route: no_l5::get_route,
+            get_route_hash: no_l5::get_route_hash,
+            report: no_l5::report,
         },
     )))
 }

@@ -27,12 +27,15 @@
 //! counts it; the process lives on.
 //!
 //! With the `host` feature, [`host::PluginLibrary`] is the loader the spp
-//! processes use.
+//! processes use, and [`no_l5`] the L5 services of a host without a route
+//! table.
 
 pub mod abi;
 pub mod framing;
 #[cfg(feature = "host")]
 pub mod host;
+#[cfg(feature = "host")]
+pub mod no_l5;
 mod plugin;
 
 pub use abi::SPP_PLUGIN_ABI_VERSION;

@@ -19,15 +19,15 @@
 
 use spp_ipc::plugin_metrics::{self, PluginMetrics};
 use spp_plugin_api::abi::{
-    HostFns, SppHost, SppL5Route, SPP_ERR_FULL, SPP_ERR_UNKNOWN_FLOW, SPP_ERR_UNSUPPORTED,
-    SPP_L5_SYSTEM, SPP_LOG_DEBUG, SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK,
-    SPP_ROLE_PROXY,
+    HostFns, SppHost, SPP_ERR_FULL, SPP_ERR_UNKNOWN_FLOW, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG,
+    SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_PROXY,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::flow;
+use spp_plugin_api::no_l5;
 
 /// Bytes the plugin may queue through `reply` between two points where the
 /// loop applies them; beyond it `reply` returns `SPP_ERR_FULL`.
@@ -148,9 +148,9 @@ impl HostServices {
                 log: host_log,
                 count: host_count,
                 record_latency: host_record_latency,
-                get_route: host_get_route,
-                get_route_hash: host_get_route_hash,
-                report: host_report,
+                get_route: no_l5::get_route,
+                get_route_hash: no_l5::get_route_hash,
+                report: no_l5::report,
             },
         ));
         HostServices { table, ctx }
@@ -342,27 +342,6 @@ unsafe extern "C" fn host_log(_ctx: *mut c_void, level: c_int, text: *const c_ch
         SPP_LOG_DEBUG => tracing::debug!(target: "plugin", "{line}"),
         _ => tracing::trace!(target: "plugin", "{line}"),
     }
-}
-
-/// `spp_host.get_route`: no route table in this process.
-unsafe extern "C" fn host_get_route(_: *mut c_void, _: u32, _: u32, _: *mut SppL5Route) -> c_int {
-    SPP_L5_SYSTEM
-}
-
-/// `spp_host.get_route_hash`: no route table in this process.
-unsafe extern "C" fn host_get_route_hash(
-    _: *mut c_void,
-    _: u32,
-    _: u32,
-    _: u64,
-    _: *mut SppL5Route,
-) -> c_int {
-    SPP_L5_SYSTEM
-}
-
-/// `spp_host.report`: no route table in this process.
-unsafe extern "C" fn host_report(_: *mut c_void, _: *const SppL5Route, _: c_int, _: u64) -> c_int {
-    SPP_L5_SYSTEM
 }
 
 #[cfg(test)]

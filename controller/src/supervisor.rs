@@ -502,6 +502,9 @@ impl Supervisor {
         if all && self.state == ServiceState::Starting {
             self.state = ServiceState::Running;
             self.rebase_scaling();
+            // A sample of the ready service, so `spp stat` right after the
+            // start does not report the processes as they were starting.
+            self.stats.sample(&self.res, Instant::now());
             let listen: Vec<String> = self
                 .listeners
                 .iter()

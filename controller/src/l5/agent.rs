@@ -16,7 +16,10 @@
 //!   [`MAX_NODES`] nodes (the rest is dropped and counted). Each node has a
 //!   stats slot in the [`RouteTable`] and a [`NodeHealth`]. A change of the
 //!   set is published at once (a new instance is routable, a vanished one
-//!   gone, its slot freed by [`RouteTable::retain_slots`]).
+//!   gone, its slot freed by [`RouteTable::retain_slots`]). A sid whose
+//!   nodes all left stays in the table with none for `l5.ttl` after its last
+//!   node went, so `GetRoute` answers "no server" (`NO_SERVER`), not
+//!   "unknown sid", while its instances are away.
 //! * **Reshape**: every `l5.period`, each node's counters are read
 //!   ([`RouteTable::counts`]), the differences since the previous period fed
 //!   to [`reshape`] per sid, and the new weights published.
@@ -112,6 +115,10 @@ pub struct Agent {
     dropped: usize,
     tick: tokio::time::Interval,
     next_period: Instant,
+    /// Per sid, when it last had a node: a sid whose nodes all left stays
+    /// in the table with none for [`L5Config::ttl`] after that (so
+    /// `GetRoute` answers "no server", not "unknown sid").
+    last_seen: BTreeMap<Sid, Instant>,
 }
 
 impl Agent {
@@ -166,6 +173,7 @@ impl Agent {
             dropped: 0,
             tick,
             next_period: Instant::now() + cfg.balancer.period,
+            last_seen: BTreeMap::new(),
         };
         info!(
             "l5: backend {}, sid {}, {} static route(s), reshape every {:?}",
@@ -212,13 +220,57 @@ impl Agent {
             }
             self.error = view.error.clone();
         }
-        self.apply(&view.instances, table);
+        self.apply_found(&view.instances, table, Instant::now());
+    }
+
+    /// [`Self::apply`] with `found` plus the sids that lost their last node
+    /// less than a ttl before `now` (kept with no node), then notes which
+    /// sids have nodes.
+    fn apply_found(&mut self, found: &[Instance], table: &mut RouteTable, now: Instant) {
+        let ttl = self.cfg.ttl;
+        self.last_seen
+            .retain(|_, at| now.saturating_duration_since(*at) < ttl);
+        let present: HashSet<Sid> = found
+            .iter()
+            .chain(&self.cfg.routes)
+            .map(|i| i.sid)
+            .collect();
+        let mut all = found.to_vec();
+        all.extend(
+            self.last_seen
+                .keys()
+                .filter(|sid| !present.contains(sid))
+                .map(|sid| sid_marker(*sid)),
+        );
+        self.apply(&all, table);
+        for (sid, state) in &self.sids {
+            if !state.nodes.is_empty() {
+                self.last_seen.insert(*sid, now);
+            }
+        }
+    }
+
+    /// Drops the node-less sids whose ttl ran out (from the table too).
+    fn expire_sids(&mut self, table: &mut RouteTable, now: Instant) {
+        let ttl = self.cfg.ttl;
+        let expired = self.sids.iter().any(|(sid, state)| {
+            state.nodes.is_empty()
+                && self
+                    .last_seen
+                    .get(sid)
+                    .is_none_or(|at| now.saturating_duration_since(*at) >= ttl)
+        });
+        if expired {
+            let found = self.discovered.borrow().instances.clone();
+            self.apply_found(&found, table, now);
+        }
     }
 
     /// Registration (`healthy`: the service runs and its group has a Ready
     /// worker) and, when a period is over, the reshape.
     pub fn on_tick(&mut self, table: &mut RouteTable, healthy: bool, now: Instant) {
         self.register(healthy);
+        self.expire_sids(table, now);
         if now >= self.next_period {
             self.next_period = now + self.cfg.balancer.period;
             self.reshape_all(table);
@@ -316,9 +368,15 @@ impl Agent {
         let mut dropped = dropped;
         for (sid, list) in wanted {
             let before = old.remove(&sid).unwrap_or_default();
+            // Mid-period: carry over what is left of the budget published
+            // this period, not the full budget again (the table knows;
+            // never more than the period's budget).
+            let left = table
+                .probe_budget_left(sid)
+                .map_or(before.probe_budget, |left| left.min(before.probe_budget));
             let mut state = SidState {
                 nodes: Vec::with_capacity(list.len()),
-                probe_budget: before.probe_budget,
+                probe_budget: left,
             };
             for (instance, source) in list {
                 let kept = before
@@ -509,16 +567,32 @@ fn node(
     })
 }
 
+/// Stands for `sid` with no node in the `found` list given to [`merge`]
+/// (weight 0: no backend or routes file yields one).
+fn sid_marker(sid: Sid) -> Instance {
+    Instance {
+        sid,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        weight: 0,
+    }
+}
+
 /// The node set: `found` (registered) and `statics`, a registered instance
 /// winning over a static one at the same address, per sid sorted by
-/// address; at most [`MAX_SIDS`] sids and [`MAX_NODES`] nodes. Returns it
-/// and how many instances were left out.
+/// address; at most [`MAX_SIDS`] sids and [`MAX_NODES`] nodes. A
+/// [`sid_marker`] in `found` keeps its sid with no node (when there is
+/// room for one more sid). Returns it and how many instances were left out.
 fn merge(statics: &[Instance], found: &[Instance]) -> (Wanted, usize) {
     let mut all: BTreeMap<(Sid, SocketAddr), (Instance, Source)> = BTreeMap::new();
+    let mut empty: Vec<Sid> = Vec::new();
     for i in statics {
         all.insert((i.sid, i.addr), (*i, Source::Static));
     }
     for i in found {
+        if i.weight == 0 {
+            empty.push(i.sid);
+            continue;
+        }
         all.insert((i.sid, i.addr), (*i, Source::Registry));
     }
     let mut wanted = Wanted::new();
@@ -531,6 +605,11 @@ fn merge(statics: &[Instance], found: &[Instance]) -> (Wanted, usize) {
         }
         wanted.entry(sid).or_default().push(entry);
         nodes += 1;
+    }
+    for sid in empty {
+        if wanted.len() < MAX_SIDS {
+            wanted.entry(sid).or_default();
+        }
     }
     (wanted, dropped)
 }

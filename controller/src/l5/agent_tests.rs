@@ -265,3 +265,41 @@ fn the_registration_follows_the_groups_health_and_ends_with_deregister() {
         assert!(!agent.status(&table).registered);
     });
 }
+
+#[test]
+fn a_sid_whose_instances_all_withdrew_answers_no_server_until_its_ttl() {
+    use spp_ipc::l5::L5Error;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), vec![]);
+    let mut table = RouteTable::create().unwrap();
+    runtime().block_on(async {
+        let mut agent = Agent::start(&cfg, "t", &[], &mut table);
+        assert_eq!(table.pick(sid(7), 1).unwrap_err(), L5Error::UnknownSid);
+        let t0 = Instant::now();
+
+        // Registered, then withdrawn.
+        agent.apply_found(&[instance(7, "127.0.0.1:7", 100)], &mut table, t0);
+        assert!(table.pick(sid(7), 1).is_ok());
+        agent.apply_found(&[], &mut table, t0 + Duration::from_secs(1));
+        let view = table.view();
+        let kept = view.iter().find(|s| s.sid == sid(7)).expect("sid kept");
+        assert!(kept.nodes.is_empty());
+        assert_eq!(table.pick(sid(7), 1).unwrap_err(), L5Error::NoServer);
+        assert_eq!(table.pick_hash(sid(7), 1).unwrap_err(), L5Error::NoServer);
+
+        // Still there just before the ttl ends, gone after it.
+        agent.on_tick(&mut table, false, t0 + cfg.ttl - Duration::from_millis(1));
+        assert_eq!(table.pick(sid(7), 1).unwrap_err(), L5Error::NoServer);
+        agent.on_tick(&mut table, false, t0 + cfg.ttl);
+        assert_eq!(table.pick(sid(7), 1).unwrap_err(), L5Error::UnknownSid);
+
+        // It comes back with nodes.
+        agent.apply_found(
+            &[instance(7, "127.0.0.1:7", 100)],
+            &mut table,
+            t0 + cfg.ttl * 2,
+        );
+        assert!(table.pick(sid(7), 1).is_ok());
+        agent.deregister().await;
+    });
+}

@@ -6,7 +6,7 @@
 //! ├─ TableHeader               magic, version, sizes, active buffer, pick rules
 //! ├─ buffers[2]: Buffer        the routing view, double-buffered
 //! │  ├─ seq, generation, counts   seqlock: odd while the controller writes
-//! │  ├─ sids[MAX_SIDS]: SidEntry  sorted by sid: first node, count, total weight, probe budget
+//! │  ├─ sids[MAX_SIDS]: SidEntry  sorted by sid: first node, count, total weight, tagged probe budget, probe clock
 //! │  └─ nodes[MAX_NODES]: NodeEntry  address, weights, dead, cumulative weight, slot, baselines
 //! └─ slots[MAX_NODES]: SlotEntry  stable per-instance stats slots
 //!    ├─ key line (controller)     epoch, sid, address, static weight
@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 /// `TableHeader::magic`: "SPPL5RT1".
 pub const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"SPPL5RT1");
 /// Version of this layout.
-pub const TABLE_VERSION: u32 = 1;
+pub const TABLE_VERSION: u32 = 2;
 /// Bytes of the region.
 pub const TABLE_SIZE: usize = std::mem::size_of::<TableLayout>().next_multiple_of(4096);
 /// Ratios in the header are parts per million.
@@ -104,11 +104,19 @@ pub struct SidEntry {
     pub first: AtomicU32,
     /// Its nodes (controller).
     pub count: AtomicU32,
-    /// Picks that may still go to dead nodes (controller sets it at
-    /// publish; workers decrement it with compare-exchange).
-    pub probe_budget: AtomicU32,
     /// Its dead nodes (controller).
     pub dead_count: AtomicU32,
+    /// The probe budget published with this buffer (controller).
+    pub probe_initial: AtomicU32,
+    /// [`pack_probe`]`(generation, budget left)`: picks that may still go
+    /// to dead nodes, tagged with the low 32 bits of the buffer's
+    /// generation (controller sets it at publish; workers take a unit with
+    /// compare-exchange only while the tag is the generation they read, so
+    /// a late reader of an older publish cannot spend the new budget).
+    pub probe: AtomicU64,
+    /// Picks that found budget left since the publish, the deterministic
+    /// probe clock (controller zeroes it at publish; workers add to it).
+    pub probe_clock: AtomicU64,
 }
 
 /// One node of a buffer.
@@ -186,12 +194,23 @@ pub struct SlotEntry {
 }
 
 const _: () = {
-    assert!(std::mem::size_of::<SidEntry>() == 32);
+    assert!(std::mem::size_of::<SidEntry>() == 48);
     assert!(std::mem::size_of::<NodeEntry>() == 80);
     assert!(std::mem::size_of::<SlotEntry>() == 128);
     assert!(std::mem::offset_of!(SlotEntry, picks) == 64);
     assert!(std::mem::size_of::<TableHeader>() == 64);
 };
+
+/// The `SidEntry::probe` word: the generation's low 32 bits, then the
+/// budget left.
+pub fn pack_probe(generation: u64, budget: u32) -> u64 {
+    (generation << 32) | u64::from(budget)
+}
+
+/// The (generation tag, budget left) of a `SidEntry::probe` word.
+pub fn unpack_probe(word: u64) -> (u32, u32) {
+    ((word >> 32) as u32, word as u32)
+}
 
 /// A sid as one word, ordered as `Sid` is (modid, then cmdid).
 pub fn sid_key(sid: Sid) -> u64 {

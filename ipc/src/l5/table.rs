@@ -22,14 +22,19 @@
 //!   is below `skip_ratio` with at least `min_requests` samples, or whose
 //!   consecutive errors reached `trip_errors`, is skipped for another random
 //!   node ([`PICK_ATTEMPTS`] tries, then a scan for any node not skipped);
-//! * about `probe_share` of the picks go to a dead node while the sid's
-//!   probe budget lasts (decremented with compare-exchange);
-//! * when every node is dead or skipped, any node at random (fail open).
+//! * while the sid's probe budget lasts, the first pick after a publish
+//!   and then every ⌈1 / `probe_share`⌉-th pick go to a dead node
+//!   (deterministic, so a low-traffic period still probes); the budget is
+//!   spent after the read was validated, by compare-exchange on a word
+//!   tagged with the buffer's generation;
+//! * when every live node is skipped, a weighted pick over the live nodes
+//!   ignoring the skip rule; only when every node is dead, any node at
+//!   random (fail open).
 
 use super::balancer::BalancerConfig;
 use super::layout::{
-    mix64, sid_key, Buffer, NodeEntry, SidEntry, SlotEntry, TableLayout, PPM, TABLE_MAGIC,
-    TABLE_SIZE, TABLE_VERSION,
+    mix64, pack_probe, sid_key, unpack_probe, Buffer, NodeEntry, SidEntry, SlotEntry, TableLayout,
+    PPM, TABLE_MAGIC, TABLE_SIZE, TABLE_VERSION,
 };
 use super::rendezvous::Contender;
 use super::{Instance, L5Error, Sid};
@@ -358,8 +363,12 @@ impl RouteTable {
                 .count
                 .store(view.nodes.len() as u32, Ordering::Relaxed);
             entry
-                .probe_budget
+                .probe_initial
                 .store(view.probe_budget, Ordering::Relaxed);
+            entry
+                .probe
+                .store(pack_probe(generation, view.probe_budget), Ordering::Relaxed);
+            entry.probe_clock.store(0, Ordering::Relaxed);
             entry.dead_count.store(dead, Ordering::Relaxed);
         }
         buf.sid_count.store(order.len() as u32, Ordering::Relaxed);
@@ -375,7 +384,10 @@ impl RouteTable {
     /// touched meanwhile ([`READ_ATTEMPTS`] at most, then
     /// [`L5Error::Busy`]). `read` may see torn values and must stay in
     /// bounds whatever it reads.
-    fn read<T>(&self, mut read: impl FnMut(&Buffer) -> Result<T, L5Error>) -> Result<T, L5Error> {
+    fn read<'a, T>(
+        &'a self,
+        mut read: impl FnMut(&'a Buffer) -> Result<T, L5Error>,
+    ) -> Result<T, L5Error> {
         let t = self.shared();
         for _ in 0..READ_ATTEMPTS {
             let buf = &t.buffers[(t.header.active.load(Ordering::Acquire) & 1) as usize];
@@ -414,11 +426,21 @@ impl RouteTable {
                 out.push(SidView {
                     sid,
                     nodes: nodes.iter().map(|n| node_view(sid, n)).collect(),
-                    probe_budget: entry.probe_budget.load(Ordering::Relaxed),
+                    probe_budget: budget_left(buf, entry),
                 });
             }
             Ok(out)
         })
+    }
+
+    /// The probe budget left for `sid` in the published view (`None`:
+    /// the sid is not published, or the table is busy).
+    pub fn probe_budget_left(&self, sid: Sid) -> Option<u32> {
+        self.read(|buf| {
+            let entry = find_sid(buf, sid).ok_or(L5Error::UnknownSid)?;
+            Ok(budget_left(buf, entry))
+        })
+        .ok()
     }
 
     /// The counters of slot `slot` (controller; reads, never resets); zero
@@ -439,21 +461,50 @@ impl RouteTable {
     /// Weighted-random route for `sid`; `random` is a fresh random u64
     /// (workers; no lock, no allocation, no syscall). See the module doc
     /// for the rules.
+    ///
+    /// The node choice is made inside the seqlock read section; the probe
+    /// budget is only spent after that read was validated, by a
+    /// compare-exchange on the generation-tagged budget word, so a retried
+    /// read loses nothing and a late reader of an older publish cannot
+    /// spend the budget of a newer one.
     pub fn pick(&self, sid: Sid, random: u64) -> Result<Route, L5Error> {
         let rules = self.rules();
-        let route = self.read(|buf| {
-            let entry = find_sid(buf, sid).ok_or(L5Error::UnknownSid)?;
-            let nodes = nodes_of(buf, entry).ok_or(L5Error::Busy)?;
-            if nodes.is_empty() {
-                return Err(L5Error::NoServer);
-            }
-            Ok(route_to(sid, self.choose(entry, nodes, random, &rules)))
-        })?;
+        let choice = self.read(|buf| self.plan(buf, sid, random, &rules))?;
+        let route = match choice {
+            (_, Some(probe)) if probe.take(&rules) => probe.route,
+            (normal, _) => normal,
+        };
         self.count_pick(&route);
         Ok(route)
     }
 
-    /// The node a weighted pick lands on (`nodes` is not empty).
+    /// The read-section half of [`Self::pick`]: the weighted choice and
+    /// the probe it would make, spending nothing (the caller validates the
+    /// read, then asks [`Probe::take`]).
+    fn plan<'a>(
+        &'a self,
+        buf: &'a Buffer,
+        sid: Sid,
+        random: u64,
+        rules: &Rules,
+    ) -> Result<(Route, Option<Probe<'a>>), L5Error> {
+        let entry = find_sid(buf, sid).ok_or(L5Error::UnknownSid)?;
+        let nodes = nodes_of(buf, entry).ok_or(L5Error::Busy)?;
+        if nodes.is_empty() {
+            return Err(L5Error::NoServer);
+        }
+        let normal = route_to(sid, self.choose(entry, nodes, random, rules));
+        let probe = probe_candidate(entry, nodes, random, rules).map(|node| Probe {
+            entry,
+            route: route_to(sid, node),
+            tag: buf.generation.load(Ordering::Relaxed) as u32,
+            initial: entry.probe_initial.load(Ordering::Relaxed),
+        });
+        Ok((normal, probe))
+    }
+
+    /// The node a weighted pick (not a probe) lands on (`nodes` is not
+    /// empty).
     fn choose<'b>(
         &self,
         entry: &SidEntry,
@@ -461,24 +512,11 @@ impl RouteTable {
         random: u64,
         rules: &Rules,
     ) -> &'b NodeEntry {
-        let dead = entry.dead_count.load(Ordering::Relaxed);
-        if dead > 0 && (random as u32) % (PPM as u32) < rules.probe_ppm && take_probe(entry) {
-            let k = scale(mix64(random), u64::from(dead));
-            if let Some(node) = nodes
-                .iter()
-                .filter(|n| n.dead.load(Ordering::Relaxed) != 0)
-                .nth(k as usize)
-            {
-                return node;
-            }
-        }
         let total = entry.total_weight.load(Ordering::Relaxed);
         let mut r = random;
         if total > 0 {
             for _ in 0..PICK_ATTEMPTS {
-                let at = scale(r, total);
-                let i = nodes.partition_point(|n| n.cumulative.load(Ordering::Relaxed) <= at);
-                let node = &nodes[i.min(nodes.len() - 1)];
+                let node = weighted(nodes, scale(r, total));
                 if !self.skipped(node, rules) {
                     return node;
                 }
@@ -493,8 +531,12 @@ impl RouteTable {
             {
                 return node;
             }
+            // Every live node is skipped: the skip rule yields, and the
+            // pick stays weighted over the live nodes (a dead node gets
+            // only probes while any node is live).
+            return weighted(nodes, scale(mix64(r ^ 0x5bd1_e995), total));
         }
-        // Fail open: every node dead or skipped.
+        // Fail open: every node dead.
         &nodes[(scale(mix64(r ^ 0x5bd1_e995), nodes.len() as u64) as usize).min(nodes.len() - 1)]
     }
 
@@ -703,24 +745,88 @@ fn is_live(node: &NodeEntry) -> bool {
     node.dead.load(Ordering::Relaxed) == 0 && node.weight.load(Ordering::Relaxed) > 0
 }
 
-/// Takes one unit of the sid's probe budget, if any is left.
-fn take_probe(entry: &SidEntry) -> bool {
-    let mut left = entry.probe_budget.load(Ordering::Relaxed);
-    for _ in 0..PROBE_CAS_ATTEMPTS {
-        if left == 0 {
+/// The node a weighted draw at `at` (in `0..total_weight`) lands on: the
+/// first whose cumulative weight exceeds it (a dead node adds 0, so it is
+/// never hit while the total is > 0); clamped into range for torn reads.
+fn weighted(nodes: &[NodeEntry], at: u64) -> &NodeEntry {
+    let i = nodes.partition_point(|n| n.cumulative.load(Ordering::Relaxed) <= at);
+    &nodes[i.min(nodes.len() - 1)]
+}
+
+/// The dead node this pick would probe if the budget allows (inside the
+/// read section: reads only, spends nothing).
+fn probe_candidate<'b>(
+    entry: &SidEntry,
+    nodes: &'b [NodeEntry],
+    random: u64,
+    rules: &Rules,
+) -> Option<&'b NodeEntry> {
+    let dead = entry.dead_count.load(Ordering::Relaxed);
+    if dead == 0 || rules.probe_ppm == 0 {
+        return None;
+    }
+    let k = scale(mix64(random), u64::from(dead));
+    nodes
+        .iter()
+        .filter(|n| n.dead.load(Ordering::Relaxed) != 0)
+        .nth(k as usize)
+}
+
+/// A probe chosen in a validated read, not yet paid for.
+struct Probe<'a> {
+    /// The sid's entry in the buffer that was read.
+    entry: &'a SidEntry,
+    /// The dead node to probe.
+    route: Route,
+    /// The low 32 bits of the generation that was read.
+    tag: u32,
+    /// The budget published with that generation.
+    initial: u32,
+}
+
+impl Probe<'_> {
+    /// Whether this pick probes: the budget word still carries the
+    /// generation that was read and has a unit left, the pick is due (the
+    /// first of the period, or every ⌈1 / probe_share⌉-th pick that found
+    /// budget left), and the unit was taken by compare-exchange.
+    fn take(&self, rules: &Rules) -> bool {
+        let word = &self.entry.probe;
+        let mut now = word.load(Ordering::Relaxed);
+        let (tag, left) = unpack_probe(now);
+        if tag != self.tag || left == 0 {
             return false;
         }
-        match entry.probe_budget.compare_exchange(
-            left,
-            left - 1,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return true,
-            Err(now) => left = now,
+        let every = PPM.div_ceil(u64::from(rules.probe_ppm.max(1)));
+        let tick = self.entry.probe_clock.fetch_add(1, Ordering::Relaxed);
+        // No unit taken yet this period: the first pick probes whatever
+        // the clock says (a stale reader's tick cannot cost a low-traffic
+        // period its only probe).
+        if left != self.initial && !tick.is_multiple_of(every) {
+            return false;
         }
+        for _ in 0..PROBE_CAS_ATTEMPTS {
+            let (tag, left) = unpack_probe(now);
+            if tag != self.tag || left == 0 {
+                return false;
+            }
+            match word.compare_exchange(now, now - 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(seen) => now = seen,
+            }
+        }
+        false
     }
-    false
+}
+
+/// The probe budget left in `entry` of `buf` (0 when the word carries
+/// another generation, e.g. a torn read).
+fn budget_left(buf: &Buffer, entry: &SidEntry) -> u32 {
+    let (tag, left) = unpack_probe(entry.probe.load(Ordering::Relaxed));
+    if tag == buf.generation.load(Ordering::Relaxed) as u32 {
+        left
+    } else {
+        0
+    }
 }
 
 /// `random` scaled to 0..n (multiply-shift: no division, no bias worth

@@ -6,7 +6,8 @@
 //! by every user running spp on the machine), holding a [`Record`]: the
 //! service, the controller's pid, a heartbeat (Unix time, ms) and the
 //! instances it registers. It is written atomically (a temporary
-//! `.<name>.tmp` in the same directory, then `rename`) at every
+//! `.<name>.<pid>-<nanos>-<n>.tmp`, created with `O_EXCL | O_NOFOLLOW`
+//! in the same directory, then `rename`) at every
 //! [`Command::Register`] and every `ttl / 3` after that
 //! ([`defaults::l5_heartbeat_interval`]); an empty list withdraws the
 //! instances (the file stays, empty). [`Command::Deregister`] (or the
@@ -17,9 +18,15 @@
 //! [`defaults::L5_MAX_REGISTRY_FILES`] entries) and every `*.json` file read
 //! (at most [`defaults::L5_MAX_REGISTRY_FILE_BYTES`]; a file that does not
 //! parse, or names a bad pid or instance, is skipped and logged once). A
-//! file whose pid is gone (`kill(pid, 0)` says ESRCH) or whose heartbeat is
-//! older than `ttl` is stale: it is deleted, and so is a temporary file left
-//! by a writer that died (older than `ttl`). The live instances (at most
+//! file is opened `O_NOFOLLOW | O_NONBLOCK` and skipped unless `fstat`
+//! says it is a regular file. A file whose pid is gone (`kill(pid, 0)` says
+//! ESRCH, and only then) is deleted, and so is a temporary file older than
+//! `ttl` left by a writer that is gone. A file whose pid is alive but whose
+//! heartbeat is older than `ttl` is left out of discovery and kept (its
+//! writer may be hung, or the clock may have jumped; deleting it could race
+//! a fresh rename). The directory is checked at every write and scan: one
+//! writable by group or others without the sticky bit, or owned by another
+//! user, is warned about once. The live instances (at most
 //! [`MAX_INSTANCES`], sorted, duplicates once) are published as a
 //! [`Discovered`] when they or the error change. When the directory cannot
 //! be listed or this service's file cannot be written, the last instances
@@ -36,6 +43,7 @@ use spp_ipc::l5::{Instance, MAX_WEIGHT, MIN_WEIGHT};
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -269,21 +277,80 @@ impl Registry {
 }
 
 /// Writes `record` to `file` through a temporary file and a rename, so a
-/// reader sees the old file or the new one, never a part.
+/// reader sees the old file or the new one, never a part. The temporary
+/// file, `.<name>.<pid>-<nanos>-<counter>.tmp`, is created anew
+/// (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0644): a file or link someone
+/// placed at a guessed name is never followed nor overwritten.
 pub fn write_record(file: &Path, record: &Record) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    check_dir(dir);
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
     let text = serde_json::to_vec(record).map_err(|e| format!("encoding {name}: {e}"))?;
-    std::fs::write(&tmp, text).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        ".{name}.{}-{nanos:08x}-{n}{TMP_SUFFIX}",
+        std::process::id()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&text));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("writing {}: {e}", tmp.display()));
+    }
     std::fs::rename(&tmp, file).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         format!("renaming {} to {}: {e}", tmp.display(), file.display())
     })
+}
+
+/// Warns (once per process) when `dir` lets others replace or remove this
+/// service's file: writable by group or others without the sticky bit, or
+/// owned by another user (not root).
+fn check_dir(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    if let Some(why) = dir_hazard(meta.mode(), meta.uid(), nix::unistd::geteuid().as_raw()) {
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            warn!(
+                "l5 registry: {} {why}; another user could replace or remove registrations",
+                dir.display()
+            );
+        }
+    }
+}
+
+/// Why a registry directory of `mode` owned by `owner` is unsafe for user
+/// `me`, if it is.
+fn dir_hazard(mode: u32, owner: u32, me: u32) -> Option<String> {
+    const STICKY: u32 = 0o1000;
+    if mode & 0o022 != 0 && mode & STICKY == 0 {
+        return Some(format!(
+            "is writable by group or others (mode {:o}) without the sticky bit",
+            mode & 0o7777
+        ));
+    }
+    if owner != me && owner != 0 {
+        return Some(format!("is owned by uid {owner}"));
+    }
+    None
 }
 
 /// What one listing found.
@@ -291,16 +358,20 @@ pub fn write_record(file: &Path, record: &Record) -> Result<(), String> {
 pub struct Scan {
     /// Every live instance, sorted, each (sid, address) once.
     pub instances: Vec<Instance>,
-    /// Files deleted as stale.
+    /// Files deleted: their writer is gone.
     pub removed: Vec<String>,
+    /// Files left out (heartbeat older than the ttl) but kept: their
+    /// writer's pid is alive (or cannot be told dead).
+    pub stale: Vec<String>,
     /// Files skipped, with why.
     pub malformed: Vec<(String, String)>,
     /// Files or instances were left out (over the limits).
     pub truncated: bool,
 }
 
-/// Lists `dir` at `now`: reads every registration, deletes the stale ones
-/// (`ttl`), skips the malformed ones.
+/// Lists `dir` at `now`: reads every registration, deletes the ones of
+/// dead writers, leaves out the ones whose heartbeat is older than `ttl`,
+/// skips the malformed ones.
 pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, String> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -308,6 +379,7 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
         Err(e) => return Err(format!("listing {}: {e}", dir.display())),
     };
+    check_dir(dir);
     let mut scan = Scan::default();
     let mut names = Vec::new();
     for entry in entries {
@@ -324,7 +396,10 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
     for name in names {
         let path = dir.join(&name);
         if name.starts_with('.') {
-            if name.ends_with(TMP_SUFFIX) && older_than(&path, ttl, now) {
+            if name.ends_with(TMP_SUFFIX)
+                && older_than(&path, ttl, now)
+                && tmp_writer(&name).is_none_or(pid_gone)
+            {
                 remove(&path, &name, &mut scan.removed);
             }
             continue;
@@ -339,9 +414,15 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
                 continue;
             }
         };
-        let alive = pid_alive(record.pid);
-        if !alive || now_ms.saturating_sub(record.heartbeat_ms) > ttl_ms {
+        // Only a dead writer's file is deleted. A live one with an old
+        // heartbeat (hung, or a clock that jumped) is left out of
+        // discovery but kept: its owner may be renaming a fresh one in.
+        if pid_gone(record.pid) {
             remove(&path, &name, &mut scan.removed);
+            continue;
+        }
+        if now_ms.saturating_sub(record.heartbeat_ms) > ttl_ms {
+            scan.stale.push(name);
             continue;
         }
         for instance in record.instances {
@@ -357,20 +438,32 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
     Ok(scan)
 }
 
-/// Reads and checks one registration (size, shape, pid, instances).
+/// Reads and checks one registration (size, shape, pid, instances). The
+/// file is opened with `O_NOFOLLOW | O_NONBLOCK` and checked after opening
+/// (`fstat`): a link, FIFO or device swapped in is skipped, never followed
+/// nor waited on.
 fn read_record(path: &Path) -> Result<Record, String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let max = defaults::L5_MAX_REGISTRY_FILE_BYTES;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
-    let max = defaults::L5_MAX_REGISTRY_FILE_BYTES;
     if meta.len() > max {
         return Err(format!("{} bytes, more than {max}", meta.len()));
     }
     let mut text = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max + 1).read_to_end(&mut text))
+    file.take(max + 1)
+        .read_to_end(&mut text)
         .map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(format!("more than {max} bytes"));
+    }
     let record: Record = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
     if record.pid == 0 || i32::try_from(record.pid).is_err() {
         return Err(format!("pid {} is not a process id", record.pid));
@@ -394,17 +487,23 @@ fn read_record(path: &Path) -> Result<Record, String> {
     Ok(record)
 }
 
-/// Whether process `pid` exists (one of another user counts).
-fn pid_alive(pid: u32) -> bool {
+/// Whether process `pid` is certainly gone: `kill(pid, 0)` says ESRCH.
+/// Anything else (it exists, EPERM: as another user, or another error)
+/// counts as alive, so its file is never deleted.
+fn pid_gone(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::ESRCH) => false,
-        // EPERM: it exists, as another user.
-        Err(_) => true,
-    }
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// The pid in a temporary file's name (`.<name>.<pid>-<nanos>-<n>.tmp`).
+fn tmp_writer(name: &str) -> Option<u32> {
+    let (_, tail) = name.strip_suffix(TMP_SUFFIX)?.rsplit_once('.')?;
+    tail.split('-').next()?.parse().ok()
 }
 
 /// Whether `path` was last modified more than `ttl` before `now`.

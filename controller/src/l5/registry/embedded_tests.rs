@@ -1,6 +1,7 @@
-//! The embedded registry: files written atomically, found by a listing,
-//! stale ones (dead pid, old heartbeat, abandoned temporary files) deleted,
-//! malformed ones skipped; two backends on one directory see each other,
+//! The embedded registry: files written atomically (never through a
+//! planted link), found by a listing (links, FIFOs skipped without
+//! blocking), a dead writer's files deleted, a live writer's old heartbeat
+//! left out but kept, malformed ones skipped; two backends on one directory see each other,
 //! a withdrawal and a deregistration.
 
 use super::*;
@@ -119,7 +120,7 @@ fn a_registration_whose_process_is_gone_is_dropped_and_deleted() {
 }
 
 #[test]
-fn a_registration_with_an_old_heartbeat_is_dropped_and_deleted() {
+fn a_live_registration_with_an_old_heartbeat_is_left_out_but_kept() {
     let dir = tempfile::tempdir().unwrap();
     let me = std::process::id();
     let stale = put(
@@ -131,7 +132,7 @@ fn a_registration_with_an_old_heartbeat_is_dropped_and_deleted() {
             vec![instance(1, "127.0.0.1:9")],
         ),
     );
-    put(
+    let fresh = put(
         dir.path(),
         &record(
             "new",
@@ -142,7 +143,89 @@ fn a_registration_with_an_old_heartbeat_is_dropped_and_deleted() {
     );
     let found = scan_dir(dir.path(), TTL, SystemTime::now()).unwrap();
     assert_eq!(addrs(&found.instances), ["127.0.0.1:8"]);
-    assert!(!stale.exists());
+    assert_eq!(found.stale, [file_name("old", me)]);
+    assert!(found.removed.is_empty());
+    assert!(stale.exists());
+
+    // A wall clock that jumps a day ahead hides every live registration
+    // but deletes none of them.
+    let later = SystemTime::now() + Duration::from_secs(86_400);
+    let found = scan_dir(dir.path(), TTL, later).unwrap();
+    assert!(found.instances.is_empty() && found.removed.is_empty());
+    assert_eq!(found.stale.len(), 2);
+    assert!(stale.exists() && fresh.exists());
+}
+
+#[test]
+fn links_and_fifos_are_skipped_without_following_or_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    // A valid registration elsewhere, linked into the directory.
+    let outside = tempfile::tempdir().unwrap();
+    let target = put(
+        outside.path(),
+        &record("far", me, Duration::ZERO, vec![instance(1, "127.0.0.1:5")]),
+    );
+    std::os::unix::fs::symlink(&target, dir.path().join("link.json")).unwrap();
+    // A FIFO nobody writes to: opening it blocking would hang the scan.
+    nix::unistd::mkfifo(
+        &dir.path().join("fifo.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    put(
+        dir.path(),
+        &record("ok", me, Duration::ZERO, vec![instance(1, "127.0.0.1:8")]),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(scan_dir(&path, TTL, SystemTime::now()));
+    });
+    let found = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the scan does not block on a FIFO")
+        .unwrap();
+    assert_eq!(addrs(&found.instances), ["127.0.0.1:8"]);
+    let mut skipped: Vec<&str> = found.malformed.iter().map(|(n, _)| n.as_str()).collect();
+    skipped.sort_unstable();
+    assert_eq!(skipped, ["fifo.json", "link.json"]);
+}
+
+#[test]
+fn writing_never_follows_a_link_planted_at_the_old_temporary_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let rec = record("w", std::process::id(), Duration::ZERO, vec![]);
+    let name = file_name("w", rec.pid);
+    // The name earlier versions used for their temporary file.
+    std::os::unix::fs::symlink(&victim, dir.path().join(format!(".{name}.tmp"))).unwrap();
+    for _ in 0..3 {
+        put(dir.path(), &rec);
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let back: Record =
+        serde_json::from_slice(&std::fs::read(dir.path().join(&name)).unwrap()).unwrap();
+    assert_eq!(back, rec);
+    // No temporary file is left behind (only the planted link).
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn an_unsafe_directory_is_told_apart() {
+    assert!(dir_hazard(0o40755, 1000, 1000).is_none());
+    assert!(dir_hazard(0o41777, 0, 1000).is_none());
+    assert!(dir_hazard(0o40777, 1000, 1000).unwrap().contains("sticky"));
+    assert!(dir_hazard(0o40775, 1000, 1000).is_some());
+    assert!(dir_hazard(0o40755, 1001, 1000)
+        .unwrap()
+        .contains("uid 1001"));
 }
 
 #[test]
@@ -203,6 +286,16 @@ fn an_abandoned_temporary_file_is_deleted_once_older_than_the_ttl() {
     let found = scan_dir(dir.path(), TTL, later).unwrap();
     assert_eq!(found.removed, [".x-1.json.tmp"]);
     assert!(!tmp.exists());
+
+    // One named after its writer is deleted only once that writer is gone.
+    let mine = format!(".x-1.json.{}-0-0.tmp", std::process::id());
+    let gone = format!(".x-1.json.{}-0-0.tmp", dead_pid());
+    std::fs::write(dir.path().join(&mine), "{").unwrap();
+    std::fs::write(dir.path().join(&gone), "{").unwrap();
+    let found = scan_dir(dir.path(), TTL, later).unwrap();
+    assert_eq!(found.removed, std::slice::from_ref(&gone));
+    assert!(dir.path().join(&mine).exists());
+    assert_eq!(tmp_writer(&mine), Some(std::process::id()));
 }
 
 fn settings(dir: &Path, service: &str) -> EmbeddedSettings {

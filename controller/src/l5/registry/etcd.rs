@@ -27,7 +27,9 @@
 //! doubling up to [`BACKOFF_MAX`]), still taking commands. On reconnecting
 //! it checks its lease: one that expired while etcd was away is granted
 //! anew and every key is put again. Every call to etcd is bounded
-//! ([`REQUEST_TIMEOUT`]); every buffer is bounded (the command channel is the
+//! ([`REQUEST_TIMEOUT`]), and so is a whole registration update
+//! ([`SYNC_TIMEOUT`]), which takes the queued commands between two calls:
+//! a [`Command::Deregister`] behind a large registration stops it at once; every buffer is bounded (the command channel is the
 //! caller's, etcd-client's request channels hold 100 messages, gRPC's flow
 //! control bounds the streams).
 
@@ -60,6 +62,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long deregistering may take on stop, connecting included (then the
 /// lease expires alone). `defaults::L5_DEREGISTER_WAIT` waits a little longer.
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one [`Backend::sync`] may take in all (deletes, lease, puts);
+/// past it the session fails and the task reconnects after a back-off.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings on the connection, to notice a dead peer while the watch is
 /// quiet (etcd refuses pings more often than every 5 s).
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -129,6 +134,10 @@ pub async fn run(
         match backend.session(&mut commands, &mut backoff).await {
             Ok(()) => return,
             Err(e) => backend.failed(&e, backoff),
+        }
+        if backend.stop {
+            backend.deregister_anew().await;
+            return;
         }
         if backend.wait(&mut commands, backoff).await == Next::Stop {
             return;
@@ -247,6 +256,9 @@ struct Backend {
     at: Option<SystemTime>,
     failure_log: Throttle,
     register_log: Throttle,
+    /// A [`Command::Deregister`] (or the channel closing) was taken during
+    /// a [`Self::sync`]: the task deregisters and ends.
+    stop: bool,
 }
 
 impl Backend {
@@ -264,6 +276,7 @@ impl Backend {
             at: None,
             failure_log: Throttle::new(LOG_EVERY),
             register_log: Throttle::new(LOG_EVERY),
+            stop: false,
         }
     }
 
@@ -276,7 +289,11 @@ impl Backend {
     ) -> Result<(), EtcdError> {
         let mut client = self.connect().await?;
         let mut keeper = self.restore_lease(&mut client).await?;
-        self.sync(&mut client, &mut keeper, true).await?;
+        self.sync(&mut client, &mut keeper, true, commands).await?;
+        if self.stop {
+            self.deregister(&mut client).await;
+            return Ok(());
+        }
         let mut watch = self.list_and_watch(&mut client).await?;
         if std::mem::take(&mut self.failing) {
             let endpoint = self.settings.endpoints.get(self.endpoint);
@@ -290,7 +307,11 @@ impl Backend {
                 command = commands.recv() => match command {
                     Some(Command::Register(list)) => {
                         self.set_desired(list);
-                        self.sync(&mut client, &mut keeper, false).await?;
+                        self.sync(&mut client, &mut keeper, false, commands).await?;
+                        if self.stop {
+                            self.deregister(&mut client).await;
+                            return Ok(());
+                        }
                     }
                     Some(Command::Deregister) | None => {
                         self.deregister(&mut client).await;
@@ -326,7 +347,11 @@ impl Backend {
                             tracing::warn!("l5 etcd: the lease expired; registering again");
                             self.lease_lost();
                             keeper = None;
-                            self.sync(&mut client, &mut keeper, true).await?;
+                            self.sync(&mut client, &mut keeper, true, commands).await?;
+                            if self.stop {
+                                self.deregister(&mut client).await;
+                                return Ok(());
+                            }
                         }
                     }
                 }
@@ -395,22 +420,7 @@ impl Backend {
                         return Next::Stop;
                     }
                     Some(Command::Deregister) | None => {
-                        // Connecting counts against the same bound.
-                        let work = async {
-                            let mut client = self.connect().await?;
-                            self.deregister(&mut client).await;
-                            Ok::<(), EtcdError>(())
-                        };
-                        match timeout(DEREGISTER_TIMEOUT, work).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => tracing::warn!(
-                                error = %e,
-                                "l5 etcd: cannot deregister; the lease will expire"
-                            ),
-                            Err(_) => tracing::warn!(
-                                "l5 etcd: cannot deregister in time; the lease will expire"
-                            ),
-                        }
+                        self.deregister_anew().await;
                         return Next::Stop;
                     }
                 },
@@ -418,8 +428,48 @@ impl Backend {
         }
     }
 
+    /// Deregisters on a new connection (after a failure), connecting
+    /// included within [`DEREGISTER_TIMEOUT`]; nothing to do without a
+    /// lease.
+    async fn deregister_anew(&mut self) {
+        if self.lease.is_none() {
+            return;
+        }
+        let work = async {
+            let mut client = self.connect().await?;
+            self.deregister(&mut client).await;
+            Ok::<(), EtcdError>(())
+        };
+        match timeout(DEREGISTER_TIMEOUT, work).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                "l5 etcd: cannot deregister; the lease will expire"
+            ),
+            Err(_) => {
+                tracing::warn!("l5 etcd: cannot deregister in time; the lease will expire")
+            }
+        }
+    }
+
     /// Records what this service registers (applied by [`Self::sync`]).
+    /// Instances that cannot be called elsewhere (port 0, unspecified or
+    /// scoped address, weight out of range) are left out, and logged.
     fn set_desired(&mut self, mut list: Vec<Instance>) {
+        list.retain(|i| match record::registrable(i) {
+            Ok(()) => true,
+            Err(why) => {
+                if let Some(held) = self.register_log.allow() {
+                    tracing::warn!(
+                        instance = %i.addr,
+                        sid = %i.sid,
+                        held_back = held,
+                        "l5 etcd: not registering {why}"
+                    );
+                }
+                false
+            }
+        });
         if list.len() > MAX_INSTANCES {
             if let Some(held) = self.register_log.allow() {
                 tracing::warn!(
@@ -464,50 +514,102 @@ impl Backend {
 
     /// Makes etcd hold exactly [`Self::desired`]: deletes what is no longer
     /// listed, grants a lease when one is needed, puts what is new or changed
-    /// (everything when `full`).
+    /// (everything when `full`). The whole of it is bounded by
+    /// [`SYNC_TIMEOUT`]; between two calls it takes the commands already
+    /// queued: a newer [`Command::Register`] replaces the goal, a
+    /// [`Command::Deregister`] (or the channel closing) sets [`Self::stop`]
+    /// and ends it at once.
     async fn sync(
         &mut self,
         client: &mut Client,
         keeper: &mut Option<Keeper>,
         full: bool,
+        commands: &mut mpsc::Receiver<Command>,
     ) -> Result<(), EtcdError> {
-        let stale: Vec<String> = self
-            .registered
-            .keys()
-            .filter(|k| !self.desired.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in stale {
-            self.delete_ours(client, &key).await?;
-            self.registered.remove(&key);
+        let work = self.sync_steps(client, keeper, full, commands);
+        match timeout(SYNC_TIMEOUT, work).await {
+            Ok(done) => done,
+            Err(_) => Err(EtcdError::Timeout("the registration", SYNC_TIMEOUT)),
         }
-        if self.desired.is_empty() {
-            return Ok(());
-        }
-        let lease = match self.lease {
-            Some(lease) => lease,
-            None => {
-                let lease = self.grant(client).await?;
-                self.lease = Some(lease);
-                *keeper = None;
-                lease
+    }
+
+    async fn sync_steps(
+        &mut self,
+        client: &mut Client,
+        keeper: &mut Option<Keeper>,
+        full: bool,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Result<(), EtcdError> {
+        // Keys put during this sync (a full one puts every key once).
+        let mut done: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        loop {
+            if self.take_queued(commands) {
+                return Ok(());
             }
-        };
-        if keeper.is_none() {
-            *keeper = Some(Keeper::open(client, lease).await?);
+            let stale = self
+                .registered
+                .keys()
+                .find(|k| !self.desired.contains_key(*k))
+                .cloned();
+            if let Some(key) = stale {
+                self.delete_ours(client, &key).await?;
+                self.registered.remove(&key);
+                continue;
+            }
+            if self.desired.is_empty() {
+                return Ok(());
+            }
+            let lease = match self.lease {
+                Some(lease) => lease,
+                None => {
+                    let lease = self.grant(client).await?;
+                    self.lease = Some(lease);
+                    *keeper = None;
+                    lease
+                }
+            };
+            if keeper.is_none() {
+                *keeper = Some(Keeper::open(client, lease).await?);
+                continue;
+            }
+            let next = self
+                .desired
+                .iter()
+                .find(|(key, value)| {
+                    if full {
+                        !done.contains(*key) || self.registered.get(*key) != Some(*value)
+                    } else {
+                        self.registered.get(*key) != Some(*value)
+                    }
+                })
+                .map(|(k, v)| (k.clone(), v.clone()));
+            let Some((key, value)) = next else {
+                return Ok(());
+            };
+            let options = PutOptions::new().with_lease(lease.id);
+            call(
+                "put",
+                client.put(key.as_str(), value.as_str(), Some(options)),
+            )
+            .await?;
+            self.registered.insert(key.clone(), value);
+            done.insert(key);
         }
-        for (key, value) in &self.desired {
-            if full || self.registered.get(key) != Some(value) {
-                let options = PutOptions::new().with_lease(lease.id);
-                call(
-                    "put",
-                    client.put(key.as_str(), value.as_str(), Some(options)),
-                )
-                .await?;
-                self.registered.insert(key.clone(), value.clone());
+    }
+
+    /// Takes the commands already queued (without waiting): `true` when one
+    /// asks to stop ([`Self::stop`] is set).
+    fn take_queued(&mut self, commands: &mut mpsc::Receiver<Command>) -> bool {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Register(list)) => self.set_desired(list),
+                Ok(Command::Deregister) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.stop = true;
+                    return true;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return false,
             }
         }
-        Ok(())
     }
 
     async fn grant(&self, client: &mut Client) -> Result<Lease, EtcdError> {

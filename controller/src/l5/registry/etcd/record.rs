@@ -10,8 +10,10 @@
 //! ```
 //!
 //! `modid`, `cmdid`, `ip` and `port` are required and must agree with the
-//! key; `weight` defaults to [`DEFAULT_WEIGHT`] and must lie in
-//! [`MIN_WEIGHT`]..=[`MAX_WEIGHT`]; `service` and `pid` are informational
+//! key; the port is not 0, the address not unspecified (`0.0.0.0`, `::`);
+//! a key never carries an IPv6 scope (`%eth0`), and scoped addresses are not
+//! registered ([`registrable`]); `weight` defaults to [`DEFAULT_WEIGHT`]
+//! and must lie in [`MIN_WEIGHT`]..=[`MAX_WEIGHT`]; `service` and `pid` are informational
 //! (who registered it) and may be absent; unknown fields are ignored. A key
 //! or value that breaks these rules is skipped (and logged, throttled).
 //!
@@ -25,12 +27,38 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// The key of `instance` under `prefix`.
+/// The key of `instance` under `prefix` (an IPv6 scope, which the value
+/// cannot carry, is left out: [`registrable`] refuses scoped addresses).
 pub(super) fn key(prefix: &str, instance: &Instance) -> String {
+    let addr = SocketAddr::new(instance.addr.ip(), instance.addr.port());
     format!(
-        "{prefix}{}/{}/{}",
-        instance.sid.modid, instance.sid.cmdid, instance.addr
+        "{prefix}{}/{}/{addr}",
+        instance.sid.modid, instance.sid.cmdid
     )
+}
+
+/// Why `instance` cannot be registered (or called), if it cannot: port 0,
+/// an unspecified address (`0.0.0.0`, `::`), a scoped IPv6 address (the
+/// scope means nothing to another host), or a weight out of range.
+pub(super) fn registrable(instance: &Instance) -> Result<(), String> {
+    if instance.addr.port() == 0 {
+        return Err("port 0".into());
+    }
+    if instance.addr.ip().is_unspecified() {
+        return Err(format!("unspecified address {}", instance.addr.ip()));
+    }
+    if let SocketAddr::V6(v6) = instance.addr {
+        if v6.scope_id() != 0 {
+            return Err(format!("scoped address {}", instance.addr));
+        }
+    }
+    if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&instance.weight) {
+        return Err(format!(
+            "weight {} is not in {MIN_WEIGHT}..={MAX_WEIGHT}",
+            instance.weight
+        ));
+    }
+    Ok(())
 }
 
 /// The JSON value of `instance`, registered by `service` (process `pid`).
@@ -76,12 +104,6 @@ pub(super) fn parse(prefix: &str, key: &[u8], value: &[u8]) -> Result<Instance, 
     }
     let record: Record =
         serde_json::from_slice(value).map_err(|e| malformed(format!("value: {e}")))?;
-    if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&record.weight) {
-        return Err(malformed(format!(
-            "weight {} is not in {MIN_WEIGHT}..={MAX_WEIGHT}",
-            record.weight
-        )));
-    }
     let instance = Instance {
         sid: Sid {
             modid: record.modid,
@@ -90,6 +112,7 @@ pub(super) fn parse(prefix: &str, key: &[u8], value: &[u8]) -> Result<Instance, 
         addr: SocketAddr::new(record.ip, record.port),
         weight: record.weight,
     };
+    registrable(&instance).map_err(|why| malformed(format!("{why}: cannot be called")))?;
     let expected = self::key(prefix, &instance);
     if key != expected.as_bytes() {
         return Err(malformed(format!(
@@ -271,6 +294,24 @@ mod tests {
                 String::from_utf8_lossy(v)
             );
         }
+        let uncallable: [(&[u8], &[u8]); 3] = [
+            (
+                b"/p/64001/1/10.0.0.7:0",
+                br#"{"modid":64001,"cmdid":1,"ip":"10.0.0.7","port":0}"#,
+            ),
+            (
+                b"/p/64001/1/0.0.0.0:7000",
+                br#"{"modid":64001,"cmdid":1,"ip":"0.0.0.0","port":7000}"#,
+            ),
+            (
+                b"/p/64001/1/[::]:7000",
+                br#"{"modid":64001,"cmdid":1,"ip":"::","port":7000}"#,
+            ),
+        ];
+        for (k, v) in uncallable {
+            let e = parse("/p/", k, v).expect_err(&String::from_utf8_lossy(k));
+            assert!(e.to_string().contains("cannot be called"), "{e}");
+        }
         let long = vec![b' '; MAX_VALUE_BYTES + 1];
         assert!(parse("/p/", k, &long).is_err());
         let ok = br#"{"modid":64001,"cmdid":1,"ip":"10.0.0.7","port":7000,"extra":true}"#;
@@ -278,6 +319,27 @@ mod tests {
             parse("/p/", k, ok).expect("defaults apply"),
             instance("10.0.0.7", 7000, DEFAULT_WEIGHT)
         );
+    }
+
+    #[test]
+    fn scoped_ipv6_is_kept_out_of_keys_and_refused() {
+        let mut scoped = instance("fe80::1", 80, 100);
+        scoped.addr = "[fe80::1%2]:80".parse().expect("scoped");
+        assert_eq!(key("/p/", &scoped), "/p/64001/1/[fe80::1]:80");
+        assert!(registrable(&scoped).expect_err("scoped").contains("scoped"));
+        // What a scoped registration would have written reads back as the
+        // unscoped address (key and value agree).
+        let back = parse(
+            "/p/",
+            key("/p/", &scoped).as_bytes(),
+            value(&scoped, "s", 1).as_bytes(),
+        )
+        .expect("parses");
+        assert_eq!(back, instance("fe80::1", 80, 100));
+        assert!(registrable(&instance("10.0.0.7", 0, 100)).is_err());
+        assert!(registrable(&instance("0.0.0.0", 80, 100)).is_err());
+        assert!(registrable(&instance("10.0.0.7", 80, 1)).is_err());
+        assert!(registrable(&instance("10.0.0.7", 80, 100)).is_ok());
     }
 
     #[test]

@@ -358,6 +358,46 @@ async fn deregister_deletes_the_keys_and_revokes_the_lease() {
 }
 
 #[tokio::test]
+async fn a_deregister_queued_behind_a_large_registration_stops_it_at_once() {
+    let etcd = Etcd::start().await;
+    let prefix = "/spp-test/stop/";
+    let a = Agent::spawn(vec![etcd.endpoint()], prefix);
+    let mut b = Agent::spawn(vec![etcd.endpoint()], prefix);
+    let one = instance(7201, 100);
+    a.register(vec![one]).await;
+    b.wait_for("B discovers A", &[one]).await;
+    let mut raw = etcd.client().await;
+    let revision = |r: &etcd_client::GetResponse| r.header().expect("header").revision();
+    let before = revision(&raw.get(prefix, None).await.expect("get"));
+
+    // A registration of every instance the table holds, and Deregister
+    // right behind it: the task takes the Deregister before the first put.
+    let many: Vec<Instance> = (0..MAX_INSTANCES)
+        .map(|n| instance(10_000 + u16::try_from(n).expect("port"), 100))
+        .collect();
+    a.register(many).await;
+    a.commands
+        .send(Command::Deregister)
+        .await
+        .expect("the task is running");
+    timeout(DEREGISTER_TIMEOUT + Duration::from_secs(2), a.task)
+        .await
+        .expect("the task ends promptly after Deregister")
+        .expect("the task did not panic");
+
+    let got = raw
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("get");
+    assert_eq!(got.kvs().len(), 0, "nothing stays registered");
+    // Each put or delete is one revision: only the old key's removal
+    // happened, none of the thousands of puts.
+    let puts = revision(&got) - before;
+    assert!(puts < 5, "{puts} revisions between the two listings");
+    b.wait_for("B sees A leave", &[]).await;
+}
+
+#[tokio::test]
 async fn a_killed_registrar_s_keys_expire_with_its_lease() {
     let etcd = Etcd::start().await;
     let prefix = "/spp-test/expiry/";

@@ -1,5 +1,6 @@
 //! The command line: `spp check | start | status | stat | reload | restart
-//! | stop -c FILE`, and `spp l5 list | get`.
+//! | stop -c FILE` (or `--prefix DIR`), `spp l5 list | get`, and the package
+//! operations `spp package | install | checksum | uninstall`.
 
 use crate::defaults;
 use clap::{Args, Parser, Subcommand};
@@ -34,12 +35,37 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The config file argument every command takes.
+/// The config file argument every command takes: `-c FILE`, or
+/// `--prefix DIR` for an installed package (its `DIR/conf/spp.toml`).
 #[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
 pub struct ConfigArg {
     /// The service's config file (TOML).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
+    /// An installed package (`spp install`): as `-c DIR/conf/spp.toml`.
+    #[arg(long, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The config file: `-c FILE`, or `DIR/conf/spp.toml`.
+    pub fn file(&self) -> PathBuf {
+        match (&self.path, &self.prefix) {
+            (Some(path), _) => path.clone(),
+            (None, Some(prefix)) => prefix.join(crate::package::CONFIG),
+            // clap's group makes one of them required.
+            (None, None) => PathBuf::new(),
+        }
+    }
+}
+
+/// `--prefix DIR` of an installed package.
+#[derive(Debug, Args)]
+pub struct PrefixArg {
+    /// The install directory.
+    #[arg(long, value_name = "DIR")]
+    pub prefix: PathBuf,
 }
 
 /// The commands.
@@ -109,6 +135,67 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// One-shot health check for cron or a timer: is the controller alive
+    /// and every group at strength? A service that is down is started
+    /// again. One status line; exit 0 healthy, 10 degraded, 11 restarted,
+    /// 12 could not be restarted, 13 hung controller.
+    Monitor {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove rotated logs and core files beyond the configured age and
+    /// total size (never a live log); print what was freed.
+    Diskclear {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Build a package: the spp binaries, the plugins the config names,
+    /// the config (paths made relative to the package), a systemd unit and
+    /// MANIFEST.json (sha256 and mode of every file).
+    Package {
+        /// The service's config file (validated first).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// The archive to write (tar.gz).
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: PathBuf,
+        /// The package version (default: spp's own).
+        #[arg(long = "version", value_name = "V")]
+        pkg_version: Option<String>,
+    },
+    /// Install a package into DIR (bin, conf, plugins, log, run), verified
+    /// against its manifest before anything is written; over an existing
+    /// install, upgrade (a running service is reloaded or restarted).
+    Install {
+        /// The package (tar.gz from `spp package`).
+        package: PathBuf,
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// Keep an existing conf/spp.toml even when the operator did not
+        /// change it.
+        #[arg(long, conflicts_with = "replace_config")]
+        keep_config: bool,
+        /// Install the package's conf/spp.toml even over one the operator
+        /// changed.
+        #[arg(long)]
+        replace_config: bool,
+    },
+    /// Verify every installed file against DIR/MANIFEST.json; list the
+    /// modified, missing and unexpected ones (exit 1 if any, a changed
+    /// conf/spp.toml alone excepted).
+    Checksum {
+        #[command(flatten)]
+        prefix: PrefixArg,
+    },
+    /// Stop the service and remove what install put in DIR; log/ stays
+    /// unless --purge.
+    Uninstall {
+        #[command(flatten)]
+        prefix: PrefixArg,
+        /// Remove log/ too (and DIR when it is then empty).
+        #[arg(long)]
+        purge: bool,
+    },
     /// Show the running service's L5 route table: per sid its instances,
     /// weights, health and last period's outcomes.
     L5 {
@@ -168,6 +255,31 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["spp", "start", "-c", "x", "--wait", "5"]).is_err());
         assert!(Cli::try_parse_from(["spp", "status"]).is_err());
+        assert!(Cli::try_parse_from(["spp", "status", "-c", "x", "--prefix", "d"]).is_err());
+        let cli = Cli::try_parse_from(["spp", "stop", "--prefix", "/opt/s"]).unwrap();
+        match cli.command {
+            Command::Stop { config } => {
+                assert_eq!(config.file(), PathBuf::from("/opt/s/conf/spp.toml"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["spp", "package", "-c", "x", "-o", "p.tgz", "--version", "2"])
+                .unwrap();
+        assert!(matches!(cli.command, Command::Package { pkg_version: Some(v), .. } if v == "2"));
+        assert!(Cli::try_parse_from([
+            "spp",
+            "install",
+            "p",
+            "--prefix",
+            "d",
+            "--keep-config",
+            "--replace-config"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["spp", "install", "p"]).is_err());
+        assert!(Cli::try_parse_from(["spp", "uninstall", "--prefix", "d", "--purge"]).is_ok());
+        assert!(Cli::try_parse_from(["spp", "checksum", "--prefix", "d"]).is_ok());
         let cli =
             Cli::try_parse_from(["spp", "stat", "-c", "x", "--watch", "2", "--json"]).unwrap();
         assert!(matches!(

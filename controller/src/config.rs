@@ -89,6 +89,22 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
     /// `[l5]`; `None`: L5 off.
     pub l5: Option<l5::L5Config>,
+    /// `[log]`: rotation and `spp diskclear`.
+    pub log: LogConfig,
+}
+
+/// `[log]`: when logs rotate (controller housekeeping) and what `spp
+/// diskclear` keeps of rotated logs and core files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// A log file at least this large (bytes) is rotated.
+    pub max_size: u64,
+    /// Rotate every non-empty log when the UTC date changes.
+    pub rotate_daily: bool,
+    /// Rotated logs and cores older than this are removed by diskclear.
+    pub keep_age: Duration,
+    /// Rotated logs and cores are kept within this many bytes.
+    pub keep_total: u64,
 }
 
 /// `[service]`.

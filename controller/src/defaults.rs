@@ -15,6 +15,17 @@ pub use spp_ipc::launch::DEFAULT_LOG_LEVEL as LOG_LEVEL;
 pub const RUN_DIR: &str = "run";
 /// `service.log_dir`.
 pub const LOG_DIR: &str = "log";
+/// `log.max_size`: a log file this large is rotated (100 MiB).
+pub const LOG_MAX_SIZE: u64 = 100 << 20;
+/// `log.max_size` at least (smaller would rotate on every tick).
+pub const LOG_MIN_MAX_SIZE: u64 = 1 << 10;
+/// `log.rotate_daily`: rotate every log when the UTC date changes.
+pub const LOG_ROTATE_DAILY: bool = true;
+/// `log.keep_age`: `spp diskclear` removes rotated logs and cores older.
+pub const LOG_KEEP_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `log.keep_total`: `spp diskclear` keeps rotated logs and cores within
+/// this many bytes (1 GiB).
+pub const LOG_KEEP_TOTAL: u64 = 1 << 30;
 /// `service.stop_grace`.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// `proxy.max_connections`.

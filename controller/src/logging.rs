@@ -150,6 +150,11 @@ pub fn init(filter: &str, output: Output<'_>) -> Result<(), LogError> {
     Ok(())
 }
 
+/// The log file [`reopen`] reopens (`None` before [`init`]).
+pub fn log_path() -> Option<&'static Path> {
+    REOPEN.get().map(|r| r.path.as_path())
+}
+
 /// Reopens the log file by its path (after logrotate renamed it): lines
 /// from now on go to the file now at that path. Returns the path, or
 /// `None` before [`init`].

@@ -9,6 +9,13 @@
 //!   requests (workers replaced one by one).
 //! * `spp restart -c FILE [--wait 30s]`: stop (if running), then start.
 //! * `spp stop -c FILE`: drain and stop everything.
+//! * `spp monitor -c FILE`, `spp diskclear -c FILE`: one-shot health check
+//!   (restarts a service that is down), old rotated logs and cores removed
+//!   ([`ops`]).
+//! * `spp package -c FILE -o OUT.tar.gz [--version V]`, `spp install PKG
+//!   --prefix DIR [--keep-config|--replace-config]`, `spp checksum --prefix
+//!   DIR`, `spp uninstall --prefix DIR [--purge]`: the standard package
+//!   ([`package`]); every `-c FILE` command also takes `--prefix DIR`.
 //! * `spp l5 list -c FILE [--json]`, `spp l5 get -c FILE MODID CMDID
 //!   [--json]`: the L5 route table (weights, health, outcomes).
 //!
@@ -36,6 +43,8 @@ mod defaults;
 mod l5;
 mod listeners;
 mod logging;
+mod ops;
+mod package;
 mod pidfd;
 mod pidfile;
 mod resources;
@@ -59,6 +68,10 @@ use std::time::Duration;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(err) = exec_installed(&cli) {
+        eprintln!("spp: {err}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -72,7 +85,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Check { config } => {
-            let cfg = config::load(&config.path)?;
+            let cfg = config::load(&config.file())?;
             environment::check(&cfg, Mode::Inspect)?;
             println!("config OK: {}", cfg.summary());
             Ok(EXIT_OK)
@@ -82,7 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             foreground: true,
             detached,
             ..
-        } => match service::run(&config.path, !detached) {
+        } => match service::run(&config.file(), !detached) {
             Ok(()) => Ok(EXIT_OK),
             // Once logging is up, the error was logged to stderr already.
             Err(_) if logging::initialized() => Ok(EXIT_FAILURE),
@@ -94,11 +107,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             wait,
             ..
         } => {
-            print_started(&daemon::start(&config.path, wait)?);
+            print_started(&daemon::start(&config.file(), wait)?);
             Ok(EXIT_OK)
         }
         Command::Status { config, json } => {
-            let at = locate(&config.path)?;
+            let at = locate(&config.file())?;
             match control::request(&at.socket_path(), Request::Status) {
                 Ok(value) if json => {
                     println!("{}", serde_json::to_string_pretty(&value)?);
@@ -118,15 +131,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             config,
             json,
             watch,
-        } => stat(&locate(&config.path)?, json, watch),
+        } => stat(&locate(&config.file())?, json, watch),
         Command::Reload { config } => {
-            let cfg = config::load(&config.path)?;
+            let cfg = config::load(&config.file())?;
             environment::check(&cfg, Mode::Inspect)?;
             reload(&cfg)
         }
         Command::Restart { config, wait } => {
             // A bad file must not stop the running service.
-            let (cfg, _) = service::preflight(&config.path, Mode::Inspect)?;
+            let (cfg, _) = service::preflight(&config.file(), Mode::Inspect)?;
             match daemon::stop(&Location::from(&cfg))? {
                 daemon::Stopped::Stopped(pid) => println!(
                     "spp: service {} stopped (controller pid {pid})",
@@ -136,11 +149,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     println!("spp: service {} was not running", cfg.service.name)
                 }
             }
-            print_started(&daemon::start(&config.path, wait)?);
+            print_started(&daemon::start(&config.file(), wait)?);
             Ok(EXIT_OK)
         }
         Command::Stop { config } => {
-            let at = locate(&config.path)?;
+            let at = locate(&config.file())?;
             match daemon::stop(&at)? {
                 daemon::Stopped::Stopped(pid) => {
                     println!("spp: service {} stopped (controller pid {pid})", at.name)
@@ -151,20 +164,158 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
+        Command::Monitor { config } => Ok(ops::monitor::run(&config)?),
+        Command::Diskclear { config } => Ok(ops::diskclear::run(&config)?),
+        Command::Package {
+            config,
+            output,
+            pkg_version,
+        } => {
+            let built = package::build::package(&config, &output, pkg_version.as_deref())?;
+            println!(
+                "spp: package {} {} written to {} ({} files)",
+                built.manifest.name,
+                built.manifest.version,
+                built.out.display(),
+                built.manifest.files.len()
+            );
+            Ok(EXIT_OK)
+        }
+        Command::Install {
+            package: pkg,
+            prefix,
+            keep_config,
+            replace_config,
+        } => {
+            let policy = match (keep_config, replace_config) {
+                (true, _) => package::install::ConfigPolicy::Keep,
+                (_, true) => package::install::ConfigPolicy::Replace,
+                _ => package::install::ConfigPolicy::KeepIfChanged,
+            };
+            let done = package::install::install(&pkg, &prefix.prefix, policy)?;
+            let dir = package::install::absolute(&prefix.prefix)?;
+            match &done.upgraded_from {
+                Some(from) => println!(
+                    "spp: {} upgraded from {from} to {} in {}",
+                    done.manifest.name,
+                    done.manifest.version,
+                    dir.display()
+                ),
+                None => println!(
+                    "spp: {} {} installed in {}",
+                    done.manifest.name,
+                    done.manifest.version,
+                    dir.display()
+                ),
+            }
+            if done.kept_config {
+                println!("  kept the operator's {}", package::CONFIG);
+            }
+            match done.applied {
+                package::install::Applied::NotRunning => {}
+                package::install::Applied::Reloaded => {
+                    println!("  the running service was reloaded")
+                }
+                package::install::Applied::Restarted => {
+                    println!("  the running service was restarted")
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Checksum { prefix } => {
+            let dir = package::install::absolute(&prefix.prefix)?;
+            let (manifest, findings) = package::checksum::verify(&dir)?;
+            for f in &findings {
+                println!("{f}");
+            }
+            let failed = findings.iter().filter(|f| f.fails()).count();
+            if failed == 0 {
+                println!(
+                    "spp: {} {} in {}: {} files verified{}",
+                    manifest.name,
+                    manifest.version,
+                    dir.display(),
+                    manifest.files.len(),
+                    if findings.is_empty() {
+                        ""
+                    } else {
+                        " (operator config modified)"
+                    }
+                );
+                Ok(EXIT_OK)
+            } else {
+                println!(
+                    "spp: {} in {}: {failed} file(s) modified, missing or unexpected",
+                    manifest.name,
+                    dir.display()
+                );
+                Ok(EXIT_FAILURE)
+            }
+        }
+        Command::Uninstall { prefix, purge } => {
+            let dir = package::install::absolute(&prefix.prefix)?;
+            let done = package::install::uninstall(&dir, purge)?;
+            if let Some(pid) = done.stopped {
+                println!("spp: service stopped (controller pid {pid})");
+            }
+            if done.prefix_removed {
+                println!("spp: {} uninstalled and removed", dir.display());
+            } else if purge {
+                println!("spp: {} uninstalled, logs removed", dir.display());
+            } else {
+                println!(
+                    "spp: {} uninstalled; logs kept in {}",
+                    dir.display(),
+                    dir.join("log").display()
+                );
+            }
+            Ok(EXIT_OK)
+        }
         Command::L5 { command } => match command {
-            L5Command::List { config, json } => l5(&locate(&config.path)?, json, None),
+            L5Command::List { config, json } => l5(&locate(&config.file())?, json, None),
             L5Command::Get {
                 config,
                 json,
                 modid,
                 cmdid,
             } => l5(
-                &locate(&config.path)?,
+                &locate(&config.file())?,
                 json,
                 Some(spp_ipc::l5::Sid { modid, cmdid }),
             ),
         },
     }
+}
+
+/// A `--prefix DIR` command run by another `spp` than `DIR/bin/spp`
+/// execs that one, so the service runs on the installed binaries. Returns
+/// an error only when the exec failed.
+fn exec_installed(cli: &Cli) -> Option<String> {
+    use std::os::unix::process::CommandExt;
+    let config = match &cli.command {
+        Command::Check { config }
+        | Command::Start { config, .. }
+        | Command::Status { config, .. }
+        | Command::Stat { config, .. }
+        | Command::Reload { config }
+        | Command::Restart { config, .. }
+        | Command::Stop { config }
+        | Command::Monitor { config }
+        | Command::Diskclear { config } => config,
+        _ => return None,
+    };
+    let prefix = config.prefix.as_ref()?;
+    let installed = prefix.join("bin/spp");
+    let installed = std::fs::canonicalize(&installed).ok()?;
+    let me = std::env::current_exe().ok()?;
+    if std::fs::canonicalize(&me).ok()? == installed {
+        return None;
+    }
+    let err = std::process::Command::new(&installed)
+        .args(std::env::args_os().skip(1))
+        .env_remove(defaults::BIN_DIR_ENV)
+        .exec();
+    Some(format!("cannot run {}: {err}", installed.display()))
 }
 
 /// `spp l5 list` (`only` = `None`) and `spp l5 get`: the route table.

@@ -501,6 +501,7 @@ impl Supervisor {
             .all(|i| !self.children.get(i).is_some_and(|c| c.desired) || self.is_ready(i));
         if all && self.state == ServiceState::Starting {
             self.state = ServiceState::Running;
+            crate::ops::notify::send(crate::ops::notify::READY);
             self.rebase_scaling();
             // A sample of the ready service, so `spp stat` right after the
             // start does not report the processes as they were starting.

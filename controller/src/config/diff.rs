@@ -5,9 +5,10 @@
 //!
 //! Applied by the supervisor: proxy limits (published to the running proxy
 //! through `ProxyHeader::limits`), group sizes and timeouts, scaling, the
-//! log level and stop grace of children started from then on, and every
-//! group's workers (replaced one by one, so a rebuilt plugin is picked up
-//! even when the file did not change).
+//! log level and stop grace of children started from then on, `[log]`
+//! (rotation from the next tick), and every group's workers (replaced one
+//! by one, so a rebuilt plugin is picked up even when the file did not
+//! change).
 
 use super::{format_size, Config, ConfigError, GroupConfig};
 use std::fmt::Debug;
@@ -126,6 +127,24 @@ pub fn compare(
         "service.stop_grace",
         dbg(&os.stop_grace),
         dbg(&ns.stop_grace),
+    );
+    // Rotation reads these every tick; diskclear reads the file.
+    let (ol, nl) = (&old.log, &new.log);
+    note(
+        "log.max_size",
+        format_size(ol.max_size),
+        format_size(nl.max_size),
+    );
+    note(
+        "log.rotate_daily",
+        ol.rotate_daily.to_string(),
+        nl.rotate_daily.to_string(),
+    );
+    note("log.keep_age", dbg(&ol.keep_age), dbg(&nl.keep_age));
+    note(
+        "log.keep_total",
+        format_size(ol.keep_total),
+        format_size(nl.keep_total),
     );
     let size = |bytes: usize| format_size(bytes as u64);
     note(
@@ -276,6 +295,22 @@ max_workers = 3
     #[test]
     fn the_same_file_changes_nothing() {
         assert_eq!(changed("id = 1", "id = 1").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn log_keys_change_without_a_restart() {
+        let changes = changed(
+            "max_workers = 3\n",
+            "max_workers = 3\n[log]\nmax_size = \"1MiB\"\nkeep_total = \"2GiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                "log.max_size: 100MiB -> 1MiB",
+                "log.keep_total: 1GiB -> 2GiB"
+            ]
+        );
     }
 
     #[test]

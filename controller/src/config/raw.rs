@@ -23,6 +23,18 @@ pub struct RawConfig {
     pub group: Vec<RawGroup>,
     /// Absent: L5 off.
     pub l5: Option<RawL5>,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub max_size: Option<String>,
+    pub rotate_daily: Option<bool>,
+    pub keep_age: Option<String>,
+    pub keep_total: Option<String>,
 }
 
 /// `[service]`.

@@ -4,10 +4,10 @@
 //! cap, [`defaults::machine_cap`]); see [`super::environment`] for the
 //! rest.
 
-use super::raw::{RawConfig, RawGroup, RawScaling};
+use super::raw::{RawConfig, RawGroup, RawLog, RawScaling};
 use super::{
-    format_size, Config, ConfigError, GroupConfig, ListenAddr, ProxyConfig, ScalingConfig,
-    ServiceConfig,
+    format_size, Config, ConfigError, GroupConfig, ListenAddr, LogConfig, ProxyConfig,
+    ScalingConfig, ServiceConfig,
 };
 use crate::defaults;
 use spp_ipc::launch::Transport;
@@ -253,7 +253,9 @@ pub fn validate_on(file: &Path, raw: RawConfig, cpus: usize) -> Result<Config, C
         .l5
         .map(|l5| super::l5::validate(&ctx, l5, &groups, &proxy.listen))
         .transpose()?;
+    let log = log(&ctx, raw.log)?;
     let cfg = Config {
+        log,
         file: file.to_path_buf(),
         service,
         proxy,
@@ -294,6 +296,41 @@ fn cross_checks(ctx: &Ctx<'_>, cfg: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `[log]`: sizes with units, an age like "7d", a daily switch.
+fn log(ctx: &Ctx<'_>, raw: RawLog) -> Result<LogConfig, ConfigError> {
+    let max_size = ctx.size(
+        "log.max_size",
+        raw.max_size.as_deref(),
+        defaults::LOG_MAX_SIZE,
+    )?;
+    if max_size < defaults::LOG_MIN_MAX_SIZE {
+        return Err(ctx.err(
+            "log.max_size",
+            format!(
+                "{} is too small: must be at least {}",
+                format_size(max_size),
+                format_size(defaults::LOG_MIN_MAX_SIZE)
+            ),
+        ));
+    }
+    let keep_age = ctx.duration(
+        "log.keep_age",
+        raw.keep_age.as_deref(),
+        defaults::LOG_KEEP_AGE,
+    )?;
+    let keep_total = ctx.size(
+        "log.keep_total",
+        raw.keep_total.as_deref(),
+        defaults::LOG_KEEP_TOTAL,
+    )?;
+    Ok(LogConfig {
+        max_size,
+        rotate_daily: raw.rotate_daily.unwrap_or(defaults::LOG_ROTATE_DAILY),
+        keep_age: ctx.positive("log.keep_age", keep_age)?,
+        keep_total,
+    })
 }
 
 fn scaling(ctx: &Ctx<'_>, raw: RawScaling, cpus: usize) -> Result<ScalingConfig, ConfigError> {

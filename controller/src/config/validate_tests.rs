@@ -609,3 +609,34 @@ fn the_metrics_address_is_ip_port_and_not_a_listener() {
         .replace("stop_grace = \"2s\"", "metrics = \"127.0.0.1:7963\"");
     assert!(check(&udp_only).is_ok());
 }
+
+#[test]
+fn log_keys_have_defaults_units_and_named_errors() {
+    let cfg = check(BASE).unwrap();
+    assert_eq!(cfg.log.max_size, defaults::LOG_MAX_SIZE);
+    assert!(cfg.log.rotate_daily);
+    assert_eq!(cfg.log.keep_age, defaults::LOG_KEEP_AGE);
+    assert_eq!(cfg.log.keep_total, defaults::LOG_KEEP_TOTAL);
+    let text = format!(
+        "{BASE}\n[log]\nmax_size = \"10MiB\"\nrotate_daily = false\nkeep_age = \"7d\"\nkeep_total = \"2GiB\"\n"
+    );
+    let cfg = check(&text).unwrap();
+    assert_eq!(cfg.log.max_size, 10 << 20);
+    assert!(!cfg.log.rotate_daily);
+    assert_eq!(cfg.log.keep_age, Duration::from_secs(7 * 86_400));
+    assert_eq!(cfg.log.keep_total, 2 << 30);
+    for (line, key, reason) in [
+        ("max_size = \"100\"", "log.max_size", "needs a unit"),
+        ("max_size = \"10B\"", "log.max_size", "too small"),
+        ("keep_age = \"soon\"", "log.keep_age", "not a duration"),
+        ("keep_age = \"0s\"", "log.keep_age", "longer than zero"),
+        ("keep_total = \"lots\"", "log.keep_total", "not a size"),
+        ("keep_days = 3", "log.keep_days", "unknown field"),
+    ] {
+        let err = check(&format!("{BASE}\n[log]\n{line}\n")).unwrap_err();
+        let said = err.to_string();
+        assert!(said.contains(FILE), "{said}");
+        assert!(said.contains(key), "{said}");
+        assert!(said.contains(reason), "{said}");
+    }
+}

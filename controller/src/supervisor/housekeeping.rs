@@ -11,6 +11,16 @@
 //!   retire one: SIGTERM, it drains, it is not restarted) and kept for
 //!   `spp status`. Paused while a reload runs.
 //!
+//! * log rotation ([`Supervisor::rotate_logs`]): `controller.log` and every
+//!   child's log that reached `log.max_size`, or every non-empty one when
+//!   the UTC date changed and `log.rotate_daily`, is renamed to
+//!   `<name>.<YYYYMMDD-HHMMSS>` ([`ops::logs`]) and its writer reopens the
+//!   path: the controller itself, a child on SIGHUP. A child not ready
+//!   (its SIGHUP handler may not be installed yet) is rotated at a later
+//!   tick; a daily rotation it misses that way waits for `max_size` or the
+//!   next day. Lines written between the rename and the reopen go to the
+//!   end of the rotated file, so none is lost.
+//!
 //! Also SIGHUP: reopen the controller's log and forward SIGHUP to every
 //! child (each reopens its own log).
 
@@ -18,12 +28,18 @@ use super::Supervisor;
 use crate::children::{Kind, Shared};
 use crate::defaults;
 use crate::logging::{self, error_chain};
+use crate::ops::logs;
 use crate::resources::Resources;
 use crate::scaling::{self, Action, Decision, Figures};
 use crate::status::{DecisionStatus, GroupStatus, ServiceState};
 use nix::sys::signal::Signal;
 use spp_ipc::record::{monotonic_ns, NS_PER_MS};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+
+/// The UTC day of the previous rotation check (`u64::MAX`: none yet).
+static LAST_DAY: AtomicU64 = AtomicU64::new(u64::MAX);
 use tracing::{error, info, warn};
 
 /// A decision and when it was taken.
@@ -144,6 +160,7 @@ impl Supervisor {
         self.stats.sample(&self.res, now);
         self.check_hangs();
         self.check_retired(now);
+        self.rotate_logs();
         if self.state == ServiceState::Running && self.reload.is_none() {
             self.evaluate_scaling(now);
         }
@@ -225,6 +242,63 @@ impl Supervisor {
             .collect();
         for (i, reason) in overdue {
             self.kill_on_purpose(i, reason);
+        }
+    }
+
+    /// Rotates the logs that are due; see the module docs.
+    fn rotate_logs(&mut self) {
+        let at = SystemTime::now();
+        let today = logs::utc_day(at);
+        let last = LAST_DAY.swap(today, Ordering::Relaxed);
+        let day_changed = self.cfg.log.rotate_daily && last != u64::MAX && last != today;
+        let max = self.cfg.log.max_size;
+        let own = self.cfg.controller_log();
+        if logging::log_path() == Some(own.as_path()) && logs::due(&own, max, day_changed) {
+            match logs::rename_rotated(&own, at) {
+                Ok(to) => match logging::reopen() {
+                    Ok(_) => info!("log rotated: {} -> {}", own.display(), to.display()),
+                    Err(e) => error!("log rotation: {}", error_chain(&e)),
+                },
+                Err(e) => error!("log rotation: renaming {}: {e}", own.display()),
+            }
+        }
+        let mut paths: Vec<PathBuf> = self.children.iter().map(|c| c.log.clone()).collect();
+        paths.sort();
+        paths.dedup();
+        for path in paths {
+            if !logs::due(&path, max, day_changed) {
+                continue;
+            }
+            let writers: Vec<usize> = (0..self.children.len())
+                .filter(|&i| {
+                    self.children
+                        .get(i)
+                        .is_some_and(|c| c.log == path && c.run.is_some())
+                })
+                .collect();
+            let all_hup = writers.iter().all(|&i| {
+                self.children.get(i).is_some_and(|c| {
+                    matches!(self.shared(c.kind), Shared::Ready | Shared::Draining)
+                })
+            });
+            if !all_hup {
+                continue;
+            }
+            let to = match logs::rename_rotated(&path, at) {
+                Ok(to) => to,
+                Err(e) => {
+                    error!("log rotation: renaming {}: {e}", path.display());
+                    continue;
+                }
+            };
+            for &i in &writers {
+                self.signal_child(i, Signal::SIGHUP);
+                if let Some(run) = self.children.get_mut(i).and_then(|c| c.run.as_mut()) {
+                    // Its output now starts at the top of the new file.
+                    run.log_from = 0;
+                }
+            }
+            info!("log rotated: {} -> {}", path.display(), to.display());
         }
     }
 

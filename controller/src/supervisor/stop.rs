@@ -111,6 +111,7 @@ impl Supervisor {
     /// then the workers (their own drain), SIGKILL only for what overruns.
     pub(super) async fn shutdown(&mut self, inputs: &mut Inputs) {
         self.state = ServiceState::Stopping;
+        crate::ops::notify::send(crate::ops::notify::STOPPING);
         if let Some(reload) = self.reload.take() {
             warn!("the reload under way is abandoned: the service stops");
             reload.answer(error_response("reload abandoned: the service is stopping"));

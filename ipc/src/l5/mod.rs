@@ -15,6 +15,7 @@
 
 pub mod balancer;
 pub mod layout;
+mod probe;
 mod rendezvous;
 pub mod table;
 

@@ -33,9 +33,10 @@
 
 use super::balancer::BalancerConfig;
 use super::layout::{
-    mix64, pack_probe, sid_key, unpack_probe, Buffer, NodeEntry, SidEntry, SlotEntry, TableLayout,
-    PPM, TABLE_MAGIC, TABLE_SIZE, TABLE_VERSION,
+    mix64, pack_probe, sid_key, Buffer, NodeEntry, SidEntry, SlotEntry, TableLayout, PPM,
+    TABLE_MAGIC, TABLE_SIZE, TABLE_VERSION,
 };
+use super::probe::{budget_left, probe_candidate, Probe};
 use super::rendezvous::Contender;
 use super::{Instance, L5Error, Sid};
 use crate::error::IpcError;
@@ -55,8 +56,6 @@ pub const MAX_NODES: usize = 4096;
 pub const READ_ATTEMPTS: u32 = 16;
 /// Random picks tried before scanning for a node that is not skipped.
 pub const PICK_ATTEMPTS: u32 = 3;
-/// Compare-exchange attempts at taking one unit of the probe budget.
-const PROBE_CAS_ATTEMPTS: u32 = 8;
 
 /// A route handed to a plugin; `report` takes it back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,11 +139,11 @@ impl SlotBook {
 }
 
 /// The pick rules as a reader loads them from the header.
-struct Rules {
-    skip_ppm: u64,
-    trip_errors: u32,
-    min_requests: u64,
-    probe_ppm: u32,
+pub(super) struct Rules {
+    pub(super) skip_ppm: u64,
+    pub(super) trip_errors: u32,
+    pub(super) min_requests: u64,
+    pub(super) probe_ppm: u32,
 }
 
 /// The mapped table.
@@ -753,89 +752,13 @@ fn weighted(nodes: &[NodeEntry], at: u64) -> &NodeEntry {
     &nodes[i.min(nodes.len() - 1)]
 }
 
-/// The dead node this pick would probe if the budget allows (inside the
-/// read section: reads only, spends nothing).
-fn probe_candidate<'b>(
-    entry: &SidEntry,
-    nodes: &'b [NodeEntry],
-    random: u64,
-    rules: &Rules,
-) -> Option<&'b NodeEntry> {
-    let dead = entry.dead_count.load(Ordering::Relaxed);
-    if dead == 0 || rules.probe_ppm == 0 {
-        return None;
-    }
-    let k = scale(mix64(random), u64::from(dead));
-    nodes
-        .iter()
-        .filter(|n| n.dead.load(Ordering::Relaxed) != 0)
-        .nth(k as usize)
-}
-
-/// A probe chosen in a validated read, not yet paid for.
-struct Probe<'a> {
-    /// The sid's entry in the buffer that was read.
-    entry: &'a SidEntry,
-    /// The dead node to probe.
-    route: Route,
-    /// The low 32 bits of the generation that was read.
-    tag: u32,
-    /// The budget published with that generation.
-    initial: u32,
-}
-
-impl Probe<'_> {
-    /// Whether this pick probes: the budget word still carries the
-    /// generation that was read and has a unit left, the pick is due (the
-    /// first of the period, or every ⌈1 / probe_share⌉-th pick that found
-    /// budget left), and the unit was taken by compare-exchange.
-    fn take(&self, rules: &Rules) -> bool {
-        let word = &self.entry.probe;
-        let mut now = word.load(Ordering::Relaxed);
-        let (tag, left) = unpack_probe(now);
-        if tag != self.tag || left == 0 {
-            return false;
-        }
-        let every = PPM.div_ceil(u64::from(rules.probe_ppm.max(1)));
-        let tick = self.entry.probe_clock.fetch_add(1, Ordering::Relaxed);
-        // No unit taken yet this period: the first pick probes whatever
-        // the clock says (a stale reader's tick cannot cost a low-traffic
-        // period its only probe).
-        if left != self.initial && !tick.is_multiple_of(every) {
-            return false;
-        }
-        for _ in 0..PROBE_CAS_ATTEMPTS {
-            let (tag, left) = unpack_probe(now);
-            if tag != self.tag || left == 0 {
-                return false;
-            }
-            match word.compare_exchange(now, now - 1, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(seen) => now = seen,
-            }
-        }
-        false
-    }
-}
-
-/// The probe budget left in `entry` of `buf` (0 when the word carries
-/// another generation, e.g. a torn read).
-fn budget_left(buf: &Buffer, entry: &SidEntry) -> u32 {
-    let (tag, left) = unpack_probe(entry.probe.load(Ordering::Relaxed));
-    if tag == buf.generation.load(Ordering::Relaxed) as u32 {
-        left
-    } else {
-        0
-    }
-}
-
 /// `random` scaled to 0..n (multiply-shift: no division, no bias worth
 /// the name).
-fn scale(random: u64, n: u64) -> u64 {
+pub(super) fn scale(random: u64, n: u64) -> u64 {
     ((u128::from(random) * u128::from(n)) >> 64) as u64
 }
 
-fn route_to(sid: Sid, node: &NodeEntry) -> Route {
+pub(super) fn route_to(sid: Sid, node: &NodeEntry) -> Route {
     Route {
         sid,
         addr: node.addr(),

@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{bin_dir, pid_gone, text, wait_for};
+use common::{bin_dir, call, pid_gone, text, wait_for, worker_pids};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -154,28 +154,6 @@ fn tcp_addr(status: &Value) -> String {
         .and_then(|l| l["addr"].as_str())
         .unwrap()
         .to_string()
-}
-
-fn call(conn: &mut TcpStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
-    let len = u32::try_from(payload.len()).unwrap();
-    let mut frame = len.to_be_bytes().to_vec();
-    frame.extend_from_slice(payload);
-    conn.write_all(&frame)?;
-    let mut head = [0u8; 4];
-    conn.read_exact(&mut head)?;
-    let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
-    conn.read_exact(&mut body)?;
-    Ok(body)
-}
-
-fn worker_pids(status: &Value) -> Vec<u64> {
-    status["processes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["role"] == "worker")
-        .filter_map(|p| p["pid"].as_u64())
-        .collect()
 }
 
 /// Copies archive `from` to `to`, letting `edit` change each entry (path,

@@ -6,14 +6,13 @@
 
 mod common;
 
-use common::{all_ready, pid_gone, process, text, wait_for, Service};
+use common::{all_ready, call, pid_gone, process, text, wait_for, worker_pids, Service};
 
 /// A service of the real binaries (no extra sections).
 fn real_service(plugin: &str, workers: u32, extra_group: &str) -> Service {
     common::real_service(plugin, workers, "", extra_group)
 }
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,29 +28,6 @@ fn start(svc: &Service) -> Value {
 
 fn tcp_addr(status: &Value) -> String {
     status["listeners"][0]["addr"].as_str().unwrap().to_string()
-}
-
-/// Sends one framed request and reads the framed answer.
-fn call(conn: &mut TcpStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
-    let len = u32::try_from(payload.len()).unwrap();
-    let mut frame = len.to_be_bytes().to_vec();
-    frame.extend_from_slice(payload);
-    conn.write_all(&frame)?;
-    let mut head = [0u8; 4];
-    conn.read_exact(&mut head)?;
-    let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
-    conn.read_exact(&mut body)?;
-    Ok(body)
-}
-
-fn worker_pids(status: &Value) -> Vec<u64> {
-    status["processes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["role"] == "worker")
-        .filter_map(|p| p["pid"].as_u64())
-        .collect()
 }
 
 #[test]

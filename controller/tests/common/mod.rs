@@ -379,3 +379,29 @@ pub fn real_service(plugin: &str, workers: u32, sections: &str, extra_group: &st
     }
     svc
 }
+
+/// Sends one framed request (4-byte big-endian length, then the payload)
+/// and reads the framed answer.
+pub fn call(conn: &mut std::net::TcpStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let len = u32::try_from(payload.len()).unwrap();
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    conn.write_all(&frame)?;
+    let mut head = [0u8; 4];
+    conn.read_exact(&mut head)?;
+    let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+    conn.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// The pids of every running worker in a status report.
+pub fn worker_pids(status: &Value) -> Vec<u64> {
+    status["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["role"] == "worker")
+        .filter_map(|p| p["pid"].as_u64())
+        .collect()
+}

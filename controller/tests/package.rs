@@ -14,8 +14,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -415,22 +414,9 @@ fn an_upgrade_under_load_loses_no_request() {
     tuned.push_str("\n# tuned by ops\n");
     std::fs::write(&conf, &tuned).unwrap();
 
-    let mut client = TcpStream::connect(tcp_addr(&before)).unwrap();
+    let client = TcpStream::connect(tcp_addr(&before)).unwrap();
     client.set_read_timeout(Some(WAIT)).unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let over = Arc::clone(&done);
-    let calls = std::thread::spawn(move || {
-        let mut answered = 0u64;
-        while !over.load(Ordering::Relaxed) {
-            let payload = format!("during {answered}");
-            match call(&mut client, payload.as_bytes()) {
-                Ok(answer) if answer == payload.as_bytes() => answered += 1,
-                Ok(other) => return Err(format!("wrong answer {other:?} to {payload}")),
-                Err(e) => return Err(format!("call {answered}: {e}")),
-            }
-        }
-        Ok(answered)
-    });
+    let (done, calls) = common::keep_calling(client);
     // Until the client has been answered at least once.
     let o = s.install(&v2);
     done.store(true, Ordering::Relaxed);

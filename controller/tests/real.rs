@@ -14,8 +14,7 @@ fn real_service(plugin: &str, workers: u32, extra_group: &str) -> Service {
 }
 use serde_json::Value;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -54,21 +53,8 @@ fn reload_replaces_every_real_worker_and_the_client_is_served_throughout() {
 
     // The client keeps calling on its connection from another thread
     // until the reload is over.
-    let mut client = conn.try_clone().unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let over = Arc::clone(&done);
-    let calls = std::thread::spawn(move || {
-        let mut answered = 0u64;
-        while !over.load(Ordering::Relaxed) {
-            let payload = format!("during {answered}");
-            match call(&mut client, payload.as_bytes()) {
-                Ok(answer) if answer == payload.as_bytes() => answered += 1,
-                Ok(other) => return Err(format!("wrong answer {other:?} to {payload}")),
-                Err(e) => return Err(format!("call {answered}: {e}")),
-            }
-        }
-        Ok(answered)
-    });
+    let client = conn.try_clone().unwrap();
+    let (done, calls) = common::keep_calling(client);
     let out = svc.spp(&["reload"]);
     done.store(true, Ordering::Relaxed);
     assert!(out.status.success(), "{}", text(&out));

@@ -405,3 +405,30 @@ pub fn worker_pids(status: &Value) -> Vec<u64> {
         .filter_map(|p| p["pid"].as_u64())
         .collect()
 }
+
+/// A client calling on `client` from another thread, each answer checked,
+/// until the returned flag is set; the thread returns how many calls were
+/// answered, or the first failure.
+pub fn keep_calling(
+    mut client: std::net::TcpStream,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Result<u64, String>>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let over = std::sync::Arc::clone(&done);
+    let calls = std::thread::spawn(move || {
+        let mut answered = 0u64;
+        while !over.load(Ordering::Relaxed) {
+            let payload = format!("during {answered}");
+            match call(&mut client, payload.as_bytes()) {
+                Ok(answer) if answer == payload.as_bytes() => answered += 1,
+                Ok(other) => return Err(format!("wrong answer {other:?} to {payload}")),
+                Err(e) => return Err(format!("call {answered}: {e}")),
+            }
+        }
+        Ok(answered)
+    });
+    (done, calls)
+}

@@ -8,16 +8,21 @@
 //!   proxy regions).
 //! * [`stats`], [`histogram`], [`plugin_metrics`]: the counters, latency
 //!   histograms and plugin metrics those regions hold.
-//! * [`logfile`]: reopening a child's log on SIGHUP.
+//! * [`logging`], [`logfile`]: a child's log set-up, and reopening its log
+//!   on SIGHUP.
+//! * [`host_kit`]: what the proxy's and the worker's `spp_host` tables
+//!   share (`log`, `count`, `record_latency`, the table builder).
 //! * [`launch`]: the controller → child launch contract.
 
 pub mod doorbell;
 pub mod error;
 pub mod histogram;
+pub mod host_kit;
 pub mod l5;
 pub mod launch;
 pub mod layout;
 pub mod logfile;
+pub mod logging;
 pub mod plugin_metrics;
 pub mod record;
 pub mod ring;

@@ -132,7 +132,9 @@ typedef struct spp_host {
     int (*reply)(void *ctx, uint64_t flow, const uint8_t *data, size_t len);
     /* Close `flow` after its pending bytes are flushed. */
     int (*close)(void *ctx, uint64_t flow);
-    /* Write one line to the host's log. `text` need not be NUL-terminated. */
+    /* Write one line to the host's log. `text` need not be NUL-terminated:
+     * the line is its first `len` bytes, cut at the first NUL if any
+     * (trailing CR/LF trimmed, invalid UTF-8 replaced). NULL logs nothing. */
     void (*log)(void *ctx, int level, const char *text, size_t len);
 
     /* ---- appended in ABI 1 (check `size` before use: a host whose

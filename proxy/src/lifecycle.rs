@@ -42,17 +42,7 @@ impl Proxy {
     /// SIGHUP: reopens the log file onto stdout and stderr, so a rotated
     /// file is let go.
     fn reopen_log(&self) {
-        let Some(path) = &self.log_file else {
-            tracing::info!("SIGHUP: no log file to reopen");
-            return;
-        };
-        match spp_ipc::logfile::reopen_stdio(path) {
-            Ok(()) => tracing::info!(file = %path.display(), "SIGHUP: log file reopened"),
-            Err(e) => tracing::error!(
-                file = %path.display(),
-                "SIGHUP: cannot reopen the log file, logging on to the old one: {e}"
-            ),
-        }
+        spp_ipc::logfile::reopen_after_sighup(self.log_file.as_deref());
     }
 
     /// SIGTERM: stop taking new work; keep serving what is in flight.

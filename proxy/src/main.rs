@@ -39,9 +39,8 @@ mod udp;
 use anyhow::Context;
 use error::ProxyError;
 use event_loop::Proxy;
-use spp_ipc::launch::{exit_code, Launch, ProxyLaunch, DEFAULT_LOG_LEVEL};
+use spp_ipc::launch::{exit_code, Launch, ProxyLaunch};
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let launch = match Launch::from_env() {
@@ -74,15 +73,7 @@ fn exit_status(code: i32) -> ExitCode {
 }
 
 fn init_logging(level: &str) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|e| {
-        eprintln!("spp-proxy: log level {level:?} is not a valid filter ({e}); using {DEFAULT_LOG_LEVEL:?}");
-        EnvFilter::new(DEFAULT_LOG_LEVEL)
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(true)
-        .init();
+    spp_ipc::logging::init("spp-proxy", level);
 }
 
 fn run(launch: &ProxyLaunch) -> anyhow::Result<()> {

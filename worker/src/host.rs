@@ -1,10 +1,9 @@
 //! The `spp_host` services table a worker hands its plugin: `reply`,
-//! `close`, `log`, and the plugin metrics `count` / `record_latency`
-//! (named counters and latency histograms in the pair header's
-//! `PluginMetrics` block, lock-free from any thread), the L5 routing
-//! services `get_route` / `get_route_hash` / `report` ([`crate::l5`], from
-//! the route table in [`Shared`], any thread), plus role, group and worker
-//! index.
+//! `close`, the L5 routing services `get_route` / `get_route_hash` /
+//! `report` ([`crate::l5`], from the route table in [`Shared`], any
+//! thread), plus role, group and worker index. `log` and the plugin
+//! metrics `count` / `record_latency` (into the pair header's
+//! `PluginMetrics` block) are the shared ones of [`spp_ipc::host_kit`].
 //!
 //! The table and its context are leaked, so they stay at one address for the
 //! process's life (plugins keep the pointer, and their threads may outlive
@@ -26,14 +25,14 @@ use crate::respond::Responder;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam::queue::ArrayQueue;
 use spp_ipc::doorbell::wake_if_sleeping;
+use spp_ipc::host_kit::{self, catch_panic, HostCtx, RoleFns, TableRole, PANICKED};
 use spp_ipc::l5::table::RouteTable;
-use spp_ipc::plugin_metrics;
 use spp_plugin_api::abi::{
-    HostFns, SppHost, SppL5Route, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED,
-    SPP_LOG_DEBUG, SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_OK, SPP_ROLE_WORKER,
+    SppHost, SppL5Route, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED, SPP_L5_SYSTEM,
+    SPP_OK,
 };
 use std::cell::{Cell, RefCell};
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Deferred replies (from plugin threads) waiting for the main loop at most.
@@ -83,8 +82,8 @@ enum Deferred {
     Close { flow: u64 },
 }
 
-/// What the table's `ctx` points to.
-struct HostCtx {
+/// The worker's part of the table's context.
+struct WorkerCtx {
     responder: MainThreadOnly<RefCell<Responder>>,
     deferred_tx: Sender<Deferred>,
     deferred_rx: Receiver<Deferred>,
@@ -102,11 +101,14 @@ struct HostCtx {
     shared: &'static Shared,
 }
 
+/// The context behind the table's `ctx`.
+type Ctx = HostCtx<WorkerCtx>;
+
 /// The installed services: the table for `spp_init` and the main loop's
 /// handle on the response side.
 #[derive(Clone, Copy)]
 pub struct HostServices {
-    ctx: &'static HostCtx,
+    ctx: &'static Ctx,
     table: &'static SppHost,
 }
 
@@ -141,28 +143,29 @@ impl HostServices {
         byte_budget: usize,
     ) -> Self {
         let (deferred_tx, deferred_rx) = bounded(DEFERRED_CAPACITY);
-        let ctx: &'static HostCtx = Box::leak(Box::new(HostCtx {
-            max_reply: responder.max_reply(),
-            responder: MainThreadOnly(RefCell::new(responder)),
-            deferred_tx,
-            deferred_rx,
-            deferred_dropped: AtomicU64::new(0),
-            deferred_bytes: AtomicUsize::new(0),
-            byte_budget,
-            pool: ArrayQueue::new(POOL_BUFFERS),
-            shared,
-        }));
-        let table: &'static SppHost = Box::leak(Box::new(SppHost::new(
-            SPP_ROLE_WORKER,
-            group,
-            worker_index,
-            (ctx as *const HostCtx).cast_mut().cast(),
-            HostFns {
+        let ctx: &'static Ctx = Box::leak(Box::new(HostCtx::new(
+            &shared.pair_header().plugin,
+            WorkerCtx {
+                max_reply: responder.max_reply(),
+                responder: MainThreadOnly(RefCell::new(responder)),
+                deferred_tx,
+                deferred_rx,
+                deferred_dropped: AtomicU64::new(0),
+                deferred_bytes: AtomicUsize::new(0),
+                byte_budget,
+                pool: ArrayQueue::new(POOL_BUFFERS),
+                shared,
+            },
+        )));
+        let table: &'static SppHost = Box::leak(Box::new(host_kit::table(
+            TableRole::Worker {
+                group,
+                index: worker_index,
+            },
+            ctx,
+            RoleFns {
                 reply: host_reply,
                 close: host_close,
-                log: host_log,
-                count: host_count,
-                record_latency: host_record_latency,
                 get_route: host_get_route,
                 get_route_hash: host_get_route_hash,
                 report: host_report,
@@ -179,20 +182,20 @@ impl HostServices {
     /// Runs `f` on the response side. `None` off the main thread or while a
     /// hook that replied is still being called back into (re-entry).
     pub fn with_responder<R>(&self, f: impl FnOnce(&mut Responder) -> R) -> Option<R> {
-        let cell = self.ctx.responder.get()?;
+        let cell = self.ctx.role.responder.get()?;
         let mut responder = cell.try_borrow_mut().ok()?;
         Some(f(&mut responder))
     }
 
     /// Whether plugin threads have replies waiting.
     pub fn has_deferred(&self) -> bool {
-        !self.ctx.deferred_rx.is_empty()
+        !self.ctx.role.deferred_rx.is_empty()
     }
 
     /// Moves up to `limit` deferred replies into the response ring (main
     /// thread). Returns how many it moved.
     pub fn forward_deferred(&self, limit: usize) -> usize {
-        let ctx = self.ctx;
+        let ctx = &self.ctx.role;
         self.with_responder(|responder| {
             let mut moved = 0;
             while moved < limit {
@@ -219,7 +222,7 @@ impl HostServices {
     /// Folds plugin threads' refusals into the counters, then publishes the
     /// response ring (and `completed_seq`), waking the proxy if it sleeps.
     pub fn publish(&self) {
-        let dropped = &self.ctx.deferred_dropped;
+        let dropped = &self.ctx.role.deferred_dropped;
         self.with_responder(|responder| {
             if dropped.load(Ordering::Relaxed) != 0 {
                 responder.tally().replies_dropped += dropped.swap(0, Ordering::Relaxed);
@@ -229,7 +232,7 @@ impl HostServices {
     }
 }
 
-impl HostCtx {
+impl WorkerCtx {
     fn reply(&self, flow: u64, data: &[u8]) -> c_int {
         if let Some(cell) = self.responder.get() {
             return match cell.try_borrow_mut() {
@@ -306,95 +309,48 @@ impl HostCtx {
     }
 }
 
+/// The worker's context behind a table's `ctx`.
+///
+/// # Safety
+/// `ctx` must be null or the table's `ctx`.
+unsafe fn worker_ctx<'a>(ctx: *mut c_void) -> Option<&'a WorkerCtx> {
+    // SAFETY: the only `ctx` we hand out is a leaked `&'static Ctx`.
+    unsafe { Ctx::from_ctx(ctx) }.map(|ctx| &ctx.role)
+}
+
+/// `spp_host.reply`: into the ring on the main thread, deferred elsewhere.
+///
 /// # Safety
 /// `ctx` must be the table's `ctx`; `data` must point to `len` readable bytes
 /// (or `len` must be 0).
 unsafe extern "C" fn host_reply(ctx: *mut c_void, flow: u64, data: *const u8, len: usize) -> c_int {
-    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
-    let Some(ctx) = (unsafe { ctx.cast::<HostCtx>().as_ref() }) else {
-        return SPP_ERR_UNSUPPORTED;
-    };
-    let data = match (data.is_null(), len) {
-        (_, 0) => &[][..],
-        (true, _) => return SPP_ERR_UNSUPPORTED,
-        // SAFETY: the caller guarantees `len` readable bytes at `data`.
-        (false, _) => unsafe { std::slice::from_raw_parts(data, len) },
-    };
-    ctx.reply(flow, data)
+    catch_panic(PANICKED, || {
+        // SAFETY: forwarded from the caller.
+        let Some(ctx) = (unsafe { worker_ctx(ctx) }) else {
+            return SPP_ERR_UNSUPPORTED;
+        };
+        let data = match (data.is_null(), len) {
+            (_, 0) => &[][..],
+            (true, _) => return SPP_ERR_UNSUPPORTED,
+            // SAFETY: the caller guarantees `len` readable bytes at `data`.
+            (false, _) => unsafe { std::slice::from_raw_parts(data, len) },
+        };
+        ctx.reply(flow, data)
+    })
 }
 
+/// `spp_host.close`: as for [`host_reply`].
+///
 /// # Safety
 /// `ctx` must be the table's `ctx`.
 unsafe extern "C" fn host_close(ctx: *mut c_void, flow: u64) -> c_int {
-    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
-    match unsafe { ctx.cast::<HostCtx>().as_ref() } {
-        Some(ctx) => ctx.close(flow),
-        None => SPP_ERR_UNSUPPORTED,
-    }
-}
-
-/// `spp_host.count`: the worker's plugin counters in its pair header.
-///
-/// # Safety
-/// `name` must point to `name_len` readable bytes (or be null).
-unsafe extern "C" fn host_count(
-    ctx: *mut c_void,
-    name: *const c_char,
-    name_len: usize,
-    delta: u64,
-) -> c_int {
-    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
-    match unsafe { ctx.cast::<HostCtx>().as_ref() } {
+    catch_panic(PANICKED, || {
         // SAFETY: forwarded from the caller.
-        Some(ctx) => unsafe {
-            plugin_metrics::host_count(&ctx.shared.pair_header().plugin, name, name_len, delta)
-        },
-        None => SPP_ERR_UNSUPPORTED,
-    }
-}
-
-/// `spp_host.record_latency`: the worker's plugin histograms.
-///
-/// # Safety
-/// As for [`host_count`].
-unsafe extern "C" fn host_record_latency(
-    ctx: *mut c_void,
-    name: *const c_char,
-    name_len: usize,
-    nanos: u64,
-) -> c_int {
-    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
-    match unsafe { ctx.cast::<HostCtx>().as_ref() } {
-        // SAFETY: forwarded from the caller.
-        Some(ctx) => unsafe {
-            plugin_metrics::host_record_latency(
-                &ctx.shared.pair_header().plugin,
-                name,
-                name_len,
-                nanos,
-            )
-        },
-        None => SPP_ERR_UNSUPPORTED,
-    }
-}
-
-/// # Safety
-/// `text` must point to `len` readable bytes (or be null).
-unsafe extern "C" fn host_log(_ctx: *mut c_void, level: c_int, text: *const c_char, len: usize) {
-    if text.is_null() {
-        return;
-    }
-    // SAFETY: the caller guarantees `len` readable bytes at `text`.
-    let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) };
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim_end_matches(['\n', '\r', '\0']);
-    match level {
-        SPP_LOG_ERROR => tracing::error!(target: "plugin", "{text}"),
-        SPP_LOG_WARN => tracing::warn!(target: "plugin", "{text}"),
-        SPP_LOG_INFO => tracing::info!(target: "plugin", "{text}"),
-        SPP_LOG_DEBUG => tracing::debug!(target: "plugin", "{text}"),
-        _ => tracing::trace!(target: "plugin", level, "{text}"),
-    }
+        match unsafe { worker_ctx(ctx) } {
+            Some(ctx) => ctx.close(flow),
+            None => SPP_ERR_UNSUPPORTED,
+        }
+    })
 }
 
 /// The route table the services answer from (`None`: L5 is off here).
@@ -402,8 +358,8 @@ unsafe extern "C" fn host_log(_ctx: *mut c_void, level: c_int, text: *const c_ch
 /// # Safety
 /// `ctx` must be the table's `ctx` (or null).
 unsafe fn routes_of<'a>(ctx: *mut c_void) -> Option<&'a RouteTable> {
-    // SAFETY: the only `ctx` we hand out is a leaked `&'static HostCtx`.
-    let ctx = unsafe { ctx.cast::<HostCtx>().as_ref() }?;
+    // SAFETY: forwarded from the caller.
+    let ctx = unsafe { worker_ctx(ctx) }?;
     ctx.shared.routes.as_ref()
 }
 
@@ -418,7 +374,9 @@ unsafe extern "C" fn host_get_route(
     out: *mut SppL5Route,
 ) -> c_int {
     // SAFETY: forwarded from the caller.
-    unsafe { l5::get_route(routes_of(ctx), modid, cmdid, out) }
+    catch_panic(SPP_L5_SYSTEM, || unsafe {
+        l5::get_route(routes_of(ctx), modid, cmdid, out)
+    })
 }
 
 /// `spp_host.get_route_hash`: [`l5::get_route_hash`].
@@ -433,7 +391,9 @@ unsafe extern "C" fn host_get_route_hash(
     out: *mut SppL5Route,
 ) -> c_int {
     // SAFETY: forwarded from the caller.
-    unsafe { l5::get_route_hash(routes_of(ctx), modid, cmdid, key, out) }
+    catch_panic(SPP_L5_SYSTEM, || unsafe {
+        l5::get_route_hash(routes_of(ctx), modid, cmdid, key, out)
+    })
 }
 
 /// `spp_host.report`: [`l5::report`].
@@ -447,7 +407,9 @@ unsafe extern "C" fn host_report(
     latency_us: u64,
 ) -> c_int {
     // SAFETY: forwarded from the caller.
-    unsafe { l5::report(routes_of(ctx), route, result, latency_us) }
+    catch_panic(SPP_L5_SYSTEM, || unsafe {
+        l5::report(routes_of(ctx), route, result, latency_us)
+    })
 }
 
 #[cfg(test)]
@@ -473,7 +435,7 @@ mod tests {
         const BUDGET: usize = 100;
         let (shared, responder, mut consumer) = setup();
         let host = HostServices::build(shared, responder, 1, 0, BUDGET);
-        let ctx = host.ctx;
+        let ctx = &host.ctx.role;
         // Off the main thread every reply is deferred.
         as_main_thread(false);
         assert_eq!(ctx.reply(1, &[1; 60]), SPP_OK);
@@ -690,10 +652,8 @@ mod tests {
         }
         let mut route = SppL5Route::default();
         // SAFETY: `route` is a live, writable `SppL5Route`.
-        assert_eq!(
-            unsafe { (raw.get_route)(raw.ctx, 64001, 1, &mut route) },
-            SPP_OK
-        );
+        let code = unsafe { (raw.get_route)(raw.ctx, 64001, 1, &mut route) };
+        assert_eq!(code, SPP_OK);
         route.addr.family = 99;
         // SAFETY: `route` is a live `SppL5Route`.
         let code = unsafe { (raw.report)(raw.ctx, &route, 0, 1) };

@@ -37,10 +37,8 @@ use spp_ipc::launch::{Launch, WorkerLaunch, DEFAULT_LOG_LEVEL};
 use spp_ipc::layout::WorkerState;
 use spp_plugin_api::host::{PluginLibrary, Role};
 use std::ffi::CString;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let launch = Launch::from_env();
@@ -66,21 +64,7 @@ fn main() -> ExitCode {
 
 /// tracing to stderr with the launch spec's filter.
 fn init_logging(level: &str) {
-    let (filter, bad) = match EnvFilter::try_new(level) {
-        Ok(filter) => (filter, None),
-        Err(err) => (EnvFilter::new(DEFAULT_LOG_LEVEL), Some(err)),
-    };
-    // Only fails if a subscriber is already set, which nothing here does.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-    if let Some(err) = bad {
-        tracing::warn!(
-            "log level {level:?} is not a valid filter ({err}); using {DEFAULT_LOG_LEVEL:?}"
-        );
-    }
+    spp_ipc::logging::init("spp-worker", level);
 }
 
 /// Starts the worker and serves until drained.

@@ -298,17 +298,7 @@ impl Server {
         if !self.signals.take_reopen() {
             return;
         }
-        let Some(path) = &self.log_file else {
-            tracing::debug!("SIGHUP: no log file to reopen");
-            return;
-        };
-        match spp_ipc::logfile::reopen_stdio(path) {
-            Ok(()) => tracing::info!(file = %path.display(), "log file reopened"),
-            Err(err) => tracing::warn!(
-                file = %path.display(),
-                "cannot reopen the log file ({err}); logging on to the old one"
-            ),
-        }
+        spp_ipc::logfile::reopen_after_sighup(self.log_file.as_deref());
     }
 
     /// Serves until the proxy pushes nothing more and the ring is empty

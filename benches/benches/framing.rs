@@ -19,14 +19,13 @@
 mod common;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use spp_plugin_api::abi::{
-    HostFns, SppConnInfo, SppHost, SPP_ERR_UNSUPPORTED, SPP_OK, SPP_ROLE_PROXY,
-};
+use spp_ipc::host_kit::{self, HostCtx, RoleFns, TableRole};
+use spp_ipc::plugin_metrics::PluginMetrics;
+use spp_plugin_api::abi::{SppConnInfo, SppHost, SPP_OK};
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed};
 use spp_plugin_api::host::{PluginLibrary, Role};
-use spp_plugin_api::no_l5;
 use spp_plugin_api::Input;
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_int, c_void};
 use std::path::PathBuf;
 
 /// Payload bytes of every frame.
@@ -84,38 +83,16 @@ unsafe extern "C" fn no_close(_: *mut c_void, _: u64) -> c_int {
     SPP_OK
 }
 
-/// `spp_host.log`: the echo plugin logs only a bad config.
-unsafe extern "C" fn log_to_stderr(_: *mut c_void, _: c_int, text: *const c_char, len: usize) {
-    if !text.is_null() {
-        // SAFETY: the plugin passes `len` readable bytes at `text`.
-        let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) };
-        eprintln!("echo plugin: {}", String::from_utf8_lossy(bytes));
-    }
-}
-
-/// A metrics service that refuses: the bench measures framing only.
-unsafe extern "C" fn no_count(_: *mut c_void, _: *const c_char, _: usize, _: u64) -> c_int {
-    SPP_ERR_UNSUPPORTED
-}
-
-/// The host table handed to `spp_init`, leaked: it must outlive the
-/// plugin, which may keep the pointer.
+/// The proxy's host table built by the shared kit (log, metrics into a
+/// private block) with services that never reply or close; leaked with
+/// its context: the plugin may keep the pointer.
 fn host_table() -> &'static SppHost {
-    Box::leak(Box::new(SppHost::new(
-        SPP_ROLE_PROXY,
-        0,
-        0,
-        std::ptr::null_mut(),
-        HostFns {
-            reply: no_reply,
-            close: no_close,
-            log: log_to_stderr,
-            count: no_count,
-            record_latency: no_count,
-            get_route: no_l5::get_route,
-            get_route_hash: no_l5::get_route_hash,
-            report: no_l5::report,
-        },
+    let metrics: &'static PluginMetrics = Box::leak(PluginMetrics::boxed());
+    let ctx: &'static HostCtx<()> = Box::leak(Box::new(HostCtx::new(metrics, ())));
+    Box::leak(Box::new(host_kit::table(
+        TableRole::Proxy,
+        ctx,
+        RoleFns::without_l5(no_reply, no_close),
     )))
 }
 

@@ -285,8 +285,7 @@ mod tests {
 
     /// A zeroed metrics block for the life of the test binary.
     fn metrics() -> &'static PluginMetrics {
-        // SAFETY: all-zero is a valid value of every field (atomics).
-        Box::leak(unsafe { Box::<PluginMetrics>::new_zeroed().assume_init() })
+        Box::leak(PluginMetrics::boxed())
     }
 
     /// `log_line` over a Rust slice.

@@ -180,6 +180,15 @@ pub struct PluginMetricsSnapshot {
 }
 
 impl PluginMetrics {
+    /// A zeroed block on the heap (built there: ~80 KiB would strain a
+    /// stack), for a host without shared memory (tests, benches): nothing
+    /// outside this process sees it.
+    pub fn boxed() -> Box<Self> {
+        // SAFETY: all-zero is a valid value of every field (atomics and
+        // byte arrays), and `new_zeroed` allocates for `Self`'s layout.
+        unsafe { Box::<Self>::new_zeroed().assume_init() }
+    }
+
     /// Adds `delta` to the counter `name`, creating it at first use.
     pub fn count(&self, name: &[u8], delta: u64) -> Result<(), MetricError> {
         let counter = self.find(name, self.counters.iter().map(|c| (&c.name, c)))?;
@@ -307,9 +316,7 @@ mod tests {
     use super::*;
 
     fn block() -> Box<PluginMetrics> {
-        // SAFETY: all-zero is a valid value of every field (atomics), and
-        // Box::new_zeroed keeps the 80 KiB block off the stack.
-        unsafe { Box::<PluginMetrics>::new_zeroed().assume_init() }
+        PluginMetrics::boxed()
     }
 
     #[test]

@@ -306,8 +306,7 @@ mod tests {
     /// A zeroed metrics block for the life of the test binary, as the
     /// proxy region's is for the proxy's.
     fn metrics() -> &'static PluginMetrics {
-        // SAFETY: all-zero is a valid value of every field (atomics).
-        Box::leak(unsafe { Box::<PluginMetrics>::new_zeroed().assume_init() })
+        Box::leak(PluginMetrics::boxed())
     }
 
     /// `reply` through our own table.

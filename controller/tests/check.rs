@@ -160,10 +160,8 @@ fn max_connections_beyond_the_hard_fd_limit_is_refused() {
         rlim_max: 0,
     };
     // SAFETY: a valid out pointer.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0);
     // The most connections the proxy takes; with the fds it inherits they
     // need more files than the usual hard limit (1Mi) allows.
     let most = spp_ipc::launch::MAX_FLOW_SLOTS as u64;

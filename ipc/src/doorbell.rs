@@ -30,8 +30,8 @@ impl Doorbell {
         if raw < 0 {
             return Err(IpcError::last_os("eventfd"));
         }
-        // SAFETY: a fresh fd we own.
         Ok(Doorbell {
+            // SAFETY: a fresh fd we own.
             fd: unsafe { OwnedFd::from_raw_fd(raw) },
         })
     }
@@ -41,8 +41,8 @@ impl Doorbell {
     /// # Safety
     /// `fd` must be an open eventfd this process owns.
     pub unsafe fn from_raw_fd(fd: RawFd) -> Self {
-        // SAFETY: ownership is transferred by the caller.
         Doorbell {
+            // SAFETY: ownership is transferred by the caller.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         }
     }

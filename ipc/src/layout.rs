@@ -486,6 +486,7 @@ mod tests {
         };
         // SAFETY: as above.
         let dup = unsafe { libc::dup(pair.raw_fd()) };
+        // SAFETY: `dup` is a fresh fd of a live region, handed over.
         assert!(unsafe { PairRegion::open(dup, wrong) }.is_err());
     }
 }

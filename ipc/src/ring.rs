@@ -510,6 +510,7 @@ mod tests {
         unsafe { init(region.as_ptr(), capacity).unwrap() };
         // SAFETY: the region outlives both ends in every test.
         let p = unsafe { Producer::attach(region.as_ptr(), capacity).unwrap() };
+        // SAFETY: as above; the one consumer.
         let c = unsafe { Consumer::attach(region.as_ptr(), capacity).unwrap() };
         (region, p, c)
     }

@@ -88,10 +88,11 @@ impl PluginLibrary {
             source,
         })?;
 
-        // SAFETY: each symbol is looked up with the type `spp_plugin.h`
-        // declares for it; the pointers stay valid while `lib` lives, and
-        // `PluginLibrary` keeps `lib` for as long as it hands them out.
         let get = |sym: &'static [u8]| -> Option<*const ()> {
+            // SAFETY: each symbol is looked up as an untyped pointer and
+            // cast to the type `spp_plugin.h` declares for it below; the
+            // pointers stay valid while `lib` lives, and `PluginLibrary`
+            // keeps `lib` for as long as it hands them out.
             unsafe { lib.get::<*const ()>(sym) }.ok().map(|s| *s)
         };
         let version_ptr = get(symbols::ABI_VERSION).ok_or(LoadError::MissingHook {
@@ -109,7 +110,7 @@ impl PluginLibrary {
             });
         }
 
-        // SAFETY (all transmutes below): each pointer is the symbol of that
+        // SAFETY: (all transmutes below) each pointer is the symbol of that
         // name, whose C signature is the target type (spp_plugin.h).
         let plugin = unsafe {
             PluginLibrary {

@@ -325,6 +325,7 @@ fn serve(
     // SAFETY: this thread is the only request consumer and response
     // producer of the pair while it runs; the regions outlive it (Arc).
     let mut requests = unsafe { pair.request_consumer() }.unwrap();
+    // SAFETY: as above.
     let mut responses = unsafe { pair.response_producer() }.unwrap();
     requests.discard_all();
     let h = pair.header();

@@ -1,12 +1,12 @@
-//! The safe Rust layer for plugin authors: the [`Plugin`] trait, the
-//! [`Host`] services handle, and the glue ([`rt`]) that
-//! [`export_plugin!`](crate::export_plugin) expands to. Panics are caught
-//! here, at the FFI boundary, and turned into [`SPP_HOOK_PANICKED`].
+//! The safe Rust view of the ABI's values: a request's connection info
+//! ([`Conn`]), what the hooks answer ([`Input`], [`Processed`],
+//! [`AfterException`]), why the proxy raised an exception
+//! ([`ExceptionReason`]) and the [`Host`] services handle. The hooks
+//! themselves are the traits of [`crate::hooks`].
 
 use crate::abi::*;
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::c_int;
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Connection info of a request, as a safe view over [`SppConnInfo`].
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +50,37 @@ pub enum Input {
     Close,
 }
 
+/// What `process` did with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Processed {
+    /// Handled: answered now, or to be answered later through the
+    /// [`Host`] (return code 0).
+    Done,
+    /// Close the connection once its pending bytes are flushed (return
+    /// code -1).
+    Close,
+}
+
+impl Processed {
+    /// [`Processed::Done`] when the reply was queued, else
+    /// [`Processed::Close`]: the usual end of a `process` that answers at
+    /// once.
+    pub fn replied(sent: Result<(), HostError>) -> Self {
+        match sent {
+            Ok(()) => Processed::Done,
+            Err(_) => Processed::Close,
+        }
+    }
+
+    /// The `spp_process` return code.
+    pub fn code(self) -> c_int {
+        match self {
+            Processed::Done => 0,
+            Processed::Close => -1,
+        }
+    }
+}
+
 /// What to do with the connection after `exception`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AfterException {
@@ -76,7 +107,7 @@ pub enum ExceptionReason {
 }
 
 impl ExceptionReason {
-    fn from_raw(raw: c_int) -> Self {
+    pub(crate) fn from_raw(raw: c_int) -> Self {
         match raw {
             SPP_EXC_QUEUE_FULL => Self::QueueFull,
             SPP_EXC_NO_WORKER => Self::NoWorker,
@@ -324,265 +355,6 @@ impl Host {
         // SAFETY: the host reads exactly `name_len` bytes from `name`.
         host_result(unsafe {
             (self.0.record_latency)(self.0.ctx, name.as_ptr().cast(), name.len(), nanos)
-        })
-    }
-}
-
-/// A business plugin. Implement it and export it with
-/// [`export_plugin!`](crate::export_plugin). One value is created per
-/// process by [`Plugin::init`] and shared by every hook (hence `Sync`).
-pub trait Plugin: Send + Sync + Sized + 'static {
-    /// Builds the plugin. `conf` is the group's `plugin_conf` string. An
-    /// `Err(code)` makes the process exit with that (non-zero) code.
-    fn init(host: Host, conf: &str) -> Result<Self, i32>;
-
-    /// Proxy: finds the end of the first request in `buf`.
-    fn input(&self, conn: Conn<'_>, buf: &[u8]) -> Input;
-
-    /// Proxy: the group id that serves `req` (default 1).
-    fn route(&self, _conn: Conn<'_>, _req: &[u8]) -> u32 {
-        SPP_DEFAULT_GROUP
-    }
-
-    /// Worker: handles one request, replying through the [`Host`] now or
-    /// later. `Err(())` closes the connection after pending bytes flush.
-    #[allow(clippy::result_unit_err)]
-    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Result<(), ()>;
-
-    /// Proxy: a request could not be handed to a worker; `req` is `None`
-    /// when its bytes are gone. Default: close the connection.
-    fn exception(
-        &self,
-        _conn: Conn<'_>,
-        _req: Option<&[u8]>,
-        _why: ExceptionReason,
-    ) -> AfterException {
-        AfterException::Close
-    }
-
-    /// Proxy: the connection closed with `leftover` unframed bytes.
-    fn close(&self, _conn: Conn<'_>, _leftover: &[u8]) {}
-
-    /// Both: the process is about to exit normally.
-    fn fini(&self) {}
-}
-
-/// Runtime glue used by [`export_plugin!`](crate::export_plugin). Not part
-/// of the stable API; every function catches panics.
-#[doc(hidden)]
-pub mod rt {
-    use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-
-    /// Panics caught at the boundary in this plugin, for diagnostics.
-    pub static PANICS: AtomicU64 = AtomicU64::new(0);
-
-    /// Per-plugin storage: the macro declares one `static` of this type.
-    pub struct Slot<P> {
-        plugin: OnceLock<P>,
-        host: OnceLock<Host>,
-    }
-
-    impl<P> Slot<P> {
-        /// An empty slot, filled by `init`.
-        pub const fn new() -> Self {
-            Slot {
-                plugin: OnceLock::new(),
-                host: OnceLock::new(),
-            }
-        }
-    }
-
-    impl<P> Default for Slot<P> {
-        fn default() -> Self {
-            Self::new()
-        }
-    }
-
-    fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(value) => value,
-            Err(_) => {
-                PANICS.fetch_add(1, Ordering::Relaxed);
-                fallback
-            }
-        }
-    }
-
-    /// # Safety
-    /// `conn` must be valid for the call (the host guarantees it).
-    unsafe fn conn<'a>(conn: *const SppConnInfo) -> Option<Conn<'a>> {
-        // SAFETY: guaranteed by the caller.
-        unsafe { conn.as_ref() }.map(Conn)
-    }
-
-    /// # Safety
-    /// `ptr` must point to `len` readable bytes, or be null with any `len`.
-    unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
-        if ptr.is_null() || len == 0 {
-            &[]
-        } else {
-            // SAFETY: guaranteed by the caller.
-            unsafe { std::slice::from_raw_parts(ptr, len) }
-        }
-    }
-
-    fn clamp(n: usize) -> c_int {
-        c_int::try_from(n).unwrap_or(c_int::MAX)
-    }
-
-    /// `spp_init`.
-    ///
-    /// # Safety
-    /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn init<P: Plugin>(
-        slot: &Slot<P>,
-        host: *const SppHost,
-        conf: *const c_char,
-    ) -> c_int {
-        guard(SPP_HOOK_PANICKED, || {
-            // SAFETY: the host keeps the table alive until `spp_fini`.
-            let Some(host) = (unsafe { Host::from_raw(host) }) else {
-                return -1;
-            };
-            let conf = if conf.is_null() {
-                String::new()
-            } else {
-                // SAFETY: the host passes a NUL-terminated string.
-                unsafe { CStr::from_ptr(conf) }
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            let _ = slot.host.set(host);
-            match P::init(host, &conf) {
-                Ok(plugin) => {
-                    let _ = slot.plugin.set(plugin);
-                    0
-                }
-                Err(0) => -1,
-                Err(code) => code,
-            }
-        })
-    }
-
-    /// `spp_input`.
-    ///
-    /// # Safety
-    /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn input<P: Plugin>(
-        slot: &Slot<P>,
-        c: *const SppConnInfo,
-        buf: *const u8,
-        len: usize,
-    ) -> c_int {
-        guard(SPP_HOOK_PANICKED, || {
-            // SAFETY: the host passes a `conn` valid for this call.
-            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
-                return -1;
-            };
-            // SAFETY: `buf` holds `len` bytes for this call.
-            match p.input(c, unsafe { bytes(buf, len) }) {
-                Input::Complete(0) | Input::NeedMore => 0,
-                Input::Complete(n) => clamp(n.min(len)),
-                Input::Close => -1,
-            }
-        })
-    }
-
-    /// `spp_route`.
-    ///
-    /// # Safety
-    /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn route<P: Plugin>(
-        slot: &Slot<P>,
-        c: *const SppConnInfo,
-        req: *const u8,
-        len: usize,
-    ) -> c_int {
-        guard(SPP_HOOK_PANICKED, || {
-            // SAFETY: the host passes a `conn` valid for this call.
-            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
-                return -1;
-            };
-            // SAFETY: `req` holds `len` bytes for this call.
-            clamp(p.route(c, unsafe { bytes(req, len) }) as usize)
-        })
-    }
-
-    /// `spp_process`.
-    ///
-    /// # Safety
-    /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn process<P: Plugin>(
-        slot: &Slot<P>,
-        c: *const SppConnInfo,
-        req: *const u8,
-        len: usize,
-    ) -> c_int {
-        guard(SPP_HOOK_PANICKED, || {
-            // SAFETY: the host passes a `conn` valid for this call.
-            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
-                return -1;
-            };
-            // SAFETY: `req` holds `len` bytes for this call.
-            match p.process(c, unsafe { bytes(req, len) }) {
-                Ok(()) => 0,
-                Err(()) => -1,
-            }
-        })
-    }
-
-    /// `spp_exception`.
-    ///
-    /// # Safety
-    /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn exception<P: Plugin>(
-        slot: &Slot<P>,
-        c: *const SppConnInfo,
-        req: *const u8,
-        len: usize,
-        reason: c_int,
-    ) -> c_int {
-        guard(SPP_HOOK_PANICKED, || {
-            // SAFETY: the host passes a `conn` valid for this call.
-            let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) else {
-                return -1;
-            };
-            // SAFETY: `req` holds `len` bytes for this call, or is null.
-            let req = (!req.is_null()).then(|| unsafe { bytes(req, len) });
-            match p.exception(c, req, ExceptionReason::from_raw(reason)) {
-                AfterException::Keep => 0,
-                AfterException::Close => -1,
-            }
-        })
-    }
-
-    /// `spp_close`.
-    ///
-    /// # Safety
-    /// Host-guaranteed pointers per `spp_plugin.h`.
-    pub unsafe fn close<P: Plugin>(
-        slot: &Slot<P>,
-        c: *const SppConnInfo,
-        leftover: *const u8,
-        len: usize,
-    ) {
-        guard((), || {
-            // SAFETY: the host passes a `conn` valid for this call.
-            if let (Some(p), Some(c)) = (slot.plugin.get(), unsafe { conn(c) }) {
-                // SAFETY: `leftover` holds `len` bytes for this call.
-                p.close(c, unsafe { bytes(leftover, len) });
-            }
-        })
-    }
-
-    /// `spp_fini`.
-    pub fn fini<P: Plugin>(slot: &Slot<P>) {
-        guard((), || {
-            if let Some(p) = slot.plugin.get() {
-                p.fini();
-            }
         })
     }
 }

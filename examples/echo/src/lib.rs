@@ -8,7 +8,7 @@
 //! malformed and closes its connection.
 
 use spp_plugin_api::framing::{max_payload_from_conf, u32_be_prefixed};
-use spp_plugin_api::{export_plugin, Conn, Host, Input, Level, Plugin};
+use spp_plugin_api::{export_plugin, Conn, Host, Input, Level, Plugin, Processed};
 
 /// The largest payload accepted unless `plugin_conf` says otherwise.
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 << 20;
@@ -24,6 +24,8 @@ fn parse_conf(conf: &str) -> Result<usize, String> {
 }
 
 impl Plugin for Echo {
+    type ConnState = ();
+
     fn init(host: Host, conf: &str) -> Result<Self, i32> {
         match parse_conf(conf) {
             Ok(max_payload) => Ok(Echo { host, max_payload }),
@@ -34,12 +36,12 @@ impl Plugin for Echo {
         }
     }
 
-    fn input(&self, _conn: Conn<'_>, buf: &[u8]) -> Input {
+    fn input(&self, _conn: Conn<'_>, _state: &mut (), buf: &[u8]) -> Input {
         u32_be_prefixed(buf, self.max_payload)
     }
 
-    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Result<(), ()> {
-        self.host.reply(conn.flow(), req).map_err(|_| ())
+    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Processed {
+        Processed::replied(self.host.reply(conn.flow(), req))
     }
 }
 

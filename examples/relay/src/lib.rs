@@ -69,8 +69,8 @@ use crate::call::CallError;
 use crate::conf::Conf;
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed};
 use spp_plugin_api::{
-    export_plugin, AfterException, Conn, ExceptionReason, Host, Input, Level, Plugin, Route,
-    RouteError,
+    export_plugin, AfterException, Conn, ExceptionReason, Host, Input, Level, OnException, OnFini,
+    Plugin, Processed, Route, RouteError,
 };
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -160,6 +160,8 @@ impl Relay {
 }
 
 impl Plugin for Relay {
+    type ConnState = ();
+
     fn init(host: Host, conf: &str) -> Result<Self, i32> {
         let conf = match conf::parse(conf) {
             Ok(c) if c.sid.is_none() && !host.is_proxy() => {
@@ -176,11 +178,11 @@ impl Plugin for Relay {
         }
     }
 
-    fn input(&self, _conn: Conn<'_>, buf: &[u8]) -> Input {
+    fn input(&self, _conn: Conn<'_>, _state: &mut (), buf: &[u8]) -> Input {
         u32_be_prefixed(buf, self.conf.max_payload)
     }
 
-    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Result<(), ()> {
+    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Processed {
         let answer = match self.conf.sid {
             Some(sid) => self.relay(sid, req),
             None => Err(RouteError::System.code()),
@@ -189,12 +191,15 @@ impl Plugin for Relay {
             self.count("relay_error");
             encode_u32_be_prefixed(&error_payload(code))
         });
-        self.host.reply(conn.flow(), &frame).map_err(|_| ())
+        Processed::replied(self.host.reply(conn.flow(), &frame))
     }
+}
 
+impl OnException for Relay {
     fn exception(
         &self,
         conn: Conn<'_>,
+        _state: &mut (),
         _req: Option<&[u8]>,
         why: ExceptionReason,
     ) -> AfterException {
@@ -211,10 +216,12 @@ impl Plugin for Relay {
             Err(_) => AfterException::Close,
         }
     }
+}
 
+impl OnFini for Relay {
     fn fini(&self) {
         call::forget_all();
     }
 }
 
-export_plugin!(Relay);
+export_plugin!(Relay, hooks: [exception, fini]);

@@ -13,7 +13,7 @@
 //! `plugin_conf` may set `max_payload=N` (bytes), as for the echo plugin.
 
 use spp_plugin_api::framing::{max_payload_from_conf, u32_be_prefixed, U32_PREFIX_LEN};
-use spp_plugin_api::{export_plugin, Conn, Host, Input, Level, Plugin};
+use spp_plugin_api::{export_plugin, Conn, Host, Input, Level, OnRoute, Plugin, Processed};
 
 /// The group that echoes.
 pub const ECHO_GROUP: u32 = 1;
@@ -67,6 +67,8 @@ pub struct TwoGroup {
 }
 
 impl Plugin for TwoGroup {
+    type ConnState = ();
+
     fn init(host: Host, conf: &str) -> Result<Self, i32> {
         match parse_conf(conf) {
             Ok(max_payload) => Ok(TwoGroup { host, max_payload }),
@@ -77,18 +79,18 @@ impl Plugin for TwoGroup {
         }
     }
 
-    fn input(&self, _conn: Conn<'_>, buf: &[u8]) -> Input {
+    fn input(&self, _conn: Conn<'_>, _state: &mut (), buf: &[u8]) -> Input {
         u32_be_prefixed(buf, self.max_payload)
     }
 
-    fn route(&self, _conn: Conn<'_>, req: &[u8]) -> u32 {
-        route_for(req)
-    }
-
-    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Result<(), ()> {
+    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Processed {
         // The proxy only forwards complete frames; anything else is closed.
-        let payload = req.get(U32_PREFIX_LEN..).ok_or(())?;
-        let len = g2_reply_len(payload.len()).ok_or(())?;
+        let Some(payload) = req.get(U32_PREFIX_LEN..) else {
+            return Processed::Close;
+        };
+        let Some(len) = g2_reply_len(payload.len()) else {
+            return Processed::Close;
+        };
         let sent = if len <= STACK_REPLY_MAX {
             let mut buf = [0u8; STACK_REPLY_MAX];
             write_g2_reply(payload, &mut buf[..len]);
@@ -98,11 +100,17 @@ impl Plugin for TwoGroup {
             write_g2_reply(payload, &mut buf);
             self.host.reply(conn.flow(), &buf)
         };
-        sent.map_err(|_| ())
+        Processed::replied(sent)
     }
 }
 
-export_plugin!(TwoGroup);
+impl OnRoute for TwoGroup {
+    fn route(&self, _conn: Conn<'_>, _state: &mut (), req: &[u8]) -> u32 {
+        route_for(req)
+    }
+}
+
+export_plugin!(TwoGroup, hooks: [route]);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 //! The controller keeps one [`NodeHealth`] per node of a sid and, every
 //! [`BalancerConfig::period`], calls [`reshape`] with what each node did in
 //! that period ([`PeriodCounts`], differences of the table's
-//! [`super::table::NodeCounts`]). The result is published into the route
+//! [`super::view::NodeCounts`]). The result is published into the route
 //! table ([`NodeHealth::published_weight`], [`NodeHealth::dead`], the
 //! returned probe budget). The rules, each a small named function below,
 //! and their source in the L5 reference (`shared/reference/l5.md`):
@@ -25,6 +25,7 @@
 //! that answers nothing is dead, and when every node is dead the table fails
 //! open (picks at random among all), as L5 and Polaris do. The pick-time
 //! rules (`skip_ratio`, `trip_errors`, probes) live in
+//! [`super::pick_rules`] and [`super::probe`], applied by
 //! [`super::table::RouteTable::pick`].
 
 use serde::{Deserialize, Serialize};
@@ -176,7 +177,7 @@ impl NodeHealth {
 }
 
 /// What one node did during one period (differences of
-/// [`super::table::NodeCounts`]).
+/// [`super::view::NodeCounts`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeriodCounts {
     /// Successful calls.
@@ -191,10 +192,7 @@ impl PeriodCounts {
     /// What happened between two readings of one slot's counters (`prev`
     /// taken a period before `now`). A counter that went backwards (the
     /// slot was reassigned and zeroed) counts from zero.
-    pub fn between(
-        prev: &super::table::NodeCounts,
-        now: &super::table::NodeCounts,
-    ) -> PeriodCounts {
+    pub fn between(prev: &super::view::NodeCounts, now: &super::view::NodeCounts) -> PeriodCounts {
         let since = |old: u64, new: u64| if new >= old { new - old } else { new };
         PeriodCounts {
             success: since(prev.success, now.success),

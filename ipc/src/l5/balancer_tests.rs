@@ -288,7 +288,7 @@ fn published_weights_are_zero_when_dead_and_at_least_one_when_live() {
 
 #[test]
 fn period_counts_are_differences_and_restart_after_a_reset() {
-    use crate::l5::table::NodeCounts;
+    use crate::l5::view::NodeCounts;
     let prev = NodeCounts {
         success: 10,
         failure: 5,

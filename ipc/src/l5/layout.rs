@@ -17,9 +17,11 @@
 //! `Relaxed` ordering (the seqlock and the `active` flip carry the
 //! ordering), so a reader racing a writer reads stale or mixed values,
 //! never undefined behaviour; the seqlock tells it to retry. Every field
-//! says who writes it. Zero is a valid value of every field.
+//! says who writes it. Zero is a valid value of every field. Ratios in
+//! the header are parts per million ([`crate::l5::pick_rules::PPM`]).
 
-use crate::l5::table::{MAX_NODES, MAX_SIDS};
+pub use crate::l5::hash::mix64;
+use crate::l5::view::{MAX_NODES, MAX_SIDS};
 use crate::l5::Sid;
 use spp_plugin_api::abi::{SPP_AF_INET, SPP_AF_INET6};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -31,8 +33,6 @@ pub const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"SPPL5RT1");
 pub const TABLE_VERSION: u32 = 2;
 /// Bytes of the region.
 pub const TABLE_SIZE: usize = std::mem::size_of::<TableLayout>().next_multiple_of(4096);
-/// Ratios in the header are parts per million.
-pub const PPM: u64 = 1_000_000;
 
 /// The whole region.
 #[repr(C)]
@@ -274,14 +274,6 @@ pub fn addr_hash(addr: &SocketAddr) -> u64 {
     let mut h = mix64(u64::from(family_port) << 32 | u64::from(scope));
     h = mix64(h ^ lo);
     mix64(h ^ hi)
-}
-
-/// splitmix64's finaliser: a bijective 64-bit mix.
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl NodeEntry {

@@ -8,16 +8,46 @@
 //! a route and report its outcome through that table with no lock and no
 //! syscall (plugin host services `get_route`, `get_route_hash`, `report`).
 //!
+//! The modules form three layers, and every `use` points down:
+//!
+//! ```text
+//! mechanism   table (+ table::pick, table::budget), layout
+//!                 shared memory: the seqlock double-buffered routing
+//!                 view, pick over the published weights, outcome counters
+//!     │ uses
+//!     ▼
+//! policy      balancer, pick_rules, probe, rendezvous
+//!                 pure rules: nlb "standard" reshape and Polaris trip,
+//!                 the pick-time skip rule, probe budget spending, the
+//!                 rendezvous hashing choice (no atomics, no layout)
+//!     │ uses
+//!     ▼
+//! plain data  this module (Sid, Instance, L5Error), view, hash
+//! ```
+//!
+//! The mechanism asks the policy what to do and never decides a rule
+//! itself; no policy module imports `table` or `layout` (they name them
+//! in docs only), so the policy is unit-tested without shared memory.
+//!
 //! * [`table`]: the route table (pick, consistent-hash pick, report, and
 //!   the controller's publish and slot bookkeeping);
 //! * [`layout`]: its `#[repr(C)]` shared-memory layout;
-//! * [`balancer`]: the per-period weighting rules.
+//! * [`balancer`]: the per-period weighting rules;
+//! * [`pick_rules`]: the pick-time skip rule, in the header's integer form;
+//! * [`probe`]: when a pick probes a dead node, and which one;
+//! * [`rendezvous`]: weighted rendezvous hashing for `pick_hash`;
+//! * [`view`]: the routing view and counts as plain data (also re-exported
+//!   from [`table`]);
+//! * [`hash`]: `mix64` and `scale`.
 
 pub mod balancer;
+pub mod hash;
 pub mod layout;
-mod probe;
-mod rendezvous;
+pub mod pick_rules;
+pub mod probe;
+pub mod rendezvous;
 pub mod table;
+pub mod view;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -15,8 +15,9 @@
 //!   bumped whenever it changes hands, and a report carrying another epoch
 //!   is dropped.
 //!
-//! Pick rules (the pick-time half of [`super::balancer`]; their numbers come
-//! from [`RouteTable::set_rules`]):
+//! Pick rules (applied in `table::pick`; the rules themselves are the policy of
+//! [`super::pick_rules`], [`super::probe`] and [`super::rendezvous`], their
+//! numbers come from [`RouteTable::set_rules`]):
 //! * weighted random choice by binary search over cumulative weights;
 //! * a node whose success ratio this period (counts since the last publish)
 //!   is below `skip_ratio` with at least `min_requests` samples, or whose
@@ -31,16 +32,21 @@
 //!   ignoring the skip rule; only when every node is dead, any node at
 //!   random (fail open).
 
+mod budget;
+mod pick;
+
+pub use super::view::{NodeCounts, NodeView, Route, SidView, MAX_NODES, MAX_SIDS};
+
 use super::balancer::BalancerConfig;
 use super::layout::{
-    mix64, pack_probe, sid_key, Buffer, NodeEntry, SidEntry, SlotEntry, TableLayout, PPM,
-    TABLE_MAGIC, TABLE_SIZE, TABLE_VERSION,
+    pack_probe, sid_key, sid_of, Buffer, NodeEntry, SidEntry, SlotEntry, TableLayout, TABLE_MAGIC,
+    TABLE_SIZE, TABLE_VERSION,
 };
-use super::probe::{budget_left, probe_candidate, Probe};
-use super::rendezvous::Contender;
+use super::pick_rules::PickRules;
 use super::{Instance, L5Error, Sid};
 use crate::error::IpcError;
 use crate::shm::SharedRegion;
+use budget::budget_left;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -48,69 +54,10 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Mutex;
 
-/// Sids one table holds at most.
-pub const MAX_SIDS: usize = 256;
-/// Nodes (over every sid) one table holds at most.
-pub const MAX_NODES: usize = 4096;
 /// Times a reader retries a buffer being rewritten before [`L5Error::Busy`].
 pub const READ_ATTEMPTS: u32 = 16;
 /// Random picks tried before scanning for a node that is not skipped.
 pub const PICK_ATTEMPTS: u32 = 3;
-
-/// A route handed to a plugin; `report` takes it back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Route {
-    /// The sid asked for.
-    pub sid: Sid,
-    /// The chosen instance.
-    pub addr: SocketAddr,
-    /// The node's stats slot.
-    pub slot: u32,
-    /// The slot's assignment epoch (a report for a reassigned slot is
-    /// dropped).
-    pub slot_epoch: u32,
-}
-
-/// One node as the controller publishes it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct NodeView {
-    /// The instance (sid, address, static weight).
-    pub instance: Instance,
-    /// Current (dynamic) weight; 0 when dead.
-    pub weight: u32,
-    /// Dead: only probes reach it.
-    pub dead: bool,
-    /// Its stats slot (from [`RouteTable::slot_for`]).
-    pub slot: u32,
-}
-
-/// One sid as the controller publishes it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SidView {
-    /// The sid.
-    pub sid: Sid,
-    /// Its nodes.
-    pub nodes: Vec<NodeView>,
-    /// Picks that may go to dead nodes until the next publish (the probe
-    /// share, at least 1 when a node is dead). [`RouteTable::view`] shows
-    /// what is left of it.
-    pub probe_budget: u32,
-}
-
-/// Outcome counters of one slot since it was assigned to its instance.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct NodeCounts {
-    /// Picks.
-    pub picks: u64,
-    /// Reports with result >= 0.
-    pub success: u64,
-    /// Reports with result < 0.
-    pub failure: u64,
-    /// Sum of reported latencies, µs.
-    pub latency_us: u64,
-    /// Failures in a row (reset by a success).
-    pub consecutive_errors: u32,
-}
 
 /// The controller's private index of the stats slots.
 struct SlotBook {
@@ -136,14 +83,6 @@ impl SlotBook {
         }
         book
     }
-}
-
-/// The pick rules as a reader loads them from the header.
-pub(super) struct Rules {
-    pub(super) skip_ppm: u64,
-    pub(super) trip_errors: u32,
-    pub(super) min_requests: u64,
-    pub(super) probe_ppm: u32,
 }
 
 /// The mapped table.
@@ -234,27 +173,27 @@ impl RouteTable {
     }
 
     /// Sets the pick-time rules (controller): `skip_ratio`, `min_requests`,
-    /// `trip_errors`, `probe_share` of `cfg`. Readers see them at their
-    /// next pick.
+    /// `trip_errors`, `probe_share` of `cfg` ([`PickRules::from_config`]).
+    /// Readers see them at their next pick.
     pub fn set_rules(&self, cfg: &BalancerConfig) {
         let h = &self.shared().header;
-        let ppm = |share: f64| (share.clamp(0.0, 1.0) * PPM as f64).round() as u32;
+        let rules = PickRules::from_config(cfg);
         h.skip_ratio_ppm
-            .store(ppm(cfg.skip_ratio), Ordering::Relaxed);
-        h.trip_errors.store(cfg.trip_errors, Ordering::Relaxed);
-        h.min_requests.store(cfg.min_requests, Ordering::Relaxed);
+            .store(rules.skip_ratio_ppm, Ordering::Relaxed);
+        h.trip_errors.store(rules.trip_errors, Ordering::Relaxed);
+        h.min_requests.store(rules.min_requests, Ordering::Relaxed);
         h.probe_share_ppm
-            .store(ppm(cfg.probe_share), Ordering::Relaxed);
+            .store(rules.probe_share_ppm, Ordering::Relaxed);
     }
 
-    fn rules(&self) -> Rules {
+    /// The pick-time rules as the header holds them now.
+    fn rules(&self) -> PickRules {
         let h = &self.shared().header;
-        let trip = h.trip_errors.load(Ordering::Relaxed);
-        Rules {
-            skip_ppm: u64::from(h.skip_ratio_ppm.load(Ordering::Relaxed)),
-            trip_errors: if trip == 0 { u32::MAX } else { trip },
+        PickRules {
+            skip_ratio_ppm: h.skip_ratio_ppm.load(Ordering::Relaxed),
+            trip_errors: h.trip_errors.load(Ordering::Relaxed),
             min_requests: h.min_requests.load(Ordering::Relaxed),
-            probe_ppm: h.probe_share_ppm.load(Ordering::Relaxed),
+            probe_share_ppm: h.probe_share_ppm.load(Ordering::Relaxed),
         }
     }
 
@@ -420,7 +359,7 @@ impl RouteTable {
             let count = (buf.sid_count.load(Ordering::Relaxed) as usize).min(MAX_SIDS);
             let mut out = Vec::with_capacity(count);
             for entry in &buf.sids[..count] {
-                let sid = super::layout::sid_of(entry.key.load(Ordering::Relaxed));
+                let sid = sid_of(entry.key.load(Ordering::Relaxed));
                 let nodes = nodes_of(buf, entry).ok_or(L5Error::Busy)?;
                 out.push(SidView {
                     sid,
@@ -455,173 +394,6 @@ impl RouteTable {
             latency_us: s.latency_us.load(Ordering::Relaxed),
             consecutive_errors: s.consecutive_errors.load(Ordering::Relaxed),
         }
-    }
-
-    /// Weighted-random route for `sid`; `random` is a fresh random u64
-    /// (workers; no lock, no allocation, no syscall). See the module doc
-    /// for the rules.
-    ///
-    /// The node choice is made inside the seqlock read section; the probe
-    /// budget is only spent after that read was validated, by a
-    /// compare-exchange on the generation-tagged budget word, so a retried
-    /// read loses nothing and a late reader of an older publish cannot
-    /// spend the budget of a newer one.
-    pub fn pick(&self, sid: Sid, random: u64) -> Result<Route, L5Error> {
-        let rules = self.rules();
-        let choice = self.read(|buf| self.plan(buf, sid, random, &rules))?;
-        let route = match choice {
-            (_, Some(probe)) if probe.take(&rules) => probe.route,
-            (normal, _) => normal,
-        };
-        self.count_pick(&route);
-        Ok(route)
-    }
-
-    /// The read-section half of [`Self::pick`]: the weighted choice and
-    /// the probe it would make, spending nothing (the caller validates the
-    /// read, then asks [`Probe::take`]).
-    fn plan<'a>(
-        &'a self,
-        buf: &'a Buffer,
-        sid: Sid,
-        random: u64,
-        rules: &Rules,
-    ) -> Result<(Route, Option<Probe<'a>>), L5Error> {
-        let entry = find_sid(buf, sid).ok_or(L5Error::UnknownSid)?;
-        let nodes = nodes_of(buf, entry).ok_or(L5Error::Busy)?;
-        if nodes.is_empty() {
-            return Err(L5Error::NoServer);
-        }
-        let normal = route_to(sid, self.choose(entry, nodes, random, rules));
-        let probe = probe_candidate(entry, nodes, random, rules).map(|node| Probe {
-            entry,
-            route: route_to(sid, node),
-            tag: buf.generation.load(Ordering::Relaxed) as u32,
-            initial: entry.probe_initial.load(Ordering::Relaxed),
-        });
-        Ok((normal, probe))
-    }
-
-    /// The node a weighted pick (not a probe) lands on (`nodes` is not
-    /// empty).
-    fn choose<'b>(
-        &self,
-        entry: &SidEntry,
-        nodes: &'b [NodeEntry],
-        random: u64,
-        rules: &Rules,
-    ) -> &'b NodeEntry {
-        let total = entry.total_weight.load(Ordering::Relaxed);
-        let mut r = random;
-        if total > 0 {
-            for _ in 0..PICK_ATTEMPTS {
-                let node = weighted(nodes, scale(r, total));
-                if !self.skipped(node, rules) {
-                    return node;
-                }
-                r = mix64(r);
-            }
-            let start = scale(r, nodes.len() as u64) as usize;
-            let (after, before) = nodes.split_at(start.min(nodes.len()));
-            if let Some(node) = before
-                .iter()
-                .chain(after)
-                .find(|n| is_live(n) && !self.skipped(n, rules))
-            {
-                return node;
-            }
-            // Every live node is skipped: the skip rule yields, and the
-            // pick stays weighted over the live nodes (a dead node gets
-            // only probes while any node is live).
-            return weighted(nodes, scale(mix64(r ^ 0x5bd1_e995), total));
-        }
-        // Fail open: every node dead.
-        &nodes[(scale(mix64(r ^ 0x5bd1_e995), nodes.len() as u64) as usize).min(nodes.len() - 1)]
-    }
-
-    /// Pick rule "skip": this period's success ratio below `skip_ratio`
-    /// with at least `min_requests` samples, or `trip_errors` failures in
-    /// a row. A node whose slot changed hands is not skipped.
-    fn skipped(&self, node: &NodeEntry, rules: &Rules) -> bool {
-        let Some(slot) = self
-            .shared()
-            .slots
-            .get(node.slot.load(Ordering::Relaxed) as usize)
-        else {
-            return false;
-        };
-        if slot.epoch.load(Ordering::Relaxed) != node.slot_epoch.load(Ordering::Relaxed) {
-            return false;
-        }
-        if slot.consecutive_errors.load(Ordering::Relaxed) >= rules.trip_errors {
-            return true;
-        }
-        let ok = slot
-            .success
-            .load(Ordering::Relaxed)
-            .saturating_sub(node.base_success.load(Ordering::Relaxed));
-        let bad = slot
-            .failure
-            .load(Ordering::Relaxed)
-            .saturating_sub(node.base_failure.load(Ordering::Relaxed));
-        let samples = ok.saturating_add(bad);
-        samples >= rules.min_requests
-            && u128::from(ok) * u128::from(PPM) < u128::from(rules.skip_ppm) * u128::from(samples)
-    }
-
-    /// Counts a pick on the route's slot, unless the slot changed hands.
-    fn count_pick(&self, route: &Route) {
-        if let Some(slot) = self.shared().slots.get(route.slot as usize) {
-            if slot.epoch.load(Ordering::Relaxed) == route.slot_epoch {
-                slot.picks.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Consistent-hash route for `sid` keyed by `key` (same key → same
-    /// node while the node set and weights do not change): weighted
-    /// rendezvous hashing over the live nodes, passing over skipped ones;
-    /// when none is live, over every node by static weight.
-    pub fn pick_hash(&self, sid: Sid, key: u64) -> Result<Route, L5Error> {
-        let rules = self.rules();
-        let key = mix64(key);
-        let route = self.read(|buf| {
-            let entry = find_sid(buf, sid).ok_or(L5Error::UnknownSid)?;
-            let nodes = nodes_of(buf, entry).ok_or(L5Error::Busy)?;
-            let mut best: Option<Contender> = None;
-            let mut best_ok: Option<Contender> = None;
-            for node in nodes.iter().filter(|n| is_live(n)) {
-                let mut c = Contender::new(node, key, node.weight.load(Ordering::Relaxed));
-                // `best_ok` never scores above `best`: beating `best` beats
-                // both, and while they are the same node, losing to `best`
-                // loses to both.
-                if best.as_mut().is_none_or(|b| c.beats(b)) {
-                    if !self.skipped(node, &rules) {
-                        best_ok = Some(c);
-                    }
-                    best = Some(c);
-                } else if best_ok.map(|o| o.node as *const NodeEntry)
-                    != best.map(|b| b.node as *const NodeEntry)
-                    && best_ok.as_mut().is_none_or(|o| c.beats(o))
-                    && !self.skipped(node, &rules)
-                {
-                    best_ok = Some(c);
-                }
-            }
-            if best.is_none() {
-                for node in nodes {
-                    let weight = node.static_weight.load(Ordering::Relaxed).max(1);
-                    let mut c = Contender::new(node, key, weight);
-                    if best.as_mut().is_none_or(|b| c.beats(b)) {
-                        best = Some(c);
-                    }
-                }
-            }
-            let winner = best_ok.or(best).ok_or(L5Error::NoServer)?;
-            Ok(route_to(sid, winner.node))
-        })?;
-        self.count_pick(&route);
-        Ok(route)
     }
 
     /// Records the outcome of a call on `route` (workers): `result` >= 0 is
@@ -738,33 +510,6 @@ fn nodes_of<'b>(buf: &'b Buffer, entry: &SidEntry) -> Option<&'b [NodeEntry]> {
     let first = entry.first.load(Ordering::Relaxed) as usize;
     let count = entry.count.load(Ordering::Relaxed) as usize;
     buf.nodes.get(first..first.checked_add(count)?)
-}
-
-fn is_live(node: &NodeEntry) -> bool {
-    node.dead.load(Ordering::Relaxed) == 0 && node.weight.load(Ordering::Relaxed) > 0
-}
-
-/// The node a weighted draw at `at` (in `0..total_weight`) lands on: the
-/// first whose cumulative weight exceeds it (a dead node adds 0, so it is
-/// never hit while the total is > 0); clamped into range for torn reads.
-fn weighted(nodes: &[NodeEntry], at: u64) -> &NodeEntry {
-    let i = nodes.partition_point(|n| n.cumulative.load(Ordering::Relaxed) <= at);
-    &nodes[i.min(nodes.len() - 1)]
-}
-
-/// `random` scaled to 0..n (multiply-shift: no division, no bias worth
-/// the name).
-pub(super) fn scale(random: u64, n: u64) -> u64 {
-    ((u128::from(random) * u128::from(n)) >> 64) as u64
-}
-
-pub(super) fn route_to(sid: Sid, node: &NodeEntry) -> Route {
-    Route {
-        sid,
-        addr: node.addr(),
-        slot: node.slot.load(Ordering::Relaxed),
-        slot_epoch: node.slot_epoch.load(Ordering::Relaxed),
-    }
 }
 
 #[cfg(test)]

@@ -695,35 +695,5 @@ fn readers_racing_a_writer_never_see_a_torn_entry() {
     assert_eq!(reader.generation(), u64::from(published) + 1);
 }
 
-#[test]
-fn the_rendezvous_shortcuts_agree_with_the_plain_scores() {
-    // SAFETY: every field of `NodeEntry` is an atomic or a u32; all-zero
-    // is a valid value of each.
-    let dummy: NodeEntry = unsafe { std::mem::zeroed() };
-    let mut rng = XorShift(0xbeef);
-    let contender = |hash: u64, weight: u32| Contender {
-        node: &dummy,
-        weight,
-        hash: hash >> 11,
-        neg_ln: f64::NAN,
-    };
-    let plain = |c: &Contender| f64::from(c.weight) / -c.u().ln();
-    let mut disagreements = 0;
-    for i in 0..200_000u32 {
-        let w1 = 100 + (rng.next() % 4) as u32 * if i % 2 == 0 { 0 } else { 900 };
-        let w2 = if i % 3 == 0 {
-            w1
-        } else {
-            100 + (rng.next() % 10_000) as u32
-        };
-        let (mut a, mut b) = (contender(rng.next(), w1), contender(rng.next(), w2));
-        let (sa, sb) = (plain(&a), plain(&b));
-        if a.beats(&mut b) != (sa > sb) && (sa - sb).abs() > 1e-9 * sa.max(sb) {
-            disagreements += 1;
-        }
-    }
-    assert_eq!(disagreements, 0);
-}
-
 #[path = "table_probe_tests.rs"]
 mod probe;

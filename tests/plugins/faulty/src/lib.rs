@@ -6,7 +6,7 @@
 //! | `sleep:<ms>[:...]`    | sleeps `<ms>` milliseconds, then echoes               |
 //! | `panic`               | panics (caught at the boundary; connection closed)    |
 //! | `abort`               | aborts the worker process                             |
-//! | `fail`                | returns an error (connection closed)                  |
+//! | `fail`                | returns [`Processed::Close`] (connection closed)      |
 //! | `later:<ms>`          | echoes from another thread after `<ms>` (deferred)    |
 //! | `count:<name>:<n>`    | `host.count(name, n)`, then echoes                    |
 //! | `lat:<name>:<us>`     | `host.record_latency(name, <us> µs)`, then echoes     |
@@ -23,7 +23,8 @@
 
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed, U32_PREFIX_LEN};
 use spp_plugin_api::{
-    export_plugin, AfterException, Conn, ExceptionReason, Host, HostError, Input, Plugin,
+    export_plugin, AfterException, Conn, ExceptionReason, Host, HostError, Input, OnException,
+    Plugin, Processed,
 };
 use std::time::Duration;
 
@@ -84,16 +85,18 @@ impl Faulty {
         conn: Conn<'_>,
         req: &[u8],
         outcome: Result<(), HostError>,
-    ) -> Result<(), ()> {
+    ) -> Processed {
         let answer = match outcome {
-            Ok(()) => return self.host.reply(conn.flow(), req).map_err(|_| ()),
+            Ok(()) => return Processed::replied(self.host.reply(conn.flow(), req)),
             Err(e) => encode_u32_be_prefixed(format!("refused:{e:?}").as_bytes()),
         };
-        self.host.reply(conn.flow(), &answer).map_err(|_| ())
+        Processed::replied(self.host.reply(conn.flow(), &answer))
     }
 }
 
 impl Plugin for Faulty {
+    type ConnState = ();
+
     fn init(host: Host, conf: &str) -> Result<Self, i32> {
         if conf.trim() == "init_fail" {
             return Err(INIT_FAIL_CODE);
@@ -101,11 +104,11 @@ impl Plugin for Faulty {
         Ok(Faulty { host })
     }
 
-    fn input(&self, _conn: Conn<'_>, buf: &[u8]) -> Input {
+    fn input(&self, _conn: Conn<'_>, _state: &mut (), buf: &[u8]) -> Input {
         u32_be_prefixed(buf, MAX_PAYLOAD)
     }
 
-    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Result<(), ()> {
+    fn process(&self, conn: Conn<'_>, req: &[u8]) -> Processed {
         let body = payload(req);
         if let Some(rest) = body.strip_prefix(b"sleep:") {
             std::thread::sleep(Duration::from_millis(number(rest)));
@@ -114,14 +117,14 @@ impl Plugin for Faulty {
         } else if body == b"abort" {
             std::process::abort();
         } else if body == b"fail" {
-            return Err(());
+            return Processed::Close;
         } else if let Some(rest) = body.strip_prefix(b"later:") {
             let (host, flow, ms, reply) = (self.host, conn.flow(), number(rest), req.to_vec());
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(ms));
                 let _ = host.reply(flow, &reply);
             });
-            return Ok(());
+            return Processed::Done;
         } else if let Some(rest) = body.strip_prefix(b"count:") {
             let (name, delta) = name_and_number(rest);
             let outcome = self.host.count(name, delta);
@@ -133,12 +136,15 @@ impl Plugin for Faulty {
                 .record_latency(name, Duration::from_micros(micros));
             return self.echo_unless_refused(conn, req, outcome);
         }
-        self.host.reply(conn.flow(), req).map_err(|_| ())
+        Processed::replied(self.host.reply(conn.flow(), req))
     }
+}
 
+impl OnException for Faulty {
     fn exception(
         &self,
         conn: Conn<'_>,
+        _state: &mut (),
         _req: Option<&[u8]>,
         why: ExceptionReason,
     ) -> AfterException {
@@ -159,4 +165,4 @@ impl Plugin for Faulty {
     }
 }
 
-export_plugin!(Faulty);
+export_plugin!(Faulty, hooks: [exception]);

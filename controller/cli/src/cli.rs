@@ -196,6 +196,18 @@ pub enum Command {
         #[arg(long)]
         purge: bool,
     },
+    /// Internal: load one plugin the way the role's process will, print
+    /// the verdict as one JSON line and exit 0 (it loads) or 1 (refused).
+    /// Run by `check`, `start` and `reload` so that the long-lived
+    /// controller never loads a business plugin.
+    #[command(name = spp_daemon::plugin_check::SUBCOMMAND, hide = true)]
+    CheckPlugin {
+        /// The process that would load it.
+        #[arg(long, value_parser = ["proxy", "worker"])]
+        role: String,
+        /// The plugin file.
+        path: PathBuf,
+    },
     /// Show the running service's L5 route table: per sid its instances,
     /// weights, health and last period's outcomes.
     L5 {

@@ -19,6 +19,9 @@
 //!   ([`package`]); every `-c FILE` command also takes `--prefix DIR`.
 //! * `spp l5 list -c FILE [--json]`, `spp l5 get -c FILE MODID CMDID
 //!   [--json]`: the L5 route table (weights, health, outcomes).
+//! * `spp __check-plugin --role ROLE PATH` (hidden): one plugin loaded in
+//!   a short-lived process (`spp_daemon::plugin_check`), so that neither
+//!   the CLI nor the controller ever maps a business plugin.
 //!
 //! `status`, `stat`, `stop` and `l5` still work while FILE does not validate
 //! (e.g. mid-edit before a reload): they warn and find the service through

@@ -1,5 +1,6 @@
 //! Operating a running service with the stand-in children: `spp reload`
-//! (refusals, worker replacement, a failing new plugin), scale-down, the
+//! (refusals, worker replacement, a failing new plugin, plugins checked in
+//! children, never in the controller), scale-down, the
 //! hang kill, SIGHUP, `spp stat` and `spp restart`; `status`, `stat` and
 //! `stop` while the config file does not validate.
 
@@ -134,6 +135,45 @@ fn reload_replaces_every_worker_then_applies_the_new_count() {
         log.contains("replaced by reload: killed by signal 15"),
         "{log}"
     );
+}
+
+#[test]
+fn the_controller_never_loads_a_plugin_its_checks_run_in_children() {
+    // glibc's loader writes what each process loads to `ld.<pid>`.
+    let svc = Service::new(1, "");
+    let ld = svc.path("ld");
+    let out = svc
+        .command(&["start", "--wait", "20s"])
+        .env("LD_DEBUG", "files")
+        .env("LD_DEBUG_OUTPUT", &ld)
+        .output()
+        .expect("run spp");
+    assert!(out.status.success(), "start failed: {}", text(&out));
+    let controller = svc.status().expect("status")["controller_pid"]
+        .as_u64()
+        .expect("controller pid");
+    let out = svc.spp(&["reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(svc.status().expect("status")["config_generation"], 1);
+
+    let maps = std::fs::read_to_string(format!("/proc/{controller}/maps")).expect("maps");
+    assert!(!maps.contains("libspp_echo"), "{maps}");
+    let own = std::fs::read_to_string(format!("{}.{controller}", ld.display()))
+        .expect("the controller's loader log");
+    assert!(own.contains("file="), "LD_DEBUG had no effect: {own}");
+    assert!(
+        !own.contains("libspp_echo"),
+        "the controller loaded a plugin"
+    );
+    // The controller's own start check and the reload's, each of the
+    // proxy's and the worker's plugin, in children.
+    let checkers = std::fs::read_dir(svc.dir.path())
+        .expect("service dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ld."))
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("libspp_echo")))
+        .count();
+    assert!(checkers >= 4, "{checkers} processes loaded the plugin");
 }
 
 #[test]

@@ -217,6 +217,16 @@ pub const KILL_REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of a child's log quoted when it fails to start.
 pub const LOG_TAIL_LINES: usize = 5;
 
+// ---- plugin checks -----------------------------------------------------------
+
+/// The longest a plugin check (a child process that loads one plugin) may
+/// take before it is killed and the plugin refused.
+pub const PLUGIN_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the controller looks whether a plugin check has exited.
+pub const PLUGIN_CHECK_POLL: Duration = Duration::from_millis(5);
+/// How long the verdict may take to arrive once the check has exited.
+pub const PLUGIN_CHECK_OUTPUT_WAIT: Duration = Duration::from_secs(1);
+
 // ---- control socket and CLI --------------------------------------------------
 
 /// Longest control request line.

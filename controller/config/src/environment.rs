@@ -2,9 +2,11 @@
 //! loads with the right ABI version and hooks, and the open-file limit can
 //! cover `proxy.max_connections`.
 //!
-//! Loading a plugin is the caller's [`PluginCheck`] (`spp-daemon` has the
-//! plugin loader): this module only says which file to check for which
-//! role and turns the verdict into a [`ConfigError`].
+//! Loading a plugin is the caller's [`PluginCheck`]: the controller never
+//! maps a business plugin into its own long-lived process (plugins may
+//! start threads and cannot be unloaded safely), so `spp-daemon` checks
+//! each one in a short-lived child. This module only says which file to
+//! check for which role and turns the verdict into a [`ConfigError`].
 
 use super::{Config, ConfigError};
 use crate::defaults;

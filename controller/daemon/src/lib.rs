@@ -14,8 +14,8 @@
 //! Prometheus), [`l5`] (registration, discovery, the route table's agent),
 //! [`control`] (the control socket: server and client, the request and
 //! its JSON answers), [`status`] (the status report and its table),
-//! [`plugin_check`] (the config's plugins loaded as their process will),
-//! [`log_files`] (rotated log names, the rename half of a
+//! [`plugin_check`] (a plugin loaded in a short-lived child, never in the
+//! controller), [`log_files`] (rotated log names, the rename half of a
 //! rotation), [`notify`] (systemd readiness), [`pidfile`], [`pidfd`]
 //! (signals that cannot reach a reused pid), [`logging`].
 

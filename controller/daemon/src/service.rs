@@ -67,6 +67,7 @@ pub enum RunError {
 
 /// Everything checked before anything starts: the config, the plugins, the
 /// fd limit (raised when `mode` is [`Mode::Prepare`]) and the executables.
+/// The plugins are loaded in a child ([`plugin_check`]), never here.
 pub fn preflight(config_path: &Path, mode: Mode) -> Result<(Config, Binaries), RunError> {
     let cfg = config::load(config_path)?;
     plugin_check::environment(&cfg, mode)?;

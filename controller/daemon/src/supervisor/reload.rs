@@ -4,8 +4,9 @@
 //! answered when the reload is over.
 //!
 //! 1. Plan ([`Supervisor::begin_reload`]): load and validate the file the
-//!    service was started from, load its plugins, and compare it with the
-//!    running config ([`spp_config::diff::compare`]): a key that needs a
+//!    service was started from, check its plugins (each in a short-lived
+//!    child, [`crate::plugin_check`]: never loaded in the controller), and
+//!    compare it with the running config ([`spp_config::diff::compare`]): a key that needs a
 //!    restart refuses the reload, and nothing changes.
 //! 2. Canary: in every group, a worker of the new config generation starts
 //!    in a free slot (there is always the spare, though a worker retired

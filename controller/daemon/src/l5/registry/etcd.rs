@@ -121,8 +121,6 @@ enum EtcdError {
 /// closes, which deregisters too): keeps a lease alive, puts this service's
 /// instances under it, lists and watches the prefix, and publishes what it
 /// sees on `out`.
-// Called by the L5 agent (controller/src/l5), being written alongside.
-#[allow(dead_code)]
 pub async fn run(
     settings: EtcdSettings,
     mut commands: mpsc::Receiver<Command>,

@@ -1,6 +1,6 @@
 //! The metric names the tests look for (the controller's stable names,
-//! `controller/src/stats/names.rs`, in one place here) and a parser of the
-//! Prometheus text exposition.
+//! `controller/daemon/src/stats/names.rs`, in one place here) and a
+//! parser of the Prometheus text exposition.
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,139 @@
+//! Binds every configured listener in the controller, so the sockets
+//! outlive any proxy: a restarted proxy inherits the same listening fds and
+//! no connection is refused meanwhile.
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use spp_config::defaults;
+use spp_config::{Config, ListenAddr};
+use spp_ipc::launch::{ListenerFd, Transport};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+/// Why a listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// A socket call failed.
+    #[error("proxy.listen[{index}] {addr}: {what}")]
+    Socket {
+        /// Index in `proxy.listen`.
+        index: usize,
+        /// The configured address.
+        addr: ListenAddr,
+        /// The call that failed.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// More listeners than a listener index can count.
+    #[error("proxy.listen: {0} listeners are too many")]
+    TooMany(usize),
+}
+
+/// A bound (and, for TCP, listening) socket.
+pub struct BoundListener {
+    /// Index in `proxy.listen`.
+    pub index: u16,
+    /// What the config asked for.
+    pub config: ListenAddr,
+    /// The address actually bound (differs when the port was 0).
+    pub local: SocketAddr,
+    socket: Socket,
+}
+
+impl BoundListener {
+    /// The launch-spec entry for this listener.
+    pub fn launch_fd(&self) -> ListenerFd {
+        ListenerFd {
+            index: self.index,
+            transport: self.config.transport,
+            addr: self.local,
+            fd: self.socket.as_raw_fd(),
+        }
+    }
+}
+
+/// Binds every `proxy.listen` address (SO_REUSEADDR; IPv6 only for v6
+/// addresses; TCP listening with [`defaults::LISTEN_BACKLOG`]). The fds are
+/// close-on-exec; the launcher clears that for the proxy.
+pub fn bind_all(cfg: &Config) -> Result<Vec<BoundListener>, ListenError> {
+    cfg.proxy
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(index, addr)| bind(index, *addr))
+        .collect()
+}
+
+fn bind(index: usize, config: ListenAddr) -> Result<BoundListener, ListenError> {
+    let fail = |what: &'static str| {
+        move |source| ListenError::Socket {
+            index,
+            addr: config,
+            what,
+            source,
+        }
+    };
+    let (ty, protocol) = match config.transport {
+        Transport::Tcp => (Type::STREAM, Protocol::TCP),
+        Transport::Udp => (Type::DGRAM, Protocol::UDP),
+    };
+    let socket = Socket::new(Domain::for_address(config.addr), ty, Some(protocol))
+        .map_err(fail("socket"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(fail("SO_REUSEADDR"))?;
+    if config.addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(fail("IPV6_V6ONLY"))?;
+    }
+    socket
+        .bind(&SockAddr::from(config.addr))
+        .map_err(fail("bind"))?;
+    if config.transport == Transport::Tcp {
+        socket
+            .listen(defaults::LISTEN_BACKLOG)
+            .map_err(fail("listen"))?;
+    }
+    let local = socket
+        .local_addr()
+        .map_err(fail("getsockname"))?
+        .as_socket()
+        .ok_or_else(|| fail("getsockname")(std::io::Error::other("not an IP address")))?;
+    let index = u16::try_from(index).map_err(|_| ListenError::TooMany(index + 1))?;
+    Ok(BoundListener {
+        index,
+        config,
+        local,
+        socket,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spp_config::validate::parse_listen;
+
+    #[test]
+    fn port_zero_reports_the_bound_port_and_tcp_listens() {
+        let l = bind(0, parse_listen("tcp://127.0.0.1:0").unwrap()).unwrap();
+        assert_ne!(l.local.port(), 0);
+        std::net::TcpStream::connect(l.local).unwrap();
+        let u = bind(1, parse_listen("udp://[::1]:0").unwrap()).unwrap();
+        assert!(u.local.is_ipv6());
+        assert_eq!(u.launch_fd().index, 1);
+    }
+
+    #[test]
+    fn a_taken_address_names_the_listener() {
+        let first = bind(0, parse_listen("tcp://127.0.0.1:0").unwrap()).unwrap();
+        let again = ListenAddr {
+            transport: Transport::Tcp,
+            addr: first.local,
+        };
+        let err = bind(3, again)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("proxy.listen[3]"), "{err}");
+        assert!(err.contains("bind"), "{err}");
+    }
+}

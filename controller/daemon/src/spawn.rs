@@ -1,0 +1,263 @@
+//! Starting a child: finding the `spp-proxy` / `spp-worker` executables,
+//! writing their launch specs (limits, timeouts, log level and file), and
+//! spawning them with exactly the listed
+//! fds inherited, `PR_SET_PDEATHSIG(SIGTERM)`, their own process group and
+//! their output appended to their log file.
+
+use crate::listeners::BoundListener;
+use crate::resources::Resources;
+use spp_config::defaults;
+use spp_config::Config;
+use spp_ipc::l5::table::RouteTable;
+use spp_ipc::launch::{
+    Launch, LogSpec, ProxyLaunch, ProxyLimits, WorkerLaunch, FIRST_INHERITED_FD, LAUNCH_ENV,
+};
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Why a child could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The running executable's path is unknown.
+    #[error("cannot locate the spp executable: {0}")]
+    CurrentExe(std::io::Error),
+    /// A child executable is missing.
+    #[error("cannot find {} (set {} to the directory holding spp-proxy and spp-worker)", path.display(), defaults::BIN_DIR_ENV)]
+    MissingBinary {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The child's log file cannot be opened.
+    #[error("opening log {}", path.display())]
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// fork/exec failed.
+    #[error("starting {}", bin.display())]
+    Exec {
+        /// The executable.
+        bin: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An fd to inherit has a stdio number (the controller was started
+    /// with stdio closed): the child's stdio would replace it.
+    #[error("fd {fd} to inherit is below {FIRST_INHERITED_FD} (start spp with stdin, stdout and stderr open)")]
+    StdioFd {
+        /// The fd.
+        fd: RawFd,
+    },
+    /// A worker slot the config promises does not exist.
+    #[error("no worker slot g{group}/{index}")]
+    NoSlot {
+        /// Group id.
+        group: u32,
+        /// Slot index.
+        index: u32,
+    },
+}
+
+/// Where the child executables are.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// `spp-proxy`.
+    pub proxy: PathBuf,
+    /// `spp-worker`.
+    pub worker: PathBuf,
+}
+
+impl Binaries {
+    /// Looks in `$SPP_BIN_DIR`, else next to the running executable.
+    pub fn locate() -> Result<Self, SpawnError> {
+        let dir = match std::env::var_os(defaults::BIN_DIR_ENV) {
+            Some(dir) => std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(dir)),
+            None => {
+                let exe = std::env::current_exe().map_err(SpawnError::CurrentExe)?;
+                exe.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+        };
+        let find = |name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(SpawnError::MissingBinary { path })
+            }
+        };
+        Ok(Binaries {
+            proxy: find(defaults::PROXY_BIN)?,
+            worker: find(defaults::WORKER_BIN)?,
+        })
+    }
+}
+
+/// The child's log level, and its log file (reopened on SIGHUP).
+fn log_spec(cfg: &Config, log: &Path) -> LogSpec {
+    LogSpec {
+        level: cfg.service.log_level.clone(),
+        file: Some(log.to_path_buf()),
+    }
+}
+
+/// Milliseconds of `d` for a launch spec (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The proxy limits `cfg` asks for (the launch spec's, and what a reload
+/// publishes).
+pub fn proxy_limits(cfg: &Config) -> ProxyLimits {
+    let p = &cfg.proxy;
+    ProxyLimits {
+        max_connections: p.max_connections,
+        max_request_size: p.max_request_size,
+        max_send_buffer: p.max_send_buffer,
+        idle_timeout_ms: millis(p.idle_timeout),
+        max_udp_flows: p.max_udp_flows,
+        spin_us: u64::try_from(p.spin.as_micros()).unwrap_or(u64::MAX),
+        drain_timeout_ms: millis(defaults::proxy_drain_timeout(cfg.service.stop_grace)),
+    }
+}
+
+/// The proxy's launch spec; `epoch` counts earlier proxy starts, `log` is
+/// its log file.
+pub fn proxy_launch(
+    cfg: &Config,
+    listeners: &[BoundListener],
+    res: &Resources,
+    epoch: u16,
+    log: &Path,
+) -> ProxyLaunch {
+    let p = &cfg.proxy;
+    ProxyLaunch {
+        service: cfg.service.name.clone(),
+        epoch,
+        plugin: p.plugin.clone(),
+        plugin_conf: p.plugin_conf.clone(),
+        listeners: listeners.iter().map(BoundListener::launch_fd).collect(),
+        proxy_region_fd: res.proxy.raw_fd(),
+        proxy_bell_fd: res.proxy_bell.raw_fd(),
+        pair_layout: cfg.rings,
+        groups: res.group_fds(),
+        limits: proxy_limits(cfg),
+        log: log_spec(cfg, log),
+    }
+}
+
+/// The launch spec of worker `index` of the group at `group_pos`; `log`
+/// is its log file.
+pub fn worker_launch(
+    cfg: &Config,
+    res: &Resources,
+    group_pos: usize,
+    index: u32,
+    log: &Path,
+) -> Result<WorkerLaunch, SpawnError> {
+    let group = cfg
+        .groups
+        .get(group_pos)
+        .ok_or(SpawnError::NoSlot { group: 0, index })?;
+    let slot = res.slot(group_pos, index).ok_or(SpawnError::NoSlot {
+        group: group.id,
+        index,
+    })?;
+    Ok(WorkerLaunch {
+        service: cfg.service.name.clone(),
+        group: group.id,
+        index,
+        plugin: group.plugin.clone(),
+        plugin_conf: group.plugin_conf.clone(),
+        pair: slot.fds(),
+        pair_layout: cfg.rings,
+        proxy_region_fd: res.proxy.raw_fd(),
+        proxy_bell_fd: res.proxy_bell.raw_fd(),
+        spin_us: u64::try_from(group.spin.as_micros()).unwrap_or(u64::MAX),
+        msg_timeout_ms: millis(group.msg_timeout),
+        drain_timeout_ms: millis(cfg.service.stop_grace),
+        l5_table_fd: res.l5.as_ref().map(RouteTable::raw_fd),
+        log: log_spec(cfg, log),
+    })
+}
+
+/// `close_range(2)` flag: mark the range close-on-exec instead of closing.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Marks every fd but stdin, stdout and stderr close-on-exec, so that
+/// nothing the caller leaked reaches a child (a no-op on kernels without
+/// `close_range`; our own fds are close-on-exec anyway). Async-signal-safe:
+/// meant for `pre_exec`.
+pub fn cloexec_all_but_stdio() {
+    // SAFETY: close_range only changes fd flags; it takes plain integers.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            FIRST_INHERITED_FD as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+}
+
+/// Spawns `bin` with `launch` in its environment, `fds` (and stdio) as the
+/// only inherited fds, stdin from /dev/null and stdout + stderr appended to
+/// `log`. Must be called on the thread that lives as long as the child
+/// should (PR_SET_PDEATHSIG fires when the spawning thread exits).
+pub fn spawn(
+    bin: &Path,
+    launch: &Launch,
+    fds: Vec<RawFd>,
+    log: &Path,
+) -> Result<tokio::process::Child, SpawnError> {
+    if let Some(&fd) = fds.iter().find(|&&fd| fd < FIRST_INHERITED_FD) {
+        return Err(SpawnError::StdioFd { fd });
+    }
+    let log_err = |source| SpawnError::Log {
+        path: log.to_path_buf(),
+        source,
+    };
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(log_err)?;
+    let err = out.try_clone().map_err(log_err)?;
+    let mut cmd = std::process::Command::new(bin);
+    cmd.env(LAUNCH_ENV, launch.to_env_value())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0);
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe calls (close_range, fcntl, prctl, getppid) on data
+    // allocated before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            cloexec_all_but_stdio();
+            for &fd in &fds {
+                spp_ipc::shm::clear_cloexec(fd)?;
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The controller died before the death signal was armed.
+            if libc::getppid() != me {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(|source| SpawnError::Exec {
+            bin: bin.to_path_buf(),
+            source,
+        })
+}

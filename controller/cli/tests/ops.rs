@@ -247,6 +247,23 @@ fn monitor_does_not_start_a_second_controller_when_one_holds_the_pid_file_but_do
     assert_eq!(now["controller_pid"].as_u64(), Some(controller));
 }
 
+/// One datagram within `WAIT` (the socket's read timeout), retrying a
+/// receive that a signal interrupted (on Linux a timed `recv` fails with
+/// EINTR after the process was stopped and continued, handler or not).
+fn recv_within(socket: &UnixDatagram, buf: &mut [u8]) -> std::io::Result<usize> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match socket.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn a_foreground_controller_tells_a_fake_systemd_ready_then_stopping() {
     let svc = Service::new(1, "");
@@ -261,12 +278,12 @@ fn a_foreground_controller_tells_a_fake_systemd_ready_then_stopping() {
         .spawn()
         .expect("spawn spp");
     let mut buf = [0u8; 256];
-    let n = fake.recv(&mut buf).expect("READY=1 within the bound");
+    let n = recv_within(&fake, &mut buf).expect("READY=1 within the bound");
     assert_eq!(&buf[..n], b"READY=1");
     let status = svc.status().expect("status once ready");
     assert!(all_ready(&status), "{status:#}");
     signal(u64::from(child.id()), libc::SIGTERM);
-    let n = fake.recv(&mut buf).expect("STOPPING=1 within the bound");
+    let n = recv_within(&fake, &mut buf).expect("STOPPING=1 within the bound");
     assert_eq!(&buf[..n], b"STOPPING=1");
     wait_for("the foreground controller exits", WAIT, || {
         child.try_wait().ok().flatten()

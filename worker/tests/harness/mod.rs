@@ -86,6 +86,12 @@ impl FakeProxy {
         }
     }
 
+    /// The proxy's end of the pair (the worker's state, generation and
+    /// `completed_seq` as the proxy sees them).
+    pub fn end(&self) -> &ProxyEnd {
+        &self.end
+    }
+
     /// The pair region.
     pub fn pair(&self) -> &PairRegion {
         self.end.region()

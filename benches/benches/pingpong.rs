@@ -1,15 +1,19 @@
-//! Cross-process ping-pong over the real rings with the real doorbell
-//! protocol: the cost of one request/response round trip between the
-//! proxy and a worker, without sockets.
+//! Cross-process ping-pong over the real rings with the real pair protocol
+//! ([`spp_ipc::pair`]): the cost of one request/response round trip between
+//! the proxy and a worker, without sockets.
 //!
 //! The bench process plays the proxy: it creates a [`PairRegion`] (request
 //! and response rings), a [`ProxyRegion`] (for the proxy's sleep flag) and
-//! two [`Doorbell`]s, and re-executes itself with [`CHILD_ENV`] set and the
-//! four fds inherited. The child plays a worker: it echoes every request
-//! record as a response record. Both sides wait the way spp's processes do:
-//! spin on the ring for the configured time, then [`SleepFlag::announce`],
-//! look once more, and [`Doorbell::wait`]; a writer calls
-//! [`wake_if_sleeping`] once per published batch.
+//! two [`Doorbell`]s, attaches the proxy's end ([`ProxyEnd`]), and
+//! re-executes itself with [`CHILD_ENV`] set and the four fds inherited.
+//! The child plays a worker: it takes the slot ([`WorkerSlot`]) and echoes
+//! every request as a reply, completing it. Records carry what spp's do:
+//! a request meta (connection, `seq`, enqueue time) in front of the 64-byte
+//! request, a response meta in front of the reply. Both sides wait the way
+//! spp's processes do: spin on the ring for the configured time, then
+//! announce sleep, look once more, and block on their doorbell; a writer
+//! wakes the other side at most once per published batch, and only if it
+//! sleeps.
 //!
 //! * `pingpong/spin_50us_64B`: both sides spin up to 50 µs before sleeping
 //!   (spp's default), so a round trip never sleeps: the ring's cost plus
@@ -23,10 +27,14 @@
 mod common;
 
 use criterion::{black_box, criterion_group, Criterion};
-use spp_ipc::doorbell::{wake_if_sleeping, Doorbell, SleepFlag};
-use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion};
-use spp_ipc::record::{KIND_REQUEST, KIND_RESPONSE};
-use spp_ipc::ring::{Consumer, Producer, PushError};
+use spp_ipc::doorbell::Doorbell;
+use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion, WorkerState};
+use spp_ipc::pair::{
+    ProxyEnd, ProxySleep, Request, RequestTag, ResponseKind, ResponseRecord, Slept,
+    WorkerResponses, WorkerSlot,
+};
+use spp_ipc::ring::PushError;
+use spp_plugin_api::abi::SppConnInfo;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -34,7 +42,7 @@ use std::time::{Duration, Instant};
 
 /// Set (to the child's settings) in the re-executed bench binary.
 const CHILD_ENV: &str = "SPP_BENCH_PINGPONG_CHILD";
-/// Payload bytes of every request and response record.
+/// Payload bytes of every request and reply.
 const RECORD_BYTES: usize = 64;
 /// Data bytes of each ring.
 const RING_CAPACITY: usize = 1 << 16;
@@ -47,30 +55,33 @@ const WAIT_SLICE: Duration = Duration::from_secs(1);
 const SPINS_PER_CLOCK_READ: u32 = 64;
 /// Exit status of a child that could not attach.
 const CHILD_SETUP_FAILED: i32 = 2;
+/// The longest the parent waits for the child to take the slot.
+const CHILD_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The flow every request of the bench comes from.
+const FLOW: u64 = 1;
 
 const LAYOUT: PairLayout = PairLayout {
     request_capacity: RING_CAPACITY,
     response_capacity: RING_CAPACITY,
 };
 
-/// Waits for a record on `ring`, spinning up to `spin` first, then
-/// sleeping on `bell` under `flag`. `on_timeout` runs after each fruitless
-/// sleep slice.
-fn wait_for_record(
-    ring: &mut Consumer,
-    flag: SleepFlag<'_>,
-    bell: &Doorbell,
+/// Waits until `ready`, spinning up to `spin` first, then sleeping with
+/// `sleep` (which announces sleep, looks once more, blocks, clears).
+/// `on_timeout` runs after each fruitless sleep slice.
+fn wait_for(
+    ready: impl Fn() -> bool,
     spin: Duration,
+    mut sleep: impl FnMut() -> Slept,
     mut on_timeout: impl FnMut(),
 ) {
-    if ring.has_data() {
+    if ready() {
         return;
     }
     if !spin.is_zero() {
         let started = Instant::now();
         'spin: loop {
             for _ in 0..SPINS_PER_CLOCK_READ {
-                if ring.has_data() {
+                if ready() {
                     return;
                 }
                 std::hint::spin_loop();
@@ -81,35 +92,29 @@ fn wait_for_record(
         }
     }
     loop {
-        flag.announce();
-        if ring.has_data() {
-            flag.clear();
+        let slept = sleep();
+        if ready() {
             return;
         }
-        let rung = bell.wait(WAIT_SLICE);
-        flag.clear();
-        if ring.has_data() {
-            return;
-        }
-        if !rung {
+        if slept == Slept::TimedOut {
             on_timeout();
         }
     }
 }
 
-/// Pushes one record, publishing (and waking the peer) while the ring is
-/// full. Panics only if the record can never fit, which the constants rule
+/// Pushes one reply, publishing (and waking the proxy) while the ring is
+/// full. Panics only if the reply can never fit, which the constants rule
 /// out.
-fn push_record(ring: &mut Producer, kind: u16, data: &[u8], wake: impl Fn()) {
+fn push_reply(responses: &mut WorkerResponses<'_>, flow: u64, data: &[u8]) {
     loop {
-        match ring.push(kind, 0, &[data]) {
+        match responses.push(ResponseKind::Reply, flow, data) {
             Ok(()) => return,
             Err(PushError::Full) => {
-                ring.publish();
-                wake();
+                responses.publish();
+                responses.wake_proxy();
                 std::hint::spin_loop();
             }
-            Err(PushError::TooLarge) => panic!("a {}-byte record never fits", data.len()),
+            Err(PushError::TooLarge) => panic!("a {}-byte reply never fits", data.len()),
         }
     }
 }
@@ -182,11 +187,12 @@ mod child {
                 Doorbell::from_raw_fd(s.proxy_bell_fd),
             )
         };
-        // SAFETY: this process is the only request consumer and response
-        // producer; both ends live inside this function, as do the regions.
+        let slot = WorkerSlot::take(&pair, &proxy_bell, std::process::id());
+        // SAFETY: this process is the only worker of the pair; both ends
+        // live inside this function, as do the regions.
         let ends = unsafe {
-            pair.request_consumer()
-                .and_then(|c| Ok((c, pair.response_producer()?)))
+            slot.attach_requests(&worker_bell)
+                .and_then(|requests| Ok((requests, slot.attach_responses(&proxy)?)))
         };
         let (mut requests, mut responses) = match ends {
             Ok(ends) => ends,
@@ -195,13 +201,14 @@ mod child {
                 return CHILD_SETUP_FAILED;
             }
         };
-        let my_flag = SleepFlag(&pair.header().worker_sleeping);
-        let peer_flag = &proxy.header().proxy_sleeping;
-        let wake_peer = || {
-            wake_if_sleeping(peer_flag, &proxy_bell);
-        };
+        slot.set_ready();
         loop {
-            wait_for_record(&mut requests, my_flag, &worker_bell, s.spin, || {});
+            wait_for(
+                || requests.has_requests(),
+                s.spin,
+                || requests.sleep(WAIT_SLICE, || false),
+                || {},
+            );
             loop {
                 let record = match requests.peek() {
                     Ok(Some(record)) => record,
@@ -212,45 +219,46 @@ mod child {
                     }
                 };
                 let stride = record.stride();
-                push_record(&mut responses, KIND_RESPONSE, record.data, wake_peer);
+                match record.request {
+                    Request::Mine { meta, bytes } => {
+                        push_reply(&mut responses, meta.conn.flow, bytes);
+                        responses.complete(meta.seq);
+                    }
+                    Request::OtherGeneration { meta, .. } => responses.complete(meta.seq),
+                    other => {
+                        eprintln!("pingpong child: unexpected {other:?}");
+                        return CHILD_SETUP_FAILED;
+                    }
+                }
                 requests.advance(stride);
             }
             requests.release();
             responses.publish();
-            wake_peer();
         }
     }
 }
 
 /// The parent side of one ping-pong configuration, with its child.
 struct PingPong {
-    // Field order is drop order: the child goes first, then the ring ends,
-    // then the regions they point into.
+    // Field order is drop order: the child goes first, then the proxy's
+    // end (with the pair region it maps), then the rest.
     child: Child,
-    requests: Producer,
-    responses: Consumer,
-    worker_bell: Doorbell,
+    end: ProxyEnd,
+    /// The tag of the child's generation.
+    tag: RequestTag,
     proxy_bell: Doorbell,
-    pair: PairRegion,
     proxy: ProxyRegion,
     spin: Duration,
 }
 
 impl PingPong {
-    /// Creates the regions and bells and starts the echoing child.
+    /// Creates the regions and bells, starts the echoing child and waits
+    /// until it serves.
     fn start(spin: Duration) -> PingPong {
         let pair = PairRegion::create(0, 0, LAYOUT).expect("pair region");
         let proxy = ProxyRegion::create().expect("proxy region");
         let worker_bell = Doorbell::create().expect("worker doorbell");
         let proxy_bell = Doorbell::create().expect("proxy doorbell");
-        // SAFETY: this process is the only request producer and response
-        // consumer; `PingPong` drops both before the regions.
-        let (requests, responses) = unsafe {
-            (
-                pair.request_producer().expect("request producer"),
-                pair.response_consumer().expect("response consumer"),
-            )
-        };
         let settings = child::Settings {
             pair_fd: pair.raw_fd(),
             proxy_fd: proxy.raw_fd(),
@@ -258,6 +266,8 @@ impl PingPong {
             proxy_bell_fd: proxy_bell.raw_fd(),
             spin,
         };
+        // SAFETY: this process is the pair's only proxy.
+        let end = unsafe { ProxyEnd::attach(pair, worker_bell) }.expect("the proxy end");
         let inherit = [
             settings.pair_fd,
             settings.proxy_fd,
@@ -288,14 +298,24 @@ impl PingPong {
                 Ok(())
             });
         }
-        let child = cmd.spawn().expect("spawn the pingpong child");
+        let mut child = cmd.spawn().expect("spawn the pingpong child");
+        let deadline = Instant::now() + CHILD_READY_TIMEOUT;
+        while end.worker_state() != WorkerState::Ready {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the pingpong child exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pingpong child never got ready"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let tag = RequestTag::of(end.worker_generation());
         PingPong {
             child,
-            requests,
-            responses,
-            worker_bell,
+            end,
+            tag,
             proxy_bell,
-            pair,
             proxy,
             spin,
         }
@@ -303,36 +323,53 @@ impl PingPong {
 
     /// One request out, its echo back.
     fn round_trip(&mut self, payload: &[u8; RECORD_BYTES]) {
-        let worker_flag = &self.pair.header().worker_sleeping;
-        let worker_bell = &self.worker_bell;
-        push_record(&mut self.requests, KIND_REQUEST, payload, || {
-            wake_if_sleeping(worker_flag, worker_bell);
-        });
-        self.requests.publish();
-        wake_if_sleeping(worker_flag, worker_bell);
-        let child = &mut self.child;
-        wait_for_record(
-            &mut self.responses,
-            SleepFlag(&self.proxy.header().proxy_sleeping),
-            &self.proxy_bell,
-            self.spin,
+        let PingPong {
+            child,
+            end,
+            tag,
+            proxy_bell,
+            proxy,
+            spin,
+        } = self;
+        let conn = SppConnInfo {
+            flow: FLOW,
+            ..Default::default()
+        };
+        loop {
+            match end.push(*tag, &conn, payload, 0) {
+                Ok(_seq) => break,
+                Err(PushError::Full) => {
+                    end.publish();
+                    std::hint::spin_loop();
+                }
+                Err(PushError::TooLarge) => panic!("a {RECORD_BYTES}-byte request never fits"),
+            }
+        }
+        end.publish();
+        let end_ref = &*end;
+        let sleep = ProxySleep::new(proxy);
+        wait_for(
+            || end_ref.responses_waiting(),
+            *spin,
+            || sleep.sleep(proxy_bell, WAIT_SLICE, || end_ref.responses_waiting()),
             || {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!("the pingpong child exited: {status}");
                 }
             },
         );
-        let record = self
-            .responses
-            .peek()
-            .expect("response ring intact")
-            .expect("a response after the wait");
-        assert_eq!(record.kind, KIND_RESPONSE);
-        assert_eq!(record.data, payload);
-        black_box(record.data);
-        let stride = record.stride();
-        self.responses.advance(stride);
-        self.responses.release();
+        let mut replies = 0;
+        let drained = end.drain_responses(1, |record| {
+            let ResponseRecord::Reply { flow, bytes, close } = record else {
+                panic!("unexpected {record:?}");
+            };
+            assert_eq!((flow, close), (FLOW, false));
+            assert_eq!(bytes, payload);
+            black_box(bytes);
+            replies += 1;
+        });
+        assert_eq!(replies, 1, "a response after the wait");
+        end.pop_completed(&drained, |_| {});
     }
 }
 

@@ -6,6 +6,9 @@
 //! * [`doorbell`]: eventfd doorbells and the sleep-flag protocol.
 //! * [`layout`]: the versioned `#[repr(C)]` shared-memory layout (pair and
 //!   proxy regions).
+//! * [`pair`]: the proxy–worker pair protocol (a proxy end and a worker
+//!   end: sequence numbers, generations, the drain handshake, sleep and
+//!   wake), the one place that reads and writes its shared fields.
 //! * [`stats`], [`histogram`], [`plugin_metrics`]: the counters, latency
 //!   histograms and plugin metrics those regions hold.
 //! * [`logging`], [`logfile`]: a child's log set-up, and reopening its log
@@ -23,6 +26,7 @@ pub mod launch;
 pub mod layout;
 pub mod logfile;
 pub mod logging;
+pub mod pair;
 pub mod plugin_metrics;
 pub mod record;
 pub mod ring;

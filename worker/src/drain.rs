@@ -1,7 +1,9 @@
 //! When a draining worker may stop taking requests: the proxy has promised
-//! to push nothing more to it. That is the case once the proxy has stored
-//! this worker's generation in `PairHeader::drain_ack` (it saw `Draining`
-//! at its scan and stopped pushing), or once there is no proxy to push:
+//! to push nothing more to it. That is the case once the proxy has
+//! acknowledged this worker's drain
+//! ([`WorkerSlot::drain_acked`](spp_ipc::pair::WorkerSlot::drain_acked): it
+//! saw `Draining` at its scan and stopped pushing), or once there is no
+//! proxy to push:
 //! its state says `Down` or `Empty`, or its pid is gone. The pid is looked
 //! at with `kill(pid, 0)` at most every [`PROXY_CHECK_INTERVAL`], not on
 //! every loop turn. The serve loop still empties its request ring after
@@ -9,11 +11,12 @@
 
 use crate::attach::Shared;
 use spp_ipc::layout::{ProcessState, ProxyState};
+use spp_ipc::pair::WorkerSlot;
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// How often a draining worker with nothing to do looks at `drain_ack`
+/// How often a draining worker with nothing to do looks at the drain ack
 /// (the proxy stores it without ringing the worker's doorbell).
 pub const DRAIN_POLL: Duration = Duration::from_millis(1);
 /// `kill(proxy_pid, 0)` at most this often.
@@ -22,7 +25,7 @@ pub const PROXY_CHECK_INTERVAL: Duration = Duration::from_millis(5);
 /// Why the proxy will push nothing more to this worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Released {
-    /// The proxy stored our generation in `drain_ack`.
+    /// The proxy acknowledged our generation's drain.
     Acked,
     /// The proxy region says no proxy runs.
     ProxyStopped(ProxyState),
@@ -43,27 +46,26 @@ impl fmt::Display for Released {
 /// Watches the drain handshake for one worker generation.
 pub struct DrainWatch {
     shared: &'static Shared,
-    generation: u64,
+    slot: WorkerSlot<'static>,
     /// The pid last checked, when, and whether it was alive.
     pid_check: Option<(u32, Instant, bool)>,
 }
 
 impl DrainWatch {
-    /// A watch for the worker of `generation` on `shared`.
-    pub fn new(shared: &'static Shared, generation: u64) -> Self {
+    /// A watch for the worker holding `slot`, on `shared`.
+    pub fn new(shared: &'static Shared, slot: WorkerSlot<'static>) -> Self {
         DrainWatch {
             shared,
-            generation,
+            slot,
             pid_check: None,
         }
     }
 
     /// `Some(why)` once the proxy will push nothing more, as of `now`.
-    /// Reads `drain_ack` with Acquire: a caller that sees `Acked` and then
-    /// looks at the request ring sees every request the proxy pushed.
+    /// A caller that sees `Acked` and then looks at the request ring sees
+    /// every request the proxy pushed.
     pub fn released(&mut self, now: Instant) -> Option<Released> {
-        let acked = self.shared.pair_header().drain_ack.load(Ordering::Acquire);
-        if acked == self.generation {
+        if self.slot.drain_acked() {
             return Some(Released::Acked);
         }
         let proxy = self.shared.proxy_header();
@@ -107,30 +109,30 @@ pub fn pid_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::respond::tests::setup;
+    use crate::respond::tests::setup_slot;
 
     #[test]
     fn the_ack_of_our_generation_releases() {
-        let (shared, _r, _c) = setup();
+        let (shared, _r, mut proxy_end, slot) = setup_slot(None);
         let proxy = shared.proxy_header();
         proxy
             .proxy_state
             .store(ProcessState::Ready as u32, Ordering::Release);
         proxy.proxy_pid.store(std::process::id(), Ordering::Release);
-        let mut watch = DrainWatch::new(shared, 7);
+        let mut watch = DrainWatch::new(shared, slot);
         let now = Instant::now();
         assert_eq!(watch.released(now), None, "a live proxy, no ack");
-        shared.pair_header().drain_ack.store(6, Ordering::Release);
+        proxy_end.ack_drain(slot.generation() + 1);
         assert_eq!(watch.released(now), None, "another generation's ack");
-        shared.pair_header().drain_ack.store(7, Ordering::Release);
+        proxy_end.ack_drain(slot.generation());
         assert_eq!(watch.released(now), Some(Released::Acked));
     }
 
     #[test]
     fn a_stopped_or_vanished_proxy_releases() {
-        let (shared, _r, _c) = setup();
+        let (shared, _r, _c, slot) = setup_slot(None);
         let proxy = shared.proxy_header();
-        let mut watch = DrainWatch::new(shared, 1);
+        let mut watch = DrainWatch::new(shared, slot);
         let now = Instant::now();
         assert_eq!(
             watch.released(now),
@@ -164,13 +166,13 @@ mod tests {
 
     #[test]
     fn the_pid_is_checked_at_most_every_interval() {
-        let (shared, _r, _c) = setup();
+        let (shared, _r, _c, slot) = setup_slot(None);
         let proxy = shared.proxy_header();
         proxy
             .proxy_state
             .store(ProcessState::Ready as u32, Ordering::Release);
         proxy.proxy_pid.store(std::process::id(), Ordering::Release);
-        let mut watch = DrainWatch::new(shared, 1);
+        let mut watch = DrainWatch::new(shared, slot);
         let start = Instant::now();
         assert_eq!(watch.released(start), None);
         let checked = watch.pid_check.map(|(_, at, _)| at);

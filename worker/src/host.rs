@@ -24,9 +24,9 @@ use crate::l5;
 use crate::respond::Responder;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use crossbeam::queue::ArrayQueue;
-use spp_ipc::doorbell::wake_if_sleeping;
 use spp_ipc::host_kit::{self, catch_panic, HostCtx, RoleFns, TableRole, PANICKED};
 use spp_ipc::l5::table::RouteTable;
+use spp_ipc::pair;
 use spp_plugin_api::abi::{
     SppHost, SppL5Route, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED, SPP_L5_SYSTEM,
     SPP_OK,
@@ -292,10 +292,7 @@ impl WorkerCtx {
     fn defer(&self, item: Deferred) -> c_int {
         match self.deferred_tx.try_send(item) {
             Ok(()) => {
-                wake_if_sleeping(
-                    &self.shared.pair_header().worker_sleeping,
-                    &self.shared.bell,
-                );
+                pair::wake_worker(&self.shared.pair, &self.shared.bell);
                 SPP_OK
             }
             Err(TrySendError::Full(item)) | Err(TrySendError::Disconnected(item)) => {

@@ -1,22 +1,21 @@
-//! [`Responder`]: the worker's end of the response ring, used only on the
-//! main thread. It pushes `KIND_RESPONSE` / `KIND_CLOSE` records (replies)
-//! and `KIND_EXPIRED` records (a request that waited past `msg_timeout`,
-//! see [`Responder::expire`]), publishes them in batches together with
-//! `completed_seq` and the batch's counters (a [`WorkerTally`]), wakes the
-//! proxy only when it sleeps, and decides what happens when the ring is
-//! full: publish, wake the proxy, wait a bounded time for room, then drop
-//! the record and count it in `replies_dropped`.
+//! [`Responder`]: the worker's response policy over its end of the response
+//! ring ([`WorkerResponses`], which owns the protocol: records,
+//! `completed_seq`, waking the proxy), used only on the main thread. It
+//! pushes replies and closes, and `KIND_EXPIRED` records (a request that
+//! waited past `msg_timeout`, see [`Responder::expire`]), publishes them in
+//! batches (at the latest every [`PUBLISH_EVERY`] records) together with
+//! `completed_seq` and the batch's counters (a [`WorkerTally`], flushed
+//! before the ring's publish so a proxy that sees the replies sees the
+//! counters), and decides what happens when the ring is full: publish,
+//! wake the proxy, wait a bounded time for room, then drop the record and
+//! count it in `replies_dropped`.
 
 use crate::attach::Shared;
-use spp_ipc::doorbell::wake_if_sleeping;
 use spp_ipc::layout::WorkerTally;
-use spp_ipc::record::{
-    meta_bytes, ResponseMeta, KIND_CLOSE, KIND_EXPIRED, KIND_RESPONSE, RESPONSE_META_SIZE,
-};
-use spp_ipc::ring::{Producer, PushError};
+use spp_ipc::pair::{ResponseKind, WorkerResponses};
+use spp_ipc::ring::PushError;
 use spp_plugin_api::abi::{SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_OK};
 use std::ffi::c_int;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Response records pushed without a publish at most: a plugin answering one
@@ -29,35 +28,29 @@ pub const FULL_WAIT: Duration = Duration::from_millis(10);
 /// Busy spins while waiting for room before switching to `yield_now`.
 pub const FULL_WAIT_SPINS: u32 = 1024;
 
-/// The producing end of the response ring plus its batching state.
+/// The worker's end of the response ring plus its batching state.
 pub struct Responder {
-    producer: Producer,
+    end: WorkerResponses<'static>,
     shared: &'static Shared,
     /// Records pushed since the last publish.
     unpublished: usize,
     /// A wait for room timed out and the ring has not taken a record since:
     /// further replies drop at once instead of waiting again each.
     stalled: bool,
-    /// `seq` of the last request whose `spp_process` returned.
-    done_seq: u64,
-    /// The `done_seq` last written to `completed_seq`.
-    stored_seq: u64,
     /// Counters since the last publish (everything but `requests`, which
     /// the serve loop bumps live).
     tally: WorkerTally,
 }
 
 impl Responder {
-    /// Wraps the response ring's producer.
-    pub fn new(producer: Producer, shared: &'static Shared) -> Self {
-        let stored_seq = shared.pair_header().completed_seq.load(Ordering::Relaxed);
+    /// Wraps the worker's end of the response ring; `shared` holds the
+    /// counters.
+    pub fn new(end: WorkerResponses<'static>, shared: &'static Shared) -> Self {
         Responder {
-            producer,
+            end,
             shared,
             unpublished: 0,
             stalled: false,
-            done_seq: stored_seq,
-            stored_seq,
             tally: WorkerTally::default(),
         }
     }
@@ -69,27 +62,25 @@ impl Responder {
 
     /// The largest reply the ring can ever carry.
     pub fn max_reply(&self) -> usize {
-        self.producer
-            .max_payload()
-            .saturating_sub(RESPONSE_META_SIZE)
+        self.end.max_payload()
     }
 
     /// Queues `data` for `flow` (empty = close after flush). Returns an
     /// `SPP_*` code.
     pub fn reply(&mut self, flow: u64, data: &[u8]) -> c_int {
-        self.push(KIND_RESPONSE, flow, data)
+        self.push(ResponseKind::Reply, flow, data)
     }
 
     /// Queues a close of `flow` after its pending bytes. Returns an `SPP_*`
     /// code.
     pub fn close(&mut self, flow: u64) -> c_int {
-        self.push(KIND_CLOSE, flow, &[])
+        self.push(ResponseKind::Close, flow, &[])
     }
 
     /// Records that `spp_process` returned for request `seq`; written to
     /// `completed_seq` at the next publish, after the replies it made.
     pub fn complete(&mut self, seq: u64) {
-        self.done_seq = seq;
+        self.end.complete(seq);
     }
 
     /// Writes the counters, makes every queued record visible, then
@@ -97,26 +88,11 @@ impl Responder {
     /// (a request may complete without a reply, and the proxy still waits
     /// for it). Returns whether records were published.
     pub fn publish(&mut self) -> bool {
-        let header = self.shared.pair_header();
         // Before the ring's Release store: a proxy that sees the replies
         // sees the counters that go with them.
-        self.tally.flush(&header.stats);
-        let published = self.producer.publish();
+        self.tally.flush(&self.shared.pair_header().stats);
         self.unpublished = 0;
-        let completed = self.done_seq != self.stored_seq;
-        if completed {
-            // After the ring's Release store: a proxy that sees this seq also
-            // sees every reply made before it.
-            header.completed_seq.store(self.done_seq, Ordering::Release);
-            self.stored_seq = self.done_seq;
-        }
-        if published || completed {
-            wake_if_sleeping(
-                &self.shared.proxy_header().proxy_sleeping,
-                &self.shared.proxy_bell,
-            );
-        }
-        published
+        self.end.publish()
     }
 
     /// Reports that the request `request` for `flow` waited past
@@ -130,9 +106,9 @@ impl Responder {
         self.tally.stale_dropped += 1;
         // Without the bytes when they can never fit, or when the ring has
         // no room for them: the proxy still learns the flow must be failed.
-        let queued = match self.push_record(KIND_EXPIRED, flow, request) {
+        let queued = match self.push_record(ResponseKind::Expired, flow, request) {
             Err(PushError::TooLarge | PushError::Full) if !request.is_empty() => {
-                self.push_record(KIND_EXPIRED, flow, &[])
+                self.push_record(ResponseKind::Expired, flow, &[])
             }
             other => other,
         };
@@ -143,7 +119,7 @@ impl Responder {
     }
 
     /// Queues a reply record and counts it. Returns an `SPP_*` code.
-    fn push(&mut self, kind: u16, flow: u64, data: &[u8]) -> c_int {
+    fn push(&mut self, kind: ResponseKind, flow: u64, data: &[u8]) -> c_int {
         match self.push_record(kind, flow, data) {
             Ok(()) => {
                 self.tally.replies += 1;
@@ -162,7 +138,7 @@ impl Responder {
 
     /// Queues one record, waiting a bounded time for room (once per stall),
     /// and publishes every [`PUBLISH_EVERY`] records.
-    fn push_record(&mut self, kind: u16, flow: u64, data: &[u8]) -> Result<(), PushError> {
+    fn push_record(&mut self, kind: ResponseKind, flow: u64, data: &[u8]) -> Result<(), PushError> {
         let mut result = self.try_push(kind, flow, data);
         if result == Err(PushError::Full) && !self.stalled {
             result = self.wait_for_room(kind, flow, data);
@@ -179,14 +155,18 @@ impl Responder {
     }
 
     #[inline]
-    fn try_push(&mut self, kind: u16, flow: u64, data: &[u8]) -> Result<(), PushError> {
-        let meta = ResponseMeta { flow };
-        self.producer.push(kind, 0, &[meta_bytes(&meta), data])
+    fn try_push(&mut self, kind: ResponseKind, flow: u64, data: &[u8]) -> Result<(), PushError> {
+        self.end.push(kind, flow, data)
     }
 
     /// The ring is full: hand the proxy what we have, then spin, then yield,
     /// for at most [`FULL_WAIT`].
-    fn wait_for_room(&mut self, kind: u16, flow: u64, data: &[u8]) -> Result<(), PushError> {
+    fn wait_for_room(
+        &mut self,
+        kind: ResponseKind,
+        flow: u64,
+        data: &[u8],
+    ) -> Result<(), PushError> {
         self.publish();
         let started = Instant::now();
         let mut spins = 0u32;
@@ -204,10 +184,7 @@ impl Responder {
                 return Err(PushError::Full);
             }
             // The proxy may have gone to sleep between our publish and now.
-            wake_if_sleeping(
-                &self.shared.proxy_header().proxy_sleeping,
-                &self.shared.proxy_bell,
-            );
+            self.end.wake_proxy();
             std::thread::yield_now();
         }
     }
@@ -218,18 +195,30 @@ pub(crate) mod tests {
     use super::*;
     use spp_ipc::doorbell::Doorbell;
     use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion};
-    use spp_ipc::record::split_response;
-    use spp_ipc::ring::{Consumer, MIN_CAPACITY};
+    use spp_ipc::pair::{ProxyEnd, ProxySleep, ResponseRecord, WorkerSlot};
+    use spp_ipc::record::{KIND_CLOSE, KIND_EXPIRED, KIND_RESPONSE};
+    use spp_ipc::ring::MIN_CAPACITY;
+    use std::os::fd::RawFd;
+    use std::sync::atomic::Ordering;
 
-    /// A responder on a fresh pair, and the proxy's end of its ring.
-    pub(crate) fn setup() -> (&'static Shared, Responder, Consumer) {
+    /// A responder on a fresh pair, and the proxy's end of the pair.
+    pub(crate) fn setup() -> (&'static Shared, Responder, ProxyEnd) {
         setup_with_routes(None)
     }
 
     /// [`setup`], with `routes` as the process's L5 route table.
     pub(crate) fn setup_with_routes(
         routes: Option<spp_ipc::l5::table::RouteTable>,
-    ) -> (&'static Shared, Responder, Consumer) {
+    ) -> (&'static Shared, Responder, ProxyEnd) {
+        let (shared, responder, proxy, _slot) = setup_slot(routes);
+        (shared, responder, proxy)
+    }
+
+    /// [`setup_with_routes`], plus the worker's hold on its slot
+    /// (generation 1).
+    pub(crate) fn setup_slot(
+        routes: Option<spp_ipc::l5::table::RouteTable>,
+    ) -> (&'static Shared, Responder, ProxyEnd, WorkerSlot<'static>) {
         let layout = PairLayout {
             request_capacity: MIN_CAPACITY,
             response_capacity: MIN_CAPACITY,
@@ -241,26 +230,43 @@ pub(crate) mod tests {
             proxy_bell: Doorbell::create().unwrap(),
             routes,
         }));
-        // SAFETY: the test owns the leaked region and attaches one end each.
-        let (producer, consumer) = unsafe {
-            (
-                shared.pair.response_producer().unwrap(),
-                shared.pair.response_consumer().unwrap(),
-            )
+        let dup = |fd: RawFd| {
+            // SAFETY: dup of an fd the test owns.
+            let copy = unsafe { libc::dup(fd) };
+            assert!(copy >= 0, "dup");
+            copy
         };
-        (shared, Responder::new(producer, shared), consumer)
+        // SAFETY: the proxy's own mapping of the pair and its own copy of
+        // the worker's doorbell (fresh fds, adopted once); the only proxy
+        // end of the pair.
+        let proxy = unsafe {
+            ProxyEnd::attach(
+                PairRegion::open(dup(shared.pair.raw_fd()), layout).unwrap(),
+                Doorbell::from_raw_fd(dup(shared.bell.raw_fd())),
+            )
+            .unwrap()
+        };
+        let slot = WorkerSlot::take(&shared.pair, &shared.proxy_bell, std::process::id());
+        // SAFETY: the only worker end of the pair; `shared` is leaked.
+        let responses = unsafe { slot.attach_responses(&shared.proxy).unwrap() };
+        (shared, Responder::new(responses, shared), proxy, slot)
     }
 
     /// Every published record: (kind, flow, bytes).
-    pub(crate) fn drain(consumer: &mut Consumer) -> Vec<(u16, u64, Vec<u8>)> {
+    pub(crate) fn drain(proxy: &mut ProxyEnd) -> Vec<(u16, u64, Vec<u8>)> {
         let mut out = Vec::new();
-        while let Some(rec) = consumer.peek().unwrap() {
-            let (meta, bytes) = split_response(rec.data).unwrap();
-            out.push((rec.kind, meta.flow, bytes.to_vec()));
-            let stride = rec.stride();
-            consumer.advance(stride);
-        }
-        consumer.release();
+        let drained = proxy.drain_responses(usize::MAX, |record| {
+            out.push(match record {
+                ResponseRecord::Reply { flow, bytes, close } => (
+                    if close { KIND_CLOSE } else { KIND_RESPONSE },
+                    flow,
+                    bytes.to_vec(),
+                ),
+                ResponseRecord::Expired { flow, request } => (KIND_EXPIRED, flow, request.to_vec()),
+                other => panic!("unexpected {other:?}"),
+            })
+        });
+        assert!(drained.corrupt.is_none());
         out
     }
 
@@ -271,16 +277,10 @@ pub(crate) mod tests {
         assert_eq!(r.close(8), SPP_OK);
         r.complete(42);
         assert!(drain(&mut c).is_empty());
-        shared
-            .proxy_header()
-            .proxy_sleeping
-            .store(1, Ordering::SeqCst);
+        let sleep = ProxySleep::new(&shared.proxy);
+        sleep.announce();
         assert!(r.publish());
-        assert_eq!(
-            shared.proxy_header().proxy_sleeping.load(Ordering::SeqCst),
-            0,
-            "the sleeping proxy was woken"
-        );
+        assert!(!sleep.announced(), "the sleeping proxy was woken");
         assert!(shared.proxy_bell.wait(Duration::ZERO));
         assert_eq!(
             drain(&mut c),
@@ -290,7 +290,7 @@ pub(crate) mod tests {
             ]
         );
         let header = shared.pair_header();
-        assert_eq!(header.completed_seq.load(Ordering::Acquire), 42);
+        assert_eq!(c.completed_seq(), 42);
         assert_eq!(header.stats.replies.load(Ordering::Relaxed), 2);
         assert_eq!(header.stats.reply_bytes.load(Ordering::Relaxed), 5);
     }
@@ -298,23 +298,20 @@ pub(crate) mod tests {
     #[test]
     fn a_completion_without_a_reply_wakes_a_sleeping_proxy() {
         let (shared, mut r, mut c) = setup();
-        let proxy = shared.proxy_header();
-        proxy.proxy_sleeping.store(1, Ordering::SeqCst);
+        let sleep = ProxySleep::new(&shared.proxy);
+        sleep.announce();
         assert!(!r.publish(), "nothing to publish");
-        assert_eq!(proxy.proxy_sleeping.load(Ordering::SeqCst), 1, "no wake");
+        assert!(sleep.announced(), "no wake");
         r.complete(7);
         assert!(!r.publish(), "still no records");
-        assert_eq!(
-            shared.pair_header().completed_seq.load(Ordering::Acquire),
-            7
-        );
-        assert_eq!(proxy.proxy_sleeping.load(Ordering::SeqCst), 0, "woken");
+        assert_eq!(c.completed_seq(), 7);
+        assert!(!sleep.announced(), "woken");
         assert!(shared.proxy_bell.wait(Duration::ZERO), "rang");
         assert!(drain(&mut c).is_empty());
         // Nothing new: no second wake.
-        proxy.proxy_sleeping.store(1, Ordering::SeqCst);
+        sleep.announce();
         r.publish();
-        assert_eq!(proxy.proxy_sleeping.load(Ordering::SeqCst), 1);
+        assert!(sleep.announced());
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! every few spins, see [`SPIN_YIELD_EVERY`]), announce sleep, look once
 //! more, and block on the doorbell for at most a heartbeat.
 //!
-//! Each request record carries, in its header flags, the
-//! [`generation_tag`] of the worker the proxy meant it for. One stamped for
-//! another generation was pushed before the proxy adopted this worker (its
-//! predecessor's, already failed by the proxy): it is skipped unserved, but
-//! still completed, so `completed_seq` keeps pace with `pushed_seq`.
+//! The ring ends are the worker's end of the pair protocol
+//! ([`spp_ipc::pair`]): [`WorkerRequests`] tells this generation's requests
+//! from those stamped for another one, which were pushed before the proxy
+//! adopted this worker (its predecessor's, already failed by the proxy):
+//! those are skipped unserved, but still completed, so `completed_seq`
+//! keeps pace with `pushed_seq`.
 //!
 //! Per request taken, in the pair header, with one clock read per request
 //! (the end of one call is the start of the next, the batch's first request
@@ -24,9 +25,9 @@
 //! `in_process_since_ms` goes back to 0 as soon as the call returns.
 //!
 //! A stop signal switches the slot to `Draining` and rings the proxy's
-//! doorbell. The loop goes on serving until the proxy will push nothing
-//! more ([`DrainWatch`]: it acknowledged in `drain_ack`, or it is not
-//! running) and the request ring is empty, for at most the launch spec's
+//! doorbell ([`WorkerSlot::start_draining`]). The loop goes on serving
+//! until the proxy will push nothing more ([`DrainWatch`]: it acknowledged
+//! the drain, or it is not running) and the request ring is empty, for at most the launch spec's
 //! `drain_timeout_ms`; then replies are flushed, `spp_fini` called, and the
 //! loop returns. A SIGHUP reopens the launch spec's log file between two
 //! turns.
@@ -37,13 +38,9 @@ use crate::error::WorkerError;
 use crate::host::{HostServices, DEFERRED_CAPACITY};
 use crate::signals::Signals;
 use crate::throttle::LogThrottle;
-use spp_ipc::doorbell::SleepFlag;
 use spp_ipc::launch::WorkerLaunch;
-use spp_ipc::layout::WorkerState;
-use spp_ipc::record::{
-    generation_tag, monotonic_ns, split_request, RequestMeta, KIND_REQUEST, NS_PER_MS,
-};
-use spp_ipc::ring::Consumer;
+use spp_ipc::pair::{Request, WorkerRequests, WorkerSlot};
+use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS};
 use spp_plugin_api::abi::SPP_HOOK_PANICKED;
 use spp_plugin_api::host::PluginLibrary;
 use std::path::PathBuf;
@@ -92,13 +89,13 @@ pub struct Server {
     shared: &'static Shared,
     host: HostServices,
     plugin: &'static PluginLibrary,
-    requests: Consumer,
+    requests: WorkerRequests<'static>,
     spin: Duration,
     signals: Signals,
     group: u32,
     index: u32,
-    /// This worker's `worker_generation`.
-    generation: u64,
+    /// This worker's hold on its slot (generation, state, drain ack).
+    slot: WorkerSlot<'static>,
     /// What is done with each request taken from the ring.
     handler: Handler,
     /// The longest a drain may take.
@@ -113,7 +110,7 @@ struct Handler {
     shared: &'static Shared,
     host: HostServices,
     plugin: &'static PluginLibrary,
-    /// The [`generation_tag`] of this worker's generation.
+    /// The tag of this worker's generation (for logs).
     tag: u16,
     /// A request that waited longer than this (ns) is not processed
     /// (`u64::MAX`: no limit).
@@ -130,15 +127,15 @@ enum Taken {
 }
 
 impl Server {
-    /// A server for the worker `spec` describes, of `generation` (its
-    /// `worker_generation`), on its attached rings.
+    /// A server for the worker `spec` describes, holding `slot`, on its
+    /// attached rings.
     pub fn new(
         spec: &WorkerLaunch,
-        generation: u64,
+        slot: WorkerSlot<'static>,
         shared: &'static Shared,
         host: HostServices,
         plugin: &'static PluginLibrary,
-        requests: Consumer,
+        requests: WorkerRequests<'static>,
         signals: Signals,
     ) -> Self {
         let stale_after_ns = match spec.msg_timeout_ms {
@@ -154,12 +151,12 @@ impl Server {
             signals,
             group: spec.group,
             index: spec.index,
-            generation,
+            slot,
             handler: Handler {
                 shared,
                 host,
                 plugin,
-                tag: generation_tag(generation),
+                tag: slot.tag().raw(),
                 stale_after_ns,
                 warnings: Warnings::default(),
             },
@@ -214,21 +211,12 @@ impl Server {
             })?;
             let Some(record) = record else { break };
             let stride = record.stride();
-            if record.kind == KIND_REQUEST {
-                let Some((meta, req)) = split_request(record.data) else {
-                    let len = record.data.len();
-                    return Err(WorkerError::BadRecord {
-                        group: self.group,
-                        index: self.index,
-                        len,
-                    });
-                };
-                if record.flags != self.handler.tag {
-                    self.handler.skip(meta, record.flags);
-                } else {
+            match record.request {
+                Request::Mine { meta, bytes } => {
                     // The request is read in place; the ring is not
-                    // released before the batch ends, so `req` stays valid.
-                    match self.handler.take(meta, req, now) {
+                    // released before the batch ends, so `bytes` stays
+                    // valid.
+                    match self.handler.take(meta, bytes, now) {
                         Taken::Expired => {}
                         Taken::Processed { ended_ns } => {
                             busy_ns += ended_ns.saturating_sub(now);
@@ -237,12 +225,23 @@ impl Server {
                         }
                     }
                 }
-            } else if let Some(suppressed) = self.handler.warnings.unknown.allow() {
-                tracing::warn!(
-                    kind = record.kind,
-                    suppressed,
-                    "skipping a request-ring record of unknown kind"
-                );
+                Request::OtherGeneration { meta, tag } => self.handler.skip(meta, tag),
+                Request::Malformed { len } => {
+                    return Err(WorkerError::BadRecord {
+                        group: self.group,
+                        index: self.index,
+                        len,
+                    });
+                }
+                Request::UnknownKind { kind } => {
+                    if let Some(suppressed) = self.handler.warnings.unknown.allow() {
+                        tracing::warn!(
+                            kind,
+                            suppressed,
+                            "skipping a request-ring record of unknown kind"
+                        );
+                    }
+                }
             }
             self.requests.advance(stride);
             served += 1;
@@ -275,20 +274,18 @@ impl Server {
                 }
             }
         }
-        let flag = SleepFlag(&self.shared.pair_header().worker_sleeping);
-        flag.announce();
-        if !self.work_waiting() {
-            self.shared.bell.wait(HEARTBEAT_INTERVAL);
-        }
-        flag.clear();
+        self.requests
+            .sleep(HEARTBEAT_INTERVAL, || self.other_work_waiting());
     }
 
     /// Requests in the ring, deferred replies, or a signal to act on.
     fn work_waiting(&self) -> bool {
-        self.requests.has_data()
-            || self.host.has_deferred()
-            || self.signals.stop_requested()
-            || self.signals.reopen_pending()
+        self.requests.has_requests() || self.other_work_waiting()
+    }
+
+    /// Deferred replies, or a signal to act on.
+    fn other_work_waiting(&self) -> bool {
+        self.host.has_deferred() || self.signals.stop_requested() || self.signals.reopen_pending()
     }
 
     /// After a SIGHUP: reopens the log file onto stdout and stderr, so a
@@ -306,15 +303,12 @@ impl Server {
     /// `spp_fini`.
     fn drain(mut self) -> Result<(), WorkerError> {
         let header = self.shared.pair_header();
-        header
-            .worker_state
-            .store(WorkerState::Draining as u32, Ordering::Release);
-        // The proxy stops pushing at the scan that sees `Draining`: wake it
-        // so that scan comes now rather than at its next timer.
-        self.shared.proxy_bell.ring();
+        // The proxy stops pushing at the scan that sees `Draining`; this
+        // wakes it so that scan comes now rather than at its next timer.
+        self.slot.start_draining();
         tracing::info!("stop requested: draining the request ring");
         let started = Instant::now();
-        let mut watch = DrainWatch::new(self.shared, self.generation);
+        let mut watch = DrainWatch::new(self.shared, self.slot);
         loop {
             let turn = self.turn()?;
             self.reopen_log_if_asked();
@@ -322,17 +316,15 @@ impl Server {
             // The release first: once it is seen, the ring holds every
             // request the proxy will ever push to us.
             if let Some(why) = watch.released(now) {
-                if !self.requests.has_data() {
+                if !self.requests.has_requests() {
                     tracing::info!("{why}, and the request ring is empty");
                     break;
                 }
             }
             let elapsed = now.saturating_duration_since(started);
             if elapsed >= self.drain_timeout {
-                let pushed = header.pushed_seq.load(Ordering::Acquire);
-                let completed = header.completed_seq.load(Ordering::Acquire);
                 tracing::warn!(
-                    left = pushed.saturating_sub(completed),
+                    left = self.slot.backlog(),
                     released = watch.released(now).is_some(),
                     "the drain did not finish within {:?}; leaving what is queued to the proxy",
                     self.drain_timeout
@@ -357,12 +349,7 @@ impl Server {
     /// Draining with nothing to do: sleep on the doorbell (the proxy rings
     /// it after a push) for at most `timeout`.
     fn drain_wait(&self, timeout: Duration) {
-        let flag = SleepFlag(&self.shared.pair_header().worker_sleeping);
-        flag.announce();
-        if !self.requests.has_data() && !self.host.has_deferred() {
-            self.shared.bell.wait(timeout);
-        }
-        flag.clear();
+        self.requests.sleep(timeout, || self.host.has_deferred());
     }
 
     /// After `spp_fini`: forwards the replies `spp_fini` and plugin threads

@@ -54,12 +54,8 @@ fn echo_replies_arrive_for_many_requests() {
     let mut proxy = FakeProxy::new();
     let mut worker = proxy.spawn(&echo_plugin(), "", 50);
     proxy.wait_ready(&mut worker);
-    let header = proxy.header();
-    assert_eq!(
-        header.worker_pid.load(Ordering::Acquire),
-        worker.pid() as u32
-    );
-    assert_eq!(header.worker_generation.load(Ordering::Acquire), 1);
+    assert_eq!(proxy.end().worker_pid(), worker.pid() as u32);
+    assert_eq!(proxy.end().worker_generation(), 1);
 
     echo_round_trips(&mut proxy, &mut worker, COUNT);
 
@@ -177,12 +173,8 @@ fn sigterm_drains_the_ring_then_calls_fini_and_exits_0() {
             bytes: b"fini".to_vec()
         }
     );
-    let header = proxy.header();
-    assert_eq!(
-        WorkerState::from_raw(header.worker_state.load(Ordering::Acquire)),
-        WorkerState::Draining
-    );
-    assert_eq!(header.completed_seq.load(Ordering::Acquire), COUNT);
+    assert_eq!(proxy.end().worker_state(), WorkerState::Draining);
+    assert_eq!(proxy.end().completed_seq(), COUNT);
 }
 
 #[test]
@@ -321,7 +313,7 @@ fn a_wrong_abi_version_exits_with_status_2_naming_file_and_versions() {
         "names both versions: {stderr}"
     );
     assert_eq!(
-        WorkerState::from_raw(proxy.header().worker_state.load(Ordering::Acquire)),
+        proxy.end().worker_state(),
         WorkerState::Starting,
         "never Ready"
     );
@@ -372,7 +364,7 @@ fn requests_stamped_for_another_generation_are_skipped_but_completed() {
     let mut proxy = FakeProxy::new();
     let mut worker = proxy.spawn(&echo_plugin(), "", 0);
     proxy.wait_ready(&mut worker);
-    let generation = proxy.header().worker_generation.load(Ordering::Acquire);
+    let generation = proxy.end().worker_generation();
     // Pushed for the predecessor (and failed by the proxy when it adopted
     // this worker), after this worker's start-up discard.
     let stale = generation_tag(generation.wrapping_sub(1));
@@ -427,5 +419,5 @@ fn a_request_pushed_after_sigterm_before_the_proxy_noticed_is_served() {
     proxy.poll(&mut got);
     assert_eq!(got.len(), 2, "then fini's reply: {got:?}");
     assert_eq!(got[1].bytes, b"fini");
-    assert_eq!(proxy.header().completed_seq.load(Ordering::Acquire), 1);
+    assert_eq!(proxy.end().completed_seq(), 1);
 }

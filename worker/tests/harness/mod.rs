@@ -1,17 +1,18 @@
 //! A fake proxy for spp-worker tests: creates the shared state the
 //! controller would (proxy region, pair region, doorbells), spawns the real
-//! `spp-worker` with `SPP_LAUNCH` and the fds inherited, pushes requests and
-//! reads responses. Every wait is bounded by [`DEADLINE`].
+//! `spp-worker` with `SPP_LAUNCH` and the fds inherited, and plays the
+//! proxy through the proxy's end of the pair protocol
+//! ([`spp_ipc::pair::ProxyEnd`]): pushes requests, reads responses, answers
+//! the drain. Every wait is bounded by [`DEADLINE`].
 
 #![allow(dead_code)]
 
-use spp_ipc::doorbell::{wake_if_sleeping, Doorbell, SleepFlag};
+use spp_ipc::doorbell::Doorbell;
 use spp_ipc::launch::{Launch, LogSpec, PairFds, WorkerLaunch, LAUNCH_ENV};
 use spp_ipc::layout::{PairHeader, PairLayout, PairRegion, ProcessState, ProxyRegion, WorkerState};
-use spp_ipc::record::{
-    generation_tag, meta_bytes, monotonic_ns, split_response, RequestMeta, KIND_REQUEST,
-};
-use spp_ipc::ring::{Consumer, Producer, PushError};
+use spp_ipc::pair::{ProxyEnd, ProxySleep, RequestTag, ResponseRecord};
+use spp_ipc::record::{monotonic_ns, KIND_CLOSE, KIND_EXPIRED, KIND_RESPONSE};
+use spp_ipc::ring::PushError;
 use spp_ipc::shm::clear_cloexec;
 use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_PROTO_TCP};
 use std::fs::File;
@@ -48,12 +49,9 @@ pub struct Response {
 /// The controller's and proxy's side of one worker slot.
 pub struct FakeProxy {
     pub proxy: ProxyRegion,
-    pub pair: PairRegion,
-    pub bell: Doorbell,
     pub proxy_bell: Doorbell,
-    requests: Producer,
-    responses: Consumer,
-    next_seq: u64,
+    /// The proxy's end of the pair (the pair region, the worker's doorbell).
+    end: ProxyEnd,
 }
 
 impl FakeProxy {
@@ -70,14 +68,9 @@ impl FakeProxy {
     /// [`Self::new`] with other ring sizes.
     pub fn with_layout(layout: PairLayout) -> Self {
         let pair = PairRegion::create(GROUP, INDEX, layout).expect("pair region");
-        // SAFETY: the test is the slot's only request producer and response
-        // consumer; both ends are dropped with `self`, before the region.
-        let (requests, responses) = unsafe {
-            (
-                pair.request_producer().expect("producer"),
-                pair.response_consumer().expect("consumer"),
-            )
-        };
+        let bell = Doorbell::create().expect("bell");
+        // SAFETY: the test is the slot's only proxy.
+        let end = unsafe { ProxyEnd::attach(pair, bell) }.expect("the proxy end");
         let proxy = ProxyRegion::create().expect("proxy region");
         let header = proxy.header();
         header
@@ -88,17 +81,25 @@ impl FakeProxy {
             .store(std::process::id(), Ordering::Release);
         FakeProxy {
             proxy,
-            pair,
-            bell: Doorbell::create().expect("bell"),
             proxy_bell: Doorbell::create().expect("proxy bell"),
-            requests,
-            responses,
-            next_seq: 0,
+            end,
         }
     }
 
+    /// The proxy's end of the pair (the worker's state, generation and
+    /// `completed_seq` as the proxy sees them).
+    pub fn end(&self) -> &ProxyEnd {
+        &self.end
+    }
+
+    /// The pair region.
+    pub fn pair(&self) -> &PairRegion {
+        self.end.region()
+    }
+
+    /// The pair header (for the worker's counters and state).
     pub fn header(&self) -> &PairHeader {
-        self.pair.header()
+        self.pair().header()
     }
 
     /// The launch spec for a worker on this slot.
@@ -111,10 +112,10 @@ impl FakeProxy {
             plugin_conf: conf.into(),
             pair: PairFds {
                 index: INDEX,
-                region_fd: self.pair.raw_fd(),
-                bell_fd: self.bell.raw_fd(),
+                region_fd: self.pair().raw_fd(),
+                bell_fd: self.end.worker_bell().raw_fd(),
             },
-            pair_layout: self.pair.layout(),
+            pair_layout: self.pair().layout(),
             proxy_region_fd: self.proxy.raw_fd(),
             proxy_bell_fd: self.proxy_bell.raw_fd(),
             spin_us,
@@ -159,7 +160,7 @@ impl FakeProxy {
     /// The tag the proxy stamps on requests for the slot's current worker
     /// generation.
     pub fn current_tag(&self) -> u16 {
-        generation_tag(self.header().worker_generation.load(Ordering::Acquire))
+        RequestTag::of(self.end.worker_generation()).raw()
     }
 
     /// Pushes one request for the current worker generation (not yet
@@ -185,28 +186,19 @@ impl FakeProxy {
     fn push_full(&mut self, flow: u64, bytes: &[u8], tag: u16, enqueued_ns: u64) -> Option<u64> {
         let local = SppAddr::from_socket_addr("127.0.0.1:7963".parse().expect("addr"));
         let remote = SppAddr::from_socket_addr("127.0.0.1:40000".parse().expect("addr"));
-        let seq = self.next_seq + 1;
-        let meta = RequestMeta {
-            conn: SppConnInfo {
-                flow,
-                recv_time_us: 1,
-                proto: SPP_PROTO_TCP,
-                local,
-                remote,
-                ..Default::default()
-            },
-            seq,
-            enqueued_ns,
+        let conn = SppConnInfo {
+            flow,
+            recv_time_us: 1,
+            proto: SPP_PROTO_TCP,
+            local,
+            remote,
+            ..Default::default()
         };
         match self
-            .requests
-            .push(KIND_REQUEST, tag, &[meta_bytes(&meta), bytes])
+            .end
+            .push(RequestTag::from_raw(tag), &conn, bytes, enqueued_ns)
         {
-            Ok(()) => {
-                self.next_seq = seq;
-                self.header().pushed_seq.store(seq, Ordering::Release);
-                Some(flow)
-            }
+            Ok(_seq) => Some(flow),
             Err(PushError::Full) => None,
             Err(PushError::TooLarge) => panic!("request of {} bytes can never fit", bytes.len()),
         }
@@ -215,8 +207,7 @@ impl FakeProxy {
     /// Publishes pushed requests; returns whether the doorbell was rung
     /// (the worker was asleep).
     pub fn publish(&mut self) -> bool {
-        self.requests.publish();
-        wake_if_sleeping(&self.header().worker_sleeping, &self.bell)
+        self.end.publish()
     }
 
     /// Pushes and publishes one request.
@@ -227,17 +218,26 @@ impl FakeProxy {
 
     /// Takes every published response.
     pub fn poll(&mut self, out: &mut Vec<Response>) {
-        while let Some(rec) = self.responses.peek().expect("response ring intact") {
-            let (meta, bytes) = split_response(rec.data).expect("response meta");
+        let drained = self.end.drain_responses(usize::MAX, |record| {
+            let (kind, flow, bytes) = match record {
+                ResponseRecord::Reply { flow, bytes, close } => {
+                    (if close { KIND_CLOSE } else { KIND_RESPONSE }, flow, bytes)
+                }
+                ResponseRecord::Expired { flow, request } => (KIND_EXPIRED, flow, request),
+                ResponseRecord::Unexpected { kind, len } => {
+                    panic!("a response record of kind {kind} ({len} bytes)")
+                }
+            };
             out.push(Response {
-                kind: rec.kind,
-                flow: meta.flow,
+                kind,
+                flow,
                 bytes: bytes.to_vec(),
             });
-            let stride = rec.stride();
-            self.responses.advance(stride);
+        });
+        if let Some(e) = &drained.corrupt {
+            panic!("response ring corrupt: {e}");
         }
-        self.responses.release();
+        self.end.pop_completed(&drained, |_| {});
     }
 
     /// Waits (sleeping on the proxy doorbell like the proxy does) until
@@ -255,56 +255,53 @@ impl FakeProxy {
                 out.len(),
                 worker.describe()
             );
-            let flag = SleepFlag(&self.proxy.header().proxy_sleeping);
-            flag.announce();
-            if !self.responses.has_data() {
-                self.proxy_bell.wait(BELL_WAIT);
-            }
-            flag.clear();
+            let end = &self.end;
+            ProxySleep::new(&self.proxy)
+                .sleep(&self.proxy_bell, BELL_WAIT, || end.responses_waiting());
         }
     }
 
     /// Waits until the worker says Ready.
     pub fn wait_ready(&self, worker: &mut Worker) {
-        self.wait_until(worker, "worker Ready", |h| {
-            WorkerState::from_raw(h.worker_state.load(Ordering::Acquire)) == WorkerState::Ready
-        });
+        self.wait_state(WorkerState::Ready, worker);
     }
 
     /// Waits until the worker's slot is in `state`.
     pub fn wait_state(&self, state: WorkerState, worker: &mut Worker) {
-        self.wait_until(worker, &format!("worker {state:?}"), |h| {
-            WorkerState::from_raw(h.worker_state.load(Ordering::Acquire)) == state
+        self.wait_for(worker, &format!("worker {state:?}"), |p| {
+            p.end.worker_state() == state
         });
     }
 
     /// Waits until the worker announced that it sleeps.
     pub fn wait_asleep(&self, worker: &mut Worker) {
-        self.wait_until(worker, "worker asleep", |h| {
-            h.worker_sleeping.load(Ordering::SeqCst) != 0
-        });
+        self.wait_for(worker, "worker asleep", |p| p.end.worker_sleeping());
     }
 
     /// Waits until the worker reports `seq` in `completed_seq`.
     pub fn wait_completed(&self, seq: u64, worker: &mut Worker) {
-        self.wait_until(worker, "completed_seq", |h| {
-            h.completed_seq.load(Ordering::Acquire) >= seq
-        });
-        assert_eq!(self.header().completed_seq.load(Ordering::Acquire), seq);
+        self.wait_for(worker, "completed_seq", |p| p.end.completed_seq() >= seq);
+        assert_eq!(self.end.completed_seq(), seq);
     }
 
     /// Plays the proxy's side of a drain: waits until the worker says
-    /// `Draining`, then stores its generation in `drain_ack` (the proxy
+    /// `Draining`, then acknowledges its generation's drain (the proxy
     /// pushes nothing more to it).
-    pub fn ack_drain(&self, worker: &mut Worker) {
+    pub fn ack_drain(&mut self, worker: &mut Worker) {
         self.wait_state(WorkerState::Draining, worker);
-        let generation = self.header().worker_generation.load(Ordering::Acquire);
-        self.header().drain_ack.store(generation, Ordering::Release);
+        self.ack_drain_now();
+    }
+
+    /// Acknowledges the drain of the slot's current worker generation at
+    /// once, whatever its state.
+    pub fn ack_drain_now(&mut self) {
+        let generation = self.end.worker_generation();
+        self.end.ack_drain(generation);
     }
 
     /// Stops the worker the way the controller and proxy do (SIGTERM, then
     /// the drain acknowledged) and returns its exit code.
-    pub fn stop(&self, worker: &mut Worker) -> i32 {
+    pub fn stop(&mut self, worker: &mut Worker) -> i32 {
         worker.signal(libc::SIGTERM);
         self.ack_drain(worker);
         worker.exit_code()
@@ -312,8 +309,13 @@ impl FakeProxy {
 
     /// Waits (bounded) until `done` holds for the pair header.
     pub fn wait_until(&self, worker: &mut Worker, what: &str, done: impl Fn(&PairHeader) -> bool) {
+        self.wait_for(worker, what, |p| done(p.header()));
+    }
+
+    /// Waits (bounded) until `done` holds for this fake proxy.
+    fn wait_for(&self, worker: &mut Worker, what: &str, done: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + DEADLINE;
-        while !done(self.header()) {
+        while !done(self) {
             if let Some(status) = worker.try_status() {
                 panic!(
                     "waiting for {what}: worker exited with {status}; stderr:\n{}",

@@ -1,0 +1,106 @@
+//! # spp-worker — one worker process of an spp group, as a library
+//!
+//! The `spp-worker` binary (`main.rs`) reads its launch spec and calls
+//! [`run`]. Startup: map the shared state (`attach`: the pair region,
+//! the doorbells, the proxy region and, when the controller hands one, the
+//! L5 route table), take the slot
+//! ([`WorkerSlot::take`](spp_ipc::pair::WorkerSlot::take): our pid, a new
+//! `worker_generation`, state `Starting`), attach the worker's end of the
+//! rings (dropping whatever a dead predecessor left in the request ring),
+//! free the plugin-metric slots it may have left half-claimed, load the
+//! plugin (ABI checked), build the `spp_host` table (`host`), call
+//! `spp_init`, state `Ready`, then serve the ring (`serve`) until SIGTERM
+//! drains it (`drain`). SIGHUP reopens the log file (`signals`).
+//!
+//! The pair protocol itself (sequence numbers, generations, the drain
+//! handshake, sleep and wake, and their memory ordering) lives in
+//! [`spp_ipc::pair`]; this crate is what a worker does with it.
+//!
+//! * `attach`: the inherited fds, mapped for the process's life.
+//! * `serve`: the ring loop (batches, spin then sleep, stale requests).
+//! * `respond`: the response ring's batching and full-ring policy.
+//! * `drain`: when a draining worker may stop.
+//! * `host`: the `spp_host` services table; `l5`: its L5 routing.
+//! * `signals`, `stats`, `throttle`: signals, counters, log
+//!   throttling. [`error`]: [`WorkerError`] and its exit codes.
+
+mod attach;
+mod drain;
+pub mod error;
+mod host;
+mod l5;
+mod respond;
+mod serve;
+mod signals;
+mod stats;
+mod throttle;
+
+pub use crate::error::WorkerError;
+
+use crate::host::HostServices;
+use crate::respond::Responder;
+use crate::serve::Server;
+use spp_ipc::launch::WorkerLaunch;
+use spp_ipc::pair::WorkerSlot;
+use spp_plugin_api::host::{PluginLibrary, Role};
+use std::ffi::CString;
+
+/// Starts the worker `spec` describes and serves until drained.
+pub fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
+    let _span = tracing::info_span!("worker", group = spec.group, index = spec.index).entered();
+    let shared = attach::attach(&spec)?;
+    // The proxy stamps each request with the tag of the generation it
+    // adopted; requests stamped for another one are skipped (see `serve`).
+    let slot = WorkerSlot::take(&shared.pair, &shared.proxy_bell, std::process::id());
+
+    let ring_error = |what, cause| WorkerError::Attach {
+        what,
+        fd: spec.pair.region_fd,
+        cause,
+    };
+    // SAFETY: the controller runs one worker per slot, so this is the only
+    // request consumer and response producer; `shared` is leaked, so the
+    // rings outlive both ends.
+    let (requests, responses) = unsafe {
+        (
+            slot.attach_requests(&shared.bell)
+                .map_err(|e| ring_error("request ring", e))?,
+            slot.attach_responses(&shared.proxy)
+                .map_err(|e| ring_error("response ring", e))?,
+        )
+    };
+    // Before any plugin code runs: a predecessor killed mid-claim must not
+    // hold a metric slot forever.
+    shared.pair_header().plugin.recover();
+    let signals = signals::install(shared.bell.raw_fd())?;
+
+    // Leaked: plugin threads may outlive `spp_fini`, so the code is never
+    // unmapped under them.
+    let plugin: &'static PluginLibrary =
+        Box::leak(Box::new(PluginLibrary::load(&spec.plugin, Role::Worker)?));
+    let conf = CString::new(spec.plugin_conf.as_str()).map_err(|_| WorkerError::Conf {
+        path: spec.plugin.clone(),
+    })?;
+    let host = HostServices::install(
+        shared,
+        Responder::new(responses, shared),
+        spec.group,
+        spec.index,
+    )
+    .ok_or(WorkerError::HostInstalledTwice)?;
+    // SAFETY: the table is leaked, so it stays valid and in place for the
+    // process's life (past `spp_fini`).
+    let code = unsafe { plugin.init(host.table(), &conf) };
+    if code != 0 {
+        return Err(WorkerError::Init {
+            path: spec.plugin.clone(),
+            code,
+        });
+    }
+    slot.set_ready();
+    tracing::info!(plugin = %spec.plugin.display(), pid = std::process::id(), "ready");
+
+    Server::new(&spec, slot, shared, host, plugin, requests, signals).run()?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -21,23 +21,65 @@
 //! A gone worker's ring is drained completely, then everything it still
 //! held fails at once with `SPP_EXC_WORKER_DIED` (`req` = NULL).
 //!
-//! Either way a request leaving its worker goes through
-//! `Clients::request_left`, which lists a held connection (`conn::HELD`)
-//! whose last request left, for the loop to frame again.
+//! Either way a request leaving its worker leaves the dispatcher's ledger,
+//! which hands a connection whose last request left to
+//! `Clients::requests_emptied` (a held connection is then listed for the
+//! loop to frame again).
+//!
+//! The decision for one record is [`classify`], a plain function tested
+//! on its own.
 
 use crate::clients::Clients;
-use crate::conn::CLOSE_AFTER_FLUSH;
 use crate::event_loop::Proxy;
 use crate::flow::{self, Proto};
-use crate::host::{HostServices, OpQueue};
-use crate::requests::{self, Verdict};
+use crate::hooks::{Hooks, Verdict};
 use spp_ipc::record::{split_response, KIND_CLOSE, KIND_EXPIRED, KIND_RESPONSE};
 use spp_plugin_api::abi::{SPP_EXC_TIMEOUT, SPP_EXC_WORKER_DIED};
-use spp_plugin_api::host::PluginLibrary;
+use std::ffi::c_int;
 
 /// Response records taken from one ring per loop turn before the others
 /// get a go.
 pub const MAX_RESPONSES_PER_TURN: usize = 4096;
+
+/// What one response record asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// Deliver `bytes` to `flow`; `close` after them.
+    Deliver {
+        /// The flow.
+        flow: u64,
+        /// The response bytes (empty: close).
+        bytes: &'a [u8],
+        /// `KIND_CLOSE`.
+        close: bool,
+    },
+    /// The worker dropped `flow`'s request `req` as stale.
+    Expired {
+        /// The flow.
+        flow: u64,
+        /// The request bytes, if the record carries them.
+        req: Option<&'a [u8]>,
+    },
+    /// Not a record a response ring should hold.
+    Unexpected,
+}
+
+/// Reads one response record of `kind` with payload `data`.
+#[inline]
+pub fn classify(kind: u16, data: &[u8]) -> Record<'_> {
+    match (kind, split_response(data)) {
+        (KIND_RESPONSE | KIND_CLOSE, Some((meta, bytes))) => Record::Deliver {
+            flow: meta.flow,
+            bytes,
+            close: kind == KIND_CLOSE,
+        },
+        (KIND_EXPIRED, Some((meta, bytes))) => Record::Expired {
+            flow: meta.flow,
+            req: (!bytes.is_empty()).then_some(bytes),
+        },
+        _ => Record::Unexpected,
+    }
+}
 
 impl Proxy {
     /// Drains every response ring (bounded per ring). Returns whether a
@@ -56,13 +98,11 @@ impl Proxy {
         let Proxy {
             dispatch,
             clients,
-            ops,
-            plugin,
-            host,
+            hooks,
             ..
         } = self;
         let completed = dispatch.completed_seq(s);
-        let consumer = dispatch.slot_mut(s).consumer();
+        let consumer = dispatch.responses(s);
         let mut taken = 0;
         let mut more = false;
         let mut corrupt = None;
@@ -76,19 +116,19 @@ impl Proxy {
                 }
             };
             let stride = record.stride();
-            match (record.kind, split_response(record.data)) {
-                (KIND_RESPONSE | KIND_CLOSE, Some((meta, bytes))) => {
+            match classify(record.kind, record.data) {
+                Record::Deliver { flow, bytes, close } => {
                     clients.stats.responses += 1;
-                    clients.deliver(plugin, meta.flow, bytes, record.kind == KIND_CLOSE);
+                    hooks.deliver(clients, flow, bytes, close);
                 }
-                (KIND_EXPIRED, Some((meta, bytes))) => {
+                Record::Expired { flow, req } => {
                     clients.stats.stale_failed += 1;
-                    fail_expired(clients, ops, plugin, host, meta.flow, bytes);
+                    fail_request(hooks, clients, flow, req, SPP_EXC_TIMEOUT);
                 }
-                (kind, _) => {
+                Record::Unexpected => {
                     clients.stats.stale_responses += 1;
                     tracing::debug!(
-                        kind,
+                        kind = record.kind,
                         len = record.data.len(),
                         "unexpected record in a response ring"
                     );
@@ -102,20 +142,17 @@ impl Proxy {
             }
         }
         consumer.release();
-        dispatch.pop_completed(s, completed, |flow| clients.request_done(flow));
+        dispatch.pop_completed(s, completed, |flow| clients.requests_emptied(flow));
         if let Some(e) = corrupt {
-            let (group, index) = dispatch.slot_mut(s).name();
+            let (group, index) = dispatch.slot_name(s);
             tracing::error!(
                 group,
                 worker = index,
                 "response ring unreadable, dropping its records: {e}"
             );
-            dispatch.slot_mut(s).consumer().discard_all();
+            dispatch.responses(s).discard_all();
             // Their replies may be among the dropped records.
             self.fail_in_flight(s);
-        }
-        if taken != 0 {
-            self.apply_host_ops();
         }
         more
     }
@@ -132,56 +169,43 @@ impl Proxy {
     /// Fails every request still in flight in slot `s` with
     /// `SPP_EXC_WORKER_DIED`.
     fn fail_in_flight(&mut self, s: usize) {
-        while let Some(entry) = self.dispatch.take_in_flight(s) {
-            match flow::decode(entry.flow).proto {
-                Proto::Tcp => {
-                    let Some(slot) = self.clients.conns.slot_of(entry.flow) else {
-                        continue;
-                    };
-                    let Some(info) = self.clients.conns.get(slot).map(|c| c.info) else {
-                        continue;
-                    };
-                    // A held connection is listed to frame again (after
-                    // this failure's answer is queued: the loop resumes
-                    // held connections later in the turn).
-                    self.clients.request_left(slot);
-                    self.clients.stats.worker_died_failed += 1;
-                    if self.raise(&info, None, SPP_EXC_WORKER_DIED) == Verdict::Close {
-                        if let Some(conn) = self.clients.conns.lookup_mut(entry.flow) {
-                            conn.flags |= crate::conn::CLOSE_AFTER_FLUSH;
-                        }
-                    }
-                    self.clients.mark_flush(slot);
-                }
-                Proto::Udp => {
-                    let Some(slot) = self.clients.udp_flows.slot_of(entry.flow) else {
-                        continue;
-                    };
-                    let Some(info) = self.clients.udp_flows.get(slot).map(|f| f.info) else {
-                        continue;
-                    };
-                    self.clients.stats.worker_died_failed += 1;
-                    self.raise(&info, None, SPP_EXC_WORKER_DIED);
-                    if let Some(slot) = self.clients.udp_flows.slot_of(entry.flow) {
-                        self.clients.udp_flows.remove(slot);
-                    }
-                }
+        while let Some((entry, emptied)) = self.dispatch.take_in_flight(s) {
+            let live = match flow::decode(entry.flow).proto {
+                Proto::Tcp => self.clients.conns.slot_of(entry.flow).is_some(),
+                Proto::Udp => self.clients.udp_flows.slot_of(entry.flow).is_some(),
+            };
+            if !live {
+                continue;
             }
+            // A held connection is listed to frame again (after this
+            // failure's answer is queued: the loop resumes held connections
+            // later in the turn).
+            if emptied {
+                self.clients.requests_emptied(entry.flow);
+            }
+            self.clients.stats.worker_died_failed += 1;
+            fail_request(
+                &mut self.hooks,
+                &mut self.clients,
+                entry.flow,
+                None,
+                SPP_EXC_WORKER_DIED,
+            );
         }
     }
 }
 
-/// A worker dropped `flow`'s request `req` (may be empty) as stale: the
-/// exception hook answers it or the flow ends (see the module doc).
-fn fail_expired(
+/// `flow`'s request `req` (if known) failed for `reason`: the exception
+/// hook answers it, or the flow ends. A result < 0, or no hook, closes a
+/// TCP connection once its pending bytes are written; a UDP flow ends
+/// either way. Nothing happens for a flow that no longer exists.
+fn fail_request(
+    hooks: &mut Hooks,
     clients: &mut Clients,
-    ops: &mut OpQueue,
-    plugin: &PluginLibrary,
-    host: &HostServices,
     flow: u64,
-    req: &[u8],
+    req: Option<&[u8]>,
+    reason: c_int,
 ) {
-    let req = (!req.is_empty()).then_some(req);
     match flow::decode(flow).proto {
         Proto::Tcp => {
             let Some(slot) = clients.conns.slot_of(flow) else {
@@ -190,11 +214,8 @@ fn fail_expired(
             let Some(info) = clients.conns.get(slot).map(|c| c.info) else {
                 return;
             };
-            let verdict = requests::raise(clients, ops, plugin, host, &info, req, SPP_EXC_TIMEOUT);
-            if verdict == Verdict::Close {
-                if let Some(conn) = clients.conns.lookup_mut(flow) {
-                    conn.flags |= CLOSE_AFTER_FLUSH;
-                }
+            if hooks.exception(clients, &info, req, reason) == Verdict::Close {
+                clients.close_after_flush(flow);
             }
             clients.mark_flush(slot);
         }
@@ -207,7 +228,7 @@ fn fail_expired(
             else {
                 return;
             };
-            requests::raise(clients, ops, plugin, host, &info, req, SPP_EXC_TIMEOUT);
+            hooks.exception(clients, &info, req, reason);
             if let Some(slot) = clients.udp_flows.slot_of(flow) {
                 clients.udp_flows.remove(slot);
             }

@@ -460,3 +460,7 @@ impl Clients {
         !self.flush_list.is_empty()
     }
 }
+
+#[cfg(test)]
+#[path = "clients_tests.rs"]
+mod tests;

@@ -37,13 +37,21 @@ pub enum Verdict {
 /// Leave to call the `close` hook from inside a [`Clients`] operation;
 /// handed out by [`Hooks::with`] only, which applies what it queued.
 #[derive(Clone, Copy)]
-pub struct HookCall<'a>(&'a PluginLibrary);
+pub struct HookCall<'a>(Option<&'a PluginLibrary>);
 
 impl HookCall<'_> {
     /// `spp_close(info, leftover)`.
     #[inline]
     pub fn close(self, info: &SppConnInfo, leftover: &[u8]) {
-        self.0.close(info, leftover);
+        if let Some(plugin) = self.0 {
+            plugin.close(info, leftover);
+        }
+    }
+
+    /// A leave that calls no plugin, for unit tests of [`Clients`].
+    #[cfg(test)]
+    pub fn none() -> HookCall<'static> {
+        HookCall(None)
     }
 }
 
@@ -148,7 +156,7 @@ impl Hooks {
         clients: &mut Clients,
         f: impl FnOnce(&mut Clients, HookCall<'_>) -> R,
     ) -> R {
-        let r = f(clients, HookCall(self.plugin));
+        let r = f(clients, HookCall(Some(self.plugin)));
         self.flush(clients);
         r
     }
@@ -157,7 +165,7 @@ impl Hooks {
     /// connection it closes gets its `close` hook).
     #[inline]
     pub fn deliver(&mut self, clients: &mut Clients, flow: u64, bytes: &[u8], close: bool) {
-        clients.deliver(HookCall(self.plugin), flow, bytes, close);
+        clients.deliver(HookCall(Some(self.plugin)), flow, bytes, close);
         self.flush(clients);
     }
 
@@ -177,7 +185,7 @@ impl Hooks {
     }
 
     fn apply(&mut self, clients: &mut Clients) {
-        let hook = HookCall(self.plugin);
+        let hook = HookCall(Some(self.plugin));
         for _ in 0..MAX_OP_ROUNDS {
             if !self.host.has_ops() || !self.host.take_ops(&mut self.ops) {
                 return;

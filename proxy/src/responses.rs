@@ -235,3 +235,57 @@ fn fail_request(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spp_ipc::record::{meta_bytes, ResponseMeta, KIND_REQUEST};
+
+    fn record(flow: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut data = meta_bytes(&ResponseMeta { flow }).to_vec();
+        data.extend_from_slice(bytes);
+        data
+    }
+
+    #[test]
+    fn responses_and_closes_are_delivered() {
+        let data = record(7, b"hi");
+        assert_eq!(
+            classify(KIND_RESPONSE, &data),
+            Record::Deliver {
+                flow: 7,
+                bytes: b"hi",
+                close: false
+            }
+        );
+        assert_eq!(
+            classify(KIND_CLOSE, &data),
+            Record::Deliver {
+                flow: 7,
+                bytes: b"hi",
+                close: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_expired_record_carries_its_request_if_any() {
+        assert_eq!(
+            classify(KIND_EXPIRED, &record(3, b"req")),
+            Record::Expired {
+                flow: 3,
+                req: Some(b"req")
+            }
+        );
+        assert_eq!(
+            classify(KIND_EXPIRED, &record(3, b"")),
+            Record::Expired { flow: 3, req: None }
+        );
+    }
+
+    #[test]
+    fn other_kinds_and_short_records_are_unexpected() {
+        assert_eq!(classify(KIND_REQUEST, &record(1, b"x")), Record::Unexpected);
+        assert_eq!(classify(KIND_RESPONSE, &[1, 2, 3]), Record::Unexpected);
+    }
+}

@@ -325,3 +325,6 @@ impl Dispatcher {
             .is_some_and(|slot| slot.exited(registry))
     }
 }
+
+#[cfg(test)]
+mod tests;

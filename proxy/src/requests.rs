@@ -6,7 +6,7 @@
 //!
 //! The decisions are plain functions ([`route_decision`],
 //! [`refusal_decision`]) so they are tested without a plugin or a worker;
-//! [`Proxy::submit`] strings them together with the hooks runner and the
+//! `Proxy::submit` strings them together with the hooks runner and the
 //! dispatcher.
 
 use crate::dispatch::Refusal;

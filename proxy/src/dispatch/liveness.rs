@@ -10,7 +10,7 @@
 //! and rings the proxy's doorbell. At the next scan its slot stops taking
 //! requests; the proxy publishes what it pushed there and stores
 //! `PairHeader::drain_ack` = that worker's generation
-//! ([`Slot::ack_drain`]), after which it pushes nothing more to it. The
+//! (`Slot::ack_drain`), after which it pushes nothing more to it. The
 //! worker exits once it has seen the ack and emptied its ring.
 
 use super::slot::Slot;

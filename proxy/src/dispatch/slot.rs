@@ -3,7 +3,7 @@
 //! sequence number and whether pushes wait to be published.
 //!
 //! Pushes are published once per loop turn per dirty ring
-//! ([`Slot::publish`]): the proxy stores `pushed_seq`, publishes the ring's
+//! (`Slot::publish`): the proxy stores `pushed_seq`, publishes the ring's
 //! write index, and wakes the worker only if it announced sleep.
 
 use super::liveness::Liveness;

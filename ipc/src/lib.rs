@@ -6,6 +6,9 @@
 //! * [`doorbell`]: eventfd doorbells and the sleep-flag protocol.
 //! * [`layout`]: the versioned `#[repr(C)]` shared-memory layout (pair and
 //!   proxy regions).
+//! * [`pair`]: the proxy–worker pair protocol (a proxy end and a worker
+//!   end: sequence numbers, generations, the drain handshake, sleep and
+//!   wake), the one place that reads and writes its shared fields.
 //! * [`stats`], [`histogram`], [`plugin_metrics`]: the counters, latency
 //!   histograms and plugin metrics those regions hold.
 //! * [`logfile`]: reopening a child's log on SIGHUP.
@@ -18,6 +21,7 @@ pub mod l5;
 pub mod launch;
 pub mod layout;
 pub mod logfile;
+pub mod pair;
 pub mod plugin_metrics;
 pub mod record;
 pub mod ring;

@@ -1,0 +1,226 @@
+//! The proxy–worker pair protocol, in one place: what the proxy and one
+//! worker say to each other through their pair region
+//! ([`PairRegion`](crate::layout::PairRegion)), the two doorbells and the
+//! two sleep flags. The mechanism underneath is [`ring`](crate::ring)
+//! (the SPSC rings), [`doorbell`](crate::doorbell) (eventfds and the
+//! sleep-flag fences) and [`layout`](crate::layout) (where every field
+//! lives); this module is the only code that reads or writes the protocol
+//! fields of a [`PairHeader`](crate::layout::PairHeader): `pushed_seq`,
+//! `completed_seq`, `drain_ack`, `worker_generation`, `worker_state`,
+//! `worker_pid`, `worker_sleeping`, and the proxy's `proxy_sleeping`.
+//!
+//! * [`ProxyEnd`]: the proxy's end of one pair. It owns the mapping, the
+//!   request ring's producer, the response ring's consumer, the worker's
+//!   doorbell and the FIFO of requests in flight. Push requests (each with
+//!   the next `seq` and the [`RequestTag`] of the worker generation it is
+//!   for), publish them once per batch and wake the worker only if it
+//!   sleeps, drain the response ring and pop the requests the worker
+//!   completed, watch the worker's state and generation, acknowledge its
+//!   drain.
+//! * [`WorkerSlot`], [`WorkerRequests`], [`WorkerResponses`]: the worker's
+//!   end, in three parts so the request ring (read in place while the
+//!   plugin runs) and the response ring (written by the plugin's replies)
+//!   can live in different owners. [`WorkerSlot::take`] bumps the
+//!   generation at start; the slot sets the state and sees `drain_ack`.
+//!   The requests part takes requests and tells those stamped for another
+//!   generation apart, and sleeps on the worker's doorbell; the responses
+//!   part pushes responses, remembers the last completed `seq`, and
+//!   publishes both once per batch, waking the proxy only if it sleeps.
+//! * [`ProxySleep`]: the proxy's sleep flag (one per proxy, shared by all
+//!   its pairs).
+//!
+//! # The protocol
+//!
+//! Requests: every request record carries a [`RequestMeta`] with a per-pair
+//! `seq` (1, 2, 3, … ; a restarted proxy continues after `pushed_seq`) and,
+//! in its record flags, the [`RequestTag`] of the worker generation the
+//! proxy adopted. A worker skips (does not serve, but completes) a request
+//! stamped for another generation: it was pushed for a dead predecessor,
+//! and the proxy already failed it.
+//!
+//! Completion: the worker remembers the `seq` of the last request it
+//! finished (served, expired or skipped) and stores it in `completed_seq`
+//! when it publishes its responses. The proxy keeps a FIFO of
+//! ([`InFlight`]) requests per pair and pops those `completed_seq` covers.
+//!
+//! Drain: a worker leaving service sets `Draining` and rings the proxy's
+//! doorbell; the proxy stops pushing to it, publishes what it pushed, and
+//! stores the worker's generation in `drain_ack`. The worker exits once it
+//! saw the ack and its request ring is empty.
+//!
+//! Sleep: a side with nothing to do spins a while, then announces sleep
+//! on its flag, looks at its rings once more, and only then blocks on its
+//! doorbell. The other side rings that doorbell after publishing a batch,
+//! and only if the flag is set ([`crate::doorbell::wake_if_sleeping`]):
+//! never one syscall per message.
+//!
+//! # Memory ordering, once
+//!
+//! 1. **`pushed_seq` before the request ring's write index.** The proxy
+//!    stores `pushed_seq` (Release), then publishes the ring (Release store
+//!    of `write`). A worker that sees a request (Acquire load of `write`)
+//!    also sees a `pushed_seq` at least that request's `seq`, so `pushed_seq`
+//!    is never behind a request a worker can see, and a restarted proxy
+//!    that continues after it never reuses a `seq`.
+//! 2. **Responses before `completed_seq`.** The worker publishes its
+//!    response ring (Release store of `write`), then stores `completed_seq`
+//!    (Release). The proxy loads `completed_seq` (Acquire) *before* it
+//!    reads the response ring (Acquire load of `write`), so every reply of
+//!    every request that `completed_seq` covers is already in the ring it
+//!    then reads. A drain that empties the ring thus delivers those replies
+//!    before the requests are popped as completed; a drain cut short by its
+//!    bound ([`Drained::more`]) may pop requests whose last replies are
+//!    still in the ring, delivered, in order, by the next drain.
+//! 3. **Everything pushed before `drain_ack`.** The proxy publishes what it
+//!    pushed (rule 1), then stores `drain_ack` (Release). A worker that
+//!    loads `drain_ack` (Acquire) equal to its generation and then looks at
+//!    its request ring sees every request the proxy will ever push to it.
+//! 4. **Generation before state.** A starting worker stores its pid, bumps
+//!    `worker_generation` (AcqRel), then stores `Starting` and later `Ready`
+//!    (Release). The proxy loads the state (Acquire), then the generation
+//!    (Acquire): a `Ready` it sees goes with that worker's generation or a
+//!    later one, never an earlier one. (The proxy reads the state again
+//!    before acknowledging a drain; see its dispatcher.)
+//! 5. **Sleep flags.** The sleeper stores its flag and issues a SeqCst
+//!    fence, then looks at its rings; the waker publishes, issues a SeqCst
+//!    fence, then loads the flag (and swaps it to 0 before ringing). By the
+//!    two fences either the waker sees the flag, or the sleeper's second
+//!    look sees the published data: nobody sleeps on a batch nobody rings
+//!    for. A waker rings at most once per announced sleep.
+//! 6. **Tags and metas** travel inside the records and are ordered by the
+//!    ring's own Release/Acquire indices; nothing else is needed.
+//!
+//! Everything here is per message allocation-free, lock-free and
+//! syscall-free; the only syscalls are the doorbell's, and those only when
+//! the peer announced sleep.
+
+mod proxy_end;
+mod worker_end;
+
+#[cfg(test)]
+mod tests;
+
+pub use proxy_end::{Drained, ProxyEnd, ResponseRecord};
+pub use worker_end::{
+    Request, RequestRecord, ResponseKind, WorkerRequests, WorkerResponses, WorkerSlot,
+};
+
+use crate::doorbell::{Doorbell, SleepFlag};
+use crate::layout::ProxyRegion;
+pub use crate::record::RequestMeta;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The stamp (`RecordHeader::flags`) a request carries: the low bits of the
+/// generation of the worker it was pushed for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestTag(u16);
+
+impl RequestTag {
+    /// The tag of requests pushed for the worker of `generation`.
+    #[inline]
+    pub fn of(generation: u64) -> Self {
+        RequestTag(crate::record::generation_tag(generation))
+    }
+
+    /// A tag from its raw record flags (tests stamping a foreign one).
+    #[inline]
+    pub fn from_raw(flags: u16) -> Self {
+        RequestTag(flags)
+    }
+
+    /// The raw record flags.
+    #[inline]
+    pub fn raw(self) -> u16 {
+        self.0
+    }
+}
+
+/// A request queued to a worker whose completion the proxy has not seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// Its per-pair sequence number.
+    pub seq: u64,
+    /// The flow it came from (`SppConnInfo::flow`).
+    pub flow: u64,
+}
+
+/// What a sleep on a doorbell ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slept {
+    /// Work showed up after the announce: did not block.
+    Work,
+    /// Blocked and was rung.
+    Rung,
+    /// Blocked until the timeout.
+    TimedOut,
+}
+
+/// Announce sleep on `flag`, look once more with `work_waiting`, block on
+/// `bell` for at most `timeout` only if there is none, clear the flag.
+fn sleep_on(
+    flag: SleepFlag<'_>,
+    bell: &Doorbell,
+    timeout: Duration,
+    work_waiting: impl FnOnce() -> bool,
+) -> Slept {
+    flag.announce();
+    let slept = if work_waiting() {
+        Slept::Work
+    } else if bell.wait(timeout) {
+        Slept::Rung
+    } else {
+        Slept::TimedOut
+    };
+    flag.clear();
+    slept
+}
+
+/// The proxy's sleep flag (`ProxyHeader::proxy_sleeping`): one per proxy,
+/// set by the proxy before it blocks, cleared by whichever worker wakes it
+/// (see rule 5 of the module doc).
+#[derive(Clone, Copy)]
+pub struct ProxySleep<'a> {
+    flag: SleepFlag<'a>,
+}
+
+impl<'a> ProxySleep<'a> {
+    /// The sleep flag of the proxy of `proxy`.
+    pub fn new(proxy: &'a ProxyRegion) -> Self {
+        ProxySleep {
+            flag: SleepFlag(&proxy.header().proxy_sleeping),
+        }
+    }
+
+    /// Announces the proxy is about to block. It must look at its response
+    /// rings once more after this, and block only if they are empty.
+    #[inline]
+    pub fn announce(&self) {
+        self.flag.announce();
+    }
+
+    /// The proxy is awake again.
+    #[inline]
+    pub fn clear(&self) {
+        self.flag.clear();
+    }
+
+    /// Whether the flag is set (a worker has not woken the proxy since it
+    /// announced sleep).
+    pub fn announced(&self) -> bool {
+        self.flag.0.load(Ordering::SeqCst) != 0
+    }
+
+    /// For a proxy that blocks on its doorbell `bell` (tests, benches; the
+    /// real proxy polls it with its sockets): announce, look once more with
+    /// `work_waiting`, block for at most `timeout` if there is nothing,
+    /// clear.
+    pub fn sleep(
+        &self,
+        bell: &Doorbell,
+        timeout: Duration,
+        work_waiting: impl FnOnce() -> bool,
+    ) -> Slept {
+        sleep_on(self.flag, bell, timeout, work_waiting)
+    }
+}

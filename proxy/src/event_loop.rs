@@ -50,9 +50,9 @@ use crate::lifecycle::{Life, DRAIN_POLL_MS};
 use crate::live_limits::sweep_interval_ms;
 use crate::setup;
 use crate::token::Source;
-use spp_ipc::doorbell::SleepFlag;
 use spp_ipc::launch::{ProxyLaunch, ProxyLimits};
 use spp_ipc::layout::{ProxyRegion, ProxyState};
+use spp_ipc::pair::ProxySleep;
 use spp_ipc::record::{monotonic_ns, NS_PER_MS, NS_PER_US};
 use spp_plugin_api::host::{PluginLibrary, Role};
 use std::ffi::CString;
@@ -266,7 +266,7 @@ impl Proxy {
             let timeout = self.wait_timeout();
             let polled = self.io.wait(timeout);
             if self.sleeping {
-                SleepFlag(&self.region.header().proxy_sleeping).clear();
+                ProxySleep::new(self.region).clear();
                 self.sleeping = false;
             }
             let events = polled?;
@@ -439,7 +439,7 @@ impl Proxy {
                 }
             }
         }
-        SleepFlag(&self.region.header().proxy_sleeping).announce();
+        ProxySleep::new(self.region).announce();
         self.sleeping = true;
         if self.dispatch.responses_waiting() {
             return Duration::ZERO;

@@ -17,9 +17,11 @@
 //!   [`conn::ConnState`]), UDP flows ([`udp`]), delivering bytes to a flow,
 //!   the flush / read-again / resume lists;
 //! * [`dispatch::Dispatcher`] — the worker slots: the pure choice
-//!   ([`dispatch::policy`]), the one count of what is in flight
-//!   ([`dispatch::ledger`]), the rings ([`dispatch::slot`]) and which
-//!   workers are alive ([`dispatch::liveness`]);
+//!   ([`dispatch::policy`]), what is in flight (per slot the FIFO of the
+//!   pair's proxy end, per connection [`dispatch::ledger`]; only the
+//!   dispatcher changes either), the pair ends ([`dispatch::slot`], over
+//!   `spp_ipc::pair::ProxyEnd`) and which workers are alive
+//!   ([`dispatch::liveness`]);
 //! * [`hooks::Hooks`] — the plugin: runs each hook and applies the
 //!   `reply`/`close` calls it queued right after it ([`host`] is the
 //!   `spp_host` table they go through).
@@ -42,18 +44,22 @@
 //! 3. `Proxy::submit` ([`requests`]) stamps the request, asks
 //!    [`Hooks::route`](hooks::Hooks::route) for the group and calls
 //!    [`Dispatcher::push`](dispatch::Dispatcher::push): the policy picks a
-//!    slot, `Slot::push` writes the record into its request ring, the
-//!    [`Ledger`](dispatch::Ledger) counts it in flight. A refusal goes to
-//!    [`Hooks::exception`](hooks::Hooks::exception).
+//!    slot, `Slot::push` writes the record into its request ring through
+//!    the pair's proxy end (which keeps it in flight, by `seq`), the
+//!    [`Ledger`](dispatch::Ledger) counts it for its connection. A refusal
+//!    goes to [`Hooks::exception`](hooks::Hooks::exception).
 //! 4. At the end of the turn (`Proxy::end_of_turn`, [`event_loop`])
 //!    [`Dispatcher::publish`](dispatch::Dispatcher::publish) publishes each
 //!    ring pushed to once and wakes its worker if it sleeps.
 //! 5. The worker answers into the response ring. `Proxy::drain_responses`
-//!    ([`responses`]) reads each record ([`responses::classify`]) and hands
-//!    it to [`Hooks::deliver`](hooks::Hooks::deliver) →
-//!    [`Clients::deliver`](clients::Clients::deliver), which queues the
-//!    bytes on the connection's bounded send buffer; the ledger pops what
-//!    the worker's `completed_seq` covers.
+//!    ([`responses`]) takes each record through
+//!    [`Dispatcher::drain_responses`](dispatch::Dispatcher::drain_responses),
+//!    decides with [`responses::action`] and hands the bytes to
+//!    [`Hooks::deliver`](hooks::Hooks::deliver) →
+//!    [`Clients::deliver`](clients::Clients::deliver), which queues them on
+//!    the connection's bounded send buffer; then
+//!    [`Dispatcher::pop_completed`](dispatch::Dispatcher::pop_completed)
+//!    drops what the worker's `completed_seq` covers.
 //! 6. Still in that turn, [`Clients::flush_marked`](clients::Clients::flush_marked)
 //!    writes every connection with new bytes once (`Conn::flush`).
 //!

@@ -1,13 +1,15 @@
 //! Draining the workers' response rings, and failing the requests of a
 //! worker that is gone.
 //!
-//! Per slot and turn: load the worker's `completed_seq` first, then take
-//! the published response records (bounded per turn) and hand each to
-//! [`Clients::deliver`](crate::clients::Clients::deliver), release the ring
-//! space once, and finally pop the in-flight entries the loaded
-//! `completed_seq` covers. Loading it first means every reply a worker
-//! published before marking its request complete is delivered before the
-//! request stops counting as in flight.
+//! Per slot and turn, through the pair's proxy end
+//! (`spp_ipc::pair::ProxyEnd::drain_responses`): it loads the worker's
+//! `completed_seq` first, then takes the published response records
+//! (bounded per turn), each handed to
+//! [`Clients::deliver`](crate::clients::Clients::deliver), releases the
+//! ring space once, and finally the dispatcher pops the in-flight entries
+//! the loaded `completed_seq` covers. Loading it first means every reply a
+//! worker published before marking its request complete is delivered
+//! before the request stops counting as in flight.
 //!
 //! A `KIND_EXPIRED` record means the worker dropped a request that
 //! waited past its group's `msg_timeout`: it counts `stale_failed`, and if
@@ -26,14 +28,15 @@
 //! `Clients::requests_emptied` (a held connection is then listed for the
 //! loop to frame again).
 //!
-//! The decision for one record is [`classify`], a plain function tested
-//! on its own.
+//! What one record asks for, and what it counts, is [`action`], a plain
+//! function tested on its own.
 
 use crate::clients::Clients;
 use crate::event_loop::Proxy;
 use crate::flow::{self, Proto};
 use crate::hooks::{Hooks, Verdict};
-use spp_ipc::record::{split_response, KIND_CLOSE, KIND_EXPIRED, KIND_RESPONSE};
+use spp_ipc::layout::ProxyTally;
+use spp_ipc::pair::ResponseRecord;
 use spp_plugin_api::abi::{SPP_EXC_TIMEOUT, SPP_EXC_WORKER_DIED};
 use std::ffi::c_int;
 
@@ -43,7 +46,7 @@ pub const MAX_RESPONSES_PER_TURN: usize = 4096;
 
 /// What one response record asks for.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Record<'a> {
+pub enum Action<'a> {
     /// Deliver `bytes` to `flow`; `close` after them.
     Deliver {
         /// The flow.
@@ -53,31 +56,39 @@ pub enum Record<'a> {
         /// `KIND_CLOSE`.
         close: bool,
     },
-    /// The worker dropped `flow`'s request `req` as stale.
-    Expired {
+    /// The worker dropped `flow`'s request as stale: fail it with
+    /// `SPP_EXC_TIMEOUT`, `req` being its bytes when the record has them.
+    Expire {
         /// The flow.
         flow: u64,
         /// The request bytes, if the record carries them.
         req: Option<&'a [u8]>,
     },
-    /// Not a record a response ring should hold.
-    Unexpected,
+    /// Nothing to do (counted, logged).
+    Skip,
 }
 
-/// Reads one response record of `kind` with payload `data`.
+/// What `record` asks for; counts it in `stats` (`responses`,
+/// `stale_failed` or `stale_responses`).
 #[inline]
-pub fn classify(kind: u16, data: &[u8]) -> Record<'_> {
-    match (kind, split_response(data)) {
-        (KIND_RESPONSE | KIND_CLOSE, Some((meta, bytes))) => Record::Deliver {
-            flow: meta.flow,
-            bytes,
-            close: kind == KIND_CLOSE,
-        },
-        (KIND_EXPIRED, Some((meta, bytes))) => Record::Expired {
-            flow: meta.flow,
-            req: (!bytes.is_empty()).then_some(bytes),
-        },
-        _ => Record::Unexpected,
+pub fn action<'a>(record: ResponseRecord<'a>, stats: &mut ProxyTally) -> Action<'a> {
+    match record {
+        ResponseRecord::Reply { flow, bytes, close } => {
+            stats.responses += 1;
+            Action::Deliver { flow, bytes, close }
+        }
+        ResponseRecord::Expired { flow, request } => {
+            stats.stale_failed += 1;
+            Action::Expire {
+                flow,
+                req: (!request.is_empty()).then_some(request),
+            }
+        }
+        ResponseRecord::Unexpected { kind, len } => {
+            stats.stale_responses += 1;
+            tracing::debug!(kind, len, "unexpected record in a response ring");
+            Action::Skip
+        }
     }
 }
 
@@ -101,60 +112,28 @@ impl Proxy {
             hooks,
             ..
         } = self;
-        let completed = dispatch.completed_seq(s);
-        let consumer = dispatch.responses(s);
-        let mut taken = 0;
-        let mut more = false;
-        let mut corrupt = None;
-        loop {
-            let record = match consumer.peek() {
-                Ok(Some(record)) => record,
-                Ok(None) => break,
-                Err(e) => {
-                    corrupt = Some(e);
-                    break;
+        let drained =
+            dispatch.drain_responses(s, cap, |record| match action(record, &mut clients.stats) {
+                Action::Deliver { flow, bytes, close } => {
+                    hooks.deliver(clients, flow, bytes, close)
                 }
-            };
-            let stride = record.stride();
-            match classify(record.kind, record.data) {
-                Record::Deliver { flow, bytes, close } => {
-                    clients.stats.responses += 1;
-                    hooks.deliver(clients, flow, bytes, close);
-                }
-                Record::Expired { flow, req } => {
-                    clients.stats.stale_failed += 1;
+                Action::Expire { flow, req } => {
                     fail_request(hooks, clients, flow, req, SPP_EXC_TIMEOUT);
                 }
-                Record::Unexpected => {
-                    clients.stats.stale_responses += 1;
-                    tracing::debug!(
-                        kind = record.kind,
-                        len = record.data.len(),
-                        "unexpected record in a response ring"
-                    );
-                }
-            }
-            consumer.advance(stride);
-            taken += 1;
-            if taken >= cap {
-                more = consumer.has_data();
-                break;
-            }
-        }
-        consumer.release();
-        dispatch.pop_completed(s, completed, |flow| clients.requests_emptied(flow));
-        if let Some(e) = corrupt {
+                Action::Skip => {}
+            });
+        dispatch.pop_completed(s, &drained, |flow| clients.requests_emptied(flow));
+        if let Some(e) = &drained.corrupt {
             let (group, index) = dispatch.slot_name(s);
             tracing::error!(
                 group,
                 worker = index,
                 "response ring unreadable, dropping its records: {e}"
             );
-            dispatch.responses(s).discard_all();
             // Their replies may be among the dropped records.
             self.fail_in_flight(s);
         }
-        more
+        drained.more
     }
 
     /// Handles every slot whose worker is gone: drain what it published,
@@ -239,53 +218,69 @@ fn fail_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spp_ipc::record::{meta_bytes, ResponseMeta, KIND_REQUEST};
-
-    fn record(flow: u64, bytes: &[u8]) -> Vec<u8> {
-        let mut data = meta_bytes(&ResponseMeta { flow }).to_vec();
-        data.extend_from_slice(bytes);
-        data
-    }
 
     #[test]
-    fn responses_and_closes_are_delivered() {
-        let data = record(7, b"hi");
+    fn replies_and_closes_are_delivered_and_counted() {
+        let mut stats = ProxyTally::default();
+        let reply = ResponseRecord::Reply {
+            flow: 7,
+            bytes: b"hi",
+            close: false,
+        };
         assert_eq!(
-            classify(KIND_RESPONSE, &data),
-            Record::Deliver {
+            action(reply, &mut stats),
+            Action::Deliver {
                 flow: 7,
                 bytes: b"hi",
                 close: false
             }
         );
+        let close = ResponseRecord::Reply {
+            flow: 7,
+            bytes: b"",
+            close: true,
+        };
         assert_eq!(
-            classify(KIND_CLOSE, &data),
-            Record::Deliver {
+            action(close, &mut stats),
+            Action::Deliver {
                 flow: 7,
-                bytes: b"hi",
+                bytes: b"",
                 close: true
             }
         );
+        assert_eq!(stats.responses, 2);
     }
 
     #[test]
-    fn an_expired_record_carries_its_request_if_any() {
+    fn an_expired_record_fails_its_request_with_its_bytes_if_any() {
+        let mut stats = ProxyTally::default();
+        let with = ResponseRecord::Expired {
+            flow: 3,
+            request: b"req",
+        };
         assert_eq!(
-            classify(KIND_EXPIRED, &record(3, b"req")),
-            Record::Expired {
+            action(with, &mut stats),
+            Action::Expire {
                 flow: 3,
                 req: Some(b"req")
             }
         );
+        let without = ResponseRecord::Expired {
+            flow: 3,
+            request: b"",
+        };
         assert_eq!(
-            classify(KIND_EXPIRED, &record(3, b"")),
-            Record::Expired { flow: 3, req: None }
+            action(without, &mut stats),
+            Action::Expire { flow: 3, req: None }
         );
+        assert_eq!((stats.stale_failed, stats.responses), (2, 0));
     }
 
     #[test]
-    fn other_kinds_and_short_records_are_unexpected() {
-        assert_eq!(classify(KIND_REQUEST, &record(1, b"x")), Record::Unexpected);
-        assert_eq!(classify(KIND_RESPONSE, &[1, 2, 3]), Record::Unexpected);
+    fn other_records_are_counted_stale_and_skipped() {
+        let mut stats = ProxyTally::default();
+        let odd = ResponseRecord::Unexpected { kind: 99, len: 3 };
+        assert_eq!(action(odd, &mut stats), Action::Skip);
+        assert_eq!(stats.stale_responses, 1);
     }
 }

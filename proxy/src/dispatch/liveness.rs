@@ -9,8 +9,8 @@
 //! Drain handshake: a worker leaving service sets its state to `Draining`
 //! and rings the proxy's doorbell. At the next scan its slot stops taking
 //! requests; the proxy publishes what it pushed there and stores
-//! `PairHeader::drain_ack` = that worker's generation
-//! (`Slot::ack_drain`), after which it pushes nothing more to it. The
+//! `drain_ack` = that worker's generation (`Slot::ack_drain`, through
+//! the pair end), after which it pushes nothing more to it. The
 //! worker exits once it has seen the ack and emptied its ring.
 
 use super::slot::Slot;
@@ -18,17 +18,16 @@ use crate::token::Source;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 use spp_ipc::layout::WorkerState;
-use spp_ipc::record::generation_tag;
+use spp_ipc::pair::RequestTag;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
 
 /// The worker we currently serve through a slot.
 #[derive(Debug)]
 struct Live {
     pid: u32,
     generation: u64,
-    /// `generation_tag(generation)`: the flags of every request pushed.
-    tag: u16,
+    /// The stamp of every request pushed.
+    tag: RequestTag,
     /// Readable once the worker exits (`None` if pidfd_open failed).
     pidfd: Option<OwnedFd>,
     /// State is `Ready` (a `Draining` worker keeps what it has, takes nothing).
@@ -53,7 +52,7 @@ impl Liveness {
     /// The generation tag to stamp requests with; `None` without an
     /// adopted worker.
     #[inline]
-    pub fn tag(&self) -> Option<u16> {
+    pub fn tag(&self) -> Option<RequestTag> {
         self.live.as_ref().map(|l| l.tag)
     }
 
@@ -66,12 +65,11 @@ impl Liveness {
 impl Slot {
     /// Looks at the slot's shared state: adopts a worker that became
     /// `Ready`, notices a replaced or stopped one, acknowledges a drain.
-    /// `s` is the slot's index (its pidfd's token); `in_flight` what it
-    /// holds (for logs). Returns whether the worker we served is gone.
-    pub(super) fn scan(&mut self, s: usize, registry: &Registry, in_flight: usize) -> bool {
-        let h = self.header();
-        let state = WorkerState::from_raw(h.worker_state.load(Ordering::Acquire));
-        let generation = h.worker_generation.load(Ordering::Acquire);
+    /// `s` is the slot's index (its pidfd's token). Returns whether the
+    /// worker we served is gone.
+    pub(super) fn scan(&mut self, s: usize, registry: &Registry) -> bool {
+        let state = self.end().worker_state();
+        let generation = self.end().worker_generation();
         let mut gone = false;
         if let Some(live) = &mut self.liveness.live {
             let replaced = live.generation != generation;
@@ -98,13 +96,11 @@ impl Slot {
         // ack must never name the successor's generation (it would end that
         // worker's own drain early). The controller writes Down before a
         // successor starts, so Draining twice means the same worker.
-        let still_draining =
-            WorkerState::from_raw(self.header().worker_state.load(Ordering::Acquire))
-                == WorkerState::Draining;
+        let still_draining = self.end().worker_state() == WorkerState::Draining;
         if state == WorkerState::Draining && still_draining {
             // Either the worker we serve (no longer accepting, above) or
             // one we never pushed to (never adopted, or retired above).
-            self.ack_drain(generation, in_flight);
+            self.ack_drain(generation);
         }
         if self.liveness.live.is_none()
             && state == WorkerState::Ready
@@ -117,7 +113,7 @@ impl Slot {
 
     fn adopt(&mut self, s: usize, generation: u64, registry: &Registry) {
         let (group, index) = (self.group, self.index);
-        let pid = self.header().worker_pid.load(Ordering::Acquire);
+        let pid = self.end().worker_pid();
         let pidfd = match pidfd_open(pid) {
             Ok(fd) => Some(fd),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
@@ -137,9 +133,8 @@ impl Slot {
                 None
             }
         };
-        let h = self.header();
-        if h.worker_generation.load(Ordering::Acquire) != generation
-            || WorkerState::from_raw(h.worker_state.load(Ordering::Acquire)) != WorkerState::Ready
+        if self.end().worker_generation() != generation
+            || self.end().worker_state() != WorkerState::Ready
         {
             return; // It changed under us; the next scan decides.
         }
@@ -160,7 +155,7 @@ impl Slot {
         self.liveness.live = Some(Live {
             pid,
             generation,
-            tag: generation_tag(generation),
+            tag: RequestTag::of(generation),
             pidfd,
             accepting: true,
         });
@@ -205,7 +200,7 @@ impl Slot {
         if self.has_responses() {
             return false;
         }
-        !self.liveness.is_live() || waited || self.worker_sleeps()
+        !self.liveness.is_live() || waited || self.end().worker_sleeping()
     }
 }
 

@@ -2,10 +2,14 @@
 //! still holds, and which workers are alive.
 //!
 //! Parts: [`policy`] (the pure choice — affinity, least outstanding,
-//! rotation), [`ledger`] (the one owner of in-flight counting, per slot and
-//! per connection), [`slot`] (one pair region's rings, publishing once per
-//! turn) and [`liveness`] (adoption, pidfds, dead generations, the drain
-//! handshake). [`Dispatcher`] puts them together.
+//! rotation), [`ledger`] (in-flight counting per connection), [`slot`]
+//! (the proxy's end of one pair, `spp_ipc::pair::ProxyEnd`, whose FIFO is
+//! the slot's requests in flight; publishing once per turn) and
+//! [`liveness`] (adoption, pidfds, dead generations, the drain handshake).
+//! [`Dispatcher`] puts them together and is the only one that changes what
+//! counts as in flight: it pushes, pops completed and fails requests, and
+//! updates the per-slot FIFO and the per-connection ledger in the same
+//! call.
 //!
 //! Inside a group the adopted worker with the fewest requests outstanding
 //! gets the next one (ties go round-robin), except that a TCP connection
@@ -33,15 +37,16 @@ pub mod policy;
 pub mod slot;
 
 use crate::error::ProxyError;
-pub use ledger::{InFlight, Ledger};
+pub use ledger::Ledger;
 use mio::Registry;
 pub use policy::Affinity;
 use policy::Rotation;
 use slot::Slot;
 use spp_ipc::launch::GroupFds;
 use spp_ipc::layout::PairLayout;
+use spp_ipc::pair::{Drained, InFlight, ResponseRecord};
 use spp_ipc::record::max_request_len;
-use spp_ipc::ring::{Consumer, PushError};
+use spp_ipc::ring::PushError;
 use spp_plugin_api::abi::SppConnInfo;
 
 /// Entries of the group id → group index table (ids are `0..GROUP_IDS`).
@@ -107,7 +112,7 @@ impl Dispatcher {
             out.push(Rotation::new(members));
         }
         Ok(Dispatcher {
-            ledger: Ledger::new(slots.len()),
+            ledger: Ledger::default(),
             slots,
             groups: out,
             group_index,
@@ -144,7 +149,7 @@ impl Dispatcher {
     /// Requests in flight over all slots.
     #[inline]
     pub fn in_flight(&self) -> usize {
-        self.ledger.total()
+        self.slots.iter().map(Slot::in_flight).sum()
     }
 
     /// Who counts what is in flight.
@@ -195,9 +200,9 @@ impl Dispatcher {
         let Some(gi) = self.group_of(group) else {
             return Err(Refusal::NoWorker);
         };
-        let (slots, ledger) = (&self.slots, &self.ledger);
-        let first =
-            self.groups[gi].least_outstanding(|s| slots[s].accepting().then(|| ledger.on_slot(s)));
+        let slots = &self.slots;
+        let first = self.groups[gi]
+            .least_outstanding(|s| slots[s].accepting().then(|| slots[s].in_flight()));
         let Some(first) = first else {
             return Err(Refusal::NoWorker);
         };
@@ -230,8 +235,8 @@ impl Dispatcher {
         let Some(tag) = slot.liveness.tag() else {
             return Err(PushError::Full);
         };
-        let (seq, newly_dirty) = slot.push(tag, conn, req, now_ns)?;
-        self.ledger.pushed(s, seq, conn.flow);
+        let newly_dirty = slot.push(tag, conn, req, now_ns)?;
+        self.ledger.pushed(s, conn.flow);
         if newly_dirty {
             self.dirty.push(s);
         }
@@ -246,16 +251,18 @@ impl Dispatcher {
         }
     }
 
-    /// The worker's `completed_seq` of slot `s`, as of now.
+    /// Takes up to `cap` response records of slot `s`, handing each to
+    /// `on_record`; pass the result to [`Self::pop_completed`]. A corrupt
+    /// ring was emptied ([`Drained::corrupt`]): the caller fails what is
+    /// in flight there.
     #[inline]
-    pub fn completed_seq(&self, s: usize) -> u64 {
-        self.slots[s].completed_seq()
-    }
-
-    /// The response ring of slot `s`.
-    #[inline]
-    pub fn responses(&mut self, s: usize) -> &mut Consumer {
-        self.slots[s].consumer()
+    pub fn drain_responses(
+        &mut self,
+        s: usize,
+        cap: usize,
+        on_record: impl FnMut(ResponseRecord<'_>),
+    ) -> Drained {
+        self.slots[s].drain_responses(cap, on_record)
     }
 
     /// Group id and index of slot `s`, for logs.
@@ -263,18 +270,23 @@ impl Dispatcher {
         self.slots[s].name()
     }
 
-    /// Pops the requests of slot `s` up to `completed` (a value of
-    /// [`Self::completed_seq`]), handing each connection whose last request
-    /// left to `emptied`.
+    /// Pops the requests of slot `s` that `drained` saw completed, handing
+    /// each connection whose last request left to `emptied`.
     #[inline]
-    pub fn pop_completed(&mut self, s: usize, completed: u64, emptied: impl FnMut(u64)) {
-        self.ledger.pop_completed(s, completed, emptied);
+    pub fn pop_completed(&mut self, s: usize, drained: &Drained, mut emptied: impl FnMut(u64)) {
+        let ledger = &mut self.ledger;
+        self.slots[s].pop_completed(drained, |done| {
+            if ledger.left(done.flow) {
+                emptied(done.flow);
+            }
+        });
     }
 
     /// Takes the oldest request still in flight in slot `s` (to fail it),
     /// and whether it was its connection's last.
     pub fn take_in_flight(&mut self, s: usize) -> Option<(InFlight, bool)> {
-        self.ledger.take_oldest(s)
+        let entry = self.slots[s].take_in_flight()?;
+        Some((entry, self.ledger.left(entry.flow)))
     }
 
     /// Whether any response ring holds published records.
@@ -294,7 +306,7 @@ impl Dispatcher {
     /// are pushed to `gone`; the caller drains and fails them.
     pub fn scan(&mut self, registry: &Registry, gone: &mut Vec<usize>) {
         for s in 0..self.slots.len() {
-            if self.slots[s].scan(s, registry, self.ledger.on_slot(s)) {
+            if self.slots[s].scan(s, registry) {
                 gone.push(s);
             }
         }
@@ -309,7 +321,7 @@ impl Dispatcher {
         let mut any = false;
         for k in 0..self.groups[gi].members().len() {
             let s = self.groups[gi].members()[k];
-            if self.slots[s].scan(s, registry, self.ledger.on_slot(s)) {
+            if self.slots[s].scan(s, registry) {
                 gone.push(s);
             }
             any |= self.slots[s].accepting();

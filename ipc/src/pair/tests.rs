@@ -310,6 +310,23 @@ fn a_sleeping_worker_is_rung_once_per_sleep() {
 }
 
 #[test]
+fn another_thread_of_the_worker_wakes_its_main_loop() {
+    let (proxy, w) = rig(LAYOUT);
+    let (slot, requests, _responses) = take(&w);
+    // A plugin thread's deferred reply, through another hold on the slot.
+    let other_thread = WorkerSlot::held(&w.pair, &w.proxy_bell, slot.generation());
+    assert_eq!(other_thread.tag(), slot.tag());
+    assert!(!other_thread.wake_worker(&w.bell), "awake: no ring");
+    let slept = requests.sleep(Duration::from_secs(10), || {
+        assert!(proxy.worker_sleeping());
+        assert!(other_thread.wake_worker(&w.bell));
+        false
+    });
+    assert_eq!(slept, Slept::Rung);
+    assert_eq!(proxy.worker_generation(), 1, "a hold bumps nothing");
+}
+
+#[test]
 fn a_sleeping_proxy_is_woken_by_replies_and_by_bare_completions() {
     let (mut proxy, w) = rig(LAYOUT);
     let (slot, mut requests, mut responses) = take(&w);

@@ -60,6 +60,24 @@ impl<'a> WorkerSlot<'a> {
         }
     }
 
+    /// The hold of a worker that already took the slot as `generation`
+    /// (another thread of it, or a test): changes nothing in the slot.
+    pub fn held(pair: &'a PairRegion, proxy_bell: &'a Doorbell, generation: u64) -> Self {
+        WorkerSlot {
+            pair,
+            proxy_bell,
+            generation,
+        }
+    }
+
+    /// Rings this worker's own doorbell `bell` if its main loop announced
+    /// sleep (a plugin thread queued a deferred reply for it). Any thread.
+    /// Returns whether it rang.
+    #[inline]
+    pub fn wake_worker(&self, bell: &Doorbell) -> bool {
+        wake_if_sleeping(&self.header().worker_sleeping, bell)
+    }
+
     /// This worker's generation.
     pub fn generation(&self) -> u64 {
         self.generation

@@ -8,16 +8,32 @@
 //! the request's sender with one `send_to` and frees the flow. Bytes for a
 //! flow that no longer exists are dropped and counted.
 //!
-//! Requests leaving a worker are accounted here too ([`Clients::request_done`],
-//! [`Clients::request_left`]): a connection whose last one left while its
-//! framing was on hold (`conn::HELD`) is listed in [`Clients::resume`] for
-//! the event loop to frame again.
+//! A connection's state is a [`ConnState`]; besides the tables, three
+//! lists name connections for the loop: the to-flush list
+//! ([`Clients::mark_flush`], written by [`Clients::flush_marked`]), the
+//! read-again list ([`Clients::list_read`]: a connection that had more to
+//! read than its share of the turn, or whose hold ended) and
+//! [`Clients::resume`]: the dispatcher's ledger counts requests in flight,
+//! and tells [`Clients::requests_emptied`] when a connection's last one
+//! left; a held connection is then listed there for the loop to frame
+//! again, a peer-closed one checked for closing.
+//!
+//! Operations that may close a connection call the plugin's `close` hook
+//! through a [`HookCall`], so they run inside `Hooks::with`, which applies
+//! what the hook queued.
 
-use crate::conn::{BufPool, Conn, QueueError, CLOSE_AFTER_FLUSH, HELD, IN_FLUSH_LIST, PEER_EOF};
+use crate::conn::{BufPool, Conn, ConnState, QueueError};
+use crate::dispatch::Ledger;
 use crate::flow::{self, Proto, SlotTable};
+use crate::hooks::HookCall;
+use crate::tcp::TcpListenerEntry;
+use crate::token::Source;
 use crate::udp::{UdpFlow, UdpSock};
+use mio::net::TcpStream;
+use mio::{Interest, Registry};
 use spp_ipc::layout::ProxyTally;
-use spp_plugin_api::host::PluginLibrary;
+use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_PROTO_TCP};
+use std::net::SocketAddr;
 
 /// Why a TCP connection is closed (decides the counter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,12 +71,14 @@ pub struct Clients {
     pub max_send_buffer: usize,
     /// The loop clock, ms.
     pub now_ms: u64,
-    /// Flows of `HELD` connections whose last request in flight left;
+    /// Flows of held connections whose last request in flight left;
     /// the loop frames them again ([`crate::tcp`]). An entry may name a
     /// connection closed since: it is looked up by flow id.
     pub resume: Vec<u64>,
     flush_list: Vec<u32>,
     flush_spare: Vec<u32>,
+    read_list: Vec<u32>,
+    read_spare: Vec<u32>,
 }
 
 impl Clients {
@@ -82,6 +100,115 @@ impl Clients {
             resume: Vec::new(),
             flush_list: Vec::new(),
             flush_spare: Vec::new(),
+            read_list: Vec::new(),
+            read_spare: Vec::new(),
+        }
+    }
+
+    /// Takes a connection accepted on `listener` into the table and polls
+    /// it; refused (dropped: the client sees an orderly close) when the
+    /// table is full.
+    pub fn admit(
+        &mut self,
+        registry: &Registry,
+        listener: &TcpListenerEntry,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) {
+        if self.conns.is_full() {
+            self.stats.conns_refused += 1;
+            return;
+        }
+        let local = match listener.local {
+            Some(local) => local,
+            None => match stream.local_addr() {
+                Ok(addr) => SppAddr::from_socket_addr(addr),
+                Err(_) => return, // Already reset by the peer.
+            },
+        };
+        // Best effort: responses go out as soon as they are written.
+        let _ = stream.set_nodelay(true);
+        let info = SppConnInfo {
+            proto: SPP_PROTO_TCP,
+            listener: listener.index,
+            local,
+            remote: SppAddr::from_socket_addr(peer),
+            ..SppConnInfo::default()
+        };
+        let now_ms = self.now_ms;
+        let Some((slot, _)) = self
+            .conns
+            .insert_with(|flow| Conn::new(stream, SppConnInfo { flow, ..info }, now_ms))
+        else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Err(e) = registry.register(
+            &mut conn.stream,
+            Source::Conn(slot).token(),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("cannot poll a new connection: {e}");
+            self.conns.remove(slot);
+            return;
+        }
+        self.stats.conns_accepted += 1;
+    }
+
+    /// Lists connection `slot` to be read again (next turn, or later this
+    /// one), unless it is listed already or does not read.
+    #[inline]
+    pub fn list_read(&mut self, slot: u32) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if !conn.in_read_list && conn.reads() {
+                conn.in_read_list = true;
+                self.read_list.push(slot);
+            }
+        }
+    }
+
+    /// Takes the read-again list; each entry stays listed until
+    /// [`Self::unlist_read`] right before it is read. Give it back with
+    /// [`Self::return_read_list`].
+    pub fn take_read_list(&mut self) -> Vec<u32> {
+        std::mem::replace(&mut self.read_list, std::mem::take(&mut self.read_spare))
+    }
+
+    /// Unlists connection `slot` from the read-again list; false when it
+    /// is gone.
+    #[inline]
+    pub fn unlist_read(&mut self, slot: u32) -> bool {
+        match self.conns.get_mut(slot) {
+            Some(conn) => {
+                conn.in_read_list = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands back a list from [`Self::take_read_list`], for its allocation.
+    pub fn return_read_list(&mut self, mut list: Vec<u32>) {
+        list.clear();
+        self.read_spare = list;
+    }
+
+    /// Whether connections wait to be read again.
+    #[inline]
+    pub fn reads_pending(&self) -> bool {
+        !self.read_list.is_empty()
+    }
+
+    /// Asks TCP connection `flow` (if it is still open) to close once
+    /// flushed, and lists it for the flush.
+    pub fn close_after_flush(&mut self, flow: u64) {
+        if let Some(slot) = self.conns.slot_of(flow) {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.close_after_flush();
+            }
+            self.mark_flush(slot);
         }
     }
 
@@ -89,8 +216,8 @@ impl Clients {
     #[inline]
     pub fn mark_flush(&mut self, slot: u32) {
         if let Some(conn) = self.conns.get_mut(slot) {
-            if !conn.has(IN_FLUSH_LIST) {
-                conn.flags |= IN_FLUSH_LIST;
+            if !conn.in_flush_list {
+                conn.in_flush_list = true;
                 self.flush_list.push(slot);
             }
         }
@@ -98,11 +225,11 @@ impl Clients {
 
     /// Closes connection `slot` now: calls the plugin's `close` hook with
     /// its unframed bytes, returns its buffers, counts `why`.
-    pub fn close_conn(&mut self, plugin: &PluginLibrary, slot: u32, why: CloseReason) {
+    pub fn close_conn(&mut self, hook: HookCall<'_>, slot: u32, why: CloseReason) {
         let Some(mut conn) = self.conns.remove(slot) else {
             return;
         };
-        plugin.close(&conn.info, &conn.rbuf);
+        hook.close(&conn.info, &conn.rbuf);
         conn.release_buffers(&mut self.pool);
         match why {
             CloseReason::Idle => self.stats.idle_closed += 1,
@@ -120,14 +247,14 @@ impl Clients {
     /// Sends `bytes` to `flow`. Empty `bytes` or `close` closes a TCP flow
     /// once its pending bytes are flushed; a UDP flow ends with its first
     /// reply (or close).
-    pub fn deliver(&mut self, plugin: &PluginLibrary, flow: u64, bytes: &[u8], close: bool) {
+    pub fn deliver(&mut self, hook: HookCall<'_>, flow: u64, bytes: &[u8], close: bool) {
         match flow::decode(flow).proto {
-            Proto::Tcp => self.deliver_tcp(plugin, flow, bytes, close),
+            Proto::Tcp => self.deliver_tcp(hook, flow, bytes, close),
             Proto::Udp => self.deliver_udp(flow, bytes),
         }
     }
 
-    fn deliver_tcp(&mut self, plugin: &PluginLibrary, flow: u64, bytes: &[u8], close: bool) {
+    fn deliver_tcp(&mut self, hook: HookCall<'_>, flow: u64, bytes: &[u8], close: bool) {
         let Some(slot) = self.conns.slot_of(flow) else {
             self.stats.stale_responses += 1;
             return;
@@ -139,7 +266,7 @@ impl Clients {
         let Some(conn) = conns.get_mut(slot) else {
             return;
         };
-        if conn.has(CLOSE_AFTER_FLUSH) {
+        if conn.is_closing() {
             // Asked to close already: later bytes have nowhere to go.
             stats.stale_responses += 1;
             return;
@@ -154,16 +281,16 @@ impl Clients {
                 }
                 Err(QueueError::Slow) => {
                     tracing::debug!(flow, "client does not read its responses; closing");
-                    return self.close_conn(plugin, slot, CloseReason::Slow);
+                    return self.close_conn(hook, slot, CloseReason::Slow);
                 }
                 Err(QueueError::Io(e)) => {
                     tracing::debug!(flow, "write failed: {e}");
-                    return self.close_conn(plugin, slot, CloseReason::Broken);
+                    return self.close_conn(hook, slot, CloseReason::Broken);
                 }
             }
         }
         if close || bytes.is_empty() {
-            conn.flags |= CLOSE_AFTER_FLUSH;
+            conn.close_after_flush();
         }
         self.mark_flush(slot);
     }
@@ -192,36 +319,32 @@ impl Clients {
         }
     }
 
-    /// A request of `flow` left its worker (`process` returned).
+    /// The last request in flight of TCP connection `flow` left (answered,
+    /// expired or failed; the dispatcher's ledger counts them): a held
+    /// connection is listed to frame again, a peer-closed one to close.
     #[inline]
-    pub fn request_done(&mut self, flow: u64) {
-        if let Some(slot) = self.conns.slot_of(flow) {
-            self.request_left(slot);
-        }
-    }
-
-    /// One request of connection `slot` is no longer in flight (done or
-    /// failed). Its last one lets a finished peer's connection close and a
-    /// held connection frame again.
-    #[inline]
-    pub fn request_left(&mut self, slot: u32) {
-        let Some(conn) = self.conns.get_mut(slot) else {
+    pub fn requests_emptied(&mut self, flow: u64) {
+        let Some(slot) = self.conns.slot_of(flow) else {
             return;
         };
-        conn.in_flight = conn.in_flight.saturating_sub(1);
-        if conn.in_flight == 0 && conn.has(PEER_EOF | HELD) {
-            if conn.has(HELD) {
-                self.resume.push(conn.info.flow);
-            }
-            if conn.has(PEER_EOF) {
-                self.mark_flush(slot);
-            }
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        if conn.is_held() {
+            self.resume.push(flow);
+        }
+        if matches!(
+            conn.state,
+            ConnState::PeerClosed | ConnState::Closing { .. }
+        ) {
+            self.mark_flush(slot);
         }
     }
 
     /// Writes every listed connection's pending bytes and closes those that
     /// are finished.
-    pub fn flush_marked(&mut self, plugin: &PluginLibrary) {
+    /// `ledger` says which still have requests in flight.
+    pub fn flush_marked(&mut self, hook: HookCall<'_>, ledger: &Ledger) {
         let mut list =
             std::mem::replace(&mut self.flush_list, std::mem::take(&mut self.flush_spare));
         for &slot in &list {
@@ -231,7 +354,7 @@ impl Clients {
             let Some(conn) = conns.get_mut(slot) else {
                 continue;
             };
-            conn.flags &= !IN_FLUSH_LIST;
+            conn.in_flush_list = false;
             match conn.flush(pool) {
                 Ok(written) => {
                     stats.bytes_out += written;
@@ -241,12 +364,12 @@ impl Clients {
                 }
                 Err(e) => {
                     tracing::debug!(flow = conn.info.flow, "write failed: {e}");
-                    self.close_conn(plugin, slot, CloseReason::Broken);
+                    self.close_conn(hook, slot, CloseReason::Broken);
                     continue;
                 }
             }
-            if conn.is_finished() {
-                self.close_conn(plugin, slot, CloseReason::Done);
+            if conn.is_finished(ledger.of_conn(conn.info.flow).0) {
+                self.close_conn(hook, slot, CloseReason::Done);
             }
         }
         list.clear();
@@ -256,8 +379,9 @@ impl Clients {
     /// Closes connections without traffic for `idle_ms` (those waiting for
     /// a worker, with requests in flight or framing on hold, are exempt
     /// unless `strict`) and forgets UDP requests that waited that long for
-    /// a reply. Costs O(flows in use).
-    pub fn sweep_idle(&mut self, plugin: &PluginLibrary, idle_ms: u64, strict: bool) {
+    /// a reply. Costs O(flows in use). `ledger` says which connections
+    /// have requests in flight.
+    pub fn sweep_idle(&mut self, hook: HookCall<'_>, ledger: &Ledger, idle_ms: u64, strict: bool) {
         let now = self.now_ms;
         // From the end: a removal moves the last (already seen) slot here.
         let mut i = self.conns.live_slots().len();
@@ -268,10 +392,10 @@ impl Clients {
             };
             let expired = self.conns.get(slot).is_some_and(|c| {
                 now.saturating_sub(c.last_active_ms) >= idle_ms
-                    && (strict || (c.in_flight == 0 && !c.has(HELD)))
+                    && (strict || (ledger.of_conn(c.info.flow).0 == 0 && !c.is_held()))
             });
             if expired {
-                self.close_conn(plugin, slot, CloseReason::Idle);
+                self.close_conn(hook, slot, CloseReason::Idle);
             }
         }
         let mut i = self.udp_flows.live_slots().len();
@@ -292,7 +416,7 @@ impl Clients {
 
     /// Drain end: closes every connection with nothing left to send and
     /// lets the others close once flushed.
-    pub fn close_all(&mut self, plugin: &PluginLibrary) {
+    pub fn close_all(&mut self, hook: HookCall<'_>) {
         let mut i = self.conns.live_slots().len();
         while i > 0 {
             i -= 1;
@@ -303,9 +427,9 @@ impl Clients {
                 continue;
             };
             if conn.pending() == 0 {
-                self.close_conn(plugin, slot, CloseReason::Shutdown);
+                self.close_conn(hook, slot, CloseReason::Shutdown);
             } else {
-                conn.flags |= CLOSE_AFTER_FLUSH;
+                conn.close_after_flush();
                 self.mark_flush(slot);
             }
         }
@@ -314,7 +438,7 @@ impl Clients {
     /// Drain deadline: offers every connection's pending bytes to its
     /// socket once more (without waiting) and closes all of them, calling
     /// the close hook for each.
-    pub fn close_now(&mut self, plugin: &PluginLibrary) {
+    pub fn close_now(&mut self, hook: HookCall<'_>) {
         while let Some(&slot) = self.conns.live_slots().last() {
             let Clients {
                 conns, pool, stats, ..
@@ -324,7 +448,7 @@ impl Clients {
                     stats.bytes_out += conn.flush(pool).unwrap_or(0);
                 }
             }
-            self.close_conn(plugin, slot, CloseReason::Shutdown);
+            self.close_conn(hook, slot, CloseReason::Shutdown);
         }
         self.flush_list.clear();
     }
@@ -336,3 +460,7 @@ impl Clients {
         !self.flush_list.is_empty()
     }
 }
+
+#[cfg(test)]
+#[path = "clients_tests.rs"]
+mod tests;

@@ -45,20 +45,28 @@ impl BufPool {
     }
 }
 
-/// Connection flag: the peer shut its sending side (read returned 0).
-pub const PEER_EOF: u8 = 1;
-/// Connection flag: close once every pending byte is written.
-pub const CLOSE_AFTER_FLUSH: u8 = 1 << 1;
-/// Connection flag: listed in the loop's to-flush list this turn.
-pub const IN_FLUSH_LIST: u8 = 1 << 2;
-/// Connection flag: listed in the loop's read-again list.
-pub const IN_READ_LIST: u8 = 1 << 3;
-/// Connection flag: framing is on hold until `in_flight` reaches 0. Its
-/// requests in flight sit on a worker that takes no more (draining, or
-/// gone and about to be failed); the next one must not overtake them on
-/// another worker. The unframed bytes wait in `rbuf` and the socket is not
-/// read meanwhile (see `tcp.rs`).
-pub const HELD: u8 = 1 << 4;
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// Reading and framing.
+    Open,
+    /// Framing is on hold until its requests in flight have left: they sit
+    /// on a worker that takes no more (draining, or gone and about to be
+    /// failed), and the next one must not overtake them on another worker.
+    /// The unframed bytes wait in `rbuf` and the socket is not read
+    /// meanwhile (see `tcp.rs`).
+    Held,
+    /// The peer shut its sending side (read returned 0): closes once every
+    /// request is answered and flushed.
+    PeerClosed,
+    /// Closes once every pending byte is written; input is ignored.
+    /// `held`: framing was on hold when the close was asked; its unframed
+    /// bytes are dropped once its requests in flight have left.
+    Closing {
+        /// Was [`ConnState::Held`].
+        held: bool,
+    },
+}
 
 /// Why response bytes could not be queued.
 #[derive(Debug)]
@@ -76,20 +84,19 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Connection info handed to every hook (`flow` included).
     pub info: SppConnInfo,
-    /// Bytes not framed yet: a request not complete yet, or, while `HELD`,
+    /// Bytes not framed yet: a request not complete yet, or, while held,
     /// whatever the last read brought (empty, capacity 0 when none).
     pub rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
-    /// Requests queued to workers whose `process` has not returned.
-    pub in_flight: u32,
-    /// The worker slot of the latest request queued; while `in_flight` is
-    /// non-zero the next request goes there too (responses stay in order).
-    pub affinity: u32,
     /// Loop clock (ms) of the last byte read or written.
     pub last_active_ms: u64,
-    /// `PEER_EOF` | `CLOSE_AFTER_FLUSH` | `HELD` | list memberships.
-    pub flags: u8,
+    /// Where it is in its life.
+    pub state: ConnState,
+    /// Listed in the clients' to-flush list this turn.
+    pub in_flush_list: bool,
+    /// Listed in the clients' read-again list.
+    pub in_read_list: bool,
 }
 
 impl Conn {
@@ -101,17 +108,39 @@ impl Conn {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
-            in_flight: 0,
-            affinity: 0,
             last_active_ms: now_ms,
-            flags: 0,
+            state: ConnState::Open,
+            in_flush_list: false,
+            in_read_list: false,
         }
     }
 
-    /// Whether `flag` is set.
+    /// Whether the socket is read and its bytes framed.
     #[inline]
-    pub fn has(&self, flag: u8) -> bool {
-        self.flags & flag != 0
+    pub fn reads(&self) -> bool {
+        self.state == ConnState::Open
+    }
+
+    /// Whether it closes once flushed.
+    #[inline]
+    pub fn is_closing(&self) -> bool {
+        matches!(self.state, ConnState::Closing { .. })
+    }
+
+    /// Whether its framing is on hold (closing or not).
+    #[inline]
+    pub fn is_held(&self) -> bool {
+        matches!(
+            self.state,
+            ConnState::Held | ConnState::Closing { held: true }
+        )
+    }
+
+    /// Asks it to close once its pending bytes are written.
+    #[inline]
+    pub fn close_after_flush(&mut self) {
+        let held = self.is_held();
+        self.state = ConnState::Closing { held };
     }
 
     /// Response bytes waiting for the socket.
@@ -122,10 +151,14 @@ impl Conn {
 
     /// Whether the connection has nothing left to do and should close now:
     /// asked to close and flushed, or the peer is gone and every request
-    /// was answered and flushed.
-    pub fn is_finished(&self) -> bool {
+    /// was answered and flushed. `in_flight`: its requests in flight.
+    pub fn is_finished(&self, in_flight: u32) -> bool {
         self.pending() == 0
-            && (self.has(CLOSE_AFTER_FLUSH) || (self.has(PEER_EOF) && self.in_flight == 0))
+            && match self.state {
+                ConnState::Closing { .. } => true,
+                ConnState::PeerClosed => in_flight == 0,
+                ConnState::Open | ConnState::Held => false,
+            }
     }
 
     /// Gives both buffers back to the pool.
@@ -289,14 +322,20 @@ mod tests {
     #[test]
     fn finished_rules() {
         let (mut conn, _client) = pair();
-        assert!(!conn.is_finished());
-        conn.flags |= PEER_EOF;
-        conn.in_flight = 1;
-        assert!(!conn.is_finished());
-        conn.in_flight = 0;
-        assert!(conn.is_finished());
-        conn.flags = CLOSE_AFTER_FLUSH;
-        conn.in_flight = 3;
-        assert!(conn.is_finished());
+        assert!(!conn.is_finished(0));
+        conn.state = ConnState::PeerClosed;
+        assert!(!conn.is_finished(1));
+        assert!(conn.is_finished(0));
+        conn.state = ConnState::Held;
+        assert!(!conn.is_finished(0));
+        conn.close_after_flush();
+        assert_eq!(conn.state, ConnState::Closing { held: true });
+        assert!(conn.is_held());
+        assert!(conn.is_finished(3));
+        conn.state = ConnState::PeerClosed;
+        conn.close_after_flush();
+        assert_eq!(conn.state, ConnState::Closing { held: false });
+        conn.queue(b"x", &mut BufPool::default(), 10).unwrap();
+        assert!(!conn.is_finished(0), "bytes are pending");
     }
 }

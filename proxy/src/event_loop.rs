@@ -9,9 +9,13 @@
 //! write every connection with new response bytes once, and add the turn's
 //! counters to the shared stats.
 //!
+//! The loop owns the parts ([`crate::io::Io`], [`Clients`],
+//! [`Dispatcher`], [`Hooks`]) and moves work between them; each part keeps
+//! its own state.
+//!
 //! Clocks: the loop reads the clock once per turn (`clients.now_ms`, for
 //! idle times and the periodic jobs); request stamps read it more often
-//! ([`CLOCK_REFRESH_REQUESTS`]).
+//! ([`CLOCK_REFRESH_REQUESTS`], [`RequestClock`]).
 //!
 //! Periodic jobs: the scan (every [`WORKER_SCAN_INTERVAL_MS`]) adopts
 //! ready workers, notices gone ones, acknowledges draining ones
@@ -37,33 +41,24 @@
 //! and the region stay mapped until the process is gone.
 
 use crate::clients::Clients;
-use crate::conn::IN_READ_LIST;
 use crate::dispatch::Dispatcher;
 use crate::error::ProxyError;
-use crate::host::{HostServices, OpQueue};
-use crate::lifecycle::DRAIN_POLL_MS;
+use crate::hooks::Hooks;
+use crate::host::HostServices;
+use crate::io::Io;
+use crate::lifecycle::{Life, DRAIN_POLL_MS};
 use crate::live_limits::sweep_interval_ms;
 use crate::setup;
-use crate::tcp::TcpListenerEntry;
 use crate::token::Source;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
-use spp_ipc::doorbell::{Doorbell, SleepFlag};
 use spp_ipc::launch::{ProxyLaunch, ProxyLimits};
 use spp_ipc::layout::{ProxyRegion, ProxyState};
+use spp_ipc::pair::ProxySleep;
 use spp_ipc::record::{monotonic_ns, NS_PER_MS, NS_PER_US};
 use spp_plugin_api::host::{PluginLibrary, Role};
 use std::ffi::CString;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Bytes of the shared read buffer (also the largest UDP datagram).
-pub const SCRATCH_SIZE: usize = 64 << 10;
-/// Events taken from epoll per wait.
-pub const EVENTS_CAPACITY: usize = 1024;
 /// How often worker slots are checked for newly ready, draining or
 /// stopped workers (and published limits applied).
 pub const WORKER_SCAN_INTERVAL_MS: u64 = 50;
@@ -96,59 +91,76 @@ pub fn wall_clock_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Everything the running proxy owns.
-pub struct Proxy {
-    pub(crate) poll: Poll,
-    events: Option<Events>,
-    pub(crate) signals: Signals,
-    /// Leaked (see the module doc).
-    pub(crate) region: &'static ProxyRegion,
-    bell: Doorbell,
-    pub(crate) listeners: Vec<TcpListenerEntry>,
-    pub(crate) dispatch: Dispatcher,
-    pub(crate) clients: Clients,
-    pub(crate) ops: OpQueue,
-    pub(crate) scratch: Vec<u8>,
-    pub(crate) limits: ProxyLimits,
+/// The clocks requests are stamped with.
+#[derive(Debug, Default)]
+pub struct RequestClock {
     /// CLOCK_MONOTONIC ns, read at the start of the turn and again for
-    /// request stamps (see [`CLOCK_REFRESH_REQUESTS`]); only stamps use it.
-    pub(crate) now_ns: u64,
+    /// request stamps (see [`CLOCK_REFRESH_REQUESTS`]).
+    now_ns: u64,
     /// Requests that may still be stamped with `now_ns` before it is read
     /// again.
-    pub(crate) clock_budget: u32,
+    budget: u32,
     /// Wall clock, µs since the Unix epoch at the start of the turn (the
     /// receive time of everything read in the turn).
-    pub(crate) wall_us: u64,
-    pub(crate) pending_reads: Vec<u32>,
-    spare_reads: Vec<u32>,
-    pub(crate) pending_accepts: Vec<usize>,
-    pub(crate) pending_udp: Vec<usize>,
-    /// Slots whose worker is gone and whose requests still need failing.
-    pub(crate) gone: Vec<usize>,
-    pub(crate) draining: bool,
-    /// Held open so that, out of fds, one can be freed to refuse a client.
-    pub(crate) reserve_fd: Option<std::fs::File>,
-    /// Out of fds with no reserve: accepting resumes at the next scan tick.
-    pub(crate) accept_starved: bool,
-    pub(crate) quit: bool,
-    sleeping: bool,
-    more_responses: bool,
-    /// Loop clock (ms) of the last worker scan.
+    pub wall_us: u64,
+}
+
+impl RequestClock {
+    /// Reads the clock requests are stamped with, good for the next
+    /// [`CLOCK_REFRESH_REQUESTS`] requests.
+    #[inline]
+    pub fn refresh(&mut self) {
+        self.now_ns = monotonic_ns();
+        self.budget = CLOCK_REFRESH_REQUESTS;
+    }
+
+    /// The `enqueued_ns` of the next request.
+    #[inline]
+    pub fn stamp(&mut self) -> u64 {
+        if self.budget == 0 {
+            self.refresh();
+        }
+        self.budget -= 1;
+        self.now_ns
+    }
+}
+
+/// When the periodic jobs run next (loop clock, ms).
+#[derive(Debug)]
+pub struct Timers {
+    /// The last worker scan.
     last_scan_ms: u64,
     next_scan_ms: u64,
-    pub(crate) next_sweep_ms: u64,
-    pub(crate) sweep_interval_ms: u64,
-    pub(crate) drain_deadline_ms: u64,
-    pub(crate) settled_since_ms: Option<u64>,
-    pub(crate) closing_all: bool,
+    /// The next idle sweep.
+    pub next_sweep_ms: u64,
+    /// The idle sweep interval.
+    pub sweep_interval_ms: u64,
+}
+
+/// Everything the running proxy owns.
+pub struct Proxy {
+    /// Poll, signals, doorbell, listeners, scratch.
+    pub(crate) io: Io,
+    /// Connections, UDP flows, delivery.
+    pub(crate) clients: Clients,
+    /// Worker slots, choice, in-flight counting, liveness.
+    pub(crate) dispatch: Dispatcher,
+    /// The plugin, run hook by hook.
+    pub(crate) hooks: Hooks,
+    /// Leaked (see the module doc).
+    pub(crate) region: &'static ProxyRegion,
+    /// The limits in force.
+    pub(crate) limits: ProxyLimits,
     /// `LiveLimits::generation` last applied (0: the launch limits).
     pub(crate) limits_generation: u64,
-    /// The log file to reopen on SIGHUP.
-    pub(crate) log_file: Option<PathBuf>,
-    /// Leaked: never unloaded under a plugin thread (see the module doc).
-    pub(crate) plugin: &'static PluginLibrary,
-    /// Leaked: the plugin may keep the table past `spp_fini`.
-    pub(crate) host: &'static HostServices,
+    pub(crate) clock: RequestClock,
+    pub(crate) timers: Timers,
+    /// Drain and exit state.
+    pub(crate) life: Life,
+    /// Slots whose worker is gone and whose requests still need failing.
+    pub(crate) gone: Vec<usize>,
+    sleeping: bool,
+    more_responses: bool,
 }
 
 impl Proxy {
@@ -175,9 +187,6 @@ impl Proxy {
 
         let plugin: &'static PluginLibrary =
             Box::leak(Box::new(PluginLibrary::load(&launch.plugin, Role::Proxy)?));
-        let poll = Poll::new().map_err(ProxyError::io("creating the poll"))?;
-        let signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
-            .map_err(ProxyError::io("installing signal handlers"))?;
         let limits = &launch.limits;
         let mut clients = Clients::new(
             launch.epoch,
@@ -186,78 +195,33 @@ impl Proxy {
             limits.max_send_buffer,
         );
         clients.udp_socks = opened.udp;
+        let io = Io::new(opened.bell, opened.listeners, &mut clients.udp_socks)?;
+        // Leaked: the plugin may keep the table past `spp_fini`.
+        let host: &'static HostServices =
+            Box::leak(Box::new(HostServices::new(launch.epoch, &header.plugin)));
         let mut proxy = Proxy {
-            poll,
-            events: Some(Events::with_capacity(EVENTS_CAPACITY)),
-            signals,
-            region,
-            bell: opened.bell,
-            listeners: opened.listeners,
-            dispatch: opened.dispatch,
+            io,
             clients,
-            ops: OpQueue::default(),
-            scratch: vec![0; SCRATCH_SIZE],
+            dispatch: opened.dispatch,
+            hooks: Hooks::new(plugin, host),
+            region,
             limits: limits.clone(),
-            now_ns: 0,
-            clock_budget: 0,
-            wall_us: 0,
-            pending_reads: Vec::new(),
-            spare_reads: Vec::new(),
-            pending_accepts: Vec::new(),
-            pending_udp: Vec::new(),
+            limits_generation: 0,
+            clock: RequestClock::default(),
+            timers: Timers {
+                last_scan_ms: 0,
+                next_scan_ms: 0,
+                next_sweep_ms: 0,
+                sweep_interval_ms: sweep_interval_ms(limits.idle_timeout_ms),
+            },
+            life: Life::new(launch.log.file.clone()),
             gone: Vec::new(),
-            draining: false,
-            reserve_fd: std::fs::File::open("/dev/null").ok(),
-            accept_starved: false,
-            quit: false,
             sleeping: false,
             more_responses: false,
-            last_scan_ms: 0,
-            next_scan_ms: 0,
-            next_sweep_ms: 0,
-            sweep_interval_ms: sweep_interval_ms(limits.idle_timeout_ms),
-            drain_deadline_ms: u64::MAX,
-            settled_since_ms: None,
-            closing_all: false,
-            limits_generation: 0,
-            log_file: launch.log.file.clone(),
-            plugin,
-            host: Box::leak(Box::new(HostServices::new(launch.epoch, &header.plugin))),
         };
         proxy.warn_if_rings_too_small();
-        proxy.register_all()?;
         proxy.tick_clock();
         Ok(proxy)
-    }
-
-    fn register_all(&mut self) -> Result<(), ProxyError> {
-        let registry = self.poll.registry();
-        for (i, l) in self.listeners.iter_mut().enumerate() {
-            registry
-                .register(&mut l.sock, Source::Listener(i).token(), Interest::READABLE)
-                .map_err(ProxyError::io("polling a TCP listener"))?;
-        }
-        for (i, u) in self.clients.udp_socks.iter_mut().enumerate() {
-            registry
-                .register(&mut u.sock, Source::Udp(i).token(), Interest::READABLE)
-                .map_err(ProxyError::io("polling a UDP socket"))?;
-        }
-        let bell = self.bell.raw_fd();
-        registry
-            .register(
-                &mut SourceFd(&bell),
-                Source::Bell.token(),
-                Interest::READABLE,
-            )
-            .map_err(ProxyError::io("polling the proxy doorbell"))?;
-        registry
-            .register(
-                &mut self.signals,
-                Source::Signals.token(),
-                Interest::READABLE,
-            )
-            .map_err(ProxyError::io("polling the signal pipe"))?;
-        Ok(())
     }
 
     /// Calls the plugin's `spp_init`; on success the proxy is `Ready`.
@@ -268,23 +232,20 @@ impl Proxy {
         })?;
         // A predecessor may have died claiming a metric name.
         self.region.header().plugin.recover();
-        // SAFETY: `self.host` is leaked, so the table stays valid and in
-        // place for the process's life (past `spp_fini`).
-        let code = unsafe { self.plugin.init(self.host.table(), &conf) };
+        let code = self.hooks.init(&mut self.clients, &conf);
         if code != 0 {
             return Err(ProxyError::PluginInit {
-                path: self.plugin.path().to_path_buf(),
+                path: self.hooks.path().to_path_buf(),
                 code,
             });
         }
-        self.apply_host_ops();
-        self.dispatch.scan(self.poll.registry(), &mut self.gone);
+        self.dispatch.scan(self.io.registry(), &mut self.gone);
         self.region
             .header()
             .proxy_state
             .store(ProxyState::Ready as u32, Ordering::Release);
         tracing::info!(
-            listeners = self.listeners.len() + self.clients.udp_socks.len(),
+            listeners = self.io.listeners.len() + self.clients.udp_socks.len(),
             slots = self.dispatch.slot_count(),
             "proxy ready"
         );
@@ -294,9 +255,8 @@ impl Proxy {
     /// Calls the plugin's `spp_fini`. The last thing before exit; the
     /// library stays loaded (leaked).
     pub fn finish(&mut self) {
-        self.plugin.fini();
-        self.apply_host_ops();
-        self.count_refused_ops();
+        self.hooks.fini(&mut self.clients);
+        self.hooks.count_refused(&mut self.clients.stats);
         self.publish_stats();
     }
 
@@ -304,72 +264,46 @@ impl Proxy {
     pub fn run(&mut self) -> Result<(), ProxyError> {
         loop {
             let timeout = self.wait_timeout();
-            let mut events = self
-                .events
-                .take()
-                .unwrap_or_else(|| Events::with_capacity(EVENTS_CAPACITY));
-            let polled = self.poll.poll(&mut events, Some(timeout));
+            let polled = self.io.wait(timeout);
             if self.sleeping {
-                SleepFlag(&self.region.header().proxy_sleeping).clear();
+                ProxySleep::new(self.region).clear();
                 self.sleeping = false;
             }
-            match polled {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(ProxyError::Io {
-                        what: "waiting for events",
-                        source,
-                    })
-                }
-            }
+            let events = polled?;
             self.tick_clock();
-            let mut reads = std::mem::replace(
-                &mut self.pending_reads,
-                std::mem::take(&mut self.spare_reads),
-            );
-            let accepts = std::mem::take(&mut self.pending_accepts);
-            let udp = std::mem::take(&mut self.pending_udp);
+            let reads = self.clients.take_read_list();
+            let accepts = std::mem::take(&mut self.io.pending_accepts);
+            let udp = std::mem::take(&mut self.io.pending_udp);
             for event in events.iter() {
                 self.handle(event);
             }
-            self.events = Some(events);
+            self.io.put_events(events);
             for &slot in &reads {
-                if let Some(conn) = self.clients.conns.get_mut(slot) {
-                    conn.flags &= !IN_READ_LIST;
+                if self.clients.unlist_read(slot) {
                     self.conn_readable(slot);
                 }
             }
-            reads.clear();
-            self.spare_reads = reads;
-            if !self.draining {
+            self.clients.return_read_list(reads);
+            if !self.life.draining {
                 accepts.into_iter().for_each(|li| self.accept_ready(li));
                 udp.into_iter().for_each(|k| self.udp_readable(k));
             }
             self.end_of_turn();
-            if self.quit {
+            if self.life.quit {
                 tracing::info!("SIGINT: exiting now");
                 return Ok(());
             }
-            if self.draining && self.drain_step() {
+            if self.life.draining && self.drain_step() {
                 tracing::info!("drain complete");
                 return Ok(());
             }
         }
     }
 
-    /// Reads the clock requests are stamped with, good for the next
-    /// [`CLOCK_REFRESH_REQUESTS`] requests.
-    #[inline]
-    pub(crate) fn refresh_request_clock(&mut self) {
-        self.now_ns = monotonic_ns();
-        self.clock_budget = CLOCK_REFRESH_REQUESTS;
-    }
-
     fn tick_clock(&mut self) {
-        self.now_ns = monotonic_ns();
-        self.wall_us = wall_clock_us();
-        self.clients.now_ms = self.now_ns / NS_PER_MS;
+        self.clock.refresh();
+        self.clock.wall_us = wall_clock_us();
+        self.clients.now_ms = self.clock.now_ns / NS_PER_MS;
         self.region
             .header()
             .heartbeat_ms
@@ -392,15 +326,16 @@ impl Proxy {
                     self.clients.mark_flush(slot);
                 }
             }
-            Some(Source::Listener(li)) if !self.draining => self.accept_ready(li),
-            Some(Source::Udp(k)) if !self.draining => self.udp_readable(k),
+            Some(Source::Listener(li)) if !self.life.draining => self.accept_ready(li),
+            Some(Source::Udp(k)) if !self.life.draining => self.udp_readable(k),
             Some(Source::Bell) => {
-                self.bell.drain();
-                self.next_scan_ms = self.next_scan_ms.min(self.last_scan_ms + BELL_SCAN_GAP_MS);
+                self.io.drain_bell();
+                let t = &mut self.timers;
+                t.next_scan_ms = t.next_scan_ms.min(t.last_scan_ms + BELL_SCAN_GAP_MS);
             }
             Some(Source::Signals) => self.on_signals(),
             Some(Source::Pidfd(s)) => {
-                if self.dispatch.worker_exited(s, self.poll.registry()) {
+                if self.dispatch.worker_exited(s, self.io.registry()) {
                     self.gone.push(s);
                 }
             }
@@ -414,7 +349,7 @@ impl Proxy {
         self.fail_gone_workers();
         self.more_responses = self.drain_responses();
         let now_ms = self.clients.now_ms;
-        if now_ms >= self.next_scan_ms {
+        if now_ms >= self.timers.next_scan_ms {
             self.scan(now_ms);
         }
         // After every response and failure of the turn (the only ways a
@@ -423,15 +358,21 @@ impl Proxy {
             self.resume_held();
             self.dispatch.publish();
         }
-        if now_ms >= self.next_sweep_ms {
-            self.next_sweep_ms = now_ms + self.sweep_interval_ms;
-            self.clients
-                .sweep_idle(self.plugin, self.limits.idle_timeout_ms, self.draining);
+        let Proxy {
+            clients,
+            dispatch,
+            hooks,
+            ..
+        } = self;
+        if now_ms >= self.timers.next_sweep_ms {
+            self.timers.next_sweep_ms = now_ms + self.timers.sweep_interval_ms;
+            let (idle_ms, strict) = (self.limits.idle_timeout_ms, self.life.draining);
+            hooks.with(clients, |c, hook| {
+                c.sweep_idle(hook, dispatch.ledger(), idle_ms, strict);
+            });
         }
-        self.apply_host_ops();
-        self.clients.flush_marked(self.plugin);
-        self.apply_host_ops();
-        self.count_refused_ops();
+        hooks.with(clients, |c, hook| c.flush_marked(hook, dispatch.ledger()));
+        hooks.count_refused(&mut clients.stats);
         self.publish_stats();
     }
 
@@ -439,13 +380,13 @@ impl Proxy {
     /// drain), published limits, and accepting again after running out of
     /// fds.
     fn scan(&mut self, now_ms: u64) {
-        self.last_scan_ms = now_ms;
-        self.next_scan_ms = now_ms + WORKER_SCAN_INTERVAL_MS;
-        self.dispatch.scan(self.poll.registry(), &mut self.gone);
+        self.timers.last_scan_ms = now_ms;
+        self.timers.next_scan_ms = now_ms + WORKER_SCAN_INTERVAL_MS;
+        self.dispatch.scan(self.io.registry(), &mut self.gone);
         self.fail_gone_workers();
         self.apply_live_limits();
-        if std::mem::take(&mut self.accept_starved) && !self.draining {
-            (0..self.listeners.len()).for_each(|li| self.accept_ready(li));
+        if std::mem::take(&mut self.io.accept_starved) && !self.life.draining {
+            (0..self.io.listeners.len()).for_each(|li| self.accept_ready(li));
         }
     }
 
@@ -464,14 +405,14 @@ impl Proxy {
 
     /// How long the next poll may block; announces sleep when it blocks.
     fn wait_timeout(&mut self) -> Duration {
-        let busy = self.quit
+        let busy = self.life.quit
             || self.more_responses
-            || !self.pending_reads.is_empty()
-            || !self.pending_accepts.is_empty()
-            || !self.pending_udp.is_empty()
+            || self.clients.reads_pending()
+            || !self.io.pending_accepts.is_empty()
+            || !self.io.pending_udp.is_empty()
             || !self.gone.is_empty()
             || !self.clients.resume.is_empty()
-            || self.host.has_ops()
+            || self.hooks.has_queued()
             // Hooks run by the turn's last flush listed more to flush.
             || self.clients.flush_pending();
         if busy {
@@ -498,14 +439,14 @@ impl Proxy {
                 }
             }
         }
-        SleepFlag(&self.region.header().proxy_sleeping).announce();
+        ProxySleep::new(self.region).announce();
         self.sleeping = true;
         if self.dispatch.responses_waiting() {
             return Duration::ZERO;
         }
         let now_ms = monotonic_ns() / NS_PER_MS;
-        let mut wake_ms = self.next_scan_ms.min(self.next_sweep_ms);
-        if self.draining {
+        let mut wake_ms = self.timers.next_scan_ms.min(self.timers.next_sweep_ms);
+        if self.life.draining {
             wake_ms = wake_ms.min(now_ms + DRAIN_POLL_MS);
         }
         Duration::from_millis(wake_ms.saturating_sub(now_ms))

@@ -94,10 +94,11 @@ impl Proxy {
         self.clients.conns.set_limit(new.max_connections);
         self.clients.max_send_buffer = new.max_send_buffer;
         if new.idle_timeout_ms != self.limits.idle_timeout_ms {
-            self.sweep_interval_ms = sweep_interval_ms(new.idle_timeout_ms);
-            self.next_sweep_ms = self
+            let t = &mut self.timers;
+            t.sweep_interval_ms = sweep_interval_ms(new.idle_timeout_ms);
+            t.next_sweep_ms = t
                 .next_sweep_ms
-                .min(self.clients.now_ms + self.sweep_interval_ms);
+                .min(self.clients.now_ms + t.sweep_interval_ms);
         }
         let request_size_changed = new.max_request_size != self.limits.max_request_size;
         self.limits = new;

@@ -1,35 +1,70 @@
 //! Handing one framed request to a worker: `spp_route` picks the group
-//! (no hook → `SPP_DEFAULT_GROUP`), the dispatcher queues it to the least-loaded
-//! worker, and when that is impossible the request fails through the
-//! plugin's `spp_exception` hook (no hook → the connection closes).
+//! (no hook → `SPP_DEFAULT_GROUP`), the dispatcher queues it to the
+//! least-loaded worker (or the one its connection sticks to), and when that
+//! is impossible the request fails through the plugin's `spp_exception`
+//! hook (no hook → the connection closes).
 //!
-//! Also where the exception hook is called for every reason (counted in
-//! `exceptions`), and where the plugin's queued `reply`/`close` service
-//! calls are applied (see `host.rs`), right after each hook that may have
-//! made them. Both exist as free functions too, over the parts of the
-//! proxy they need, for a caller that holds a borrow of a response ring.
+//! The decisions are plain functions ([`route_decision`],
+//! [`refusal_decision`]) so they are tested without a plugin or a worker;
+//! `Proxy::submit` strings them together with the hooks runner and the
+//! dispatcher.
 
-use crate::clients::Clients;
 use crate::dispatch::Refusal;
 use crate::event_loop::Proxy;
-use crate::host::{HostServices, OpQueue};
+use crate::hooks::Verdict;
+use spp_ipc::layout::ProxyTally;
 use spp_plugin_api::abi::{
     SppConnInfo, SPP_DEFAULT_GROUP, SPP_EXC_NO_WORKER, SPP_EXC_QUEUE_FULL, SPP_HOOK_PANICKED,
 };
-use spp_plugin_api::host::PluginLibrary;
 use std::ffi::c_int;
 
-/// Rounds of applying service calls made by hooks that ran while applying
-/// the previous round (a `close` hook replying, say) before giving up.
-const MAX_OP_ROUNDS: usize = 8;
-
-/// What happens to a connection whose request failed.
+/// What `spp_route`'s answer means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Keep it open (the plugin answered, say).
-    Keep,
-    /// Close it once its pending bytes are written.
+pub enum Route {
+    /// Queue it to this group.
+    Group(u32),
+    /// The hook panicked: close the connection.
+    Panicked,
+    /// Not a group id: fails as [`Refusal::NoWorker`].
+    Invalid,
+}
+
+/// Reads `spp_route`'s answer (`None`: no hook).
+#[inline]
+pub fn route_decision(answer: Option<c_int>) -> Route {
+    match answer {
+        None => Route::Group(SPP_DEFAULT_GROUP),
+        Some(SPP_HOOK_PANICKED) => Route::Panicked,
+        Some(g) => u32::try_from(g).map_or(Route::Invalid, Route::Group),
+    }
+}
+
+/// What becomes of a request the dispatcher refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The exception hook gets it with this reason.
+    Raise(c_int),
+    /// Close the connection (no hook call): the request can never fit.
     Close,
+}
+
+/// Counts `refusal` in `stats` and says how the request fails.
+pub fn refusal_decision(refusal: Refusal, stats: &mut ProxyTally) -> Failure {
+    match refusal {
+        Refusal::NoWorker => {
+            stats.no_worker += 1;
+            Failure::Raise(SPP_EXC_NO_WORKER)
+        }
+        Refusal::QueueFull => {
+            stats.ring_full += 1;
+            Failure::Raise(SPP_EXC_QUEUE_FULL)
+        }
+        Refusal::TooLarge => {
+            // Larger than a ring can ever hold: like an oversized request.
+            stats.oversized += 1;
+            Failure::Close
+        }
+    }
 }
 
 impl Proxy {
@@ -38,10 +73,9 @@ impl Proxy {
     /// used. `Err` means it was not queued; the exception hook has run and
     /// says what to do with the connection.
     ///
-    /// The request is stamped with `now_ns`, read again here once
-    /// [`CLOCK_REFRESH_REQUESTS`](crate::event_loop::CLOCK_REFRESH_REQUESTS)
-    /// requests used it (callers read it at the start of each batch; the
-    /// bound is documented there).
+    /// The request is stamped by the [`RequestClock`](crate::event_loop::RequestClock)
+    /// (callers refresh it at the start of each batch; the bound is
+    /// documented at [`CLOCK_REFRESH_REQUESTS`](crate::event_loop::CLOCK_REFRESH_REQUESTS)).
     #[inline]
     pub(crate) fn submit(
         &mut self,
@@ -49,22 +83,16 @@ impl Proxy {
         req: &[u8],
         prefer: Option<usize>,
     ) -> Result<usize, Verdict> {
-        if self.clock_budget == 0 {
-            self.refresh_request_clock();
-        }
-        self.clock_budget -= 1;
-        let group = match self.plugin.route(info, req) {
-            None => SPP_DEFAULT_GROUP,
-            Some(SPP_HOOK_PANICKED) => {
+        let now_ns = self.clock.stamp();
+        let group = match route_decision(self.hooks.route(&mut self.clients, info, req)) {
+            Route::Group(g) => g,
+            Route::Panicked => {
                 self.clients.stats.plugin_panics += 1;
                 return Err(Verdict::Close);
             }
-            Some(g) => match u32::try_from(g) {
-                Ok(g) => g,
-                Err(_) => return self.refuse(info, req, Refusal::NoWorker),
-            },
+            Route::Invalid => return self.refuse(info, req, Refusal::NoWorker),
         };
-        match self.dispatch.push(group, info, req, self.now_ns, prefer) {
+        match self.dispatch.push(group, info, req, now_ns, prefer) {
             Ok(slot) => return Ok(slot),
             Err(Refusal::NoWorker) => {}
             Err(refusal) => return self.refuse(info, req, refusal),
@@ -72,9 +100,9 @@ impl Proxy {
         // A worker may have become ready since the last scan: look once.
         if self
             .dispatch
-            .scan_group(group, self.poll.registry(), &mut self.gone)
+            .scan_group(group, self.io.registry(), &mut self.gone)
         {
-            if let Ok(slot) = self.dispatch.push(group, info, req, self.now_ns, prefer) {
+            if let Ok(slot) = self.dispatch.push(group, info, req, now_ns, prefer) {
                 return Ok(slot);
             }
         }
@@ -87,115 +115,58 @@ impl Proxy {
         req: &[u8],
         refusal: Refusal,
     ) -> Result<usize, Verdict> {
-        let reason = match refusal {
-            Refusal::NoWorker => {
-                self.clients.stats.no_worker += 1;
-                SPP_EXC_NO_WORKER
+        match refusal_decision(refusal, &mut self.clients.stats) {
+            Failure::Raise(reason) => {
+                Err(self
+                    .hooks
+                    .exception(&mut self.clients, info, Some(req), reason))
             }
-            Refusal::QueueFull => {
-                self.clients.stats.ring_full += 1;
-                SPP_EXC_QUEUE_FULL
-            }
-            Refusal::TooLarge => {
-                // Larger than a ring can ever hold: like an oversized request.
-                self.clients.stats.oversized += 1;
+            Failure::Close => {
                 tracing::warn!(
                     flow = info.flow,
                     len = req.len(),
                     "request larger than the request ring can hold"
                 );
-                return Err(Verdict::Close);
+                Err(Verdict::Close)
             }
-        };
-        Err(self.raise(info, Some(req), reason))
-    }
-
-    /// Calls `spp_exception` for a request that could not be served and
-    /// applies whatever the plugin answered through the host services.
-    pub(crate) fn raise(
-        &mut self,
-        info: &SppConnInfo,
-        req: Option<&[u8]>,
-        reason: c_int,
-    ) -> Verdict {
-        let Proxy {
-            clients,
-            ops,
-            plugin,
-            host,
-            ..
-        } = self;
-        raise(clients, ops, plugin, host, info, req, reason)
-    }
-
-    /// Applies the `reply`/`close` calls plugin hooks queued.
-    pub(crate) fn apply_host_ops(&mut self) {
-        apply_host_ops(&mut self.clients, &mut self.ops, self.plugin, self.host);
-    }
-
-    /// Adds the plugin's `reply`/`close` calls refused since the last look
-    /// to `host_refused`, and logs those refused because the queue was full
-    /// (once per loop turn at most).
-    pub(crate) fn count_refused_ops(&mut self) {
-        let refused = self.host.take_refused();
-        self.clients.stats.host_refused += refused.total;
-        if refused.full != 0 {
-            tracing::warn!(
-                refused = refused.full,
-                "plugin queued too many reply/close calls in one hook; refused with SPP_ERR_FULL"
-            );
         }
     }
 }
 
-/// [`Proxy::raise`] over the parts of the proxy it needs, for callers that
-/// hold a borrow of another part (a response ring). Counts `exceptions`
-/// when the plugin has the hook.
-pub(crate) fn raise(
-    clients: &mut Clients,
-    ops: &mut OpQueue,
-    plugin: &PluginLibrary,
-    host: &HostServices,
-    info: &SppConnInfo,
-    req: Option<&[u8]>,
-    reason: c_int,
-) -> Verdict {
-    let answer = plugin.exception(info, req, reason);
-    if answer.is_some() {
-        clients.stats.exceptions += 1;
-    }
-    let verdict = match answer {
-        None => Verdict::Close,
-        Some(SPP_HOOK_PANICKED) => {
-            clients.stats.plugin_panics += 1;
-            Verdict::Close
-        }
-        Some(code) if code < 0 => Verdict::Close,
-        Some(_) => Verdict::Keep,
-    };
-    apply_host_ops(clients, ops, plugin, host);
-    verdict
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// [`Proxy::apply_host_ops`] over the parts of the proxy it needs.
-pub(crate) fn apply_host_ops(
-    clients: &mut Clients,
-    ops: &mut OpQueue,
-    plugin: &PluginLibrary,
-    host: &HostServices,
-) {
-    for _ in 0..MAX_OP_ROUNDS {
-        if !host.has_ops() || !host.take_ops(ops) {
-            return;
-        }
-        for op in &ops.ops {
-            clients.deliver(plugin, op.flow, ops.bytes(op), op.close);
-        }
-        ops.clear();
+    #[test]
+    fn no_route_hook_means_the_default_group() {
+        assert_eq!(route_decision(None), Route::Group(SPP_DEFAULT_GROUP));
+        assert_eq!(route_decision(Some(9)), Route::Group(9));
     }
-    if host.has_ops() {
-        tracing::warn!("plugin keeps queueing replies from its close hook; dropping them");
-        host.take_ops(ops);
-        ops.clear();
+
+    #[test]
+    fn a_panicked_or_negative_route_does_not_queue() {
+        assert_eq!(route_decision(Some(SPP_HOOK_PANICKED)), Route::Panicked);
+        assert_eq!(route_decision(Some(-3)), Route::Invalid);
+    }
+
+    #[test]
+    fn refusals_are_counted_and_fail_as_the_abi_says() {
+        let mut stats = ProxyTally::default();
+        assert_eq!(
+            refusal_decision(Refusal::NoWorker, &mut stats),
+            Failure::Raise(SPP_EXC_NO_WORKER)
+        );
+        assert_eq!(
+            refusal_decision(Refusal::QueueFull, &mut stats),
+            Failure::Raise(SPP_EXC_QUEUE_FULL)
+        );
+        assert_eq!(
+            refusal_decision(Refusal::TooLarge, &mut stats),
+            Failure::Close
+        );
+        assert_eq!(
+            (stats.no_worker, stats.ring_full, stats.oversized),
+            (1, 1, 1)
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! Draining the workers' response rings, and failing the requests of a
 //! worker that is gone.
 //!
-//! Per slot and turn: load the worker's `completed_seq` first, then take
-//! the published response records (bounded per turn) and hand each to
-//! [`Clients::deliver`](crate::clients::Clients::deliver), release the ring
-//! space once, and finally pop the in-flight entries the loaded
-//! `completed_seq` covers. Loading it first means every reply a worker
-//! published before marking its request complete is delivered before the
-//! request stops counting as in flight.
+//! Per slot and turn, through the pair's proxy end
+//! (`spp_ipc::pair::ProxyEnd::drain_responses`): it loads the worker's
+//! `completed_seq` first, then takes the published response records
+//! (bounded per turn), each handed to
+//! [`Clients::deliver`](crate::clients::Clients::deliver), releases the
+//! ring space once, and finally the dispatcher pops the in-flight entries
+//! the loaded `completed_seq` covers. Loading it first means every reply a
+//! worker published before marking its request complete is delivered
+//! before the request stops counting as in flight.
 //!
 //! A `KIND_EXPIRED` record means the worker dropped a request that
 //! waited past its group's `msg_timeout`: it counts `stale_failed`, and if
@@ -21,23 +23,74 @@
 //! A gone worker's ring is drained completely, then everything it still
 //! held fails at once with `SPP_EXC_WORKER_DIED` (`req` = NULL).
 //!
-//! Either way a request leaving its worker goes through
-//! `Clients::request_left`, which lists a held connection (`conn::HELD`)
-//! whose last request left, for the loop to frame again.
+//! Either way a request leaving its worker leaves the dispatcher's ledger,
+//! which hands a connection whose last request left to
+//! `Clients::requests_emptied` (a held connection is then listed for the
+//! loop to frame again).
+//!
+//! What one record asks for, and what it counts, is [`action`], a plain
+//! function tested on its own.
 
 use crate::clients::Clients;
-use crate::conn::CLOSE_AFTER_FLUSH;
 use crate::event_loop::Proxy;
 use crate::flow::{self, Proto};
-use crate::host::{HostServices, OpQueue};
-use crate::requests::{self, Verdict};
-use spp_ipc::record::{split_response, KIND_CLOSE, KIND_EXPIRED, KIND_RESPONSE};
+use crate::hooks::{Hooks, Verdict};
+use spp_ipc::layout::ProxyTally;
+use spp_ipc::pair::ResponseRecord;
 use spp_plugin_api::abi::{SPP_EXC_TIMEOUT, SPP_EXC_WORKER_DIED};
-use spp_plugin_api::host::PluginLibrary;
+use std::ffi::c_int;
 
 /// Response records taken from one ring per loop turn before the others
 /// get a go.
 pub const MAX_RESPONSES_PER_TURN: usize = 4096;
+
+/// What one response record asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Deliver `bytes` to `flow`; `close` after them.
+    Deliver {
+        /// The flow.
+        flow: u64,
+        /// The response bytes (empty: close).
+        bytes: &'a [u8],
+        /// `KIND_CLOSE`.
+        close: bool,
+    },
+    /// The worker dropped `flow`'s request as stale: fail it with
+    /// `SPP_EXC_TIMEOUT`, `req` being its bytes when the record has them.
+    Expire {
+        /// The flow.
+        flow: u64,
+        /// The request bytes, if the record carries them.
+        req: Option<&'a [u8]>,
+    },
+    /// Nothing to do (counted, logged).
+    Skip,
+}
+
+/// What `record` asks for; counts it in `stats` (`responses`,
+/// `stale_failed` or `stale_responses`).
+#[inline]
+pub fn action<'a>(record: ResponseRecord<'a>, stats: &mut ProxyTally) -> Action<'a> {
+    match record {
+        ResponseRecord::Reply { flow, bytes, close } => {
+            stats.responses += 1;
+            Action::Deliver { flow, bytes, close }
+        }
+        ResponseRecord::Expired { flow, request } => {
+            stats.stale_failed += 1;
+            Action::Expire {
+                flow,
+                req: (!request.is_empty()).then_some(request),
+            }
+        }
+        ResponseRecord::Unexpected { kind, len } => {
+            stats.stale_responses += 1;
+            tracing::debug!(kind, len, "unexpected record in a response ring");
+            Action::Skip
+        }
+    }
+}
 
 impl Proxy {
     /// Drains every response ring (bounded per ring). Returns whether a
@@ -56,68 +109,31 @@ impl Proxy {
         let Proxy {
             dispatch,
             clients,
-            ops,
-            plugin,
-            host,
+            hooks,
             ..
         } = self;
-        let completed = dispatch.completed_seq(s);
-        let consumer = dispatch.slot_mut(s).consumer();
-        let mut taken = 0;
-        let mut more = false;
-        let mut corrupt = None;
-        loop {
-            let record = match consumer.peek() {
-                Ok(Some(record)) => record,
-                Ok(None) => break,
-                Err(e) => {
-                    corrupt = Some(e);
-                    break;
+        let drained =
+            dispatch.drain_responses(s, cap, |record| match action(record, &mut clients.stats) {
+                Action::Deliver { flow, bytes, close } => {
+                    hooks.deliver(clients, flow, bytes, close)
                 }
-            };
-            let stride = record.stride();
-            match (record.kind, split_response(record.data)) {
-                (KIND_RESPONSE | KIND_CLOSE, Some((meta, bytes))) => {
-                    clients.stats.responses += 1;
-                    clients.deliver(plugin, meta.flow, bytes, record.kind == KIND_CLOSE);
+                Action::Expire { flow, req } => {
+                    fail_request(hooks, clients, flow, req, SPP_EXC_TIMEOUT);
                 }
-                (KIND_EXPIRED, Some((meta, bytes))) => {
-                    clients.stats.stale_failed += 1;
-                    fail_expired(clients, ops, plugin, host, meta.flow, bytes);
-                }
-                (kind, _) => {
-                    clients.stats.stale_responses += 1;
-                    tracing::debug!(
-                        kind,
-                        len = record.data.len(),
-                        "unexpected record in a response ring"
-                    );
-                }
-            }
-            consumer.advance(stride);
-            taken += 1;
-            if taken >= cap {
-                more = consumer.has_data();
-                break;
-            }
-        }
-        consumer.release();
-        dispatch.pop_completed(s, completed, |flow| clients.request_done(flow));
-        if let Some(e) = corrupt {
-            let (group, index) = dispatch.slot_mut(s).name();
+                Action::Skip => {}
+            });
+        dispatch.pop_completed(s, &drained, |flow| clients.requests_emptied(flow));
+        if let Some(e) = &drained.corrupt {
+            let (group, index) = dispatch.slot_name(s);
             tracing::error!(
                 group,
                 worker = index,
                 "response ring unreadable, dropping its records: {e}"
             );
-            dispatch.slot_mut(s).consumer().discard_all();
             // Their replies may be among the dropped records.
             self.fail_in_flight(s);
         }
-        if taken != 0 {
-            self.apply_host_ops();
-        }
-        more
+        drained.more
     }
 
     /// Handles every slot whose worker is gone: drain what it published,
@@ -132,56 +148,43 @@ impl Proxy {
     /// Fails every request still in flight in slot `s` with
     /// `SPP_EXC_WORKER_DIED`.
     fn fail_in_flight(&mut self, s: usize) {
-        while let Some(entry) = self.dispatch.take_in_flight(s) {
-            match flow::decode(entry.flow).proto {
-                Proto::Tcp => {
-                    let Some(slot) = self.clients.conns.slot_of(entry.flow) else {
-                        continue;
-                    };
-                    let Some(info) = self.clients.conns.get(slot).map(|c| c.info) else {
-                        continue;
-                    };
-                    // A held connection is listed to frame again (after
-                    // this failure's answer is queued: the loop resumes
-                    // held connections later in the turn).
-                    self.clients.request_left(slot);
-                    self.clients.stats.worker_died_failed += 1;
-                    if self.raise(&info, None, SPP_EXC_WORKER_DIED) == Verdict::Close {
-                        if let Some(conn) = self.clients.conns.lookup_mut(entry.flow) {
-                            conn.flags |= crate::conn::CLOSE_AFTER_FLUSH;
-                        }
-                    }
-                    self.clients.mark_flush(slot);
-                }
-                Proto::Udp => {
-                    let Some(slot) = self.clients.udp_flows.slot_of(entry.flow) else {
-                        continue;
-                    };
-                    let Some(info) = self.clients.udp_flows.get(slot).map(|f| f.info) else {
-                        continue;
-                    };
-                    self.clients.stats.worker_died_failed += 1;
-                    self.raise(&info, None, SPP_EXC_WORKER_DIED);
-                    if let Some(slot) = self.clients.udp_flows.slot_of(entry.flow) {
-                        self.clients.udp_flows.remove(slot);
-                    }
-                }
+        while let Some((entry, emptied)) = self.dispatch.take_in_flight(s) {
+            let live = match flow::decode(entry.flow).proto {
+                Proto::Tcp => self.clients.conns.slot_of(entry.flow).is_some(),
+                Proto::Udp => self.clients.udp_flows.slot_of(entry.flow).is_some(),
+            };
+            if !live {
+                continue;
             }
+            // A held connection is listed to frame again (after this
+            // failure's answer is queued: the loop resumes held connections
+            // later in the turn).
+            if emptied {
+                self.clients.requests_emptied(entry.flow);
+            }
+            self.clients.stats.worker_died_failed += 1;
+            fail_request(
+                &mut self.hooks,
+                &mut self.clients,
+                entry.flow,
+                None,
+                SPP_EXC_WORKER_DIED,
+            );
         }
     }
 }
 
-/// A worker dropped `flow`'s request `req` (may be empty) as stale: the
-/// exception hook answers it or the flow ends (see the module doc).
-fn fail_expired(
+/// `flow`'s request `req` (if known) failed for `reason`: the exception
+/// hook answers it, or the flow ends. A result < 0, or no hook, closes a
+/// TCP connection once its pending bytes are written; a UDP flow ends
+/// either way. Nothing happens for a flow that no longer exists.
+fn fail_request(
+    hooks: &mut Hooks,
     clients: &mut Clients,
-    ops: &mut OpQueue,
-    plugin: &PluginLibrary,
-    host: &HostServices,
     flow: u64,
-    req: &[u8],
+    req: Option<&[u8]>,
+    reason: c_int,
 ) {
-    let req = (!req.is_empty()).then_some(req);
     match flow::decode(flow).proto {
         Proto::Tcp => {
             let Some(slot) = clients.conns.slot_of(flow) else {
@@ -190,11 +193,8 @@ fn fail_expired(
             let Some(info) = clients.conns.get(slot).map(|c| c.info) else {
                 return;
             };
-            let verdict = requests::raise(clients, ops, plugin, host, &info, req, SPP_EXC_TIMEOUT);
-            if verdict == Verdict::Close {
-                if let Some(conn) = clients.conns.lookup_mut(flow) {
-                    conn.flags |= CLOSE_AFTER_FLUSH;
-                }
+            if hooks.exception(clients, &info, req, reason) == Verdict::Close {
+                clients.close_after_flush(flow);
             }
             clients.mark_flush(slot);
         }
@@ -207,10 +207,80 @@ fn fail_expired(
             else {
                 return;
             };
-            requests::raise(clients, ops, plugin, host, &info, req, SPP_EXC_TIMEOUT);
+            hooks.exception(clients, &info, req, reason);
             if let Some(slot) = clients.udp_flows.slot_of(flow) {
                 clients.udp_flows.remove(slot);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_and_closes_are_delivered_and_counted() {
+        let mut stats = ProxyTally::default();
+        let reply = ResponseRecord::Reply {
+            flow: 7,
+            bytes: b"hi",
+            close: false,
+        };
+        assert_eq!(
+            action(reply, &mut stats),
+            Action::Deliver {
+                flow: 7,
+                bytes: b"hi",
+                close: false
+            }
+        );
+        let close = ResponseRecord::Reply {
+            flow: 7,
+            bytes: b"",
+            close: true,
+        };
+        assert_eq!(
+            action(close, &mut stats),
+            Action::Deliver {
+                flow: 7,
+                bytes: b"",
+                close: true
+            }
+        );
+        assert_eq!(stats.responses, 2);
+    }
+
+    #[test]
+    fn an_expired_record_fails_its_request_with_its_bytes_if_any() {
+        let mut stats = ProxyTally::default();
+        let with = ResponseRecord::Expired {
+            flow: 3,
+            request: b"req",
+        };
+        assert_eq!(
+            action(with, &mut stats),
+            Action::Expire {
+                flow: 3,
+                req: Some(b"req")
+            }
+        );
+        let without = ResponseRecord::Expired {
+            flow: 3,
+            request: b"",
+        };
+        assert_eq!(
+            action(without, &mut stats),
+            Action::Expire { flow: 3, req: None }
+        );
+        assert_eq!((stats.stale_failed, stats.responses), (2, 0));
+    }
+
+    #[test]
+    fn other_records_are_counted_stale_and_skipped() {
+        let mut stats = ProxyTally::default();
+        let odd = ResponseRecord::Unexpected { kind: 99, len: 3 };
+        assert_eq!(action(odd, &mut stats), Action::Skip);
+        assert_eq!(stats.stale_responses, 1);
     }
 }

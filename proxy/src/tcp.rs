@@ -1,6 +1,6 @@
 //! TCP: accepting connections (with the connection cap) and the read side
 //! — bytes into the shared scratch buffer, cut into requests by
-//! `spp_input`, each handed to [`Proxy::submit`].
+//! `spp_input`, each handed to `Proxy::submit`.
 //!
 //! Framing: `spp_input` is called on the bytes at hand until it needs
 //! more, so many pipelined requests in one read are all queued, and a
@@ -14,14 +14,15 @@
 //! buffer, `host->close`): no later request is framed, routed or queued.
 //!
 //! Holding: a connection's requests in flight all sit on one worker (its
-//! `affinity`), so that their answers come back in order. When that worker
-//! takes nothing more (it is draining, or gone and its requests are about
-//! to fail), the next request must not overtake them on another worker:
-//! framing stops before it (`conn::HELD`), the unframed bytes stay in
+//! affinity, kept by the dispatcher's ledger), so that their answers come
+//! back in order. When that worker takes nothing more (it is draining, or
+//! gone and its requests are about to fail), the next request must not
+//! overtake them on another worker: framing stops before it
+//! (`ConnState::Held`), the unframed bytes stay in
 //! `rbuf` and the socket is not read, so the connection's memory stays
 //! bounded by what one read brought. When its last request in flight
-//! leaves (answered, expired or failed), `Clients::request_left` lists it
-//! and [`Proxy::resume_held`] frames its buffered bytes at the end of the
+//! leaves (answered, expired or failed), `Clients::requests_emptied` lists
+//! it and `Proxy::resume_held` frames its buffered bytes at the end of the
 //! same turn, then reads the socket again (its readiness edge may have
 //! passed meanwhile). The wait is bounded: a draining worker finishes what
 //! it holds within its `drain_timeout`, and a dead one's requests fail at
@@ -29,18 +30,19 @@
 //! requests in flight.
 //!
 //! Each framing starts by reading the clock the requests it queues are
-//! stamped with (see `Proxy::submit`).
+//! stamped with (see `Proxy::submit`). Every hook runs through the hooks
+//! runner, which applies the plugin's queued `reply`/`close` calls right
+//! after it.
 
 use crate::clients::CloseReason;
-use crate::conn::{Conn, CLOSE_AFTER_FLUSH, HELD, IN_READ_LIST, PEER_EOF};
+use crate::conn::ConnState;
+use crate::dispatch::Affinity;
 use crate::event_loop::Proxy;
-use crate::requests::Verdict;
-use crate::token::Source;
-use mio::net::{TcpListener, TcpStream};
-use mio::Interest;
-use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_HOOK_PANICKED, SPP_PROTO_TCP};
+use crate::hooks::Verdict;
+use crate::io::Accepted;
+use mio::net::TcpListener;
+use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_HOOK_PANICKED};
 use std::io::{self, Read};
-use std::net::SocketAddr;
 
 /// Connections accepted from one listener per loop turn before others get
 /// a go.
@@ -69,116 +71,45 @@ enum Framed {
     CloseAfterFlush,
     /// A hook closed the connection already.
     Closed,
-    /// Framing is on hold (`HELD`); the rest waits in `rbuf`.
+    /// Framing is on hold (`ConnState::Held`); the rest waits in `rbuf`.
     Held,
 }
 
 impl Proxy {
-    /// Accepts from listener `li` until it would block.
+    /// Accepts from listener `li` until it would block (or the turn's share
+    /// is used; then it is listed for the next turn).
     pub(crate) fn accept_ready(&mut self, li: usize) {
         for _ in 0..MAX_ACCEPTS_PER_TURN {
-            let Some(listener) = self.listeners.get(li) else {
-                return;
-            };
-            match listener.sock.accept() {
-                Ok((stream, peer)) => self.on_accept(li, stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    if !self.shed_one(li) {
-                        if !self.accept_starved {
-                            tracing::error!(listener = li, "out of file descriptors: {e}");
-                        }
-                        // Retried at the next worker scan tick, not in a spin.
-                        self.accept_starved = true;
-                        return;
-                    }
+            match self.io.accept(li, &mut self.clients.stats.conns_refused) {
+                Accepted::Conn(stream, peer) => {
+                    self.clients
+                        .admit(self.io.registry(), &self.io.listeners[li], stream, peer);
                 }
-                // ECONNABORTED and friends: that one connection is gone.
-                Err(e) => tracing::debug!(listener = li, "accept: {e}"),
+                Accepted::Drained | Accepted::Starved => return,
+                Accepted::Skipped => {}
             }
         }
-        self.pending_accepts.push(li);
-    }
-
-    /// Out of fds: frees the reserve fd to accept and close one connection,
-    /// so the client is refused instead of left hanging.
-    fn shed_one(&mut self, li: usize) -> bool {
-        if self.reserve_fd.take().is_none() {
-            return false;
-        }
-        let refused = self.listeners[li].sock.accept().is_ok();
-        if refused {
-            self.clients.stats.conns_refused += 1;
-        }
-        self.reserve_fd = std::fs::File::open("/dev/null").ok();
-        refused
-    }
-
-    fn on_accept(&mut self, li: usize, stream: TcpStream, peer: SocketAddr) {
-        if self.clients.conns.is_full() {
-            self.clients.stats.conns_refused += 1;
-            return; // Dropping closes it: the client sees an orderly close.
-        }
-        let listener = &self.listeners[li];
-        let local = match listener.local {
-            Some(local) => local,
-            None => match stream.local_addr() {
-                Ok(addr) => SppAddr::from_socket_addr(addr),
-                Err(_) => return, // Already reset by the peer.
-            },
-        };
-        // Best effort: responses go out as soon as they are written.
-        let _ = stream.set_nodelay(true);
-        let info = SppConnInfo {
-            proto: SPP_PROTO_TCP,
-            listener: listener.index,
-            local,
-            remote: SppAddr::from_socket_addr(peer),
-            ..SppConnInfo::default()
-        };
-        let now_ms = self.clients.now_ms;
-        let Some((slot, _)) = self
-            .clients
-            .conns
-            .insert_with(|flow| Conn::new(stream, SppConnInfo { flow, ..info }, now_ms))
-        else {
-            return;
-        };
-        let registry = self.poll.registry();
-        let Some(conn) = self.clients.conns.get_mut(slot) else {
-            return;
-        };
-        if let Err(e) = registry.register(
-            &mut conn.stream,
-            Source::Conn(slot).token(),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            tracing::warn!("cannot poll a new connection: {e}");
-            self.clients.conns.remove(slot);
-            return;
-        }
-        self.clients.stats.conns_accepted += 1;
+        self.io.pending_accepts.push(li);
     }
 
     /// Reads what connection `slot` has (bounded per turn), framing and
     /// queueing every complete request.
     pub(crate) fn conn_readable(&mut self, slot: u32) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let recv_time_us = self.wall_us;
+        let mut scratch = self.io.take_scratch();
+        let recv_time_us = self.clock.wall_us;
         let mut again = true;
         for _ in 0..MAX_READS_PER_TURN {
             let Some(conn) = self.clients.conns.get_mut(slot) else {
                 again = false;
                 break;
             };
-            if self.draining || conn.has(CLOSE_AFTER_FLUSH | PEER_EOF | HELD) {
+            if self.life.draining || !conn.reads() {
                 again = false;
                 break;
             }
             match conn.stream.read(&mut scratch) {
                 Ok(0) => {
-                    conn.flags |= PEER_EOF;
+                    conn.state = ConnState::PeerClosed;
                     self.clients.mark_flush(slot);
                     again = false;
                     break;
@@ -202,22 +133,18 @@ impl Proxy {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!(flow = conn.info.flow, "read failed: {e}");
-                    self.clients
-                        .close_conn(self.plugin, slot, CloseReason::Broken);
+                    self.hooks.with(&mut self.clients, |c, hook| {
+                        c.close_conn(hook, slot, CloseReason::Broken);
+                    });
                     again = false;
                     break;
                 }
             }
         }
         if again {
-            if let Some(conn) = self.clients.conns.get_mut(slot) {
-                if !conn.has(IN_READ_LIST) {
-                    conn.flags |= IN_READ_LIST;
-                    self.pending_reads.push(slot);
-                }
-            }
+            self.clients.list_read(slot);
         }
-        self.scratch = scratch;
+        self.io.put_scratch(scratch);
     }
 
     /// Frames `data` just read on connection `slot`, behind any partial
@@ -262,12 +189,13 @@ impl Proxy {
             Framed::More | Framed::Closed | Framed::Held => {}
             Framed::Abort(why) => {
                 if let Some(slot) = self.clients.conns.slot_of(info.flow) {
-                    self.clients.close_conn(self.plugin, slot, why);
+                    self.hooks
+                        .with(&mut self.clients, |c, hook| c.close_conn(hook, slot, why));
                 }
             }
             Framed::CloseAfterFlush => {
                 if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
-                    conn.flags |= CLOSE_AFTER_FLUSH;
+                    conn.close_after_flush();
                     let leftover = std::mem::take(&mut conn.rbuf);
                     self.clients.pool.put(leftover);
                     self.clients.mark_flush(slot);
@@ -277,8 +205,8 @@ impl Proxy {
     }
 
     /// Frames again the connections whose hold ended this turn (listed by
-    /// `Clients::request_left`): their buffered bytes now, their socket at
-    /// the next turn. Called once the turn's responses and failures are
+    /// `Clients::requests_emptied`): their buffered bytes now, their socket
+    /// at the next turn. Called once the turn's responses and failures are
     /// handled; the caller publishes what it queued.
     pub(crate) fn resume_held(&mut self) {
         let mut list = std::mem::take(&mut self.clients.resume);
@@ -286,21 +214,29 @@ impl Proxy {
             let Some(slot) = self.clients.conns.slot_of(flow) else {
                 continue; // Closed since: nothing is left of it.
             };
+            if self.dispatch.ledger().of_conn(flow).0 != 0 {
+                continue;
+            }
             let Some(conn) = self.clients.conns.get_mut(slot) else {
                 continue;
             };
-            if !conn.has(HELD) || conn.in_flight != 0 {
-                continue;
+            match conn.state {
+                ConnState::Held => {}
+                ConnState::Closing { held: true } => {
+                    // Closing (a failed request's hook said so): further
+                    // input is ignored, as when framing stops for the same
+                    // reason.
+                    conn.state = ConnState::Closing { held: false };
+                    let leftover = std::mem::take(&mut conn.rbuf);
+                    self.clients.pool.put(leftover);
+                    continue;
+                }
+                ConnState::Open | ConnState::PeerClosed | ConnState::Closing { held: false } => {
+                    continue;
+                }
             }
-            conn.flags &= !HELD;
-            if conn.has(CLOSE_AFTER_FLUSH) {
-                // Closing (a failed request's hook said so): further input
-                // is ignored, as when framing stops for the same reason.
-                let leftover = std::mem::take(&mut conn.rbuf);
-                self.clients.pool.put(leftover);
-                continue;
-            }
-            if self.draining {
+            conn.state = ConnState::Open;
+            if self.life.draining {
                 // SIGTERM: nothing new is queued; the bytes stay for the
                 // close hook's `leftover`.
                 continue;
@@ -309,11 +245,8 @@ impl Proxy {
             conn.last_active_ms = self.clients.now_ms;
             self.on_bytes(slot, &[]);
             // The socket was not read while held; its edge may be spent.
-            if let Some(conn) = self.clients.conns.lookup_mut(flow) {
-                if !conn.has(HELD | IN_READ_LIST) {
-                    conn.flags |= IN_READ_LIST;
-                    self.pending_reads.push(slot);
-                }
+            if let Some(slot) = self.clients.conns.slot_of(flow) {
+                self.clients.list_read(slot);
             }
         }
         list.clear();
@@ -330,73 +263,64 @@ impl Proxy {
     /// that takes no more (see the module doc).
     fn frame(&mut self, info: &SppConnInfo, buf: &[u8]) -> (usize, Framed) {
         let mut affinity = None;
-        if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
-            if conn.in_flight != 0 {
-                let slot = conn.affinity as usize;
-                if !self.dispatch.accepting(slot) {
-                    conn.flags |= HELD;
+        match self.dispatch.affinity(info.flow) {
+            (Affinity::Free, _) => {}
+            (Affinity::Stick(slot), _) => affinity = Some(slot),
+            (Affinity::Hold(slot), in_flight) => {
+                if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
+                    conn.state = ConnState::Held;
                     tracing::debug!(
                         flow = info.flow,
                         worker_slot = slot,
-                        in_flight = conn.in_flight,
+                        in_flight,
                         "connection held: its worker takes no more requests"
                     );
                     return (0, Framed::Held);
                 }
-                affinity = Some(slot);
             }
         }
-        self.refresh_request_clock();
+        self.clock.refresh();
         let max = self.limits.max_request_size;
         let mut used = 0;
-        let mut queued = 0u32;
-        let outcome = loop {
+        loop {
             let rest = &buf[used..];
             if rest.is_empty() {
-                break Framed::More;
+                break (used, Framed::More);
             }
-            let verdict = self.plugin.input(info, rest).unwrap_or(-1);
+            let verdict = self
+                .hooks
+                .input(&mut self.clients, info, rest)
+                .unwrap_or(-1);
             if verdict == SPP_HOOK_PANICKED {
                 self.clients.stats.plugin_panics += 1;
-                break Framed::Abort(CloseReason::BadInput);
+                break (used, Framed::Abort(CloseReason::BadInput));
             }
             if verdict < 0 {
                 self.clients.stats.frame_errors += 1;
-                break Framed::Abort(CloseReason::BadInput);
+                break (used, Framed::Abort(CloseReason::BadInput));
             }
             let len = verdict as usize;
             if len > max || (len == 0 || len > rest.len()) && rest.len() >= max {
                 self.clients.stats.oversized += 1;
-                break Framed::Abort(CloseReason::Oversized);
+                break (used, Framed::Abort(CloseReason::Oversized));
             }
             if len == 0 || len > rest.len() {
-                break Framed::More;
+                break (used, Framed::More);
             }
             self.clients.stats.requests += 1;
             let request = &rest[..len];
             used += len;
             match self.submit(info, request, affinity) {
-                Ok(slot) => {
-                    queued += 1;
-                    affinity = Some(slot);
-                }
+                Ok(slot) => affinity = Some(slot),
                 Err(Verdict::Keep) => {}
-                Err(Verdict::Close) => break Framed::CloseAfterFlush,
+                Err(Verdict::Close) => break (used, Framed::CloseAfterFlush),
             }
             // A hook may have closed the connection (or asked to) meanwhile.
             match self.clients.conns.lookup_mut(info.flow) {
-                None => break Framed::Closed,
-                Some(conn) if conn.has(CLOSE_AFTER_FLUSH) => break Framed::CloseAfterFlush,
+                None => break (used, Framed::Closed),
+                Some(conn) if conn.is_closing() => break (used, Framed::CloseAfterFlush),
                 Some(_) => {}
             }
-        };
-        if queued != 0 {
-            if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
-                conn.in_flight += queued;
-                conn.affinity = affinity.map_or(0, |s| s as u32);
-            }
         }
-        self.apply_host_ops();
-        (used, outcome)
     }
 }

@@ -42,11 +42,11 @@ impl Proxy {
     /// Reads datagrams from UDP socket `k` until it would block (or the
     /// per-turn share is used; then it is listed for the next turn).
     pub(crate) fn udp_readable(&mut self, k: usize) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let recv_time_us = self.wall_us;
+        let mut scratch = self.io.take_scratch();
+        let recv_time_us = self.clock.wall_us;
         let mut drained = false;
         // The stamp of the requests below (see `Proxy::submit`).
-        self.refresh_request_clock();
+        self.clock.refresh();
         for _ in 0..MAX_DATAGRAMS_PER_TURN {
             let Some(sock) = self.clients.udp_socks.get(k) else {
                 break;
@@ -71,9 +71,9 @@ impl Proxy {
             }
         }
         if !drained {
-            self.pending_udp.push(k);
+            self.io.pending_udp.push(k);
         }
-        self.scratch = scratch;
+        self.io.put_scratch(scratch);
     }
 
     fn udp_datagram(&mut self, k: usize, peer: SocketAddr, dgram: &[u8], recv_time_us: u64) {
@@ -105,7 +105,10 @@ impl Proxy {
             return;
         };
         info.flow = flow;
-        let verdict = self.plugin.input(&info, dgram).unwrap_or(-1);
+        let verdict = self
+            .hooks
+            .input(&mut self.clients, &info, dgram)
+            .unwrap_or(-1);
         if verdict <= 0 {
             if verdict == SPP_HOOK_PANICKED {
                 self.clients.stats.plugin_panics += 1;

@@ -10,7 +10,6 @@ mod harness;
 
 use harness::*;
 use spp_ipc::launch::ProxyLimits;
-use spp_ipc::layout::WorkerState;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -53,7 +52,7 @@ fn held(plugin: PathBuf, conf: &str, first_pid: u32, limits: ProxyLimits) -> Hel
     // Ready before slot 0 drains: adopted by the scan that acknowledges
     // the drain at the latest.
     let other = FakeWorker::start(&rig, 1, std::process::id(), false);
-    rig.set_worker_state(0, WorkerState::Draining);
+    first.start_draining();
     wait_for("drain_ack", || drain_ack(&rig, 0) == first.generation);
     Held {
         rig,

@@ -6,7 +6,7 @@
 mod harness;
 
 use harness::*;
-use spp_ipc::layout::WorkerState;
+use spp_ipc::pair::WorkerSlot;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 
@@ -29,7 +29,7 @@ fn a_draining_worker_is_acknowledged_gets_nothing_more_and_finishes_what_it_hold
     wait_for("request in flight", || rig.in_flight() == 1);
     let other = FakeWorker::start(&rig, 1, pid, false);
 
-    rig.set_worker_state(0, WorkerState::Draining);
+    draining.start_draining();
     wait_for("drain_ack", || drain_ack(&rig, 0) == draining.generation);
     // Everything pushed before the ack was published with it.
     let pushed = pushed_seq(&rig, 0);
@@ -58,11 +58,10 @@ fn a_worker_draining_before_it_was_adopted_is_acknowledged_too() {
     let _serving = FakeWorker::start(&rig, 0, std::process::id(), false);
     rig.start_proxy(limits());
     // Slot 1: a worker that came up and went straight to Draining.
-    let h = rig.pairs[1].header();
-    h.worker_pid.store(std::process::id(), Ordering::Release);
-    let generation = h.worker_generation.fetch_add(1, Ordering::AcqRel) + 1;
-    rig.set_worker_state(1, WorkerState::Draining);
-    wait_for("drain_ack", || drain_ack(&rig, 1) == generation);
+    let worker = WorkerSlot::take(&rig.pairs[1], &rig.proxy_bell, std::process::id());
+    worker.start_draining();
+    wait_for("drain_ack", || drain_ack(&rig, 1) == worker.generation());
+    assert!(worker.drain_acked());
     let mut c = connect(rig.tcp_addr);
     assert_eq!(round_trip(&mut c, b"served"), Some(b"served".to_vec()));
     assert_eq!(pushed_seq(&rig, 1), 0);

@@ -4,21 +4,20 @@
 //! inherited; it can publish live limits) and the worker (a thread that
 //! serves a pair's request ring by echoing every request back, or by
 //! reporting each as expired — `KIND_EXPIRED`, with or without its bytes —
-//! as a real worker does with a request older than `msg_timeout`). Like a
-//! real worker, the fake one skips (and counts) requests stamped for
-//! another worker generation.
+//! as a real worker does with a request older than `msg_timeout`). The
+//! fake worker speaks the pair protocol through its worker end
+//! (`spp_ipc::pair::WorkerSlot`, `WorkerRequests`, `WorkerResponses`); like
+//! a real worker, it skips (and counts) requests stamped for another
+//! worker generation.
 
 #![allow(dead_code)]
 
-use spp_ipc::doorbell::{wake_if_sleeping, Doorbell, SleepFlag};
+use spp_ipc::doorbell::Doorbell;
 use spp_ipc::launch::{
     GroupFds, Launch, ListenerFd, LogSpec, PairFds, ProxyLaunch, ProxyLimits, Transport, LAUNCH_ENV,
 };
-use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion, ProxyState, ProxyStats, WorkerState};
-use spp_ipc::record::{
-    generation_tag, meta_bytes, split_request, ResponseMeta, KIND_EXPIRED, KIND_REQUEST,
-    KIND_RESPONSE,
-};
+use spp_ipc::layout::{PairLayout, PairRegion, ProxyRegion, ProxyState, ProxyStats};
+use spp_ipc::pair::{Request, ResponseKind, WorkerSlot};
 use spp_ipc::ring::PushError;
 use spp_ipc::shm::clear_cloexec;
 use std::io::{Read, Write};
@@ -223,6 +222,9 @@ pub const FRAME_HEADER: usize = 4;
 pub struct WorkerCtl {
     stop: Arc<AtomicBool>,
     hold: Arc<AtomicBool>,
+    /// Asked to start draining / did.
+    drain: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
     answer: Arc<AtomicU8>,
     skipped: Arc<AtomicU64>,
     served: Arc<AtomicU64>,
@@ -266,6 +268,8 @@ impl FakeWorker {
         let ctl = WorkerCtl {
             stop: Arc::new(AtomicBool::new(false)),
             hold: Arc::new(AtomicBool::new(hold)),
+            drain: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
             answer: Arc::new(AtomicU8::new(Answer::Echo as u8)),
             skipped: Arc::new(AtomicU64::new(0)),
             served: Arc::new(AtomicU64::new(0)),
@@ -274,24 +278,29 @@ impl FakeWorker {
         let bell = Arc::clone(&rig.worker_bells[slot]);
         let proxy = Arc::clone(&rig.proxy_region);
         let proxy_bell = Arc::clone(&rig.proxy_bell);
-        let h = pair.header();
-        h.worker_pid.store(pid, Ordering::Release);
-        let generation = h.worker_generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let tag = generation_tag(generation);
-        h.worker_state
-            .store(WorkerState::Starting as u32, Ordering::Release);
-        let ready = Arc::new(AtomicBool::new(false));
+        // The generation it took the slot with; 0 until it is Ready.
+        let ready = Arc::new(AtomicU64::new(0));
         let ready2 = Arc::clone(&ready);
         let thread_ctl = ctl.clone();
         let handle = std::thread::spawn(move || {
-            serve(&pair, &bell, &proxy, &proxy_bell, &thread_ctl, &ready2, tag)
+            serve(&pair, &bell, &proxy, &proxy_bell, pid, &thread_ctl, &ready2)
         });
-        wait_for("fake worker ready", || ready.load(Ordering::Acquire));
+        wait_for("fake worker ready", || ready.load(Ordering::Acquire) != 0);
         FakeWorker {
             ctl,
-            generation,
+            generation: ready.load(Ordering::Acquire),
             handle: Some(handle),
         }
+    }
+
+    /// The worker leaves service (`Draining`, and the proxy's doorbell
+    /// rung) as a real one does; it keeps answering what it holds. Returns
+    /// once it has said so.
+    pub fn start_draining(&self) {
+        self.ctl.drain.store(true, Ordering::SeqCst);
+        wait_for("the worker to start draining", || {
+            self.ctl.draining.load(Ordering::SeqCst)
+        });
     }
 
     /// Stops the thread (the slot keeps its state).
@@ -318,82 +327,77 @@ fn serve(
     bell: &Doorbell,
     proxy: &ProxyRegion,
     proxy_bell: &Doorbell,
+    pid: u32,
     ctl: &WorkerCtl,
-    ready: &AtomicBool,
-    tag: u16,
+    ready: &AtomicU64,
 ) {
+    let slot = WorkerSlot::take(pair, proxy_bell, pid);
     // SAFETY: this thread is the only request consumer and response
     // producer of the pair while it runs; the regions outlive it (Arc).
-    let mut requests = unsafe { pair.request_consumer() }.unwrap();
+    let mut requests = unsafe { slot.attach_requests(bell) }.unwrap();
     // SAFETY: as above.
-    let mut responses = unsafe { pair.response_producer() }.unwrap();
-    requests.discard_all();
-    let h = pair.header();
-    h.worker_state
-        .store(WorkerState::Ready as u32, Ordering::Release);
-    ready.store(true, Ordering::Release);
-    let proxy_sleeping = &proxy.header().proxy_sleeping;
+    let mut responses = unsafe { slot.attach_responses(proxy) }.unwrap();
+    slot.set_ready();
+    ready.store(slot.generation(), Ordering::Release);
     while !ctl.stop.load(Ordering::SeqCst) {
+        if ctl.drain.load(Ordering::SeqCst) && !ctl.draining.load(Ordering::SeqCst) {
+            slot.start_draining();
+            ctl.draining.store(true, Ordering::SeqCst);
+        }
         if ctl.hold.load(Ordering::SeqCst) {
-            bell.wait(WORKER_WAIT);
+            std::thread::sleep(WORKER_WAIT);
             continue;
         }
         let mut last_seq = None;
         while let Some(rec) = requests.peek().unwrap() {
             let stride = rec.stride();
-            if rec.kind == KIND_REQUEST && rec.flags != tag {
-                // Pushed for another generation: the proxy fails it.
-                ctl.skipped.fetch_add(1, Ordering::SeqCst);
-                let (meta, _) = split_request(rec.data).unwrap();
-                last_seq = Some(meta.seq);
-            } else if rec.kind == KIND_REQUEST {
-                let (meta, req) = split_request(rec.data).unwrap();
-                let reply = ResponseMeta {
-                    flow: meta.conn.flow,
-                };
-                let answer = ctl.answer.load(Ordering::SeqCst);
-                let (kind, bytes) = match answer {
-                    a if a == Answer::ExpiredWithBytes as u8 => (KIND_EXPIRED, req),
-                    a if a == Answer::ExpiredEmpty as u8 => (KIND_EXPIRED, &[][..]),
-                    a if a == Answer::ExpireMarked as u8
-                        && req.get(FRAME_HEADER) == Some(&LATE_MARK) =>
-                    {
-                        (KIND_EXPIRED, req)
-                    }
-                    _ => (KIND_RESPONSE, req),
-                };
-                ctl.served.fetch_add(1, Ordering::SeqCst);
-                loop {
-                    match responses.push(kind, 0, &[meta_bytes(&reply), bytes]) {
-                        Ok(()) => break,
-                        Err(PushError::TooLarge) => panic!("reply too large for the ring"),
-                        Err(PushError::Full) => {
-                            responses.publish();
-                            wake_if_sleeping(proxy_sleeping, proxy_bell);
-                            if ctl.stop.load(Ordering::SeqCst) {
-                                return;
+            match rec.request {
+                Request::OtherGeneration { meta, .. } => {
+                    // Pushed for another generation: the proxy fails it.
+                    ctl.skipped.fetch_add(1, Ordering::SeqCst);
+                    last_seq = Some(meta.seq);
+                }
+                Request::Mine { meta, bytes: req } => {
+                    let answer = ctl.answer.load(Ordering::SeqCst);
+                    let (kind, bytes) = match answer {
+                        a if a == Answer::ExpiredWithBytes as u8 => (ResponseKind::Expired, req),
+                        a if a == Answer::ExpiredEmpty as u8 => (ResponseKind::Expired, &[][..]),
+                        a if a == Answer::ExpireMarked as u8
+                            && req.get(FRAME_HEADER) == Some(&LATE_MARK) =>
+                        {
+                            (ResponseKind::Expired, req)
+                        }
+                        _ => (ResponseKind::Reply, req),
+                    };
+                    ctl.served.fetch_add(1, Ordering::SeqCst);
+                    loop {
+                        match responses.push(kind, meta.conn.flow, bytes) {
+                            Ok(()) => break,
+                            Err(PushError::TooLarge) => panic!("reply too large for the ring"),
+                            Err(PushError::Full) => {
+                                responses.publish();
+                                responses.wake_proxy();
+                                if ctl.stop.load(Ordering::SeqCst) {
+                                    return;
+                                }
+                                std::thread::yield_now();
                             }
-                            std::thread::yield_now();
                         }
                     }
+                    last_seq = Some(meta.seq);
                 }
-                last_seq = Some(meta.seq);
+                Request::Malformed { len } => panic!("malformed request record ({len} bytes)"),
+                Request::UnknownKind { .. } => {}
             }
             requests.advance(stride);
         }
         if let Some(seq) = last_seq {
             requests.release();
+            responses.complete(seq);
             responses.publish();
-            h.completed_seq.store(seq, Ordering::Release);
-            wake_if_sleeping(proxy_sleeping, proxy_bell);
             continue;
         }
-        let flag = SleepFlag(&h.worker_sleeping);
-        flag.announce();
-        if !requests.has_data() {
-            bell.wait(WORKER_WAIT);
-        }
-        flag.clear();
+        requests.sleep(WORKER_WAIT, || false);
     }
 }
 
@@ -583,16 +587,6 @@ impl Rig {
     /// next scan).
     pub fn publish_limits(&self, limits: &ProxyLimits) {
         self.proxy_region.header().limits.publish(limits);
-    }
-
-    /// Sets slot `slot`'s worker state, as the worker would, and rings the
-    /// proxy's doorbell.
-    pub fn set_worker_state(&self, slot: usize, state: WorkerState) {
-        self.pairs[slot]
-            .header()
-            .worker_state
-            .store(state as u32, Ordering::Release);
-        self.proxy_bell.ring();
     }
 
     /// The proxy's counters.

@@ -1,0 +1,342 @@
+//! Worker groups and slots: who gets the next request, what each worker
+//! still holds, and which workers are alive.
+//!
+//! Parts: [`policy`] (the pure choice — affinity, least outstanding,
+//! rotation), [`ledger`] (in-flight counting per connection), [`slot`]
+//! (the proxy's end of one pair, `spp_ipc::pair::ProxyEnd`, whose FIFO is
+//! the slot's requests in flight; publishing once per turn) and
+//! [`liveness`] (adoption, pidfds, dead generations, the drain handshake).
+//! [`Dispatcher`] puts them together and is the only one that changes what
+//! counts as in flight: it pushes, pops completed and fails requests, and
+//! updates the per-slot FIFO and the per-connection ledger in the same
+//! call.
+//!
+//! Inside a group the adopted worker with the fewest requests outstanding
+//! gets the next one (ties go round-robin), except that a TCP connection
+//! with requests still in flight sticks to the worker holding them, so
+//! that pipelined requests are answered in order. While that worker takes
+//! nothing more (draining, or gone with its requests about to fail) the
+//! connection's framing waits until they have left
+//! ([`Dispatcher::affinity`] says [`Affinity::Hold`]), rather than letting
+//! the next request overtake them on another worker. Pushes are published
+//! once per loop turn per dirty ring, and a worker is woken only if it
+//! announced sleep.
+//!
+//! Every request record is stamped (`RecordHeader::flags`) with the
+//! `generation_tag` of the worker it was pushed for; a worker skips
+//! records stamped for another generation, so a request pushed for a dead
+//! predecessor (which the proxy fails) is never also served by its
+//! successor.
+//!
+//! Group ids are `1..=255` (`spp_route` returns one); a 256-entry table
+//! maps an id to its group, so routing a request costs no search.
+
+pub mod ledger;
+pub mod liveness;
+pub mod policy;
+pub mod slot;
+
+use crate::error::ProxyError;
+pub use ledger::Ledger;
+use mio::Registry;
+pub use policy::Affinity;
+use policy::Rotation;
+use slot::Slot;
+use spp_ipc::launch::GroupFds;
+use spp_ipc::layout::PairLayout;
+use spp_ipc::pair::{Drained, InFlight, ResponseRecord};
+use spp_ipc::record::max_request_len;
+use spp_ipc::ring::PushError;
+use spp_plugin_api::abi::SppConnInfo;
+
+/// Entries of the group id → group index table (ids are `0..GROUP_IDS`).
+pub const GROUP_IDS: usize = 256;
+/// A group id the table does not know.
+const NO_GROUP: u8 = u8::MAX;
+
+/// Why a request could not be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Unknown group, or no adopted worker in it.
+    NoWorker,
+    /// Every adopted worker's request ring is full.
+    QueueFull,
+    /// The request can never fit a request ring.
+    TooLarge,
+}
+
+/// Every group and slot the proxy serves.
+pub struct Dispatcher {
+    slots: Vec<Slot>,
+    groups: Vec<Rotation>,
+    /// Group id → index in `groups` ([`NO_GROUP`] when unknown).
+    group_index: [u8; GROUP_IDS],
+    dirty: Vec<usize>,
+    ledger: Ledger,
+    layout: PairLayout,
+}
+
+impl Dispatcher {
+    /// Opens every slot the launch spec lists.
+    pub fn open(groups: &[GroupFds], layout: PairLayout) -> Result<Self, ProxyError> {
+        let mut slots = Vec::new();
+        let mut out = Vec::with_capacity(groups.len());
+        let mut group_index = [NO_GROUP; GROUP_IDS];
+        for g in groups {
+            let Some(entry) = group_index.get_mut(g.id as usize) else {
+                return Err(ProxyError::BadSpec {
+                    field: "groups",
+                    reason: format!("group id {} is not below {GROUP_IDS}", g.id),
+                });
+            };
+            if *entry != NO_GROUP {
+                return Err(ProxyError::BadSpec {
+                    field: "groups",
+                    reason: format!("group {} listed twice", g.id),
+                });
+            }
+            // Distinct ids below GROUP_IDS: at most 256 groups, so every
+            // index but the last fits below NO_GROUP.
+            *entry = u8::try_from(out.len())
+                .ok()
+                .filter(|&i| i != NO_GROUP)
+                .ok_or_else(|| ProxyError::BadSpec {
+                    field: "groups",
+                    reason: format!("more than {NO_GROUP} groups"),
+                })?;
+            let mut members = Vec::with_capacity(g.slots.len());
+            for fds in &g.slots {
+                members.push(slots.len());
+                slots.push(Slot::open(g.id, fds, layout)?);
+            }
+            out.push(Rotation::new(members));
+        }
+        Ok(Dispatcher {
+            ledger: Ledger::default(),
+            slots,
+            groups: out,
+            group_index,
+            dirty: Vec::new(),
+            layout,
+        })
+    }
+
+    /// The largest request a request ring can carry (`None` without
+    /// slots; every pair has the same layout).
+    pub fn max_request_len(&self) -> Option<usize> {
+        (!self.slots.is_empty()).then(|| max_request_len(self.layout.request_capacity))
+    }
+
+    /// The index in `groups` of group `id`.
+    #[inline]
+    fn group_of(&self, id: u32) -> Option<usize> {
+        let gi = *self.group_index.get(id as usize)?;
+        (gi != NO_GROUP).then_some(usize::from(gi))
+    }
+
+    /// Number of slots.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether slot `s` takes requests now (an adopted worker that is
+    /// `Ready`).
+    #[inline]
+    pub fn accepting(&self, s: usize) -> bool {
+        self.slots.get(s).is_some_and(Slot::accepting)
+    }
+
+    /// Requests in flight over all slots.
+    #[inline]
+    pub fn in_flight(&self) -> usize {
+        self.slots.iter().map(Slot::in_flight).sum()
+    }
+
+    /// Who counts what is in flight.
+    #[inline]
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Where the next request of TCP connection `flow` must go (see
+    /// [`policy::affinity`]), and how many it has in flight.
+    #[inline]
+    pub fn affinity(&self, flow: u64) -> (Affinity, u32) {
+        let (outstanding, slot) = self.ledger.of_conn(flow);
+        let accepting = outstanding != 0 && self.accepting(slot);
+        (policy::affinity(outstanding, slot, accepting), outstanding)
+    }
+
+    /// Queues one request to the least-loaded adopted worker of `group`,
+    /// or to slot `prefer` if that is an adopted worker of `group` (a
+    /// connection whose earlier requests are still there sticks to it, so
+    /// its responses come back in order; the caller holds a connection
+    /// whose affinity is [`Affinity::Hold`] instead of pushing).
+    /// `now_ns` is the request's `enqueued_ns` (CLOCK_MONOTONIC; see
+    /// `Proxy::submit` for how fresh it is). Returns the slot used. Not
+    /// visible to the worker until [`Self::publish`].
+    #[inline]
+    pub fn push(
+        &mut self,
+        group: u32,
+        conn: &SppConnInfo,
+        req: &[u8],
+        now_ns: u64,
+        prefer: Option<usize>,
+    ) -> Result<usize, Refusal> {
+        if let Some(p) = prefer {
+            if self
+                .slots
+                .get(p)
+                .is_some_and(|s| s.group == group && s.accepting())
+            {
+                return match self.push_to(p, conn, req, now_ns) {
+                    Ok(()) => Ok(p),
+                    Err(PushError::Full) => Err(Refusal::QueueFull),
+                    Err(PushError::TooLarge) => Err(Refusal::TooLarge),
+                };
+            }
+        }
+        let Some(gi) = self.group_of(group) else {
+            return Err(Refusal::NoWorker);
+        };
+        let slots = &self.slots;
+        let first = self.groups[gi]
+            .least_outstanding(|s| slots[s].accepting().then(|| slots[s].in_flight()));
+        let Some(first) = first else {
+            return Err(Refusal::NoWorker);
+        };
+        match self.push_to(first, conn, req, now_ns) {
+            Ok(()) => return Ok(first),
+            Err(PushError::TooLarge) => return Err(Refusal::TooLarge),
+            Err(PushError::Full) => {}
+        }
+        // The least-loaded ring is full; any other worker with room will do.
+        for k in 0..self.groups[gi].members().len() {
+            let s = self.groups[gi].members()[k];
+            if s != first && self.slots[s].accepting() && self.push_to(s, conn, req, now_ns).is_ok()
+            {
+                return Ok(s);
+            }
+        }
+        Err(Refusal::QueueFull)
+    }
+
+    #[inline]
+    fn push_to(
+        &mut self,
+        s: usize,
+        conn: &SppConnInfo,
+        req: &[u8],
+        now_ns: u64,
+    ) -> Result<(), PushError> {
+        let slot = &mut self.slots[s];
+        // Only adopted slots are pushed to; a slot without one is full.
+        let Some(tag) = slot.liveness.tag() else {
+            return Err(PushError::Full);
+        };
+        let newly_dirty = slot.push(tag, conn, req, now_ns)?;
+        self.ledger.pushed(s, conn.flow);
+        if newly_dirty {
+            self.dirty.push(s);
+        }
+        Ok(())
+    }
+
+    /// Publishes every ring pushed to since the last call and wakes each
+    /// such worker if it sleeps.
+    pub fn publish(&mut self) {
+        for s in self.dirty.drain(..) {
+            self.slots[s].publish();
+        }
+    }
+
+    /// Takes up to `cap` response records of slot `s`, handing each to
+    /// `on_record`; pass the result to [`Self::pop_completed`]. A corrupt
+    /// ring was emptied ([`Drained::corrupt`]): the caller fails what is
+    /// in flight there.
+    #[inline]
+    pub fn drain_responses(
+        &mut self,
+        s: usize,
+        cap: usize,
+        on_record: impl FnMut(ResponseRecord<'_>),
+    ) -> Drained {
+        self.slots[s].drain_responses(cap, on_record)
+    }
+
+    /// Group id and index of slot `s`, for logs.
+    pub fn slot_name(&self, s: usize) -> (u32, u32) {
+        self.slots[s].name()
+    }
+
+    /// Pops the requests of slot `s` that `drained` saw completed, handing
+    /// each connection whose last request left to `emptied`.
+    #[inline]
+    pub fn pop_completed(&mut self, s: usize, drained: &Drained, mut emptied: impl FnMut(u64)) {
+        let ledger = &mut self.ledger;
+        self.slots[s].pop_completed(drained, |done| {
+            if ledger.left(done.flow) {
+                emptied(done.flow);
+            }
+        });
+    }
+
+    /// Takes the oldest request still in flight in slot `s` (to fail it),
+    /// and whether it was its connection's last.
+    pub fn take_in_flight(&mut self, s: usize) -> Option<(InFlight, bool)> {
+        let entry = self.slots[s].take_in_flight()?;
+        Some((entry, self.ledger.left(entry.flow)))
+    }
+
+    /// Whether any response ring holds published records.
+    #[inline]
+    pub fn responses_waiting(&self) -> bool {
+        self.slots.iter().any(Slot::has_responses)
+    }
+
+    /// Whether nothing more can come out of slot `s` without new requests
+    /// (see `Slot::settled`). Used to finish a drain.
+    pub fn settled(&self, s: usize, waited: bool) -> bool {
+        self.slots[s].settled(waited)
+    }
+
+    /// Looks at every slot's shared state: adopts workers that became
+    /// `Ready`, notices replaced or stopped ones. Slots whose worker is gone
+    /// are pushed to `gone`; the caller drains and fails them.
+    pub fn scan(&mut self, registry: &Registry, gone: &mut Vec<usize>) {
+        for s in 0..self.slots.len() {
+            if self.slots[s].scan(s, registry) {
+                gone.push(s);
+            }
+        }
+    }
+
+    /// [`Self::scan`] for the slots of one group; returns whether any
+    /// worker there accepts requests afterwards.
+    pub fn scan_group(&mut self, group: u32, registry: &Registry, gone: &mut Vec<usize>) -> bool {
+        let Some(gi) = self.group_of(group) else {
+            return false;
+        };
+        let mut any = false;
+        for k in 0..self.groups[gi].members().len() {
+            let s = self.groups[gi].members()[k];
+            if self.slots[s].scan(s, registry) {
+                gone.push(s);
+            }
+            any |= self.slots[s].accepting();
+        }
+        any
+    }
+
+    /// The pidfd of slot `s` fired: its worker exited. Returns whether a
+    /// worker was live there (the caller then drains and fails the slot).
+    pub fn worker_exited(&mut self, s: usize, registry: &Registry) -> bool {
+        self.slots
+            .get_mut(s)
+            .is_some_and(|slot| slot.exited(registry))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! One worker slot: the proxy's end of one pair region
+//! ([`spp_ipc::pair::ProxyEnd`]: the request ring it produces, the response
+//! ring it consumes, sequence numbers, the pair's FIFO of requests in
+//! flight, the drain acknowledgement, waking the worker), plus who serves
+//! it ([`Liveness`]) and its name.
+//!
+//! Pushes are published once per loop turn per dirty ring (`Slot::publish`):
+//! the pair end stores `pushed_seq`, publishes the ring's write index, and
+//! wakes the worker only if it announced sleep.
+
+use super::liveness::Liveness;
+use crate::error::ProxyError;
+use spp_ipc::doorbell::Doorbell;
+use spp_ipc::launch::PairFds;
+use spp_ipc::layout::{PairLayout, PairRegion};
+use spp_ipc::pair::{Drained, InFlight, ProxyEnd, RequestTag, ResponseRecord};
+use spp_ipc::ring::PushError;
+use spp_plugin_api::abi::SppConnInfo;
+
+/// One worker slot (pair region) of a group.
+pub struct Slot {
+    end: ProxyEnd,
+    /// The worker served through it, and the generations seen die.
+    pub(super) liveness: Liveness,
+    /// Group id.
+    pub(super) group: u32,
+    /// Index in the group.
+    pub(super) index: u32,
+}
+
+impl Slot {
+    /// Maps an inherited pair region and attaches the proxy's end.
+    pub(super) fn open(group: u32, fds: &PairFds, layout: PairLayout) -> Result<Self, ProxyError> {
+        let what = || {
+            format!(
+                "group {group} worker slot {} (fd {})",
+                fds.index, fds.region_fd
+            )
+        };
+        // SAFETY: the launch contract hands this fd to the proxy alone; the
+        // caller checked it appears once in the spec.
+        let pair = unsafe { PairRegion::open(fds.region_fd, layout) }.map_err(|source| {
+            ProxyError::Region {
+                what: what(),
+                source,
+            }
+        })?;
+        let h = pair.header();
+        if h.group != group || h.index != fds.index {
+            return Err(ProxyError::BadSpec {
+                field: "groups",
+                reason: format!(
+                    "{}: region belongs to group {} slot {}",
+                    what(),
+                    h.group,
+                    h.index
+                ),
+            });
+        }
+        // SAFETY: the launch contract hands this eventfd to the proxy.
+        let bell = unsafe { Doorbell::from_raw_fd(fds.bell_fd) };
+        // SAFETY: the proxy is the only proxy end of a pair; this slot owns
+        // it for the process's life.
+        let end = unsafe { ProxyEnd::attach(pair, bell) }.map_err(|source| ProxyError::Region {
+            what: what(),
+            source,
+        })?;
+        Ok(Slot {
+            end,
+            liveness: Liveness::default(),
+            group,
+            index: fds.index,
+        })
+    }
+
+    /// The proxy's end of the pair.
+    #[inline]
+    pub(super) fn end(&self) -> &ProxyEnd {
+        &self.end
+    }
+
+    /// Whether an adopted, `Ready` worker runs here.
+    #[inline]
+    pub(super) fn accepting(&self) -> bool {
+        self.liveness.accepting()
+    }
+
+    /// Requests pushed here and not yet seen completed.
+    #[inline]
+    pub(super) fn in_flight(&self) -> usize {
+        self.end.in_flight()
+    }
+
+    /// Pushes one request stamped `tag` (unpublished). Returns whether the
+    /// slot had nothing unpublished before (the caller lists it dirty).
+    #[inline]
+    pub(super) fn push(
+        &mut self,
+        tag: RequestTag,
+        conn: &SppConnInfo,
+        req: &[u8],
+        now_ns: u64,
+    ) -> Result<bool, PushError> {
+        let was_dirty = self.end.has_unpublished();
+        self.end.push(tag, conn, req, now_ns)?;
+        Ok(!was_dirty)
+    }
+
+    /// Publishes what was pushed since the last publish (if anything) and
+    /// wakes the worker if it sleeps.
+    #[inline]
+    pub(super) fn publish(&mut self) {
+        self.end.publish();
+    }
+
+    /// The drain handshake: worker `generation` of this slot is `Draining`
+    /// and gets nothing more (the caller made sure). Publishes what was
+    /// pushed to it, then stores `drain_ack` so the worker knows its ring
+    /// holds everything it will ever get.
+    pub(super) fn ack_drain(&mut self, generation: u64) {
+        if self.end.ack_drain(generation) {
+            tracing::info!(
+                group = self.group,
+                worker = self.index,
+                generation,
+                in_flight = self.end.in_flight(),
+                "worker draining: sends it nothing more"
+            );
+        }
+    }
+
+    /// Takes up to `cap` response records (see `ProxyEnd::drain_responses`).
+    #[inline]
+    pub(super) fn drain_responses(
+        &mut self,
+        cap: usize,
+        on_record: impl FnMut(ResponseRecord<'_>),
+    ) -> Drained {
+        self.end.drain_responses(cap, on_record)
+    }
+
+    /// Pops the requests `drained` saw completed, handing each to `done`.
+    #[inline]
+    pub(super) fn pop_completed(&mut self, drained: &Drained, done: impl FnMut(InFlight)) {
+        self.end.pop_completed(drained, done);
+    }
+
+    /// Takes the oldest request still in flight (to fail it).
+    pub(super) fn take_in_flight(&mut self) -> Option<InFlight> {
+        self.end.take_in_flight()
+    }
+
+    /// Whether the response ring holds published records.
+    #[inline]
+    pub(super) fn has_responses(&self) -> bool {
+        self.end.responses_waiting()
+    }
+
+    /// Group id and index, for logs.
+    pub fn name(&self) -> (u32, u32) {
+        (self.group, self.index)
+    }
+}

@@ -1,0 +1,320 @@
+//! Unit tests of the [`Dispatcher`] in one process: anonymous pair regions
+//! (memfds) play the shared memory and the test plays the workers through
+//! the pair protocol's worker end (`spp_ipc::pair::WorkerSlot` and
+//! friends), with this process's own pid standing in for the worker's (so
+//! adoption gets a real pidfd).
+
+use super::*;
+use crate::flow::{encode, FlowParts, Proto};
+use mio::Poll;
+use spp_ipc::doorbell::Doorbell;
+use spp_ipc::launch::PairFds;
+use spp_ipc::layout::{PairRegion, ProxyRegion, WorkerState};
+use spp_ipc::pair::{Request, WorkerSlot};
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const RING: usize = 1 << 12;
+
+/// The proxy side under test.
+struct Rig {
+    dispatch: Dispatcher,
+    poll: Poll,
+    gone: Vec<usize>,
+}
+
+/// What the workers hold: every slot's mapping (in slot order), their
+/// doorbells, the proxy's region and doorbell.
+struct Shared {
+    pairs: Vec<PairRegion>,
+    bells: Vec<Doorbell>,
+    proxy: ProxyRegion,
+    proxy_bell: Doorbell,
+}
+
+fn dup(fd: RawFd) -> RawFd {
+    // SAFETY: `fd` is open and owned by a value the test keeps alive; the
+    // copy is handed to the dispatcher, which takes ownership of it.
+    let copy = unsafe { libc::dup(fd) };
+    assert!(copy >= 0, "dup: {}", std::io::Error::last_os_error());
+    copy
+}
+
+/// A dispatcher over `groups` (id, slots), no worker adopted yet.
+fn rig(groups: &[(u32, u32)]) -> (Rig, Shared) {
+    let layout = PairLayout {
+        request_capacity: RING,
+        response_capacity: RING,
+    };
+    let mut pairs = Vec::new();
+    let mut bells = Vec::new();
+    let mut specs = Vec::new();
+    for &(id, n) in groups {
+        let mut slots = Vec::new();
+        for index in 0..n {
+            let pair = PairRegion::create(id, index, layout).unwrap();
+            let bell = Doorbell::create().unwrap();
+            slots.push(PairFds {
+                index,
+                region_fd: dup(pair.raw_fd()),
+                bell_fd: dup(bell.raw_fd()),
+            });
+            pairs.push(pair);
+            bells.push(bell);
+        }
+        specs.push(GroupFds { id, slots });
+    }
+    let rig = Rig {
+        dispatch: Dispatcher::open(&specs, layout).unwrap(),
+        poll: Poll::new().unwrap(),
+        gone: Vec::new(),
+    };
+    let shared = Shared {
+        pairs,
+        bells,
+        proxy: ProxyRegion::create().unwrap(),
+        proxy_bell: Doorbell::create().unwrap(),
+    };
+    (rig, shared)
+}
+
+impl Shared {
+    /// A worker (this process) takes slot `s` and says `Ready`.
+    fn ready(&self, s: usize) -> WorkerSlot<'_> {
+        let w = WorkerSlot::take(&self.pairs[s], &self.proxy_bell, std::process::id());
+        w.set_ready();
+        w
+    }
+}
+
+impl Rig {
+    fn scan(&mut self) {
+        self.dispatch.scan(self.poll.registry(), &mut self.gone);
+    }
+
+    fn push(&mut self, group: u32, flow: u64, prefer: Option<usize>) -> Result<usize, Refusal> {
+        self.push_bytes(group, flow, b"request", prefer)
+    }
+
+    fn push_bytes(
+        &mut self,
+        group: u32,
+        flow: u64,
+        req: &[u8],
+        prefer: Option<usize>,
+    ) -> Result<usize, Refusal> {
+        let info = SppConnInfo {
+            flow,
+            ..SppConnInfo::default()
+        };
+        self.dispatch.push(group, &info, req, 42, prefer)
+    }
+
+    /// Drains slot `s`'s responses and pops what completed; returns the
+    /// connections whose last request left.
+    fn completions(&mut self, s: usize) -> Vec<u64> {
+        let drained = self.dispatch.drain_responses(s, usize::MAX, |_| {});
+        let mut emptied = Vec::new();
+        self.dispatch
+            .pop_completed(s, &drained, |f| emptied.push(f));
+        emptied
+    }
+}
+
+fn tcp(slot: u32) -> u64 {
+    encode(FlowParts {
+        epoch: 1,
+        proto: Proto::Tcp,
+        generation: 1,
+        slot,
+    })
+}
+
+/// Worker `w` of `shared` completes every request up to `seq` (serving
+/// none) and publishes.
+fn complete_up_to(shared: &Shared, w: &WorkerSlot<'_>, seq: u64) {
+    // SAFETY: the test is this pair's only response producer, and the
+    // mapping outlives the end.
+    let mut responses = unsafe { w.attach_responses(&shared.proxy) }.unwrap();
+    responses.complete(seq);
+    responses.publish();
+}
+
+#[test]
+fn ready_workers_are_adopted_and_share_by_least_outstanding() {
+    let (mut r, shared) = rig(&[(1, 2)]);
+    let w0 = shared.ready(0);
+    shared.ready(1);
+    r.scan();
+    assert!(r.dispatch.accepting(0) && r.dispatch.accepting(1));
+    // Equal loads: the picks rotate.
+    let picks: Vec<_> = (0..4).map(|i| r.push(1, tcp(i), None).unwrap()).collect();
+    assert_eq!(picks, vec![0, 1, 0, 1]);
+    assert_eq!(r.dispatch.in_flight(), 4);
+    r.dispatch.publish();
+    // Slot 0's requests complete: it is now the least loaded, twice.
+    complete_up_to(&shared, &w0, 2);
+    assert_eq!(r.completions(0), vec![tcp(0), tcp(2)]);
+    assert_eq!(r.dispatch.in_flight(), 2);
+    assert_eq!(r.push(1, tcp(5), None), Ok(0));
+    assert_eq!(r.push(1, tcp(6), None), Ok(0));
+}
+
+#[test]
+fn pushes_reach_the_worker_only_when_published_stamped_for_its_generation() {
+    let (mut r, shared) = rig(&[(1, 1)]);
+    shared.ready(0);
+    let w = shared.ready(0); // A second take: generation 2 is the live one.
+    r.scan();
+    // SAFETY: the test is this pair's only request consumer.
+    let mut requests = unsafe { w.attach_requests(&shared.bells[0]) }.unwrap();
+    r.push(1, tcp(3), None).unwrap();
+    r.push(1, tcp(4), None).unwrap();
+    assert!(!requests.has_requests(), "not published yet");
+    r.dispatch.publish();
+    assert_eq!(w.backlog(), 2, "pushed_seq covers both");
+    let mut seen = Vec::new();
+    while let Some(rec) = requests.peek().unwrap() {
+        let stride = rec.stride();
+        match rec.request {
+            Request::Mine { meta, bytes } => {
+                assert_eq!(bytes, b"request");
+                assert_eq!(meta.enqueued_ns, 42);
+                seen.push((meta.seq, meta.conn.flow));
+            }
+            other => panic!("not stamped for generation {}: {other:?}", w.generation()),
+        }
+        requests.advance(stride);
+    }
+    assert_eq!(seen, vec![(1, tcp(3)), (2, tcp(4))]);
+}
+
+#[test]
+fn completions_pop_in_flight_and_name_connections_whose_last_request_left() {
+    let (mut r, shared) = rig(&[(1, 1)]);
+    let w = shared.ready(0);
+    r.scan();
+    let flow = tcp(9);
+    r.push(1, flow, None).unwrap();
+    r.push(1, flow, Some(0)).unwrap();
+    r.dispatch.publish();
+    assert_eq!(r.dispatch.affinity(flow), (Affinity::Stick(0), 2));
+    complete_up_to(&shared, &w, 1);
+    assert!(r.completions(0).is_empty());
+    complete_up_to(&shared, &w, 2);
+    assert_eq!(r.completions(0), vec![flow]);
+    assert_eq!(r.dispatch.affinity(flow), (Affinity::Free, 0));
+    assert_eq!(r.dispatch.in_flight(), 0);
+}
+
+#[test]
+fn a_draining_worker_is_acknowledged_and_its_connections_hold() {
+    let (mut r, shared) = rig(&[(1, 2)]);
+    let w0 = shared.ready(0);
+    shared.ready(1);
+    r.scan();
+    let flow = tcp(1);
+    assert_eq!(r.push(1, flow, Some(0)), Ok(0));
+    w0.start_draining();
+    assert!(shared.proxy_bell.wait(Duration::ZERO), "the proxy is rung");
+    assert!(!w0.drain_acked());
+    r.scan();
+    assert!(w0.drain_acked());
+    assert_eq!(w0.backlog(), 1, "what it got was published before the ack");
+    assert!(!r.dispatch.accepting(0));
+    assert_eq!(r.dispatch.affinity(flow), (Affinity::Hold(0), 1));
+    // Anything else goes to the other worker, even when asked for slot 0.
+    assert_eq!(r.push(1, tcp(2), Some(0)), Ok(1));
+    assert!(r.gone.is_empty(), "draining is not gone");
+}
+
+#[test]
+fn a_replaced_worker_is_gone_and_its_successor_adopted_once_ready() {
+    let (mut r, shared) = rig(&[(1, 1)]);
+    shared.ready(0);
+    r.scan();
+    r.push(1, tcp(0), None).unwrap();
+    let successor = WorkerSlot::take(&shared.pairs[0], &shared.proxy_bell, std::process::id());
+    r.scan();
+    assert_eq!(r.gone, vec![0]);
+    assert!(!r.dispatch.accepting(0), "the successor is not ready yet");
+    let (failed, last) = r.dispatch.take_in_flight(0).unwrap();
+    assert_eq!((failed.seq, failed.flow, last), (1, tcp(0), true));
+    assert_eq!(r.dispatch.take_in_flight(0), None);
+    successor.set_ready();
+    r.scan();
+    assert!(r.dispatch.accepting(0));
+    assert_eq!(r.gone, vec![0], "retired once");
+    // Our own pid is alive: its pidfd is not readable.
+    assert!(!r.dispatch.worker_exited(0, r.poll.registry()));
+}
+
+#[test]
+fn a_generation_seen_down_is_never_adopted_again() {
+    let (mut r, shared) = rig(&[(1, 1)]);
+    shared.ready(0);
+    r.scan();
+    // The controller's word after the worker died.
+    let state = &shared.pairs[0].header().worker_state;
+    state.store(WorkerState::Down as u32, Ordering::Release);
+    r.scan();
+    assert_eq!(r.gone, vec![0]);
+    // The same generation says Ready again: not adopted.
+    state.store(WorkerState::Ready as u32, Ordering::Release);
+    r.scan();
+    assert!(!r.dispatch.accepting(0));
+    shared.ready(0);
+    r.scan();
+    assert!(r.dispatch.accepting(0), "a new generation is");
+}
+
+#[test]
+fn refusals_name_why() {
+    let (mut r, shared) = rig(&[(1, 1)]);
+    assert_eq!(
+        r.push(1, tcp(0), None),
+        Err(Refusal::NoWorker),
+        "none adopted"
+    );
+    assert_eq!(
+        r.push(2, tcp(0), None),
+        Err(Refusal::NoWorker),
+        "no group 2"
+    );
+    assert_eq!(r.push(1000, tcp(0), None), Err(Refusal::NoWorker));
+    shared.ready(0);
+    assert!(r.dispatch.scan_group(1, r.poll.registry(), &mut r.gone));
+    let huge = vec![0u8; RING * 2];
+    assert_eq!(r.push_bytes(1, tcp(0), &huge, None), Err(Refusal::TooLarge));
+    assert!(r.dispatch.max_request_len().unwrap() < RING);
+    let big = vec![0u8; RING / 4];
+    let mut refusal = None;
+    for _ in 0..8 {
+        if let Err(e) = r.push_bytes(1, tcp(1), &big, None) {
+            refusal = Some(e);
+            break;
+        }
+    }
+    assert_eq!(refusal, Some(Refusal::QueueFull));
+}
+
+#[test]
+fn a_slot_is_settled_when_its_ring_is_empty_and_its_worker_sleeps_or_is_gone() {
+    let (mut r, shared) = rig(&[(1, 1)]);
+    assert!(r.dispatch.settled(0, false), "no worker");
+    let w = shared.ready(0);
+    r.scan();
+    assert!(!r.dispatch.settled(0, false));
+    assert!(r.dispatch.settled(0, true), "quiet long enough");
+    // SAFETY: the test is this pair's only request consumer.
+    let requests = unsafe { w.attach_requests(&shared.bells[0]) }.unwrap();
+    // Looked at while the worker has announced sleep.
+    let mut asleep = false;
+    requests.sleep(Duration::ZERO, || {
+        asleep = r.dispatch.settled(0, false);
+        true
+    });
+    assert!(asleep);
+    assert!(!r.dispatch.responses_waiting());
+}

@@ -10,6 +10,7 @@ mod harness;
 
 use harness::*;
 use spp_ipc::launch::ProxyLimits;
+use spp_ipc::pair::PairObserver;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -23,11 +24,11 @@ const A: &[u8] = b"A: on the draining worker";
 const SHORT_IDLE_MS: u64 = 100;
 
 fn pushed_seq(rig: &Rig, slot: usize) -> u64 {
-    rig.pairs[slot].header().pushed_seq.load(Ordering::Acquire)
+    PairObserver::new(&rig.pairs[slot]).pushed_seq()
 }
 
 fn drain_ack(rig: &Rig, slot: usize) -> u64 {
-    rig.pairs[slot].header().drain_ack.load(Ordering::Acquire)
+    PairObserver::new(&rig.pairs[slot]).drain_ack()
 }
 
 /// A client whose request [`A`] is in flight on slot 0's worker, which

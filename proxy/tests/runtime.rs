@@ -6,16 +6,17 @@
 mod harness;
 
 use harness::*;
+use spp_ipc::pair::PairObserver;
 use spp_ipc::pair::WorkerSlot;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 
 fn drain_ack(rig: &Rig, slot: usize) -> u64 {
-    rig.pairs[slot].header().drain_ack.load(Ordering::Acquire)
+    PairObserver::new(&rig.pairs[slot]).drain_ack()
 }
 
 fn pushed_seq(rig: &Rig, slot: usize) -> u64 {
-    rig.pairs[slot].header().pushed_seq.load(Ordering::Acquire)
+    PairObserver::new(&rig.pairs[slot]).pushed_seq()
 }
 
 #[test]

@@ -9,7 +9,7 @@ use spp_config::Config;
 use spp_ipc::doorbell::Doorbell;
 use spp_ipc::l5::table::RouteTable;
 use spp_ipc::launch::{GroupFds, PairFds};
-use spp_ipc::layout::{PairRegion, ProxyRegion, ProxyState, WorkerState};
+use spp_ipc::layout::{PairRegion, ProxyRegion, ProxyState};
 use spp_ipc::IpcError;
 use std::sync::atomic::Ordering;
 
@@ -66,9 +66,7 @@ impl Slot {
     pub fn mark_down(&self) {
         let header = self.pair.header();
         header.in_process_since_ms.store(0, Ordering::Relaxed);
-        header
-            .worker_state
-            .store(WorkerState::Down as u32, Ordering::Release);
+        spp_ipc::pair::mark_worker_down(&self.pair);
     }
 
     /// CLOCK_MONOTONIC ms at which the worker's current `spp_process` call

@@ -28,6 +28,9 @@
 //!   publishes both once per batch, waking the proxy only if it sleeps.
 //! * [`ProxySleep`]: the proxy's sleep flag (one per proxy, shared by all
 //!   its pairs).
+//! * [`PairObserver`], [`mark_worker_down`]: the pair seen from outside
+//!   both ends (the controller, tests): loads only, and the controller's
+//!   one write after it reaped a worker.
 //!
 //! # The protocol
 //!
@@ -94,12 +97,14 @@
 //! syscall-free; the only syscalls are the doorbell's, and those only when
 //! the peer announced sleep.
 
+mod observer;
 mod proxy_end;
 mod worker_end;
 
 #[cfg(test)]
 mod tests;
 
+pub use observer::{mark_worker_down, PairObserver};
 pub use proxy_end::{Drained, ProxyEnd, ResponseRecord};
 pub use worker_end::{
     wake_worker, Request, RequestRecord, ResponseKind, WorkerRequests, WorkerResponses, WorkerSlot,

@@ -9,10 +9,9 @@ use crate::flow::{encode, FlowParts, Proto};
 use mio::Poll;
 use spp_ipc::doorbell::Doorbell;
 use spp_ipc::launch::PairFds;
-use spp_ipc::layout::{PairRegion, ProxyRegion, WorkerState};
+use spp_ipc::layout::{PairRegion, ProxyRegion};
 use spp_ipc::pair::{Request, WorkerSlot};
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const RING: usize = 1 << 12;
@@ -253,15 +252,14 @@ fn a_replaced_worker_is_gone_and_its_successor_adopted_once_ready() {
 #[test]
 fn a_generation_seen_down_is_never_adopted_again() {
     let (mut r, shared) = rig(&[(1, 1)]);
-    shared.ready(0);
+    let first = shared.ready(0);
     r.scan();
     // The controller's word after the worker died.
-    let state = &shared.pairs[0].header().worker_state;
-    state.store(WorkerState::Down as u32, Ordering::Release);
+    spp_ipc::pair::mark_worker_down(&shared.pairs[0]);
     r.scan();
     assert_eq!(r.gone, vec![0]);
     // The same generation says Ready again: not adopted.
-    state.store(WorkerState::Ready as u32, Ordering::Release);
+    WorkerSlot::held(&shared.pairs[0], &shared.proxy_bell, first.generation()).set_ready();
     r.scan();
     assert!(!r.dispatch.accepting(0));
     shared.ready(0);

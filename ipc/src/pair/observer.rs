@@ -1,0 +1,62 @@
+//! The pair seen from outside the two ends: the controller (which reaps
+//! workers and samples their state) and tests that watch what a proxy or
+//! worker process did. [`PairObserver`] only loads the protocol fields
+//! (Acquire, pairing with the ends' Release stores of the
+//! [module doc](super)'s rules); [`mark_worker_down`] is the controller's
+//! one write, after it reaped a slot's worker.
+
+use crate::layout::{PairHeader, PairRegion, WorkerState};
+use std::sync::atomic::Ordering;
+
+/// Read-only loads of one pair's protocol fields.
+#[derive(Clone, Copy)]
+pub struct PairObserver<'a> {
+    pair: &'a PairRegion,
+}
+
+impl<'a> PairObserver<'a> {
+    /// A view of `pair`.
+    pub fn new(pair: &'a PairRegion) -> Self {
+        PairObserver { pair }
+    }
+
+    fn header(&self) -> &'a PairHeader {
+        self.pair.header()
+    }
+
+    /// The `seq` of the last request the proxy published (rule 1).
+    pub fn pushed_seq(&self) -> u64 {
+        self.header().pushed_seq.load(Ordering::Acquire)
+    }
+
+    /// The `seq` of the last request the worker finished and published
+    /// (rule 2).
+    pub fn completed_seq(&self) -> u64 {
+        self.header().completed_seq.load(Ordering::Acquire)
+    }
+
+    /// The generation whose drain the proxy acknowledged (rule 3).
+    pub fn drain_ack(&self) -> u64 {
+        self.header().drain_ack.load(Ordering::Acquire)
+    }
+
+    /// The generation of the slot's latest worker (rule 4).
+    pub fn worker_generation(&self) -> u64 {
+        self.header().worker_generation.load(Ordering::Acquire)
+    }
+
+    /// The slot's worker state.
+    pub fn worker_state(&self) -> WorkerState {
+        self.pair.worker_state()
+    }
+}
+
+/// The controller's word that the slot's worker is gone (it reaped it):
+/// state `Down`, which the proxy reads as that generation's death. A
+/// successor's [`WorkerSlot::take`](super::WorkerSlot::take) moves the
+/// slot on from there.
+pub fn mark_worker_down(pair: &PairRegion) {
+    pair.header()
+        .worker_state
+        .store(WorkerState::Down as u32, Ordering::Release);
+}

@@ -1,7 +1,7 @@
 //! Doorbells: an `eventfd` a sleeping reader blocks on (the proxy's joins
 //! its epoll), plus the "sleeping" flag protocol that makes writers ring it
-//! only when the reader really sleeps (perf.md: a wake-up costs ~23 µs, a
-//! record ~100 ns, so never ring per message).
+//! only when the reader really sleeps (a wake-up costs microseconds, a
+//! record ~100 ns — `docs/PERFORMANCE.md` — so never ring per message).
 //!
 //! Reader: spin briefly on the ring; then [`SleepFlag::announce`], look at
 //! the ring once more, and only if it is still empty block on the bell.

@@ -98,7 +98,8 @@ pub struct PairHeader {
     pub worker_pid: AtomicU32,
     /// Bumped by every worker that takes the slot (worker).
     pub worker_generation: AtomicU64,
-    /// `seq` of the last request whose `spp_process` returned (worker).
+    /// `seq` of the last request the worker finished: served, expired or
+    /// skipped (worker; see `pair`, rule 2).
     /// Stored only after the replies that request produced are published,
     /// so a proxy that reads it and then drains the response ring has every
     /// reply of every completed request.
@@ -238,11 +239,6 @@ impl PairRegion {
         // SAFETY: the region starts with an initialised `PairHeader` and
         // lives as long as `self`; all mutable fields are atomics.
         unsafe { &*self.region.as_ptr().cast::<PairHeader>() }
-    }
-
-    /// The worker's state.
-    pub fn worker_state(&self) -> WorkerState {
-        WorkerState::from_raw(self.header().worker_state.load(Ordering::Acquire))
     }
 
     /// Attaches the producing end of the request ring (the proxy).
@@ -479,7 +475,8 @@ mod tests {
             .header()
             .worker_state
             .store(WorkerState::Ready as u32, Ordering::Release);
-        assert_eq!(pair.worker_state(), WorkerState::Ready);
+        let seen = pair.header().worker_state.load(Ordering::Acquire);
+        assert_eq!(WorkerState::from_raw(seen), WorkerState::Ready);
         let wrong = PairLayout {
             request_capacity: 1 << 17,
             response_capacity: 1 << 16,

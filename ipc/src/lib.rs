@@ -16,6 +16,9 @@
 //! * [`host_kit`]: what the proxy's and the worker's `spp_host` tables
 //!   share (`log`, `count`, `record_latency`, the table builder).
 //! * [`launch`]: the controller → child launch contract.
+//! * [`l5`]: the L5 route table in shared memory (mechanism) and the
+//!   balancing rules (policy).
+//! * [`error`]: [`IpcError`], this crate's one error type.
 
 pub mod doorbell;
 pub mod error;

@@ -6,8 +6,8 @@
 use crate::abi::*;
 use crate::hooks::{OnClose, OnException, OnFini, OnRoute, Plugin};
 use crate::plugin::{AfterException, Conn, ExceptionReason, Host, Input};
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,11 +50,11 @@ pub trait ExportsClose {}
 pub trait ExportsFini {}
 
 /// The per-connection states of a plugin, by flow (proxy main thread).
-pub struct ConnStates<S>(HashMap<u64, S>);
+pub struct ConnStates<S>(FxHashMap<u64, S>);
 
 impl<S> Default for ConnStates<S> {
     fn default() -> Self {
-        ConnStates(HashMap::new())
+        ConnStates(FxHashMap::default())
     }
 }
 

@@ -122,7 +122,14 @@ impl Proxy {
                 }
                 Action::Skip => {}
             });
-        dispatch.pop_completed(s, &drained, |flow| clients.requests_emptied(flow));
+        // Only a drain that emptied the ring pops what `completed_seq`
+        // covers (pair rule 2): one cut short by `cap` may have left some of
+        // those requests' replies in the ring, and a connection whose last
+        // request left would be free to send its next one to another
+        // worker, whose answer could overtake them. The next drain pops.
+        if !drained.more {
+            dispatch.pop_completed(s, &drained, |flow| clients.requests_emptied(flow));
+        }
         if let Some(e) = &drained.corrupt {
             let (group, index) = dispatch.slot_name(s);
             tracing::error!(

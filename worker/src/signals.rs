@@ -3,7 +3,8 @@
 //! file (log rotation). Each handler only sets its flag and rings the
 //! worker's own doorbell, so a sleeping main loop wakes at once instead of
 //! at its next heartbeat; the main loop does the work (a drain, or
-//! [`spp_ipc::logfile::reopen_stdio`], which is not async-signal-safe).
+//! [`spp_ipc::logfile::reopen_after_sighup`], which is not
+//! async-signal-safe).
 
 use crate::error::WorkerError;
 use std::os::fd::RawFd;

@@ -14,7 +14,7 @@
 //! # Ok::<(), load::LoadError>(())
 //! ```
 //!
-//! Method (as in `perf.md`): TCP_NODELAY connections (or connected UDP
+//! Method (as in `docs/PERFORMANCE.md`): TCP_NODELAY connections (or connected UDP
 //! sockets), each driven by one task; the connections are spread over
 //! `threads` load threads, each a one-thread tokio runtime (default: one
 //! thread). Closed loop keeps a fixed number of requests in flight per

@@ -19,7 +19,7 @@ use super::schedule::Clock;
 const HIST_LOW_NS: u64 = 1;
 /// ... to one hour (larger values are clamped) ...
 const HIST_HIGH_NS: u64 = 3_600_000_000_000;
-/// ... with 3 significant digits (as in perf.md).
+/// ... with 3 significant digits.
 const HIST_SIGFIG: u8 = 3;
 
 /// Event counts of a run. Requests that failed are counted once, under

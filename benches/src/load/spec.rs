@@ -1,6 +1,6 @@
 //! What to run: the target, the load shape, the request and response rule,
 //! the timing. [`LoadSpec::new`] fills in the defaults (the method of
-//! `perf.md`: one connection, one request in flight, 64-byte echo payload,
+//! `docs/PERFORMANCE.md`: one connection, one request in flight, 64-byte echo payload,
 //! 0.5 s warm-up, 3 s measured, one load thread).
 
 use std::fmt;

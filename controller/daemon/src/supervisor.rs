@@ -53,6 +53,7 @@ use nix::sys::signal::Signal;
 use spp_config::defaults;
 use spp_config::{transport_name, Config};
 use spp_ipc::launch::Launch;
+use spp_ipc::pair::PairObserver;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -366,10 +367,9 @@ impl Supervisor {
             Kind::Proxy => self.res.proxy.proxy_state().into(),
             Kind::Worker {
                 group_pos, index, ..
-            } => self
-                .res
-                .slot(group_pos, index)
-                .map_or(Shared::Down, |s| s.pair.worker_state().into()),
+            } => self.res.slot(group_pos, index).map_or(Shared::Down, |s| {
+                PairObserver::new(&s.pair).worker_state().into()
+            }),
         }
     }
 

@@ -7,7 +7,7 @@
 //! [`super::view::NodeCounts`]). The result is published into the route
 //! table ([`NodeHealth::published_weight`], [`NodeHealth::dead`], the
 //! returned probe budget). The rules, each a small named function below,
-//! and their source in the L5 reference (`shared/reference/l5.md`):
+//! and their source in L5's published rules (MSEC nlb "standard", Polaris):
 //!
 //! | rule | function | reference |
 //! |---|---|---|

@@ -71,9 +71,10 @@
 //!    reads the response ring (Acquire load of `write`), so every reply of
 //!    every request that `completed_seq` covers is already in the ring it
 //!    then reads. A drain that empties the ring thus delivers those replies
-//!    before the requests are popped as completed; a drain cut short by its
-//!    bound ([`Drained::more`]) may pop requests whose last replies are
-//!    still in the ring, delivered, in order, by the next drain.
+//!    before the requests are popped as completed. A drain cut short by its
+//!    bound ([`Drained::more`]) may have left some of those replies in the
+//!    ring: pop only after a drain that was not (the proxy does), or a
+//!    connection could send its next request elsewhere before them.
 //! 3. **Everything pushed before `drain_ack`.** The proxy publishes what it
 //!    pushed (rule 1), then stores `drain_ack` (Release). A worker that
 //!    loads `drain_ack` (Acquire) equal to its generation and then looks at

@@ -45,9 +45,9 @@ impl<'a> PairObserver<'a> {
         self.header().worker_generation.load(Ordering::Acquire)
     }
 
-    /// The slot's worker state.
+    /// The slot's worker state (rule 4: load it before the generation).
     pub fn worker_state(&self) -> WorkerState {
-        self.pair.worker_state()
+        WorkerState::from_raw(self.header().worker_state.load(Ordering::Acquire))
     }
 }
 

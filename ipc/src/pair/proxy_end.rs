@@ -298,7 +298,9 @@ impl ProxyEnd {
     }
 
     /// Pops the in-flight requests `drained`'s `completed_seq` covers,
-    /// oldest first, handing each to `done`. Returns how many.
+    /// oldest first, handing each to `done`. Returns how many. Call it
+    /// after a drain that emptied the ring (not [`Drained::more`]): only
+    /// then are all those requests' replies delivered (rule 2).
     #[inline]
     pub fn pop_completed(&mut self, drained: &Drained, mut done: impl FnMut(InFlight)) -> usize {
         let mut popped = 0;
@@ -325,6 +327,17 @@ impl ProxyEnd {
         self.responses.has_data()
     }
 
+    /// Whether the worker completed a request still in our FIFO: news for a
+    /// sleeping proxy even with no reply in the ring (a request answered
+    /// later from another thread, or not at all), since a held connection
+    /// may wait for it to leave.
+    #[inline]
+    pub fn completions_waiting(&self) -> bool {
+        self.in_flight
+            .front()
+            .is_some_and(|oldest| oldest.seq <= self.completed_seq())
+    }
+
     /// Drops every published response record.
     pub fn discard_responses(&mut self) {
         self.responses.discard_all();
@@ -333,7 +346,7 @@ impl ProxyEnd {
     /// The worker's state (Acquire).
     #[inline]
     pub fn worker_state(&self) -> WorkerState {
-        self.pair.worker_state()
+        super::PairObserver::new(&self.pair).worker_state()
     }
 
     /// The worker's generation (Acquire; see rule 4).

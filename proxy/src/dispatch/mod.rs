@@ -289,7 +289,8 @@ impl Dispatcher {
         Some((entry, self.ledger.left(entry.flow)))
     }
 
-    /// Whether any response ring holds published records.
+    /// Whether any response ring holds published records, or any worker
+    /// completed requests not popped yet.
     #[inline]
     pub fn responses_waiting(&self) -> bool {
         self.slots.iter().any(Slot::has_responses)

@@ -150,10 +150,11 @@ impl Slot {
         self.end.take_in_flight()
     }
 
-    /// Whether the response ring holds published records.
+    /// Whether the response ring holds published records, or the worker
+    /// completed requests not popped yet (a drain pops them).
     #[inline]
     pub(super) fn has_responses(&self) -> bool {
-        self.end.responses_waiting()
+        self.end.responses_waiting() || self.end.completions_waiting()
     }
 
     /// Group id and index, for logs.

@@ -11,6 +11,7 @@
 use crate::resources::Resources;
 use spp_ipc::histogram::{HistogramSnapshot, BUCKETS};
 use spp_ipc::layout::{ProcessState, WorkerStats};
+use spp_ipc::pair::PairObserver;
 use spp_ipc::plugin_metrics::PluginMetricsSnapshot;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -220,7 +221,7 @@ impl Sample {
                 let mut live = 0;
                 for slot in &group.slots {
                     let h = slot.pair.header();
-                    live += u32::from(is_live(slot.pair.worker_state()));
+                    live += u32::from(is_live(PairObserver::new(&slot.pair).worker_state()));
                     add_counters(&mut counters, h.stats.snapshot());
                     queue_wait.add(&h.queue_wait.snapshot());
                     process_time.add(&h.process_time.snapshot());

@@ -8,7 +8,9 @@ use super::names::{self, PROXY_COUNTERS, WORKER_COUNTERS};
 use super::report::{Latency, Rate};
 use super::*;
 use spp_config::{self as config, Config};
+use spp_ipc::doorbell::Doorbell;
 use spp_ipc::layout::WorkerState;
+use spp_ipc::pair::WorkerSlot;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -87,9 +89,14 @@ fn scenario() -> (tempfile::TempDir, Resources, Collector) {
     add(&proxy.stats.ring_full, 3);
     proxy.stats.conns_active.store(5, Ordering::Relaxed);
     proxy.plugin.count(b"accepted_tls", 2).unwrap();
+    // Both group-1 workers say Ready, as a worker does (this process plays
+    // them; the proxy's doorbell is a stand-in nobody waits on).
+    let proxy_bell = Doorbell::create().unwrap();
+    for s in 0..2 {
+        let pair = &res.slot(0, s).unwrap().pair;
+        WorkerSlot::take(pair, &proxy_bell, std::process::id()).set_ready();
+    }
     for (w, requests, busy) in [(w0, 100, 1_000 * MS), (w1, 50, 500 * MS)] {
-        w.worker_state
-            .store(WorkerState::Ready as u32, Ordering::Release);
         add(&w.stats.requests, requests);
         add(&w.stats.replies, requests);
         add(&w.stats.busy_ns, busy);

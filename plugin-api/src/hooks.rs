@@ -25,6 +25,9 @@
 //! * a hook for a flow whose connection is already gone (an exception for
 //!   a request its worker died holding, after the client left) gets a
 //!   fresh default state, not kept;
+//! * one thread: the states live in a thread-local map of the thread that
+//!   runs the proxy hooks (the proxy's event loop); every hook of one
+//!   connection must run on that thread, as it does today;
 //! * a plugin whose `ConnState` is not zero-sized must list `close` (that
 //!   is where the state is dropped); `export_plugin!` refuses to compile
 //!   otherwise. A zero-sized state (`()`) costs nothing: no map is kept.

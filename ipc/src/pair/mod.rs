@@ -129,7 +129,9 @@ impl RequestTag {
         RequestTag(crate::record::generation_tag(generation))
     }
 
-    /// A tag from its raw record flags (tests stamping a foreign one).
+    /// A tag from its raw record flags, for tests that stamp a foreign
+    /// one; production code takes tags from [`RequestTag::of`] only.
+    #[doc(hidden)]
     #[inline]
     pub fn from_raw(flags: u16) -> Self {
         RequestTag(flags)

@@ -203,6 +203,15 @@ pub(super) fn validate(
         }
     };
     let backend = backend(ctx, raw.backend.as_deref())?;
+    if backend == L5Backend::Embedded && weight > u64::from(defaults::L5_MAX_REGISTRY_WEIGHT) {
+        return Err(ctx.err(
+            "l5.weight",
+            format!(
+                "{weight} is more than the embedded registry accepts ({}; other services would ignore this registration)",
+                defaults::L5_MAX_REGISTRY_WEIGHT
+            ),
+        ));
+    }
     let registry_dir = ctx.path(
         "l5.registry_dir",
         raw.registry_dir

@@ -153,6 +153,13 @@ fn modid_and_cmdid_come_both_or_neither() {
 fn weight_group_and_durations_are_bounded() {
     refused("weight = 99", "l5.weight", "100..=10000");
     refused("weight = 10001", "l5.weight", "100..=10000");
+    // The embedded registry holds weights to a tenth of that range.
+    refused(
+        "weight = 1001",
+        "l5.weight",
+        "more than the embedded registry accepts (1000",
+    );
+    assert_eq!(l5_of("weight = 1000").weight, 1000);
     refused(
         "group = 9",
         "l5.group",

@@ -317,3 +317,29 @@ fn the_routes_file_is_read_at_load_relative_to_the_config() {
     assert_eq!(l5.routes.len(), 1);
     assert_eq!(l5.routes[0].addr.port(), 99);
 }
+
+#[test]
+fn a_registry_dir_writable_by_others_without_the_sticky_bit_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(registry_dir_refusal(0o40755).is_none());
+    assert!(registry_dir_refusal(0o41777).is_none());
+    assert!(registry_dir_refusal(0o40777).unwrap().contains("sticky"));
+    assert!(registry_dir_refusal(0o40770).unwrap().contains("mode 770"));
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    let mut l5 = l5_of(&format!("registry_dir = {:?}", reg.display().to_string()));
+    // Missing: created at the first registration.
+    assert!(check_registry_dir(&l5).is_ok());
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = check_registry_dir(&l5).unwrap_err();
+    assert!(err.starts_with(&reg.display().to_string()), "{err}");
+    std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(check_registry_dir(&l5).is_ok());
+    // The etcd backend has no directory.
+    std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o777)).unwrap();
+    l5.backend = L5Backend::Etcd {
+        endpoints: vec!["127.0.0.1:2379".into()],
+    };
+    assert!(check_registry_dir(&l5).is_ok());
+}

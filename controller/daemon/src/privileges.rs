@@ -7,11 +7,11 @@
 //! proxy, workers, `spp __check-plugin` — through [`drop_to`] in the fork
 //! (supplementary groups, gid, uid, in that order, before exec): the data
 //! plane and every plugin run as the service user. The controller itself
-//! keeps its credentials: it must bind again on a restart that needs it
-//! (the metrics endpoint), reopen and rotate logs, and start children of
-//! a uid it then cannot become again; what it runs is the control socket
-//! (0600, peer credentials checked) and the registry, never a plugin or a
-//! client's bytes.
+//! keeps its credentials: running as the service user it could be ptraced
+//! or signalled by a compromised plugin of that uid, and it needs its
+//! rights to drop each new child, chown the child logs and rotate them;
+//! what it runs is the control socket (0600, peer credentials checked) and
+//! the registry, never a plugin or a client's bytes.
 //!
 //! Modes: the controller sets its umask to [`defaults::UMASK`] at start
 //! (children inherit it), so files are 0640 and directories 0750;

@@ -20,7 +20,7 @@ use spp_tests::{Binaries, L5Config, Service, ServiceConfig};
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The sid the echo service registers.
 const SID: (u32, u32) = (64301, 1);
@@ -98,6 +98,24 @@ fn children_run_as_the_service_user_and_files_stay_private() {
     assert_eq!(mode(&log), 0o750, "log dir");
     assert_eq!(std::fs::metadata(&log).expect("log dir").uid(), nobody);
     assert_eq!(mode(&run.join("spp.pid")) & 0o007, 0, "pid file");
+
+    // logrotate: rename, SIGHUP; the proxy (as nobody) makes a new log.
+    std::fs::set_permissions(service.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("let nobody reach the log dir");
+    let proxy_log = log.join("proxy.log");
+    std::fs::rename(&proxy_log, log.join("proxy.log.1")).expect("rotate");
+    // SAFETY: kill with a pid this test's service started.
+    assert_eq!(unsafe { libc::kill(controller, libc::SIGHUP) }, 0);
+    let reopened = spp_tests::wait_for(Duration::from_secs(10), || {
+        std::fs::metadata(&proxy_log).ok().filter(|m| m.len() > 0)
+    })
+    .unwrap_or_else(|| panic!("proxy.log not reopened:\n{}", service.logs()));
+    assert_eq!(
+        reopened.uid(),
+        nobody,
+        "the reopened log is the proxy's own"
+    );
+    assert_eq!(reopened.mode() & 0o7777, 0o640);
     let _ = service.stop();
     let mut seen = 0;
     for entry in std::fs::read_dir(&log).expect("log dir").flatten() {

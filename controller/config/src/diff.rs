@@ -333,6 +333,11 @@ max_workers = 3
             "service.run_dir",
         );
         refused(
+            "name = \"echo\"",
+            "name = \"echo\"\nuser = \"root\"",
+            "service.user",
+        );
+        refused(
             "plugin = \"libecho.so\"\nmax",
             "plugin = \"other.so\"\nmax",
             "proxy.plugin",

@@ -64,6 +64,22 @@ pub fn open_log(path: &Path, owner: Option<&RunAs>) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Whether children of this process can run as `who`: as root, or as
+/// that very user and group already.
+pub fn can_drop_to(who: &RunAs) -> Result<(), String> {
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    if uid == 0 || (uid == who.uid && gid == who.gid) {
+        return Ok(());
+    }
+    Err(format!(
+        "children cannot run as {} ({}:{}) when spp runs as uid {uid}: start it as root or drop the key",
+        who.user, who.uid, who.gid
+    ))
+}
+
 /// Uid and gid a child drops to, copied out of the config before the fork
 /// so the child allocates nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +125,21 @@ pub fn drop_to(who: Credentials) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn only_root_or_that_user_can_start_children_as_a_user() {
+        let me = nix::unistd::geteuid().as_raw();
+        let my_gid = nix::unistd::getegid().as_raw();
+        let who = |uid, gid| RunAs {
+            user: "x".into(),
+            uid,
+            group: "x".into(),
+            gid,
+        };
+        assert!(can_drop_to(&who(me, my_gid)).is_ok());
+        let other = can_drop_to(&who(me.wrapping_add(1), my_gid));
+        assert_eq!(other.is_ok(), me == 0, "{other:?}");
+    }
 
     #[test]
     fn logs_and_dirs_are_not_world_readable() {

@@ -58,6 +58,14 @@ pub enum RunError {
     /// The metrics endpoint could not be started.
     #[error(transparent)]
     Stats(#[from] StatsError),
+    /// `service.user` cannot be taken on by children of this process.
+    #[error("{}: service.user: {reason}", file.display())]
+    RunAs {
+        /// The config file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The async runtime could not be built.
     #[error("building the runtime: {0}")]
     Runtime(std::io::Error),
@@ -71,6 +79,12 @@ pub enum RunError {
 /// The plugins are loaded in a child ([`plugin_check`]), never here.
 pub fn preflight(config_path: &Path, mode: Mode) -> Result<(Config, Binaries), RunError> {
     let cfg = config::load(config_path)?;
+    if let Some(who) = &cfg.service.run_as {
+        privileges::can_drop_to(who).map_err(|reason| RunError::RunAs {
+            file: cfg.file.clone(),
+            reason,
+        })?;
+    }
     plugin_check::environment(&cfg, mode)?;
     let bins = Binaries::locate()?;
     Ok((cfg, bins))

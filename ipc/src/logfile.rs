@@ -10,7 +10,13 @@ use std::path::Path;
 /// Opens `path` for appending (creating it) and makes it this process's
 /// stdout and stderr. Writes already under way finish on the old file.
 pub fn reopen_stdio(path: &Path) -> std::io::Result<()> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never through a link planted at the log's name.
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
         // SAFETY: dup2 onto the standard descriptors with an fd we own; it
         // atomically replaces them and does not touch `file`.

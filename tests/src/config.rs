@@ -94,6 +94,8 @@ pub struct ServiceConfig {
     pub ring_size: String,
     /// `[l5]` (left out when `None`: L5 off).
     pub l5: Option<L5Config>,
+    /// Extra `key = value` lines for `[service]` (e.g. `user = "nobody"`).
+    pub service_extra: Vec<String>,
 }
 
 /// The `[l5]` table (and `[l5.balancer]`); a `None` key is left out.
@@ -177,6 +179,7 @@ impl ServiceConfig {
             groups: vec![GroupConfig::new(1, plugin, workers)],
             ring_size: TEST_RING_SIZE.into(),
             l5: None,
+            service_extra: Vec::new(),
         }
     }
 
@@ -203,6 +206,9 @@ impl ServiceConfig {
         );
         if let Some(metrics) = &self.metrics {
             let _ = writeln!(out, "metrics = {metrics:?}");
+        }
+        for line in &self.service_extra {
+            let _ = writeln!(out, "{line}");
         }
         let _ = writeln!(out, "\n[proxy]\nlisten = {:?}", self.listen);
         let _ = writeln!(

@@ -159,11 +159,7 @@ fn spawn_controller(cfg: &Config, log: &Path) -> Result<Child, DaemonError> {
         exe: exe.clone(),
         source,
     };
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(fail)?;
+    let out = spp_daemon::privileges::open_log(log, None).map_err(fail)?;
     let err = out.try_clone().map_err(fail)?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.arg("start")

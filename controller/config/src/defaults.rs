@@ -122,6 +122,33 @@ pub const L5_HEARTBEATS_PER_TTL: u32 = 3;
 pub const L5_MAX_REGISTRY_FILES: usize = 1024;
 /// Embedded registry: the largest instance file read.
 pub const L5_MAX_REGISTRY_FILE_BYTES: u64 = 64 << 10;
+/// Embedded registry: the largest weight a registration file may give an
+/// instance (10 x [`L5_WEIGHT`]); a file with a heavier instance is
+/// ignored, so no local user can draw more than this share by weight, and
+/// `l5.weight` is held to it with the embedded backend.
+pub const L5_MAX_REGISTRY_WEIGHT: u32 = 10 * L5_WEIGHT;
+/// Embedded registry: how far in the future a heartbeat may lie (clock
+/// skew between writer and reader, which share one machine's clock, so
+/// only a step of the clock between write and scan); a file whose
+/// heartbeat lies further ahead is ignored.
+pub const L5_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
+/// Embedded registry: the mode a controller creates `l5.registry_dir` with
+/// (like /tmp: writable by every user's spp, and the sticky bit lets only
+/// a file's owner remove or replace it).
+pub const L5_REGISTRY_DIR_MODE: u32 = 0o1777;
+/// Embedded registry: the mode of a registration file (readable by every
+/// spp on the machine, writable only by its owner).
+pub const L5_RECORD_FILE_MODE: u32 = 0o644;
+
+// ---- files and privileges ------------------------------------------------------
+
+/// The controller's umask: what it and its children create is not
+/// world-readable (files 0640, directories 0750).
+pub const UMASK: u32 = 0o027;
+/// Mode of `service.run_dir` and `service.log_dir`.
+pub const PRIVATE_DIR_MODE: u32 = 0o750;
+/// Mode of every log file and of the pid file.
+pub const PRIVATE_FILE_MODE: u32 = 0o640;
 
 /// How often the embedded registry lists its directory for a reshape
 /// `period`: `period / L5_SCANS_PER_PERIOD`, at least [`L5_MIN_SCAN`].

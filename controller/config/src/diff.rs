@@ -43,6 +43,7 @@ pub fn compare(
     fixed("service.run_dir", dbg(&os.run_dir), dbg(&ns.run_dir))?;
     fixed("service.log_dir", dbg(&os.log_dir), dbg(&ns.log_dir))?;
     fixed("service.metrics", dbg(&os.metrics), dbg(&ns.metrics))?;
+    fixed("service.user", dbg(&os.run_as), dbg(&ns.run_as))?;
     let (op, np) = (&old.proxy, &new.proxy);
     let listen = |c: &Config| {
         let all: Vec<String> = c.proxy.listen.iter().map(ToString::to_string).collect();
@@ -330,6 +331,11 @@ max_workers = 3
             "name = \"echo\"",
             "name = \"echo\"\nrun_dir = \"elsewhere\"",
             "service.run_dir",
+        );
+        refused(
+            "name = \"echo\"",
+            "name = \"echo\"\nuser = \"root\"",
+            "service.user",
         );
         refused(
             "plugin = \"libecho.so\"\nmax",

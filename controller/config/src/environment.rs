@@ -1,6 +1,7 @@
 //! The config checks that depend on the machine: every plugin exists and
-//! loads with the right ABI version and hooks, and the open-file limit can
-//! cover `proxy.max_connections`.
+//! loads with the right ABI version and hooks, the open-file limit can
+//! cover `proxy.max_connections`, and the embedded L5 registry's directory
+//! is not writable by others without the sticky bit.
 //!
 //! Loading a plugin is the caller's [`PluginCheck`]: the controller never
 //! maps a business plugin into its own long-lived process (plugins may
@@ -71,6 +72,10 @@ pub fn check(cfg: &Config, mode: Mode, load: PluginCheck<'_>) -> Result<(), Conf
             PluginRole::Worker,
             load,
         )?;
+    }
+    if let Some(l5) = &cfg.l5 {
+        crate::l5::check_registry_dir(l5)
+            .map_err(|reason| invalid(cfg, "l5.registry_dir", reason))?;
     }
     nofile(cfg, mode)
 }

@@ -203,6 +203,15 @@ pub(super) fn validate(
         }
     };
     let backend = backend(ctx, raw.backend.as_deref())?;
+    if backend == L5Backend::Embedded && weight > u64::from(defaults::L5_MAX_REGISTRY_WEIGHT) {
+        return Err(ctx.err(
+            "l5.weight",
+            format!(
+                "{weight} is more than the embedded registry accepts ({}; other services would ignore this registration)",
+                defaults::L5_MAX_REGISTRY_WEIGHT
+            ),
+        ));
+    }
     let registry_dir = ctx.path(
         "l5.registry_dir",
         raw.registry_dir
@@ -389,6 +398,38 @@ fn balancer(
         ctx.err(key, reason)
     })?;
     Ok(cfg)
+}
+
+/// Why the embedded registry refuses a directory of `mode`, if it does:
+/// writable by group or others without the sticky bit, anyone who can
+/// write it could replace or remove every service's registration.
+pub fn registry_dir_refusal(mode: u32) -> Option<String> {
+    const STICKY: u32 = 0o1000;
+    (mode & 0o022 != 0 && mode & STICKY == 0).then(|| {
+        format!(
+            "is writable by group or others (mode {:o}) without the sticky bit, so another user could replace or remove registrations (chmod +t or chmod go-w it)",
+            mode & 0o7777
+        )
+    })
+}
+
+/// The start and `spp check` half of [`registry_dir_refusal`]: an error
+/// naming `l5.registry_dir` and the directory when it exists and is
+/// refused (a missing one is created by the first registration, mode
+/// [`defaults::L5_REGISTRY_DIR_MODE`]).
+pub fn check_registry_dir(l5: &L5Config) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if l5.backend != L5Backend::Embedded {
+        return Ok(());
+    }
+    match std::fs::metadata(&l5.registry_dir) {
+        Ok(meta) => match registry_dir_refusal(meta.mode()) {
+            Some(why) => Err(format!("{} {why}", l5.registry_dir.display())),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", l5.registry_dir.display())),
+    }
 }
 
 /// Reads and checks the static routes file of `l5` (a no-op without one);

@@ -153,6 +153,13 @@ fn modid_and_cmdid_come_both_or_neither() {
 fn weight_group_and_durations_are_bounded() {
     refused("weight = 99", "l5.weight", "100..=10000");
     refused("weight = 10001", "l5.weight", "100..=10000");
+    // The embedded registry holds weights to a tenth of that range.
+    refused(
+        "weight = 1001",
+        "l5.weight",
+        "more than the embedded registry accepts (1000",
+    );
+    assert_eq!(l5_of("weight = 1000").weight, 1000);
     refused(
         "group = 9",
         "l5.group",
@@ -309,4 +316,30 @@ fn the_routes_file_is_read_at_load_relative_to_the_config() {
     let l5 = cfg.l5.unwrap();
     assert_eq!(l5.routes.len(), 1);
     assert_eq!(l5.routes[0].addr.port(), 99);
+}
+
+#[test]
+fn a_registry_dir_writable_by_others_without_the_sticky_bit_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(registry_dir_refusal(0o40755).is_none());
+    assert!(registry_dir_refusal(0o41777).is_none());
+    assert!(registry_dir_refusal(0o40777).unwrap().contains("sticky"));
+    assert!(registry_dir_refusal(0o40770).unwrap().contains("mode 770"));
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    let mut l5 = l5_of(&format!("registry_dir = {:?}", reg.display().to_string()));
+    // Missing: created at the first registration.
+    assert!(check_registry_dir(&l5).is_ok());
+    std::fs::create_dir(&reg).unwrap();
+    std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = check_registry_dir(&l5).unwrap_err();
+    assert!(err.starts_with(&reg.display().to_string()), "{err}");
+    std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(check_registry_dir(&l5).is_ok());
+    // The etcd backend has no directory.
+    std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o777)).unwrap();
+    l5.backend = L5Backend::Etcd {
+        endpoints: vec!["127.0.0.1:2379".into()],
+    };
+    assert!(check_registry_dir(&l5).is_ok());
 }

@@ -125,6 +125,23 @@ pub struct ServiceConfig {
     pub stop_grace: Duration,
     /// Where the Prometheus text endpoint listens (off when `None`).
     pub metrics: Option<SocketAddr>,
+    /// `service.user` / `service.group`: who the proxy, the workers and
+    /// the plugin checks run as (`None`: as the controller).
+    pub run_as: Option<RunAs>,
+}
+
+/// The unprivileged user every child drops to (`service.user`, and
+/// `service.group` or the user's primary group), looked up at load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    /// `service.user`.
+    pub user: String,
+    /// Its uid.
+    pub uid: u32,
+    /// `service.group`, or the user's primary group's name.
+    pub group: String,
+    /// Its gid.
+    pub gid: u32,
 }
 
 /// `[scaling]`: the per-interval expansion rule, for every group whose

@@ -47,6 +47,8 @@ pub struct RawService {
     pub log_level: Option<String>,
     pub stop_grace: Option<String>,
     pub metrics: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 /// `[proxy]`.

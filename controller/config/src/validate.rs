@@ -1,12 +1,13 @@
 //! The pure config rules: units, ranges, addresses, groups, ring sizes,
 //! scaling, defaults and path resolution. Nothing here touches the machine
-//! beyond the path arithmetic and the CPU count (for the default machine
-//! cap, [`defaults::machine_cap`]); see [`super::environment`] for the
-//! rest.
+//! beyond the path arithmetic, the CPU count (for the default machine
+//! cap, [`defaults::machine_cap`]) and the user database
+//! (`service.user` / `service.group` must exist); see
+//! [`super::environment`] for the rest.
 
 use super::raw::{RawConfig, RawGroup, RawLog, RawScaling};
 use super::{
-    format_size, Config, ConfigError, GroupConfig, ListenAddr, LogConfig, ProxyConfig,
+    format_size, Config, ConfigError, GroupConfig, ListenAddr, LogConfig, ProxyConfig, RunAs,
     ScalingConfig, ServiceConfig,
 };
 use crate::defaults;
@@ -397,6 +398,48 @@ fn scaling(ctx: &Ctx<'_>, raw: RawScaling, cpus: usize) -> Result<ScalingConfig,
     })
 }
 
+/// `service.user` / `service.group`: both must exist on this machine; the
+/// group defaults to the user's primary group.
+fn run_as(
+    ctx: &Ctx<'_>,
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<Option<RunAs>, ConfigError> {
+    use nix::unistd::{Group, User};
+    let Some(name) = user else {
+        return match group {
+            None => Ok(None),
+            Some(_) => Err(ctx.err(
+                "service.group",
+                "needs service.user (the group alone drops nothing)",
+            )),
+        };
+    };
+    let found = User::from_name(name)
+        .map_err(|e| ctx.err("service.user", format!("cannot look up {name:?}: {e}")))?
+        .ok_or_else(|| ctx.err("service.user", format!("no user {name:?} on this machine")))?;
+    let group = match group {
+        Some(g) => Group::from_name(g)
+            .map_err(|e| ctx.err("service.group", format!("cannot look up {g:?}: {e}")))?
+            .ok_or_else(|| ctx.err("service.group", format!("no group {g:?} on this machine")))?,
+        None => Group::from_gid(found.gid)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Group {
+                name: found.gid.to_string(),
+                passwd: Default::default(),
+                gid: found.gid,
+                mem: Vec::new(),
+            }),
+    };
+    Ok(Some(RunAs {
+        user: found.name,
+        uid: found.uid.as_raw(),
+        group: group.name,
+        gid: group.gid.as_raw(),
+    }))
+}
+
 fn service(ctx: &Ctx<'_>, raw: super::raw::RawService) -> Result<ServiceConfig, ConfigError> {
     if raw.name.is_empty()
         || raw
@@ -447,6 +490,7 @@ fn service(ctx: &Ctx<'_>, raw: super::raw::RawService) -> Result<ServiceConfig, 
         log_level,
         stop_grace: ctx.positive("service.stop_grace", stop_grace)?,
         metrics,
+        run_as: run_as(ctx, raw.user.as_deref(), raw.group.as_deref())?,
     })
 }
 

@@ -640,3 +640,35 @@ fn log_keys_have_defaults_units_and_named_errors() {
         assert!(said.contains(reason), "{said}");
     }
 }
+
+#[test]
+fn the_service_user_and_group_must_exist() {
+    assert_eq!(check(BASE).unwrap().service.run_as, None);
+    let cfg = check(&BASE.replace("stop_grace = \"2s\"", "user = \"root\"")).unwrap();
+    let run_as = cfg.service.run_as.expect("service.user is set");
+    assert_eq!((run_as.uid, run_as.gid), (0, 0));
+    let cfg =
+        check(&BASE.replace("stop_grace = \"2s\"", "user = \"root\"\ngroup = \"root\"")).unwrap();
+    assert_eq!(
+        cfg.service.run_as.map(|r| r.group),
+        Some("root".to_string())
+    );
+    refused(
+        "stop_grace = \"2s\"",
+        "user = \"no-such-spp-user\"",
+        "service.user",
+        "no user \"no-such-spp-user\"",
+    );
+    refused(
+        "stop_grace = \"2s\"",
+        "user = \"root\"\ngroup = \"no-such-spp-group\"",
+        "service.group",
+        "no group \"no-such-spp-group\"",
+    );
+    refused(
+        "stop_grace = \"2s\"",
+        "group = \"root\"",
+        "service.group",
+        "needs service.user",
+    );
+}

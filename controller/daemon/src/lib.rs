@@ -15,7 +15,8 @@
 //! [`control`] (the control socket: server and client, the request and
 //! its JSON answers), [`status`] (the status report and its table),
 //! [`plugin_check`] (a plugin loaded in a short-lived child, never in the
-//! controller), [`log_files`] (rotated log names, the rename half of a
+//! controller), [`privileges`] (who children run as, private file
+//! modes), [`log_files`] (rotated log names, the rename half of a
 //! rotation), [`notify`] (systemd readiness), [`pidfile`], [`pidfd`]
 //! (signals that cannot reach a reused pid), [`logging`].
 
@@ -29,6 +30,7 @@ pub mod notify;
 pub mod pidfd;
 pub mod pidfile;
 pub mod plugin_check;
+pub mod privileges;
 pub mod resources;
 pub mod scaling;
 pub mod service;

@@ -104,14 +104,10 @@ pub fn init(filter: &str, output: Output<'_>) -> Result<(), LogError> {
     })?;
     let file_layer = match file {
         Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| LogError::File {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            let f = crate::privileges::open_log(path, None).map_err(|source| LogError::File {
+                path: path.to_path_buf(),
+                source,
+            })?;
             FILE_FD.store(f.as_raw_fd(), Ordering::Relaxed);
             Some(
                 fmt::layer()
@@ -169,11 +165,7 @@ pub fn reopen() -> Result<Option<PathBuf>, LogError> {
     match r.target {
         Target::Stdio => spp_ipc::logfile::reopen_stdio(&r.path).map_err(fail)?,
         Target::Fd(fd) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&r.path)
-                .map_err(fail)?;
+            let file = crate::privileges::open_log(&r.path, None).map_err(fail)?;
             // SAFETY: dup2 onto the file layer's fd, which stays open for
             // the process's life; it atomically replaces what the fd
             // refers to and leaves `file` (closed on return) alone.

@@ -11,6 +11,7 @@
 //! plugins checked by [`in_child`]). Child end: [`run_child`], which the
 //! `spp` binary calls for [`SUBCOMMAND`].
 
+use crate::privileges::Credentials;
 use serde::{Deserialize, Serialize};
 use spp_config::defaults;
 use spp_config::environment::{self, Mode, PluginRole};
@@ -50,13 +51,26 @@ pub struct Verdict {
 /// Every machine-dependent check of `cfg` ([`environment::check`]), each
 /// plugin checked in a child ([`in_child`]).
 pub fn environment(cfg: &Config, mode: Mode) -> Result<(), ConfigError> {
-    environment::check(cfg, mode, &in_child)
+    let run_as = cfg.service.run_as.as_ref().map(Credentials::from);
+    environment::check(cfg, mode, &|path: &Path, role: PluginRole| {
+        in_child_as(path, role, run_as)
+    })
 }
 
 /// Checks the plugin at `path` for `role` in a child process of this
 /// executable; `Err` carries the reason (the loader's, or why the check
 /// itself failed).
 pub fn in_child(path: &Path, role: PluginRole) -> Result<(), String> {
+    in_child_as(path, role, None)
+}
+
+/// [`in_child`] with the child running as `run_as` (`service.user`), as
+/// the proxy and the workers will.
+pub fn in_child_as(
+    path: &Path,
+    role: PluginRole,
+    run_as: Option<Credentials>,
+) -> Result<(), String> {
     let mut cmd = Command::new(SELF_EXE);
     cmd.arg(SUBCOMMAND)
         .arg("--role")
@@ -65,10 +79,14 @@ pub fn in_child(path: &Path, role: PluginRole) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    // SAFETY: close_range is async-signal-safe and allocates nothing.
+    // SAFETY: close_range, setgroups, setgid and setuid are
+    // async-signal-safe; the closure allocates nothing.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             crate::spawn::cloexec_all_but_stdio();
+            if let Some(who) = run_as {
+                crate::privileges::drop_to(who)?;
+            }
             Ok(())
         });
     }

@@ -10,12 +10,13 @@ use crate::listeners::{self, ListenError};
 use crate::logging::{self, LogError};
 use crate::pidfile::{PidFile, PidFileError};
 use crate::plugin_check;
+use crate::privileges;
 use crate::resources::{ResourceError, Resources};
 use crate::spawn::{Binaries, SpawnError};
 use crate::stats::{self, StatsError};
 use crate::supervisor::{SuperviseError, Supervisor};
 use spp_config::environment::Mode;
-use spp_config::{self as config, Config, ConfigError};
+use spp_config::{self as config, Config, ConfigError, RunAs};
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
@@ -57,6 +58,14 @@ pub enum RunError {
     /// The metrics endpoint could not be started.
     #[error(transparent)]
     Stats(#[from] StatsError),
+    /// `service.user` cannot be taken on by children of this process.
+    #[error("{}: service.user: {reason}", file.display())]
+    RunAs {
+        /// The config file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The async runtime could not be built.
     #[error("building the runtime: {0}")]
     Runtime(std::io::Error),
@@ -70,14 +79,26 @@ pub enum RunError {
 /// The plugins are loaded in a child ([`plugin_check`]), never here.
 pub fn preflight(config_path: &Path, mode: Mode) -> Result<(Config, Binaries), RunError> {
     let cfg = config::load(config_path)?;
+    if let Some(who) = &cfg.service.run_as {
+        privileges::can_drop_to(who).map_err(|reason| RunError::RunAs {
+            file: cfg.file.clone(),
+            reason,
+        })?;
+    }
     plugin_check::environment(&cfg, mode)?;
     let bins = Binaries::locate()?;
     Ok((cfg, bins))
 }
 
-/// Creates `dir` and its parents.
+/// Creates `dir` and its parents, mode 0750 ([`privileges::private_dir`]).
 pub fn make_dir(dir: &Path) -> Result<(), RunError> {
-    std::fs::create_dir_all(dir).map_err(|source| RunError::Dir {
+    make_dir_for(dir, None)
+}
+
+/// [`make_dir`], owned by `owner` (the log dir: the service user reopens
+/// its logs there).
+fn make_dir_for(dir: &Path, owner: Option<&RunAs>) -> Result<(), RunError> {
+    privileges::private_dir(dir, owner).map_err(|source| RunError::Dir {
         path: dir.to_path_buf(),
         source,
     })
@@ -87,9 +108,10 @@ pub fn make_dir(dir: &Path) -> Result<(), RunError> {
 /// and also to `controller.log` when `log_to_file` (false when stderr
 /// already is that file). Errors after logging started are logged too.
 pub fn run(config_path: &Path, log_to_file: bool) -> Result<(), RunError> {
+    privileges::private_umask();
     let (cfg, bins) = preflight(config_path, Mode::Prepare)?;
     make_dir(&cfg.service.run_dir)?;
-    make_dir(&cfg.service.log_dir)?;
+    make_dir_for(&cfg.service.log_dir, cfg.service.run_as.as_ref())?;
     let log_file = cfg.controller_log();
     let output = if log_to_file {
         logging::Output::AlsoFile(&log_file)

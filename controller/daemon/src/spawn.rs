@@ -1,13 +1,15 @@
 //! Starting a child: finding the `spp-proxy` / `spp-worker` executables,
 //! writing their launch specs (limits, timeouts, log level and file), and
 //! spawning them with exactly the listed
-//! fds inherited, `PR_SET_PDEATHSIG(SIGTERM)`, their own process group and
-//! their output appended to their log file.
+//! fds inherited, `PR_SET_PDEATHSIG(SIGTERM)`, their own process group,
+//! their output appended to their log file, and as `service.user` when set
+//! ([`crate::privileges::drop_to`]).
 
 use crate::listeners::BoundListener;
+use crate::privileges::{self, Credentials};
 use crate::resources::Resources;
 use spp_config::defaults;
-use spp_config::Config;
+use spp_config::{Config, RunAs};
 use spp_ipc::l5::table::RouteTable;
 use spp_ipc::launch::{
     Launch, LogSpec, ProxyLaunch, ProxyLimits, WorkerLaunch, FIRST_INHERITED_FD, LAUNCH_ENV,
@@ -206,13 +208,15 @@ pub fn cloexec_all_but_stdio() {
 
 /// Spawns `bin` with `launch` in its environment, `fds` (and stdio) as the
 /// only inherited fds, stdin from /dev/null and stdout + stderr appended to
-/// `log`. Must be called on the thread that lives as long as the child
+/// `log` (0640, owned by `run_as` when set), running as `run_as` when set.
+/// Must be called on the thread that lives as long as the child
 /// should (PR_SET_PDEATHSIG fires when the spawning thread exits).
 pub fn spawn(
     bin: &Path,
     launch: &Launch,
     fds: Vec<RawFd>,
     log: &Path,
+    run_as: Option<&RunAs>,
 ) -> Result<tokio::process::Child, SpawnError> {
     if let Some(&fd) = fds.iter().find(|&&fd| fd < FIRST_INHERITED_FD) {
         return Err(SpawnError::StdioFd { fd });
@@ -221,12 +225,9 @@ pub fn spawn(
         path: log.to_path_buf(),
         source,
     };
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(log_err)?;
+    let out = privileges::open_log(log, run_as).map_err(log_err)?;
     let err = out.try_clone().map_err(log_err)?;
+    let drop_to = run_as.map(Credentials::from);
     let mut cmd = std::process::Command::new(bin);
     cmd.env(LAUNCH_ENV, launch.to_env_value())
         .stdin(Stdio::null())
@@ -236,13 +237,18 @@ pub fn spawn(
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe calls (close_range, fcntl, prctl, getppid) on data
-    // allocated before the fork; it allocates nothing.
+    // async-signal-safe calls (close_range, fcntl, setgroups, setgid,
+    // setuid, prctl, getppid) on data allocated before the fork; it
+    // allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             cloexec_all_but_stdio();
             for &fd in &fds {
                 spp_ipc::shm::clear_cloexec(fd)?;
+            }
+            // Before the death signal: a change of credentials clears it.
+            if let Some(who) = drop_to {
+                privileges::drop_to(who)?;
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());

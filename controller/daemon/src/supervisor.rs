@@ -282,7 +282,8 @@ impl Supervisor {
             }
         };
         let log_from = std::fs::metadata(&child.log).map_or(0, |m| m.len());
-        let mut process = spawn::spawn(bin, &launch, fds, &child.log)?;
+        let run_as = cfg.service.run_as.as_ref();
+        let mut process = spawn::spawn(bin, &launch, fds, &child.log, run_as)?;
         let pid = process.id().unwrap_or_default();
         // Before any await: nothing can have reaped the child yet, so the
         // pidfd is this child's, and every later signal reaches it or no

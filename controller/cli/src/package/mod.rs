@@ -150,7 +150,11 @@ pub fn safe_relative(path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The systemd unit for a prefix (`@PREFIX@` in the package's copy).
+/// The systemd unit for a prefix (`@PREFIX@` in the package's copy). It
+/// has no `User=`: the controller starts as root to bind the listeners
+/// and create the run dir, and the proxy, the workers and the plugin
+/// checks drop to `service.user` / `service.group` of `conf/spp.toml`
+/// (`spp_daemon::privileges`). `UMask=0027` keeps what it creates private.
 pub fn unit_text(prefix: &str, name: &str) -> String {
     format!(
         "[Unit]
@@ -166,6 +170,10 @@ ExecReload={prefix}/bin/spp reload --prefix {prefix}
 ExecStop={prefix}/bin/spp stop --prefix {prefix}
 Restart=on-failure
 TimeoutStopSec=60
+# The controller runs as root (it binds the listeners); the proxy, the
+# workers and the plugin checks run as service.user / service.group of
+# conf/spp.toml. Set them there, not with User= here.
+UMask=0027
 
 [Install]
 WantedBy=multi-user.target

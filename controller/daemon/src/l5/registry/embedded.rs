@@ -2,8 +2,9 @@
 //! every spp on the machine, as files in one directory (`l5.registry_dir`).
 //!
 //! Registration: one file per registering controller,
-//! `<service>-<pid>.json` ([`file_name`]; the directory should be writable
-//! by every user running spp on the machine), holding a [`Record`]: the
+//! `<service>-<pid>.json` ([`file_name`]; the directory is created sticky
+//! and writable by every user, mode [`defaults::L5_REGISTRY_DIR_MODE`]),
+//! holding a [`Record`]: the
 //! service, the controller's pid, a heartbeat (Unix time, ms) and the
 //! instances it registers. It is written atomically (a temporary
 //! `.<name>.<pid>-<nanos>-<n>.tmp`, created with `O_EXCL | O_NOFOLLOW`
@@ -24,9 +25,16 @@
 //! `ttl` left by a writer that is gone. A file whose pid is alive but whose
 //! heartbeat is older than `ttl` is left out of discovery and kept (its
 //! writer may be hung, or the clock may have jumped; deleting it could race
-//! a fresh rename). The directory is checked at every write and scan: one
-//! writable by group or others without the sticky bit, or owned by another
-//! user, is warned about once. The live instances (at most
+//! a fresh rename). A well-formed file is then held to [`trusted`]: owned
+//! by the user its pid runs as, a heartbeat at most
+//! [`defaults::L5_MAX_CLOCK_SKEW`] in the future, weights at most
+//! [`defaults::L5_MAX_REGISTRY_WEIGHT`]; one that fails is skipped and
+//! logged like a malformed one. Only its owner (or root) deletes a dead
+//! writer's file. The directory is checked at every write and scan: one
+//! writable by group or others without the sticky bit is refused (the
+//! write or scan fails with an error naming it, and `spp check` / start
+//! refuse it first: `spp_config::l5::check_registry_dir`); one owned by
+//! another user is warned about once. The live instances (at most
 //! [`MAX_INSTANCES`], sorted, duplicates once) are published as a
 //! [`Discovered`] when they or the error change. When the directory cannot
 //! be listed or this service's file cannot be written, the last instances
@@ -279,15 +287,18 @@ impl Registry {
 /// Writes `record` to `file` through a temporary file and a rename, so a
 /// reader sees the old file or the new one, never a part. The temporary
 /// file, `.<name>.<pid>-<nanos>-<counter>.tmp`, is created anew
-/// (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0644): a file or link someone
-/// placed at a guessed name is never followed nor overwritten.
+/// (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode
+/// [`defaults::L5_RECORD_FILE_MODE`]): a file or link someone placed at a
+/// guessed name is never followed nor overwritten. A directory that does
+/// not exist is created with [`defaults::L5_REGISTRY_DIR_MODE`]; one that
+/// [`spp_config::l5::registry_dir_refusal`] refuses is an error.
 pub fn write_record(file: &Path, record: &Record) -> Result<(), String> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    check_dir(dir);
+    create_dir(dir)?;
+    check_dir(dir)?;
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -307,7 +318,13 @@ pub fn write_record(file: &Path, record: &Record) -> Result<(), String> {
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(&text));
+        .and_then(|mut f| {
+            // Readable by every spp on the machine whatever the umask.
+            f.set_permissions(std::fs::Permissions::from_mode(
+                defaults::L5_RECORD_FILE_MODE,
+            ))?;
+            f.write_all(&text)
+        });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(format!("writing {}: {e}", tmp.display()));
@@ -318,34 +335,51 @@ pub fn write_record(file: &Path, record: &Record) -> Result<(), String> {
     })
 }
 
-/// Warns (once per process) when `dir` lets others replace or remove this
-/// service's file: writable by group or others without the sticky bit, or
-/// owned by another user (not root).
-fn check_dir(dir: &Path) {
+/// Creates the registry directory if it is missing, sticky and writable
+/// by every user ([`defaults::L5_REGISTRY_DIR_MODE`], like /tmp), so
+/// several users' services can register in it.
+fn create_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::set_permissions(
+        dir,
+        std::fs::Permissions::from_mode(defaults::L5_REGISTRY_DIR_MODE),
+    )
+    .map_err(|e| format!("setting the mode of {}: {e}", dir.display()))
+}
+
+/// Refuses `dir` when others could replace or remove registrations in it
+/// (writable by group or others without the sticky bit: an error naming
+/// it); warns once per process when it is owned by another user (not
+/// root), who could.
+fn check_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     static WARNED: AtomicBool = AtomicBool::new(false);
     let Ok(meta) = std::fs::metadata(dir) else {
-        return;
+        return Ok(());
     };
+    if let Some(why) = spp_config::l5::registry_dir_refusal(meta.mode()) {
+        return Err(format!("refusing {}: it {why}", dir.display()));
+    }
     if let Some(why) = dir_hazard(meta.mode(), meta.uid(), nix::unistd::geteuid().as_raw()) {
         if !WARNED.swap(true, Ordering::Relaxed) {
             warn!(
-                "l5 registry: {} {why}; another user could replace or remove registrations",
+                "l5 registry: {} {why}; that user could replace or remove registrations",
                 dir.display()
             );
         }
     }
+    Ok(())
 }
 
 /// Why a registry directory of `mode` owned by `owner` is unsafe for user
-/// `me`, if it is.
+/// `me`, if it is (the refused modes first, then another owner).
 fn dir_hazard(mode: u32, owner: u32, me: u32) -> Option<String> {
-    const STICKY: u32 = 0o1000;
-    if mode & 0o022 != 0 && mode & STICKY == 0 {
-        return Some(format!(
-            "is writable by group or others (mode {:o}) without the sticky bit",
-            mode & 0o7777
-        ));
+    if let Some(why) = spp_config::l5::registry_dir_refusal(mode) {
+        return Some(why);
     }
     if owner != me && owner != 0 {
         return Some(format!("is owned by uid {owner}"));
@@ -379,7 +413,7 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
         Err(e) => return Err(format!("listing {}: {e}", dir.display())),
     };
-    check_dir(dir);
+    check_dir(dir)?;
     let mut scan = Scan::default();
     let mut names = Vec::new();
     for entry in entries {
@@ -407,8 +441,8 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
         if !name.ends_with(SUFFIX) {
             continue;
         }
-        let record = match read_record(&path) {
-            Ok(record) => record,
+        let (record, owner) = match read_record(&path) {
+            Ok(read) => read,
             Err(why) => {
                 scan.malformed.push((name, why));
                 continue;
@@ -418,7 +452,15 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
         // heartbeat (hung, or a clock that jumped) is left out of
         // discovery but kept: its owner may be renaming a fresh one in.
         if pid_gone(record.pid) {
-            remove(&path, &name, &mut scan.removed);
+            if may_remove(owner) {
+                remove(&path, &name, &mut scan.removed);
+            } else {
+                scan.stale.push(name);
+            }
+            continue;
+        }
+        if let Err(why) = trusted(&record, owner, now_ms) {
+            scan.malformed.push((name, why));
             continue;
         }
         if now_ms.saturating_sub(record.heartbeat_ms) > ttl_ms {
@@ -438,11 +480,69 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
     Ok(scan)
 }
 
-/// Reads and checks one registration (size, shape, pid, instances). The
+/// Whether a registration file owned by `owner` is ours to delete (the
+/// sticky bit lets only its owner, or root, do it).
+fn may_remove(owner: u32) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    me == 0 || me == owner
+}
+
+/// The trust rules a well-formed registration must pass (see
+/// `docs/ARCHITECTURE.md`, "Who the embedded registry trusts"): the file's
+/// owner is the user its controller `pid` runs as, so nobody can register
+/// in another user's name; its heartbeat is not further ahead of `now_ms`
+/// than [`defaults::L5_MAX_CLOCK_SKEW`] (a far-future heartbeat would keep
+/// it alive forever); every weight is at most
+/// [`defaults::L5_MAX_REGISTRY_WEIGHT`].
+pub fn trusted(record: &Record, owner: u32, now_ms: u64) -> Result<(), String> {
+    match process_uid(record.pid) {
+        Some(uid) if uid == owner => {}
+        Some(uid) => {
+            return Err(format!(
+                "the file is owned by uid {owner}, but pid {} runs as uid {uid}",
+                record.pid
+            ))
+        }
+        None => return Err(format!("cannot tell who pid {} runs as", record.pid)),
+    }
+    let skew = u64::try_from(defaults::L5_MAX_CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX);
+    if record.heartbeat_ms > now_ms.saturating_add(skew) {
+        return Err(format!(
+            "heartbeat {} ms ahead of this clock (more than {:?})",
+            record.heartbeat_ms - now_ms,
+            defaults::L5_MAX_CLOCK_SKEW
+        ));
+    }
+    if let Some(heavy) = record
+        .instances
+        .iter()
+        .find(|i| i.weight > defaults::L5_MAX_REGISTRY_WEIGHT)
+    {
+        return Err(format!(
+            "instance {} {} weight {} is more than {}",
+            heavy.sid,
+            heavy.addr,
+            heavy.weight,
+            defaults::L5_MAX_REGISTRY_WEIGHT
+        ));
+    }
+    Ok(())
+}
+
+/// The effective uid of process `pid` (its `/proc/<pid>/status` `Uid:`
+/// line, readable by every user), `None` if it cannot be read.
+fn process_uid(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reads and checks one registration (size, shape, pid, instances); with
+/// its file's owner. The
 /// file is opened with `O_NOFOLLOW | O_NONBLOCK` and checked after opening
 /// (`fstat`): a link, FIFO or device swapped in is skipped, never followed
 /// nor waited on.
-fn read_record(path: &Path) -> Result<Record, String> {
+fn read_record(path: &Path) -> Result<(Record, u32), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let max = defaults::L5_MAX_REGISTRY_FILE_BYTES;
     let file = std::fs::OpenOptions::new()
@@ -451,6 +551,7 @@ fn read_record(path: &Path) -> Result<Record, String> {
         .open(path)
         .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
@@ -484,7 +585,7 @@ fn read_record(path: &Path) -> Result<Record, String> {
             bad.sid, bad.addr, bad.weight
         ));
     }
-    Ok(record)
+    Ok((record, owner))
 }
 
 /// Whether process `pid` is certainly gone: `kill(pid, 0)` says ESRCH.

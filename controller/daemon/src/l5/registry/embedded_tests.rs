@@ -413,3 +413,114 @@ fn an_unusable_directory_is_reported_as_the_backend_error() {
             .unwrap();
     });
 }
+
+#[test]
+fn a_registration_in_another_users_name_is_ignored() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    put(
+        dir.path(),
+        &record("ok", me, Duration::ZERO, vec![instance(1, "127.0.0.1:8")]),
+    );
+    let forged = put(
+        dir.path(),
+        &record(
+            "forged",
+            me,
+            Duration::ZERO,
+            vec![instance(1, "127.0.0.1:9")],
+        ),
+    );
+    let mine = std::fs::metadata(&forged).unwrap().uid();
+    let other = if mine == 0 { 65_534 } else { 0 };
+    if std::os::unix::fs::chown(&forged, Some(other), None).is_err() {
+        eprintln!("skipped the chown half: cannot chown as uid {mine}");
+    } else {
+        let found = scan_dir(dir.path(), TTL, SystemTime::now()).unwrap();
+        assert_eq!(addrs(&found.instances), ["127.0.0.1:8"]);
+        let why = &found.malformed[0].1;
+        assert!(why.contains(&format!("owned by uid {other}")), "{why}");
+    }
+    // The rule itself, whoever runs the test.
+    let rec = record("x", me, Duration::ZERO, vec![instance(1, "127.0.0.1:9")]);
+    let now = unix_ms(SystemTime::now());
+    assert!(trusted(&rec, mine, now).is_ok());
+    assert!(trusted(&rec, mine + 1, now).is_err());
+}
+
+#[test]
+fn far_future_heartbeats_and_heavy_weights_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    let now = SystemTime::now();
+    let mut skewed = record(
+        "skewed",
+        me,
+        Duration::ZERO,
+        vec![instance(1, "127.0.0.1:5")],
+    );
+    skewed.heartbeat_ms = unix_ms(now + defaults::L5_MAX_CLOCK_SKEW / 2);
+    put(dir.path(), &skewed);
+    let mut future = record(
+        "future",
+        me,
+        Duration::ZERO,
+        vec![instance(1, "127.0.0.1:6")],
+    );
+    future.heartbeat_ms = unix_ms(now + Duration::from_secs(86_400 * 365));
+    put(dir.path(), &future);
+    let mut heavy = record(
+        "heavy",
+        me,
+        Duration::ZERO,
+        vec![instance(1, "127.0.0.1:7")],
+    );
+    heavy.instances[0].weight = defaults::L5_MAX_REGISTRY_WEIGHT + 1;
+    put(dir.path(), &heavy);
+    let mut max = record("max", me, Duration::ZERO, vec![instance(1, "127.0.0.1:8")]);
+    max.instances[0].weight = defaults::L5_MAX_REGISTRY_WEIGHT;
+    put(dir.path(), &max);
+    let found = scan_dir(dir.path(), TTL, now).unwrap();
+    assert_eq!(addrs(&found.instances), ["127.0.0.1:5", "127.0.0.1:8"]);
+    let why: Vec<&str> = found.malformed.iter().map(|(_, w)| w.as_str()).collect();
+    assert!(
+        why.iter().any(|w| w.contains("ahead of this clock")),
+        "{why:?}"
+    );
+    assert!(
+        why.iter().any(|w| w.contains("is more than 1000")),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn a_directory_writable_by_others_without_the_sticky_bit_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    let file = dir.path().join(file_name("a", me));
+    let rec = record("a", me, Duration::ZERO, vec![instance(1, "127.0.0.1:8")]);
+    for mode in [0o777, 0o775] {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = scan_dir(dir.path(), TTL, SystemTime::now()).unwrap_err();
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(err.contains("without the sticky bit"), "{err}");
+        assert!(write_record(&file, &rec).unwrap_err().contains("sticky"));
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    write_record(&file, &rec).unwrap();
+    assert_eq!(
+        scan_dir(dir.path(), TTL, SystemTime::now())
+            .unwrap()
+            .instances
+            .len(),
+        1
+    );
+    // A record is readable by every user, whatever the umask.
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o644);
+    // A missing directory is created sticky and open to every user.
+    let fresh = dir.path().join("new/reg");
+    write_record(&fresh.join(file_name("a", me)), &rec).unwrap();
+    assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o7777, 0o1777);
+}

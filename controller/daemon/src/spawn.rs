@@ -2,7 +2,8 @@
 //! writing their launch specs (limits, timeouts, log level and file), and
 //! spawning them with exactly the listed
 //! fds inherited, `PR_SET_PDEATHSIG(SIGTERM)`, their own process group and
-//! their output appended to their log file.
+//! their output appended to their log file (/dev/null when it cannot be
+//! opened: a child never fails to start for its log).
 
 use crate::listeners::BoundListener;
 use crate::resources::Resources;
@@ -204,9 +205,32 @@ pub fn cloexec_all_but_stdio() {
     };
 }
 
+/// Opens `log` for a child's stdout and stderr. When it cannot be opened
+/// (a full log disk, a vanished directory), the child still starts, its
+/// output going to /dev/null: that is warned about and counted
+/// (`logging::count_unopened_log`), and its SIGHUP reopen tries the file
+/// again. Errs only when /dev/null cannot be opened either.
+fn open_log(log: &Path) -> std::io::Result<std::fs::File> {
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log);
+    match opened {
+        Ok(file) => Ok(file),
+        Err(err) => {
+            crate::logging::count_unopened_log();
+            tracing::warn!(
+                log = %log.display(),
+                "cannot open the child's log ({err}); its output goes to /dev/null"
+            );
+            std::fs::OpenOptions::new().write(true).open("/dev/null")
+        }
+    }
+}
+
 /// Spawns `bin` with `launch` in its environment, `fds` (and stdio) as the
 /// only inherited fds, stdin from /dev/null and stdout + stderr appended to
-/// `log`. Must be called on the thread that lives as long as the child
+/// `log` (or /dev/null when it cannot be opened, see [`open_log`]). Must be called on the thread that lives as long as the child
 /// should (PR_SET_PDEATHSIG fires when the spawning thread exits).
 pub fn spawn(
     bin: &Path,
@@ -221,11 +245,7 @@ pub fn spawn(
         path: log.to_path_buf(),
         source,
     };
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(log_err)?;
+    let out = open_log(log).map_err(log_err)?;
     let err = out.try_clone().map_err(log_err)?;
     let mut cmd = std::process::Command::new(bin);
     cmd.env(LAUNCH_ENV, launch.to_env_value())

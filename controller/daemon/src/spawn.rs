@@ -281,3 +281,14 @@ pub fn spawn(
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_log_that_cannot_be_opened_falls_back_to_dev_null_and_is_counted() {
+        let before = crate::logging::dropped();
+        let out = super::open_log(std::path::Path::new("/nonexistent-dir/child.log"));
+        assert!(out.is_ok(), "{out:?}");
+        assert!(crate::logging::dropped() > before);
+    }
+}

@@ -1,6 +1,7 @@
 //! The counters every process keeps in shared memory: [`WorkerStats`] in
 //! each pair header, [`ProxyStats`] in the proxy header. Every field is a
-//! 64-bit counter with one writer; its name is the metric name.
+//! 64-bit counter with one writer (one process; `log_dropped` is added to
+//! by any of its threads); its name is the metric name.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -72,6 +73,10 @@ counters! {
     /// Requests not processed because they waited in the ring longer than
     /// the group's `msg_timeout`.
     pub stale_dropped: AtomicU64,
+    /// Log lines dropped because writing them failed (a full log disk);
+    /// added to with `fetch_add` by the logging layer
+    /// (`spp_ipc::logging::count_drops_in`), from any thread.
+    pub log_dropped: AtomicU64,
 }
 }
 
@@ -121,5 +126,9 @@ counters! {
     pub exceptions: AtomicU64,
     /// Host-service calls refused (reply to an unknown flow, no room).
     pub host_refused: AtomicU64,
+    /// Log lines dropped because writing them failed (a full log disk);
+    /// added to with `fetch_add` by the logging layer
+    /// (`spp_ipc::logging::count_drops_in`), from any thread.
+    pub log_dropped: AtomicU64,
 }
 }

@@ -173,6 +173,7 @@ impl Proxy {
         // metrics inside it, and they may outlive everything else here.
         let region: &'static ProxyRegion = Box::leak(Box::new(opened.region));
         let header = region.header();
+        spp_ipc::logging::count_drops_in(&header.stats.log_dropped);
         header
             .proxy_pid
             .store(std::process::id(), Ordering::Relaxed);

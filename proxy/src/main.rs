@@ -39,7 +39,7 @@ fn main() -> ExitCode {
 
 /// Reports an error that happened before logging was set up.
 fn fail_early(e: &ProxyError) -> ExitCode {
-    eprintln!("spp-proxy: {}", spp_ipc::error_chain(e));
+    spp_ipc::logging::stderr_line(&format!("spp-proxy: {}", spp_ipc::error_chain(e)));
     exit_status(e.exit_code())
 }
 

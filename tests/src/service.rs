@@ -84,22 +84,28 @@ impl Service {
     /// Writes the config and runs `spp start`; returns the service and
     /// what `spp start` printed (it may have failed).
     pub fn try_start(cfg: &ServiceConfig) -> (Service, SppOutput) {
-        let bins = Binaries::locate();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("spp.toml");
-        std::fs::write(&config, cfg.render(dir.path())).expect("write config");
-        let service = Service {
-            bins,
-            dir,
-            config,
-            stopped: false,
-            seen_pids: RefCell::new(BTreeSet::new()),
-        };
+        let service = Service::create(cfg);
         let out = service.spp(&["start"]);
         if out.ok() {
             let _ = service.status();
         }
         (service, out)
+    }
+
+    /// Writes the config in a new temp dir without starting anything (to
+    /// prepare its run or log dir first); `start_again` starts it.
+    pub fn create(cfg: &ServiceConfig) -> Service {
+        let bins = Binaries::locate();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("spp.toml");
+        std::fs::write(&config, cfg.render(dir.path())).expect("write config");
+        Service {
+            bins,
+            dir,
+            config,
+            stopped: false,
+            seen_pids: RefCell::new(BTreeSet::new()),
+        }
     }
 
     /// Starts the service; panics with `spp start`'s output if it fails.

@@ -49,6 +49,7 @@ use std::ffi::CString;
 pub fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
     let _span = tracing::info_span!("worker", group = spec.group, index = spec.index).entered();
     let shared = attach::attach(&spec)?;
+    spp_ipc::logging::count_drops_in(&shared.pair_header().stats.log_dropped);
     // The proxy stamps each request with the tag of the generation it
     // adopted; requests stamped for another one are skipped (see `serve`).
     let slot = WorkerSlot::take(&shared.pair, &shared.proxy_bell, std::process::id());

@@ -313,6 +313,11 @@ fn print_started(status: &status::Status) {
     for l in &status.listeners {
         println!("  listen[{}] {}://{}", l.index, l.transport, l.addr);
     }
+    if let Some(warning) = &status.log.warning {
+        println!(
+            "spp: warning: {warning}: log lines are dropped and counted (spp status shows how many)"
+        );
+    }
 }
 
 /// No controller answers: says whether one runs at all (the pid file's

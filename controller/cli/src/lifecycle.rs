@@ -7,7 +7,7 @@ use spp_config::environment::Mode;
 use spp_config::locate::Location;
 use spp_config::Config;
 use spp_daemon::control::{self, ControlError, Request, STOP_TIMEOUT_KEY};
-use spp_daemon::logging::tail_lines;
+use spp_daemon::logging::{dir_full_message, tail_lines};
 use spp_daemon::pidfd::Pidfd;
 use spp_daemon::pidfile::{self, Holder};
 use spp_daemon::service::{self, RunError};
@@ -40,6 +40,14 @@ pub enum DaemonError {
         exe: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The controller's log cannot be created: its file system is full.
+    #[error("log dir full: {} (cannot create {})", dir.display(), log.display())]
+    LogDirFull {
+        /// The log dir.
+        dir: PathBuf,
+        /// The controller log.
+        log: PathBuf,
     },
     /// The controller exited before the service was ready.
     #[error("the controller exited ({status}) before the service was ready; {} says:\n{tail}", log.display())]
@@ -82,7 +90,11 @@ pub enum DaemonError {
 }
 
 /// Starts the service in the background; returns its status once every
-/// process is ready.
+/// process is ready. A full log dir does not stop a start (log lines are
+/// dropped and counted, serving goes on): the status then carries the
+/// warning `"log dir full: DIR"` (`Status::log`), which `spp start`
+/// prints. Only a controller log that cannot even be created refuses the
+/// start, with [`DaemonError::LogDirFull`].
 pub fn start(config_path: &Path, wait: Duration) -> Result<Status, DaemonError> {
     let (cfg, _) = service::preflight(config_path, Mode::Inspect)?;
     if let Ok(value) = control::request(&cfg.socket_path(), Request::Status) {
@@ -97,13 +109,25 @@ pub fn start(config_path: &Path, wait: Duration) -> Result<Status, DaemonError> 
     service::make_dir(&cfg.service.log_dir)?;
     let log = cfg.controller_log();
     let log_from = std::fs::metadata(&log).map_or(0, |m| m.len());
-    let mut child = spawn_controller(&cfg, &log)?;
+    let mut child = spawn_controller(&cfg, &log).map_err(|e| match e {
+        DaemonError::Spawn { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            DaemonError::LogDirFull {
+                dir: cfg.service.log_dir.clone(),
+                log: log.clone(),
+            }
+        }
+        e => e,
+    })?;
     let deadline = Instant::now() + wait;
     let mut last: Option<Status> = None;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let tail =
+            let mut tail =
                 last_error(tail_lines(&log, log_from, defaults::START_LOG_TAIL_LINES)).join("\n");
+            // What it logged may be lost: say why.
+            if let Some(full) = dir_full_message(&cfg.service.log_dir) {
+                tail = format!("{full} (log lines were dropped)\n{tail}");
+            }
             return Err(DaemonError::ControllerExited { status, log, tail });
         }
         if let Ok(value) = control::request(&cfg.socket_path(), Request::Status) {

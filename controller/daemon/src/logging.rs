@@ -1,13 +1,16 @@
 //! The controller's logging (tracing to stderr and/or `controller.log`),
 //! reopening the log on SIGHUP ([`reopen`], for logrotate's rename), how
 //! errors are written for the operator (with their causes), and reading
-//! the tail of a log file for error messages.
+//! the tail of a log file for error messages. A line whose write fails
+//! (a full log disk) is dropped and counted
+//! (`spp_ipc::logging::DropCounting`, [`dropped`]), never a panic.
 
+use spp_ipc::logging::DropCounting;
 use std::io::{IsTerminal, Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -108,11 +111,14 @@ pub fn init(filter: &str, output: Output<'_>) -> Result<(), LogError> {
                 path: path.to_path_buf(),
                 source,
             })?;
-            FILE_FD.store(f.as_raw_fd(), Ordering::Relaxed);
+            // Kept open for the process's life ([`reopen`] `dup2`s onto it).
+            let fd = f.into_raw_fd();
+            FILE_FD.store(fd, Ordering::Relaxed);
             Some(
                 fmt::layer()
                     .with_ansi(false)
-                    .with_writer(Mutex::new(f))
+                    .with_writer(DropCounting::new(fd))
+                    .log_internal_errors(false)
                     .boxed(),
             )
         }
@@ -123,7 +129,8 @@ pub fn init(filter: &str, output: Output<'_>) -> Result<(), LogError> {
         .with(
             fmt::layer()
                 .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr),
+                .with_writer(DropCounting::stderr())
+                .log_internal_errors(false),
         )
         .with(file_layer)
         .try_init()
@@ -144,6 +151,32 @@ pub fn init(filter: &str, output: Output<'_>) -> Result<(), LogError> {
     };
     let _ = REOPEN.set(reopenable);
     Ok(())
+}
+
+/// Log lines the controller dropped because writing them failed, and
+/// child log files it could not open ([`count_unopened_log`]).
+pub fn dropped() -> u64 {
+    spp_ipc::logging::dropped() + UNOPENED.load(Ordering::Relaxed)
+}
+
+/// Child log files that could not be opened (the child's output went to
+/// /dev/null instead).
+static UNOPENED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a child log file that could not be opened.
+pub fn count_unopened_log() {
+    UNOPENED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether the file system holding `dir` has no space left for ordinary
+/// writes (`statvfs`: no available block). False when it cannot be asked.
+pub fn dir_full(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir).is_ok_and(|s| s.blocks_available() == 0)
+}
+
+/// "log dir full: DIR" when [`dir_full`] says so.
+pub fn dir_full_message(dir: &Path) -> Option<String> {
+    dir_full(dir).then(|| format!("log dir full: {}", dir.display()))
 }
 
 /// The log file [`reopen`] reopens (`None` before [`init`]).

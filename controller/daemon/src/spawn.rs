@@ -2,8 +2,9 @@
 //! writing their launch specs (limits, timeouts, log level and file), and
 //! spawning them with exactly the listed
 //! fds inherited, `PR_SET_PDEATHSIG(SIGTERM)`, their own process group,
-//! their output appended to their log file, and as `service.user` when set
-//! ([`crate::privileges::drop_to`]).
+//! their output appended to their log file (/dev/null when it cannot be
+//! opened: a child never fails to start for its log), and as
+//! `service.user` when set ([`crate::privileges::drop_to`]).
 
 use crate::listeners::BoundListener;
 use crate::privileges::{self, Credentials};
@@ -206,9 +207,29 @@ pub fn cloexec_all_but_stdio() {
     };
 }
 
+/// Opens `log` for a child's stdout and stderr. When it cannot be opened
+/// (a full log disk, a vanished directory), the child still starts, its
+/// output going to /dev/null: that is warned about and counted
+/// (`logging::count_unopened_log`), and its SIGHUP reopen tries the file
+/// again. Errs only when /dev/null cannot be opened either.
+fn open_log(log: &Path, run_as: Option<&RunAs>) -> std::io::Result<std::fs::File> {
+    match privileges::open_log(log, run_as) {
+        Ok(file) => Ok(file),
+        Err(err) => {
+            crate::logging::count_unopened_log();
+            tracing::warn!(
+                log = %log.display(),
+                "cannot open the child's log ({err}); its output goes to /dev/null"
+            );
+            std::fs::OpenOptions::new().write(true).open("/dev/null")
+        }
+    }
+}
+
 /// Spawns `bin` with `launch` in its environment, `fds` (and stdio) as the
 /// only inherited fds, stdin from /dev/null and stdout + stderr appended to
-/// `log` (0640, owned by `run_as` when set), running as `run_as` when set.
+/// `log` (0640, owned by `run_as` when set; /dev/null when it cannot be
+/// opened, see [`open_log`]), running as `run_as` when set.
 /// Must be called on the thread that lives as long as the child
 /// should (PR_SET_PDEATHSIG fires when the spawning thread exits).
 pub fn spawn(
@@ -225,7 +246,7 @@ pub fn spawn(
         path: log.to_path_buf(),
         source,
     };
-    let out = privileges::open_log(log, run_as).map_err(log_err)?;
+    let out = open_log(log, run_as).map_err(log_err)?;
     let err = out.try_clone().map_err(log_err)?;
     let drop_to = run_as.map(Credentials::from);
     let mut cmd = std::process::Command::new(bin);
@@ -266,4 +287,15 @@ pub fn spawn(
             bin: bin.to_path_buf(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_log_that_cannot_be_opened_falls_back_to_dev_null_and_is_counted() {
+        let before = crate::logging::dropped();
+        let out = super::open_log(std::path::Path::new("/nonexistent-dir/child.log"), None);
+        assert!(out.is_ok(), "{out:?}");
+        assert!(crate::logging::dropped() > before);
+    }
 }

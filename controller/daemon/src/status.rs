@@ -40,7 +40,49 @@ pub struct Status {
     /// L5 registration and routing (`None` while `[l5]` is off).
     #[serde(default)]
     pub l5: Option<L5Status>,
+    /// Log lines dropped, and whether the log dir is full.
+    #[serde(default)]
+    pub log: LogStatus,
 }
+
+/// The service's logs: lines dropped because writing them failed (a full
+/// log disk), and a plain warning while the log dir is full.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogStatus {
+    /// Lines dropped by every process: the controller's, the proxy's and
+    /// every worker's `log_dropped`.
+    pub dropped: u64,
+    /// Lines the controller dropped, and child logs it could not open.
+    pub controller_dropped: u64,
+    /// `"log dir full: DIR"` while the log dir has no space left.
+    pub warning: Option<String>,
+}
+
+impl LogStatus {
+    /// The figures, with `controller_dropped` plus every `log_dropped` in
+    /// the proxy's and the workers' counters.
+    pub fn new(
+        controller_dropped: u64,
+        proxy_stats: &BTreeMap<String, u64>,
+        worker_stats: &BTreeMap<String, BTreeMap<String, u64>>,
+        warning: Option<String>,
+    ) -> LogStatus {
+        let of = |stats: &BTreeMap<String, u64>| stats.get(LOG_DROPPED).copied().unwrap_or(0);
+        let children: u64 = of(proxy_stats) + worker_stats.values().map(of).sum::<u64>();
+        LogStatus {
+            dropped: controller_dropped + children,
+            controller_dropped,
+            warning,
+        }
+    }
+}
+
+/// The counter of log lines dropped, in the proxy's and the workers'
+/// counters.
+const LOG_DROPPED: &str = "log_dropped";
+const _: () = assert!(has_name(ProxyStats::NAMES, LOG_DROPPED));
+const _: () = assert!(has_name(WorkerStats::NAMES, LOG_DROPPED));
 
 /// One worker group.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -289,6 +331,18 @@ pub fn render_table(status: &Status) -> String {
         .filter_map(|name| status.proxy_stats.get(*name).map(|v| format!("{name}={v}")))
         .collect();
     let _ = writeln!(out, "\nproxy: {}", counters.join(" "));
+    if status.log.dropped > 0 || status.log.warning.is_some() {
+        let warning = status
+            .log
+            .warning
+            .as_ref()
+            .map_or_else(String::new, |w| format!("  WARNING: {w}"));
+        let _ = writeln!(
+            out,
+            "log: {} lines dropped (controller {}){warning}",
+            status.log.dropped, status.log.controller_dropped
+        );
+    }
     render_groups(&mut out, status);
     if let Some(l5) = &status.l5 {
         let _ = writeln!(out);
@@ -355,6 +409,37 @@ mod tests {
         assert_eq!(
             worker_stats(&WorkerStats::default()).len(),
             WorkerStats::NAMES.len()
+        );
+    }
+
+    #[test]
+    fn dropped_log_lines_are_summed_and_a_full_log_dir_is_said_plainly() {
+        let proxy = ProxyStats::default();
+        proxy.log_dropped.store(3, Ordering::Relaxed);
+        let worker = WorkerStats::default();
+        worker.log_dropped.store(4, Ordering::Relaxed);
+        let workers = BTreeMap::from([("worker-g1-0".to_string(), worker_stats(&worker))]);
+        let log = LogStatus::new(
+            2,
+            &proxy_stats(&proxy),
+            &workers,
+            Some("log dir full: /x".into()),
+        );
+        assert_eq!((log.dropped, log.controller_dropped), (9, 2));
+        let json = serde_json::to_value(&log).unwrap();
+        assert_eq!(json["warning"], "log dir full: /x");
+        let back: Status = serde_json::from_value(serde_json::json!({
+            "service": "s", "controller_pid": 1, "state": "running",
+            "listeners": [], "processes": [], "proxy_stats": {}, "worker_stats": {},
+        }))
+        .unwrap();
+        assert_eq!(back.log.dropped, 0, "an older controller's status parses");
+        let mut status = back;
+        status.log = log;
+        let table = render_table(&status);
+        assert!(
+            table.contains("log: 9 lines dropped (controller 2)  WARNING: log dir full: /x"),
+            "{table}"
         );
     }
 
@@ -435,6 +520,7 @@ mod tests {
                 dropped: 0,
                 generation: 4,
             }),
+            log: LogStatus::default(),
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["state"], "running");

@@ -571,6 +571,7 @@ impl Supervisor {
                 Kind::Proxy => None,
             })
             .collect();
+        let proxy_stats = status::proxy_stats(&self.res.proxy.header().stats);
         Status {
             service: self.cfg.service.name.clone(),
             controller_pid: std::process::id(),
@@ -589,7 +590,13 @@ impl Supervisor {
             processes: listed()
                 .map(|c| c.status(self.shared(c.kind), now))
                 .collect(),
-            proxy_stats: status::proxy_stats(&self.res.proxy.header().stats),
+            log: status::LogStatus::new(
+                crate::logging::dropped(),
+                &proxy_stats,
+                &worker_stats,
+                crate::logging::dir_full_message(&self.cfg.service.log_dir),
+            ),
+            proxy_stats,
             worker_stats,
             groups: self.group_status(now),
             l5: self.l5_status(),

@@ -172,6 +172,18 @@ pub fn families(report: &StatReport) -> Vec<MetricFamily> {
         &[],
         f64::from(u8::from(proxy.up)),
     );
+    out.counter(
+        names::CONTROLLER_LOG_DROPPED,
+        "Log lines the controller dropped because writing them failed (log dir full), and child logs it could not open.",
+        &[],
+        report.log.controller_dropped.total as f64,
+    );
+    out.gauge(
+        names::LOG_DIR_FULL,
+        "1 while the log dir's file system has no space left.",
+        &[],
+        f64::from(u8::from(report.log.dir_full)),
+    );
     out.gauge(
         names::PROXY_IN_FLIGHT,
         "Requests queued to workers and not yet answered.",

@@ -152,6 +152,11 @@ pub const PROXY_COUNTERS: &[CounterName] = &[
         "spp_proxy_host_refused_total",
         "Host-service calls refused.",
     ),
+    counter(
+        "log_dropped",
+        "spp_proxy_log_dropped_total",
+        "Log lines the proxy dropped because writing them failed (log dir full).",
+    ),
 ];
 
 /// The workers' shared counters, summed per group (label `group`).
@@ -198,6 +203,11 @@ pub const WORKER_COUNTERS: &[CounterName] = &[
         "spp_worker_stale_dropped_total",
         "Requests not processed because they waited past msg_timeout.",
     ),
+    counter(
+        "log_dropped",
+        "spp_worker_log_dropped_total",
+        "Log lines workers dropped because writing them failed (log dir full).",
+    ),
 ];
 
 /// The proxy counter field that is a gauge (open connections).
@@ -223,6 +233,11 @@ pub const PLUGIN_COUNTER: &str = "spp_plugin_counter_total";
 pub const PLUGIN_LATENCY: &str = "spp_plugin_latency_seconds";
 /// Plugin metric calls refused (bad name, every slot taken).
 pub const PLUGIN_REFUSED: &str = "spp_plugin_refused_total";
+/// Log lines the controller dropped because writing them failed, and
+/// child log files it could not open (their output went to /dev/null).
+pub const CONTROLLER_LOG_DROPPED: &str = "spp_controller_log_dropped_total";
+/// 1 while the log dir's file system has no space left.
+pub const LOG_DIR_FULL: &str = "spp_log_dir_full";
 /// Seconds the summaries' quantiles cover.
 pub const STATS_WINDOW: &str = "spp_stats_window_seconds";
 

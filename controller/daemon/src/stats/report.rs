@@ -146,6 +146,20 @@ pub struct StatReport {
     pub proxy: ProxyReport,
     /// The worker groups, in config order.
     pub groups: Vec<GroupReport>,
+    /// The controller's log.
+    pub log: LogReport,
+}
+
+/// The controller's log figures (the children's are their `log_dropped`
+/// counters).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogReport {
+    /// Lines the controller dropped because writing them failed, and
+    /// child log files it could not open.
+    pub controller_dropped: Rate,
+    /// The log dir has no space left.
+    pub dir_full: bool,
 }
 
 impl ProxyReport {
@@ -249,6 +263,13 @@ pub fn build(service: &str, newest: &Sample, base: Option<&Sample>) -> StatRepor
         window_s: span.seconds,
         proxy,
         groups,
+        log: LogReport {
+            controller_dropped: span.rate(
+                newest.log.controller_dropped,
+                base.map_or(newest.log.controller_dropped, |b| b.log.controller_dropped),
+            ),
+            dir_full: newest.log.dir_full,
+        },
     }
 }
 

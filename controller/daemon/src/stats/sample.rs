@@ -177,6 +177,8 @@ impl GroupSample {
 pub struct Sample {
     /// When it was read.
     pub at: Instant,
+    /// The controller's own log.
+    pub log: LogSample,
     /// The proxy.
     pub proxy: ProxySample,
     /// The groups, in the order of `Resources::groups`.
@@ -195,6 +197,26 @@ fn is_live(state: ProcessState) -> bool {
 fn add_counters(sum: &mut [(&'static str, u64)], more: Vec<(&'static str, u64)>) {
     for ((_, total), (_, value)) in sum.iter_mut().zip(more) {
         *total = total.wrapping_add(value);
+    }
+}
+
+/// The controller's log figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogSample {
+    /// Lines the controller dropped (`logging::dropped`).
+    pub controller_dropped: u64,
+    /// The log dir (the controller log's directory) has no space left.
+    pub dir_full: bool,
+}
+
+impl LogSample {
+    /// Reads the controller's counter and asks the log dir's file system.
+    pub fn read() -> LogSample {
+        let dir = crate::logging::log_path().and_then(std::path::Path::parent);
+        LogSample {
+            controller_dropped: crate::logging::dropped(),
+            dir_full: dir.is_some_and(crate::logging::dir_full),
+        }
     }
 }
 
@@ -238,7 +260,12 @@ impl Sample {
                 }
             })
             .collect();
-        Sample { at, proxy, groups }
+        Sample {
+            at,
+            log: LogSample::read(),
+            proxy,
+            groups,
+        }
     }
 
     /// The group `id`, if this sample has it.

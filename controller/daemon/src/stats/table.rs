@@ -22,7 +22,12 @@ const PROXY_PROBLEMS: &[&str] = &[
     "stale_responses",
     "udp_dropped",
     "host_refused",
+    "log_dropped",
 ];
+
+/// The counter of log lines dropped, in the proxy's and the workers'
+/// counters.
+const LOG_DROPPED: &str = "log_dropped";
 
 /// What the less obvious columns mean.
 const LEGEND: &str = "busy: s inside spp_process per s · util: busy per live worker · \
@@ -183,6 +188,31 @@ fn plugin_rows(rows: &mut Vec<Vec<String>>, owner: &str, plugin: &PluginReport) 
     }
 }
 
+/// "log ..." when log lines were dropped or the log dir is full.
+fn log_line(report: &StatReport) -> Option<String> {
+    let proxy = report.proxy.counter(LOG_DROPPED).total;
+    let workers: u64 = report
+        .groups
+        .iter()
+        .map(|g| g.counter(LOG_DROPPED).total)
+        .sum();
+    let controller = report.log.controller_dropped.total;
+    if proxy + workers + controller == 0 && !report.log.dir_full {
+        return None;
+    }
+    let full = if report.log.dir_full {
+        "  LOG DIR FULL"
+    } else {
+        ""
+    };
+    Some(format!(
+        "log    lines dropped: proxy {}, workers {}, controller {}{full}",
+        count(proxy as f64),
+        count(workers as f64),
+        count(controller as f64)
+    ))
+}
+
 /// The report as the table `spp stat` prints.
 pub fn render(report: &StatReport) -> String {
     let mut out = String::new();
@@ -212,6 +242,9 @@ pub fn render(report: &StatReport) -> String {
         .collect();
     if !problems.is_empty() {
         let _ = writeln!(out, "       in window: {}", problems.join(", "));
+    }
+    if let Some(line) = log_line(report) {
+        let _ = writeln!(out, "{line}");
     }
 
     out.push('\n');

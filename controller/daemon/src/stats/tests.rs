@@ -302,6 +302,42 @@ fn the_table_has_one_aligned_row_per_group_and_the_plugin_metrics() {
 }
 
 #[test]
+fn dropped_log_lines_and_a_full_log_dir_show_in_the_table_and_the_exposition() {
+    let (_dir, _res, collector) = scenario();
+    let mut report = collector.report(METRICS_WINDOW);
+    // Other tests of this process may have counted for the controller.
+    report.log = report::LogReport::default();
+    let quiet = render_table(&report);
+    assert!(!quiet.contains("lines dropped"), "{quiet}");
+    report.proxy.counters.insert(
+        "log_dropped".into(),
+        Rate {
+            total: 3,
+            ..Rate::default()
+        },
+    );
+    report.log.controller_dropped.total = 2;
+    report.log.dir_full = true;
+    let table = render_table(&report);
+    assert!(
+        table.contains("log    lines dropped: proxy 3, workers 0, controller 2  LOG DIR FULL"),
+        "{table}"
+    );
+    let text = exposition::render(&report).unwrap();
+    for line in [
+        "spp_proxy_log_dropped_total 3",
+        "spp_worker_log_dropped_total{group=\"1\"} 0",
+        &format!("{} 2", names::CONTROLLER_LOG_DROPPED),
+        &format!("{} 1", names::LOG_DIR_FULL),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing in\n{text}"
+        );
+    }
+}
+
+#[test]
 fn the_exposition_has_the_stable_names_and_parses() {
     let (_dir, _res, collector) = scenario();
     let text = exposition::render(&collector.report(METRICS_WINDOW)).unwrap();

@@ -12,6 +12,10 @@
 //! histograms and the plugin metrics; for the proxy: live limits and the
 //! plugin metrics.
 //!
+//! Version 3 added, per worker: `in_process_hash` (poison requests, in the
+//! padding after `in_process_since_ms`); for the proxy: the
+//! `poison_refused` counter.
+//!
 //! The controller creates both (memfd), initialises them, and keeps them
 //! for the service's life, so a restarted proxy or worker continues on the
 //! same memory. Every field says who writes it.
@@ -26,7 +30,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of everything in this module.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// `PairHeader::magic`: "SPPPAIR1".
 pub const PAIR_MAGIC: u64 = u64::from_le_bytes(*b"SPPPAIR1");
 /// `ProxyHeader::magic`: "SPPPRXY1".
@@ -124,7 +128,12 @@ pub struct PairHeader {
     /// 0 while the worker is not inside `spp_process` (worker). The
     /// controller kills a worker stuck there past its `hang_timeout`.
     pub in_process_since_ms: AtomicU64,
-    _pad5: [u8; 56],
+    /// [`crate::poison::request_hash`] of the request inside `spp_process`,
+    /// 0 while the worker is not inside it (worker; cleared when a
+    /// successor reports Ready). The proxy reads it when the worker is
+    /// gone: a death with that request in process.
+    pub in_process_hash: AtomicU64,
+    _pad5: [u8; 48],
 
     /// The worker's counters (worker).
     pub stats: WorkerStats,

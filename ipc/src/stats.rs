@@ -121,5 +121,8 @@ counters! {
     pub exceptions: AtomicU64,
     /// Host-service calls refused (reply to an unknown flow, no room).
     pub host_refused: AtomicU64,
+    /// Requests refused as poison: their bytes were in process when
+    /// `spp_ipc::poison::POISON_DEATHS` workers died.
+    pub poison_refused: AtomicU64,
 }
 }

@@ -208,6 +208,7 @@ impl OnException for Relay {
             ExceptionReason::NoWorker => "no-worker",
             ExceptionReason::WorkerDied => "worker-died",
             ExceptionReason::Timeout => "timeout",
+            ExceptionReason::Poison => "poison",
             ExceptionReason::Other(_) => "unavailable",
         };
         let frame = encode_u32_be_prefixed(&error_payload(reason));

@@ -360,6 +360,13 @@ impl ProxyEnd {
         self.header().worker_pid.load(Ordering::Acquire)
     }
 
+    /// The [`request_hash`](crate::poison::request_hash) of the request
+    /// the worker was processing, 0 if none. Read once the worker is gone:
+    /// the request it died holding.
+    pub fn in_process_hash(&self) -> u64 {
+        self.header().in_process_hash.load(Ordering::Acquire)
+    }
+
     /// Whether the worker announced sleep and nobody woke it since.
     pub fn worker_sleeping(&self) -> bool {
         self.header().worker_sleeping.load(Ordering::Acquire) != 0

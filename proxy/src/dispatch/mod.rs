@@ -265,6 +265,12 @@ impl Dispatcher {
         self.slots[s].drain_responses(cap, on_record)
     }
 
+    /// The hash of the request slot `s`'s worker was processing (0: none);
+    /// for a gone worker, the request it died holding.
+    pub fn in_process_hash(&self, s: usize) -> u64 {
+        self.slots[s].end().in_process_hash()
+    }
+
     /// Group id and index of slot `s`, for logs.
     pub fn slot_name(&self, s: usize) -> (u32, u32) {
         self.slots[s].name()

@@ -152,6 +152,11 @@ pub const PROXY_COUNTERS: &[CounterName] = &[
         "spp_proxy_host_refused_total",
         "Host-service calls refused.",
     ),
+    counter(
+        "poison_refused",
+        "spp_proxy_poison_refused_total",
+        "Requests refused as poison: workers died twice processing these bytes.",
+    ),
 ];
 
 /// The workers' shared counters, summed per group (label `group`).

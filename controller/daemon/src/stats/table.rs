@@ -22,6 +22,7 @@ const PROXY_PROBLEMS: &[&str] = &[
     "stale_responses",
     "udp_dropped",
     "host_refused",
+    "poison_refused",
 ];
 
 /// What the less obvious columns mean.

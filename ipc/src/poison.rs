@@ -4,8 +4,10 @@
 //!
 //! The worker stores [`request_hash`] of the request it hands to
 //! `spp_process` in its pair header (`PairHeader::in_process_hash`, 0 while
-//! it is not inside the call); the proxy reads it when it notices the
-//! worker gone and books the death. Both sides hash the same bytes: the
+//! it is not inside the call), and its `seq` (`in_process_seq`); the proxy
+//! books the hash when it notices the worker gone, if that `seq` was in
+//! flight to it (`pair::ProxyEnd::died_holding`), so a value a predecessor
+//! left is never booked again, however late the proxy looks. Both sides hash the same bytes: the
 //! request as framed by `spp_input`, which the worker passes to the plugin
 //! in place. The hash is a word-at-a-time multiply-rotate (FxHash's), a few
 //! nanoseconds for a small request; it is not keyed, and needs not be: a

@@ -159,10 +159,9 @@ impl Proxy {
     /// Books the request slot `s`'s gone worker died holding, if any, in
     /// the poison table.
     fn book_poison(&mut self, s: usize) {
-        let hash = self.dispatch.in_process_hash(s);
-        if hash == 0 {
+        let Some(hash) = self.dispatch.died_holding(s) else {
             return;
-        }
+        };
         let (group, index) = self.dispatch.slot_name(s);
         let deaths = self.poison.book_death(group, hash, self.clients.now_ms);
         tracing::warn!(

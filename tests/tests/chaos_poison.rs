@@ -8,7 +8,7 @@
 use spp_tests::client::TcpClient;
 use spp_tests::faulty::{ABORT, BUSY_DIED, BUSY_POISON, PLUGIN};
 use spp_tests::load::Load;
-use spp_tests::{wait_for, Binaries, Service, ServiceConfig};
+use spp_tests::{Binaries, Service, ServiceConfig};
 use std::time::{Duration, Instant};
 
 /// Load connections besides the attacker.
@@ -22,6 +22,8 @@ const DEATHS: u64 = 2;
 const MAX_FAILED_RATIO: f64 = 0.01;
 /// A worker that served and died is back (ready) within this.
 const BACK_WITHIN: Duration = Duration::from_secs(2);
+/// How often the recovery watch polls the status.
+const WATCH_EVERY: Duration = Duration::from_millis(5);
 /// Bound on every wait for the load to make progress.
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,6 +38,26 @@ fn restarts(service: &Service) -> Option<(u64, bool)> {
         ready &= p["state"] == "ready";
     }
     Some((total, ready))
+}
+
+/// Until `until`, notes for each death in `deaths` (in order: the k-th
+/// death is over once the workers restarted k times and all are ready)
+/// how long after its send the group was whole again. Returns at once
+/// when none is pending; polls every few milliseconds otherwise.
+fn watch_recovery(service: &Service, deaths: &mut [(Instant, Option<Duration>)], until: Instant) {
+    let pending = |deaths: &[(Instant, Option<Duration>)]| deaths.iter().any(|d| d.1.is_none());
+    while pending(deaths) && Instant::now() < until {
+        if let Some((total, true)) = restarts(service) {
+            let now = Instant::now();
+            for (k, death) in deaths.iter_mut().enumerate() {
+                if death.1.is_none() && total > k as u64 {
+                    death.1 = Some(now.saturating_duration_since(death.0));
+                }
+            }
+        }
+        std::thread::sleep(WATCH_EVERY.min(until.saturating_duration_since(Instant::now())));
+    }
+    std::thread::sleep(until.saturating_duration_since(Instant::now()));
 }
 
 /// What one poison send got back.
@@ -72,27 +94,29 @@ fn a_poison_request_kills_two_workers_then_is_refused_and_others_barely_notice()
     );
 
     let mut answers = Vec::new();
-    let mut back_after = Vec::new();
     let mut restarts_after = Vec::new();
+    // Per death: when its poison was sent, and how long until the group was
+    // whole again (a restart more, every worker ready).
+    let mut deaths: Vec<(Instant, Option<Duration>)> = Vec::new();
     let attack = Instant::now();
     for n in 0..POISON_SENDS {
-        // Paced, not synchronised: the attack is "one every 500 ms".
-        let at = attack + POISON_EVERY * n as u32;
-        std::thread::sleep(at.saturating_duration_since(Instant::now()));
         let sent = Instant::now();
         let answer = send_poison(&service);
         if answer != Answer::Poison {
-            // A worker died: time until it is replaced and ready again.
-            let back = wait_for(BACK_WITHIN * 5, || {
-                let (total, ready) = restarts(&service)?;
-                (total > restarts_after.last().copied().unwrap_or(0) && ready).then_some(())
-            });
-            back_after.push(back.map(|()| sent.elapsed()));
+            deaths.push((sent, None));
         }
-        restarts_after.push(restarts(&service).map_or(0, |r| r.0));
         answers.push(answer);
+        // The attack keeps its pace (one every 500 ms) whatever the
+        // workers do; until the next send, watch them come back.
+        let next = attack + POISON_EVERY * (n as u32 + 1);
+        watch_recovery(&service, &mut deaths, next);
+        restarts_after.push(restarts(&service).map_or(0, |r| r.0));
     }
     let attack_took = attack.elapsed();
+    if deaths.iter().any(|d| d.1.is_none()) {
+        watch_recovery(&service, &mut deaths, Instant::now() + BACK_WITHIN);
+    }
+    let back_after: Vec<Option<Duration>> = deaths.iter().map(|d| d.1).collect();
     assert!(
         load.progresses(1000, PROGRESS_TIMEOUT),
         "load stalled after the attack\n{}",

@@ -23,7 +23,7 @@
 //! `in_process_since_ms` is stored before the call (the controller's hang
 //! check), with `in_process_hash` (the request's
 //! [`request_hash`](spp_ipc::poison::request_hash), which the proxy books
-//! as poison if the worker dies in the call), the call's duration goes to
+//! as poison if the worker dies in the call) and `in_process_seq`, the call's duration goes to
 //! `process_time` and `busy_ns`, and both go back to 0 as soon as the
 //! call returns.
 //!
@@ -416,6 +416,7 @@ impl Handler {
         header
             .in_process_hash
             .store(spp_ipc::poison::request_hash(req), Ordering::Relaxed);
+        header.in_process_seq.store(seq, Ordering::Relaxed);
         header
             .in_process_since_ms
             .store((now / NS_PER_MS).max(1), Ordering::Relaxed);

@@ -22,7 +22,8 @@
 //!
 //! and from the proxy, when a request could not reach a relay worker,
 //! `relay-error:queue-full`, `relay-error:no-worker`,
-//! `relay-error:worker-died` or `relay-error:timeout` (sent at once, so on
+//! `relay-error:worker-died`, `relay-error:timeout` or `relay-error:poison`
+//! (bytes that killed two workers; sent at once, so on
 //! a connection with requests pipelined it may overtake earlier answers).
 //!
 //! ## What a request does (worker)

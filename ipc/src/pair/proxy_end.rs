@@ -361,10 +361,14 @@ impl ProxyEnd {
     }
 
     /// The [`request_hash`](crate::poison::request_hash) of the request
-    /// the worker was processing, 0 if none. Read once the worker is gone:
-    /// the request it died holding.
-    pub fn in_process_hash(&self) -> u64 {
-        self.header().in_process_hash.load(Ordering::Acquire)
+    /// the worker died processing, if that request is still in flight
+    /// here (so it was this worker's, not a predecessor's). Read once the
+    /// worker is gone, before its requests are failed.
+    pub fn died_holding(&self) -> Option<u64> {
+        let header = self.header();
+        let hash = header.in_process_hash.load(Ordering::Acquire);
+        let seq = header.in_process_seq.load(Ordering::Acquire);
+        (hash != 0 && self.in_flight.iter().any(|f| f.seq == seq)).then_some(hash)
     }
 
     /// Whether the worker announced sleep and nobody woke it since.

@@ -141,11 +141,8 @@ impl<'a> WorkerSlot<'a> {
         })
     }
 
-    /// The worker serves: the proxy adopts it at its next scan. Clears the
-    /// poison hash a dead predecessor left (the proxy read it when it
-    /// noticed that death, long before a successor loads its plugin).
+    /// The worker serves: the proxy adopts it at its next scan.
     pub fn set_ready(&self) {
-        self.header().in_process_hash.store(0, Ordering::Relaxed);
         self.header()
             .worker_state
             .store(WorkerState::Ready as u32, Ordering::Release);

@@ -265,10 +265,10 @@ impl Dispatcher {
         self.slots[s].drain_responses(cap, on_record)
     }
 
-    /// The hash of the request slot `s`'s worker was processing (0: none);
-    /// for a gone worker, the request it died holding.
-    pub fn in_process_hash(&self, s: usize) -> u64 {
-        self.slots[s].end().in_process_hash()
+    /// The hash of the request slot `s`'s gone worker died processing, if
+    /// that request was in flight to it (`ProxyEnd::died_holding`).
+    pub fn died_holding(&self, s: usize) -> Option<u64> {
+        self.slots[s].end().died_holding()
     }
 
     /// Group id and index of slot `s`, for logs.

@@ -12,8 +12,8 @@
 //! histograms and the plugin metrics; for the proxy: live limits and the
 //! plugin metrics.
 //!
-//! Version 3 added, per worker: `in_process_hash` and `in_process_seq`
-//! (poison requests, in the padding after `in_process_since_ms`); for the proxy: the
+//! Version 3 added, per worker: `in_process_seq` (poison requests, in the
+//! padding after `in_process_since_ms`); for the proxy: the
 //! `poison_refused` counter.
 //!
 //! The controller creates both (memfd), initialises them, and keeps them
@@ -128,16 +128,14 @@ pub struct PairHeader {
     /// 0 while the worker is not inside `spp_process` (worker). The
     /// controller kills a worker stuck there past its `hang_timeout`.
     pub in_process_since_ms: AtomicU64,
-    /// [`crate::poison::request_hash`] of the request inside `spp_process`,
-    /// 0 while the worker is not inside it (worker). The proxy reads it
-    /// when the worker is gone: a death with that request in process.
-    pub in_process_hash: AtomicU64,
-    /// `seq` of the last request handed to `spp_process` (worker; never
-    /// cleared): the proxy books `in_process_hash` only if this request
-    /// was in flight to the worker that died, so a value a predecessor
-    /// left is never booked twice, and a successor need not clear it.
+    /// `seq` of the request inside `spp_process`, 0 while the worker is not
+    /// inside it (worker). When the worker is gone the proxy finds that
+    /// request in the request ring (never released while in process) and
+    /// books its bytes as poison, if it was in flight to that worker (a
+    /// value a predecessor left is never booked again, so a successor need
+    /// not clear it).
     pub in_process_seq: AtomicU64,
-    _pad5: [u8; 40],
+    _pad5: [u8; 48],
 
     /// The worker's counters (worker).
     pub stats: WorkerStats,

@@ -2,17 +2,20 @@
 //! worker died, [`POISON_DEATHS`] times, is refused by the proxy instead of
 //! killing another worker.
 //!
-//! The worker stores [`request_hash`] of the request it hands to
-//! `spp_process` in its pair header (`PairHeader::in_process_hash`, 0 while
-//! it is not inside the call), and its `seq` (`in_process_seq`); the proxy
-//! books the hash when it notices the worker gone, if that `seq` was in
-//! flight to it (`pair::ProxyEnd::died_holding`), so a value a predecessor
-//! left is never booked again, however late the proxy looks. Both sides hash the same bytes: the
-//! request as framed by `spp_input`, which the worker passes to the plugin
-//! in place. The hash is a word-at-a-time multiply-rotate (FxHash's), a few
-//! nanoseconds for a small request; it is not keyed, and needs not be: a
-//! collision refuses a request only after two workers died holding its
-//! twin.
+//! The worker stores the `seq` of the request it hands to `spp_process` in
+//! its pair header (`PairHeader::in_process_seq`, 0 while it is not inside
+//! the call): one store next to `in_process_since_ms`, nothing hashed.
+//! When the worker is gone the proxy finds that request in the request
+//! ring (a request in process is never released, so never overwritten)
+//! and hashes its bytes with [`request_hash`], if that `seq` was in flight
+//! to the dead worker (`pair::ProxyEnd::died_holding`): a value a
+//! predecessor left is never booked again, however late the proxy looks.
+//! Only while the table refuses something does the proxy hash incoming
+//! requests, the same bytes the plugin saw (the request as framed by
+//! `spp_input`, passed to `spp_process` in place). The hash is a
+//! word-at-a-time multiply-rotate (FxHash's, ~3 GB/s); it is not keyed,
+//! and needs not be: a collision refuses a request only after two workers
+//! died holding its twin.
 //!
 //! The proxy's table holds at most [`POISON_TABLE_ENTRIES`] hashes (the
 //! oldest evicted), each forgotten [`POISON_TTL_MS`] after its last death.

@@ -4,7 +4,8 @@
 //! instead of killing the next one.
 //!
 //! A dead worker's pair header names the request it died holding
-//! (`in_process_hash`, [`spp_ipc::poison::request_hash`]); the proxy books
+//! (`in_process_seq`); the proxy hashes that request's bytes from the ring
+//! (`ProxyEnd::died_holding`, [`spp_ipc::poison::request_hash`]) and books
 //! it when it fails the gone worker's requests
 //! (`Proxy::fail_gone_workers`). The table is bounded
 //! ([`POISON_TABLE_ENTRIES`], the entry with the oldest death evicted) and

@@ -172,14 +172,16 @@ fn a_dead_worker_names_the_request_it_held_only_while_in_flight() {
     let (_slot, _requests, _responses) = take(&w);
     let tag = RequestTag::of(proxy.worker_generation());
     assert_eq!(proxy.died_holding(), None, "nothing in process");
-    let seqs: Vec<u64> = (1..3)
-        .map(|flow| proxy.push(tag, &conn(flow), b"poison", 7).unwrap())
+    let seqs: Vec<u64> = [&b"fine"[..], b"poison", b"later"]
+        .iter()
+        .zip(1..)
+        .map(|(req, flow)| proxy.push(tag, &conn(flow), req, 7).unwrap())
         .collect();
+    proxy.publish();
     // The worker died inside `spp_process` with the second request.
     let header = w.pair.header();
-    let hash = crate::poison::request_hash(b"poison");
-    header.in_process_hash.store(hash, Ordering::Relaxed);
     header.in_process_seq.store(seqs[1], Ordering::Relaxed);
+    let hash = crate::poison::request_hash(b"poison");
     assert_eq!(proxy.died_holding(), Some(hash));
     // Once its requests failed, what it left names nothing: a successor
     // that dies holding none is not booked again.

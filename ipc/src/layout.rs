@@ -12,6 +12,11 @@
 //! histograms and the plugin metrics; for the proxy: live limits and the
 //! plugin metrics.
 //!
+//! Version 3 added, per worker: `in_process_seq` (poison requests, in the
+//! padding after `in_process_since_ms`) and the `log_dropped` counter; for
+//! the proxy: the `log_dropped`, `poison_refused`, `stalled_skips` and
+//! `proxy_expired` counters (appended in that order).
+//!
 //! The controller creates both (memfd), initialises them, and keeps them
 //! for the service's life, so a restarted proxy or worker continues on the
 //! same memory. Every field says who writes it.
@@ -124,7 +129,14 @@ pub struct PairHeader {
     /// 0 while the worker is not inside `spp_process` (worker). The
     /// controller kills a worker stuck there past its `hang_timeout`.
     pub in_process_since_ms: AtomicU64,
-    _pad5: [u8; 56],
+    /// `seq` of the request inside `spp_process`, 0 while the worker is not
+    /// inside it (worker). When the worker is gone the proxy finds that
+    /// request in the request ring (never released while in process) and
+    /// books its bytes as poison, if it was in flight to that worker (a
+    /// value a predecessor left is never booked again, so a successor need
+    /// not clear it).
+    pub in_process_seq: AtomicU64,
+    _pad5: [u8; 48],
 
     /// The worker's counters (worker).
     pub stats: WorkerStats,

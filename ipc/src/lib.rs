@@ -31,6 +31,7 @@ pub mod logfile;
 pub mod logging;
 pub mod pair;
 pub mod plugin_metrics;
+pub mod poison;
 pub mod record;
 pub mod ring;
 pub mod shm;

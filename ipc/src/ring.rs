@@ -14,6 +14,9 @@
 //! [`Producer::publish`] makes a batch visible with one release store;
 //! [`Consumer::advance`] consumes locally and [`Consumer::release`] frees the
 //! space with one store.
+//! Off the hot path, [`Producer::find_unreleased`] lets the producer look
+//! at records its consumer has not released (a dead worker's request in
+//! process).
 
 use crate::error::IpcError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -337,6 +340,59 @@ impl Producer {
         self.write
             .wrapping_sub(self.view.header().read.load(Ordering::Relaxed))
     }
+
+    /// The payload of the first record the consumer has not released yet
+    /// (from its `read` index to this producer's `write`, padding skipped,
+    /// oldest first) for which `wanted(kind, payload)` holds. Not for the
+    /// hot path: it walks the records. Meant for a consumer that is gone
+    /// (a dead worker's request in process: its space is never released
+    /// while it is processed, so the producer never overwrote it). `None`
+    /// as well when the consumer's index makes no sense.
+    pub fn find_unreleased(&self, mut wanted: impl FnMut(u16, &[u8]) -> bool) -> Option<&[u8]> {
+        let cap = self.view.cap;
+        let mut at = self.view.header().read.load(Ordering::Acquire);
+        // The consumer writes `read`: never trust it.
+        if self.write.wrapping_sub(at) > cap || !at.is_multiple_of(ALIGN) {
+            return None;
+        }
+        while at != self.write {
+            let left = self.write.wrapping_sub(at);
+            let pos = at & (cap - 1);
+            if left < RECORD_HEADER_SIZE as u64 {
+                return None;
+            }
+            // SAFETY: `pos` is 8-aligned inside the data area (checked
+            // above; strides keep the alignment) and this producer wrote a
+            // record there (between `read` and `write`).
+            let header = unsafe {
+                self.view
+                    .data
+                    .add(pos as usize)
+                    .cast::<RecordHeader>()
+                    .read_unaligned()
+            };
+            let stride = stride_of(header.len as usize);
+            if stride > left || pos + stride > cap || header.kind == 0 {
+                return None;
+            }
+            if header.kind != KIND_PAD {
+                // SAFETY: the payload lies inside the data area (checked
+                // above), in a record the consumer has not released, which
+                // this producer does not write again until it is released.
+                let data = unsafe {
+                    std::slice::from_raw_parts(
+                        self.view.data.add(pos as usize + RECORD_HEADER_SIZE),
+                        header.len as usize,
+                    )
+                };
+                if wanted(header.kind, data) {
+                    return Some(data);
+                }
+            }
+            at += stride;
+        }
+        None
+    }
 }
 
 /// One record seen by the consumer, borrowed from the ring.
@@ -547,6 +603,33 @@ mod tests {
         }
         assert_eq!(next_in, next_out);
         assert!(next_in > 1000);
+    }
+
+    #[test]
+    fn the_producer_finds_records_not_released_yet_across_a_wrap() {
+        let (_r, mut p, mut c) = ring(MIN_CAPACITY);
+        let mut n = 0u32;
+        // Fill, consume and release most, so the next records wrap.
+        while p.push(7, 0, &[&n.to_le_bytes(), &[0; 200]]).is_ok() {
+            n += 1;
+        }
+        p.publish();
+        for _ in 0..n - 2 {
+            let s = c.peek().unwrap().unwrap().stride();
+            c.advance(s);
+        }
+        c.release();
+        for k in n..n + 10 {
+            p.push(7, 0, &[&k.to_le_bytes(), &[0; 200]]).unwrap();
+        }
+        let find = |p: &Producer, k: u32| {
+            p.find_unreleased(|kind, d| kind == 7 && d[..4] == k.to_le_bytes())
+                .map(|d| d.len())
+        };
+        assert_eq!(find(&p, n - 3), None, "released");
+        assert_eq!(find(&p, n - 2), Some(204), "not released yet");
+        assert_eq!(find(&p, n + 9), Some(204), "after the wrap, unpublished");
+        assert_eq!(find(&p, n + 10), None, "never pushed");
     }
 
     #[test]

@@ -130,5 +130,8 @@ counters! {
     /// added to with `fetch_add` by the logging layer
     /// (`spp_ipc::logging::count_drops_in`), from any thread.
     pub log_dropped: AtomicU64,
+    /// Requests refused as poison: their bytes were in process when
+    /// `spp_ipc::poison::POISON_DEATHS` workers died.
+    pub poison_refused: AtomicU64,
 }
 }

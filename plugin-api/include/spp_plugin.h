@@ -98,6 +98,8 @@ typedef struct spp_conn_info {
 #define SPP_EXC_WORKER_DIED 3     /* the worker died holding the request */
 #define SPP_EXC_TIMEOUT 4         /* the request waited in the queue longer than
                                      its group's msg_timeout; it was not processed */
+#define SPP_EXC_POISON 5          /* refused unprocessed: workers died twice
+                                     while processing these very bytes */
 
 /* ---- L5 routing (worker side) ------------------------------------------- */
 

@@ -60,6 +60,9 @@ pub const SPP_EXC_WORKER_DIED: c_int = 3;
 /// `spp_exception` reason: the request waited longer than its group's
 /// `msg_timeout` and was not processed.
 pub const SPP_EXC_TIMEOUT: c_int = 4;
+/// `spp_exception` reason: refused unprocessed, because workers died
+/// twice while processing these very bytes (a poison request).
+pub const SPP_EXC_POISON: c_int = 5;
 
 /// An IPv4 or IPv6 socket address (`spp_addr`).
 #[repr(C)]

@@ -102,6 +102,9 @@ pub enum ExceptionReason {
     /// The request waited longer than its group's `msg_timeout` and was
     /// not processed.
     Timeout,
+    /// Refused unprocessed: workers died twice while processing these very
+    /// bytes (a poison request).
+    Poison,
     /// A reason this version does not know.
     Other(i32),
 }
@@ -113,6 +116,7 @@ impl ExceptionReason {
             SPP_EXC_NO_WORKER => Self::NoWorker,
             SPP_EXC_WORKER_DIED => Self::WorkerDied,
             SPP_EXC_TIMEOUT => Self::Timeout,
+            SPP_EXC_POISON => Self::Poison,
             other => Self::Other(other),
         }
     }

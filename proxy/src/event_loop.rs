@@ -48,6 +48,7 @@ use crate::host::HostServices;
 use crate::io::Io;
 use crate::lifecycle::{Life, DRAIN_POLL_MS};
 use crate::live_limits::sweep_interval_ms;
+use crate::poison::PoisonTable;
 use crate::setup;
 use crate::token::Source;
 use spp_ipc::launch::{ProxyLaunch, ProxyLimits};
@@ -159,6 +160,8 @@ pub struct Proxy {
     pub(crate) life: Life,
     /// Slots whose worker is gone and whose requests still need failing.
     pub(crate) gone: Vec<usize>,
+    /// Requests that were in process when workers died.
+    pub(crate) poison: PoisonTable,
     sleeping: bool,
     more_responses: bool,
 }
@@ -217,6 +220,7 @@ impl Proxy {
             },
             life: Life::new(launch.log.file.clone()),
             gone: Vec::new(),
+            poison: PoisonTable::default(),
             sleeping: false,
             more_responses: false,
         };
@@ -385,6 +389,9 @@ impl Proxy {
         self.timers.next_scan_ms = now_ms + WORKER_SCAN_INTERVAL_MS;
         self.dispatch.scan(self.io.registry(), &mut self.gone);
         self.fail_gone_workers();
+        if !self.poison.is_empty() {
+            self.poison.expire(now_ms);
+        }
         self.apply_live_limits();
         if std::mem::take(&mut self.io.accept_starved) && !self.life.draining {
             (0..self.io.listeners.len()).for_each(|li| self.accept_ready(li));

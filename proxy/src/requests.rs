@@ -4,6 +4,12 @@
 //! is impossible the request fails through the plugin's `spp_exception`
 //! hook (no hook → the connection closes).
 //!
+//! While the poison table ([`crate::poison`]) holds an armed entry, each
+//! request is hashed after routing and refused (`SPP_EXC_POISON`, counted
+//! in `poison_refused`) when its bytes killed
+//! [`POISON_DEATHS`](spp_ipc::poison::POISON_DEATHS) workers of
+//! its group.
+//!
 //! The decisions are plain functions ([`route_decision`],
 //! [`refusal_decision`]) so they are tested without a plugin or a worker;
 //! `Proxy::submit` strings them together with the hooks runner and the
@@ -13,8 +19,10 @@ use crate::dispatch::Refusal;
 use crate::event_loop::Proxy;
 use crate::hooks::Verdict;
 use spp_ipc::layout::ProxyTally;
+use spp_ipc::poison::request_hash;
 use spp_plugin_api::abi::{
-    SppConnInfo, SPP_DEFAULT_GROUP, SPP_EXC_NO_WORKER, SPP_EXC_QUEUE_FULL, SPP_HOOK_PANICKED,
+    SppConnInfo, SPP_DEFAULT_GROUP, SPP_EXC_NO_WORKER, SPP_EXC_POISON, SPP_EXC_QUEUE_FULL,
+    SPP_HOOK_PANICKED,
 };
 use std::ffi::c_int;
 
@@ -92,6 +100,11 @@ impl Proxy {
             }
             Route::Invalid => return self.refuse(info, req, Refusal::NoWorker),
         };
+        if self.poison.armed() {
+            if let Some(verdict) = self.refuse_poison(info, req, group) {
+                return Err(verdict);
+            }
+        }
         match self.dispatch.push(group, info, req, now_ns, prefer) {
             Ok(slot) => return Ok(slot),
             Err(Refusal::NoWorker) => {}
@@ -107,6 +120,30 @@ impl Proxy {
             }
         }
         self.refuse(info, req, Refusal::NoWorker)
+    }
+
+    /// Refuses `req` if the poison table says its bytes killed workers of
+    /// `group`: counted, logged with its hash (thinned to powers of two per
+    /// hash), and failed through the exception hook (`SPP_EXC_POISON`).
+    #[cold]
+    fn refuse_poison(&mut self, info: &SppConnInfo, req: &[u8], group: u32) -> Option<Verdict> {
+        let hash = request_hash(req);
+        let refused = self.poison.check(group, hash, self.clients.now_ms)?;
+        self.clients.stats.poison_refused += 1;
+        if refused.refused.is_power_of_two() {
+            tracing::warn!(
+                flow = info.flow,
+                group,
+                hash = format_args!("{hash:016x}"),
+                deaths = refused.deaths,
+                refused = refused.refused,
+                "refusing a poison request (workers died processing these bytes)"
+            );
+        }
+        Some(
+            self.hooks
+                .exception(&mut self.clients, info, Some(req), SPP_EXC_POISON),
+        )
     }
 
     fn refuse(

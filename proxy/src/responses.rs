@@ -21,7 +21,9 @@
 //! around it.
 //!
 //! A gone worker's ring is drained completely, then everything it still
-//! held fails at once with `SPP_EXC_WORKER_DIED` (`req` = NULL).
+//! held fails at once with `SPP_EXC_WORKER_DIED` (`req` = NULL). The
+//! request it died processing, if any, is booked first in the poison table
+//! ([`crate::poison`]).
 //!
 //! Either way a request leaving its worker leaves the dispatcher's ledger,
 //! which hands a connection whose last request left to
@@ -37,6 +39,7 @@ use crate::flow::{self, Proto};
 use crate::hooks::{Hooks, Verdict};
 use spp_ipc::layout::ProxyTally;
 use spp_ipc::pair::ResponseRecord;
+use spp_ipc::poison::POISON_DEATHS;
 use spp_plugin_api::abi::{SPP_EXC_TIMEOUT, SPP_EXC_WORKER_DIED};
 use std::ffi::c_int;
 
@@ -147,9 +150,32 @@ impl Proxy {
     /// then fail what it still held.
     pub(crate) fn fail_gone_workers(&mut self) {
         while let Some(s) = self.gone.pop() {
+            self.book_poison(s);
             while self.drain_slot(s, usize::MAX) {}
             self.fail_in_flight(s);
         }
+    }
+
+    /// Books the request slot `s`'s gone worker died holding, if any, in
+    /// the poison table.
+    fn book_poison(&mut self, s: usize) {
+        let Some(hash) = self.dispatch.died_holding(s) else {
+            return;
+        };
+        let (group, index) = self.dispatch.slot_name(s);
+        let deaths = self.poison.book_death(group, hash, self.clients.now_ms);
+        tracing::warn!(
+            group,
+            worker = index,
+            hash = format_args!("{hash:016x}"),
+            deaths,
+            "worker died processing a request{}",
+            if deaths >= POISON_DEATHS {
+                "; refusing these bytes from now on (poison)"
+            } else {
+                ""
+            }
+        );
     }
 
     /// Fails every request still in flight in slot `s` with

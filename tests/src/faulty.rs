@@ -11,6 +11,11 @@ pub const BUSY_DIED: &[u8] = b"busy:died";
 /// Exception answer: the request waited past `msg_timeout`.
 pub const BUSY_TIMEOUT: &[u8] = b"busy:timeout";
 
+/// Exception answer: refused as a poison request (`SPP_EXC_POISON`).
+pub const BUSY_POISON: &[u8] = b"busy:poison";
+/// `abort`: the plugin aborts the worker process.
+pub const ABORT: &[u8] = b"abort";
+
 /// Whether `reply` is one of the exception hook's answers.
 pub fn is_busy(reply: &[u8]) -> bool {
     reply.starts_with(BUSY_PREFIX)

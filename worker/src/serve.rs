@@ -21,8 +21,10 @@
 //! ([`Responder::expire`](crate::respond::Responder::expire)), counted in
 //! `stale_dropped`, and its seq is completed. Otherwise
 //! `in_process_since_ms` is stored before the call (the controller's hang
-//! check), the call's duration goes to `process_time` and `busy_ns`, and
-//! `in_process_since_ms` goes back to 0 as soon as the call returns.
+//! check), with `in_process_seq` (the request the proxy books as poison if
+//! the worker dies in the call), the call's duration goes to
+//! `process_time` and `busy_ns`, and both go back to 0 as soon as the
+//! call returns.
 //!
 //! A stop signal switches the slot to `Draining` and rings the proxy's
 //! doorbell ([`WorkerSlot::start_draining`]). The loop goes on serving
@@ -408,14 +410,18 @@ impl Handler {
         // Counted and stamped before the call (plain stores, no lock), so a
         // request stuck inside `process` shows. 0 means "not inside".
         crate::stats::bump(&header.stats.requests, 1);
+        // The request's seq too: if the plugin kills the process, the
+        // proxy books this request as the one in process (poison).
+        header.in_process_seq.store(seq, Ordering::Relaxed);
         header
             .in_process_since_ms
             .store((now / NS_PER_MS).max(1), Ordering::Relaxed);
         let rc = self.plugin.process(&meta.conn, req).unwrap_or(-1);
         let ended_ns = monotonic_ns();
         // Cleared at once, so waiting for response-ring room below never
-        // looks like a hang (same cache line as the stamp: one more store).
+        // looks like a hang (same cache line as the stamp: more stores).
         header.in_process_since_ms.store(0, Ordering::Relaxed);
+        header.in_process_seq.store(0, Ordering::Relaxed);
         header.process_time.record(ended_ns.saturating_sub(now));
         self.host.with_responder(|responder| {
             if rc != 0 {

@@ -223,6 +223,20 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Quick exits in a row (no stable minute between them) that make a crash
 /// loop.
 pub const CRASH_LOOP_RESTARTS: u32 = 5;
+/// A worker that reached Ready and then ran this long, or completed a
+/// request, served: if it dies it is restarted at once, without back-off
+/// (back-off is for workers that cannot start).
+pub const SERVED_AFTER: Duration = Duration::from_secs(1);
+/// Deaths of serving workers in a row (no stable minute between them)
+/// restarted at once; the next one waits out the usual back-off.
+pub const IMMEDIATE_RESTARTS: u32 = 10;
+
+// Poison requests (the proxy refuses bytes that killed workers; constants
+// in `spp_ipc::poison`, where the proxy and the worker read them): after
+// `POISON_DEATHS` deaths of a group's workers with the same request in
+// process; at most `POISON_TABLE_ENTRIES` hashes remembered, the oldest
+// evicted; each forgotten `POISON_TTL_MS` after its last death.
+pub use spp_ipc::poison::{POISON_DEATHS, POISON_TABLE_ENTRIES, POISON_TTL_MS};
 /// How often the controller looks at the shared states while starting or
 /// reloading.
 pub const READY_POLL: Duration = Duration::from_millis(20);

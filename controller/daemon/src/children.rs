@@ -2,7 +2,9 @@
 //! worker slot), whether it is meant to run, its current run (with the
 //! config generation it was started from, and the pidfd every signal goes
 //! through), its restart back-off and crash-loop detection, how its last
-//! run ended, and its line in the status report.
+//! run ended, and its line in the status report. A worker that served and
+//! then died is restarted at once ([`Backoff::after_served_exit`]); back-off
+//! is for children that cannot start.
 
 use crate::pidfd::Pidfd;
 use crate::status::{ProcState, ProcessStatus};
@@ -91,6 +93,9 @@ pub struct Running {
     /// It was asked to stop on purpose (scale-down, reload): killed if
     /// still running then.
     pub retire_by: Option<Instant>,
+    /// The slot's `completed_seq` when it started (a worker): one that
+    /// moved completed a request in this run.
+    pub completed_at_start: u64,
 }
 
 impl Running {
@@ -105,6 +110,7 @@ impl Running {
             generation,
             killed: false,
             retire_by: None,
+            completed_at_start: 0,
         }
     }
 
@@ -153,6 +159,23 @@ impl Backoff {
         let delay = self.next_delay;
         self.next_delay = (delay * 2).min(defaults::BACKOFF_MAX);
         delay
+    }
+
+    /// Records the exit of a run that served (Ready, then up
+    /// [`defaults::SERVED_AFTER`] or completed a request): restarted at
+    /// once, with no back-off, unless [`defaults::IMMEDIATE_RESTARTS`] such
+    /// quick exits came in a row; then the usual back-off. It still counts
+    /// as a quick exit, so a crash loop shows.
+    pub fn after_served_exit(&mut self, uptime: Duration) -> Duration {
+        if uptime >= defaults::STABLE_AFTER {
+            *self = Backoff::default();
+            return Duration::ZERO;
+        }
+        if self.quick_exits < defaults::IMMEDIATE_RESTARTS {
+            self.quick_exits += 1;
+            return Duration::ZERO;
+        }
+        self.after_exit(uptime)
     }
 
     /// A crash loop: many quick exits, and the current run (if any) is not
@@ -378,6 +401,27 @@ mod tests {
             defaults::BACKOFF_INITIAL
         );
         assert!(!b.crash_loop(None));
+    }
+
+    #[test]
+    fn a_served_exit_restarts_at_once_until_too_many_in_a_row() {
+        let mut b = Backoff::default();
+        let quick = Duration::from_millis(10);
+        for _ in 0..defaults::IMMEDIATE_RESTARTS {
+            assert_eq!(b.after_served_exit(quick), Duration::ZERO);
+        }
+        assert!(b.crash_loop(None), "served deaths still make a crash loop");
+        assert_eq!(b.after_served_exit(quick), defaults::BACKOFF_INITIAL);
+        assert_eq!(b.after_served_exit(quick), defaults::BACKOFF_INITIAL * 2);
+        assert_eq!(
+            b.after_served_exit(defaults::STABLE_AFTER),
+            Duration::ZERO,
+            "a stable run starts over"
+        );
+        assert!(!b.crash_loop(None));
+        // A start failure after served exits still backs off from the start.
+        b.after_served_exit(quick);
+        assert_eq!(b.after_exit(Duration::ZERO), defaults::BACKOFF_INITIAL);
     }
 
     #[test]

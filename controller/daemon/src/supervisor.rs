@@ -312,8 +312,11 @@ impl Supervisor {
                 status,
             });
         });
+        let completed_at_start = self.completed_seq(child.kind);
         if let Some(child) = self.children.get_mut(i) {
-            child.run = Some(Running::new(pid, pidfd, log_from, generation));
+            let mut run = Running::new(pid, pidfd, log_from, generation);
+            run.completed_at_start = completed_at_start;
+            child.run = Some(run);
             child.stop_reason = None;
         }
         Ok(())
@@ -374,6 +377,19 @@ impl Supervisor {
         }
     }
 
+    /// The `completed_seq` of a worker's slot (0 for the proxy).
+    fn completed_seq(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Proxy => 0,
+            Kind::Worker {
+                group_pos, index, ..
+            } => self
+                .res
+                .slot(group_pos, index)
+                .map_or(0, |s| PairObserver::new(&s.pair).completed_seq()),
+        }
+    }
+
     /// Whether child `i` runs and reports Ready.
     fn is_ready(&self, i: usize) -> bool {
         self.children
@@ -404,6 +420,13 @@ impl Supervisor {
         let kind = child.kind;
         let was_ready =
             run.ever_ready || matches!(self.shared(kind), Shared::Ready | Shared::Draining);
+        let uptime = now.saturating_duration_since(run.started);
+        // A worker that served (and then died: a poison request, a bug) is
+        // restarted at once; back-off is for one that cannot start.
+        let served = was_ready
+            && matches!(kind, Kind::Worker { .. })
+            && (uptime >= defaults::SERVED_AFTER
+                || self.completed_seq(kind) != run.completed_at_start);
         self.mark_down(kind);
         let exit = ChildExit::from_wait(ev.status);
         let state = self.state;
@@ -428,9 +451,11 @@ impl Supervisor {
             }
             _ if !child.desired => info!("{} (pid {}) exited: {desc}", child.label(), ev.pid),
             _ => {
-                let delay = child
-                    .backoff
-                    .after_exit(now.saturating_duration_since(run.started));
+                let delay = if served {
+                    child.backoff.after_served_exit(uptime)
+                } else {
+                    child.backoff.after_exit(uptime)
+                };
                 child.restart_at = Some(now + delay);
                 warn!(
                     "{} (pid {}) exited: {desc}; restarting in {delay:?}",

@@ -22,7 +22,8 @@
 //!
 //! and from the proxy, when a request could not reach a relay worker,
 //! `relay-error:queue-full`, `relay-error:no-worker`,
-//! `relay-error:worker-died` or `relay-error:timeout` (sent at once, so on
+//! `relay-error:worker-died`, `relay-error:timeout` or `relay-error:poison`
+//! (bytes that killed two workers; sent at once, so on
 //! a connection with requests pipelined it may overtake earlier answers).
 //!
 //! ## What a request does (worker)
@@ -208,6 +209,7 @@ impl OnException for Relay {
             ExceptionReason::NoWorker => "no-worker",
             ExceptionReason::WorkerDied => "worker-died",
             ExceptionReason::Timeout => "timeout",
+            ExceptionReason::Poison => "poison",
             ExceptionReason::Other(_) => "unavailable",
         };
         let frame = encode_u32_be_prefixed(&error_payload(reason));

@@ -15,8 +15,8 @@ use crate::doorbell::{wake_if_sleeping, Doorbell};
 use crate::error::IpcError;
 use crate::layout::{PairHeader, PairRegion, WorkerState};
 use crate::record::{
-    max_request_len, meta_bytes, split_response, RequestMeta, KIND_CLOSE, KIND_EXPIRED,
-    KIND_REQUEST, KIND_RESPONSE, REQUEST_META_SIZE,
+    max_request_len, meta_bytes, split_request, split_response, RequestMeta, KIND_CLOSE,
+    KIND_EXPIRED, KIND_REQUEST, KIND_RESPONSE, REQUEST_META_SIZE,
 };
 use crate::ring::{Consumer, Producer, PushError};
 use spp_plugin_api::abi::SppConnInfo;
@@ -358,6 +358,23 @@ impl ProxyEnd {
     /// The pid of the worker that took the slot last.
     pub fn worker_pid(&self) -> u32 {
         self.header().worker_pid.load(Ordering::Acquire)
+    }
+
+    /// The [`request_hash`](crate::poison::request_hash) of the request
+    /// the worker died processing (its `in_process_seq`), if that request
+    /// is still in flight here (so it was this worker's, not a
+    /// predecessor's) and still in the request ring (a request in process
+    /// is never released). Call once the worker is gone, before its
+    /// requests are failed; it walks the unreleased records.
+    pub fn died_holding(&self) -> Option<u64> {
+        let seq = self.header().in_process_seq.load(Ordering::Acquire);
+        if seq == 0 || !self.in_flight.iter().any(|f| f.seq == seq) {
+            return None;
+        }
+        let payload = self.requests.find_unreleased(|kind, payload| {
+            kind == KIND_REQUEST && split_request(payload).is_some_and(|(meta, _)| meta.seq == seq)
+        })?;
+        split_request(payload).map(|(_, req)| crate::poison::request_hash(req))
     }
 
     /// Whether the worker announced sleep and nobody woke it since.

@@ -8,7 +8,7 @@ use crate::ring::{PushError, MIN_CAPACITY};
 use proptest::prelude::*;
 use spp_plugin_api::abi::SppConnInfo;
 use std::os::fd::RawFd;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const LAYOUT: PairLayout = PairLayout {
     request_capacity: MIN_CAPACITY,
@@ -164,6 +164,29 @@ fn requests_and_replies_become_visible_only_when_published() {
     );
     assert_eq!(proxy.in_flight(), 0);
     assert_eq!(slot.backlog(), 0);
+}
+
+#[test]
+fn a_dead_worker_names_the_request_it_held_only_while_in_flight() {
+    let (mut proxy, w) = rig(LAYOUT);
+    let (_slot, _requests, _responses) = take(&w);
+    let tag = RequestTag::of(proxy.worker_generation());
+    assert_eq!(proxy.died_holding(), None, "nothing in process");
+    let seqs: Vec<u64> = [&b"fine"[..], b"poison", b"later"]
+        .iter()
+        .zip(1..)
+        .map(|(req, flow)| proxy.push(tag, &conn(flow), req, 7).unwrap())
+        .collect();
+    proxy.publish();
+    // The worker died inside `spp_process` with the second request.
+    let header = w.pair.header();
+    header.in_process_seq.store(seqs[1], Ordering::Relaxed);
+    let hash = crate::poison::request_hash(b"poison");
+    assert_eq!(proxy.died_holding(), Some(hash));
+    // Once its requests failed, what it left names nothing: a successor
+    // that dies holding none is not booked again.
+    while proxy.take_in_flight().is_some() {}
+    assert_eq!(proxy.died_holding(), None);
 }
 
 #[test]

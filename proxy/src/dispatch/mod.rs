@@ -265,6 +265,12 @@ impl Dispatcher {
         self.slots[s].drain_responses(cap, on_record)
     }
 
+    /// The hash of the request slot `s`'s gone worker died processing, if
+    /// that request was in flight to it (`ProxyEnd::died_holding`).
+    pub fn died_holding(&self, s: usize) -> Option<u64> {
+        self.slots[s].end().died_holding()
+    }
+
     /// Group id and index of slot `s`, for logs.
     pub fn slot_name(&self, s: usize) -> (u32, u32) {
         self.slots[s].name()

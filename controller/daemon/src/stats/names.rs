@@ -157,6 +157,11 @@ pub const PROXY_COUNTERS: &[CounterName] = &[
         "spp_proxy_log_dropped_total",
         "Log lines the proxy dropped because writing them failed (log dir full).",
     ),
+    counter(
+        "poison_refused",
+        "spp_proxy_poison_refused_total",
+        "Requests refused as poison: workers died twice processing these bytes.",
+    ),
 ];
 
 /// The workers' shared counters, summed per group (label `group`).

@@ -23,6 +23,7 @@ const PROXY_PROBLEMS: &[&str] = &[
     "udp_dropped",
     "host_refused",
     "log_dropped",
+    "poison_refused",
 ];
 
 /// The counter of log lines dropped, in the proxy's and the workers'

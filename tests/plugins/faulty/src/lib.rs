@@ -18,7 +18,7 @@
 //! `plugin_conf = "init_fail"` makes `init` fail with code 7.
 //! The exception hook answers a request that could not be served with a
 //! frame naming the reason ([`BUSY_FULL`], [`BUSY_NO_WORKER`],
-//! [`BUSY_DIED`], [`BUSY_TIMEOUT`], [`BUSY_OTHER`]; all start with
+//! [`BUSY_DIED`], [`BUSY_TIMEOUT`], [`BUSY_POISON`], [`BUSY_OTHER`]; all start with
 //! [`BUSY_PREFIX`]) and keeps the connection.
 
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed, U32_PREFIX_LEN};
@@ -44,6 +44,8 @@ pub const BUSY_NO_WORKER: &[u8] = b"busy:noworker";
 pub const BUSY_DIED: &[u8] = b"busy:died";
 /// Exception answer: the request waited past `msg_timeout`.
 pub const BUSY_TIMEOUT: &[u8] = b"busy:timeout";
+/// Exception answer: refused as a poison request.
+pub const BUSY_POISON: &[u8] = b"busy:poison";
 /// Exception answer: a reason this plugin does not know.
 pub const BUSY_OTHER: &[u8] = b"busy:other";
 
@@ -153,6 +155,7 @@ impl OnException for Faulty {
             ExceptionReason::NoWorker => BUSY_NO_WORKER,
             ExceptionReason::WorkerDied => BUSY_DIED,
             ExceptionReason::Timeout => BUSY_TIMEOUT,
+            ExceptionReason::Poison => BUSY_POISON,
             ExceptionReason::Other(_) => BUSY_OTHER,
         };
         match self

@@ -22,7 +22,16 @@
 //! `stale_dropped`, and its seq is completed. Otherwise
 //! `in_process_since_ms` is stored before the call (the controller's hang
 //! check), the call's duration goes to `process_time` and `busy_ns`, and
-//! `in_process_since_ms` goes back to 0 as soon as the call returns.
+//! `in_process_since_ms` goes back to 0 as soon as the call returns and
+//! `heartbeat_ms` takes the call's end.
+//!
+//! Liveness: `heartbeat_ms` is stamped at every loop turn and after every
+//! `spp_process` call, and the loop never sleeps longer than
+//! [`HEARTBEAT_INTERVAL`] without a turn, so a worker with requests waiting
+//! whose stamp is older than its group's `hang_timeout` plus that interval,
+//! and which is not inside `spp_process`, is frozen (SIGSTOP, a plugin
+//! thread holding the loop, a stalled page fault): the controller kills it
+//! (`spp_daemon::supervisor::housekeeping`).
 //!
 //! A stop signal switches the slot to `Draining` and rings the proxy's
 //! doorbell ([`WorkerSlot::start_draining`]). The loop goes on serving
@@ -51,7 +60,7 @@ use std::time::{Duration, Instant};
 /// of the request ring) at most.
 pub const BATCH_MAX: usize = 64;
 /// The longest the worker sleeps without a loop turn (and a heartbeat).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+pub const HEARTBEAT_INTERVAL: Duration = spp_ipc::pair::WORKER_HEARTBEAT_INTERVAL;
 /// Spin iterations between two `sched_yield`s (and looks at the clock)
 /// while spinning. Three busy processes (load, proxy, worker) share two
 /// vCPUs here: a pure spinner holds its CPU for the whole spin while the
@@ -416,6 +425,11 @@ impl Handler {
         // Cleared at once, so waiting for response-ring room below never
         // looks like a hang (same cache line as the stamp: one more store).
         header.in_process_since_ms.store(0, Ordering::Relaxed);
+        // The loop moved: a long batch of calls, each shorter than
+        // `hang_timeout`, never looks frozen to the controller.
+        header
+            .heartbeat_ms
+            .store(ended_ns / NS_PER_MS, Ordering::Relaxed);
         header.process_time.record(ended_ns.saturating_sub(now));
         self.host.with_responder(|responder| {
             if rc != 0 {

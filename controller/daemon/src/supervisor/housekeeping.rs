@@ -4,6 +4,14 @@
 //!   `in_process_since_ms` stamp) for longer than its group's
 //!   `hang_timeout` is SIGKILLed, logged, and restarted with the normal
 //!   back-off, its `last_exit` saying why;
+//! * the frozen check: a `Ready` or `Draining` worker with requests
+//!   waiting (`pushed_seq` beyond `completed_seq`), not inside
+//!   `spp_process`, whose `heartbeat_ms` is older than its group's
+//!   `hang_timeout` plus [`WORKER_HEARTBEAT_INTERVAL`] (the longest its
+//!   loop sleeps between two stamps) is frozen outside a call (SIGSTOP, a
+//!   plugin thread holding the loop, a stalled page fault): SIGKILLed and
+//!   restarted like a hung one, its `last_exit` saying "frozen: no
+//!   heartbeat for N ms";
 //! * workers stopped on purpose that overrun their drain are SIGKILLed;
 //! * scaling: every `scaling.interval`, each group whose `min_workers <
 //!   max_workers` is measured ([`GroupScaling`]) and [`scaling::decide`]d;
@@ -33,6 +41,8 @@ use crate::scaling::{self, Action, Decision, Figures};
 use crate::status::{DecisionStatus, GroupStatus, ServiceState};
 use nix::sys::signal::Signal;
 use spp_config::defaults;
+use spp_ipc::layout::WorkerState;
+use spp_ipc::pair::{PairObserver, WORKER_HEARTBEAT_INTERVAL};
 use spp_ipc::record::{monotonic_ns, NS_PER_MS};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +95,20 @@ fn inflight_ns(res: &Resources, pos: usize, index: u32, now_ms: u64) -> u64 {
         .map_or(0, |since| {
             now_ms.saturating_sub(since).saturating_mul(NS_PER_MS)
         })
+}
+
+/// Whether the pair's worker is the run with `pid` and serves (`Ready`, or
+/// `Draining` with requests still to finish).
+fn serving(pair: &PairObserver<'_>, pid: u32) -> bool {
+    matches!(
+        pair.worker_state(),
+        WorkerState::Ready | WorkerState::Draining
+    ) && pair.worker_pid() == pid
+}
+
+/// `d` in whole ms (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn monotonic_ms() -> u64 {
@@ -159,6 +183,7 @@ impl Supervisor {
         self.note_ready();
         self.stats.sample(&self.res, now);
         self.check_hangs();
+        self.check_frozen();
         self.check_retired(now);
         self.rotate_logs();
         if self.state == ServiceState::Running && self.reload.is_none() {
@@ -200,6 +225,52 @@ impl Supervisor {
             let reason = format!(
                 "stuck in spp_process for {:.1} s (hang_timeout {} s)",
                 inside.as_secs_f64(),
+                hang.as_secs_f64()
+            );
+            self.kill_on_purpose(i, reason);
+        }
+    }
+
+    /// SIGKILLs every worker frozen outside `spp_process` (see the module
+    /// docs).
+    fn check_frozen(&mut self) {
+        let now_ms = monotonic_ms();
+        let mut frozen = Vec::new();
+        for (i, child) in self.children.iter().enumerate() {
+            let Kind::Worker {
+                group_pos, index, ..
+            } = child.kind
+            else {
+                continue;
+            };
+            let Some(run) = child.run.as_ref().filter(|r| !r.killed) else {
+                continue;
+            };
+            let Some(hang) = self.cfg.groups.get(group_pos).map(|g| g.hang_timeout) else {
+                continue;
+            };
+            let Some(slot) = self.res.slot(group_pos, index) else {
+                continue;
+            };
+            let pair = PairObserver::new(&slot.pair);
+            if hang.is_zero() || !serving(&pair, run.pid) {
+                continue;
+            }
+            if pair.in_process_since_ms() != 0 || !pair.requests_waiting() {
+                continue;
+            }
+            // A stamp older than this run (its predecessor's) counts as the
+            // run's start.
+            let started_ms = now_ms.saturating_sub(millis(run.started.elapsed()));
+            let beat_ms = pair.heartbeat_ms().max(started_ms);
+            let silent = now_ms.saturating_sub(beat_ms);
+            if silent > millis(hang + WORKER_HEARTBEAT_INTERVAL) {
+                frozen.push((i, silent, hang));
+            }
+        }
+        for (i, silent, hang) in frozen {
+            let reason = format!(
+                "frozen: no heartbeat for {silent} ms with requests waiting (hang_timeout {} s)",
                 hang.as_secs_f64()
             );
             self.kill_on_purpose(i, reason);

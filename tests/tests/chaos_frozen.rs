@@ -199,5 +199,15 @@ fn a_worker_frozen_outside_process_is_killed_replaced_and_routed_around() {
         "{echoed} of {} calls sent after {SETTLE:?} echoed",
         late.len()
     );
-    let _ = proxy_counter(&status, "stale_failed");
+    // The proxy passed over the frozen worker and failed what it held.
+    assert!(
+        proxy_counter(&status, "stalled_skips") >= 1,
+        "stalled_skips counted: {}",
+        status["proxy_stats"]
+    );
+    assert!(
+        proxy_counter(&status, "proxy_expired") + proxy_counter(&status, "worker_died_failed") >= 1,
+        "the frozen worker's requests were failed: {}",
+        status["proxy_stats"]
+    );
 }

@@ -155,6 +155,9 @@ pub struct InFlight {
     pub seq: u64,
     /// The flow it came from (`SppConnInfo::flow`).
     pub flow: u64,
+    /// Its `RequestMeta::enqueued_ns` (CLOCK_MONOTONIC), as the proxy
+    /// stamped it: no clock read of its own.
+    pub enqueued_ns: u64,
 }
 
 /// What a sleep on a doorbell ended with.

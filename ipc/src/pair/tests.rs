@@ -158,7 +158,8 @@ fn requests_and_replies_become_visible_only_when_published() {
         (10..13)
             .map(|flow| InFlight {
                 seq: flow - 9,
-                flow
+                flow,
+                enqueued_ns: 7,
             })
             .collect::<Vec<_>>()
     );
@@ -194,10 +195,29 @@ fn a_completion_is_published_after_its_replies() {
     assert_eq!(drained.completed_seq(), 1);
     let (rest, done) = drain_all(&mut proxy);
     assert_eq!(rest, vec![(1, Vec::new(), true)]);
-    assert_eq!(done, vec![InFlight { seq: 1, flow: 1 }]);
+    assert_eq!(
+        done,
+        vec![InFlight {
+            seq: 1,
+            flow: 1,
+            enqueued_ns: 0
+        }]
+    );
     assert_eq!(proxy.pop_completed(&drained, |_| {}), 0, "popped once");
     assert_eq!(proxy.in_flight(), 1);
-    assert_eq!(proxy.take_in_flight(), Some(InFlight { seq: 2, flow: 2 }));
+    assert_eq!(
+        proxy.oldest_in_flight().map(|f| f.seq),
+        Some(2),
+        "the oldest left"
+    );
+    assert_eq!(
+        proxy.take_in_flight(),
+        Some(InFlight {
+            seq: 2,
+            flow: 2,
+            enqueued_ns: 0
+        })
+    );
     assert_eq!(proxy.take_in_flight(), None);
 }
 

@@ -62,7 +62,11 @@ fn rig(groups: &[(u32, u32)]) -> (Rig, Shared) {
             pairs.push(pair);
             bells.push(bell);
         }
-        specs.push(GroupFds { id, slots });
+        specs.push(GroupFds {
+            id,
+            slots,
+            msg_timeout_ms: 0,
+        });
     }
     let rig = Rig {
         dispatch: Dispatcher::open(&specs, layout).unwrap(),

@@ -152,6 +152,16 @@ pub const PROXY_COUNTERS: &[CounterName] = &[
         "spp_proxy_host_refused_total",
         "Host-service calls refused.",
     ),
+    counter(
+        "stalled_skips",
+        "spp_proxy_stalled_skips_total",
+        "Worker picks that passed over a worker whose ring stopped moving.",
+    ),
+    counter(
+        "proxy_expired",
+        "spp_proxy_expired_total",
+        "Requests the proxy failed itself: held by a frozen worker past msg_timeout.",
+    ),
 ];
 
 /// The workers' shared counters, summed per group (label `group`).

@@ -612,3 +612,33 @@ proptest! {
         prop_assert_eq!(popped, next_flow - 1);
     }
 }
+
+#[test]
+fn the_observer_sees_requests_waiting_until_completed_and_the_liveness_stamps() {
+    let (mut proxy, w) = rig(LAYOUT);
+    let (_slot, _requests, mut responses) = take(&w);
+    let seen = PairObserver::new(&w.pair);
+    assert_eq!(seen.worker_pid(), 4242);
+    assert!(!seen.requests_waiting());
+    let tag = RequestTag::of(proxy.worker_generation());
+    proxy.push(tag, &conn(1), b"a", 0).unwrap();
+    assert!(!seen.requests_waiting(), "not published");
+    proxy.publish();
+    assert!(seen.requests_waiting());
+    responses.complete(1);
+    responses.publish();
+    assert!(!seen.requests_waiting());
+    w.pair.header().heartbeat_ms.store(77, Ordering::Relaxed);
+    w.pair
+        .header()
+        .in_process_since_ms
+        .store(5, Ordering::Relaxed);
+    assert_eq!((seen.heartbeat_ms(), seen.in_process_since_ms()), (77, 5));
+    assert_eq!(
+        (
+            proxy.worker_heartbeat_ms(),
+            proxy.worker_in_process_since_ms()
+        ),
+        (77, 5)
+    );
+}

@@ -97,6 +97,36 @@ fn inflight_ns(res: &Resources, pos: usize, index: u32, now_ms: u64) -> u64 {
         })
 }
 
+/// What the frozen check reads of one serving worker (CLOCK_MONOTONIC ms).
+#[derive(Clone, Copy, Debug)]
+struct Beat {
+    now_ms: u64,
+    /// When its run started.
+    started_ms: u64,
+    heartbeat_ms: u64,
+    /// Inside `spp_process` (the hang check's business).
+    in_process: bool,
+    /// Requests published that it has not finished.
+    waiting: bool,
+}
+
+impl Beat {
+    /// How long it has been silent, if that makes it frozen under
+    /// `hang_timeout` `hang` (0: off): requests waiting, not inside
+    /// `spp_process`, heartbeat older than `hang` plus
+    /// [`WORKER_HEARTBEAT_INTERVAL`]. A stamp older than the run (its
+    /// predecessor's) counts as the run's start.
+    fn frozen_for(&self, hang: Duration) -> Option<u64> {
+        if hang.is_zero() || self.in_process || !self.waiting {
+            return None;
+        }
+        let silent = self
+            .now_ms
+            .saturating_sub(self.heartbeat_ms.max(self.started_ms));
+        (silent > millis(hang + WORKER_HEARTBEAT_INTERVAL)).then_some(silent)
+    }
+}
+
 /// Whether the pair's worker is the run with `pid` and serves (`Ready`, or
 /// `Draining` with requests still to finish).
 fn serving(pair: &PairObserver<'_>, pid: u32) -> bool {
@@ -253,18 +283,17 @@ impl Supervisor {
                 continue;
             };
             let pair = PairObserver::new(&slot.pair);
-            if hang.is_zero() || !serving(&pair, run.pid) {
+            if !serving(&pair, run.pid) {
                 continue;
             }
-            if pair.in_process_since_ms() != 0 || !pair.requests_waiting() {
-                continue;
-            }
-            // A stamp older than this run (its predecessor's) counts as the
-            // run's start.
-            let started_ms = now_ms.saturating_sub(millis(run.started.elapsed()));
-            let beat_ms = pair.heartbeat_ms().max(started_ms);
-            let silent = now_ms.saturating_sub(beat_ms);
-            if silent > millis(hang + WORKER_HEARTBEAT_INTERVAL) {
+            let beat = Beat {
+                now_ms,
+                started_ms: now_ms.saturating_sub(millis(run.started.elapsed())),
+                heartbeat_ms: pair.heartbeat_ms(),
+                in_process: pair.in_process_since_ms() != 0,
+                waiting: pair.requests_waiting(),
+            };
+            if let Some(silent) = beat.frozen_for(hang) {
                 frozen.push((i, silent, hang));
             }
         }
@@ -505,5 +534,49 @@ impl Supervisor {
         for (pos, scaling) in self.scaling.iter_mut().enumerate() {
             scaling.rebase(&self.res, pos, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HANG: Duration = Duration::from_secs(1);
+
+    fn beat(now_ms: u64, heartbeat_ms: u64) -> Beat {
+        Beat {
+            now_ms,
+            started_ms: 0,
+            heartbeat_ms,
+            in_process: false,
+            waiting: true,
+        }
+    }
+
+    #[test]
+    fn a_silent_worker_with_requests_waiting_is_frozen() {
+        // hang_timeout 1 s + the 1 s heartbeat interval.
+        assert_eq!(beat(12_000, 10_000).frozen_for(HANG), None, "2 s: not yet");
+        assert_eq!(beat(12_001, 10_000).frozen_for(HANG), Some(2001));
+        assert_eq!(beat(12_001, 10_000).frozen_for(Duration::ZERO), None, "off");
+    }
+
+    #[test]
+    fn idle_busy_or_new_workers_are_not_frozen() {
+        let idle = Beat {
+            waiting: false,
+            ..beat(20_000, 10_000)
+        };
+        assert_eq!(idle.frozen_for(HANG), None, "nothing waiting: it sleeps");
+        let inside = Beat {
+            in_process: true,
+            ..beat(20_000, 10_000)
+        };
+        assert_eq!(inside.frozen_for(HANG), None, "the hang check's case");
+        let new_run = Beat {
+            started_ms: 19_000,
+            ..beat(20_000, 10_000)
+        };
+        assert_eq!(new_run.frozen_for(HANG), None, "a predecessor's old stamp");
     }
 }

@@ -54,13 +54,18 @@ struct Call {
     end: End,
 }
 
-/// Sends SIGCONT to a stopped pid when dropped, so a failing test never
+/// Sends SIGCONT to the worker this test stopped when dropped, if it is
+/// still stopped (not killed and its pid reused), so a failing test never
 /// leaves a stopped process behind.
 struct Continue(i32);
 
 impl Drop for Continue {
     fn drop(&mut self) {
-        kill(self.0, libc::SIGCONT);
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        if state.starts_with('T') {
+            kill(self.0, libc::SIGCONT);
+        }
     }
 }
 

@@ -124,6 +124,8 @@ struct Handler {
     /// A request that waited longer than this (ns) is not processed
     /// (`u64::MAX`: no limit).
     stale_after_ns: u64,
+    /// The `heartbeat_ms` this handler stored last.
+    beat_ms: u64,
     warnings: Warnings,
 }
 
@@ -167,6 +169,7 @@ impl Server {
                 plugin,
                 tag: slot.tag().raw(),
                 stale_after_ns,
+                beat_ms: 0,
                 warnings: Warnings::default(),
             },
             drain_timeout: Duration::from_millis(spec.drain_timeout_ms),
@@ -426,10 +429,14 @@ impl Handler {
         // looks like a hang (same cache line as the stamp: one more store).
         header.in_process_since_ms.store(0, Ordering::Relaxed);
         // The loop moved: a long batch of calls, each shorter than
-        // `hang_timeout`, never looks frozen to the controller.
-        header
-            .heartbeat_ms
-            .store(ended_ns / NS_PER_MS, Ordering::Relaxed);
+        // `hang_timeout`, never looks frozen to the controller. Stored at
+        // most once per ms: the line also holds `completed_seq`, which the
+        // proxy watches.
+        let beat_ms = ended_ns / NS_PER_MS;
+        if beat_ms != self.beat_ms {
+            self.beat_ms = beat_ms;
+            header.heartbeat_ms.store(beat_ms, Ordering::Relaxed);
+        }
         header.process_time.record(ended_ns.saturating_sub(now));
         self.host.with_responder(|responder| {
             if rc != 0 {

@@ -105,6 +105,11 @@ pub struct GroupFds {
     pub id: u32,
     /// Every worker slot of the group (up to its maximum size).
     pub slots: Vec<PairFds>,
+    /// The group's `msg_timeout` in ms (0: off): the proxy's stall bound
+    /// and its own expiry of requests a frozen worker holds derive from it
+    /// (`spp_proxy::dispatch::stall`).
+    #[serde(default)]
+    pub msg_timeout_ms: u64,
 }
 
 /// Proxy limits, already validated by the controller.

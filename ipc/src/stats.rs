@@ -133,5 +133,13 @@ counters! {
     /// Requests refused as poison: their bytes were in process when
     /// `spp_ipc::poison::POISON_DEATHS` workers died.
     pub poison_refused: AtomicU64,
+    /// Worker picks that passed over a stalled worker (requests in flight,
+    /// `completed_seq` unmoved past the stall bound).
+    pub stalled_skips: AtomicU64,
+    /// Requests the proxy failed itself: they waited past `msg_timeout`
+    /// plus a grace on a worker that neither ran `spp_process` nor
+    /// stamped its heartbeat (frozen); each went to the exception hook
+    /// (`SPP_EXC_TIMEOUT`) and its connection was closed.
+    pub proxy_expired: AtomicU64,
 }
 }

@@ -19,7 +19,9 @@
 //!
 //! Periodic jobs: the scan (every [`WORKER_SCAN_INTERVAL_MS`]) adopts
 //! ready workers, notices gone ones, acknowledges draining ones
-//! (`dispatch`) and applies limits the controller published
+//! (`dispatch`), marks workers whose ring stopped moving and fails the
+//! requests a frozen one holds past `msg_timeout` (`dispatch::stall`,
+//! `Proxy::expire_overdue`) and applies limits the controller published
 //! ([`crate::live_limits`]); the idle sweep runs at an interval derived from
 //! the idle timeout. A doorbell wake brings the scan forward to
 //! [`BELL_SCAN_GAP_MS`] after the previous one: a worker that starts
@@ -392,6 +394,8 @@ impl Proxy {
         if !self.poison.is_empty() {
             self.poison.expire(now_ms);
         }
+        self.dispatch.observe_progress(now_ms);
+        self.expire_overdue(now_ms);
         self.apply_live_limits();
         if std::mem::take(&mut self.io.accept_starved) && !self.life.draining {
             (0..self.io.listeners.len()).for_each(|li| self.accept_ready(li));
@@ -401,6 +405,7 @@ impl Proxy {
     /// Adds the turn's counters to the shared stats and updates the gauges.
     pub(crate) fn publish_stats(&mut self) {
         let header = self.region.header();
+        self.clients.stats.stalled_skips += self.dispatch.take_stalled_skips();
         self.clients.stats.flush(&header.stats);
         header
             .stats

@@ -178,6 +178,49 @@ impl Proxy {
         );
     }
 
+    /// Fails every request a frozen worker holds past `msg_timeout` plus a
+    /// grace (`dispatch::stall`; loop time `now_ms`): the exception hook
+    /// (`SPP_EXC_TIMEOUT`), then the connection closes whatever the hook
+    /// said, so a late reply from the worker is never read as the answer
+    /// to the connection's next request. Counted in `proxy_expired`.
+    pub(crate) fn expire_overdue(&mut self, now_ms: u64) {
+        for s in 0..self.dispatch.slot_count() {
+            let mut expired = 0u64;
+            while let Some((entry, emptied)) = self.dispatch.take_overdue(s, now_ms) {
+                expired += 1;
+                let live = match flow::decode(entry.flow).proto {
+                    Proto::Tcp => self.clients.conns.slot_of(entry.flow).is_some(),
+                    Proto::Udp => self.clients.udp_flows.slot_of(entry.flow).is_some(),
+                };
+                if !live {
+                    continue;
+                }
+                if emptied {
+                    self.clients.requests_emptied(entry.flow);
+                }
+                self.clients.stats.proxy_expired += 1;
+                fail_request(
+                    &mut self.hooks,
+                    &mut self.clients,
+                    entry.flow,
+                    None,
+                    SPP_EXC_TIMEOUT,
+                );
+                // A UDP flow already ended in `fail_request`.
+                self.clients.close_after_flush(entry.flow);
+            }
+            if expired != 0 {
+                let (group, worker) = self.dispatch.slot_name(s);
+                tracing::warn!(
+                    group,
+                    worker,
+                    expired,
+                    "worker frozen: failed requests it held past msg_timeout; their connections close"
+                );
+            }
+        }
+    }
+
     /// Fails every request still in flight in slot `s` with
     /// `SPP_EXC_WORKER_DIED`.
     fn fail_in_flight(&mut self, s: usize) {

@@ -23,8 +23,16 @@
 //! `in_process_since_ms` is stored before the call (the controller's hang
 //! check), with `in_process_seq` (the request the proxy books as poison if
 //! the worker dies in the call), the call's duration goes to
-//! `process_time` and `busy_ns`, and both go back to 0 as soon as the
-//! call returns.
+//! `process_time` and `busy_ns`, both go back to 0 as soon as the call
+//! returns, and `heartbeat_ms` takes the call's end.
+//!
+//! Liveness: `heartbeat_ms` is stamped at every loop turn and after every
+//! `spp_process` call, and the loop never sleeps longer than
+//! [`HEARTBEAT_INTERVAL`] without a turn, so a worker with requests waiting
+//! whose stamp is older than its group's `hang_timeout` plus that interval,
+//! and which is not inside `spp_process`, is frozen (SIGSTOP, a plugin
+//! thread holding the loop, a stalled page fault): the controller kills it
+//! (`spp_daemon::supervisor::housekeeping`).
 //!
 //! A stop signal switches the slot to `Draining` and rings the proxy's
 //! doorbell ([`WorkerSlot::start_draining`]). The loop goes on serving
@@ -53,7 +61,7 @@ use std::time::{Duration, Instant};
 /// of the request ring) at most.
 pub const BATCH_MAX: usize = 64;
 /// The longest the worker sleeps without a loop turn (and a heartbeat).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+pub const HEARTBEAT_INTERVAL: Duration = spp_ipc::pair::WORKER_HEARTBEAT_INTERVAL;
 /// Spin iterations between two `sched_yield`s (and looks at the clock)
 /// while spinning. Three busy processes (load, proxy, worker) share two
 /// vCPUs here: a pure spinner holds its CPU for the whole spin while the
@@ -117,6 +125,8 @@ struct Handler {
     /// A request that waited longer than this (ns) is not processed
     /// (`u64::MAX`: no limit).
     stale_after_ns: u64,
+    /// The `heartbeat_ms` this handler stored last.
+    beat_ms: u64,
     warnings: Warnings,
 }
 
@@ -160,6 +170,7 @@ impl Server {
                 plugin,
                 tag: slot.tag().raw(),
                 stale_after_ns,
+                beat_ms: 0,
                 warnings: Warnings::default(),
             },
             drain_timeout: Duration::from_millis(spec.drain_timeout_ms),
@@ -422,6 +433,15 @@ impl Handler {
         // looks like a hang (same cache line as the stamp: more stores).
         header.in_process_since_ms.store(0, Ordering::Relaxed);
         header.in_process_seq.store(0, Ordering::Relaxed);
+        // The loop moved: a long batch of calls, each shorter than
+        // `hang_timeout`, never looks frozen to the controller. Stored at
+        // most once per ms: the line also holds `completed_seq`, which the
+        // proxy watches.
+        let beat_ms = ended_ns / NS_PER_MS;
+        if beat_ms != self.beat_ms {
+            self.beat_ms = beat_ms;
+            header.heartbeat_ms.store(beat_ms, Ordering::Relaxed);
+        }
         header.process_time.record(ended_ns.saturating_sub(now));
         self.host.with_responder(|responder| {
             if rc != 0 {

@@ -166,6 +166,9 @@ impl Resources {
             .map(|g| GroupFds {
                 id: g.id,
                 slots: g.slots.iter().map(Slot::fds).collect(),
+                // Set from the config by `spawn` (the slots know no
+                // timeouts).
+                msg_timeout_ms: 0,
             })
             .collect()
     }

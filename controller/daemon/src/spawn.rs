@@ -147,7 +147,18 @@ pub fn proxy_launch(
         proxy_region_fd: res.proxy.raw_fd(),
         proxy_bell_fd: res.proxy_bell.raw_fd(),
         pair_layout: cfg.rings,
-        groups: res.group_fds(),
+        groups: res
+            .group_fds()
+            .into_iter()
+            .map(|mut g| {
+                g.msg_timeout_ms = cfg
+                    .groups
+                    .iter()
+                    .find(|c| c.id == g.id)
+                    .map_or(0, |c| millis(c.msg_timeout));
+                g
+            })
+            .collect(),
         limits: proxy_limits(cfg),
         log: log_spec(cfg, log),
     }

@@ -117,6 +117,12 @@ pub use crate::record::RequestMeta;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// The longest a worker's loop goes without stamping `heartbeat_ms` while
+/// it is not inside `spp_process`: it sleeps on its doorbell at most this
+/// long. Whoever judges a worker frozen by its heartbeat (the controller)
+/// allows this much on top of its bound.
+pub const WORKER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The stamp (`RecordHeader::flags`) a request carries: the low bits of the
 /// generation of the worker it was pushed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -151,6 +157,9 @@ pub struct InFlight {
     pub seq: u64,
     /// The flow it came from (`SppConnInfo::flow`).
     pub flow: u64,
+    /// Its `RequestMeta::enqueued_ns` (CLOCK_MONOTONIC), as the proxy
+    /// stamped it: no clock read of its own.
+    pub enqueued_ns: u64,
 }
 
 /// What a sleep on a doorbell ended with.

@@ -45,6 +45,31 @@ impl<'a> PairObserver<'a> {
         self.header().worker_generation.load(Ordering::Acquire)
     }
 
+    /// The pid of the slot's latest worker.
+    pub fn worker_pid(&self) -> u32 {
+        self.header().worker_pid.load(Ordering::Acquire)
+    }
+
+    /// CLOCK_MONOTONIC ms of the worker's last loop turn or finished
+    /// `spp_process` call (0: none yet).
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.header().heartbeat_ms.load(Ordering::Relaxed)
+    }
+
+    /// CLOCK_MONOTONIC ms at which the worker's current `spp_process` call
+    /// began, 0 while it is not inside one.
+    pub fn in_process_since_ms(&self) -> u64 {
+        self.header().in_process_since_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether requests were published that the worker has not finished
+    /// (`pushed_seq` beyond `completed_seq`; loads the completed one first,
+    /// so a completion racing the loads never makes it look behind).
+    pub fn requests_waiting(&self) -> bool {
+        let completed = self.completed_seq();
+        self.pushed_seq().wrapping_sub(completed) as i64 > 0
+    }
+
     /// The slot's worker state (rule 4: load it before the generation).
     pub fn worker_state(&self) -> WorkerState {
         WorkerState::from_raw(self.header().worker_state.load(Ordering::Acquire))

@@ -174,6 +174,7 @@ impl ProxyEnd {
         self.in_flight.push_back(InFlight {
             seq,
             flow: conn.flow,
+            enqueued_ns,
         });
         Ok(seq)
     }
@@ -313,6 +314,25 @@ impl ProxyEnd {
             popped += 1;
         }
         popped
+    }
+
+    /// The worker's `heartbeat_ms` (CLOCK_MONOTONIC ms of its last loop
+    /// turn or finished call).
+    #[inline]
+    pub fn worker_heartbeat_ms(&self) -> u64 {
+        self.header().heartbeat_ms.load(Ordering::Relaxed)
+    }
+
+    /// The worker's `in_process_since_ms` (0: not inside `spp_process`).
+    #[inline]
+    pub fn worker_in_process_since_ms(&self) -> u64 {
+        self.header().in_process_since_ms.load(Ordering::Relaxed)
+    }
+
+    /// The oldest request still in flight.
+    #[inline]
+    pub fn oldest_in_flight(&self) -> Option<InFlight> {
+        self.in_flight.front().copied()
     }
 
     /// Takes the oldest request still in flight (to fail it: its worker is

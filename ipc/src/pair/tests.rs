@@ -158,7 +158,8 @@ fn requests_and_replies_become_visible_only_when_published() {
         (10..13)
             .map(|flow| InFlight {
                 seq: flow - 9,
-                flow
+                flow,
+                enqueued_ns: 7,
             })
             .collect::<Vec<_>>()
     );
@@ -217,10 +218,29 @@ fn a_completion_is_published_after_its_replies() {
     assert_eq!(drained.completed_seq(), 1);
     let (rest, done) = drain_all(&mut proxy);
     assert_eq!(rest, vec![(1, Vec::new(), true)]);
-    assert_eq!(done, vec![InFlight { seq: 1, flow: 1 }]);
+    assert_eq!(
+        done,
+        vec![InFlight {
+            seq: 1,
+            flow: 1,
+            enqueued_ns: 0
+        }]
+    );
     assert_eq!(proxy.pop_completed(&drained, |_| {}), 0, "popped once");
     assert_eq!(proxy.in_flight(), 1);
-    assert_eq!(proxy.take_in_flight(), Some(InFlight { seq: 2, flow: 2 }));
+    assert_eq!(
+        proxy.oldest_in_flight().map(|f| f.seq),
+        Some(2),
+        "the oldest left"
+    );
+    assert_eq!(
+        proxy.take_in_flight(),
+        Some(InFlight {
+            seq: 2,
+            flow: 2,
+            enqueued_ns: 0
+        })
+    );
     assert_eq!(proxy.take_in_flight(), None);
 }
 
@@ -614,4 +634,34 @@ proptest! {
         prop_assert_eq!(proxy.in_flight(), 0);
         prop_assert_eq!(popped, next_flow - 1);
     }
+}
+
+#[test]
+fn the_observer_sees_requests_waiting_until_completed_and_the_liveness_stamps() {
+    let (mut proxy, w) = rig(LAYOUT);
+    let (_slot, _requests, mut responses) = take(&w);
+    let seen = PairObserver::new(&w.pair);
+    assert_eq!(seen.worker_pid(), 4242);
+    assert!(!seen.requests_waiting());
+    let tag = RequestTag::of(proxy.worker_generation());
+    proxy.push(tag, &conn(1), b"a", 0).unwrap();
+    assert!(!seen.requests_waiting(), "not published");
+    proxy.publish();
+    assert!(seen.requests_waiting());
+    responses.complete(1);
+    responses.publish();
+    assert!(!seen.requests_waiting());
+    w.pair.header().heartbeat_ms.store(77, Ordering::Relaxed);
+    w.pair
+        .header()
+        .in_process_since_ms
+        .store(5, Ordering::Relaxed);
+    assert_eq!((seen.heartbeat_ms(), seen.in_process_since_ms()), (77, 5));
+    assert_eq!(
+        (
+            proxy.worker_heartbeat_ms(),
+            proxy.worker_in_process_since_ms()
+        ),
+        (77, 5)
+    );
 }

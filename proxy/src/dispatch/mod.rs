@@ -28,6 +28,11 @@
 //! predecessor (which the proxy fails) is never also served by its
 //! successor.
 //!
+//! A worker whose ring stopped moving ([`stall`]) gets no new request while
+//! another of its group takes them (`stalled_skips`), and the requests it
+//! holds past `msg_timeout` plus a grace are handed back for failing
+//! ([`Dispatcher::take_overdue`]).
+//!
 //! Group ids are `1..=255` (`spp_route` returns one); a 256-entry table
 //! maps an id to its group, so routing a request costs no search.
 
@@ -35,6 +40,7 @@ pub mod ledger;
 pub mod liveness;
 pub mod policy;
 pub mod slot;
+pub mod stall;
 
 use crate::error::ProxyError;
 pub use ledger::Ledger;
@@ -74,6 +80,9 @@ pub struct Dispatcher {
     dirty: Vec<usize>,
     ledger: Ledger,
     layout: PairLayout,
+    /// Picks that passed over a stalled worker since the last
+    /// [`Self::take_stalled_skips`].
+    stalled_skips: u64,
 }
 
 impl Dispatcher {
@@ -107,7 +116,7 @@ impl Dispatcher {
             let mut members = Vec::with_capacity(g.slots.len());
             for fds in &g.slots {
                 members.push(slots.len());
-                slots.push(Slot::open(g.id, fds, layout)?);
+                slots.push(Slot::open(g.id, g.msg_timeout_ms, fds, layout)?);
             }
             out.push(Rotation::new(members));
         }
@@ -118,6 +127,7 @@ impl Dispatcher {
             group_index,
             dirty: Vec::new(),
             layout,
+            stalled_skips: 0,
         })
     }
 
@@ -201,10 +211,22 @@ impl Dispatcher {
             return Err(Refusal::NoWorker);
         };
         let slots = &self.slots;
-        let first = self.groups[gi]
-            .least_outstanding(|s| slots[s].accepting().then(|| slots[s].in_flight()));
-        let Some(first) = first else {
-            return Err(Refusal::NoWorker);
+        let mut skipped = false;
+        let first = self.groups[gi].least_outstanding(|s| {
+            let slot = &slots[s];
+            let stalled = slot.stalled();
+            skipped |= stalled && slot.accepting();
+            (slot.accepting() && !stalled).then(|| slot.in_flight())
+        });
+        let first = match first {
+            Some(first) => {
+                self.stalled_skips += u64::from(skipped);
+                first
+            }
+            // Every accepting worker is stalled: the least loaded of them.
+            None => self.groups[gi]
+                .least_outstanding(|s| slots[s].accepting().then(|| slots[s].in_flight()))
+                .ok_or(Refusal::NoWorker)?,
         };
         match self.push_to(first, conn, req, now_ns) {
             Ok(()) => return Ok(first),
@@ -241,6 +263,30 @@ impl Dispatcher {
             self.dirty.push(s);
         }
         Ok(())
+    }
+
+    /// Picks that passed over a stalled worker since the last call.
+    pub fn take_stalled_skips(&mut self) -> u64 {
+        std::mem::take(&mut self.stalled_skips)
+    }
+
+    /// The scan's look at every slot's progress at loop time `now_ms`
+    /// ([`stall::Stall::observe`]).
+    pub fn observe_progress(&mut self, now_ms: u64) {
+        for slot in &mut self.slots {
+            slot.observe_progress(now_ms);
+        }
+    }
+
+    /// Takes the oldest request in flight in slot `s` if it is overdue at
+    /// loop time `now_ms` ([`stall::overdue`]: a frozen worker holds it
+    /// past `msg_timeout` plus a grace), and whether it was its
+    /// connection's last. The caller fails it and closes its connection.
+    pub fn take_overdue(&mut self, s: usize, now_ms: u64) -> Option<(InFlight, bool)> {
+        if !self.slots.get(s)?.oldest_overdue(now_ms) {
+            return None;
+        }
+        self.take_in_flight(s)
     }
 
     /// Publishes every ring pushed to since the last call and wakes each

@@ -9,6 +9,7 @@
 //! wakes the worker only if it announced sleep.
 
 use super::liveness::Liveness;
+use super::stall::{self, Oldest, Stall};
 use crate::error::ProxyError;
 use spp_ipc::doorbell::Doorbell;
 use spp_ipc::launch::PairFds;
@@ -26,11 +27,20 @@ pub struct Slot {
     pub(super) group: u32,
     /// Index in the group.
     pub(super) index: u32,
+    /// The group's `msg_timeout` in ms (0: off).
+    msg_timeout_ms: u64,
+    /// Whether its ring moves ([`stall`]).
+    stall: Stall,
 }
 
 impl Slot {
     /// Maps an inherited pair region and attaches the proxy's end.
-    pub(super) fn open(group: u32, fds: &PairFds, layout: PairLayout) -> Result<Self, ProxyError> {
+    pub(super) fn open(
+        group: u32,
+        msg_timeout_ms: u64,
+        fds: &PairFds,
+        layout: PairLayout,
+    ) -> Result<Self, ProxyError> {
         let what = || {
             format!(
                 "group {group} worker slot {} (fd {})",
@@ -70,6 +80,8 @@ impl Slot {
             liveness: Liveness::default(),
             group,
             index: fds.index,
+            msg_timeout_ms,
+            stall: Stall::default(),
         })
     }
 
@@ -83,6 +95,51 @@ impl Slot {
     #[inline]
     pub(super) fn accepting(&self) -> bool {
         self.liveness.accepting()
+    }
+
+    /// Whether the worker's ring stopped moving (see [`stall`]).
+    #[inline]
+    pub(super) fn stalled(&self) -> bool {
+        self.stall.stalled()
+    }
+
+    /// One scan's look at the worker's progress at loop time `now_ms`;
+    /// logs when the slot becomes stalled.
+    pub(super) fn observe_progress(&mut self, now_ms: u64) {
+        let progress = (self.end.completed_seq(), self.end.worker_generation());
+        let in_flight = self.end.in_flight();
+        if self
+            .stall
+            .observe(now_ms, progress, in_flight, self.msg_timeout_ms)
+        {
+            tracing::warn!(
+                group = self.group,
+                worker = self.index,
+                in_flight,
+                "worker stalled (no request finished lately): new requests go elsewhere"
+            );
+        }
+    }
+
+    /// Whether the oldest request in flight is overdue at loop time
+    /// `now_ms` (see [`stall::overdue`]); only for a live worker.
+    pub(super) fn oldest_overdue(&self, now_ms: u64) -> bool {
+        if !self.liveness.is_live() {
+            return false;
+        }
+        let Some(oldest) = self.end.oldest_in_flight() else {
+            return false;
+        };
+        if oldest.seq <= self.end.completed_seq() {
+            // Finished: its replies are in the ring, popped at the next drain.
+            return false;
+        }
+        let oldest = Oldest {
+            enqueued_ns: oldest.enqueued_ns,
+            in_process_since_ms: self.end.worker_in_process_since_ms(),
+            heartbeat_ms: self.end.worker_heartbeat_ms(),
+        };
+        stall::overdue(&oldest, now_ms, self.msg_timeout_ms)
     }
 
     /// Requests pushed here and not yet seen completed.

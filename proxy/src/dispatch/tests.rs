@@ -42,6 +42,11 @@ fn dup(fd: RawFd) -> RawFd {
 
 /// A dispatcher over `groups` (id, slots), no worker adopted yet.
 fn rig(groups: &[(u32, u32)]) -> (Rig, Shared) {
+    rig_with_timeout(groups, 0)
+}
+
+/// [`rig`] with every group's `msg_timeout` at `msg_timeout_ms`.
+fn rig_with_timeout(groups: &[(u32, u32)], msg_timeout_ms: u64) -> (Rig, Shared) {
     let layout = PairLayout {
         request_capacity: RING,
         response_capacity: RING,
@@ -62,7 +67,11 @@ fn rig(groups: &[(u32, u32)]) -> (Rig, Shared) {
             pairs.push(pair);
             bells.push(bell);
         }
-        specs.push(GroupFds { id, slots });
+        specs.push(GroupFds {
+            id,
+            slots,
+            msg_timeout_ms,
+        });
     }
     let rig = Rig {
         dispatch: Dispatcher::open(&specs, layout).unwrap(),
@@ -315,4 +324,45 @@ fn a_slot_is_settled_when_its_ring_is_empty_and_its_worker_sleeps_or_is_gone() {
     });
     assert!(asleep);
     assert!(!r.dispatch.responses_waiting());
+}
+
+#[test]
+fn a_stalled_worker_is_passed_over_and_a_frozen_ones_old_requests_handed_back() {
+    let (mut r, shared) = rig_with_timeout(&[(1, 2)], 500);
+    shared.ready(0);
+    let w1 = shared.ready(1);
+    r.scan();
+    assert_eq!(r.push(1, tcp(0), None), Ok(0));
+    assert_eq!(r.push(1, tcp(1), None), Ok(1));
+    r.dispatch.publish();
+    r.dispatch.observe_progress(0);
+    // Slot 1 finishes its request; slot 0 does not, past 500 / 2 ms.
+    complete_up_to(&shared, &w1, 1);
+    assert_eq!(r.completions(1), vec![tcp(1)]);
+    r.dispatch.observe_progress(300);
+    // Tied or not, new requests go to slot 1, each pick counted.
+    let picks: Vec<_> = (2..6).map(|i| r.push(1, tcp(i), None).unwrap()).collect();
+    assert_eq!(picks, vec![1; 4]);
+    assert_eq!(r.dispatch.take_stalled_skips(), 4);
+    assert_eq!(r.dispatch.take_stalled_skips(), 0, "taken");
+    // Slot 1 beats (its heartbeat is fresh): nothing of it is overdue; slot
+    // 0's worker never stamped one and holds a request older than 700 ms.
+    shared.pairs[1]
+        .header()
+        .heartbeat_ms
+        .store(700, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(r.dispatch.take_overdue(1, 701), None);
+    assert_eq!(r.dispatch.take_overdue(0, 700), None, "within the grace");
+    let (entry, last) = r.dispatch.take_overdue(0, 701).expect("overdue");
+    assert_eq!((entry.flow, last), (tcp(0), true));
+    assert_eq!(r.dispatch.take_overdue(0, 702), None, "nothing more there");
+    // Nothing in flight there any more, but still frozen: still passed over
+    // (slot 1 keeps finishing its requests).
+    complete_up_to(&shared, &w1, 5);
+    assert_eq!(r.completions(1).len(), 4);
+    r.dispatch.observe_progress(750);
+    assert_eq!(r.push(1, tcp(9), None), Ok(1));
+    // Every worker of the group stalled: the least loaded still gets it.
+    r.dispatch.observe_progress(1200);
+    assert!(r.push(1, tcp(10), None).is_ok());
 }

@@ -534,6 +534,7 @@ impl Rig {
                         bell_fd: b.raw_fd(),
                     })
                     .collect(),
+                msg_timeout_ms: 0,
             }],
             limits,
             log: LogSpec {

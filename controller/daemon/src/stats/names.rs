@@ -162,6 +162,16 @@ pub const PROXY_COUNTERS: &[CounterName] = &[
         "spp_proxy_poison_refused_total",
         "Requests refused as poison: workers died twice processing these bytes.",
     ),
+    counter(
+        "stalled_skips",
+        "spp_proxy_stalled_skips_total",
+        "Worker picks that passed over a worker whose ring stopped moving.",
+    ),
+    counter(
+        "proxy_expired",
+        "spp_proxy_expired_total",
+        "Requests the proxy failed itself: held by a frozen worker past msg_timeout.",
+    ),
 ];
 
 /// The workers' shared counters, summed per group (label `group`).

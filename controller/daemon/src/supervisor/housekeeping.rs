@@ -4,6 +4,14 @@
 //!   `in_process_since_ms` stamp) for longer than its group's
 //!   `hang_timeout` is SIGKILLed, logged, and restarted with the normal
 //!   back-off, its `last_exit` saying why;
+//! * the frozen check: a `Ready` or `Draining` worker with requests
+//!   waiting (`pushed_seq` beyond `completed_seq`), not inside
+//!   `spp_process`, whose `heartbeat_ms` is older than its group's
+//!   `hang_timeout` plus [`WORKER_HEARTBEAT_INTERVAL`] (the longest its
+//!   loop sleeps between two stamps) is frozen outside a call (SIGSTOP, a
+//!   plugin thread holding the loop, a stalled page fault): SIGKILLed and
+//!   restarted like a hung one, its `last_exit` saying "frozen: no
+//!   heartbeat for N ms";
 //! * workers stopped on purpose that overrun their drain are SIGKILLed;
 //! * scaling: every `scaling.interval`, each group whose `min_workers <
 //!   max_workers` is measured ([`GroupScaling`]) and [`scaling::decide`]d;
@@ -33,6 +41,8 @@ use crate::scaling::{self, Action, Decision, Figures};
 use crate::status::{DecisionStatus, GroupStatus, ServiceState};
 use nix::sys::signal::Signal;
 use spp_config::defaults;
+use spp_ipc::layout::WorkerState;
+use spp_ipc::pair::{PairObserver, WORKER_HEARTBEAT_INTERVAL};
 use spp_ipc::record::{monotonic_ns, NS_PER_MS};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +95,50 @@ fn inflight_ns(res: &Resources, pos: usize, index: u32, now_ms: u64) -> u64 {
         .map_or(0, |since| {
             now_ms.saturating_sub(since).saturating_mul(NS_PER_MS)
         })
+}
+
+/// What the frozen check reads of one serving worker (CLOCK_MONOTONIC ms).
+#[derive(Clone, Copy, Debug)]
+struct Beat {
+    now_ms: u64,
+    /// When its run started.
+    started_ms: u64,
+    heartbeat_ms: u64,
+    /// Inside `spp_process` (the hang check's business).
+    in_process: bool,
+    /// Requests published that it has not finished.
+    waiting: bool,
+}
+
+impl Beat {
+    /// How long it has been silent, if that makes it frozen under
+    /// `hang_timeout` `hang` (0: off): requests waiting, not inside
+    /// `spp_process`, heartbeat older than `hang` plus
+    /// [`WORKER_HEARTBEAT_INTERVAL`]. A stamp older than the run (its
+    /// predecessor's) counts as the run's start.
+    fn frozen_for(&self, hang: Duration) -> Option<u64> {
+        if hang.is_zero() || self.in_process || !self.waiting {
+            return None;
+        }
+        let silent = self
+            .now_ms
+            .saturating_sub(self.heartbeat_ms.max(self.started_ms));
+        (silent > millis(hang + WORKER_HEARTBEAT_INTERVAL)).then_some(silent)
+    }
+}
+
+/// Whether the pair's worker is the run with `pid` and serves (`Ready`, or
+/// `Draining` with requests still to finish).
+fn serving(pair: &PairObserver<'_>, pid: u32) -> bool {
+    matches!(
+        pair.worker_state(),
+        WorkerState::Ready | WorkerState::Draining
+    ) && pair.worker_pid() == pid
+}
+
+/// `d` in whole ms (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn monotonic_ms() -> u64 {
@@ -159,6 +213,7 @@ impl Supervisor {
         self.note_ready();
         self.stats.sample(&self.res, now);
         self.check_hangs();
+        self.check_frozen();
         self.check_retired(now);
         self.rotate_logs();
         if self.state == ServiceState::Running && self.reload.is_none() {
@@ -200,6 +255,51 @@ impl Supervisor {
             let reason = format!(
                 "stuck in spp_process for {:.1} s (hang_timeout {} s)",
                 inside.as_secs_f64(),
+                hang.as_secs_f64()
+            );
+            self.kill_on_purpose(i, reason);
+        }
+    }
+
+    /// SIGKILLs every worker frozen outside `spp_process` (see the module
+    /// docs).
+    fn check_frozen(&mut self) {
+        let now_ms = monotonic_ms();
+        let mut frozen = Vec::new();
+        for (i, child) in self.children.iter().enumerate() {
+            let Kind::Worker {
+                group_pos, index, ..
+            } = child.kind
+            else {
+                continue;
+            };
+            let Some(run) = child.run.as_ref().filter(|r| !r.killed) else {
+                continue;
+            };
+            let Some(hang) = self.cfg.groups.get(group_pos).map(|g| g.hang_timeout) else {
+                continue;
+            };
+            let Some(slot) = self.res.slot(group_pos, index) else {
+                continue;
+            };
+            let pair = PairObserver::new(&slot.pair);
+            if !serving(&pair, run.pid) {
+                continue;
+            }
+            let beat = Beat {
+                now_ms,
+                started_ms: now_ms.saturating_sub(millis(run.started.elapsed())),
+                heartbeat_ms: pair.heartbeat_ms(),
+                in_process: pair.in_process_since_ms() != 0,
+                waiting: pair.requests_waiting(),
+            };
+            if let Some(silent) = beat.frozen_for(hang) {
+                frozen.push((i, silent, hang));
+            }
+        }
+        for (i, silent, hang) in frozen {
+            let reason = format!(
+                "frozen: no heartbeat for {silent} ms with requests waiting (hang_timeout {} s)",
                 hang.as_secs_f64()
             );
             self.kill_on_purpose(i, reason);
@@ -434,5 +534,49 @@ impl Supervisor {
         for (pos, scaling) in self.scaling.iter_mut().enumerate() {
             scaling.rebase(&self.res, pos, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HANG: Duration = Duration::from_secs(1);
+
+    fn beat(now_ms: u64, heartbeat_ms: u64) -> Beat {
+        Beat {
+            now_ms,
+            started_ms: 0,
+            heartbeat_ms,
+            in_process: false,
+            waiting: true,
+        }
+    }
+
+    #[test]
+    fn a_silent_worker_with_requests_waiting_is_frozen() {
+        // hang_timeout 1 s + the 1 s heartbeat interval.
+        assert_eq!(beat(12_000, 10_000).frozen_for(HANG), None, "2 s: not yet");
+        assert_eq!(beat(12_001, 10_000).frozen_for(HANG), Some(2001));
+        assert_eq!(beat(12_001, 10_000).frozen_for(Duration::ZERO), None, "off");
+    }
+
+    #[test]
+    fn idle_busy_or_new_workers_are_not_frozen() {
+        let idle = Beat {
+            waiting: false,
+            ..beat(20_000, 10_000)
+        };
+        assert_eq!(idle.frozen_for(HANG), None, "nothing waiting: it sleeps");
+        let inside = Beat {
+            in_process: true,
+            ..beat(20_000, 10_000)
+        };
+        assert_eq!(inside.frozen_for(HANG), None, "the hang check's case");
+        let new_run = Beat {
+            started_ms: 19_000,
+            ..beat(20_000, 10_000)
+        };
+        assert_eq!(new_run.frozen_for(HANG), None, "a predecessor's old stamp");
     }
 }

@@ -26,7 +26,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of everything in this module.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// `PairHeader::magic`: "SPPPAIR1".
 pub const PAIR_MAGIC: u64 = u64::from_le_bytes(*b"SPPPAIR1");
 /// `ProxyHeader::magic`: "SPPPRXY1".
@@ -361,6 +361,8 @@ pub struct LiveLimits {
     pub idle_timeout_ms: AtomicU64,
     /// `proxy.spin`, µs.
     pub spin_us: AtomicU64,
+    /// `proxy.request_timeout`, ms.
+    pub request_timeout_ms: AtomicU64,
 }
 
 impl LiveLimits {
@@ -375,6 +377,8 @@ impl LiveLimits {
         self.idle_timeout_ms
             .store(limits.idle_timeout_ms, Ordering::Relaxed);
         self.spin_us.store(limits.spin_us, Ordering::Relaxed);
+        self.request_timeout_ms
+            .store(limits.request_timeout_ms, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -394,6 +398,7 @@ impl LiveLimits {
             max_send_buffer: size(&self.max_send_buffer, base.max_send_buffer),
             idle_timeout_ms: get(&self.idle_timeout_ms),
             spin_us: get(&self.spin_us),
+            request_timeout_ms: get(&self.request_timeout_ms),
             ..base.clone()
         }
     }

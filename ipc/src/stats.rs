@@ -121,5 +121,11 @@ counters! {
     pub exceptions: AtomicU64,
     /// Host-service calls refused (reply to an unknown flow, no room).
     pub host_refused: AtomicU64,
+    /// Connections closed because a partial request was not completed
+    /// within `request_timeout` of its first byte.
+    pub request_timeouts: AtomicU64,
+    /// Connections closed, the table being full, to make room for a new
+    /// one: those that had waited longest on a partial request.
+    pub evicted_partial: AtomicU64,
 }
 }

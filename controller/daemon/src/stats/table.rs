@@ -22,6 +22,8 @@ const PROXY_PROBLEMS: &[&str] = &[
     "stale_responses",
     "udp_dropped",
     "host_refused",
+    "request_timeouts",
+    "evicted_partial",
 ];
 
 /// What the less obvious columns mean.

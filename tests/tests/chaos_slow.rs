@@ -1,0 +1,200 @@
+//! Chaos: slow and half-gone clients, and the operator's edges.
+//!
+//! * Slowloris: a partial request fed one byte at a time is closed
+//!   `request_timeout` after its first byte, and a full connection table
+//!   makes room for newcomers by closing the oldest partial request, so a
+//!   normal client keeps being served through the attack.
+//! * A FIN that comes with the request: the reply goes out, then the
+//!   connection closes at once (not at `idle_timeout`).
+//! * `spp stop`: a connect during the drain is refused at once.
+//! * A CLI whose stdout is a closed pipe exits quietly, without a panic.
+
+use spp_tests::client::{frame, TcpClient};
+use spp_tests::view::proxy_counter;
+use spp_tests::{wait_for, Binaries, Service, ServiceConfig};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `proxy.request_timeout` of the slowloris tests.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// `proxy.max_connections` of the slowloris attack.
+const MAX_CONNECTIONS: usize = 20;
+/// Slow connections the attacker keeps open (ten times the table).
+const ATTACKERS: usize = 200;
+/// The attacker feeds each connection one byte this often.
+const DRIP: Duration = Duration::from_millis(400);
+/// How long the attack lasts.
+const ATTACK: Duration = Duration::from_secs(6);
+/// Share of the normal client's requests after the first
+/// `request_timeout` that must be served.
+const MIN_SERVED: f64 = 0.95;
+/// `proxy.idle_timeout` of these tests: far beyond anything they wait for.
+const IDLE_TIMEOUT: &str = "30s";
+/// Bounds of connects and reads of the normal client and the probes.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound of counter polls.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn echo_config(max_connections: usize) -> ServiceConfig {
+    let mut cfg = ServiceConfig::single(&Binaries::locate().plugin("spp_echo"), 2);
+    cfg.proxy_extra = vec![
+        format!("max_connections = {max_connections}"),
+        format!("request_timeout = \"{}ms\"", REQUEST_TIMEOUT.as_millis()),
+        format!("idle_timeout = {IDLE_TIMEOUT:?}"),
+    ];
+    cfg
+}
+
+/// A connection that announces a 100-byte request and sends one byte of
+/// it; `None` when the connect failed.
+fn slow_conn(addr: SocketAddr) -> Option<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT).ok()?;
+    s.set_write_timeout(Some(CLIENT_TIMEOUT)).ok()?;
+    let mut partial = 100u32.to_be_bytes().to_vec();
+    partial.push(b'x');
+    s.write_all(&partial).ok()?;
+    Some(s)
+}
+
+/// Whether the server closed `s` (EOF or reset) within `timeout`.
+fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
+    s.set_read_timeout(Some(timeout)).expect("read timeout");
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() == ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn a_partial_request_fed_a_byte_at_a_time_is_closed_at_request_timeout() {
+    let service = Service::start(&echo_config(MAX_CONNECTIONS));
+    let started = Instant::now();
+    let mut slow = slow_conn(service.tcp()).expect("connect");
+    // Keep feeding it: each byte would reset an idle timeout.
+    let mut closed = false;
+    while started.elapsed() < REQUEST_TIMEOUT * 4 {
+        if closed_within(&mut slow, DRIP) {
+            closed = true;
+            break;
+        }
+        if slow.write_all(b"x").is_err() {
+            closed = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "a slow request was kept for {took:?}");
+    assert!(took >= REQUEST_TIMEOUT, "closed too soon: {took:?}");
+    let counted = service.wait_status(WAIT, |s| {
+        (proxy_counter(s, "request_timeouts") == 1).then_some(())
+    });
+    assert!(counted.is_some(), "request_timeouts is not 1");
+    // A whole request is still served.
+    let mut client = TcpClient::connect(service.tcp()).expect("connect");
+    assert_eq!(client.call(b"after").expect("echo"), b"after");
+}
+
+/// Keeps [`ATTACKERS`] slow connections open until `stop`: each sends a
+/// partial request, then a byte every [`DRIP`]; a closed one is replaced.
+fn slowloris(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut conns: Vec<Option<TcpStream>> = (0..ATTACKERS).map(|_| None).collect();
+        let mut opened = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let round = Instant::now();
+            for conn in &mut conns {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let alive = conn.as_mut().is_some_and(|s| s.write_all(b"x").is_ok());
+                if !alive {
+                    *conn = slow_conn(addr);
+                    opened += 1;
+                }
+            }
+            if let Some(rest) = DRIP.checked_sub(round.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+        opened
+    })
+}
+
+#[test]
+fn slowloris_does_not_lock_normal_clients_out() {
+    let service = Service::start(&echo_config(MAX_CONNECTIONS));
+    let addr = service.tcp();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attack_start = Instant::now();
+    let attacker = slowloris(addr, Arc::clone(&stop));
+    // The table fills with slow connections first.
+    let full = wait_for(WAIT, || {
+        let s = service.try_status().ok()?;
+        (proxy_counter(&s, "conns_active") >= MAX_CONNECTIONS as u64).then_some(())
+    });
+    assert!(full.is_some(), "the attack never filled the table");
+    let (mut served, mut tried, mut early) = (0u32, 0u32, 0u32);
+    let mut failures = Vec::new();
+    while attack_start.elapsed() < ATTACK {
+        let settled = attack_start.elapsed() >= REQUEST_TIMEOUT;
+        let payload = format!("normal {tried}");
+        let result = TcpClient::connect(addr).and_then(|mut c| {
+            c.stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+            c.call(payload.as_bytes())
+        });
+        std::thread::sleep(Duration::from_millis(10));
+        if !settled {
+            early += 1;
+            continue;
+        }
+        tried += 1;
+        match result {
+            Ok(reply) if reply == payload.as_bytes() => served += 1,
+            Ok(other) => failures.push(format!("wrong reply {other:?}")),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened = attacker.join().expect("attacker");
+    let status = service.status();
+    let evicted = proxy_counter(&status, "evicted_partial");
+    let timeouts = proxy_counter(&status, "request_timeouts");
+    let ratio = f64::from(served) / f64::from(tried.max(1));
+    eprintln!(
+        "slowloris: {served}/{tried} normal requests served after the first {REQUEST_TIMEOUT:?} \
+         ({ratio:.3}; {early} before), {opened} slow connections opened, \
+         evicted_partial={evicted} request_timeouts={timeouts}"
+    );
+    assert!(tried >= 50, "too few normal requests to judge: {tried}");
+    assert!(
+        ratio >= MIN_SERVED,
+        "{served}/{tried} served; first failures: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert!(evicted > 0, "no partial request was evicted");
+    assert!(
+        opened > ATTACKERS as u64,
+        "the attacker never had to reconnect"
+    );
+}
+
+#[test]
+fn a_fin_with_the_request_gets_the_reply_then_eof_at_once() {
+    let service = Service::start(&echo_config(MAX_CONNECTIONS));
+    let mut s = TcpStream::connect_timeout(&service.tcp(), CLIENT_TIMEOUT).expect("connect");
+    // Request and FIN in one go.
+    s.write_all(&frame(b"last words")).expect("send");
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    let started = Instant::now();
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).expect("timeout");
+    let mut got = Vec::new();
+    let read = s.read_to_end(&mut got);
+    let took = started.elapsed();
+    assert!(read.is_ok(), "no EOF within {CLIENT_TIMEOUT:?}: {read:?}");
+    assert_eq!(got, frame(b"last words"));
+    assert!(took < CLIENT_TIMEOUT, "EOF after {took:?}");
+}

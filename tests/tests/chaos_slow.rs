@@ -198,3 +198,68 @@ fn a_fin_with_the_request_gets_the_reply_then_eof_at_once() {
     assert_eq!(got, frame(b"last words"));
     assert!(took < CLIENT_TIMEOUT, "EOF after {took:?}");
 }
+
+/// Runs `spp <cmd> -c <config>` with stdout a pipe whose reader is already
+/// closed; returns its exit code and stderr.
+fn spp_into_closed_pipe(service: &Service, cmd: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = std::process::Command::new(service.bins.spp())
+        .arg(cmd)
+        .arg("-c")
+        .arg(&service.config)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn spp");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let status = wait_for(CLI_WAIT, || child.try_wait().expect("try_wait"));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = reader.join().expect("stderr reader");
+    (status.and_then(|s| s.code()), text)
+}
+
+/// Bound of one CLI call.
+const CLI_WAIT: Duration = Duration::from_secs(30);
+/// Exit status of a CLI whose stdout reader went away.
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+#[test]
+fn a_cli_whose_stdout_reader_is_gone_exits_quietly() {
+    let mut service = Service::start(&echo_config(MAX_CONNECTIONS));
+    for (cmd, extra) in [
+        ("status", &[][..]),
+        ("status", &["--json"][..]),
+        ("stat", &[][..]),
+        ("check", &[][..]),
+    ] {
+        let (code, stderr) = spp_into_closed_pipe(&service, cmd, extra);
+        assert_eq!(
+            code,
+            Some(EXIT_BROKEN_PIPE),
+            "spp {cmd} {extra:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "spp {cmd} {extra:?}: {stderr}"
+        );
+    }
+    // `spp start -c F | head -1`: the service starts, the CLI exits quietly.
+    assert!(service.stop().ok(), "stop");
+    let (code, stderr) = spp_into_closed_pipe(&service, "start", &[]);
+    assert!(!stderr.contains("panicked"), "spp start: {stderr}");
+    assert_eq!(code, Some(EXIT_BROKEN_PIPE), "spp start: {stderr}");
+    let running = service.wait_status(WAIT, |s| s["controller_pid"].as_i64());
+    assert!(running.is_some(), "the service did not start");
+    assert!(service.stop().ok(), "stop after the piped start");
+}

@@ -10,7 +10,9 @@
 //! * A CLI whose stdout is a closed pipe exits quietly, without a panic.
 
 use spp_tests::client::{frame, TcpClient};
-use spp_tests::view::proxy_counter;
+use spp_tests::faulty;
+use spp_tests::service::run_spp;
+use spp_tests::view::{proxy_counter, worker_counter_sum};
 use spp_tests::{wait_for, Binaries, Service, ServiceConfig};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -262,4 +264,62 @@ fn a_cli_whose_stdout_reader_is_gone_exits_quietly() {
     let running = service.wait_status(WAIT, |s| s["controller_pid"].as_i64());
     assert!(running.is_some(), "the service did not start");
     assert!(service.stop().ok(), "stop after the piped start");
+}
+
+/// How long the request in flight during the stop takes: the drain lasts
+/// this long, well within the stop grace.
+const DRAIN_HOLD_MS: u64 = 2500;
+
+#[test]
+fn a_connect_during_the_stop_drain_is_refused_at_once() {
+    let bins = Binaries::locate();
+    let mut cfg = ServiceConfig::single(&bins.plugin(faulty::PLUGIN), 1);
+    cfg.proxy_plugin = bins.plugin("spp_echo");
+    let service = Service::start(&cfg);
+    let addr = service.tcp();
+    // A request in flight keeps the proxy draining for DRAIN_HOLD_MS.
+    let mut holder = TcpClient::connect(addr).expect("holder connect");
+    let payload = faulty::sleep(DRAIN_HOLD_MS, "drain");
+    holder.send(&payload).expect("holder send");
+    let taken = service.wait_status(WAIT, |s| {
+        (worker_counter_sum(s, "requests") == 1).then_some(())
+    });
+    assert!(taken.is_some(), "the worker never took the holding request");
+    let holder = std::thread::spawn(move || {
+        let reply = holder.recv();
+        (reply, Instant::now())
+    });
+    let stop_args = ["stop", "-c", &service.config.display().to_string()].map(String::from);
+    let stopper = {
+        let bins = bins.clone();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = stop_args.iter().map(String::as_str).collect();
+            run_spp(&bins, &args)
+        })
+    };
+    let stop_sent = Instant::now();
+    // Connect until refused; an accepted connect must not linger.
+    let refused_at = wait_for(WAIT, || {
+        match TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => Some(Instant::now()),
+            _ => None,
+        }
+    });
+    let refused_at = refused_at.expect("a connect during the stop was never refused");
+    // The port is free for another service while the proxy still drains.
+    let rebound = std::net::TcpListener::bind(addr);
+    let (reply, replied_at) = holder.join().expect("holder");
+    let stopped = stopper.join().expect("stopper");
+    assert_eq!(reply.expect("the request in flight is answered"), payload);
+    assert!(
+        refused_at < replied_at,
+        "refused only {:?} after the stop, once the drain ended ({:?})",
+        refused_at - stop_sent,
+        replied_at - stop_sent
+    );
+    assert!(
+        rebound.is_ok(),
+        "the port stayed taken during the drain: {rebound:?}"
+    );
+    assert!(stopped.ok(), "spp stop: {}", stopped.text());
 }

@@ -22,14 +22,46 @@ use std::time::{Duration, Instant};
 
 /// `proxy.request_timeout` of the slowloris tests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-/// `proxy.max_connections` of the slowloris attack.
+/// `proxy.max_connections` of these tests.
 const MAX_CONNECTIONS: usize = 20;
-/// Slow connections the attacker keeps open (ten times the table).
-const ATTACKERS: usize = 200;
 /// The attacker feeds each connection one byte this often.
 const DRIP: Duration = Duration::from_millis(400);
-/// How long the attack lasts.
-const ATTACK: Duration = Duration::from_secs(6);
+/// Set (to anything) for the attack at the issue's scale (about 25 s).
+const LONG_ENV: &str = "SPP_CHAOS_LONG";
+
+/// One slowloris attack's scale.
+#[derive(Clone, Copy, Debug)]
+struct Attack {
+    /// `proxy.max_connections`.
+    max_connections: usize,
+    /// `proxy.request_timeout`.
+    request_timeout: Duration,
+    /// Slow connections the attacker keeps open.
+    attackers: usize,
+    /// The attacker feeds each connection one byte this often.
+    drip: Duration,
+    /// How long the attack lasts.
+    length: Duration,
+}
+
+impl Attack {
+    /// The test suite's: ten times the table, quick.
+    const SHORT: Attack = Attack {
+        max_connections: MAX_CONNECTIONS,
+        request_timeout: REQUEST_TIMEOUT,
+        attackers: 200,
+        drip: DRIP,
+        length: Duration::from_secs(6),
+    };
+    /// The issue's: 2000 connections fed a byte every 5 s against 100.
+    const LONG: Attack = Attack {
+        max_connections: 100,
+        request_timeout: Duration::from_secs(5),
+        attackers: 2000,
+        drip: Duration::from_secs(5),
+        length: Duration::from_secs(20),
+    };
+}
 /// Share of the normal client's requests after the first
 /// `request_timeout` that must be served.
 const MIN_SERVED: f64 = 0.95;
@@ -40,11 +72,11 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound of counter polls.
 const WAIT: Duration = Duration::from_secs(10);
 
-fn echo_config(max_connections: usize) -> ServiceConfig {
+fn echo_config(max_connections: usize, request_timeout: Duration) -> ServiceConfig {
     let mut cfg = ServiceConfig::single(&Binaries::locate().plugin("spp_echo"), 2);
     cfg.proxy_extra = vec![
         format!("max_connections = {max_connections}"),
-        format!("request_timeout = \"{}ms\"", REQUEST_TIMEOUT.as_millis()),
+        format!("request_timeout = \"{}ms\"", request_timeout.as_millis()),
         format!("idle_timeout = {IDLE_TIMEOUT:?}"),
     ];
     cfg
@@ -73,7 +105,7 @@ fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
 
 #[test]
 fn a_partial_request_fed_a_byte_at_a_time_is_closed_at_request_timeout() {
-    let service = Service::start(&echo_config(MAX_CONNECTIONS));
+    let service = Service::start(&echo_config(MAX_CONNECTIONS, REQUEST_TIMEOUT));
     let started = Instant::now();
     let mut slow = slow_conn(service.tcp()).expect("connect");
     // Keep feeding it: each byte would reset an idle timeout.
@@ -100,11 +132,16 @@ fn a_partial_request_fed_a_byte_at_a_time_is_closed_at_request_timeout() {
     assert_eq!(client.call(b"after").expect("echo"), b"after");
 }
 
-/// Keeps [`ATTACKERS`] slow connections open until `stop`: each sends a
-/// partial request, then a byte every [`DRIP`]; a closed one is replaced.
-fn slowloris(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+/// Keeps `attack.attackers` slow connections open until `stop`: each
+/// sends a partial request, then a byte every `attack.drip`; a closed one
+/// is replaced.
+fn slowloris(
+    addr: SocketAddr,
+    attack: Attack,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        let mut conns: Vec<Option<TcpStream>> = (0..ATTACKERS).map(|_| None).collect();
+        let mut conns: Vec<Option<TcpStream>> = (0..attack.attackers).map(|_| None).collect();
         let mut opened = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let round = Instant::now();
@@ -118,8 +155,9 @@ fn slowloris(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
                     opened += 1;
                 }
             }
-            if let Some(rest) = DRIP.checked_sub(round.elapsed()) {
-                std::thread::sleep(rest);
+            // Sleep out the rest of the round, waking to see `stop`.
+            while round.elapsed() < attack.drip && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
         opened
@@ -128,21 +166,26 @@ fn slowloris(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
 
 #[test]
 fn slowloris_does_not_lock_normal_clients_out() {
-    let service = Service::start(&echo_config(MAX_CONNECTIONS));
+    let attack = if std::env::var_os(LONG_ENV).is_some() {
+        Attack::LONG
+    } else {
+        Attack::SHORT
+    };
+    let service = Service::start(&echo_config(attack.max_connections, attack.request_timeout));
     let addr = service.tcp();
     let stop = Arc::new(AtomicBool::new(false));
     let attack_start = Instant::now();
-    let attacker = slowloris(addr, Arc::clone(&stop));
+    let attacker = slowloris(addr, attack, Arc::clone(&stop));
     // The table fills with slow connections first.
     let full = wait_for(WAIT, || {
         let s = service.try_status().ok()?;
-        (proxy_counter(&s, "conns_active") >= MAX_CONNECTIONS as u64).then_some(())
+        (proxy_counter(&s, "conns_active") >= attack.max_connections as u64).then_some(())
     });
     assert!(full.is_some(), "the attack never filled the table");
     let (mut served, mut tried, mut early) = (0u32, 0u32, 0u32);
     let mut failures = Vec::new();
-    while attack_start.elapsed() < ATTACK {
-        let settled = attack_start.elapsed() >= REQUEST_TIMEOUT;
+    while attack_start.elapsed() < attack.length {
+        let settled = attack_start.elapsed() >= attack.request_timeout;
         let payload = format!("normal {tried}");
         let result = TcpClient::connect(addr).and_then(|mut c| {
             c.stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
@@ -167,7 +210,7 @@ fn slowloris_does_not_lock_normal_clients_out() {
     let timeouts = proxy_counter(&status, "request_timeouts");
     let ratio = f64::from(served) / f64::from(tried.max(1));
     eprintln!(
-        "slowloris: {served}/{tried} normal requests served after the first {REQUEST_TIMEOUT:?} \
+        "slowloris {attack:?}: {served}/{tried} normal requests served after the first request_timeout \
          ({ratio:.3}; {early} before), {opened} slow connections opened, \
          evicted_partial={evicted} request_timeouts={timeouts}"
     );
@@ -179,14 +222,14 @@ fn slowloris_does_not_lock_normal_clients_out() {
     );
     assert!(evicted > 0, "no partial request was evicted");
     assert!(
-        opened > ATTACKERS as u64,
+        opened > attack.attackers as u64,
         "the attacker never had to reconnect"
     );
 }
 
 #[test]
 fn a_fin_with_the_request_gets_the_reply_then_eof_at_once() {
-    let service = Service::start(&echo_config(MAX_CONNECTIONS));
+    let service = Service::start(&echo_config(MAX_CONNECTIONS, REQUEST_TIMEOUT));
     let mut s = TcpStream::connect_timeout(&service.tcp(), CLIENT_TIMEOUT).expect("connect");
     // Request and FIN in one go.
     s.write_all(&frame(b"last words")).expect("send");
@@ -238,7 +281,7 @@ const EXIT_BROKEN_PIPE: i32 = 141;
 
 #[test]
 fn a_cli_whose_stdout_reader_is_gone_exits_quietly() {
-    let mut service = Service::start(&echo_config(MAX_CONNECTIONS));
+    let mut service = Service::start(&echo_config(MAX_CONNECTIONS, REQUEST_TIMEOUT));
     for (cmd, extra) in [
         ("status", &[][..]),
         ("status", &["--json"][..]),

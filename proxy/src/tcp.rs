@@ -29,6 +29,14 @@
 //! once. The check costs one look per read, and only for a connection with
 //! requests in flight.
 //!
+//! Slow clients: a connection left holding a partial request is listed,
+//! stamped with when that request started (`crate::partial`); the idle
+//! sweep closes it once `request_timeout` passed, and at the connection
+//! cap a newcomer takes the place of the one that has waited longest. A
+//! FIN that comes with the last bytes is read in the same turn (the event
+//! says the peer closed, so the socket is read until it ends), so the
+//! connection closes as soon as its requests are answered.
+//!
 //! Each framing starts by reading the clock the requests it queues are
 //! stamped with (see `Proxy::submit`). Every hook runs through the hooks
 //! runner, which applies the plugin's queued `reply`/`close` calls right
@@ -197,7 +205,6 @@ impl Proxy {
             }
             (used, outcome)
         };
-        self.clients.track_partial(info.flow, used);
         match outcome {
             Framed::More | Framed::Closed | Framed::Held => {}
             Framed::Abort(why) => {
@@ -215,6 +222,8 @@ impl Proxy {
                 }
             }
         }
+        // Slowloris: when a partial request started (`crate::partial`).
+        self.clients.track_partial(info.flow, used);
     }
 
     /// Frames again the connections whose hold ended this turn (listed by

@@ -124,6 +124,9 @@ pub struct ProxyLimits {
     pub max_send_buffer: usize,
     /// Milliseconds without traffic before a connection is closed.
     pub idle_timeout_ms: u64,
+    /// Milliseconds a partial request may take to complete, counted from
+    /// when the connection started holding it.
+    pub request_timeout_ms: u64,
     /// UDP requests awaiting a reply at most.
     pub max_udp_flows: usize,
     /// Microseconds the proxy spins for responses before sleeping.

@@ -14,8 +14,9 @@
 //!
 //! Version 3 added, per worker: `in_process_seq` (poison requests, in the
 //! padding after `in_process_since_ms`) and the `log_dropped` counter; for
-//! the proxy: the `log_dropped`, `poison_refused`, `stalled_skips` and
-//! `proxy_expired` counters (appended in that order).
+//! the proxy: the `log_dropped`, `poison_refused`, `stalled_skips`,
+//! `proxy_expired`, `request_timeouts` and `evicted_partial` counters
+//! (appended in that order) and `LiveLimits::request_timeout_ms`.
 //!
 //! The controller creates both (memfd), initialises them, and keeps them
 //! for the service's life, so a restarted proxy or worker continues on the
@@ -373,6 +374,8 @@ pub struct LiveLimits {
     pub idle_timeout_ms: AtomicU64,
     /// `proxy.spin`, µs.
     pub spin_us: AtomicU64,
+    /// `proxy.request_timeout`, ms.
+    pub request_timeout_ms: AtomicU64,
 }
 
 impl LiveLimits {
@@ -387,6 +390,8 @@ impl LiveLimits {
         self.idle_timeout_ms
             .store(limits.idle_timeout_ms, Ordering::Relaxed);
         self.spin_us.store(limits.spin_us, Ordering::Relaxed);
+        self.request_timeout_ms
+            .store(limits.request_timeout_ms, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -406,6 +411,7 @@ impl LiveLimits {
             max_send_buffer: size(&self.max_send_buffer, base.max_send_buffer),
             idle_timeout_ms: get(&self.idle_timeout_ms),
             spin_us: get(&self.spin_us),
+            request_timeout_ms: get(&self.request_timeout_ms),
             ..base.clone()
         }
     }

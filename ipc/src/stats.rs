@@ -141,5 +141,11 @@ counters! {
     /// stamped its heartbeat (frozen); each went to the exception hook
     /// (`SPP_EXC_TIMEOUT`) and its connection was closed.
     pub proxy_expired: AtomicU64,
+    /// Connections closed because a partial request was not completed
+    /// within `request_timeout` of its first byte.
+    pub request_timeouts: AtomicU64,
+    /// Connections closed, the table being full, to make room for a new
+    /// one: those that had waited longest on a partial request.
+    pub evicted_partial: AtomicU64,
 }
 }

@@ -26,6 +26,7 @@ use crate::conn::{BufPool, Conn, ConnState, QueueError};
 use crate::dispatch::Ledger;
 use crate::flow::{self, Proto, SlotTable};
 use crate::hooks::HookCall;
+use crate::partial::PartialList;
 use crate::tcp::TcpListenerEntry;
 use crate::token::Source;
 use crate::udp::{UdpFlow, UdpSock};
@@ -52,6 +53,11 @@ pub enum CloseReason {
     Oversized,
     /// The proxy is stopping.
     Shutdown,
+    /// A partial request was not completed within `request_timeout`.
+    RequestTimeout,
+    /// The table was full: it had waited longest on a partial request and
+    /// made room for a new connection.
+    Evicted,
 }
 
 /// Every flow the proxy serves, and what delivering to one needs.
@@ -64,6 +70,8 @@ pub struct Clients {
     pub udp_socks: Vec<UdpSock>,
     /// Reusable buffers for connections.
     pub pool: BufPool,
+    /// Connections holding a partial request, oldest first.
+    pub partial: PartialList,
     /// Counter deltas for this turn (added to the shared stats once per
     /// turn; gauges are stored there directly).
     pub stats: ProxyTally,
@@ -94,6 +102,7 @@ impl Clients {
             udp_flows: SlotTable::new(epoch, Proto::Udp, max_udp_flows),
             udp_socks: Vec::new(),
             pool: BufPool::default(),
+            partial: PartialList::default(),
             stats: ProxyTally::default(),
             max_send_buffer,
             now_ms: 0,
@@ -226,6 +235,7 @@ impl Clients {
     /// Closes connection `slot` now: calls the plugin's `close` hook with
     /// its unframed bytes, returns its buffers, counts `why`.
     pub fn close_conn(&mut self, hook: HookCall<'_>, slot: u32, why: CloseReason) {
+        self.partial.unlink(&mut self.conns, slot);
         let Some(mut conn) = self.conns.remove(slot) else {
             return;
         };
@@ -234,6 +244,8 @@ impl Clients {
         match why {
             CloseReason::Idle => self.stats.idle_closed += 1,
             CloseReason::Slow => self.stats.slow_closed += 1,
+            CloseReason::RequestTimeout => self.stats.request_timeouts += 1,
+            CloseReason::Evicted => self.stats.evicted_partial += 1,
             CloseReason::Done
             | CloseReason::Broken
             | CloseReason::BadInput
@@ -412,6 +424,65 @@ impl Clients {
                 self.udp_flows.remove(slot);
             }
         }
+    }
+
+    /// Records where connection `flow`'s framing left it: holding a
+    /// partial request (reading, with unframed bytes) links it in
+    /// [`Self::partial`], stamped now if it held none before or `used`
+    /// bytes were just framed off its front (a new partial request);
+    /// anything else unlinks it. See [`crate::partial`].
+    pub fn track_partial(&mut self, flow: u64, used: usize) {
+        let Some(slot) = self.conns.slot_of(flow) else {
+            return;
+        };
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        if conn.reads() && !conn.rbuf.is_empty() {
+            if used != 0 || !conn.partial.is_linked() {
+                self.partial.start(&mut self.conns, slot, self.now_ms);
+            }
+        } else if conn.partial.is_linked() {
+            self.partial.unlink(&mut self.conns, slot);
+        }
+    }
+
+    /// Closes every connection whose partial request is not complete
+    /// `request_ms` after its first byte. Costs O(connections closed):
+    /// the list is oldest first. A listed connection that stopped reading
+    /// meanwhile (held, peer closed, closing) is unlinked, not closed.
+    pub fn expire_partial(&mut self, hook: HookCall<'_>, request_ms: u64) {
+        let now = self.now_ms;
+        while let Some((slot, since)) = self.partial.oldest(&self.conns) {
+            if now.saturating_sub(since) < request_ms {
+                break;
+            }
+            if self.conns.get(slot).is_some_and(Conn::reads) {
+                tracing::debug!(slot, waited_ms = now - since, "request timeout");
+                self.close_conn(hook, slot, CloseReason::RequestTimeout);
+            } else {
+                self.partial.unlink(&mut self.conns, slot);
+            }
+        }
+    }
+
+    /// The table is full: closes the connection that has waited longest on
+    /// a partial request, if any, to make room for a new one. Returns
+    /// whether it closed one.
+    pub fn evict_partial(&mut self, hook: HookCall<'_>) -> bool {
+        while let Some((slot, since)) = self.partial.oldest(&self.conns) {
+            if self.conns.get(slot).is_some_and(Conn::reads) {
+                tracing::debug!(
+                    slot,
+                    waited_ms = self.now_ms.saturating_sub(since),
+                    "connection table full: closing the oldest partial request"
+                );
+                self.close_conn(hook, slot, CloseReason::Evicted);
+                return true;
+            }
+            self.partial.unlink(&mut self.conns, slot);
+        }
+        false
     }
 
     /// Drain end: closes every connection with nothing left to send and

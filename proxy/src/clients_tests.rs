@@ -210,3 +210,75 @@ fn a_connection_is_listed_to_read_again_once_and_only_while_it_reads() {
     assert!(c.reads_pending());
     c.return_read_list(list);
 }
+
+/// Gives connection `flow` a partial request at `now_ms`, as framing does.
+fn partial(c: &mut Clients, flow: u64, now_ms: u64, used: usize) {
+    c.now_ms = now_ms;
+    c.conns
+        .lookup_mut(flow)
+        .unwrap()
+        .rbuf
+        .extend_from_slice(b"GET /");
+    c.track_partial(flow, used);
+}
+
+#[test]
+fn a_partial_request_keeps_its_first_stamp_until_a_request_completes() {
+    let mut c = clients(1 << 20);
+    let (slot, flow, _client) = connect(&mut c);
+    partial(&mut c, flow, 100, 0);
+    // More bytes of the same partial request (a byte every few seconds).
+    partial(&mut c, flow, 900, 0);
+    assert_eq!(c.partial.oldest(&c.conns), Some((slot, 100)));
+    // A request was framed off the front: the rest is a new one.
+    partial(&mut c, flow, 950, 10);
+    assert_eq!(c.partial.oldest(&c.conns), Some((slot, 950)));
+    // Buffer empty: no longer listed.
+    c.conns.get_mut(slot).unwrap().rbuf.clear();
+    c.track_partial(flow, 5);
+    assert_eq!(c.partial.oldest(&c.conns), None);
+    // Held for a worker: not the client's wait.
+    partial(&mut c, flow, 960, 0);
+    c.conns.get_mut(slot).unwrap().state = ConnState::Held;
+    c.track_partial(flow, 0);
+    assert_eq!(c.partial.oldest(&c.conns), None);
+}
+
+#[test]
+fn request_timeout_closes_only_partial_requests_that_are_too_old() {
+    let mut c = clients(1 << 20);
+    let (_, old, _a) = connect(&mut c);
+    let (young_slot, young, _b) = connect(&mut c);
+    let (_, _idle, _c) = connect(&mut c);
+    let (closing_slot, closing, _d) = connect(&mut c);
+    partial(&mut c, old, 100, 0);
+    partial(&mut c, closing, 150, 0);
+    c.conns.get_mut(closing_slot).unwrap().close_after_flush();
+    partial(&mut c, young, 900, 0);
+    c.now_ms = 1_200;
+    c.expire_partial(HookCall::none(), 1_000);
+    assert_eq!(c.stats.request_timeouts, 1);
+    assert_eq!(c.conns.len(), 3, "the idle, closing and young ones stay");
+    assert!(c.conns.slot_of(old).is_none());
+    assert_eq!(c.partial.oldest(&c.conns), Some((young_slot, 900)));
+    c.now_ms = 1_900;
+    c.expire_partial(HookCall::none(), 1_000);
+    assert_eq!(c.stats.request_timeouts, 2);
+    assert_eq!(c.partial.oldest(&c.conns), None);
+}
+
+#[test]
+fn a_full_table_evicts_the_oldest_partial_request_and_nothing_else() {
+    let mut c = clients(1 << 20);
+    let (_, idle, _a) = connect(&mut c);
+    assert!(!c.evict_partial(HookCall::none()), "nothing partial");
+    let (_, first, _b) = connect(&mut c);
+    let (_, second, _c) = connect(&mut c);
+    partial(&mut c, first, 100, 0);
+    partial(&mut c, second, 200, 0);
+    assert!(c.evict_partial(HookCall::none()));
+    assert!(c.conns.slot_of(first).is_none());
+    assert!(c.conns.slot_of(second).is_some());
+    assert!(c.conns.slot_of(idle).is_some());
+    assert_eq!(c.stats.evicted_partial, 1);
+}

@@ -11,6 +11,7 @@
 //! moved to its front only when appending would otherwise grow it, so
 //! queueing a response behind a partly written one copies it once.
 
+use crate::partial::PartialLink;
 use mio::net::TcpStream;
 use spp_plugin_api::abi::SppConnInfo;
 use std::io::{self, Write};
@@ -97,6 +98,9 @@ pub struct Conn {
     pub in_flush_list: bool,
     /// Listed in the clients' read-again list.
     pub in_read_list: bool,
+    /// Its place among the connections holding a partial request
+    /// ([`crate::partial`]).
+    pub partial: PartialLink,
 }
 
 impl Conn {
@@ -112,6 +116,7 @@ impl Conn {
             state: ConnState::Open,
             in_flush_list: false,
             in_read_list: false,
+            partial: PartialLink::default(),
         }
     }
 

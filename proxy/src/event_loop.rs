@@ -23,7 +23,8 @@
 //! requests a frozen one holds past `msg_timeout` (`dispatch::stall`,
 //! `Proxy::expire_overdue`) and applies limits the controller published
 //! ([`crate::live_limits`]); the idle sweep runs at an interval derived from
-//! the idle timeout. A doorbell wake brings the scan forward to
+//! the idle and request timeouts, and first closes the connections whose
+//! partial request passed `request_timeout` ([`crate::partial`]). A doorbell wake brings the scan forward to
 //! [`BELL_SCAN_GAP_MS`] after the previous one: a worker that starts
 //! draining rings the bell and gets its `drain_ack` promptly, while a
 //! busy proxy, woken by response bells, still scans at most that often.
@@ -218,7 +219,7 @@ impl Proxy {
                 last_scan_ms: 0,
                 next_scan_ms: 0,
                 next_sweep_ms: 0,
-                sweep_interval_ms: sweep_interval_ms(limits.idle_timeout_ms),
+                sweep_interval_ms: sweep_interval_ms(limits),
             },
             life: Life::new(launch.log.file.clone()),
             gone: Vec::new(),
@@ -287,7 +288,7 @@ impl Proxy {
             self.io.put_events(events);
             for &slot in &reads {
                 if self.clients.unlist_read(slot) {
-                    self.conn_readable(slot);
+                    self.conn_readable(slot, true);
                 }
             }
             self.clients.return_read_list(reads);
@@ -321,7 +322,7 @@ impl Proxy {
         match Source::from_token(event.token()) {
             Some(Source::Conn(slot)) => {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.conn_readable(slot);
+                    self.conn_readable(slot, event.is_read_closed());
                 }
                 if event.is_writable()
                     && self
@@ -374,7 +375,9 @@ impl Proxy {
         if now_ms >= self.timers.next_sweep_ms {
             self.timers.next_sweep_ms = now_ms + self.timers.sweep_interval_ms;
             let (idle_ms, strict) = (self.limits.idle_timeout_ms, self.life.draining);
+            let request_ms = self.limits.request_timeout_ms;
             hooks.with(clients, |c, hook| {
+                c.expire_partial(hook, request_ms);
                 c.sweep_idle(hook, dispatch.ledger(), idle_ms, strict);
             });
         }

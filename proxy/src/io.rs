@@ -172,6 +172,8 @@ impl Io {
                 self.accept_starved = true;
                 Accepted::Starved
             }
+            // The controller shut the listener down: the service stops.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Accepted::Drained,
             // ECONNABORTED and friends: that one connection is gone.
             Err(e) => {
                 tracing::debug!(listener = li, "accept: {e}");

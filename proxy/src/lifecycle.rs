@@ -1,7 +1,9 @@
 //! The proxy's life-cycle signals.
 //!
 //! * SIGTERM drains: stop accepting and reading (the listeners are
-//!   deregistered, not closed, since the controller owns them), finish what
+//!   deregistered, not closed, since the controller owns them; when the
+//!   whole service stops, the controller shuts them down itself, and an
+//!   accept then fails with EINVAL, taken as "nothing to accept"), finish what
 //!   is in flight, flush, and exit as soon as that is done; once
 //!   `limits.drain_timeout_ms` passes, close what is left, calling the close
 //!   hook for each, and exit 0 all the same.

@@ -11,8 +11,9 @@
 //! * `max_request_size` — framing checks it from the next byte read.
 //! * `max_send_buffer` — the bound of every connection's send buffer from
 //!   the next response queued.
-//! * `idle_timeout_ms` — the idle sweep's timeout and interval (the next
-//!   sweep is brought forward if the new interval is shorter).
+//! * `idle_timeout_ms`, `request_timeout_ms` — the idle sweep's timeouts
+//!   and interval (the next sweep is brought forward if the new interval
+//!   is shorter).
 //! * `spin_us` — from the next wait.
 //!
 //! Values that fail the launch checks (`setup::limits_problem`) are
@@ -23,7 +24,8 @@ use crate::event_loop::Proxy;
 use crate::setup;
 use spp_ipc::launch::ProxyLimits;
 
-/// The idle sweep runs every `idle_timeout / SWEEP_DIVISOR`, clamped to
+/// The idle sweep runs every `min(idle_timeout, request_timeout) /
+/// SWEEP_DIVISOR`, clamped to
 /// [`MIN_SWEEP_INTERVAL_MS`, `MAX_SWEEP_INTERVAL_MS`]; each sweep costs
 /// O(flows in use).
 pub const SWEEP_DIVISOR: u64 = 8;
@@ -34,15 +36,16 @@ pub const MIN_SWEEP_INTERVAL_MS: u64 = 250;
 /// See [`SWEEP_DIVISOR`].
 pub const MAX_SWEEP_INTERVAL_MS: u64 = 1000;
 
-/// The idle sweep interval for `idle_timeout_ms`.
-pub fn sweep_interval_ms(idle_timeout_ms: u64) -> u64 {
-    (idle_timeout_ms / SWEEP_DIVISOR).clamp(MIN_SWEEP_INTERVAL_MS, MAX_SWEEP_INTERVAL_MS)
+/// The idle sweep interval for `limits`' idle and request timeouts.
+pub fn sweep_interval_ms(limits: &ProxyLimits) -> u64 {
+    let shortest = limits.idle_timeout_ms.min(limits.request_timeout_ms);
+    (shortest / SWEEP_DIVISOR).clamp(MIN_SWEEP_INTERVAL_MS, MAX_SWEEP_INTERVAL_MS)
 }
 
 /// The limits a reload may change that differ between `old` and `new`, as
 /// `name old -> new`.
 pub fn changes(old: &ProxyLimits, new: &ProxyLimits) -> Vec<String> {
-    let fields: [(&str, u64, u64); 5] = [
+    let fields: [(&str, u64, u64); 6] = [
         (
             "max_connections",
             old.max_connections as u64,
@@ -59,6 +62,11 @@ pub fn changes(old: &ProxyLimits, new: &ProxyLimits) -> Vec<String> {
             new.max_send_buffer as u64,
         ),
         ("idle_timeout_ms", old.idle_timeout_ms, new.idle_timeout_ms),
+        (
+            "request_timeout_ms",
+            old.request_timeout_ms,
+            new.request_timeout_ms,
+        ),
         ("spin_us", old.spin_us, new.spin_us),
     ];
     fields
@@ -93,9 +101,9 @@ impl Proxy {
         }
         self.clients.conns.set_limit(new.max_connections);
         self.clients.max_send_buffer = new.max_send_buffer;
-        if new.idle_timeout_ms != self.limits.idle_timeout_ms {
+        if sweep_interval_ms(&new) != self.timers.sweep_interval_ms {
             let t = &mut self.timers;
-            t.sweep_interval_ms = sweep_interval_ms(new.idle_timeout_ms);
+            t.sweep_interval_ms = sweep_interval_ms(&new);
             t.next_sweep_ms = t
                 .next_sweep_ms
                 .min(self.clients.now_ms + t.sweep_interval_ms);
@@ -137,6 +145,7 @@ mod tests {
             max_request_size: 1 << 20,
             max_send_buffer: 4 << 20,
             idle_timeout_ms: 60_000,
+            request_timeout_ms: 10_000,
             max_udp_flows: 100,
             spin_us: 50,
             drain_timeout_ms: 5_000,
@@ -159,9 +168,17 @@ mod tests {
     }
 
     #[test]
-    fn the_sweep_interval_follows_the_idle_timeout_within_bounds() {
-        assert_eq!(sweep_interval_ms(1), MIN_SWEEP_INTERVAL_MS);
-        assert_eq!(sweep_interval_ms(4_000), 500);
-        assert_eq!(sweep_interval_ms(u64::MAX), MAX_SWEEP_INTERVAL_MS);
+    fn the_sweep_interval_follows_the_shorter_timeout_within_bounds() {
+        let with = |idle_timeout_ms, request_timeout_ms| {
+            sweep_interval_ms(&ProxyLimits {
+                idle_timeout_ms,
+                request_timeout_ms,
+                ..limits()
+            })
+        };
+        assert_eq!(with(1, u64::MAX), MIN_SWEEP_INTERVAL_MS);
+        assert_eq!(with(4_000, u64::MAX), 500);
+        assert_eq!(with(u64::MAX, 4_000), 500);
+        assert_eq!(with(u64::MAX, u64::MAX), MAX_SWEEP_INTERVAL_MS);
     }
 }

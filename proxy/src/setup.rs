@@ -64,6 +64,9 @@ pub fn limits_problem(limits: &ProxyLimits) -> Option<(&'static str, String)> {
     if limits.idle_timeout_ms == 0 {
         return Some(("limits.idle_timeout_ms", "must be at least 1 ms".into()));
     }
+    if limits.request_timeout_ms == 0 {
+        return Some(("limits.request_timeout_ms", "must be at least 1 ms".into()));
+    }
     None
 }
 

@@ -29,6 +29,14 @@
 //! once. The check costs one look per read, and only for a connection with
 //! requests in flight.
 //!
+//! Slow clients: a connection left holding a partial request is listed,
+//! stamped with when that request started (`crate::partial`); the idle
+//! sweep closes it once `request_timeout` passed, and at the connection
+//! cap a newcomer takes the place of the one that has waited longest. A
+//! FIN that comes with the last bytes is read in the same turn (the event
+//! says the peer closed, so the socket is read until it ends), so the
+//! connection closes as soon as its requests are answered.
+//!
 //! Each framing starts by reading the clock the requests it queues are
 //! stamped with (see `Proxy::submit`). Every hook runs through the hooks
 //! runner, which applies the plugin's queued `reply`/`close` calls right
@@ -82,6 +90,12 @@ impl Proxy {
         for _ in 0..MAX_ACCEPTS_PER_TURN {
             match self.io.accept(li, &mut self.clients.stats.conns_refused) {
                 Accepted::Conn(stream, peer) => {
+                    if self.clients.conns.is_full() {
+                        // Slowloris: the newcomer takes the place of the
+                        // oldest partial request, if any (`crate::partial`).
+                        self.hooks
+                            .with(&mut self.clients, |c, hook| c.evict_partial(hook));
+                    }
                     self.clients
                         .admit(self.io.registry(), &self.io.listeners[li], stream, peer);
                 }
@@ -93,8 +107,12 @@ impl Proxy {
     }
 
     /// Reads what connection `slot` has (bounded per turn), framing and
-    /// queueing every complete request.
-    pub(crate) fn conn_readable(&mut self, slot: u32) {
+    /// queueing every complete request. `until_empty`: a short read does
+    /// not end the reading, the socket is read until it would block or
+    /// ends — when the event says the peer shut its side (the FIN came
+    /// with the last bytes, and no further edge will come for it) or the
+    /// connection had more than its share last turn.
+    pub(crate) fn conn_readable(&mut self, slot: u32, until_empty: bool) {
         let mut scratch = self.io.take_scratch();
         let recv_time_us = self.clock.wall_us;
         let mut again = true;
@@ -110,6 +128,8 @@ impl Proxy {
             match conn.stream.read(&mut scratch) {
                 Ok(0) => {
                     conn.state = ConnState::PeerClosed;
+                    // A partial request can no longer complete.
+                    self.clients.partial.unlink(&mut self.clients.conns, slot);
                     self.clients.mark_flush(slot);
                     again = false;
                     break;
@@ -119,7 +139,7 @@ impl Proxy {
                     conn.info.recv_time_us = recv_time_us;
                     self.clients.stats.bytes_in += n as u64;
                     self.on_bytes(slot, &scratch[..n]);
-                    if n < scratch.len() {
+                    if n < scratch.len() && !until_empty {
                         // A short read emptied the socket; the next arrival
                         // raises a new edge.
                         again = false;
@@ -154,7 +174,7 @@ impl Proxy {
             return;
         };
         let info = conn.info;
-        let outcome = if conn.rbuf.is_empty() {
+        let (used, outcome) = if conn.rbuf.is_empty() {
             // Common case: frame straight from the scratch buffer.
             let (used, outcome) = self.frame(&info, data);
             // Keep a partial request; on a hold keep every unframed byte; on
@@ -167,7 +187,7 @@ impl Proxy {
                 }
                 conn.rbuf.extend_from_slice(&data[used..]);
             }
-            outcome
+            (used, outcome)
         } else {
             let mut rbuf = std::mem::take(&mut conn.rbuf);
             rbuf.extend_from_slice(data);
@@ -183,7 +203,7 @@ impl Proxy {
                 }
                 _ => self.clients.pool.put(rbuf),
             }
-            outcome
+            (used, outcome)
         };
         match outcome {
             Framed::More | Framed::Closed | Framed::Held => {}
@@ -202,6 +222,8 @@ impl Proxy {
                 }
             }
         }
+        // Slowloris: when a partial request started (`crate::partial`).
+        self.clients.track_partial(info.flow, used);
     }
 
     /// Frames again the connections whose hold ended this turn (listed by

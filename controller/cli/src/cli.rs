@@ -17,13 +17,18 @@ pub const EXIT_NOT_RUNNING: u8 = 3;
 /// (starting or stopping; LSB "unknown").
 pub const EXIT_UNKNOWN: u8 = 4;
 
+/// Exit status when stdout's reader went away (`spp status | head -c1`):
+/// that of a command killed by SIGPIPE, without the noise.
+pub const EXIT_BROKEN_PIPE: u8 = 128 + 13;
+
 const EXIT_CODES: &str = "\
 Exit status:
   0  success (`stop` also when nothing was running)
   1  failure: invalid config, start failed, already running, stop timed out,
      reload refused or failed
   3  `status`, `stat`, `reload`, `l5`: the service is not running
-  4  `status`: a controller runs but does not answer (starting or stopping)";
+  4  `status`: a controller runs but does not answer (starting or stopping)
+141  stdout was a pipe whose reader went away (output stopped quietly)";
 
 /// spp — a socket server: proxy, shared-memory rings and worker groups
 /// running business plugins, supervised from one config file.

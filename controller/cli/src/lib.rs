@@ -30,14 +30,38 @@
 //!
 //! Modules: [`cli`] (arguments, exit statuses), [`commands`] (what each
 //! command does), [`lifecycle`] (detached start, stop: the daemon's
-//! client), [`package`], [`ops`]. The config is `spp-config`; the
+//! client), [`package`], [`ops`], [`output`] (printing that survives a
+//! closed pipe). The config is `spp-config`; the
 //! controller itself (`spp start --foreground`), the control socket, the
 //! status and stats reports and their tables are `spp-daemon`.
+
+// Shadow `std`'s printing macros for every module below: a closed pipe
+// must not panic the CLI (see `output`). Defined before the modules, so
+// they see these.
+macro_rules! println {
+    () => {
+        $crate::output::out(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::output::out(format_args!($($arg)*), true)
+    };
+}
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::out(format_args!($($arg)*), false)
+    };
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => {
+        $crate::output::err(format_args!($($arg)*))
+    };
+}
 
 pub mod cli;
 pub mod commands;
 pub mod lifecycle;
 pub mod ops;
+pub mod output;
 pub mod package;
 
 use cli::{Cli, EXIT_FAILURE};

@@ -37,6 +37,10 @@ pub const MAX_REQUEST_SIZE: u64 = 1 << 20;
 pub const MAX_SEND_BUFFER: u64 = 4 << 20;
 /// `proxy.idle_timeout`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `proxy.request_timeout`: how long a client may take to complete a
+/// request once its first byte arrived (like nginx's
+/// `client_header_timeout`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `proxy.max_udp_flows`.
 pub const MAX_UDP_FLOWS: usize = 10_000;
 /// `proxy.spin` and `group.spin`.

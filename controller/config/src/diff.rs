@@ -168,6 +168,11 @@ pub fn compare(
         dbg(&op.idle_timeout),
         dbg(&np.idle_timeout),
     );
+    note(
+        "proxy.request_timeout",
+        dbg(&op.request_timeout),
+        dbg(&np.request_timeout),
+    );
     note("proxy.spin", dbg(&op.spin), dbg(&np.spin));
     let (osc, nsc) = (&old.scaling, &new.scaling);
     note("scaling.interval", dbg(&osc.interval), dbg(&nsc.interval));

@@ -203,6 +203,9 @@ pub struct ProxyConfig {
     pub max_send_buffer: usize,
     /// Idle connections close after this.
     pub idle_timeout: Duration,
+    /// A partial request not completed this long after its first byte
+    /// closes its connection.
+    pub request_timeout: Duration,
     /// UDP requests awaiting a reply at most.
     pub max_udp_flows: usize,
     /// Spin before sleeping.

@@ -63,6 +63,7 @@ pub struct RawProxy {
     pub max_request_size: Option<String>,
     pub max_send_buffer: Option<String>,
     pub idle_timeout: Option<String>,
+    pub request_timeout: Option<String>,
     pub max_udp_flows: Option<i64>,
     pub spin: Option<String>,
 }

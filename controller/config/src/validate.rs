@@ -550,6 +550,11 @@ fn proxy(
         raw.idle_timeout.as_deref(),
         defaults::IDLE_TIMEOUT,
     )?;
+    let request_timeout = ctx.duration(
+        "proxy.request_timeout",
+        raw.request_timeout.as_deref(),
+        defaults::REQUEST_TIMEOUT,
+    )?;
     let max_connections = ctx.flow_slots(
         "proxy.max_connections",
         raw.max_connections,
@@ -568,6 +573,7 @@ fn proxy(
         max_request_size: usize::try_from(max_request_size).unwrap_or(usize::MAX),
         max_send_buffer: usize::try_from(max_send_buffer).unwrap_or(usize::MAX),
         idle_timeout: ctx.positive("proxy.idle_timeout", idle_timeout)?,
+        request_timeout: ctx.positive("proxy.request_timeout", request_timeout)?,
         max_udp_flows,
         spin: ctx.spin("proxy.spin", raw.spin.as_deref())?,
     })

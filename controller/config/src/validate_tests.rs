@@ -81,6 +81,7 @@ fn the_base_config_is_valid_and_gets_defaults() {
     assert_eq!(cfg.proxy.max_request_size, 64 << 10);
     assert_eq!(cfg.proxy.max_send_buffer as u64, defaults::MAX_SEND_BUFFER);
     assert_eq!(cfg.proxy.idle_timeout, defaults::IDLE_TIMEOUT);
+    assert_eq!(cfg.proxy.request_timeout, defaults::REQUEST_TIMEOUT);
     assert_eq!(cfg.proxy.max_udp_flows, defaults::MAX_UDP_FLOWS);
     assert_eq!(cfg.proxy.spin, defaults::SPIN);
     assert_eq!(
@@ -358,6 +359,18 @@ fn durations_need_units_and_sane_values() {
         idle,
         "plugin = \"x.so\"\nidle_timeout = \"soon\"",
         "proxy.idle_timeout",
+        "not a duration",
+    );
+    refused(
+        idle,
+        "plugin = \"x.so\"\nrequest_timeout = \"0s\"",
+        "proxy.request_timeout",
+        "longer than zero",
+    );
+    refused(
+        idle,
+        "plugin = \"x.so\"\nrequest_timeout = \"slow\"",
+        "proxy.request_timeout",
         "not a duration",
     );
     let text = BASE

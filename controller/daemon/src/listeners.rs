@@ -1,6 +1,11 @@
 //! Binds every configured listener in the controller, so the sockets
 //! outlive any proxy: a restarted proxy inherits the same listening fds and
 //! no connection is refused meanwhile.
+//!
+//! When the service stops, [`BoundListener::close`] ends listening before
+//! the proxy drains: newcomers are refused at once instead of waiting in
+//! the backlog to be reset when the proxy exits, and the port is free for
+//! the next start.
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use spp_config::defaults;
@@ -37,17 +42,41 @@ pub struct BoundListener {
     pub config: ListenAddr,
     /// The address actually bound (differs when the port was 0).
     pub local: SocketAddr,
-    socket: Socket,
+    /// `None` once closed.
+    socket: Option<Socket>,
 }
 
 impl BoundListener {
     /// The launch-spec entry for this listener.
+    /// Once closed, the fd is -1 (the service is stopping: no proxy is
+    /// started any more).
     pub fn launch_fd(&self) -> ListenerFd {
         ListenerFd {
             index: self.index,
             transport: self.config.transport,
             addr: self.local,
-            fd: self.socket.as_raw_fd(),
+            fd: self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        }
+    }
+
+    /// The service stops: a TCP listener stops listening — `shutdown`
+    /// acts on the socket, so for the proxy's inherited copy too: a
+    /// connect is refused at once, and the connections still in the
+    /// backlog are reset — and the controller's fd is closed. The port
+    /// can then be bound again (`SO_REUSEADDR`) even while the draining
+    /// proxy still holds its copy. Idempotent.
+    pub fn close(&mut self) {
+        let Some(socket) = self.socket.take() else {
+            return;
+        };
+        if self.config.transport == Transport::Tcp {
+            if let Err(e) = socket.shutdown(std::net::Shutdown::Read) {
+                tracing::warn!(
+                    "proxy.listen[{}] {}: stop listening: {e}",
+                    self.index,
+                    self.local
+                );
+            }
         }
     }
 }
@@ -103,7 +132,7 @@ fn bind(index: usize, config: ListenAddr) -> Result<BoundListener, ListenError> 
         index,
         config,
         local,
-        socket,
+        socket: Some(socket),
     })
 }
 
@@ -120,6 +149,27 @@ mod tests {
         let u = bind(1, parse_listen("udp://[::1]:0").unwrap()).unwrap();
         assert!(u.local.is_ipv6());
         assert_eq!(u.launch_fd().index, 1);
+    }
+
+    #[test]
+    fn a_closed_listener_refuses_at_once_and_frees_its_port() {
+        let mut l = bind(0, parse_listen("tcp://127.0.0.1:0").unwrap()).unwrap();
+        // As the proxy's inherited copy would.
+        let copy = l.socket.as_ref().unwrap().try_clone().unwrap();
+        l.close();
+        l.close();
+        assert_eq!(l.launch_fd().fd, -1);
+        let refused = std::net::TcpStream::connect(l.local).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        let again = bind(
+            1,
+            ListenAddr {
+                transport: Transport::Tcp,
+                addr: l.local,
+            },
+        );
+        assert!(again.is_ok(), "the port is still taken");
+        drop(copy);
     }
 
     #[test]

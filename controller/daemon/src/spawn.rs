@@ -122,6 +122,7 @@ pub fn proxy_limits(cfg: &Config) -> ProxyLimits {
         max_request_size: p.max_request_size,
         max_send_buffer: p.max_send_buffer,
         idle_timeout_ms: millis(p.idle_timeout),
+        request_timeout_ms: millis(p.request_timeout),
         max_udp_flows: p.max_udp_flows,
         spin_us: u64::try_from(p.spin.as_micros()).unwrap_or(u64::MAX),
         drain_timeout_ms: millis(defaults::proxy_drain_timeout(cfg.service.stop_grace)),

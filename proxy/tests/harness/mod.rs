@@ -408,6 +408,7 @@ pub fn limits() -> ProxyLimits {
         max_request_size: 1 << 20,
         max_send_buffer: 4 << 20,
         idle_timeout_ms: 60_000,
+        request_timeout_ms: 60_000,
         max_udp_flows: 1000,
         spin_us: 50,
         drain_timeout_ms: 10_000,

@@ -172,6 +172,16 @@ pub const PROXY_COUNTERS: &[CounterName] = &[
         "spp_proxy_expired_total",
         "Requests the proxy failed itself: held by a frozen worker past msg_timeout.",
     ),
+    counter(
+        "request_timeouts",
+        "spp_proxy_request_timeouts_total",
+        "Connections closed because a partial request passed request_timeout.",
+    ),
+    counter(
+        "evicted_partial",
+        "spp_proxy_evicted_partial_total",
+        "Connections with the oldest partial request, closed to admit a new one at max_connections.",
+    ),
 ];
 
 /// The workers' shared counters, summed per group (label `group`).

@@ -24,6 +24,8 @@ const PROXY_PROBLEMS: &[&str] = &[
     "host_refused",
     "log_dropped",
     "poison_refused",
+    "request_timeouts",
+    "evicted_partial",
 ];
 
 /// The counter of log lines dropped, in the proxy's and the workers'

@@ -357,6 +357,7 @@ impl Supervisor {
                 l.max_request_size,
                 l.max_send_buffer,
                 l.idle_timeout_ms,
+                l.request_timeout_ms,
                 l.spin_us,
             )
         };

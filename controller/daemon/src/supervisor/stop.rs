@@ -1,7 +1,9 @@
 //! Stopping the service (control `stop`, SIGTERM or SIGINT), timings in
 //! [`defaults`]: first the L5 registration is removed (bounded by
 //! [`defaults::L5_DEREGISTER_WAIT`]), so callers stop picking this service
-//! before it drains; then SIGTERM the proxy and wait for it up to
+//! before it drains; then stop listening (`BoundListener::close`: a
+//! connect during the drain is refused at once, and the port is free for
+//! the next start) and SIGTERM the proxy and wait for it up to
 //! `stop_grace` (it drains, closes what is left and exits by itself);
 //! SIGKILL it only if it is still there then. Once the proxy is gone,
 //! SIGTERM the workers and give them their own drain
@@ -124,6 +126,12 @@ impl Supervisor {
         let grace = self.cfg.service.stop_grace;
         let is_proxy = |c: &Child| c.kind == Kind::Proxy;
         let is_worker = |c: &Child| c.kind != Kind::Proxy;
+        // Newcomers are refused from now on, not accepted into a backlog
+        // that the proxy no longer reads.
+        for listener in &mut self.listeners {
+            listener.close();
+        }
+        info!("stopped listening; draining the proxy");
         // The proxy drains for `proxy_drain_timeout`, closes what is left and
         // exits by itself well within the grace.
         let mut hurry = self

@@ -176,3 +176,10 @@ fn a_plugin_that_prints_while_it_loads_still_passes_and_serves() {
     let stop = service.stop();
     assert!(stop.ok(), "stop: {}", stop.text());
 }
+
+#[test]
+fn a_plugin_that_forks_while_it_loads_passes_though_its_child_holds_the_pipe() {
+    let setup = setup("fork");
+    let out = spp(&setup, "check");
+    assert!(out.ok(), "check: {}", out.text());
+}

@@ -229,6 +229,8 @@ pub const PLUGIN_CHECK_TIMEOUT_ENV: &str = "SPP_PLUGIN_CHECK_TIMEOUT_MS";
 pub const PLUGIN_CHECK_POLL: Duration = Duration::from_millis(5);
 /// How long the verdict may take to arrive once the check has exited.
 pub const PLUGIN_CHECK_OUTPUT_WAIT: Duration = Duration::from_secs(1);
+/// The most bytes read from a plugin check's verdict pipe.
+pub const PLUGIN_CHECK_MAX_OUTPUT: u64 = 64 * 1024;
 
 // ---- control socket and CLI --------------------------------------------------
 

@@ -24,7 +24,7 @@ use spp_config::defaults;
 use spp_config::environment::{self, Mode, PluginRole};
 use spp_config::{Config, ConfigError};
 use spp_plugin_api::host::{PluginLibrary, Role};
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -86,12 +86,25 @@ pub fn in_child(path: &Path, role: PluginRole) -> Result<(), String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the plugin check ({SELF_EXE} {SUBCOMMAND}): {e}"))?;
+    // Verdicts are passed on line by line as they come, not at EOF: a
+    // process the plugin forked while loading may hold the pipe open.
     let (tx, rx) = mpsc::channel();
-    if let Some(mut out) = child.stdout.take() {
+    if let Some(out) = child.stdout.take() {
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
-            let _ = tx.send(text);
+            let mut reader = std::io::BufReader::new(out.take(defaults::PLUGIN_CHECK_MAX_OUTPUT));
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let verdict = parse_verdict(&String::from_utf8_lossy(&line));
+                        if verdict.is_some_and(|v| tx.send(v).is_err()) {
+                            break;
+                        }
+                    }
+                }
+            }
         });
     }
     let limit = timeout();
@@ -112,10 +125,12 @@ pub fn in_child(path: &Path, role: PluginRole) -> Result<(), String> {
             Err(e) => return Err(format!("waiting for the plugin check: {e}")),
         }
     };
-    let text = rx
+    // The last verdict, once the first has come (or the pipe closed).
+    let verdict = rx
         .recv_timeout(defaults::PLUGIN_CHECK_OUTPUT_WAIT)
-        .unwrap_or_default();
-    judge(path, status, parse_verdict(&text))
+        .ok()
+        .map(|first| rx.try_iter().last().unwrap_or(first));
+    judge(path, status, verdict)
 }
 
 /// How long a check may take: [`defaults::PLUGIN_CHECK_TIMEOUT`], or the

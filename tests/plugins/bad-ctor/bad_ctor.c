@@ -13,6 +13,8 @@
  *   BAD_CTOR_HANG           sleep forever
  *   BAD_CTOR_CHATTER_EXIT0  print garbage and fake verdicts, then _exit(0)
  *   BAD_CTOR_CHATTER        print the same, then load normally
+ *   BAD_CTOR_FORK           fork a child that keeps every inherited fd
+ *                           open for a few seconds, then load normally
  *
  * Past the constructor it is the echo protocol (4-byte big-endian length,
  * then the payload; the reply is the same frame).
@@ -28,6 +30,9 @@
 #define HEADER_LEN 4u
 /* The largest payload accepted. */
 #define MAX_PAYLOAD ((size_t)1 << 20)
+
+/* How long the forked child of BAD_CTOR_FORK keeps the fds open. */
+#define FORK_CHILD_SECONDS 3u
 
 static const spp_host *g_host;
 
@@ -62,6 +67,11 @@ __attribute__((constructor)) static void bad_ctor(void) {
     _exit(0);
 #elif defined(BAD_CTOR_CHATTER)
     chatter();
+#elif defined(BAD_CTOR_FORK)
+    if (fork() == 0) {
+        sleep(FORK_CHILD_SECONDS);
+        _exit(0);
+    }
 #else
 #error "define one BAD_CTOR_* fate"
 #endif

@@ -21,6 +21,7 @@ const FATES: &[&str] = &[
     "hang",
     "chatter_exit0",
     "chatter",
+    "fork",
 ];
 /// Flags of every build: a warning-free, position-independent shared object.
 const FLAGS: &[&str] = &["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror"];

@@ -12,6 +12,8 @@
 ///   then `_exit(0)`s.
 /// * `chatter`: it prints the same to stdout, then returns: the plugin
 ///   loads and works (an echo).
+/// * `fork`: it forks a child that keeps every inherited fd (the check's
+///   pipe too) open for 3 s, then returns: the plugin loads.
 pub const FATES: &[&str] = &[
     "exit0",
     "exit7",
@@ -20,4 +22,5 @@ pub const FATES: &[&str] = &[
     "hang",
     "chatter_exit0",
     "chatter",
+    "fork",
 ];

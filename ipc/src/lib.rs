@@ -37,4 +37,7 @@ pub mod ring;
 pub mod shm;
 pub mod stats;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::{error_chain, IpcError};

@@ -199,6 +199,14 @@ impl Producer {
         // SAFETY: forwarded from the caller.
         let view = unsafe { RingView::attach(base, capacity)? };
         let write = view.header().write.load(Ordering::Acquire);
+        // Left by the previous producer, maybe a dead or buggy one: an
+        // unaligned index would put a record header across the ring's end.
+        if write & (ALIGN - 1) != 0 {
+            return Err(IpcError::Corrupt {
+                offset: write,
+                reason: "write index not 8-aligned",
+            });
+        }
         let cached_read = view.header().read.load(Ordering::Acquire);
         Ok(Producer {
             view,
@@ -281,7 +289,7 @@ impl Producer {
                     flags: 0,
                 },
             );
-            self.write += to_end;
+            self.write = self.write.wrapping_add(to_end);
         }
         let pos = self.write & (cap - 1);
         self.write_header(
@@ -302,7 +310,7 @@ impl Producer {
             )
         };
         fill(dst);
-        self.write += stride;
+        self.write = self.write.wrapping_add(stride);
         Ok(())
     }
 
@@ -467,8 +475,17 @@ impl Consumer {
                     reason: "indices out of range",
                 });
             }
-            // SAFETY: `pos` is 8-aligned inside the data area and the
-            // producer published at least 8 bytes here (Acquire above).
+            // Our index comes from shared memory (attach, discard_all): an
+            // unaligned one would read a header across the end of the ring.
+            if pos & (ALIGN - 1) != 0 {
+                return Err(IpcError::Corrupt {
+                    offset: self.read,
+                    reason: "read index not 8-aligned",
+                });
+            }
+            // SAFETY: `pos` is 8-aligned (checked) inside the data area, so
+            // 8 bytes fit before its end, and the producer published at
+            // least 8 bytes here (Acquire above).
             let header = unsafe {
                 self.view
                     .data
@@ -484,7 +501,7 @@ impl Consumer {
                 });
             }
             if header.kind == KIND_PAD {
-                self.read += stride;
+                self.read = self.read.wrapping_add(stride);
                 continue;
             }
             // Only published lines, and not the last one, which the
@@ -528,7 +545,8 @@ impl Consumer {
     /// Consumes the record most recently returned by [`peek`](Self::peek).
     #[inline]
     pub fn advance(&mut self, stride: u64) {
-        self.read += stride;
+        // Wrapping: the index came from shared memory and may be anywhere.
+        self.read = self.read.wrapping_add(stride);
     }
 
     /// Frees the space of everything consumed so far for the producer.

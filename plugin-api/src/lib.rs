@@ -56,6 +56,9 @@ mod plugin;
 #[doc(hidden)]
 pub mod rt;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use abi::SPP_PLUGIN_ABI_VERSION;
 pub use hooks::{OnClose, OnException, OnFini, OnRoute, Plugin};
 pub use plugin::{

@@ -267,10 +267,15 @@ pub const LOG_TAIL_LINES: usize = 5;
 /// The longest a plugin check (a child process that loads one plugin) may
 /// take before it is killed and the plugin refused.
 pub const PLUGIN_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The environment variable that overrides [`PLUGIN_CHECK_TIMEOUT`], in
+/// milliseconds (tests of a plugin that hangs while it loads).
+pub const PLUGIN_CHECK_TIMEOUT_ENV: &str = "SPP_PLUGIN_CHECK_TIMEOUT_MS";
 /// How often the controller looks whether a plugin check has exited.
 pub const PLUGIN_CHECK_POLL: Duration = Duration::from_millis(5);
 /// How long the verdict may take to arrive once the check has exited.
 pub const PLUGIN_CHECK_OUTPUT_WAIT: Duration = Duration::from_secs(1);
+/// The most bytes read from a plugin check's verdict pipe.
+pub const PLUGIN_CHECK_MAX_OUTPUT: u64 = 64 * 1024;
 
 // ---- control socket and CLI --------------------------------------------------
 

@@ -22,6 +22,9 @@ pub mod locate;
 mod raw;
 pub mod validate;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use spp_ipc::launch::Transport;
 use spp_ipc::layout::PairLayout;
 use std::fmt;

@@ -222,9 +222,9 @@ async fn answer(
         }
         Ok(Ok(_)) => {}
     }
-    let request: Request = match serde_json::from_slice(&line) {
+    let request = match parse_request(&line) {
         Ok(r) => r,
-        Err(e) => return error_response(&format!("bad request ({e}); {KNOWN_REQUESTS}")),
+        Err(answer) => return answer,
     };
     let (reply, answer) = oneshot::channel();
     if to_supervisor
@@ -237,6 +237,13 @@ async fn answer(
     answer
         .await
         .unwrap_or_else(|_| error_response("the controller is shutting down"))
+}
+
+/// The request in one line of bytes from a client, or the error answer
+/// that says why it is none.
+pub(crate) fn parse_request(line: &[u8]) -> Result<Request, serde_json::Value> {
+    serde_json::from_slice(line)
+        .map_err(|e| error_response(&format!("bad request ({e}); {KNOWN_REQUESTS}")))
 }
 
 /// Sends `request` to the controller listening on `path` and returns its

@@ -38,3 +38,6 @@ pub mod spawn;
 pub mod stats;
 pub mod status;
 pub mod supervisor;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -4,8 +4,16 @@
 //! own preflight) and `spp reload` run `spp __check-plugin --role ROLE
 //! PATH`, a short-lived child of the `spp` executable that loads the
 //! plugin the way the role's process will (ABI version, required hooks),
-//! prints its [`Verdict`] as one JSON line on stdout and exits
-//! ([`EXIT_PASSED`] or [`EXIT_REFUSED`]).
+//! prints its [`Verdict`] as one line ([`VERDICT_PREFIX`] and JSON) on
+//! stdout and exits ([`EXIT_PASSED`] or [`EXIT_REFUSED`]).
+//!
+//! The child is throw-away because a plugin runs code the moment it is
+//! mapped (constructors): it may `_exit`, abort, crash, hang or print.
+//! The parent trusts only a verdict line that agrees with how the child
+//! ended, and names every other fate ([`judge`]): an exit before a
+//! verdict, a signal, a timeout ([`timeout`]). The child moves its own
+//! stdout aside before it loads the plugin ([`divert_stdout`]): what the
+//! plugin prints goes to stderr and can never pass for the verdict.
 //!
 //! Parent end: [`environment`] (every machine-dependent config check, the
 //! plugins checked by [`in_child`]). Child end: [`run_child`], which the
@@ -17,12 +25,13 @@ use spp_config::defaults;
 use spp_config::environment::{self, Mode, PluginRole};
 use spp_config::{Config, ConfigError};
 use spp_plugin_api::host::{PluginLibrary, Role};
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The hidden `spp` subcommand that checks one plugin.
 pub const SUBCOMMAND: &str = "__check-plugin";
@@ -33,6 +42,8 @@ pub const EXIT_REFUSED: u8 = 1;
 /// The running executable, even when its file was replaced since (an
 /// upgrade): the check runs the same build as the controller.
 const SELF_EXE: &str = "/proc/self/exe";
+/// What starts the verdict line, so that no other output passes for it.
+pub const VERDICT_PREFIX: &str = "spp-plugin-verdict: ";
 
 /// What [`SUBCOMMAND`] prints: one JSON line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,15 +104,29 @@ pub fn in_child_as(
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the plugin check ({SELF_EXE} {SUBCOMMAND}): {e}"))?;
+    // Verdicts are passed on line by line as they come, not at EOF: a
+    // process the plugin forked while loading may hold the pipe open.
     let (tx, rx) = mpsc::channel();
-    if let Some(mut out) = child.stdout.take() {
+    if let Some(out) = child.stdout.take() {
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
-            let _ = tx.send(text);
+            let mut reader = std::io::BufReader::new(out.take(defaults::PLUGIN_CHECK_MAX_OUTPUT));
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let verdict = parse_verdict(&String::from_utf8_lossy(&line));
+                        if verdict.is_some_and(|v| tx.send(v).is_err()) {
+                            break;
+                        }
+                    }
+                }
+            }
         });
     }
-    let deadline = Instant::now() + defaults::PLUGIN_CHECK_TIMEOUT;
+    let limit = timeout();
+    let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -110,36 +135,93 @@ pub fn in_child_as(
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "loading it did not finish within {:?} (the check was killed)",
-                    defaults::PLUGIN_CHECK_TIMEOUT
+                    "plugin {}: loading it did not finish within {limit:?} (the check was killed)",
+                    path.display()
                 ));
             }
             Ok(None) => std::thread::sleep(defaults::PLUGIN_CHECK_POLL),
             Err(e) => return Err(format!("waiting for the plugin check: {e}")),
         }
     };
-    let text = rx
+    // The last verdict, once the first has come (or the pipe closed).
+    let verdict = rx
         .recv_timeout(defaults::PLUGIN_CHECK_OUTPUT_WAIT)
-        .unwrap_or_default();
-    match parse_verdict(&text) {
-        Some(v) if v.ok && status.success() => Ok(()),
+        .ok()
+        .map(|first| rx.try_iter().last().unwrap_or(first));
+    judge(path, status, verdict)
+}
+
+/// How long a check may take: [`defaults::PLUGIN_CHECK_TIMEOUT`], or the
+/// milliseconds in [`defaults::PLUGIN_CHECK_TIMEOUT_ENV`] when it is set
+/// (tests of hanging plugins; an operator with a slow plugin).
+pub fn timeout() -> Duration {
+    std::env::var(defaults::PLUGIN_CHECK_TIMEOUT_ENV)
+        .ok()
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(defaults::PLUGIN_CHECK_TIMEOUT, Duration::from_millis)
+}
+
+/// The outcome of a check that ended with `status` and printed `verdict`:
+/// a verdict counts only when the exit status agrees with it; every other
+/// fate is a refusal that says what happened.
+fn judge(path: &Path, status: ExitStatus, verdict: Option<Verdict>) -> Result<(), String> {
+    let code = status.code();
+    match verdict {
+        Some(v) if v.ok && code == Some(i32::from(EXIT_PASSED)) => Ok(()),
         Some(Verdict {
             ok: false,
             reason: Some(reason),
             ..
-        }) => Err(reason),
-        _ => Err(format!(
-            "the plugin check ({SUBCOMMAND}) ended with {status} without a passing verdict"
+        }) if code == Some(i32::from(EXIT_REFUSED)) => Err(reason),
+        Some(_) => Err(format!(
+            "plugin {}: the plugin's loader {} after its verdict",
+            path.display(),
+            fate(status)
+        )),
+        None => Err(format!(
+            "plugin {}: the plugin's loader {} before a verdict",
+            path.display(),
+            fate(status)
         )),
     }
 }
 
-/// The last line of `text` that is a [`Verdict`] (a plugin may print to
-/// stdout while it loads).
+/// How a process ended, in words: "exited with status 7", "was killed by
+/// signal 11 (SIGSEGV)".
+fn fate(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    match status.signal() {
+        Some(sig) => match nix::sys::signal::Signal::try_from(sig) {
+            Ok(name) => format!("was killed by signal {sig} ({name})"),
+            Err(_) => format!("was killed by signal {sig}"),
+        },
+        None => format!("ended with {status}"),
+    }
+}
+
+/// The last [`VERDICT_PREFIX`] line of `text` that holds a [`Verdict`].
 fn parse_verdict(text: &str) -> Option<Verdict> {
-    text.lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line.trim()).ok())
+    text.lines().rev().find_map(|line| {
+        let json = line.trim_end().strip_prefix(VERDICT_PREFIX)?;
+        serde_json::from_str(json).ok()
+    })
+}
+
+/// Keeps stdout for the verdict only: returns a close-on-exec copy of it
+/// and points fd 1 at stderr, so that whatever the plugin prints while it
+/// loads goes to stderr. `None` (the verdict then goes to fd 1 as is) when
+/// the fds cannot be moved.
+fn divert_stdout() -> Option<std::fs::File> {
+    let stdout = std::io::stdout();
+    let kept = stdout.as_fd().try_clone_to_owned().ok()?;
+    let stderr = std::io::stderr();
+    // SAFETY: dup2 on two fds this process holds open (0..=2 are always
+    // open in a child we spawned); it only replaces fd 1, which `kept`
+    // still refers to.
+    let moved = unsafe { libc::dup2(stderr.as_fd().as_raw_fd(), stdout.as_fd().as_raw_fd()) };
+    (moved >= 0).then(|| std::fs::File::from(kept))
 }
 
 /// The child end: loads the plugin at `path` for `role` (`"proxy"` or
@@ -147,6 +229,7 @@ fn parse_verdict(text: &str) -> Option<Verdict> {
 /// plugin stays loaded until the process exits: unloading one is never
 /// safe.
 pub fn run_child(path: &Path, role: &str) -> u8 {
+    let verdict_out = divert_stdout();
     let verdict = |ok: bool, reason: Option<String>| Verdict {
         plugin: path.display().to_string(),
         role: role.to_string(),
@@ -170,9 +253,17 @@ pub fn run_child(path: &Path, role: &str) -> u8 {
         Err(reason) => (verdict(false, Some(reason)), EXIT_REFUSED),
     };
     let line = serde_json::to_string(&verdict).unwrap_or_default();
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    let line = format!("{VERDICT_PREFIX}{line}\n");
+    match verdict_out {
+        Some(mut out) => {
+            let _ = out.write_all(line.as_bytes());
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(line.as_bytes());
+            let _ = out.flush();
+        }
+    }
     code
 }
 
@@ -180,21 +271,62 @@ pub fn run_child(path: &Path, role: &str) -> u8 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_last_verdict_line_counts() {
-        let refused = Verdict {
+    fn line(v: &Verdict) -> String {
+        format!("{VERDICT_PREFIX}{}", serde_json::to_string(v).unwrap())
+    }
+
+    fn refused() -> Verdict {
+        Verdict {
             plugin: "/p.so".into(),
             role: "worker".into(),
             ok: false,
             reason: Some("plugin /p.so: cannot load\n  caused by: x".into()),
-        };
-        let text = format!(
-            "plugin chatter\n{}\n",
-            serde_json::to_string(&refused).unwrap()
-        );
-        assert_eq!(parse_verdict(&text), Some(refused));
+        }
+    }
+
+    #[test]
+    fn the_last_verdict_line_counts() {
+        let text = format!("plugin chatter\n{}\n", line(&refused()));
+        assert_eq!(parse_verdict(&text), Some(refused()));
         assert_eq!(parse_verdict("no verdict\n"), None);
-        let passed = r#"{"plugin":"/p.so","role":"proxy","ok":true}"#;
-        assert!(parse_verdict(passed).unwrap().ok);
+        let passed = format!(r#"{VERDICT_PREFIX}{{"plugin":"/p.so","role":"proxy","ok":true}}"#);
+        assert!(parse_verdict(&passed).unwrap().ok);
+    }
+
+    #[test]
+    fn a_bare_json_line_is_no_verdict() {
+        let fake = r#"{"plugin":"/p.so","role":"proxy","ok":true}"#;
+        assert_eq!(parse_verdict(fake), None);
+        assert_eq!(parse_verdict(&format!("x{VERDICT_PREFIX}{fake}")), None);
+        assert_eq!(parse_verdict(&format!("{VERDICT_PREFIX}{{garbage")), None);
+    }
+
+    #[test]
+    fn every_fate_is_named() {
+        let path = Path::new("/p.so");
+        let exited = |code: i32| ExitStatus::from_raw(code << 8);
+        let passed = Verdict {
+            ok: true,
+            reason: None,
+            ..refused()
+        };
+        assert_eq!(judge(path, exited(0), Some(passed.clone())), Ok(()));
+        assert!(judge(path, exited(1), Some(refused()))
+            .unwrap_err()
+            .contains("cannot load"));
+        let err = judge(path, exited(0), None).unwrap_err();
+        assert!(
+            err.contains("/p.so") && err.contains("exited with status 0 before a verdict"),
+            "{err}"
+        );
+        let err = judge(path, exited(7), None).unwrap_err();
+        assert!(err.contains("exited with status 7"), "{err}");
+        let err = judge(path, ExitStatus::from_raw(libc::SIGSEGV), None).unwrap_err();
+        assert!(err.contains("killed by signal 11 (SIGSEGV)"), "{err}");
+        let err = judge(path, exited(7), Some(passed)).unwrap_err();
+        assert!(
+            err.contains("exited with status 7 after its verdict"),
+            "{err}"
+        );
     }
 }

@@ -626,3 +626,7 @@ fn remove(path: &Path, name: &str, removed: &mut Vec<String>) {
 #[cfg(test)]
 #[path = "embedded_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "embedded_fuzz_tests.rs"]
+mod fuzz_tests;

@@ -28,8 +28,10 @@
 //! a fresh rename). A well-formed file is then held to [`trusted`]: owned
 //! by the user its pid runs as, a heartbeat at most
 //! [`defaults::L5_MAX_CLOCK_SKEW`] in the future, weights at most
-//! [`defaults::L5_MAX_REGISTRY_WEIGHT`]; one that fails is skipped and
-//! logged like a malformed one. Only its owner (or root) deletes a dead
+//! [`defaults::L5_MAX_REGISTRY_WEIGHT`], and, when another user (not root)
+//! owns it, naming only addresses that user listens on
+//! ([`super::listening`]); one that fails is skipped and logged like a
+//! malformed one. Only its owner (or root) deletes a dead
 //! writer's file. The directory is checked at every write and scan: one
 //! writable by group or others without the sticky bit is refused (the
 //! write or scan fails with an error naming it, and `spp check` / start
@@ -44,6 +46,7 @@
 //! supervisor's thread. Heartbeats use the wall clock (they are compared
 //! across processes).
 
+use super::listening::Listening;
 use super::{Command, Discovered, EmbeddedSettings};
 use serde::{Deserialize, Serialize};
 use spp_config::defaults;
@@ -415,6 +418,7 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
     };
     check_dir(dir)?;
     let mut scan = Scan::default();
+    let mut listening = None;
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| format!("listing {}: {e}", dir.display()))?;
@@ -460,6 +464,10 @@ pub fn scan_dir(dir: &Path, ttl: Duration, now: SystemTime) -> Result<Scan, Stri
             continue;
         }
         if let Err(why) = trusted(&record, owner, now_ms) {
+            scan.malformed.push((name, why));
+            continue;
+        }
+        if let Err(why) = listens_where_it_registers(&record, owner, &mut listening) {
             scan.malformed.push((name, why));
             continue;
         }
@@ -527,6 +535,33 @@ pub fn trusted(record: &Record, owner: u32, now_ms: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Another user's registration names only addresses that user listens on
+/// (TCP listening or UDP bound, [`Listening`]): a local user cannot point
+/// a sid at someone else's address. Registrations by this process's own
+/// user or by root are taken as they are. `listening` is read at the first
+/// foreign registration of a scan.
+fn listens_where_it_registers(
+    record: &Record,
+    owner: u32,
+    listening: &mut Option<Listening>,
+) -> Result<(), String> {
+    if owner == 0 || owner == nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    let listening = listening.get_or_insert_with(Listening::read);
+    match record
+        .instances
+        .iter()
+        .find(|i| !listening.held_by(i.addr, owner))
+    {
+        Some(foreign) => Err(format!(
+            "instance {} {}: uid {owner} does not listen on that address",
+            foreign.sid, foreign.addr
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The effective uid of process `pid` (its `/proc/<pid>/status` `Uid:`

@@ -524,3 +524,102 @@ fn a_directory_writable_by_others_without_the_sticky_bit_is_refused() {
     write_record(&fresh.join(file_name("a", me)), &rec).unwrap();
     assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o7777, 0o1777);
 }
+
+/// A process of uid `uid` that, with `listen`, listens on a fresh
+/// 127.0.0.1 TCP port (printed on its stdout); killed and reaped on drop.
+struct ForeignProcess {
+    child: std::process::Child,
+    port: Option<u16>,
+}
+
+impl ForeignProcess {
+    fn start(uid: u32, listen: bool) -> Option<Self> {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        const LISTENER: &str = "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)";
+        let mut cmd = if listen {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.args(["-c", LISTENER]);
+            cmd
+        } else {
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("60");
+            cmd
+        };
+        cmd.uid(uid)
+            .gid(uid)
+            .stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null());
+        let mut child = cmd.spawn().ok()?;
+        let mut port = None;
+        if listen {
+            let out = child.stdout.take()?;
+            let mut line = String::new();
+            // One line, or EOF if it could not listen (bounded by the
+            // child itself: it prints at once or dies).
+            std::io::BufReader::new(out).read_line(&mut line).ok()?;
+            port = line.trim().parse().ok();
+            if port.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+        Some(ForeignProcess { child, port })
+    }
+}
+
+impl Drop for ForeignProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn another_users_registration_is_taken_only_for_addresses_it_listens_on() {
+    const NOBODY: u32 = 65_534;
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("SKIPPED: needs root to run processes as uid {NOBODY}");
+        return;
+    }
+    let (Some(listener), Some(idle)) = (
+        ForeignProcess::start(NOBODY, true),
+        ForeignProcess::start(NOBODY, false),
+    ) else {
+        eprintln!("SKIPPED: cannot run python3 / sleep as uid {NOBODY}");
+        return;
+    };
+    let port = listener.port.unwrap_or_default();
+    let dir = tempfile::tempdir().unwrap();
+    let held = format!("127.0.0.1:{port}");
+    // Its own listener: taken.
+    let honest = put(
+        dir.path(),
+        &record(
+            "honest",
+            listener.child.id(),
+            Duration::ZERO,
+            vec![instance(1, &held)],
+        ),
+    );
+    // Someone else's address (this test's own listener, uid 0): refused.
+    let mine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let squatted = put(
+        dir.path(),
+        &record(
+            "squatter",
+            idle.child.id(),
+            Duration::ZERO,
+            vec![instance(1, &mine.local_addr().unwrap().to_string())],
+        ),
+    );
+    for file in [&honest, &squatted] {
+        std::os::unix::fs::chown(file, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let found = scan_dir(dir.path(), TTL, SystemTime::now()).unwrap();
+    assert_eq!(addrs(&found.instances), [held]);
+    assert_eq!(found.malformed.len(), 1, "{:?}", found.malformed);
+    let why = &found.malformed[0].1;
+    assert!(why.contains("does not listen on that address"), "{why}");
+}

@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod etcd;
+pub mod listening;
 
 use spp_ipc::l5::Instance;
 use std::path::PathBuf;

@@ -457,7 +457,7 @@ impl Proxy {
         }
         ProxySleep::new(self.region).announce();
         self.sleeping = true;
-        if self.dispatch.responses_waiting() {
+        if self.dispatch.responses_waiting() || self.dispatch.completions_waiting() {
             return Duration::ZERO;
         }
         let now_ms = monotonic_ns() / NS_PER_MS;

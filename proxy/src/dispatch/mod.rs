@@ -341,11 +341,21 @@ impl Dispatcher {
         Some((entry, self.ledger.left(entry.flow)))
     }
 
-    /// Whether any response ring holds published records, or any worker
-    /// completed requests not popped yet.
+    /// Whether any response ring holds published records (checked while
+    /// spinning: one line per slot, the ring's write index).
     #[inline]
     pub fn responses_waiting(&self) -> bool {
         self.slots.iter().any(Slot::has_responses)
+    }
+
+    /// Whether any worker completed requests not popped yet, with no reply
+    /// in its ring (requests answered later, or not at all): checked once
+    /// before the loop sleeps, so a held connection waiting for them to
+    /// leave is not left until the next scan. Not while spinning: under
+    /// load the next drain pops them anyway, and an extra turn per batch
+    /// would cost a syscall.
+    pub fn completions_waiting(&self) -> bool {
+        self.slots.iter().any(Slot::has_completions)
     }
 
     /// Whether nothing more can come out of slot `s` without new requests

@@ -207,11 +207,17 @@ impl Slot {
         self.end.take_in_flight()
     }
 
-    /// Whether the response ring holds published records, or the worker
-    /// completed requests not popped yet (a drain pops them).
+    /// Whether the response ring holds published records.
     #[inline]
     pub(super) fn has_responses(&self) -> bool {
-        self.end.responses_waiting() || self.end.completions_waiting()
+        self.end.responses_waiting()
+    }
+
+    /// Whether the worker completed requests not popped yet (a drain pops
+    /// them).
+    #[inline]
+    pub(super) fn has_completions(&self) -> bool {
+        self.end.completions_waiting()
     }
 
     /// Group id and index, for logs.

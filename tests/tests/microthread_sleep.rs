@@ -131,3 +131,36 @@ fn sleep_in_a_plain_group_is_unsupported_at_once() {
     assert_eq!(client.call(b"hello").expect("answer"), b"unsupported");
     assert!(started.elapsed() < Duration::from_millis(SLEEP_MS * 10));
 }
+
+#[test]
+fn a_panic_inside_a_micro_thread_closes_only_its_connection() {
+    let plugin = Binaries::locate().plugin(spp_tests::faulty::PLUGIN);
+    let mut cfg = ServiceConfig::single(&plugin, 1);
+    cfg.group_mut().extra.push("mode = \"microthread\"".into());
+    let service = Service::start(&cfg);
+    let pid = service.pid_of("worker-g1-0");
+    let mut bystander = TcpClient::connect(service.tcp()).expect("connect");
+    assert_eq!(bystander.call(b"before").expect("echo"), b"before");
+    let mut victim = TcpClient::connect(service.tcp()).expect("connect");
+    victim.send(b"panic").expect("send");
+    assert!(
+        victim.closed_by_server(),
+        "the panicking request's connection closes"
+    );
+    // The micro-thread finished normally: the worker serves on, stacks and
+    // all, and counts the panic.
+    for i in 0..50 {
+        let payload = format!("after {i}");
+        assert_eq!(
+            bystander.call(payload.as_bytes()).expect("echo"),
+            payload.as_bytes()
+        );
+    }
+    assert_eq!(service.pid_of("worker-g1-0"), pid, "the worker lived on");
+    let counted = wait_for(Duration::from_secs(10), || {
+        let report = service.stat_json().ok()?;
+        let group = report["groups"].as_array()?.first()?.clone();
+        (group["counters"]["plugin_panics"]["total"].as_u64()? >= 1).then_some(())
+    });
+    assert!(counted.is_some(), "plugin_panics not counted");
+}

@@ -31,8 +31,9 @@
 
 use crate::plugin_metrics::{self, PluginMetrics};
 use spp_plugin_api::abi::{
-    CloseFn, GetRouteFn, GetRouteHashFn, HostFns, ReplyFn, ReportFn, SppHost, SPP_ERR_UNSUPPORTED,
-    SPP_LOG_DEBUG, SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_ROLE_PROXY, SPP_ROLE_WORKER,
+    CloseFn, GetRouteFn, GetRouteHashFn, HostFns, ReplyFn, ReportFn, SleepFn, SppHost,
+    SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_ROLE_PROXY,
+    SPP_ROLE_WORKER,
 };
 use spp_plugin_api::no_l5;
 use std::borrow::Cow;
@@ -131,6 +132,8 @@ pub struct RoleFns {
     pub get_route_hash: GetRouteHashFn,
     /// `report`.
     pub report: ReportFn,
+    /// `sleep` ([`unsupported_sleep`] where there are no micro-threads).
+    pub sleep: SleepFn,
 }
 
 impl RoleFns {
@@ -143,6 +146,7 @@ impl RoleFns {
             get_route: no_l5::get_route,
             get_route_hash: no_l5::get_route_hash,
             report: no_l5::report,
+            sleep: unsupported_sleep,
         }
     }
 }
@@ -170,8 +174,20 @@ pub fn table<R>(who: TableRole, ctx: &HostCtx<R>, fns: RoleFns) -> SppHost {
             get_route: fns.get_route,
             get_route_hash: fns.get_route_hash,
             report: fns.report,
+            sleep: fns.sleep,
         },
     )
+}
+
+/// `spp_host.sleep` of a host without micro-threads (the proxy; a worker
+/// outside one answers the same): `SPP_ERR_UNSUPPORTED` at once, never a
+/// blocking sleep.
+///
+/// # Safety
+/// Any arguments: nothing is dereferenced (`unsafe` only to fit the ABI's
+/// function type).
+pub unsafe extern "C" fn unsupported_sleep(_ctx: *mut c_void, _ms: u64) -> c_int {
+    SPP_ERR_UNSUPPORTED
 }
 
 /// `spp_host.count` over a `HostCtx<R>`: adds to a named counter, from any

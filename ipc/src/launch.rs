@@ -212,8 +212,23 @@ pub struct WorkerLaunch {
     /// `SPP_L5_SYSTEM` without it.
     #[serde(default)]
     pub l5_table_fd: Option<RawFd>,
+    /// The group's micro-thread settings (`None`: plain mode, one
+    /// `spp_process` at a time; older specs have none).
+    #[serde(default)]
+    pub microthreads: Option<MicroThreadSpec>,
     /// Logging.
     pub log: LogSpec,
+}
+
+/// A worker's micro-thread settings (group `mode = "microthread"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MicroThreadSpec {
+    /// Requests held at once (running, suspended or waiting behind their
+    /// flow's previous request) at most.
+    pub max_in_flight: u32,
+    /// Bytes of one micro-thread's stack (page multiple; plus a guard
+    /// page).
+    pub stack_size: u64,
 }
 
 impl ProxyLaunch {
@@ -273,6 +288,7 @@ mod tests {
             msg_timeout_ms: 1000,
             drain_timeout_ms: 5000,
             l5_table_fd: None,
+            microthreads: None,
             log: LogSpec {
                 level: "info".into(),
                 file: None,

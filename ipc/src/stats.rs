@@ -77,6 +77,10 @@ counters! {
     /// added to with `fetch_add` by the logging layer
     /// (`spp_ipc::logging::count_drops_in`), from any thread.
     pub log_dropped: AtomicU64,
+    /// Micro-thread mode: requests held now (running, suspended or waiting
+    /// behind their flow), stored every loop turn (a gauge, never added;
+    /// 0 in plain mode). Appended in layout 4.
+    pub in_flight: AtomicU64,
 }
 }
 

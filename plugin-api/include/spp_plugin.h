@@ -163,6 +163,16 @@ typedef struct spp_host {
     /* Report the outcome of a call made on `route`: `result` >= 0 success,
      * < 0 failure; `latency_us` in microseconds. Feeds the fault tolerance. */
     int (*report)(void *ctx, const spp_l5_route *route, int result, uint64_t latency_us);
+
+    /* ---- appended in ABI 1 (check `size`: a host whose
+     * size <= offsetof(spp_host, sleep) lacks it) ---- */
+
+    /* Micro-threads (a worker group with mode = "microthread"): suspend the
+     * calling request's micro-thread for `ms` milliseconds while the worker
+     * serves other requests, then return SPP_OK. Anywhere else (plain mode,
+     * a plugin's own thread, the proxy, spp_init/spp_fini) it returns
+     * SPP_ERR_UNSUPPORTED at once instead of blocking. */
+    int (*sleep)(void *ctx, uint64_t ms);
 } spp_host;
 
 /* ---- hooks the plugin exports ------------------------------------------- */

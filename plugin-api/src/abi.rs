@@ -221,6 +221,9 @@ pub type RecordLatencyFn = unsafe extern "C" fn(
     nanos: u64,
 ) -> c_int;
 
+/// `spp_host.sleep`.
+pub type SleepFn = unsafe extern "C" fn(ctx: *mut c_void, ms: u64) -> c_int;
+
 /// The functions of a host's services table, for [`SppHost::new`].
 #[derive(Clone, Copy, Debug)]
 pub struct HostFns {
@@ -240,6 +243,8 @@ pub struct HostFns {
     pub get_route_hash: GetRouteHashFn,
     /// `report`.
     pub report: ReportFn,
+    /// `sleep`.
+    pub sleep: SleepFn,
 }
 
 /// The services table the host hands to `spp_init` (`spp_host`).
@@ -277,6 +282,9 @@ pub struct SppHost {
     pub get_route_hash: GetRouteHashFn,
     /// L5: report a call's outcome (appended; check `size`).
     pub report: ReportFn,
+    /// Suspend the calling micro-thread for `ms` (appended; check `size`;
+    /// `SPP_ERR_UNSUPPORTED` outside a micro-thread).
+    pub sleep: SleepFn,
 }
 
 impl SppHost {
@@ -299,6 +307,7 @@ impl SppHost {
             get_route: fns.get_route,
             get_route_hash: fns.get_route_hash,
             report: fns.report,
+            sleep: fns.sleep,
         }
     }
 }
@@ -359,7 +368,7 @@ mod tests {
         assert_eq!(size_of::<SppAddr>(), 24);
         assert_eq!(size_of::<SppConnInfo>(), 24 + 2 * 24);
         assert_eq!(align_of::<SppConnInfo>(), 8);
-        assert_eq!(size_of::<SppHost>(), 24 + 9 * size_of::<usize>());
+        assert_eq!(size_of::<SppHost>(), 24 + 10 * size_of::<usize>());
         assert_eq!(size_of::<SppL5Route>(), 8 + 24 + 8);
     }
 

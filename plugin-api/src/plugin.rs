@@ -328,6 +328,20 @@ impl Host {
         host_result(unsafe { (self.0.report)(self.0.ctx, &route.0, result, us) })
     }
 
+    /// Suspends the calling request's micro-thread for `duration` (rounded
+    /// up to whole ms) while the worker serves other requests. Outside a
+    /// micro-thread (plain mode, a plugin thread, the proxy):
+    /// `Err(HostError::Unsupported)` at once, never a blocking sleep.
+    pub fn sleep(&self, duration: std::time::Duration) -> Result<(), HostError> {
+        let end = std::mem::offset_of!(SppHost, sleep) + std::mem::size_of::<SleepFn>();
+        if !self.has(end) {
+            return Err(HostError::Unsupported);
+        }
+        let ms = u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        // SAFETY: the host's own `ctx`, passed back as the ABI says.
+        host_result(unsafe { (self.0.sleep)(self.0.ctx, ms) })
+    }
+
     fn route_with(
         &self,
         offset: usize,

@@ -118,6 +118,9 @@ unsafe extern "C" fn get_route_hash(
 unsafe extern "C" fn report(_: *mut c_void, _: *const SppL5Route, _: c_int, _: u64) -> c_int {
     SPP_OK
 }
+unsafe extern "C" fn sleep(_: *mut c_void, _: u64) -> c_int {
+    SPP_OK
+}
 
 fn info(flow: u64, proto: u8) -> SppConnInfo {
     SppConnInfo {
@@ -163,6 +166,7 @@ fn a_connection_state_lives_from_first_input_to_close() {
             get_route,
             get_route_hash,
             report,
+            sleep,
         },
     );
     // SAFETY: `host` outlives every hook call of this test; `conf` is a

@@ -169,6 +169,7 @@ impl HostServices {
                 get_route: host_get_route,
                 get_route_hash: host_get_route_hash,
                 report: host_report,
+                sleep: host_sleep,
             },
         )));
         HostServices { ctx, table }
@@ -348,6 +349,15 @@ unsafe extern "C" fn host_close(ctx: *mut c_void, flow: u64) -> c_int {
             None => SPP_ERR_UNSUPPORTED,
         }
     })
+}
+
+/// `spp_host.sleep`: suspends the calling micro-thread
+/// ([`crate::microthread::sleep`]); `SPP_ERR_UNSUPPORTED` outside one.
+///
+/// # Safety
+/// Any arguments (nothing is dereferenced).
+unsafe extern "C" fn host_sleep(_ctx: *mut c_void, ms: u64) -> c_int {
+    catch_panic(PANICKED, || crate::microthread::sleep(ms))
 }
 
 /// The route table the services answer from (`None`: L5 is off here).

@@ -29,6 +29,7 @@ mod drain;
 pub mod error;
 mod host;
 mod l5;
+mod microthread;
 mod respond;
 mod serve;
 mod signals;

@@ -46,13 +46,15 @@ use crate::attach::Shared;
 use crate::drain::{DrainWatch, DRAIN_POLL};
 use crate::error::WorkerError;
 use crate::host::{HostServices, DEFERRED_CAPACITY};
+use crate::respond::Responder;
 use crate::signals::Signals;
 use crate::throttle::LogThrottle;
-use spp_ipc::launch::WorkerLaunch;
+use spp_ipc::launch::{MicroThreadSpec, WorkerLaunch};
 use spp_ipc::pair::{Request, WorkerRequests, WorkerSlot};
 use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS};
 use spp_plugin_api::abi::SPP_HOOK_PANICKED;
 use spp_plugin_api::host::PluginLibrary;
+use std::ffi::c_int;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -72,7 +74,7 @@ pub const HEARTBEAT_INTERVAL: Duration = spp_ipc::pair::WORKER_HEARTBEAT_INTERVA
 /// throughput 0.96 → 1.15, p99 1.74 → 1.37; N=1 p50 7.9 → 1.2. Yielding
 /// every 16 spins instead was worse at N=64 (p99 ~2.0): the yields
 /// themselves then cost the proxy ~1 µs per request.
-const SPIN_YIELD_EVERY: u32 = 64;
+pub(crate) const SPIN_YIELD_EVERY: u32 = 64;
 /// Forwarding rounds after `spp_fini` at most: enough to empty a full
 /// deferred-reply channel once.
 const FINAL_FLUSH_ROUNDS: usize = DEFERRED_CAPACITY.div_ceil(BATCH_MAX);
@@ -96,37 +98,39 @@ struct Warnings {
 
 /// The worker's serving state.
 pub struct Server {
-    shared: &'static Shared,
-    host: HostServices,
+    pub(crate) shared: &'static Shared,
+    pub(crate) host: HostServices,
     plugin: &'static PluginLibrary,
-    requests: WorkerRequests<'static>,
-    spin: Duration,
-    signals: Signals,
-    group: u32,
-    index: u32,
+    pub(crate) requests: WorkerRequests<'static>,
+    pub(crate) spin: Duration,
+    pub(crate) signals: Signals,
+    pub(crate) group: u32,
+    pub(crate) index: u32,
     /// This worker's hold on its slot (generation, state, drain ack).
     slot: WorkerSlot<'static>,
     /// What is done with each request taken from the ring.
-    handler: Handler,
+    pub(crate) handler: Handler,
     /// The longest a drain may take.
-    drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+    /// Micro-thread mode (`None`: plain, one `spp_process` at a time).
+    micro: Option<MicroThreadSpec>,
     /// The log file to reopen on SIGHUP.
     log_file: Option<PathBuf>,
 }
 
 /// The per-request part of the server, apart from the ring so that a
 /// request read in place can be handed to it.
-struct Handler {
-    shared: &'static Shared,
-    host: HostServices,
-    plugin: &'static PluginLibrary,
+pub(crate) struct Handler {
+    pub(crate) shared: &'static Shared,
+    pub(crate) host: HostServices,
+    pub(crate) plugin: &'static PluginLibrary,
     /// The tag of this worker's generation (for logs).
     tag: u16,
     /// A request that waited longer than this (ns) is not processed
     /// (`u64::MAX`: no limit).
     stale_after_ns: u64,
     /// The `heartbeat_ms` this handler stored last.
-    beat_ms: u64,
+    pub(crate) beat_ms: u64,
     warnings: Warnings,
 }
 
@@ -174,6 +178,7 @@ impl Server {
                 warnings: Warnings::default(),
             },
             drain_timeout: Duration::from_millis(spec.drain_timeout_ms),
+            micro: spec.microthreads,
             log_file: spec.log.file.clone(),
         }
     }
@@ -181,6 +186,10 @@ impl Server {
     /// Serves until a stop signal, then drains. Errors only on a corrupt
     /// request ring.
     pub fn run(mut self) -> Result<(), WorkerError> {
+        // Chosen once: plain mode keeps its own loop, untouched.
+        if let Some(micro) = self.micro {
+            return crate::microthread::serve::run(self, micro);
+        }
         loop {
             let turn = self.turn()?;
             self.reopen_log_if_asked();
@@ -292,19 +301,19 @@ impl Server {
     }
 
     /// Requests in the ring, deferred replies, or a signal to act on.
-    fn work_waiting(&self) -> bool {
+    pub(crate) fn work_waiting(&self) -> bool {
         self.requests.has_requests() || self.other_work_waiting()
     }
 
     /// Deferred replies, or a signal to act on.
-    fn other_work_waiting(&self) -> bool {
+    pub(crate) fn other_work_waiting(&self) -> bool {
         self.host.has_deferred() || self.signals.stop_requested() || self.signals.reopen_pending()
     }
 
     /// After a SIGHUP: reopens the log file onto stdout and stderr, so a
     /// rotated (renamed) log is let go. Runs on the main loop, never in the
     /// signal handler.
-    fn reopen_log_if_asked(&self) {
+    pub(crate) fn reopen_log_if_asked(&self) {
         if !self.signals.take_reopen() {
             return;
         }
@@ -365,9 +374,19 @@ impl Server {
         self.requests.sleep(timeout, || self.host.has_deferred());
     }
 
+    /// The plugin (for `spp_fini` after a micro-thread drain).
+    pub(crate) fn plugin(&self) -> &'static PluginLibrary {
+        self.plugin
+    }
+
+    /// The worker's hold on its slot.
+    pub(crate) fn slot(&self) -> WorkerSlot<'static> {
+        self.slot
+    }
+
     /// After `spp_fini`: forwards the replies `spp_fini` and plugin threads
     /// made until now (bounded: threads may go on replying), and publishes.
-    fn final_flush(&mut self) {
+    pub(crate) fn final_flush(&mut self) {
         for _ in 0..FINAL_FLUSH_ROUNDS {
             if self.host.forward_deferred(BATCH_MAX) == 0 {
                 break;
@@ -381,9 +400,15 @@ impl Handler {
     /// A request pushed for another generation of this slot: the proxy
     /// failed it already. Not served, but completed.
     fn skip(&mut self, meta: &RequestMeta, tag: u16) {
-        let (flow, seq) = (meta.conn.flow, meta.seq);
+        let seq = meta.seq;
         self.host
             .with_responder(|responder| responder.complete(seq));
+        self.skip_logged(meta, tag);
+    }
+
+    /// [`Handler::skip`] without the completion (the caller completes).
+    pub(crate) fn skip_logged(&mut self, meta: &RequestMeta, tag: u16) {
+        let (flow, seq) = (meta.conn.flow, meta.seq);
         if let Some(suppressed) = self.warnings.stale.allow() {
             tracing::warn!(
                 flow,
@@ -401,21 +426,9 @@ impl Handler {
     fn take(&mut self, meta: &RequestMeta, req: &[u8], now: u64) -> Taken {
         let header = self.shared.pair_header();
         let (flow, seq) = (meta.conn.flow, meta.seq);
-        let waited = now.saturating_sub(meta.enqueued_ns);
-        header.queue_wait.record(waited);
-        if waited > self.stale_after_ns {
-            self.host.with_responder(|responder| {
-                responder.expire(flow, req);
-                responder.complete(seq);
-            });
-            if let Some(suppressed) = self.warnings.expired.allow() {
-                tracing::warn!(
-                    flow,
-                    waited_ms = waited / NS_PER_MS,
-                    suppressed,
-                    "a request waited longer than msg_timeout; not processed"
-                );
-            }
+        if self.expired(meta, req, now) {
+            self.host
+                .with_responder(|responder| responder.complete(seq));
             return Taken::Expired;
         }
         // Counted and stamped before the call (plain stores, no lock), so a
@@ -444,18 +457,40 @@ impl Handler {
         }
         header.process_time.record(ended_ns.saturating_sub(now));
         self.host.with_responder(|responder| {
-            if rc != 0 {
-                let tally = responder.tally();
-                if rc == SPP_HOOK_PANICKED {
-                    tally.plugin_panics += 1;
-                } else {
-                    tally.process_errors += 1;
-                }
-                // Counted in `replies_dropped` if it cannot be queued.
-                let _ = responder.close(flow);
-            }
+            book_outcome(responder, flow, rc);
             responder.complete(seq);
         });
+        self.warn_panicked(flow, rc);
+        Taken::Processed { ended_ns }
+    }
+
+    /// Records `meta`'s queue wait at `now`; if it waited past
+    /// `msg_timeout`, sends it back as `KIND_EXPIRED` (not completed: the
+    /// caller completes) and returns true.
+    #[inline]
+    pub(crate) fn expired(&mut self, meta: &RequestMeta, req: &[u8], now: u64) -> bool {
+        let flow = meta.conn.flow;
+        let waited = now.saturating_sub(meta.enqueued_ns);
+        self.shared.pair_header().queue_wait.record(waited);
+        if waited <= self.stale_after_ns {
+            return false;
+        }
+        self.host
+            .with_responder(|responder| responder.expire(flow, req));
+        if let Some(suppressed) = self.warnings.expired.allow() {
+            tracing::warn!(
+                flow,
+                waited_ms = waited / NS_PER_MS,
+                suppressed,
+                "a request waited longer than msg_timeout; not processed"
+            );
+        }
+        true
+    }
+
+    /// Logs (throttled) a `spp_process` that panicked.
+    #[inline]
+    pub(crate) fn warn_panicked(&mut self, flow: u64, rc: c_int) {
         if rc == SPP_HOOK_PANICKED {
             if let Some(suppressed) = self.warnings.panicked.allow() {
                 tracing::warn!(
@@ -465,6 +500,21 @@ impl Handler {
                 );
             }
         }
-        Taken::Processed { ended_ns }
+    }
+}
+
+/// Counts a failed `spp_process` (`rc != 0`: a panic or an error) and
+/// closes its connection.
+#[inline]
+pub(crate) fn book_outcome(responder: &mut Responder, flow: u64, rc: c_int) {
+    if rc != 0 {
+        let tally = responder.tally();
+        if rc == SPP_HOOK_PANICKED {
+            tally.plugin_panics += 1;
+        } else {
+            tally.process_errors += 1;
+        }
+        // Counted in `replies_dropped` if it cannot be queued.
+        let _ = responder.close(flow);
     }
 }

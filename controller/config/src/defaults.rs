@@ -49,6 +49,18 @@ pub const SPIN: Duration = Duration::from_micros(50);
 pub const RING_SIZE: u64 = 4 << 20;
 /// `group.msg_timeout`.
 pub const MSG_TIMEOUT: Duration = Duration::from_secs(5);
+/// `group.max_in_flight` (micro-thread mode): suspended requests per worker.
+pub const MAX_IN_FLIGHT: u32 = 1000;
+/// Largest `group.max_in_flight`.
+pub const MAX_IN_FLIGHT_LIMIT: u32 = 100_000;
+/// `group.stack_size` (micro-thread mode): one micro-thread's stack.
+pub const STACK_SIZE: u64 = 64 << 10;
+/// `group.stack_size` is a multiple of this (the page size).
+pub const PAGE: u64 = 4 << 10;
+/// Smallest `group.stack_size`.
+pub const MIN_STACK_SIZE: u64 = 16 << 10;
+/// Largest `group.stack_size`.
+pub const MAX_STACK_SIZE: u64 = 16 << 20;
 /// `group.hang_timeout`.
 pub const HANG_TIMEOUT: Duration = Duration::from_secs(30);
 /// `scaling.interval`.

@@ -243,6 +243,7 @@ fn group_changes(
     key("plugin", dbg(&o.plugin), dbg(&n.plugin));
     key("plugin_conf", dbg(&o.plugin_conf), dbg(&n.plugin_conf));
     key("spin", dbg(&o.spin), dbg(&n.spin));
+    key("mode", dbg(&o.microthreads), dbg(&n.microthreads));
 }
 
 /// A value as `{:?}` writes it (paths and strings quoted, durations with

@@ -238,6 +238,20 @@ pub struct GroupConfig {
     pub hang_timeout: Duration,
     /// Spin before sleeping.
     pub spin: Duration,
+    /// `mode = "microthread"`: each `spp_process` runs on a micro-thread
+    /// (`None`: `mode = "plain"`, one call at a time).
+    pub microthreads: Option<MicroThreads>,
+}
+
+/// A group's micro-thread settings (`mode = "microthread"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MicroThreads {
+    /// Requests a worker holds at once (running or suspended) at most;
+    /// past it the worker stops taking from its ring.
+    pub max_in_flight: u32,
+    /// Bytes of one micro-thread's stack (a multiple of 4 KiB; a guard page
+    /// is added below it).
+    pub stack_size: u64,
 }
 
 impl GroupConfig {

@@ -101,6 +101,9 @@ pub struct RawGroup {
     pub msg_timeout: Option<String>,
     pub hang_timeout: Option<String>,
     pub spin: Option<String>,
+    pub mode: Option<String>,
+    pub max_in_flight: Option<i64>,
+    pub stack_size: Option<String>,
 }
 
 /// `[l5]`.

@@ -7,8 +7,8 @@
 
 use super::raw::{RawConfig, RawGroup, RawLog, RawScaling};
 use super::{
-    format_size, Config, ConfigError, GroupConfig, ListenAddr, LogConfig, ProxyConfig, RunAs,
-    ScalingConfig, ServiceConfig,
+    format_size, Config, ConfigError, GroupConfig, ListenAddr, LogConfig, MicroThreads,
+    ProxyConfig, RunAs, ScalingConfig, ServiceConfig,
 };
 use crate::defaults;
 use spp_ipc::launch::Transport;
@@ -606,6 +606,7 @@ fn group(ctx: &Ctx<'_>, pos: usize, raw: RawGroup) -> Result<GroupConfig, Config
     }
     // The counts were range-checked against u32 limits above.
     let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let microthreads = microthreads(ctx, &key, &raw)?;
     Ok(GroupConfig {
         id: to_u32(id),
         plugin: ctx.path(&key("plugin"), &raw.plugin)?,
@@ -624,7 +625,64 @@ fn group(ctx: &Ctx<'_>, pos: usize, raw: RawGroup) -> Result<GroupConfig, Config
             defaults::HANG_TIMEOUT,
         )?,
         spin: ctx.spin(&key("spin"), raw.spin.as_deref())?,
+        microthreads,
     })
+}
+
+/// `group.mode` and, for `"microthread"`, `max_in_flight` and
+/// `stack_size` (refused in plain mode, where they would do nothing).
+fn microthreads(
+    ctx: &Ctx<'_>,
+    key: &dyn Fn(&str) -> String,
+    raw: &RawGroup,
+) -> Result<Option<MicroThreads>, ConfigError> {
+    match raw.mode.as_deref().unwrap_or("plain") {
+        "plain" => {
+            for (name, set) in [
+                ("max_in_flight", raw.max_in_flight.is_some()),
+                ("stack_size", raw.stack_size.is_some()),
+            ] {
+                if set {
+                    return Err(ctx.err(key(name), "only for mode = \"microthread\""));
+                }
+            }
+            Ok(None)
+        }
+        "microthread" => {
+            let max_in_flight = ctx.count(
+                &key("max_in_flight"),
+                raw.max_in_flight,
+                u64::from(defaults::MAX_IN_FLIGHT),
+                1,
+                u64::from(defaults::MAX_IN_FLIGHT_LIMIT),
+            )?;
+            let stack_key = key("stack_size");
+            let stack_size =
+                ctx.size(&stack_key, raw.stack_size.as_deref(), defaults::STACK_SIZE)?;
+            if !stack_size.is_multiple_of(defaults::PAGE)
+                || !(defaults::MIN_STACK_SIZE..=defaults::MAX_STACK_SIZE).contains(&stack_size)
+            {
+                return Err(ctx.err(
+                    stack_key,
+                    format!(
+                        "{} must be a multiple of {} from {} to {}",
+                        format_size(stack_size),
+                        format_size(defaults::PAGE),
+                        format_size(defaults::MIN_STACK_SIZE),
+                        format_size(defaults::MAX_STACK_SIZE)
+                    ),
+                ));
+            }
+            Ok(Some(MicroThreads {
+                max_in_flight: u32::try_from(max_in_flight).unwrap_or(u32::MAX),
+                stack_size,
+            }))
+        }
+        other => Err(ctx.err(
+            key("mode"),
+            format!("{other:?} is not \"plain\" or \"microthread\""),
+        )),
+    }
 }
 
 #[cfg(test)]

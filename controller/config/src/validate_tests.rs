@@ -685,3 +685,72 @@ fn the_service_user_and_group_must_exist() {
         "needs service.user",
     );
 }
+
+#[test]
+fn microthread_mode_is_opt_in_with_checked_bounds() {
+    let config = check(BASE).unwrap();
+    assert!(config.groups.iter().all(|g| g.microthreads.is_none()));
+    let on = "workers = 1\nmode = \"microthread\"";
+    let config = check(&BASE.replacen("workers = 1", on, 1)).unwrap();
+    assert_eq!(
+        config.groups[1].microthreads,
+        Some(MicroThreads {
+            max_in_flight: defaults::MAX_IN_FLIGHT,
+            stack_size: defaults::STACK_SIZE,
+        })
+    );
+    let set = "workers = 1\nmode = \"microthread\"\nmax_in_flight = 50\nstack_size = \"128KiB\"";
+    let config = check(&BASE.replacen("workers = 1", set, 1)).unwrap();
+    assert_eq!(
+        config.groups[1].microthreads,
+        Some(MicroThreads {
+            max_in_flight: 50,
+            stack_size: 128 << 10,
+        })
+    );
+    let key = "group[1].mode";
+    refused(
+        "workers = 1",
+        "workers = 1\nmode = \"async\"",
+        key,
+        "microthread",
+    );
+    let key = "group[1].max_in_flight";
+    refused(
+        "workers = 1",
+        &format!("{on}\nmax_in_flight = 0"),
+        key,
+        "out of range",
+    );
+    refused(
+        "workers = 1",
+        "workers = 1\nmax_in_flight = 5",
+        key,
+        "only for mode",
+    );
+    let key = "group[1].stack_size";
+    refused(
+        "workers = 1",
+        &format!("{on}\nstack_size = \"65000B\""),
+        key,
+        "multiple",
+    );
+    refused(
+        "workers = 1",
+        &format!("{on}\nstack_size = \"4KiB\""),
+        key,
+        "from",
+    );
+    refused(
+        "workers = 1",
+        &format!("{on}\nstack_size = \"1GiB\""),
+        key,
+        "from",
+    );
+    refused(
+        "workers = 1",
+        "workers = 1\nstack_size = \"64KiB\"",
+        key,
+        "only for mode",
+    );
+}

@@ -196,6 +196,12 @@ pub fn worker_launch(
         msg_timeout_ms: millis(group.msg_timeout),
         drain_timeout_ms: millis(cfg.service.stop_grace),
         l5_table_fd: res.l5.as_ref().map(RouteTable::raw_fd),
+        microthreads: group
+            .microthreads
+            .map(|m| spp_ipc::launch::MicroThreadSpec {
+                max_in_flight: m.max_in_flight,
+                stack_size: m.stack_size,
+            }),
         log: log_spec(cfg, log),
     })
 }

@@ -121,6 +121,7 @@ impl FakeProxy {
             spin_us,
             msg_timeout_ms: 0,
             l5_table_fd: None,
+            microthreads: None,
             drain_timeout_ms: 3000,
             log: LogSpec {
                 level: "debug".into(),

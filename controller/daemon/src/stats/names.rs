@@ -233,6 +233,13 @@ pub const WORKER_COUNTERS: &[CounterName] = &[
         "spp_worker_log_dropped_total",
         "Log lines workers dropped because writing them failed (log dir full).",
     ),
+    CounterName {
+        field: "in_flight",
+        metric: "spp_worker_in_flight",
+        help: "Requests held by micro-thread workers now (running or suspended).",
+        kind: Kind::Gauge,
+        scale: 1.0,
+    },
 ];
 
 /// The proxy counter field that is a gauge (open connections).

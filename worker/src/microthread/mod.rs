@@ -1,0 +1,89 @@
+//! Micro-thread mode (group `mode = "microthread"`): each `spp_process`
+//! call runs on a stackful coroutine (corosensei), so a host call that
+//! waits (`sleep`; later `call`) suspends that request alone and the worker
+//! goes on taking requests.
+//!
+//! * `pool`: the stacks (guard page each, reused, at most `max_in_flight`).
+//! * `order`: `completed_seq` over requests that finish out of order.
+//! * `runtime`: the micro-threads: admission (copy of the request bytes),
+//!   per-flow serialisation, run slices, timers, completion.
+//! * `serve`: the worker loop of this mode (chosen once at start; the plain
+//!   loop in `crate::serve` is untouched).
+//!
+//! # Bounds, per worker
+//! At most `max_in_flight` requests are held at once (running, suspended,
+//! or waiting behind their flow's previous request); at that bound the
+//! worker stops taking from its ring, and requests wait there (and expire
+//! by `msg_timeout`) as in plain mode. Memory per in-flight request:
+//! one stack (`stack_size` + a 4 KiB guard page, mapped once and reused)
+//! plus a copy of the request bytes (its buffer grows to the largest
+//! request it carried, at most the ring's largest request) plus ~100
+//! bytes of bookkeeping. So a worker holds at most
+//! `max_in_flight × (stack_size + 4 KiB + max request size)`.
+//!
+//! # Ordering
+//! The request bytes are copied out of the ring at admission, so the ring
+//! is released every turn as in plain mode. Requests finish in any order;
+//! `completed_seq` moves to the highest seq below which all are done
+//! (`order`). A flow's requests run one at a time, in ring order: the next
+//! waits until the previous one's micro-thread finished, so the answers of
+//! one connection keep their order.
+//!
+//! # `sleep`
+//! [`sleep`] suspends the running micro-thread until its deadline; the loop
+//! wakes for the nearest deadline (its doorbell sleep is bounded by it).
+//! Outside a micro-thread (plain mode, a plugin's own thread, `spp_init`)
+//! it answers `SPP_ERR_UNSUPPORTED` at once.
+//!
+//! # Busy time
+//! `busy_ns` and `process_time` count only the run slices (the time the
+//! worker's thread spends in plugin code), never the wall time a request
+//! spends suspended.
+
+pub mod order;
+pub mod pool;
+pub mod runtime;
+pub mod serve;
+
+use corosensei::Yielder;
+use spp_ipc::record::{monotonic_ns, NS_PER_MS};
+use spp_plugin_api::abi::{SPP_ERR_UNSUPPORTED, SPP_OK};
+use std::cell::Cell;
+use std::ffi::c_int;
+
+/// What a micro-thread yields: the CLOCK_MONOTONIC ns it wants to be
+/// resumed at.
+pub type Wake = u64;
+/// A micro-thread's handle on its own suspension.
+pub type MicroYielder = Yielder<(), Wake>;
+
+thread_local! {
+    /// The yielder of the micro-thread running on this thread right now
+    /// (null: none). Set by a micro-thread's body when it starts and again
+    /// each time it is resumed, cleared by the scheduler after every run
+    /// slice.
+    static CURRENT: Cell<*const MicroYielder> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Marks `yielder` as the running micro-thread's (null: none).
+pub(crate) fn set_current(yielder: *const MicroYielder) {
+    CURRENT.with(|c| c.set(yielder));
+}
+
+/// `spp_host.sleep`: suspends the running micro-thread for `ms`, or answers
+/// `SPP_ERR_UNSUPPORTED` when the caller is not on one.
+pub fn sleep(ms: u64) -> c_int {
+    let yielder = CURRENT.with(Cell::get);
+    if yielder.is_null() {
+        return SPP_ERR_UNSUPPORTED;
+    }
+    let wake = monotonic_ns().saturating_add(ms.saturating_mul(NS_PER_MS));
+    // SAFETY: `CURRENT` is non-null only while the micro-thread that set it
+    // runs on this thread (the scheduler clears it after each run slice),
+    // and we are that micro-thread's code: its yielder lives on its stack
+    // for as long as the body runs.
+    unsafe { &*yielder }.suspend(wake);
+    // Resumed: other micro-threads ran meanwhile and changed `CURRENT`.
+    set_current(yielder);
+    SPP_OK
+}

@@ -1,0 +1,261 @@
+//! [`Runtime`]: the micro-threads of one worker. Admission copies a
+//! request's bytes into a reused per-slot buffer and queues it behind its
+//! flow's running request, if any; a run slice resumes one micro-thread
+//! (stamping `in_process_*` for the hang and poison checks, as plain mode
+//! does around a call); a micro-thread that yields a wake time goes on the
+//! timer heap; one that returns gives its stack back, books its outcome,
+//! moves `completed_seq` (see [`Completions`]) and starts the next request
+//! of its flow.
+
+use super::order::Completions;
+use super::pool::StackPool;
+use super::{set_current, MicroYielder, Wake};
+use crate::serve::{book_outcome, Handler};
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult};
+use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS};
+use spp_plugin_api::abi::SppConnInfo;
+use spp_plugin_api::host::PluginLibrary;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::ffi::c_int;
+use std::sync::atomic::Ordering;
+
+/// Seqs taken and not yet completed at most, beyond `max_in_flight`: the
+/// finished requests a long-suspended one may hold back before the worker
+/// stops taking from its ring.
+pub const COMPLETION_SLACK: usize = 4096;
+/// What `spp_process` "returned" when no micro-thread could be started
+/// (no stack): the request fails like a plugin error.
+const NO_STACK: c_int = -1;
+
+/// One micro-thread running `spp_process`.
+type Micro = Coroutine<(), Wake, c_int, DefaultStack>;
+
+/// A request's own copy of what `spp_process` reads; boxed so its address
+/// stays put while a micro-thread points at it.
+struct Job {
+    conn: SppConnInfo,
+    bytes: Vec<u8>,
+}
+
+/// One in-flight request.
+struct Slot {
+    job: Box<Job>,
+    micro: Option<Micro>,
+    seq: u64,
+    /// The next request of the same flow, waiting for this one.
+    next: Option<u32>,
+    /// Run-slice time so far (ns), for `process_time`.
+    cpu_ns: u64,
+}
+
+/// The micro-threads of one worker.
+pub struct Runtime {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    stacks: StackPool,
+    /// (wake ns, slot) of every suspended micro-thread.
+    timers: BinaryHeap<Reverse<(Wake, u32)>>,
+    /// Flow → (running slot, last queued slot).
+    flows: HashMap<u64, (u32, u32)>,
+    completions: Completions,
+    max_in_flight: usize,
+    in_flight: usize,
+    /// Run-slice ns since the last [`Runtime::take_busy`].
+    busy_ns: u64,
+}
+
+impl Runtime {
+    /// At most `max_in_flight` requests, on stacks of `stack_size` bytes.
+    pub fn new(max_in_flight: usize, stack_size: usize) -> Self {
+        Runtime {
+            slots: Vec::with_capacity(max_in_flight),
+            free: Vec::with_capacity(max_in_flight),
+            stacks: StackPool::new(stack_size, max_in_flight),
+            timers: BinaryHeap::with_capacity(max_in_flight),
+            flows: HashMap::with_capacity(max_in_flight),
+            completions: Completions::new(max_in_flight + COMPLETION_SLACK),
+            max_in_flight,
+            in_flight: 0,
+            busy_ns: 0,
+        }
+    }
+
+    /// Whether another request may be taken from the ring.
+    pub fn can_take(&self) -> bool {
+        self.in_flight < self.max_in_flight && !self.completions.is_full()
+    }
+
+    /// Requests held (running, suspended or queued behind their flow).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The earliest wake time of a suspended micro-thread.
+    pub fn next_wake(&self) -> Option<Wake> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Run-slice time since the last call (for `busy_ns`).
+    pub fn take_busy(&mut self) -> u64 {
+        std::mem::take(&mut self.busy_ns)
+    }
+
+    /// A request done the moment it was taken (expired, another
+    /// generation's): completed in order with the others.
+    pub fn done_at_once(&mut self, handler: &Handler, seq: u64) {
+        if let Some(upto) = self.completions.done_at_once(seq) {
+            handler.host.with_responder(|r| r.complete(upto));
+        }
+    }
+
+    /// Takes a request (its bytes are copied): runs it now, or queues it
+    /// behind its flow's running request. Call only when [`can_take`].
+    ///
+    /// [`can_take`]: Runtime::can_take
+    pub fn admit(&mut self, handler: &mut Handler, meta: &RequestMeta, req: &[u8]) {
+        crate::stats::bump(&handler.shared.pair_header().stats.requests, 1);
+        let idx = match self.free.pop() {
+            Some(idx) => idx,
+            None => {
+                self.slots.push(Slot {
+                    job: Box::new(Job {
+                        conn: SppConnInfo::default(),
+                        bytes: Vec::new(),
+                    }),
+                    micro: None,
+                    seq: 0,
+                    next: None,
+                    cpu_ns: 0,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.job.conn = meta.conn;
+        slot.job.bytes.clear();
+        slot.job.bytes.extend_from_slice(req);
+        slot.seq = meta.seq;
+        slot.next = None;
+        slot.cpu_ns = 0;
+        self.in_flight += 1;
+        self.completions.start(meta.seq);
+        match self.flows.get_mut(&meta.conn.flow) {
+            Some((_, last)) => {
+                let prev = std::mem::replace(last, idx);
+                self.slots[prev as usize].next = Some(idx);
+            }
+            None => {
+                self.flows.insert(meta.conn.flow, (idx, idx));
+                self.start(handler, idx);
+            }
+        }
+    }
+
+    /// Resumes every micro-thread whose wake time is at or before `now`.
+    /// Returns how many it resumed.
+    pub fn wake_due(&mut self, handler: &mut Handler, now: Wake) -> usize {
+        let mut woken = 0;
+        while let Some(&Reverse((at, idx))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            woken += 1;
+            self.run_slice(handler, idx);
+        }
+        woken
+    }
+
+    /// Starts the micro-thread of slot `idx`, and the next requests of its
+    /// flow while each finishes without suspending.
+    fn start(&mut self, handler: &mut Handler, idx: u32) {
+        let Some(stack) = self.stacks.take() else {
+            self.finish(handler, idx, NO_STACK);
+            return;
+        };
+        let plugin: &'static PluginLibrary = handler.plugin;
+        let job: *const Job = &*self.slots[idx as usize].job;
+        let body = move |yielder: &MicroYielder, ()| {
+            set_current(yielder);
+            // SAFETY: the job is boxed in its slot, which is neither
+            // reused nor freed before this micro-thread returns (the slot
+            // is freed in `finish`, after the coroutine completed), and it
+            // is not written meanwhile.
+            let job = unsafe { &*job };
+            let rc = plugin.process(&job.conn, &job.bytes).unwrap_or(-1);
+            set_current(std::ptr::null());
+            rc
+        };
+        self.slots[idx as usize].micro = Some(Coroutine::with_stack(stack, body));
+        self.run_slice(handler, idx);
+    }
+
+    /// Runs slot `idx`'s micro-thread until it suspends or returns.
+    fn run_slice(&mut self, handler: &mut Handler, idx: u32) {
+        let header = handler.shared.pair_header();
+        let slot = &mut self.slots[idx as usize];
+        let Some(micro) = slot.micro.as_mut() else {
+            return;
+        };
+        let started = monotonic_ns();
+        header.in_process_seq.store(slot.seq, Ordering::Relaxed);
+        header
+            .in_process_since_ms
+            .store((started / NS_PER_MS).max(1), Ordering::Relaxed);
+        let result = micro.resume(());
+        set_current(std::ptr::null());
+        let ended = monotonic_ns();
+        header.in_process_since_ms.store(0, Ordering::Relaxed);
+        header.in_process_seq.store(0, Ordering::Relaxed);
+        let beat_ms = ended / NS_PER_MS;
+        if beat_ms != handler.beat_ms {
+            handler.beat_ms = beat_ms;
+            header.heartbeat_ms.store(beat_ms, Ordering::Relaxed);
+        }
+        let spent = ended.saturating_sub(started);
+        slot.cpu_ns += spent;
+        self.busy_ns += spent;
+        match result {
+            CoroutineResult::Yield(wake) => self.timers.push(Reverse((wake, idx))),
+            CoroutineResult::Return(rc) => self.finish(handler, idx, rc),
+        }
+    }
+
+    /// Slot `idx`'s request is done with `rc`: stack back to the pool,
+    /// outcome booked, `completed_seq` moved, slot freed, and the flow's
+    /// next request started.
+    fn finish(&mut self, handler: &mut Handler, idx: u32, rc: c_int) {
+        let slot = &mut self.slots[idx as usize];
+        if let Some(micro) = slot.micro.take() {
+            self.stacks.give(micro.into_stack());
+        }
+        let (flow, seq, next) = (slot.job.conn.flow, slot.seq, slot.next.take());
+        handler
+            .shared
+            .pair_header()
+            .process_time
+            .record(slot.cpu_ns);
+        let upto = self.completions.finish(seq);
+        handler.host.with_responder(|responder| {
+            book_outcome(responder, flow, rc);
+            if let Some(upto) = upto {
+                responder.complete(upto);
+            }
+        });
+        handler.warn_panicked(flow, rc);
+        self.free.push(idx);
+        self.in_flight -= 1;
+        let Some(next) = next else {
+            self.flows.remove(&flow);
+            return;
+        };
+        if let Some(entry) = self.flows.get_mut(&flow) {
+            entry.0 = next;
+        }
+        // Recursion depth: at most the flow's queued requests, which
+        // are bounded by `max_in_flight`.
+        self.start(handler, next);
+    }
+}

@@ -1,0 +1,192 @@
+//! The worker loop in micro-thread mode. Per turn: resume the
+//! micro-threads whose timers are due, take up to `BATCH_MAX` requests
+//! while the [`Runtime`] has room (expired and other generations' requests
+//! are completed at once, as in plain mode), forward deferred replies,
+//! release the request ring and publish the response ring once. With
+//! nothing to do: spin as plain mode does, then sleep on the doorbell for
+//! at most a heartbeat and at most until the nearest timer. At
+//! `max_in_flight` the ring's requests are not work (they wait there):
+//! the loop then sleeps on the doorbell without announcing itself, so only
+//! a signal, or its timer, wakes it.
+//!
+//! A stop drains like plain mode, and also waits for the in-flight
+//! requests to finish, within `drain_timeout`; micro-threads still
+//! suspended then are abandoned (never unwound: their frames may be C),
+//! and the proxy fails their requests when the worker exits.
+
+use super::runtime::Runtime;
+use crate::drain::{DrainWatch, DRAIN_POLL};
+use crate::error::WorkerError;
+use crate::serve::{Server, BATCH_MAX, HEARTBEAT_INTERVAL, SPIN_YIELD_EVERY};
+use spp_ipc::launch::MicroThreadSpec;
+use spp_ipc::pair::Request;
+use spp_ipc::record::{monotonic_ns, NS_PER_MS};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Serves `server` in micro-thread mode until a stop signal, then drains.
+pub fn run(mut server: Server, spec: MicroThreadSpec) -> Result<(), WorkerError> {
+    let max = usize::try_from(spec.max_in_flight)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let stack = usize::try_from(spec.stack_size).unwrap_or(usize::MAX);
+    tracing::info!(
+        max_in_flight = max,
+        stack_size = stack,
+        "serving on micro-threads"
+    );
+    let mut rt = Runtime::new(max, stack);
+    loop {
+        let moved = turn(&mut server, &mut rt)?;
+        server.reopen_log_if_asked();
+        if server.signals.stop_requested() {
+            return drain(server, rt);
+        }
+        if !moved {
+            idle(&server, &rt, HEARTBEAT_INTERVAL);
+        }
+    }
+}
+
+/// One turn; whether anything happened.
+fn turn(server: &mut Server, rt: &mut Runtime) -> Result<bool, WorkerError> {
+    let started = monotonic_ns();
+    let woken = rt.wake_due(&mut server.handler, started);
+    let records = take_batch(server, rt, monotonic_ns())?;
+    let deferred = server.host.forward_deferred(BATCH_MAX);
+    server.requests.release();
+    let busy = rt.take_busy();
+    if busy > 0 {
+        server.host.with_responder(|r| r.tally().busy_ns += busy);
+    }
+    server.host.publish();
+    let header = server.shared.pair_header();
+    header
+        .heartbeat_ms
+        .store(started / NS_PER_MS, Ordering::Relaxed);
+    header
+        .stats
+        .in_flight
+        .store(rt.in_flight() as u64, Ordering::Relaxed);
+    Ok(woken + records + deferred > 0)
+}
+
+/// Takes up to [`BATCH_MAX`] records while the runtime has room.
+fn take_batch(server: &mut Server, rt: &mut Runtime, now: u64) -> Result<usize, WorkerError> {
+    let mut served = 0;
+    while served < BATCH_MAX && rt.can_take() {
+        let (group, index) = (server.group, server.index);
+        let record = server.requests.peek().map_err(|cause| WorkerError::Ring {
+            group,
+            index,
+            cause,
+        })?;
+        let Some(record) = record else { break };
+        let stride = record.stride();
+        let handler = &mut server.handler;
+        match record.request {
+            Request::Mine { meta, bytes } => {
+                if handler.expired(meta, bytes, now) {
+                    rt.done_at_once(handler, meta.seq);
+                } else {
+                    rt.admit(handler, meta, bytes);
+                }
+            }
+            Request::OtherGeneration { meta, tag } => {
+                handler.skip_logged(meta, tag);
+                rt.done_at_once(handler, meta.seq);
+            }
+            Request::Malformed { len } => {
+                return Err(WorkerError::BadRecord { group, index, len });
+            }
+            Request::UnknownKind { kind } => {
+                tracing::warn!(kind, "skipping a request-ring record of unknown kind");
+            }
+        }
+        server.requests.advance(stride);
+        served += 1;
+    }
+    Ok(served)
+}
+
+/// Nothing to do: spin (only for ring work the runtime can take), then
+/// sleep until rung, the nearest timer, or `longest`.
+fn idle(server: &Server, rt: &Runtime, longest: Duration) {
+    let can_take = rt.can_take();
+    let work = || (can_take && server.work_waiting()) || server.other_work_waiting();
+    let due_in = |now: u64| rt.next_wake().map(|at| at.saturating_sub(now));
+    if !server.spin.is_zero() {
+        let started = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if work() {
+                return;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(SPIN_YIELD_EVERY) {
+                std::thread::yield_now();
+                if due_in(monotonic_ns()) == Some(0) || started.elapsed() >= server.spin {
+                    break;
+                }
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    let timeout = match due_in(monotonic_ns()) {
+        Some(0) => return,
+        // Whole ms (the doorbell waits in ms): never a busy wait.
+        Some(ns) => longest.min(Duration::from_millis(ns.div_ceil(NS_PER_MS))),
+        None => longest,
+    };
+    if can_take {
+        server
+            .requests
+            .sleep(timeout, || server.other_work_waiting());
+    } else if !server.other_work_waiting() {
+        // Full: ring requests wait; a signal still rings this bell.
+        server.shared.bell.wait(timeout);
+    }
+}
+
+/// Serves until the proxy pushes nothing more, the ring is empty and no
+/// request is in flight, for at most `drain_timeout`; then `spp_fini`.
+fn drain(mut server: Server, mut rt: Runtime) -> Result<(), WorkerError> {
+    let slot = server.slot();
+    slot.start_draining();
+    tracing::info!(
+        in_flight = rt.in_flight(),
+        "stop requested: draining the request ring and the micro-threads"
+    );
+    let started = Instant::now();
+    let mut watch = DrainWatch::new(server.shared, slot);
+    loop {
+        let moved = turn(&mut server, &mut rt)?;
+        server.reopen_log_if_asked();
+        let now = Instant::now();
+        if watch.released(now).is_some() && !server.requests.has_requests() && rt.in_flight() == 0 {
+            tracing::info!("drained: nothing queued, nothing in flight");
+            break;
+        }
+        let elapsed = now.saturating_duration_since(started);
+        if elapsed >= server.drain_timeout {
+            tracing::warn!(
+                left = slot.backlog(),
+                in_flight = rt.in_flight(),
+                "the drain did not finish within {:?}; leaving the rest to the proxy",
+                server.drain_timeout
+            );
+            // Suspended micro-threads are never unwound (their frames may
+            // be C): their stacks are let go with the process.
+            std::mem::forget(rt);
+            break;
+        }
+        if !moved {
+            idle(&server, &rt, DRAIN_POLL.min(server.drain_timeout - elapsed));
+        }
+    }
+    server.plugin().fini();
+    server.final_flush();
+    tracing::info!("stopped after draining");
+    Ok(())
+}

@@ -106,7 +106,11 @@ impl Slot {
     /// One scan's look at the worker's progress at loop time `now_ms`;
     /// logs when the slot becomes stalled.
     pub(super) fn observe_progress(&mut self, now_ms: u64) {
-        let progress = (self.end.completed_seq(), self.end.worker_generation());
+        let progress = (
+            self.end.completed_seq(),
+            self.end.worker_generation(),
+            self.end.worker_heartbeat_ms(),
+        );
         let in_flight = self.end.in_flight();
         if self
             .stall

@@ -6,9 +6,13 @@
 //! read of their own), checked at every worker scan
 //! (`WORKER_SCAN_INTERVAL_MS`), so unit-tested on their own:
 //!
-//! * **Stalled** ([`Stall::observe`]): requests in flight and the worker's
-//!   `completed_seq` unmoved for longer than the group's `msg_timeout` /
-//!   [`STALL_DIVISOR`]. The time counts from the first scan that saw the
+//! * **Stalled** ([`Stall::observe`]): requests in flight and neither the
+//!   worker's `completed_seq` nor its `heartbeat_ms` moved for longer than
+//!   the group's `msg_timeout` / [`STALL_DIVISOR`]. A worker whose loop
+//!   turns is not stalled though a request it holds takes long: a
+//!   micro-thread worker keeps beating while requests sleep downstream,
+//!   and a plain one beats after every call of a long batch; a frozen one
+//!   stops both. The time counts from the first scan that saw the
 //!   slot idle or `completed_seq` move, so it may overstate the wait by one
 //!   scan interval. A stalled slot gets no new request while another
 //!   worker of its group takes them (`stalled_skips`); a connection with
@@ -43,6 +47,8 @@ pub const EXPIRE_GRACE_MS: u64 = 200;
 pub struct Stall {
     /// `completed_seq` at the last scan that saw progress.
     completed: u64,
+    /// `heartbeat_ms` at that scan.
+    heartbeat_ms: u64,
     /// The worker generation it was seen with.
     generation: u64,
     /// Loop clock (ms) of that scan.
@@ -58,21 +64,24 @@ impl Stall {
         self.stalled
     }
 
-    /// One scan at loop time `now_ms`: the worker's `completed_seq` and
-    /// generation, the requests in flight, the group's `msg_timeout_ms`
+    /// One scan at loop time `now_ms`: the worker's `completed_seq`,
+    /// generation and `heartbeat_ms`, the requests in flight, the group's `msg_timeout_ms`
     /// (0: off). Returns whether the slot just became stalled (to log
     /// once).
     pub fn observe(
         &mut self,
         now_ms: u64,
-        (completed, generation): (u64, u64),
+        (completed, generation, heartbeat_ms): (u64, u64, u64),
         in_flight: usize,
         msg_timeout_ms: u64,
     ) -> bool {
-        let moved = completed != self.completed || generation != self.generation;
+        let moved = completed != self.completed
+            || generation != self.generation
+            || heartbeat_ms != self.heartbeat_ms;
         if moved || msg_timeout_ms == 0 || (in_flight == 0 && !self.stalled) {
             *self = Stall {
                 completed,
+                heartbeat_ms,
                 generation,
                 since_ms: now_ms,
                 stalled: false,
@@ -115,29 +124,43 @@ mod tests {
     #[test]
     fn a_slot_stalls_only_with_requests_and_no_progress_past_the_bound() {
         let mut s = Stall::default();
-        assert!(!s.observe(1000, (5, 1), 0, 500), "idle");
-        assert!(!s.observe(1200, (5, 1), 3, 500));
+        assert!(!s.observe(1000, (5, 1, 0), 0, 500), "idle");
+        assert!(!s.observe(1200, (5, 1, 0), 3, 500));
         assert!(!s.stalled(), "250 ms: not yet");
         assert!(
-            s.observe(1251, (5, 1), 3, 500),
+            s.observe(1251, (5, 1, 0), 3, 500),
             "past 250 ms: stalled, once"
         );
-        assert!(!s.observe(1300, (5, 1), 3, 500), "already");
+        assert!(!s.observe(1300, (5, 1, 0), 3, 500), "already");
         assert!(s.stalled());
-        assert!(!s.observe(1350, (6, 1), 3, 500), "completed moved");
+        assert!(!s.observe(1350, (6, 1, 0), 3, 500), "completed moved");
         assert!(!s.stalled());
-        assert!(!s.observe(5000, (6, 1), 3, 0), "msg_timeout 0: off");
+        assert!(!s.observe(5000, (6, 1, 0), 3, 0), "msg_timeout 0: off");
         assert!(!s.stalled());
+    }
+
+    #[test]
+    fn a_worker_whose_loop_beats_is_not_stalled_by_a_long_request() {
+        let mut s = Stall::default();
+        s.observe(0, (5, 1, 100), 3, 500);
+        // completed_seq held by a request sleeping downstream; the loop beats.
+        for t in (100..3000).step_by(100) {
+            assert!(!s.observe(t, (5, 1, 100 + t), 3, 500), "beating at {t}");
+        }
+        assert!(!s.stalled());
+        // The beat stops: stalled past the bound.
+        assert!(!s.observe(3100, (5, 1, 2900), 3, 500));
+        assert!(s.observe(3400, (5, 1, 2900), 3, 500));
     }
 
     #[test]
     fn a_stall_outlives_the_failing_of_what_it_held_until_a_new_generation() {
         let mut s = Stall::default();
-        s.observe(0, (1, 1), 2, 100);
-        assert!(s.observe(60, (1, 1), 2, 100));
-        s.observe(200, (1, 1), 0, 100);
+        s.observe(0, (1, 1, 0), 2, 100);
+        assert!(s.observe(60, (1, 1, 0), 2, 100));
+        s.observe(200, (1, 1, 0), 0, 100);
         assert!(s.stalled(), "nothing in flight (failed), still frozen");
-        s.observe(250, (1, 2), 0, 100);
+        s.observe(250, (1, 2, 0), 0, 100);
         assert!(!s.stalled(), "a successor took the slot");
     }
 

@@ -188,26 +188,11 @@ impl Proxy {
             let mut expired = 0u64;
             while let Some((entry, emptied)) = self.dispatch.take_overdue(s, now_ms) {
                 expired += 1;
-                let live = match flow::decode(entry.flow).proto {
-                    Proto::Tcp => self.clients.conns.slot_of(entry.flow).is_some(),
-                    Proto::Udp => self.clients.udp_flows.slot_of(entry.flow).is_some(),
-                };
-                if !live {
-                    continue;
+                if self.fail_taken(entry.flow, emptied, SPP_EXC_TIMEOUT) {
+                    self.clients.stats.proxy_expired += 1;
+                    // A UDP flow already ended in `fail_request`.
+                    self.clients.close_after_flush(entry.flow);
                 }
-                if emptied {
-                    self.clients.requests_emptied(entry.flow);
-                }
-                self.clients.stats.proxy_expired += 1;
-                fail_request(
-                    &mut self.hooks,
-                    &mut self.clients,
-                    entry.flow,
-                    None,
-                    SPP_EXC_TIMEOUT,
-                );
-                // A UDP flow already ended in `fail_request`.
-                self.clients.close_after_flush(entry.flow);
             }
             if expired != 0 {
                 let (group, worker) = self.dispatch.slot_name(s);
@@ -225,28 +210,31 @@ impl Proxy {
     /// `SPP_EXC_WORKER_DIED`.
     fn fail_in_flight(&mut self, s: usize) {
         while let Some((entry, emptied)) = self.dispatch.take_in_flight(s) {
-            let live = match flow::decode(entry.flow).proto {
-                Proto::Tcp => self.clients.conns.slot_of(entry.flow).is_some(),
-                Proto::Udp => self.clients.udp_flows.slot_of(entry.flow).is_some(),
-            };
-            if !live {
-                continue;
+            if self.fail_taken(entry.flow, emptied, SPP_EXC_WORKER_DIED) {
+                self.clients.stats.worker_died_failed += 1;
             }
-            // A held connection is listed to frame again (after this
-            // failure's answer is queued: the loop resumes held connections
-            // later in the turn).
-            if emptied {
-                self.clients.requests_emptied(entry.flow);
-            }
-            self.clients.stats.worker_died_failed += 1;
-            fail_request(
-                &mut self.hooks,
-                &mut self.clients,
-                entry.flow,
-                None,
-                SPP_EXC_WORKER_DIED,
-            );
         }
+    }
+
+    /// Fails a request taken out of a slot's FIFO (`emptied`: it was its
+    /// connection's last in flight) with exception `reason`, if its flow
+    /// still exists. Returns whether it did.
+    fn fail_taken(&mut self, flow: u64, emptied: bool, reason: c_int) -> bool {
+        let live = match flow::decode(flow).proto {
+            Proto::Tcp => self.clients.conns.slot_of(flow).is_some(),
+            Proto::Udp => self.clients.udp_flows.slot_of(flow).is_some(),
+        };
+        if !live {
+            return false;
+        }
+        // A held connection is listed to frame again (after this failure's
+        // answer is queued: the loop resumes held connections later in the
+        // turn).
+        if emptied {
+            self.clients.requests_emptied(flow);
+        }
+        fail_request(&mut self.hooks, &mut self.clients, flow, None, reason);
+        true
     }
 }
 

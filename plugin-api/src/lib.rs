@@ -45,6 +45,8 @@
 //! table.
 
 pub mod abi;
+#[cfg(feature = "c-build")]
+pub mod c_build;
 mod export;
 pub mod framing;
 pub mod hooks;

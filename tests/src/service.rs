@@ -39,10 +39,17 @@ impl SppOutput {
 
 /// Runs `spp args...` with a deadline.
 pub fn run_spp(bins: &Binaries, args: &[&str]) -> SppOutput {
+    run_spp_with_env(bins, args, &[])
+}
+
+/// Runs `spp args...` with `env` added to its environment, with a deadline
+/// (past it the command is killed and `code` is `None`).
+pub fn run_spp_with_env(bins: &Binaries, args: &[&str], env: &[(&str, &str)]) -> SppOutput {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
     let mut child = Command::new(bins.spp())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))

@@ -6,9 +6,9 @@
 //! is left running.
 
 use spp_tests::client::TcpClient;
+use spp_tests::service::run_spp_with_env;
 use spp_tests::{pid_alive, wait_for, Binaries, Service, ServiceConfig, SppOutput};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The environment variable that bounds one plugin check, in milliseconds
@@ -44,39 +44,17 @@ fn setup(fate: &str) -> Setup {
     }
 }
 
-/// Runs `spp <cmd> -c <config>` with the short check timeout, within
-/// [`CLI_DEADLINE`].
+/// Runs `spp <cmd> -c <config>` with the short check timeout; panics if
+/// it does not end within the CLI's deadline.
 fn spp(setup: &Setup, cmd: &str) -> SppOutput {
-    let out_path = setup.dir.path().join(format!("{cmd}.out"));
-    let err_path = setup.dir.path().join(format!("{cmd}.err"));
-    let mut child = Command::new(Binaries::locate().spp())
-        .arg(cmd)
-        .arg("-c")
-        .arg(&setup.config)
-        .env(CHECK_TIMEOUT_ENV, CHECK_TIMEOUT_MS)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("spawn spp");
-    let deadline = Instant::now() + CLI_DEADLINE;
-    let code = loop {
-        match child.try_wait().expect("try_wait") {
-            Some(status) => break status.code(),
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("spp {cmd} did not end within {CLI_DEADLINE:?}");
-            }
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    SppOutput {
-        code,
-        stdout: read(&out_path),
-        stderr: read(&err_path),
-    }
+    let config = setup.config.to_string_lossy();
+    let out = run_spp_with_env(
+        &Binaries::locate(),
+        &[cmd, "-c", &config],
+        &[(CHECK_TIMEOUT_ENV, CHECK_TIMEOUT_MS)],
+    );
+    assert!(out.code.is_some(), "spp {cmd} did not end: {}", out.text());
+    out
 }
 
 /// PIDs of processes whose command line mentions `needle`.

@@ -31,9 +31,9 @@
 
 use crate::plugin_metrics::{self, PluginMetrics};
 use spp_plugin_api::abi::{
-    CloseFn, GetRouteFn, GetRouteHashFn, HostFns, ReplyFn, ReportFn, SleepFn, SppHost,
-    SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR, SPP_LOG_INFO, SPP_LOG_WARN, SPP_ROLE_PROXY,
-    SPP_ROLE_WORKER,
+    CallFn, CallManyFn, CloseFn, GetRouteFn, GetRouteHashFn, HostFns, ReplyFn, ReportFn, SleepFn,
+    SppCall, SppHost, SPP_ERR_UNSUPPORTED, SPP_LOG_DEBUG, SPP_LOG_ERROR, SPP_LOG_INFO,
+    SPP_LOG_WARN, SPP_ROLE_PROXY, SPP_ROLE_WORKER,
 };
 use spp_plugin_api::no_l5;
 use std::borrow::Cow;
@@ -134,6 +134,10 @@ pub struct RoleFns {
     pub report: ReportFn,
     /// `sleep` ([`unsupported_sleep`] where there are no micro-threads).
     pub sleep: SleepFn,
+    /// `call` ([`unsupported_call`] where there are no micro-threads).
+    pub call: CallFn,
+    /// `call_many` ([`unsupported_call_many`] likewise).
+    pub call_many: CallManyFn,
 }
 
 impl RoleFns {
@@ -147,6 +151,8 @@ impl RoleFns {
             get_route_hash: no_l5::get_route_hash,
             report: no_l5::report,
             sleep: unsupported_sleep,
+            call: unsupported_call,
+            call_many: unsupported_call_many,
         }
     }
 }
@@ -175,6 +181,8 @@ pub fn table<R>(who: TableRole, ctx: &HostCtx<R>, fns: RoleFns) -> SppHost {
             get_route_hash: fns.get_route_hash,
             report: fns.report,
             sleep: fns.sleep,
+            call: fns.call,
+            call_many: fns.call_many,
         },
     )
 }
@@ -187,6 +195,36 @@ pub fn table<R>(who: TableRole, ctx: &HostCtx<R>, fns: RoleFns) -> SppHost {
 /// Any arguments: nothing is dereferenced (`unsafe` only to fit the ABI's
 /// function type).
 pub unsafe extern "C" fn unsupported_sleep(_ctx: *mut c_void, _ms: u64) -> c_int {
+    SPP_ERR_UNSUPPORTED
+}
+
+/// `spp_host.call` of a host without micro-threads: `SPP_ERR_UNSUPPORTED`
+/// at once (also written to `call.result` when `call` is usable).
+///
+/// # Safety
+/// `call` must be null or point to a writable `SppCall` whose `size` is
+/// right.
+pub unsafe extern "C" fn unsupported_call(_ctx: *mut c_void, call: *mut SppCall) -> c_int {
+    // SAFETY: null or writable, as the caller guarantees.
+    if let Some(call) = unsafe { call.as_mut() } {
+        if call.size as usize >= std::mem::size_of::<SppCall>() {
+            call.result = SPP_ERR_UNSUPPORTED;
+        }
+    }
+    SPP_ERR_UNSUPPORTED
+}
+
+/// `spp_host.call_many` of a host without micro-threads:
+/// `SPP_ERR_UNSUPPORTED` at once; no call is touched.
+///
+/// # Safety
+/// Any arguments: nothing is dereferenced.
+pub unsafe extern "C" fn unsupported_call_many(
+    _ctx: *mut c_void,
+    _calls: *mut SppCall,
+    _n: usize,
+    _wait_for: usize,
+) -> c_int {
     SPP_ERR_UNSUPPORTED
 }
 

@@ -118,6 +118,68 @@ typedef struct spp_l5_route {
     uint32_t slot_epoch;   /* host bookkeeping */
 } spp_l5_route;
 
+/* ---- downstream calls (micro-threads) ----------------------------------- */
+
+/* spp_call.transport */
+#define SPP_CALL_TCP 0u   /* pooled keep-alive connection per destination */
+#define SPP_CALL_UDP 1u   /* one fresh socket per call */
+
+/* spp_call.flags */
+#define SPP_CALL_L5 1u        /* route by the L5 sid (modid, cmdid), not addr */
+#define SPP_CALL_L5_HASH 2u   /* with SPP_CALL_L5: pick by consistent hash of hash_key */
+#define SPP_CALL_RETRY 4u     /* with SPP_CALL_L5: when the first instance fails
+                                 (connect refused or slow, closed, timed out) try
+                                 once more on another; each attempt gets half of
+                                 timeout_ms */
+
+/* spp_call.result (SPP_OK on success). */
+#define SPP_CALL_TIMEOUT (-20)    /* no complete answer within timeout_ms */
+#define SPP_CALL_REFUSED (-21)    /* the connection was refused (or ICMP unreachable) */
+#define SPP_CALL_CLOSED (-22)     /* the peer closed or reset before a complete answer */
+#define SPP_CALL_TOO_LARGE (-23)  /* the answer does not fit answer_cap */
+#define SPP_CALL_NO_ROUTE (-24)   /* L5 has no usable instance for the sid (or L5 is off) */
+#define SPP_CALL_MALFORMED (-25)  /* check returned < 0, or more than it was given */
+#define SPP_CALL_BAD_ARGS (-26)   /* a NULL pointer, size too small, unknown transport,
+                                     TCP without check, too many calls */
+#define SPP_CALL_IO (-27)         /* another socket error (see the worker's log) */
+#define SPP_CALL_CANCELLED (-28)  /* call_many returned before this call finished */
+
+/* The most calls one call_many takes. */
+#define SPP_CALL_MANY_MAX 64u
+/* timeout_ms of 0 means this. */
+#define SPP_CALL_DEFAULT_TIMEOUT_MS 1000u
+
+/* Completeness check of an answer, the contract of spp_input: > 0 the first
+ * N bytes are one complete answer; 0 need more bytes; < 0 malformed. It runs
+ * on the calling micro-thread each time bytes arrive. For UDP each datagram
+ * is checked alone (0: not the answer, wait for another). */
+typedef int (*spp_call_check)(void *user, const uint8_t *buf, size_t len);
+
+/* One call. Zero it, set `size = sizeof(spp_call)` and the inputs; the host
+ * fills the outputs. */
+typedef struct spp_call {
+    uint32_t size;         /* sizeof(spp_call) as the plugin built it */
+    uint32_t transport;    /* SPP_CALL_TCP or SPP_CALL_UDP */
+    uint32_t flags;        /* SPP_CALL_L5, SPP_CALL_L5_HASH, SPP_CALL_RETRY */
+    uint32_t timeout_ms;   /* whole call, retry included; 0: SPP_CALL_DEFAULT_TIMEOUT_MS */
+    spp_addr addr;         /* the destination, unless SPP_CALL_L5 */
+    uint32_t modid;        /* the sid, with SPP_CALL_L5 */
+    uint32_t cmdid;
+    uint64_t hash_key;     /* with SPP_CALL_L5_HASH */
+    const uint8_t *req;    /* the bytes to send (may be empty) */
+    size_t req_len;
+    spp_call_check check;  /* required for TCP; UDP: NULL = a datagram is the answer */
+    void *check_user;      /* passed to check */
+    uint8_t *answer;       /* the plugin's buffer for the answer */
+    size_t answer_cap;
+    /* ---- outputs ---- */
+    size_t answer_len;     /* bytes of the answer in `answer` */
+    int32_t result;        /* SPP_OK or an SPP_CALL_* code */
+    uint32_t latency_us;   /* from start to answer or failure */
+    spp_l5_route route;    /* the instance that answered last (SPP_CALL_L5);
+                              the host reported the outcome to L5 itself */
+} spp_call;
+
 typedef struct spp_host {
     /* sizeof(spp_host) as the host built it; later versions only append. */
     uint32_t size;
@@ -173,6 +235,21 @@ typedef struct spp_host {
      * a plugin's own thread, the proxy, spp_init/spp_fini) it returns
      * SPP_ERR_UNSUPPORTED at once instead of blocking. */
     int (*sleep)(void *ctx, uint64_t ms);
+
+    /* ---- appended in ABI 1 (check `size`: a host whose
+     * size <= offsetof(spp_host, call) lacks call and call_many) ---- */
+
+    /* Micro-threads: send call->req to the destination and wait for one
+     * complete answer, suspending only the calling micro-thread. Returns
+     * call->result (SPP_OK or SPP_CALL_*); SPP_ERR_UNSUPPORTED (also in
+     * call->result) outside a micro-thread, at once. */
+    int (*call)(void *ctx, spp_call *call);
+    /* Micro-threads: run `n` calls in parallel (n <= SPP_CALL_MANY_MAX) and
+     * wait until all have finished, or until `wait_for` of them succeeded
+     * (0: all); calls still running then end with SPP_CALL_CANCELLED. Each
+     * call gets its own result. Returns how many succeeded, or a negative
+     * code (SPP_ERR_UNSUPPORTED, SPP_CALL_BAD_ARGS) when none was started. */
+    int (*call_many)(void *ctx, spp_call *calls, size_t n, size_t wait_for);
 } spp_host;
 
 /* ---- hooks the plugin exports ------------------------------------------- */

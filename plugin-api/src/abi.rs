@@ -224,6 +224,121 @@ pub type RecordLatencyFn = unsafe extern "C" fn(
 /// `spp_host.sleep`.
 pub type SleepFn = unsafe extern "C" fn(ctx: *mut c_void, ms: u64) -> c_int;
 
+/// `spp_call.transport`: TCP over a pooled keep-alive connection.
+pub const SPP_CALL_TCP: u32 = 0;
+/// `spp_call.transport`: UDP, one fresh socket per call.
+pub const SPP_CALL_UDP: u32 = 1;
+/// `spp_call.flags`: route by the L5 sid (`modid`, `cmdid`), not `addr`.
+pub const SPP_CALL_L5: u32 = 1;
+/// `spp_call.flags`: with [`SPP_CALL_L5`], pick by consistent hash of
+/// `hash_key`.
+pub const SPP_CALL_L5_HASH: u32 = 2;
+/// `spp_call.flags`: with [`SPP_CALL_L5`], try once more on another
+/// instance when the first fails; each attempt gets half the timeout.
+pub const SPP_CALL_RETRY: u32 = 4;
+/// Call result: no complete answer within the timeout.
+pub const SPP_CALL_TIMEOUT: c_int = -20;
+/// Call result: the connection was refused (or ICMP unreachable).
+pub const SPP_CALL_REFUSED: c_int = -21;
+/// Call result: the peer closed or reset before a complete answer.
+pub const SPP_CALL_CLOSED: c_int = -22;
+/// Call result: the answer does not fit the answer buffer.
+pub const SPP_CALL_TOO_LARGE: c_int = -23;
+/// Call result: L5 has no usable instance for the sid (or L5 is off).
+pub const SPP_CALL_NO_ROUTE: c_int = -24;
+/// Call result: the check returned < 0, or more than it was given.
+pub const SPP_CALL_MALFORMED: c_int = -25;
+/// Call result: bad arguments (NULL pointer, small `size`, unknown
+/// transport, TCP without a check, too many calls).
+pub const SPP_CALL_BAD_ARGS: c_int = -26;
+/// Call result: another socket error.
+pub const SPP_CALL_IO: c_int = -27;
+/// Call result: `call_many` returned before this call finished.
+pub const SPP_CALL_CANCELLED: c_int = -28;
+/// The most calls one `call_many` takes.
+pub const SPP_CALL_MANY_MAX: usize = 64;
+/// A `timeout_ms` of 0 means this.
+pub const SPP_CALL_DEFAULT_TIMEOUT_MS: u32 = 1000;
+
+/// `spp_call_check`: the answer's completeness check (`spp_input`'s
+/// contract).
+pub type CallCheckFn = unsafe extern "C" fn(user: *mut c_void, buf: *const u8, len: usize) -> c_int;
+
+/// One downstream call (`spp_call`): inputs set by the plugin, outputs by
+/// the host.
+#[repr(C)]
+#[derive(Debug)]
+pub struct SppCall {
+    /// `size_of::<SppCall>()` as the plugin built it.
+    pub size: u32,
+    /// [`SPP_CALL_TCP`] or [`SPP_CALL_UDP`].
+    pub transport: u32,
+    /// [`SPP_CALL_L5`], [`SPP_CALL_L5_HASH`], [`SPP_CALL_RETRY`].
+    pub flags: u32,
+    /// Whole call, retry included; 0: [`SPP_CALL_DEFAULT_TIMEOUT_MS`].
+    pub timeout_ms: u32,
+    /// The destination, unless [`SPP_CALL_L5`].
+    pub addr: SppAddr,
+    /// The sid's module id, with [`SPP_CALL_L5`].
+    pub modid: u32,
+    /// The sid's command id.
+    pub cmdid: u32,
+    /// The key, with [`SPP_CALL_L5_HASH`].
+    pub hash_key: u64,
+    /// The bytes to send.
+    pub req: *const u8,
+    /// Their length.
+    pub req_len: usize,
+    /// The completeness check (required for TCP; UDP: none = a datagram is
+    /// the answer).
+    pub check: Option<CallCheckFn>,
+    /// Passed to `check`.
+    pub check_user: *mut c_void,
+    /// The plugin's answer buffer.
+    pub answer: *mut u8,
+    /// Its capacity.
+    pub answer_cap: usize,
+    /// Output: bytes of the answer in `answer`.
+    pub answer_len: usize,
+    /// Output: `SPP_OK` or an `SPP_CALL_*` code.
+    pub result: i32,
+    /// Output: µs from start to answer or failure.
+    pub latency_us: u32,
+    /// Output: the instance that answered last ([`SPP_CALL_L5`]).
+    pub route: SppL5Route,
+}
+
+impl Default for SppCall {
+    fn default() -> Self {
+        SppCall {
+            size: std::mem::size_of::<SppCall>() as u32,
+            transport: SPP_CALL_TCP,
+            flags: 0,
+            timeout_ms: 0,
+            addr: SppAddr::default(),
+            modid: 0,
+            cmdid: 0,
+            hash_key: 0,
+            req: std::ptr::null(),
+            req_len: 0,
+            check: None,
+            check_user: std::ptr::null_mut(),
+            answer: std::ptr::null_mut(),
+            answer_cap: 0,
+            answer_len: 0,
+            result: 0,
+            latency_us: 0,
+            route: SppL5Route::default(),
+        }
+    }
+}
+
+/// `spp_host.call`.
+pub type CallFn = unsafe extern "C" fn(ctx: *mut c_void, call: *mut SppCall) -> c_int;
+/// `spp_host.call_many`.
+pub type CallManyFn =
+    unsafe extern "C" fn(ctx: *mut c_void, calls: *mut SppCall, n: usize, wait_for: usize) -> c_int;
+
 /// The functions of a host's services table, for [`SppHost::new`].
 #[derive(Clone, Copy, Debug)]
 pub struct HostFns {
@@ -245,6 +360,10 @@ pub struct HostFns {
     pub report: ReportFn,
     /// `sleep`.
     pub sleep: SleepFn,
+    /// `call`.
+    pub call: CallFn,
+    /// `call_many`.
+    pub call_many: CallManyFn,
 }
 
 /// The services table the host hands to `spp_init` (`spp_host`).
@@ -285,6 +404,11 @@ pub struct SppHost {
     /// Suspend the calling micro-thread for `ms` (appended; check `size`;
     /// `SPP_ERR_UNSUPPORTED` outside a micro-thread).
     pub sleep: SleepFn,
+    /// Call another service from a micro-thread (appended; check `size`).
+    pub call: CallFn,
+    /// Several calls in parallel from a micro-thread (appended; check
+    /// `size`).
+    pub call_many: CallManyFn,
 }
 
 impl SppHost {
@@ -308,6 +432,8 @@ impl SppHost {
             get_route_hash: fns.get_route_hash,
             report: fns.report,
             sleep: fns.sleep,
+            call: fns.call,
+            call_many: fns.call_many,
         }
     }
 }
@@ -368,8 +494,9 @@ mod tests {
         assert_eq!(size_of::<SppAddr>(), 24);
         assert_eq!(size_of::<SppConnInfo>(), 24 + 2 * 24);
         assert_eq!(align_of::<SppConnInfo>(), 8);
-        assert_eq!(size_of::<SppHost>(), 24 + 10 * size_of::<usize>());
+        assert_eq!(size_of::<SppHost>(), 24 + 12 * size_of::<usize>());
         assert_eq!(size_of::<SppL5Route>(), 8 + 24 + 8);
+        assert_eq!(size_of::<SppCall>(), 160);
     }
 
     #[test]

@@ -47,6 +47,7 @@
 pub mod abi;
 #[cfg(feature = "c-build")]
 pub mod c_build;
+mod call;
 mod export;
 pub mod framing;
 pub mod hooks;
@@ -62,6 +63,7 @@ pub mod rt;
 mod fuzz_tests;
 
 pub use abi::SPP_PLUGIN_ABI_VERSION;
+pub use call::{Answered, Call, CallError, Check, Leg, Target};
 pub use hooks::{OnClose, OnException, OnFini, OnRoute, Plugin};
 pub use plugin::{
     AfterException, Conn, ExceptionReason, Host, HostError, Input, Level, Processed, Route,

@@ -277,6 +277,11 @@ impl Host {
 
     /// Whether the host's table has the field ending at `end` (a host built
     /// before the field was appended has a smaller `size`).
+    /// The table itself.
+    pub(crate) fn raw(&self) -> &'static SppHost {
+        self.0
+    }
+
     fn has(&self, end: usize) -> bool {
         self.0.size as usize >= end
     }

@@ -2,7 +2,7 @@
 //! program against `include/spp_plugin.h` that prints sizes and offsets,
 //! and compare them with `spp_plugin_api::abi`.
 
-use spp_plugin_api::abi::{SppAddr, SppConnInfo, SppHost, SppL5Route};
+use spp_plugin_api::abi::{SppAddr, SppCall, SppConnInfo, SppHost, SppL5Route};
 use std::mem::{offset_of, size_of};
 use std::process::Command;
 
@@ -20,6 +20,12 @@ int main(void) {
     printf("l5 %zu %zu %zu %zu %zu %zu\n", sizeof(spp_l5_route), offsetof(spp_l5_route, addr),
            offsetof(spp_l5_route, slot), offsetof(spp_host, get_route), offsetof(spp_host, get_route_hash),
            offsetof(spp_host, report));
+    printf("call %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\n", sizeof(spp_call), offsetof(spp_call, addr),
+           offsetof(spp_call, modid), offsetof(spp_call, hash_key), offsetof(spp_call, req),
+           offsetof(spp_call, check), offsetof(spp_call, answer), offsetof(spp_call, answer_len),
+           offsetof(spp_call, result), offsetof(spp_call, route), offsetof(spp_host, call),
+           offsetof(spp_host, call_many));
+    printf("sleep %zu\n", offsetof(spp_host, sleep));
     printf("abi %u\n", SPP_PLUGIN_ABI_VERSION);
     return 0;
 }
@@ -46,7 +52,7 @@ fn c_header_and_rust_mirror_agree() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let expected = format!(
-        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {} {} {}\nl5 {} {} {} {} {} {}\nabi {}\n",
+        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {} {} {}\nl5 {} {} {} {} {} {}\ncall {} {} {} {} {} {} {} {} {} {} {} {}\nsleep {}\nabi {}\n",
         size_of::<SppAddr>(),
         offset_of!(SppAddr, port),
         offset_of!(SppAddr, ip),
@@ -68,6 +74,19 @@ fn c_header_and_rust_mirror_agree() {
         offset_of!(SppHost, get_route),
         offset_of!(SppHost, get_route_hash),
         offset_of!(SppHost, report),
+        size_of::<SppCall>(),
+        offset_of!(SppCall, addr),
+        offset_of!(SppCall, modid),
+        offset_of!(SppCall, hash_key),
+        offset_of!(SppCall, req),
+        offset_of!(SppCall, check),
+        offset_of!(SppCall, answer),
+        offset_of!(SppCall, answer_len),
+        offset_of!(SppCall, result),
+        offset_of!(SppCall, route),
+        offset_of!(SppHost, call),
+        offset_of!(SppHost, call_many),
+        offset_of!(SppHost, sleep),
         spp_plugin_api::SPP_PLUGIN_ABI_VERSION,
     );
     assert_eq!(text, expected);

@@ -5,8 +5,8 @@
 //! stays inside the plugin.
 
 use spp_plugin_api::abi::{
-    HostFns, SppConnInfo, SppHost, SppL5Route, SPP_HOOK_PANICKED, SPP_OK, SPP_PROTO_TCP,
-    SPP_PROTO_UDP, SPP_ROLE_PROXY,
+    HostFns, SppCall, SppConnInfo, SppHost, SppL5Route, SPP_ERR_UNSUPPORTED, SPP_HOOK_PANICKED,
+    SPP_OK, SPP_PROTO_TCP, SPP_PROTO_UDP, SPP_ROLE_PROXY,
 };
 use spp_plugin_api::{
     export_plugin, AfterException, Conn, ExceptionReason, Host, Input, OnClose, OnException,
@@ -121,6 +121,12 @@ unsafe extern "C" fn report(_: *mut c_void, _: *const SppL5Route, _: c_int, _: u
 unsafe extern "C" fn sleep(_: *mut c_void, _: u64) -> c_int {
     SPP_OK
 }
+unsafe extern "C" fn call(_: *mut c_void, _: *mut SppCall) -> c_int {
+    SPP_ERR_UNSUPPORTED
+}
+unsafe extern "C" fn call_many(_: *mut c_void, _: *mut SppCall, _: usize, _: usize) -> c_int {
+    SPP_ERR_UNSUPPORTED
+}
 
 fn info(flow: u64, proto: u8) -> SppConnInfo {
     SppConnInfo {
@@ -167,6 +173,8 @@ fn a_connection_state_lives_from_first_input_to_close() {
             get_route_hash,
             report,
             sleep,
+            call,
+            call_many,
         },
     );
     // SAFETY: `host` outlives every hook call of this test; `conf` is a

@@ -170,6 +170,8 @@ impl HostServices {
                 get_route_hash: host_get_route_hash,
                 report: host_report,
                 sleep: host_sleep,
+                call: host_kit::unsupported_call,
+                call_many: host_kit::unsupported_call_many,
             },
         )));
         HostServices { ctx, table }

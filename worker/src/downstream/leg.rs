@@ -492,3 +492,18 @@ unsafe fn bytes_mut<'b>(ptr: *mut u8, len: usize) -> &'b mut [u8] {
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_errors_map_to_distinct_codes() {
+        let code = |kind: io::ErrorKind| io_code(&io::Error::from(kind));
+        assert_eq!(code(io::ErrorKind::ConnectionRefused), SPP_CALL_REFUSED);
+        assert_eq!(code(io::ErrorKind::ConnectionReset), SPP_CALL_CLOSED);
+        assert_eq!(code(io::ErrorKind::BrokenPipe), SPP_CALL_CLOSED);
+        assert_eq!(code(io::ErrorKind::TimedOut), SPP_CALL_TIMEOUT);
+        assert_eq!(code(io::ErrorKind::OutOfMemory), SPP_CALL_IO);
+    }
+}

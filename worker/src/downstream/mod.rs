@@ -212,9 +212,7 @@ mod tests {
         assert_eq!(unsafe { super::call(None, &mut call) }, SPP_ERR_UNSUPPORTED);
         assert_eq!(call.result, SPP_ERR_UNSUPPORTED);
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { call_many(None, &mut call, 1, 0) },
-            SPP_ERR_UNSUPPORTED
-        );
+        let many = unsafe { call_many(None, &mut call, 1, 0) };
+        assert_eq!(many, SPP_ERR_UNSUPPORTED);
     }
 }

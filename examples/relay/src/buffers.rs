@@ -5,14 +5,14 @@
 //! Every micro-thread of a worker runs on the worker's main thread, so the
 //! idle buffers live in a thread-local list: [`take`] one before the call,
 //! [`give`] it back after the reply (never holding the list across the
-//! call, which suspends). At most [`MAX_IDLE`] idle buffers are kept; a
-//! burst beyond that allocates and frees. A buffer is zeroed once, when it
-//! is made; its pages become resident only as answers fill them.
+//! call, which suspends). Idle buffers are kept until [`forget_all`] (the
+//! plugin's `fini`): there are never more than the requests the worker
+//! held at once, which the group's `max_in_flight` bounds. A buffer is
+//! zeroed once, when made (a large one comes as fresh zero pages, nothing
+//! written); its pages become resident only as far as answers fill them,
+//! and it is not freed and made again under load.
 
 use std::cell::RefCell;
-
-/// Idle buffers kept per thread at most.
-pub const MAX_IDLE: usize = 64;
 
 thread_local! {
     /// This thread's idle buffers.
@@ -28,19 +28,14 @@ pub fn take(len: usize) -> Vec<u8> {
     }
 }
 
-/// Keeps `buf` for a later [`take`], unless [`MAX_IDLE`] are kept already.
+/// Keeps `buf` for a later [`take`].
 pub fn give(buf: Vec<u8>) {
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        if idle.len() < MAX_IDLE {
-            idle.push(buf);
-        }
-    });
+    IDLE.with(|idle| idle.borrow_mut().push(buf));
 }
 
 /// Frees this thread's idle buffers.
 pub fn forget_all() {
-    IDLE.with(|idle| idle.borrow_mut().clear());
+    IDLE.with(|idle| *idle.borrow_mut() = Vec::new());
 }
 
 #[cfg(test)]
@@ -48,7 +43,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_are_reused_up_to_the_bound() {
+    fn buffers_are_reused() {
         let a = take(16);
         let ptr = a.as_ptr();
         give(a);
@@ -57,9 +52,9 @@ mod tests {
         give(b);
         // A different size is made afresh.
         assert_eq!(take(8).len(), 8);
-        let many: Vec<Vec<u8>> = (0..MAX_IDLE + 5).map(|_| take(4)).collect();
+        let many: Vec<Vec<u8>> = (0..5).map(|_| take(4)).collect();
         many.into_iter().for_each(give);
-        IDLE.with(|idle| assert_eq!(idle.borrow().len(), MAX_IDLE));
+        IDLE.with(|idle| assert_eq!(idle.borrow().len(), 5));
         forget_all();
         IDLE.with(|idle| assert!(idle.borrow().is_empty()));
     }

@@ -63,8 +63,8 @@
 //! Counters `relay_ok` (answers relayed), `relay_call_failed` (calls that
 //! failed, after the host's retry), `relay_error` (error frames sent), and
 //! the histogram `relay_call` (latency of the calls that succeeded). The
-//! host's own downstream statistics show attempts and retries per
-//! destination.
+//! host's own downstream statistics show each destination's calls and
+//! failures by code, and the L5 table every attempt's outcome.
 //!
 //! ## Try it
 //! ```text

@@ -173,7 +173,7 @@ impl Plugin for Relay {
     fn init(host: Host, conf: &str) -> Result<Self, i32> {
         let conf = match conf::parse(conf) {
             Ok(c) if c.target.is_none() && !host.is_proxy() => {
-                Err("modid and cmdid (or addr) are required in a worker".to_string())
+                Err("modid and cmdid are required in a worker (or addr=IP:PORT)".to_string())
             }
             other => other,
         };

@@ -7,7 +7,8 @@
 //! once, a dead backend gives `relay-error:-1` and a silent one
 //! `relay-error:-9999`. Fan-out: both legs merged, one leg down shows
 //! `err:refused`, `wait_for=1` answers with the first leg. Relay-c: an
-//! answer comes through, a dead backend gives `relay-error:refused`.
+//! answer comes through, a dead backend gives `relay-error:refused`. In a
+//! plain group, each says at once that calls are unsupported there.
 
 use spp_tests::client::TcpClient;
 use spp_tests::{wait_for, Binaries, Service, ServiceConfig};
@@ -138,11 +139,17 @@ fn dead_addr() -> SocketAddr {
 
 /// One micro-thread worker of `plugin` with `conf`, one TCP listener.
 fn config(plugin: &str, conf: String) -> ServiceConfig {
+    config_in(plugin, conf, "microthread")
+}
+
+/// One worker of `plugin` with `conf` in group mode `mode`, one TCP
+/// listener.
+fn config_in(plugin: &str, conf: String, mode: &str) -> ServiceConfig {
     let mut cfg = ServiceConfig::single(&Binaries::locate().plugin(plugin), 1);
     cfg.listen = vec!["tcp://127.0.0.1:0".into()];
     let group = cfg.group_mut();
     group.plugin_conf = conf;
-    group.extra.push("mode = \"microthread\"".into());
+    group.extra.push(format!("mode = {mode:?}"));
     cfg
 }
 
@@ -187,6 +194,7 @@ fn the_relay_carries_many_slow_calls_at_once_on_one_worker() {
         assert_eq!(answer, format!("be:req {i}").as_bytes(), "client {i}");
     }
     let took = started.elapsed();
+    eprintln!("{CLIENTS} relayed calls of {DELAY:?} each, one worker: {took:?}");
     // A worker blocking on each call would take CLIENTS x DELAY = 10 s.
     assert!(took >= DELAY, "{took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
@@ -254,4 +262,32 @@ fn the_c_relay_answers_through_a_backend_or_with_an_error_frame() {
     let conf = format!("addr={} timeout_ms=2000", dead_addr());
     let service = Service::start(&config("spp_relay_c", conf));
     assert_eq!(call(&service, "c"), "relay-error:refused");
+}
+
+#[test]
+fn in_a_plain_group_the_examples_answer_unsupported_at_once() {
+    let backend = Backend::answering("be");
+    let cases = [
+        (
+            "spp_relay",
+            format!("addr={}", backend.addr),
+            "relay-error:-1",
+        ),
+        (
+            "spp_relay_c",
+            format!("addr={}", backend.addr),
+            "relay-error:unsupported",
+        ),
+        (
+            "spp_fanout",
+            format!("a={0} b={0}", backend.addr),
+            "a=err:unsupported;b=err:unsupported",
+        ),
+    ];
+    for (plugin, conf, want) in cases {
+        let service = Service::start(&config_in(plugin, conf, "plain"));
+        let started = Instant::now();
+        assert_eq!(call(&service, "q"), want, "{plugin}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{plugin}");
+    }
 }

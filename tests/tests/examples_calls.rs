@@ -6,12 +6,13 @@
 //! Relay: answers come through, one worker carries many slow calls at
 //! once, a dead backend gives `relay-error:-1` and a silent one
 //! `relay-error:-9999`. Fan-out: both legs merged, one leg down shows
-//! `err:refused`, `wait_for=1` answers with the first leg. Relay-c: an
+//! `err:refused`, `wait_for=1` answers with the first leg, legs given as L5 sids are routed
+//! by the host. Relay-c: an
 //! answer comes through, a dead backend gives `relay-error:refused`. In a
 //! plain group, each says at once that calls are unsupported there.
 
 use spp_tests::client::TcpClient;
-use spp_tests::{wait_for, Binaries, Service, ServiceConfig};
+use spp_tests::{l5, wait_for, Binaries, L5Config, Service, ServiceConfig};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -290,4 +291,37 @@ fn in_a_plain_group_the_examples_answer_unsupported_at_once() {
         assert_eq!(call(&service, "q"), want, "{plugin}");
         assert!(started.elapsed() < Duration::from_secs(1), "{plugin}");
     }
+}
+
+#[test]
+fn fanout_legs_given_as_sids_are_routed_by_l5() {
+    const SID_A: (u32, u32) = (64101, 1);
+    const SID_B: (u32, u32) = (64102, 1);
+    let (a, b) = (Backend::answering("a"), Backend::answering("b"));
+    let registry = tempfile::tempdir().expect("registry dir");
+    let routes = registry.path().join("static.routes");
+    let line =
+        |(m, c): (u32, u32), addr: SocketAddr| format!("{m} {c} {} {}\n", addr.ip(), addr.port());
+    std::fs::write(&routes, line(SID_A, a.addr) + &line(SID_B, b.addr)).expect("routes file");
+    let conf = format!(
+        "a={}:{} b={}:{} timeout_ms=2000",
+        SID_A.0, SID_A.1, SID_B.0, SID_B.1
+    );
+    let mut cfg = config("spp_fanout", conf);
+    cfg.l5 = Some(L5Config {
+        backend: Some("embedded".into()),
+        registry_dir: Some(registry.path().to_path_buf()),
+        routes_file: Some(routes),
+        ..L5Config::default()
+    });
+    let service = Service::start(&cfg);
+    for sid in [SID_A, SID_B] {
+        l5::wait_view(
+            &service,
+            sid,
+            "the static route should be listed",
+            |nodes| nodes.len() == 1,
+        );
+    }
+    assert_eq!(call(&service, "hi"), "a=a:hi;b=b:hi");
 }

@@ -6,10 +6,10 @@
 //! Relay: answers come through, one worker carries many slow calls at
 //! once, a dead backend gives `relay-error:-1` and a silent one
 //! `relay-error:-9999`. Fan-out: both legs merged, one leg down shows
-//! `err:refused`, `wait_for=1` answers with the first leg, legs given as L5 sids are routed
-//! by the host. Relay-c: an
-//! answer comes through, a dead backend gives `relay-error:refused`. In a
-//! plain group, each says at once that calls are unsupported there.
+//! `err:refused`, `wait_for=1` answers with the first leg, legs given as
+//! L5 sids are routed by the host. Relay-c: an answer comes through, a
+//! dead backend gives `relay-error:refused`. In a plain group, each says
+//! at once that calls are unsupported there.
 
 use spp_tests::client::TcpClient;
 use spp_tests::{l5, wait_for, Binaries, L5Config, Service, ServiceConfig};

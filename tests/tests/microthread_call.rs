@@ -30,6 +30,14 @@ const WAIT: Duration = Duration::from_secs(10);
 const AT_ONCE: Duration = Duration::from_secs(1);
 /// Name of the only worker.
 const WORKER: &str = "worker-g1-0";
+/// How long a slow backend holds each answer: long enough for a test to
+/// see the calls suspended (`spp stat` polls) before they finish.
+const HOLD: Duration = Duration::from_secs(2);
+
+/// A backend that echoes after [`HOLD`].
+fn slow_backend() -> TcpBackend {
+    TcpBackend::start(Behaviour::Echo { delay: HOLD })
+}
 
 /// One worker of the caller plugin; `microthread` sets `mode`.
 fn config(microthread: bool) -> ServiceConfig {
@@ -204,9 +212,7 @@ fn fan_out_waiting_for_one_returns_with_the_first_success() {
 #[test]
 fn a_client_gone_before_its_answer_leaves_nothing_behind() {
     const GONE: usize = 20;
-    let slow = TcpBackend::start(Behaviour::Echo {
-        delay: Duration::from_secs(1),
-    });
+    let slow = slow_backend();
     let service = start();
     let pid = service.pid_of(WORKER);
     let mut leaving = clients(&service, GONE);
@@ -248,14 +254,13 @@ fn one_worker_carries_many_concurrent_calls() {
 
 #[test]
 fn a_panic_in_one_micro_thread_affects_only_its_connection() {
-    let slow = TcpBackend::start(Behaviour::Echo {
-        delay: Duration::from_millis(500),
-    });
+    let slow = slow_backend();
     let service = start();
     let pid = service.pid_of(WORKER);
     let mut bystander = connect(&service);
     let cmd = caller::tcp(slow.addr(), LONG_MS, CAP, "suspended");
     bystander.send(&cmd).expect("send");
+    wait_in_flight(&service, 1);
     let mut victim = connect(&service);
     victim.send(caller::PANIC).expect("send");
     assert!(
@@ -344,9 +349,7 @@ fn assert_all_answered(waiting: &mut [TcpClient]) {
 
 #[test]
 fn reload_drains_suspended_calls() {
-    let slow = TcpBackend::start(Behaviour::Echo {
-        delay: Duration::from_secs(1),
-    });
+    let slow = slow_backend();
     let mut cfg = config(true);
     let service = Service::start(&cfg);
     let old = service.pid_of(WORKER).expect("worker pid");
@@ -366,9 +369,7 @@ fn reload_drains_suspended_calls() {
 
 #[test]
 fn stop_answers_suspended_calls_within_stop_grace() {
-    let slow = TcpBackend::start(Behaviour::Echo {
-        delay: Duration::from_secs(1),
-    });
+    let slow = slow_backend();
     let mut service = start();
     let mut waiting = suspended_calls(&service, &slow, 10);
     let stop_started = Instant::now();

@@ -227,3 +227,49 @@ pub fn refused_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::TcpClient;
+
+    #[test]
+    fn each_behaviour_answers_as_documented() {
+        let echo = TcpBackend::start(Behaviour::ECHO);
+        let mut client = TcpClient::connect(echo.addr()).expect("connect");
+        assert_eq!(client.call(b"one").expect("echo"), b"one");
+        assert_eq!(client.call(b"two").expect("echo"), b"two");
+        assert_eq!(echo.accepted(), 1);
+
+        let big = TcpBackend::start(Behaviour::Oversize(300));
+        let mut client = TcpClient::connect(big.addr()).expect("connect");
+        assert_eq!(client.call(b"x").expect("answer"), vec![b'x'; 300]);
+
+        let half = TcpBackend::start(Behaviour::HalfThenClose);
+        let mut client = TcpClient::connect(half.addr()).expect("connect");
+        client.send(b"x").expect("send");
+        let mut got = Vec::new();
+        let _ = client.stream.read_to_end(&mut got);
+        assert_eq!(got.len(), 4 + HALF_ANNOUNCED / 2, "{got:?}");
+
+        let silent = TcpBackend::start(Behaviour::Silent);
+        let mut client = TcpClient::connect(silent.addr()).expect("connect");
+        client
+            .stream
+            .set_read_timeout(Some(POLL * 4))
+            .expect("timeout");
+        assert!(client.call(b"x").is_err(), "silent answered");
+
+        assert!(TcpStream::connect(refused_addr()).is_err());
+
+        let udp = UdpBackend::start(true);
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        socket.send_to(b"dgram", udp.addr()).expect("send");
+        let mut buf = [0u8; 64];
+        let (n, _) = socket.recv_from(&mut buf).expect("echo");
+        assert_eq!(&buf[..n], b"dgram");
+    }
+}

@@ -13,6 +13,7 @@
 use crate::client::frame;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,6 +23,8 @@ use std::time::Duration;
 pub const POLL: Duration = Duration::from_millis(50);
 /// The largest request frame a backend reads (a larger one closes).
 const MAX_FRAME: usize = 1 << 20;
+/// The accept backlog of a [`TcpBackend`].
+const BACKLOG: i32 = 1024;
 /// What [`Behaviour::HalfThenClose`] announces, of which it sends half.
 const HALF_ANNOUNCED: usize = 100;
 
@@ -60,6 +63,12 @@ impl TcpBackend {
     /// Listens on an ephemeral port and serves as `behaviour` says.
     pub fn start(behaviour: Behaviour) -> TcpBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        // std listens with a backlog of 128: a burst of more connects than
+        // that would wait out a SYN retransmit (1 s) and time the test,
+        // not spp. Listening again on Linux only raises the backlog.
+        // SAFETY: plain syscall on a socket this function owns.
+        let rc = unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) };
+        assert_eq!(rc, 0, "listen: {}", io::Error::last_os_error());
         let addr = listener.local_addr().expect("backend addr");
         let accepted = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));

@@ -254,7 +254,7 @@ fn one_worker_carries_many_concurrent_calls() {
     );
     // One call at a time would take CLIENTS x DELAY = 20 s.
     assert!(took >= DELAY, "{took:?}");
-    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
 #[test]
@@ -324,6 +324,7 @@ fn a_killed_worker_fails_its_suspended_calls_at_once() {
         }
     }
     let took = killed.elapsed();
+    eprintln!("{SUSPENDED} suspended calls failed {took:?} after the kill");
     assert!(took < Duration::from_secs(3), "{took:?}");
     service
         .wait_replaced(WORKER, pid, WAIT)
@@ -387,6 +388,10 @@ fn stop_answers_suspended_calls_within_stop_grace() {
     let out = service.stop();
     assert!(out.ok(), "spp stop: {}", out.text());
     assert_all_answered(&mut waiting);
+    eprintln!(
+        "stop answered the suspended calls in {:?}",
+        stop_started.elapsed()
+    );
     // Within stop_grace (5 s in tests).
     assert!(
         stop_started.elapsed() < Duration::from_secs(5),

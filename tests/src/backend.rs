@@ -36,6 +36,9 @@ pub enum Behaviour {
         /// Wait before each answer.
         delay: Duration,
     },
+    /// Echoes the first frame at once, then closes the connection (a
+    /// backend that drops idle keep-alive connections).
+    EchoOnceThenClose,
     /// Reads and never answers (the connection stays open).
     Silent,
     /// Sends the header of a frame and half its payload, then closes.
@@ -167,6 +170,10 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
                     std::thread::sleep(delay);
                     stream.write_all(&request)?;
                 }
+                Behaviour::EchoOnceThenClose => {
+                    stream.write_all(&request)?;
+                    return stream.shutdown(std::net::Shutdown::Both);
+                }
                 Behaviour::Silent => {}
                 Behaviour::HalfThenClose => {
                     let mut half = (HALF_ANNOUNCED as u32).to_be_bytes().to_vec();
@@ -249,6 +256,11 @@ mod tests {
         assert_eq!(client.call(b"one").expect("echo"), b"one");
         assert_eq!(client.call(b"two").expect("echo"), b"two");
         assert_eq!(echo.accepted(), 1);
+
+        let once = TcpBackend::start(Behaviour::EchoOnceThenClose);
+        let mut client = TcpClient::connect(once.addr()).expect("connect");
+        assert_eq!(client.call(b"only").expect("echo"), b"only");
+        assert!(client.closed_by_server());
 
         let big = TcpBackend::start(Behaviour::Oversize(300));
         let mut client = TcpClient::connect(big.addr()).expect("connect");

@@ -4,7 +4,8 @@
 //! assertion is on what a client saw.
 //!
 //! Covered: success (sequential calls reuse one pooled connection),
-//! timeout, refused, a backend closing mid-answer, an answer too large,
+//! timeout (and the timed-out connection is not reused), a pooled
+//! connection the backend closed (replaced without an error), refused, a backend closing mid-answer, an answer too large,
 //! UDP success and timeout, fan-out with a failing leg and with
 //! `wait_for = 1`, a client gone before its answer, many concurrent calls
 //! on one worker, a panic in one micro-thread, a worker killed with
@@ -121,6 +122,33 @@ fn a_silent_backend_times_out_and_the_worker_serves_on() {
     assert!(took < Duration::from_millis(SHORT_MS) + AT_ONCE, "{took:?}");
     let cmd = caller::tcp(echo.addr(), LONG_MS, CAP, "after");
     assert_eq!(ask(&mut client, &cmd), text(&ok("after")));
+}
+
+#[test]
+fn a_timed_out_connection_is_not_reused_for_the_next_call() {
+    const LATE: Duration = Duration::from_millis(600);
+    let late = TcpBackend::start(Behaviour::Echo { delay: LATE });
+    let service = start();
+    let mut client = connect(&service);
+    let cmd = caller::tcp(late.addr(), SHORT_MS, CAP, "first");
+    assert_eq!(ask(&mut client, &cmd), text(&err("Timeout")));
+    // The late answer to "first" must not pass for the answer to "second".
+    let cmd = caller::tcp(late.addr(), LONG_MS, CAP, "second");
+    assert_eq!(ask(&mut client, &cmd), text(&ok("second")));
+}
+
+#[test]
+fn a_pooled_connection_the_backend_closed_is_replaced_without_an_error() {
+    const CALLS: usize = 10;
+    let once = TcpBackend::start(Behaviour::EchoOnceThenClose);
+    let service = start();
+    let mut client = connect(&service);
+    for i in 0..CALLS {
+        let payload = format!("again-{i}");
+        let cmd = caller::tcp(once.addr(), LONG_MS, CAP, &payload);
+        assert_eq!(ask(&mut client, &cmd), text(&ok(&payload)), "call {i}");
+    }
+    assert_eq!(once.accepted(), CALLS, "one connection per call");
 }
 
 #[test]

@@ -70,6 +70,12 @@ impl<'a> Leg<'a> {
             ms => ms,
         };
         let deadline = now.saturating_add(u64::from(ms) * NS_PER_MS);
+        // With a retry to come, the first attempt has half the time.
+        let attempt_deadline = if retrying(call.flags) {
+            now.saturating_add(u64::from(ms) * NS_PER_MS / 2)
+        } else {
+            deadline
+        };
         call.answer_len = 0;
         call.result = SPP_CALL_CANCELLED;
         call.latency_us = 0;
@@ -87,7 +93,7 @@ impl<'a> Leg<'a> {
             got: 0,
             started: now,
             attempt_started: now,
-            attempt_deadline: deadline,
+            attempt_deadline,
             deadline,
         }
     }
@@ -420,8 +426,7 @@ impl<'a> Leg<'a> {
             code,
             SPP_CALL_TIMEOUT | SPP_CALL_REFUSED | SPP_CALL_CLOSED | SPP_CALL_IO
         );
-        let may_retry = self.call.flags & (SPP_CALL_L5 | SPP_CALL_RETRY)
-            == SPP_CALL_L5 | SPP_CALL_RETRY
+        let may_retry = retrying(self.call.flags)
             && self.attempts == 0
             && self.routes.is_some()
             && now < self.deadline;
@@ -467,6 +472,12 @@ impl Drop for Leg<'_> {
     fn drop(&mut self) {
         self.drop_conn(false);
     }
+}
+
+/// Whether a call with `flags` is retried on another instance (an L5
+/// call with `SPP_CALL_RETRY`).
+fn retrying(flags: u32) -> bool {
+    flags & (SPP_CALL_L5 | SPP_CALL_RETRY) == SPP_CALL_L5 | SPP_CALL_RETRY
 }
 
 /// The call code of a socket error.
@@ -518,6 +529,28 @@ unsafe fn bytes_mut<'b>(ptr: *mut u8, len: usize) -> &'b mut [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retried_call_gives_its_first_attempt_half_the_time() {
+        let mut call = SppCall {
+            flags: SPP_CALL_L5 | SPP_CALL_RETRY,
+            timeout_ms: 500,
+            ..SppCall::default()
+        };
+        let leg = Leg::new(&mut call, None, 1_000);
+        assert_eq!(leg.wake_at(), 1_000 + 250 * NS_PER_MS);
+        assert_eq!(leg.deadline, 1_000 + 500 * NS_PER_MS);
+        drop(leg);
+        for flags in [0, SPP_CALL_L5, SPP_CALL_RETRY] {
+            let mut call = SppCall {
+                flags,
+                timeout_ms: 500,
+                ..SppCall::default()
+            };
+            let leg = Leg::new(&mut call, None, 1_000);
+            assert_eq!(leg.wake_at(), 1_000 + 500 * NS_PER_MS, "flags {flags}");
+        }
+    }
 
     #[test]
     fn socket_errors_map_to_distinct_codes() {

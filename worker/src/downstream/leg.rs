@@ -127,6 +127,11 @@ impl<'a> Leg<'a> {
             if self.state == State::Done {
                 return;
             }
+            if before == State::Sending && self.state == State::Receiving {
+                // The answer cannot be there yet: wait for its event
+                // (an arrival always raises one) rather than read in vain.
+                return;
+            }
             if self.state == before {
                 // Waiting for an event; or out of time.
                 if now >= self.attempt_deadline {
@@ -263,42 +268,59 @@ impl<'a> Leg<'a> {
         // SAFETY: the plugin's `answer_cap` writable bytes at `answer`,
         // valid for the call (checked non-null by `validate`).
         let answer = unsafe { bytes_mut(self.call.answer, cap) };
-        let mut closed = false;
-        while self.got < cap {
-            let into = &mut answer[self.got..];
-            let Some(read) = self.io(|socket| match socket {
-                Socket::Tcp(stream) => stream.read(into),
-                Socket::Udp(_) => Err(io::ErrorKind::Unsupported.into()),
-            }) else {
-                return;
-            };
-            match read {
-                Ok(0) => {
-                    closed = true;
-                    break;
+        // Read until `WouldBlock` or EOF, except that a short read (it took
+        // everything there was) goes to the check first: a complete answer
+        // then ends the call one syscall sooner.
+        loop {
+            let mut drained = false;
+            let mut closed = false;
+            while self.got < cap {
+                let into = &mut answer[self.got..];
+                let wanted = into.len();
+                let Some(read) = self.io(|socket| match socket {
+                    Socket::Tcp(stream) => stream.read(into),
+                    Socket::Udp(_) => Err(io::ErrorKind::Unsupported.into()),
+                }) else {
+                    return;
+                };
+                match read {
+                    Ok(0) => {
+                        (drained, closed) = (true, true);
+                        break;
+                    }
+                    Ok(n) => {
+                        self.got += n;
+                        if n < wanted {
+                            break;
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        drained = true;
+                        break;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return self.fail_io(&err),
                 }
-                Ok(n) => self.got += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return self.fail_io(&err),
             }
-        }
-        if self.got == 0 {
-            if closed {
-                self.fail_closed();
+            let verdict = if self.got == 0 {
+                0
+            } else {
+                self.check(&answer[..self.got])
+            };
+            match verdict {
+                n if n > 0 && n as usize <= self.got => {
+                    let exact = n as usize == self.got && !closed;
+                    self.call.answer_len = n as usize;
+                    return self.succeed(exact);
+                }
+                0 if self.got == cap => return self.fail(SPP_CALL_TOO_LARGE),
+                0 if closed => return self.fail_closed(),
+                // Incomplete: wait for the next arrival once the socket
+                // is known empty; else look again.
+                0 if drained => return,
+                0 => {}
+                _ => return self.fail(SPP_CALL_MALFORMED),
             }
-            return;
-        }
-        match self.check(&answer[..self.got]) {
-            n if n > 0 && n as usize <= self.got => {
-                let exact = n as usize == self.got && !closed;
-                self.call.answer_len = n as usize;
-                self.succeed(exact);
-            }
-            0 if self.got == cap => self.fail(SPP_CALL_TOO_LARGE),
-            0 if closed => self.fail_closed(),
-            0 => {}
-            _ => self.fail(SPP_CALL_MALFORMED),
         }
     }
 
@@ -490,5 +512,20 @@ unsafe fn bytes_mut<'b>(ptr: *mut u8, len: usize) -> &'b mut [u8] {
     } else {
         // SAFETY: forwarded from the caller.
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_errors_map_to_distinct_codes() {
+        let code = |kind: io::ErrorKind| io_code(&io::Error::from(kind));
+        assert_eq!(code(io::ErrorKind::ConnectionRefused), SPP_CALL_REFUSED);
+        assert_eq!(code(io::ErrorKind::ConnectionReset), SPP_CALL_CLOSED);
+        assert_eq!(code(io::ErrorKind::BrokenPipe), SPP_CALL_CLOSED);
+        assert_eq!(code(io::ErrorKind::TimedOut), SPP_CALL_TIMEOUT);
+        assert_eq!(code(io::ErrorKind::OutOfMemory), SPP_CALL_IO);
     }
 }

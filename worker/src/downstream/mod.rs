@@ -145,3 +145,74 @@ fn run(legs: &mut [Leg<'_>], wait_for: usize) -> usize {
         debug_assert_eq!(current_slot(), Some(me));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::c_void;
+
+    unsafe extern "C" fn whole(_: *mut c_void, _: *const u8, len: usize) -> c_int {
+        c_int::try_from(len).unwrap_or(c_int::MAX)
+    }
+
+    #[test]
+    fn records_are_checked_before_any_socket_is_opened() {
+        let mut answer = [0u8; 16];
+        let good = || SppCall {
+            check: Some(whole),
+            answer: answer.as_ptr().cast_mut(),
+            answer_cap: answer.len(),
+            ..SppCall::default()
+        };
+        assert!(valid(&good()));
+        assert!(
+            !valid(&SppCall { size: 8, ..good() }),
+            "an older, shorter record"
+        );
+        assert!(
+            !valid(&SppCall {
+                check: None,
+                ..good()
+            }),
+            "TCP needs a check"
+        );
+        assert!(valid(&SppCall {
+            check: None,
+            transport: SPP_CALL_UDP,
+            ..good()
+        }));
+        assert!(!valid(&SppCall {
+            transport: 9,
+            ..good()
+        }));
+        assert!(
+            !valid(&SppCall {
+                req_len: 3,
+                ..good()
+            }),
+            "NULL request bytes"
+        );
+        assert!(!valid(&SppCall {
+            answer_cap: 0,
+            ..good()
+        }));
+        let _ = &mut answer;
+    }
+
+    #[test]
+    fn calls_off_a_micro_thread_are_unsupported_at_once() {
+        let mut answer = [0u8; 16];
+        let mut call = SppCall {
+            check: Some(whole),
+            answer: answer.as_mut_ptr(),
+            answer_cap: answer.len(),
+            ..SppCall::default()
+        };
+        // SAFETY: a complete record with live buffers.
+        assert_eq!(unsafe { super::call(None, &mut call) }, SPP_ERR_UNSUPPORTED);
+        assert_eq!(call.result, SPP_ERR_UNSUPPORTED);
+        // SAFETY: as above.
+        let many = unsafe { call_many(None, &mut call, 1, 0) };
+        assert_eq!(many, SPP_ERR_UNSUPPORTED);
+    }
+}

@@ -184,6 +184,20 @@ impl Runtime {
         woken
     }
 
+    /// Drops the timer entries at the top of the heap that belong to a
+    /// suspension already over (the call was answered before its
+    /// deadline), so [`Runtime::next_wake`] names a real deadline and an
+    /// idle worker does not wake for nothing.
+    pub fn drop_stale_timers(&mut self) {
+        while let Some(&Reverse((_, idx, suspension))) = self.timers.peek() {
+            let slot = &self.slots[idx as usize];
+            if slot.waiting && slot.suspension == suspension {
+                break;
+            }
+            self.timers.pop();
+        }
+    }
+
     /// Resumes the suspended micro-threads a downstream socket event is
     /// for (looking for new events first, without waiting, while sockets
     /// are in use). A slot with several events, or not suspended, is

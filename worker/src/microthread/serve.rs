@@ -63,6 +63,7 @@ fn turn(server: &mut Server, rt: &mut Runtime) -> Result<bool, WorkerError> {
     let started = monotonic_ns();
     let woken = rt.wake_due(&mut server.handler, started) + rt.wake_io(&mut server.handler);
     let records = take_batch(server, rt, monotonic_ns())?;
+    rt.drop_stale_timers();
     let deferred = server.host.forward_deferred(BATCH_MAX);
     server.requests.release();
     let busy = rt.take_busy();

@@ -96,7 +96,10 @@ impl Lab {
             .take(n)
             .collect();
         if free.len() < n {
-            eprintln!("skipped: no {n} free /30 subnets under {}.{}", NET[0], NET[1]);
+            eprintln!(
+                "skipped: no {n} free /30 subnets under {}.{}",
+                NET[0], NET[1]
+            );
             return None;
         }
         let mut lab = Lab {
@@ -149,10 +152,7 @@ impl Lab {
 impl Host {
     /// The veth pair, the addresses, every link up.
     fn wire(&self) -> Result<(), String> {
-        let (outer, inner) = (
-            format!("{}/30", self.outer),
-            format!("{}/30", self.inner),
-        );
+        let (outer, inner) = (format!("{}/30", self.outer), format!("{}/30", self.inner));
         let ip = |args: &[&str]| run(&self.ip, args).map(drop);
         ip(&[
             "link",
@@ -168,7 +168,15 @@ impl Host {
         ])?;
         ip(&["addr", "add", &outer, "dev", &self.outer_link])?;
         ip(&["link", "set", &self.outer_link, "up"])?;
-        ip(&["-n", &self.netns, "addr", "add", &inner, "dev", &self.inner_link])?;
+        ip(&[
+            "-n",
+            &self.netns,
+            "addr",
+            "add",
+            &inner,
+            "dev",
+            &self.inner_link,
+        ])?;
         ip(&["-n", &self.netns, "link", "set", &self.inner_link, "up"])?;
         ip(&["-n", &self.netns, "link", "set", "lo", "up"])
     }

@@ -12,6 +12,7 @@
 //! It needs root and iproute2's `ip`; without them it says so and passes
 //! without running.
 
+use serde_json::Value;
 use spp_tests::etcd::Etcd;
 use spp_tests::l5::{self, Node};
 use spp_tests::netns::Lab;
@@ -39,8 +40,15 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Requests backend 1 must take after it healed to count as back in
 /// rotation.
 const BACK_SHARE: u64 = 50;
-/// How long after healing backend 1 may take to get them.
-const BACK_WITHIN: Duration = Duration::from_secs(20);
+/// How long after healing the relay's table may take to have backend 1
+/// live again: a dead node revives at the end of a period (5 s) whose
+/// probes all succeeded, so the period the heal falls in may not count.
+const BACK_WITHIN: Duration = Duration::from_secs(15);
+/// How long backend 1 may take to get [`BACK_SHARE`] requests once live
+/// (at 10 % of its weight it gets about 90 a second).
+const COUNTER_WITHIN: Duration = Duration::from_secs(10);
+/// Pause between two looks at the relay's table.
+const VIEW_POLL: Duration = Duration::from_millis(200);
 /// Requests each backend must take before the partition.
 const WARM_SHARE: u64 = 200;
 /// Requests backend 1 may still count once cut off (taken just before
@@ -90,6 +98,12 @@ fn sleep_until(load: &PacedLoad, at: Duration) {
     std::thread::sleep(until.saturating_duration_since(Instant::now()));
 }
 
+/// Backend `addr` in the relay's table, if listed.
+fn state_of(relay: &Service, addr: SocketAddr) -> Option<Node> {
+    let nodes = l5::get(relay, SID).ok()?;
+    l5::find(&nodes, addr).cloned()
+}
+
 /// Waits until `service` took `more` requests beyond `from`; how long
 /// that took, or `None` at `within`.
 fn took(service: &Service, from: u64, more: u64, within: Duration) -> Option<Duration> {
@@ -97,6 +111,30 @@ fn took(service: &Service, from: u64, more: u64, within: Duration) -> Option<Dur
     wait_for(within, || {
         (l5::requests(service) >= from + more).then(|| t0.elapsed())
     })
+}
+
+/// Every plugin counter of `spp stat --json` that is a downstream call
+/// metric (`call:...`) or the relay's own (`relay_...`), with its total.
+fn call_counters(stat: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![stat];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let named = k.starts_with("call:") || k.starts_with("relay_");
+                    match v["total"].as_u64() {
+                        Some(total) if named => found.push(format!("{k}={total}")),
+                        _ => stack.push(v),
+                    }
+                }
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    found.sort();
+    found
 }
 
 fn print(report: &PacedReport, t: &[(&str, String)]) {
@@ -172,26 +210,57 @@ fn a_partitioned_backend_fails_at_most_2_percent_and_returns_after_it_heals() {
     lab.host(1).partition();
     let cut = Instant::now();
     let at_cut = l5::requests(&backends[1]);
-    sleep_until(&load, PARTITION_AT + PARTITION_FOR);
+    // While cut off: when the relay's L5 table judges backend 1 dead.
+    let mut dead_after = None;
+    while load.started.elapsed() < PARTITION_AT + PARTITION_FOR {
+        if dead_after.is_none() && state_of(&r, addrs[1]).is_some_and(|n| n.dead) {
+            dead_after = Some(cut.elapsed());
+        }
+        std::thread::sleep(VIEW_POLL);
+    }
     let during = l5::requests(&backends[1]) - at_cut;
     lab.host(1).heal();
     let healed = Instant::now();
-    let back = took(
-        &backends[1],
-        l5::requests(&backends[1]),
-        BACK_SHARE,
-        BACK_WITHIN,
-    );
+    // Back in rotation: the relay's table has it live again, and it
+    // serves. (Its request counter alone would not do: requests the relay
+    // sent on connections it has since given up reach it when the kernel
+    // retransmits them after the heal.)
+    let live_after = wait_for(BACK_WITHIN, || {
+        state_of(&r, addrs[1])
+            .is_some_and(|n| n.live())
+            .then(|| healed.elapsed())
+    });
+    let served_after = live_after.and_then(|_| {
+        took(
+            &backends[1],
+            l5::requests(&backends[1]),
+            BACK_SHARE,
+            COUNTER_WITHIN,
+        )
+    });
     sleep_until(&load, LOAD_FOR);
     let view = l5::get(&r, SID);
     let report = load.finish();
+    let calls = r.stat_json().map(|stat| call_counters(&stat));
     print(
         &report,
         &[
             ("partitioned for", format!("{:?}", healed - cut)),
             ("backend 1 took while cut off", during.to_string()),
-            ("backend 1 back after healing", format!("{back:?}")),
+            (
+                "relay's table had backend 1 dead after",
+                format!("{dead_after:?}"),
+            ),
+            (
+                "relay's table had it live again after healing",
+                format!("{live_after:?}"),
+            ),
+            (
+                "then it took {BACK_SHARE} requests in",
+                format!("{served_after:?}"),
+            ),
             ("relay's table at the end", format!("{view:?}")),
+            ("relay's downstream calls", format!("{calls:?}")),
         ],
     );
     assert!(
@@ -208,8 +277,17 @@ fn a_partitioned_backend_fails_at_most_2_percent_and_returns_after_it_heals() {
         "the partition should cut backend 1 off: it took {during} requests meanwhile"
     );
     assert!(
-        back.is_some(),
-        "backend 1 should take {BACK_SHARE} requests within {BACK_WITHIN:?} of healing; \
-         the relay's table: {view:?}"
+        dead_after.is_some(),
+        "the relay's L5 table should judge backend 1 dead while it is cut off; \
+         at the end: {view:?}"
+    );
+    assert!(
+        live_after.is_some(),
+        "the relay's L5 table should have backend 1 live within {BACK_WITHIN:?} of healing; \
+         at the end: {view:?}"
+    );
+    assert!(
+        served_after.is_some(),
+        "backend 1 should take {BACK_SHARE} requests within {COUNTER_WITHIN:?} once live again"
     );
 }

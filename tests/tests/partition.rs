@@ -256,7 +256,7 @@ fn a_partitioned_backend_fails_at_most_2_percent_and_returns_after_it_heals() {
                 format!("{live_after:?}"),
             ),
             (
-                "then it took {BACK_SHARE} requests in",
+                &format!("then it took {BACK_SHARE} requests in"),
                 format!("{served_after:?}"),
             ),
             ("relay's table at the end", format!("{view:?}")),

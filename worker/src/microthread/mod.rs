@@ -19,7 +19,11 @@
 //! plus a copy of the request bytes (its buffer grows to the largest
 //! request it carried, at most the ring's largest request) plus ~100
 //! bytes of bookkeeping. So a worker holds at most
-//! `max_in_flight × (stack_size + 4 KiB + max request size)`.
+//! `max_in_flight × (stack_size + 4 KiB + max request size)`. A request
+//! waiting on downstream calls adds one socket per call (at most
+//! `SPP_CALL_MANY_MAX` per request, with the kernel's socket buffers) and,
+//! for `call_many`, a list of its legs (~100 bytes each); answers land in
+//! the plugin's own buffers (see [`crate::downstream`]).
 //!
 //! # Ordering
 //! The request bytes are copied out of the ring at admission, so the ring

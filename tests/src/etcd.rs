@@ -15,7 +15,7 @@
 use crate::http::{free_local_addr, get, post_json};
 use crate::wait_for;
 use serde_json::Value;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,6 +38,9 @@ pub struct Etcd {
     data: PathBuf,
     client: SocketAddr,
     peer: SocketAddr,
+    /// More addresses it serves clients on (same port), besides
+    /// `client`.
+    also: Vec<IpAddr>,
     child: Option<Child>,
 }
 
@@ -72,6 +75,13 @@ impl Etcd {
     /// Starts etcd on fresh ephemeral ports and waits until it is healthy;
     /// panics with its log when it does not come up.
     pub fn start() -> Etcd {
+        Etcd::start_also_on(&[])
+    }
+
+    /// [`Etcd::start`], serving clients on `also` too (same port as on
+    /// 127.0.0.1), e.g. the host side of a network namespace's veth so
+    /// that services inside the namespace can register.
+    pub fn start_also_on(also: &[IpAddr]) -> Etcd {
         let bin = binary();
         let mut why = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -82,6 +92,7 @@ impl Etcd {
                 dir,
                 client: free_local_addr(),
                 peer: free_local_addr(),
+                also: also.to_vec(),
                 child: None,
             };
             match etcd.spawn_and_wait() {
@@ -95,6 +106,12 @@ impl Etcd {
     /// `127.0.0.1:<client port>`.
     pub fn client_addr(&self) -> SocketAddr {
         self.client
+    }
+
+    /// The client address on `ip` (one of those given to
+    /// [`Etcd::start_also_on`], or 127.0.0.1).
+    pub fn client_addr_on(&self, ip: IpAddr) -> SocketAddr {
+        SocketAddr::new(ip, self.client.port())
     }
 
     /// The `l5.backend` value naming this server.
@@ -230,6 +247,14 @@ impl Etcd {
             format!("http://{}", self.client),
             format!("http://{}", self.peer),
         );
+        let listen_client = std::iter::once(client.clone())
+            .chain(
+                self.also
+                    .iter()
+                    .map(|&ip| format!("http://{}", self.client_addr_on(ip))),
+            )
+            .collect::<Vec<_>>()
+            .join(",");
         let mut command = Command::new(&self.bin);
         // SAFETY: prctl is async-signal-safe and touches no memory of the
         // parent; it runs in the forked child before exec. etcd then dies
@@ -247,7 +272,7 @@ impl Etcd {
             .args(["--name", "spp-test"])
             .arg("--data-dir")
             .arg(&self.data)
-            .args(["--listen-client-urls", &client])
+            .args(["--listen-client-urls", &listen_client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])

@@ -19,7 +19,9 @@
 //! * L5: [`L5Config`] writes the `[l5]` table; [`l5`] reads `spp l5
 //!   list/get` and the L5 part of the status; [`relay`] runs clients of
 //!   the relay example plugin and counts failed calls; [`etcd`] runs a real
-//!   etcd server.
+//!   etcd server; [`netns`] makes network namespaces (root only) for
+//!   the partition test; [`paced`] sends open-loop load at a fixed
+//!   rate.
 //!
 //! Every wait is bounded by a deadline and polls a real condition.
 
@@ -33,6 +35,8 @@ pub mod http;
 pub mod l5;
 pub mod load;
 pub mod metrics;
+pub mod netns;
+pub mod paced;
 pub mod relay;
 pub mod service;
 pub mod view;

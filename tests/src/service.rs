@@ -45,9 +45,28 @@ pub fn run_spp(bins: &Binaries, args: &[&str]) -> SppOutput {
 /// Runs `spp args...` with `env` added to its environment, with a deadline
 /// (past it the command is killed and `code` is `None`).
 pub fn run_spp_with_env(bins: &Binaries, args: &[&str], env: &[(&str, &str)]) -> SppOutput {
+    run_spp_wrapped(bins, &[], args, env)
+}
+
+/// Runs `wrapper... spp args...` (e.g. `ip netns exec NS spp ...`; no
+/// wrapper: `spp` itself) with `env` added, with a deadline.
+fn run_spp_wrapped(
+    bins: &Binaries,
+    wrapper: &[String],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> SppOutput {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = Command::new(bins.spp())
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(bins.spp());
+            command
+        }
+        None => Command::new(bins.spp()),
+    };
+    let mut child = command
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -85,6 +104,8 @@ pub struct Service {
     pub config: PathBuf,
     stopped: bool,
     seen_pids: RefCell<BTreeSet<i32>>,
+    /// What every `spp` command of this service runs under (empty: none).
+    wrapper: Vec<String>,
 }
 
 impl Service {
@@ -112,7 +133,25 @@ impl Service {
             config,
             stopped: false,
             seen_pids: RefCell::new(BTreeSet::new()),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Starts the service with every `spp` command of it run under
+    /// `wrapper` (e.g. `ip netns exec NS`: the whole service runs in that
+    /// network namespace); panics with `spp start`'s output if it fails.
+    pub fn start_wrapped(cfg: &ServiceConfig, wrapper: Vec<String>) -> Service {
+        let mut service = Service::create(cfg);
+        service.wrapper = wrapper;
+        let out = service.start_again();
+        assert!(
+            out.ok(),
+            "spp start ({:?}) failed: {}\n--- logs ---\n{}",
+            service.wrapper,
+            out.text(),
+            service.logs()
+        );
+        service
     }
 
     /// Starts the service; panics with `spp start`'s output if it fails.
@@ -133,7 +172,7 @@ impl Service {
         let mut args: Vec<&str> = cmd_and_args[..1].to_vec();
         args.extend(["-c", config.as_str()]);
         args.extend(&cmd_and_args[1..]);
-        run_spp(&self.bins, &args)
+        run_spp_wrapped(&self.bins, &self.wrapper, &args, &[])
     }
 
     /// `spp status --json`, parsed; remembers every pid it names.
@@ -405,7 +444,7 @@ impl Service {
         let config = self.config.display().to_string();
         let mut args = vec![command, sub, "-c", config.as_str()];
         args.extend(extra);
-        run_spp(&self.bins, &args)
+        run_spp_wrapped(&self.bins, &self.wrapper, &args, &[])
     }
 
     /// Pids this handle has seen in status output.

@@ -243,8 +243,9 @@ pub fn echo_config(name: &str, l5: L5Config) -> ServiceConfig {
 }
 
 /// A relay service (the relay example plugin in the proxy and in
-/// [`RELAY_WORKERS`] workers, one TCP listener) forwarding to `sid`, whose
-/// `[l5]` is `l5` (a consumer: no sid of its own).
+/// [`RELAY_WORKERS`] workers in micro-thread mode, where its calls run,
+/// one TCP listener) forwarding to `sid`, whose `[l5]` is `l5` (a
+/// consumer: no sid of its own).
 pub fn relay_config(name: &str, sid: (u32, u32), l5: L5Config) -> ServiceConfig {
     let mut cfg = ServiceConfig::single(
         &Binaries::locate().plugin(crate::relay::PLUGIN),
@@ -254,6 +255,7 @@ pub fn relay_config(name: &str, sid: (u32, u32), l5: L5Config) -> ServiceConfig 
     cfg.listen = vec!["tcp://127.0.0.1:0".into()];
     cfg.group_mut().plugin_conf = crate::relay::conf(sid.0, sid.1, RELAY_TIMEOUT_MS);
     cfg.group_mut().msg_timeout = Some("5s".into());
+    cfg.group_mut().extra.push("mode = \"microthread\"".into());
     cfg.l5 = Some(l5);
     cfg
 }

@@ -12,7 +12,9 @@
 //! * [`view`] reads the status JSON; [`client`] holds small blocking
 //!   clients for the echo protocol; [`load`] runs clients in the
 //!   background and counts what they saw; [`faulty`] names the test
-//!   plugin's payloads and answers; [`http`] GETs the metrics endpoint and
+//!   plugin's payloads and answers; [`caller`] names the call test
+//!   plugin's commands and answers, and [`backend`] runs the downstream
+//!   backends its calls reach; [`http`] GETs the metrics endpoint and
 //!   [`metrics`] names the metrics and parses what it serves.
 //! * L5: [`L5Config`] writes the `[l5]` table; [`l5`] reads `spp l5
 //!   list/get` and the L5 part of the status; [`relay`] runs clients of
@@ -21,6 +23,8 @@
 //!
 //! Every wait is bounded by a deadline and polls a real condition.
 
+pub mod backend;
+pub mod caller;
 pub mod client;
 mod config;
 pub mod etcd;

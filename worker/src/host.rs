@@ -20,6 +20,7 @@
 //!   deferred replies allocates nothing once the pool is warm.
 
 use crate::attach::Shared;
+use crate::downstream;
 use crate::l5;
 use crate::respond::Responder;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
@@ -28,8 +29,8 @@ use spp_ipc::host_kit::{self, catch_panic, HostCtx, RoleFns, TableRole, PANICKED
 use spp_ipc::l5::table::RouteTable;
 use spp_ipc::pair;
 use spp_plugin_api::abi::{
-    SppHost, SppL5Route, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED, SPP_L5_SYSTEM,
-    SPP_OK,
+    SppCall, SppHost, SppL5Route, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED,
+    SPP_L5_SYSTEM, SPP_OK,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
@@ -170,8 +171,8 @@ impl HostServices {
                 get_route_hash: host_get_route_hash,
                 report: host_report,
                 sleep: host_sleep,
-                call: host_kit::unsupported_call,
-                call_many: host_kit::unsupported_call_many,
+                call: host_call,
+                call_many: host_call_many,
             },
         )));
         HostServices { ctx, table }
@@ -360,6 +361,34 @@ unsafe extern "C" fn host_close(ctx: *mut c_void, flow: u64) -> c_int {
 /// Any arguments (nothing is dereferenced).
 unsafe extern "C" fn host_sleep(_ctx: *mut c_void, ms: u64) -> c_int {
     catch_panic(PANICKED, || crate::microthread::sleep(ms))
+}
+
+/// `spp_host.call`: [`downstream::call`] on the calling micro-thread;
+/// `SPP_ERR_UNSUPPORTED` outside one.
+///
+/// # Safety
+/// `ctx` must be the table's `ctx`; `call` null or a valid record.
+unsafe extern "C" fn host_call(ctx: *mut c_void, call: *mut SppCall) -> c_int {
+    // SAFETY: forwarded from the caller.
+    catch_panic(PANICKED, || unsafe {
+        downstream::call(routes_of(ctx), call)
+    })
+}
+
+/// `spp_host.call_many`: [`downstream::call_many`].
+///
+/// # Safety
+/// `ctx` must be the table's `ctx`; `calls` null or `n` valid records.
+unsafe extern "C" fn host_call_many(
+    ctx: *mut c_void,
+    calls: *mut SppCall,
+    n: usize,
+    wait_for: usize,
+) -> c_int {
+    // SAFETY: forwarded from the caller.
+    catch_panic(PANICKED, || unsafe {
+        downstream::call_many(routes_of(ctx), calls, n, wait_for)
+    })
 }
 
 /// The route table the services answer from (`None`: L5 is off here).

@@ -58,7 +58,7 @@ pub fn next_random() -> u64 {
 }
 
 /// The route as the C ABI carries it.
-fn to_abi(route: &Route) -> SppL5Route {
+pub(crate) fn to_abi(route: &Route) -> SppL5Route {
     SppL5Route {
         modid: route.sid.modid,
         cmdid: route.sid.cmdid,

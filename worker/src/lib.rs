@@ -21,10 +21,14 @@
 //! * `respond`: the response ring's batching and full-ring policy.
 //! * `drain`: when a draining worker may stop.
 //! * `host`: the `spp_host` services table; `l5`: its L5 routing.
+//! * `microthread`: micro-thread mode (stackful coroutines, suspended
+//!   requests, timers); `downstream`: `call`/`call_many` on them (the
+//!   epoll set, keep-alive pools, per-call state machines).
 //! * `signals`, `stats`, `throttle`: signals, counters, log
 //!   throttling. [`error`]: [`WorkerError`] and its exit codes.
 
 mod attach;
+mod downstream;
 mod drain;
 pub mod error;
 mod host;

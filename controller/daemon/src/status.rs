@@ -105,6 +105,10 @@ pub struct GroupStatus {
     pub last_decision: Option<DecisionStatus>,
     /// The last evaluation that changed the size.
     pub last_change: Option<DecisionStatus>,
+    /// Micro-thread groups: `max_in_flight` of each worker (`None`: plain
+    /// mode).
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
 }
 
 /// A scaling decision and when it was taken.
@@ -236,6 +240,9 @@ const TABLE_PROXY_COUNTERS: [&str; 6] = [
 ];
 /// The counter in the REQUESTS column, for the proxy and for workers.
 const REQUESTS_COUNTER: &str = "requests";
+/// The worker gauge of requests held (micro-thread mode).
+const IN_FLIGHT_GAUGE: &str = "in_flight";
+const _: () = assert!(has_name(WorkerStats::NAMES, IN_FLIGHT_GAUGE));
 
 /// Whether `names` holds `name` (usable in constants).
 const fn has_name(names: &[&str], name: &str) -> bool {
@@ -344,6 +351,7 @@ pub fn render_table(status: &Status) -> String {
         );
     }
     render_groups(&mut out, status);
+    render_microthreads(&mut out, status);
     if let Some(l5) = &status.l5 {
         let _ = writeln!(out);
         out.push_str(&report::render_status(l5));
@@ -391,6 +399,53 @@ fn render_groups(out: &mut String, status: &Status) {
                 );
             }
         }
+    }
+}
+
+/// Requests the running workers of group `id` hold now (the sum of their
+/// `in_flight` gauges).
+fn group_in_flight(status: &Status, id: u32) -> u64 {
+    status
+        .processes
+        .iter()
+        .filter(|p| p.group == Some(id) && p.pid.is_some())
+        .filter_map(|p| status.worker_stats.get(&p.name)?.get(IN_FLIGHT_GAUGE))
+        .sum()
+}
+
+/// The micro-thread pools' use, for the groups in micro-thread mode:
+/// requests held (running or suspended) against `max_in_flight` × running
+/// workers.
+fn render_microthreads(out: &mut String, status: &Status) {
+    let groups: Vec<&GroupStatus> = status
+        .groups
+        .iter()
+        .filter(|g| g.max_in_flight.is_some())
+        .collect();
+    if groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<6} {:>9} {:>9} {:>6}  MICRO-THREADS (held / max_in_flight x running)",
+        "GROUP", "IN FLIGHT", "CAPACITY", "USE"
+    );
+    for g in groups {
+        let held = group_in_flight(status, g.id);
+        let capacity = u64::from(g.max_in_flight.unwrap_or(0)) * u64::from(g.running);
+        let used = if capacity == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", held as f64 * 100.0 / capacity as f64)
+        };
+        let _ = writeln!(
+            out,
+            "{:<6} {:>9} {:>9} {:>6}",
+            format!("g{}", g.id),
+            held,
+            capacity,
+            used
+        );
     }
 }
 
@@ -452,6 +507,70 @@ mod tests {
     }
 
     #[test]
+    fn micro_thread_groups_show_their_pool_use() {
+        let worker = |index: u32, pid: Option<u32>| ProcessStatus {
+            name: format!("worker-g2-{index}"),
+            role: "worker".into(),
+            group: Some(2),
+            index: Some(index),
+            pid,
+            state: ProcState::Ready,
+            restarts: 0,
+            uptime_s: 1,
+            config_generation: Some(0),
+            last_exit: None,
+            crash_loop: false,
+        };
+        let held = |n: u64| BTreeMap::from([(IN_FLIGHT_GAUGE.to_string(), n)]);
+        let group = |id: u32, max_in_flight: Option<u32>| GroupStatus {
+            id,
+            running: 2,
+            workers: 2,
+            min: 2,
+            max: 2,
+            scaling: false,
+            busy_ratio: None,
+            last_decision: None,
+            last_change: None,
+            max_in_flight,
+        };
+        let status = Status {
+            service: "relay".into(),
+            controller_pid: 10,
+            state: ServiceState::Running,
+            config_generation: 0,
+            reloading: false,
+            listeners: Vec::new(),
+            processes: vec![worker(0, Some(100)), worker(1, Some(101)), worker(2, None)],
+            proxy_stats: proxy_stats(&ProxyStats::default()),
+            worker_stats: BTreeMap::from([
+                ("worker-g2-0".to_string(), held(30)),
+                ("worker-g2-1".to_string(), held(20)),
+                ("worker-g2-2".to_string(), held(99)),
+            ]),
+            groups: vec![group(1, None), group(2, Some(100))],
+            l5: None,
+            log: LogStatus::default(),
+        };
+        let table = render_table(&status);
+        assert!(table.contains("MICRO-THREADS"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["g2", "50", "200", "25.0%"]),
+            "the running workers' gauges against 100 x 2: {table}"
+        );
+        assert!(
+            !table
+                .lines()
+                .any(|l| l.starts_with("g1 ") && l.contains('%')),
+            "a plain group has no pool: {table}"
+        );
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["groups"][1]["max_in_flight"], 100);
+    }
+
+    #[test]
     fn json_shape_and_table() {
         let status = Status {
             service: "echo".into(),
@@ -504,6 +623,7 @@ mod tests {
                     },
                 }),
                 last_change: None,
+                max_in_flight: None,
             }],
             l5: Some(L5Status {
                 sid: Some(spp_ipc::l5::Sid {

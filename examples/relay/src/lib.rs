@@ -1,8 +1,12 @@
 //! # The L5 relay example plugin (`libspp_relay.so`)
 //!
 //! Forwards every request to an instance of one L5 service (sid =
-//! `modid`, `cmdid`) and returns that instance's answer: the model for a
-//! plugin that calls other services through spp's L5 routing.
+//! `modid`, `cmdid`), or to one fixed backend (`addr`), and returns that
+//! backend's answer: the model for a plugin that calls other services.
+//! It runs on micro-threads (group `mode = "microthread"`): `process` reads
+//! as blocking code ("send, wait for the answer, reply"), but
+//! [`Host::call`] suspends only the calling request, so one worker carries
+//! thousands of relayed requests at once.
 //!
 //! ## Protocol
 //! Clients and backends speak the echo framing: a 4-byte big-endian
@@ -18,7 +22,7 @@
 //! | -9999   | the call timed out (`timeout_ms`)                         |
 //! | -9998   | L5 is off in this spp (no `[l5]` section), or table busy  |
 //! | -8999   | L5: the sid is unknown                                    |
-//! | -1      | the call failed (refused, reset, closed, answer too large)|
+//! | -1      | the call failed (refused, reset, closed, answer too large or malformed), or the group is not in micro-thread mode (calls are unsupported there) |
 //!
 //! and from the proxy, when a request could not reach a relay worker,
 //! `relay-error:queue-full`, `relay-error:no-worker`,
@@ -27,32 +31,40 @@
 //! a connection with requests pipelined it may overtake earlier answers).
 //!
 //! ## What a request does (worker)
-//! 1. `host.get_route(modid, cmdid)`: a weighted-random instance from the
-//!    machine's shared route table (no lock, no syscall).
-//! 2. Connect (or reuse this thread's connection to it), send, read one
-//!    answer frame, everything bounded by `timeout_ms`.
-//! 3. `host.report(route, 0 | -1, latency)`: this is what moves traffic
-//!    away from failing instances and back when they recover.
-//! 4. On a failure, one retry on another instance (`get_route` again,
-//!    re-drawn a few times to avoid the one that failed), then the error
-//!    frame. The client always gets exactly one answer per request.
+//! One [`Host::call`]: TCP, the answer's end told by the same length-prefix
+//! check as requests, bounded by `timeout_ms`. The host does the rest: it
+//! picks an L5 instance, reuses a pooled keep-alive connection to it,
+//! reports the outcome and latency to L5 (what moves traffic away from
+//! failing instances and back when they recover) and, for a sid, retries
+//! once on another instance when the first fails (each attempt gets half
+//! of `timeout_ms`). The client always gets exactly one answer per
+//! request. A request may be sent twice (the retry), so backends should
+//! treat requests as idempotent.
 //!
-//! A worker relays one request at a time and blocks for up to two calls
-//! (`2 × timeout_ms`): give the group enough workers for the concurrency
-//! you need. A request is sent again on the retry (and, once, when a reused
-//! connection turns out to have been closed by the backend while idle), so
-//! backends should treat requests as idempotent.
+//! ## What a request costs
+//! While it waits downstream, a request holds one micro-thread: its stack
+//! (the group's `stack_size`, 64 KiB by default, plus a guard page), the
+//! copy of the request bytes, and ~100 bytes of bookkeeping (see
+//! `worker/src/microthread/mod.rs`), plus here one answer buffer of
+//! `4 + max_payload` bytes (reused; its pages become resident only as far
+//! as answers fill them; [`buffers`]). No thread blocks: the group's
+//! `max_in_flight` bounds how many requests one worker carries at once.
+//! In a plain group, calls are unsupported and every request answers
+//! `relay-error:-1` at once.
 //!
 //! ## `plugin_conf`
-//! `modid=64001 cmdid=1 timeout_ms=500` (spaces or commas; see [`conf`]).
-//! `modid`/`cmdid` are required in a worker; the proxy needs neither
-//! (`max_payload` bounds request frames there, default 1 MiB, and answer
-//! frames in a worker).
+//! `modid=64001 cmdid=1 timeout_ms=500`, or `addr=127.0.0.1:7001
+//! timeout_ms=500` for a fixed backend without L5 (spaces or commas; see
+//! [`conf`]). A worker needs `modid`/`cmdid` or `addr`; the proxy needs
+//! neither (`max_payload` bounds request frames there, default 1 MiB, and
+//! answer frames in a worker).
 //!
 //! ## Metrics (`spp stat`, Prometheus)
-//! Counters `relay_ok`, `relay_call_failed`, `relay_retry`, `relay_error`
-//! (error frames sent), and the histogram `relay_call` (latency of the
-//! calls that succeeded).
+//! Counters `relay_ok` (answers relayed), `relay_call_failed` (calls that
+//! failed, after the host's retry), `relay_error` (error frames sent), and
+//! the histogram `relay_call` (latency of the calls that succeeded). The
+//! host's own downstream statistics show each destination's calls and
+//! failures by code, and the L5 table every attempt's outcome.
 //!
 //! ## Try it
 //! ```text
@@ -63,24 +75,21 @@
 //! `examples/relay/spp.toml` listens on 127.0.0.1:7973 and only consumes
 //! L5 routes (embedded registry in /tmp/spp-l5).
 
-pub mod call;
+pub mod buffers;
 pub mod conf;
 
-use crate::call::CallError;
 use crate::conf::Conf;
-use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed};
+use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed, U32_PREFIX_LEN};
 use spp_plugin_api::{
-    export_plugin, AfterException, Conn, ExceptionReason, Host, Input, Level, OnException, OnFini,
-    Plugin, Processed, Route, RouteError,
+    export_plugin, AfterException, Call, CallError, Conn, ExceptionReason, Host, HostError, Input,
+    Level, OnException, OnFini, Plugin, Processed, RouteError, Target,
 };
-use std::net::SocketAddr;
-use std::time::Instant;
 
-/// Calls per request at most: the first and one retry.
-pub const ATTEMPTS: usize = 2;
-/// `get_route` draws at most, when retrying, to find an instance other
-/// than the one that failed (with one instance left, it is used again).
-pub const REDRAWS: usize = 8;
+/// L5's code for a timeout, which a timed-out call answers.
+pub const CODE_TIMEOUT: i32 = -9999;
+/// The code every other call failure answers (refused, reset, closed,
+/// answer too large or malformed, calls unsupported).
+pub const CODE_CALL_FAILED: i32 = -1;
 
 /// The relay plugin.
 pub struct Relay {
@@ -94,55 +103,52 @@ pub fn error_payload(code: impl std::fmt::Display) -> Vec<u8> {
 }
 
 impl Relay {
-    /// Relays `req` to the sid; the answer frame, or the code of the last
-    /// failure.
-    fn relay(&self, (modid, cmdid): (u32, u32), req: &[u8]) -> Result<Vec<u8>, i32> {
-        let mut failed: Option<SocketAddr> = None;
-        let mut last = call::CODE_CALL_FAILED;
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                self.count("relay_retry");
-            }
-            let route = self.pick(modid, cmdid, failed).map_err(|e| e.code())?;
-            let Some(addr) = route.addr() else {
-                // The host handed an address of an unknown family: nothing
-                // to call, nothing to report.
-                last = RouteError::System.code();
-                continue;
-            };
-            let started = Instant::now();
-            let outcome = call::call(addr, req, self.conf.timeout, self.conf.max_payload);
-            let latency = started.elapsed();
-            match outcome {
-                Ok(answer) => {
-                    let _ = self.host.report(&route, 0, latency);
-                    let _ = self.host.record_latency("relay_call", latency);
-                    self.count("relay_ok");
-                    return Ok(answer);
-                }
-                Err(err) => {
-                    let _ = self.host.report(&route, -1, latency);
-                    self.count("relay_call_failed");
-                    self.log_failure(addr, &err);
-                    last = err.code();
-                    failed = Some(addr);
-                }
-            }
+    /// Relays `req` to `target` and replies to `flow` with the answer or
+    /// an error frame; the reply's outcome.
+    fn relay(&self, target: Target, req: &[u8], flow: u64) -> Result<(), HostError> {
+        let max_payload = self.conf.max_payload;
+        let check = move |buf: &[u8]| u32_be_prefixed(buf, max_payload);
+        let mut call = Call::tcp(target, req, &check).timeout(self.conf.timeout);
+        if matches!(target, Target::Sid { .. }) {
+            call = call.retry();
         }
-        Err(last)
+        let mut answer = buffers::take(U32_PREFIX_LEN + max_payload);
+        let replied = match self.host.call(&call, &mut answer) {
+            Ok(done) => {
+                let _ = self.host.record_latency("relay_call", done.latency);
+                self.count("relay_ok");
+                self.host.reply(flow, &answer[..done.len])
+            }
+            Err(err) => {
+                self.count("relay_call_failed");
+                self.log_failure(target, err);
+                self.reply_error(flow, self.code_of(target, err))
+            }
+        };
+        buffers::give(answer);
+        replied
     }
 
-    /// A route for the sid, avoiding `avoid` if another instance comes up
-    /// within [`REDRAWS`] draws.
-    fn pick(&self, modid: u32, cmdid: u32, avoid: Option<SocketAddr>) -> Result<Route, RouteError> {
-        let mut route = self.host.get_route(modid, cmdid)?;
-        for _ in 1..REDRAWS {
-            if avoid.is_none() || route.addr() != avoid {
-                break;
+    /// The `relay-error` code of a failed call to `target`.
+    fn code_of(&self, target: Target, err: CallError) -> i32 {
+        match (err, target) {
+            // Ask L5 once why: no instance, unknown sid, or L5 off.
+            (CallError::NoRoute, Target::Sid { modid, cmdid }) => {
+                match self.host.get_route(modid, cmdid) {
+                    Err(why) => why.code(),
+                    // A route appeared since: the call still had none.
+                    Ok(_) => RouteError::NoServer.code(),
+                }
             }
-            route = self.host.get_route(modid, cmdid)?;
+            (CallError::Timeout, _) => CODE_TIMEOUT,
+            _ => CODE_CALL_FAILED,
         }
-        Ok(route)
+    }
+
+    fn reply_error(&self, flow: u64, code: i32) -> Result<(), HostError> {
+        self.count("relay_error");
+        self.host
+            .reply(flow, &encode_u32_be_prefixed(&error_payload(code)))
     }
 
     fn count(&self, name: &str) {
@@ -150,12 +156,13 @@ impl Relay {
         let _ = self.host.count(name, 1);
     }
 
-    fn log_failure(&self, addr: SocketAddr, err: &CallError) {
+    fn log_failure(&self, target: Target, err: CallError) {
         // Debug: a dead backend under load must not flood the log; the
-        // counters and the L5 table show the failures.
+        // counters, the host's downstream statistics and the L5 table show
+        // the failures.
         self.host.log(
             Level::Debug,
-            &format!("relay: call to {addr} failed: {err}"),
+            &format!("relay: call to {target:?} failed: {err}"),
         );
     }
 }
@@ -165,8 +172,8 @@ impl Plugin for Relay {
 
     fn init(host: Host, conf: &str) -> Result<Self, i32> {
         let conf = match conf::parse(conf) {
-            Ok(c) if c.sid.is_none() && !host.is_proxy() => {
-                Err("modid and cmdid are required in a worker".to_string())
+            Ok(c) if c.target.is_none() && !host.is_proxy() => {
+                Err("modid and cmdid are required in a worker (or addr=IP:PORT)".to_string())
             }
             other => other,
         };
@@ -184,15 +191,11 @@ impl Plugin for Relay {
     }
 
     fn process(&self, conn: Conn<'_>, req: &[u8]) -> Processed {
-        let answer = match self.conf.sid {
-            Some(sid) => self.relay(sid, req),
-            None => Err(RouteError::System.code()),
+        let replied = match self.conf.target {
+            Some(target) => self.relay(target, req, conn.flow()),
+            None => self.reply_error(conn.flow(), RouteError::System.code()),
         };
-        let frame = answer.unwrap_or_else(|code| {
-            self.count("relay_error");
-            encode_u32_be_prefixed(&error_payload(code))
-        });
-        Processed::replied(self.host.reply(conn.flow(), &frame))
+        Processed::replied(replied)
     }
 }
 
@@ -222,7 +225,7 @@ impl OnException for Relay {
 
 impl OnFini for Relay {
     fn fini(&self) {
-        call::forget_all();
+        buffers::forget_all();
     }
 }
 

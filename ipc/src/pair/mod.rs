@@ -173,18 +173,19 @@ pub enum Slept {
     TimedOut,
 }
 
-/// Announce sleep on `flag`, look once more with `work_waiting`, block on
-/// `bell` for at most `timeout` only if there is none, clear the flag.
+/// Announce sleep on `flag`, look once more with `work_waiting`, block in
+/// `block` (on the bell) for at most `timeout` only if there is none,
+/// clear the flag.
 fn sleep_on(
     flag: SleepFlag<'_>,
-    bell: &Doorbell,
     timeout: Duration,
     work_waiting: impl FnOnce() -> bool,
+    block: impl FnOnce(Duration) -> bool,
 ) -> Slept {
     flag.announce();
     let slept = if work_waiting() {
         Slept::Work
-    } else if bell.wait(timeout) {
+    } else if block(timeout) {
         Slept::Rung
     } else {
         Slept::TimedOut
@@ -238,6 +239,8 @@ impl<'a> ProxySleep<'a> {
         timeout: Duration,
         work_waiting: impl FnOnce() -> bool,
     ) -> Slept {
-        sleep_on(self.flag, bell, timeout, work_waiting)
+        sleep_on(self.flag, timeout, work_waiting, |timeout| {
+            bell.wait(timeout)
+        })
     }
 }

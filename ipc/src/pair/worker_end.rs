@@ -287,9 +287,25 @@ impl WorkerRequests<'_> {
     /// `other_work`), block on the worker's doorbell for at most `timeout`
     /// only if there is none, clear the flag.
     pub fn sleep(&self, timeout: Duration, other_work: impl FnOnce() -> bool) -> Slept {
-        sleep_on(self.sleep, self.bell, timeout, || {
-            self.has_requests() || other_work()
-        })
+        self.sleep_with(timeout, other_work, |timeout| self.bell.wait(timeout))
+    }
+
+    /// [`sleep`](Self::sleep), blocking in `block` instead of on the bell
+    /// alone: for a loop that also waits on other fds in one epoll set
+    /// holding the bell (`block` must return when the bell is rung, clear
+    /// it, and answer whether it was).
+    pub fn sleep_with(
+        &self,
+        timeout: Duration,
+        other_work: impl FnOnce() -> bool,
+        block: impl FnOnce(Duration) -> bool,
+    ) -> Slept {
+        sleep_on(
+            self.sleep,
+            timeout,
+            || self.has_requests() || other_work(),
+            block,
+        )
     }
 }
 

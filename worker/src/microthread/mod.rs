@@ -1,6 +1,6 @@
 //! Micro-thread mode (group `mode = "microthread"`): each `spp_process`
 //! call runs on a stackful coroutine (corosensei), so a host call that
-//! waits (`sleep`; later `call`) suspends that request alone and the worker
+//! waits (`sleep`, `call`, `call_many`) suspends that request alone and the worker
 //! goes on taking requests.
 //!
 //! * `pool`: the stacks (guard page each, reused, at most `max_in_flight`).
@@ -29,9 +29,12 @@
 //! waits until the previous one's micro-thread finished, so the answers of
 //! one connection keep their order.
 //!
-//! # `sleep`
-//! [`sleep`] suspends the running micro-thread until its deadline; the loop
-//! wakes for the nearest deadline (its doorbell sleep is bounded by it).
+//! # Suspension
+//! [`suspend_until`] suspends the running micro-thread until a deadline or
+//! an I/O event on a downstream socket it owns ([`crate::downstream`]);
+//! the loop sleeps in one epoll set holding the doorbell and those
+//! sockets, bounded by the nearest deadline. [`sleep`] is a suspension
+//! with a deadline alone.
 //! Outside a micro-thread (plain mode, a plugin's own thread, `spp_init`)
 //! it answers `SPP_ERR_UNSUPPORTED` at once.
 //!
@@ -63,6 +66,9 @@ thread_local! {
     /// each time it is resumed, cleared by the scheduler after every run
     /// slice.
     static CURRENT: Cell<*const MicroYielder> = const { Cell::new(std::ptr::null()) };
+    /// The runtime slot of the micro-thread running now (meaningful only
+    /// while `CURRENT` is set): whom downstream sockets wake.
+    static CURRENT_SLOT: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Marks `yielder` as the running micro-thread's (null: none).
@@ -70,20 +76,51 @@ pub(crate) fn set_current(yielder: *const MicroYielder) {
     CURRENT.with(|c| c.set(yielder));
 }
 
-/// `spp_host.sleep`: suspends the running micro-thread for `ms`, or answers
-/// `SPP_ERR_UNSUPPORTED` when the caller is not on one.
-pub fn sleep(ms: u64) -> c_int {
+/// Marks `slot` as the slot of the micro-thread about to run.
+pub(crate) fn set_current_slot(slot: u32) {
+    CURRENT_SLOT.with(|c| c.set(slot));
+}
+
+/// The runtime slot of the calling micro-thread; `None` off one.
+pub fn current_slot() -> Option<u32> {
+    if CURRENT.with(Cell::get).is_null() {
+        None
+    } else {
+        Some(CURRENT_SLOT.with(Cell::get))
+    }
+}
+
+/// Suspends the calling micro-thread until `wake` (CLOCK_MONOTONIC ns;
+/// [`Wake::MAX`]: no timer) or until an I/O event on a socket it owns
+/// resumes it earlier. `false` (and no suspension) off a micro-thread.
+pub fn suspend_until(wake: Wake) -> bool {
     let yielder = CURRENT.with(Cell::get);
     if yielder.is_null() {
-        return SPP_ERR_UNSUPPORTED;
+        return false;
     }
-    let wake = monotonic_ns().saturating_add(ms.saturating_mul(NS_PER_MS));
+    let slot = CURRENT_SLOT.with(Cell::get);
     // SAFETY: `CURRENT` is non-null only while the micro-thread that set it
     // runs on this thread (the scheduler clears it after each run slice),
     // and we are that micro-thread's code: its yielder lives on its stack
     // for as long as the body runs.
     unsafe { &*yielder }.suspend(wake);
-    // Resumed: other micro-threads ran meanwhile and changed `CURRENT`.
+    // Resumed: other micro-threads ran meanwhile and changed both.
     set_current(yielder);
-    SPP_OK
+    set_current_slot(slot);
+    true
+}
+
+/// `spp_host.sleep`: suspends the running micro-thread for `ms`, or answers
+/// `SPP_ERR_UNSUPPORTED` when the caller is not on one.
+pub fn sleep(ms: u64) -> c_int {
+    let wake = monotonic_ns().saturating_add(ms.saturating_mul(NS_PER_MS));
+    // A sleep resumed early (never today: it owns no socket) sleeps on.
+    loop {
+        if !suspend_until(wake) {
+            return SPP_ERR_UNSUPPORTED;
+        }
+        if monotonic_ns() >= wake {
+            return SPP_OK;
+        }
+    }
 }

@@ -10,6 +10,7 @@
 use super::order::Completions;
 use super::pool::StackPool;
 use super::{set_current, MicroYielder, Wake};
+use crate::downstream::engine;
 use crate::serve::{book_outcome, Handler};
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult};
@@ -20,6 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::ffi::c_int;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Seqs taken and not yet completed at most, beyond `max_in_flight`: the
 /// finished requests a long-suspended one may hold back before the worker
@@ -48,6 +50,11 @@ struct Slot {
     next: Option<u32>,
     /// Run-slice time so far (ns), for `process_time`.
     cpu_ns: u64,
+    /// Suspended, waiting for its timer or a socket event.
+    waiting: bool,
+    /// Bumped at each resume: a timer entry of an older suspension is
+    /// stale.
+    suspension: u32,
 }
 
 /// The micro-threads of one worker.
@@ -55,8 +62,9 @@ pub struct Runtime {
     slots: Vec<Slot>,
     free: Vec<u32>,
     stacks: StackPool,
-    /// (wake ns, slot) of every suspended micro-thread.
-    timers: BinaryHeap<Reverse<(Wake, u32)>>,
+    /// (wake ns, slot, suspension) of every suspended micro-thread with a
+    /// deadline; entries of a suspension already over are skipped.
+    timers: BinaryHeap<Reverse<(Wake, u32, u32)>>,
     /// Flow → (running slot, last queued slot).
     flows: HashMap<u64, (u32, u32)>,
     completions: Completions,
@@ -64,6 +72,8 @@ pub struct Runtime {
     in_flight: usize,
     /// Run-slice ns since the last [`Runtime::take_busy`].
     busy_ns: u64,
+    /// Slots a downstream socket event was for (reused buffer).
+    io_ready: Vec<u32>,
 }
 
 impl Runtime {
@@ -79,6 +89,7 @@ impl Runtime {
             max_in_flight,
             in_flight: 0,
             busy_ns: 0,
+            io_ready: Vec::with_capacity(max_in_flight),
         }
     }
 
@@ -94,7 +105,7 @@ impl Runtime {
 
     /// The earliest wake time of a suspended micro-thread.
     pub fn next_wake(&self) -> Option<Wake> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// Run-slice time since the last call (for `busy_ns`).
@@ -128,6 +139,8 @@ impl Runtime {
                     seq: 0,
                     next: None,
                     cpu_ns: 0,
+                    waiting: false,
+                    suspension: 0,
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -157,14 +170,62 @@ impl Runtime {
     /// Returns how many it resumed.
     pub fn wake_due(&mut self, handler: &mut Handler, now: Wake) -> usize {
         let mut woken = 0;
-        while let Some(&Reverse((at, idx))) = self.timers.peek() {
+        while let Some(&Reverse((at, idx, suspension))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            woken += 1;
-            self.run_slice(handler, idx);
+            let slot = &self.slots[idx as usize];
+            if slot.waiting && slot.suspension == suspension {
+                woken += 1;
+                self.run_slice(handler, idx);
+            }
         }
+        woken
+    }
+
+    /// Drops the timer entries at the top of the heap that belong to a
+    /// suspension already over (the call was answered before its
+    /// deadline), so [`Runtime::next_wake`] names a real deadline and an
+    /// idle worker does not wake for nothing.
+    pub fn drop_stale_timers(&mut self) {
+        while let Some(&Reverse((_, idx, suspension))) = self.timers.peek() {
+            let slot = &self.slots[idx as usize];
+            if slot.waiting && slot.suspension == suspension {
+                break;
+            }
+            self.timers.pop();
+        }
+    }
+
+    /// Resumes the suspended micro-threads a downstream socket event is
+    /// for (looking for new events first, without waiting, while sockets
+    /// are in use). A slot with several events, or not suspended, is
+    /// resumed at most once. Returns how many it resumed.
+    pub fn wake_io(&mut self, handler: &mut Handler) -> usize {
+        let bell = &handler.shared.bell;
+        let mut ready = std::mem::take(&mut self.io_ready);
+        let taken = engine::with(|engine| {
+            if engine.busy() {
+                engine.poll(bell, Duration::ZERO);
+            }
+            engine.take_ready(&mut ready);
+        });
+        let mut woken = 0;
+        if taken.is_some() {
+            for &idx in &ready {
+                if self
+                    .slots
+                    .get(idx as usize)
+                    .is_some_and(|slot| slot.waiting)
+                {
+                    woken += 1;
+                    self.run_slice(handler, idx);
+                }
+            }
+        }
+        ready.clear();
+        self.io_ready = ready;
         woken
     }
 
@@ -199,6 +260,9 @@ impl Runtime {
         let Some(micro) = slot.micro.as_mut() else {
             return;
         };
+        slot.waiting = false;
+        slot.suspension = slot.suspension.wrapping_add(1);
+        super::set_current_slot(idx);
         let started = monotonic_ns();
         header.in_process_seq.store(slot.seq, Ordering::Relaxed);
         header
@@ -218,7 +282,12 @@ impl Runtime {
         slot.cpu_ns += spent;
         self.busy_ns += spent;
         match result {
-            CoroutineResult::Yield(wake) => self.timers.push(Reverse((wake, idx))),
+            CoroutineResult::Yield(wake) => {
+                slot.waiting = true;
+                if wake != Wake::MAX {
+                    self.timers.push(Reverse((wake, idx, slot.suspension)));
+                }
+            }
             CoroutineResult::Return(rc) => self.finish(handler, idx, rc),
         }
     }

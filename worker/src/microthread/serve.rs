@@ -1,10 +1,13 @@
 //! The worker loop in micro-thread mode. Per turn: resume the
-//! micro-threads whose timers are due, take up to `BATCH_MAX` requests
+//! micro-threads whose timers are due and those a downstream socket event
+//! is for, take up to `BATCH_MAX` requests
 //! while the [`Runtime`] has room (expired and other generations' requests
 //! are completed at once, as in plain mode), forward deferred replies,
 //! release the request ring and publish the response ring once. With
-//! nothing to do: spin as plain mode does, then sleep on the doorbell for
-//! at most a heartbeat and at most until the nearest timer. At
+//! nothing to do: spin as plain mode does (looking at the sockets too
+//! while calls are out), then sleep in the epoll set of the doorbell and
+//! the downstream sockets for at most a heartbeat and at most until the
+//! nearest timer. At
 //! `max_in_flight` the ring's requests are not work (they wait there):
 //! the loop then sleeps on the doorbell without announcing itself, so only
 //! a signal, or its timer, wakes it.
@@ -15,6 +18,7 @@
 //! and the proxy fails their requests when the worker exits.
 
 use super::runtime::Runtime;
+use crate::downstream::{engine, stats};
 use crate::drain::{DrainWatch, DRAIN_POLL};
 use crate::error::WorkerError;
 use crate::serve::{Server, BATCH_MAX, HEARTBEAT_INTERVAL, SPIN_YIELD_EVERY};
@@ -35,6 +39,12 @@ pub fn run(mut server: Server, spec: MicroThreadSpec) -> Result<(), WorkerError>
         stack_size = stack,
         "serving on micro-threads"
     );
+    if let Err(err) = engine::install(&server.shared.bell) {
+        // Without the epoll set, calls answer `SPP_ERR_UNSUPPORTED`;
+        // sleeps and plain requests still work.
+        tracing::error!(%err, "cannot create the downstream epoll set");
+    }
+    stats::install(&server.shared.pair_header().plugin);
     let mut rt = Runtime::new(max, stack);
     loop {
         let moved = turn(&mut server, &mut rt)?;
@@ -51,8 +61,9 @@ pub fn run(mut server: Server, spec: MicroThreadSpec) -> Result<(), WorkerError>
 /// One turn; whether anything happened.
 fn turn(server: &mut Server, rt: &mut Runtime) -> Result<bool, WorkerError> {
     let started = monotonic_ns();
-    let woken = rt.wake_due(&mut server.handler, started);
+    let woken = rt.wake_due(&mut server.handler, started) + rt.wake_io(&mut server.handler);
     let records = take_batch(server, rt, monotonic_ns())?;
+    rt.drop_stale_timers();
     let deferred = server.host.forward_deferred(BATCH_MAX);
     server.requests.release();
     let busy = rt.take_busy();
@@ -109,11 +120,30 @@ fn take_batch(server: &mut Server, rt: &mut Runtime, now: u64) -> Result<usize, 
     Ok(served)
 }
 
-/// Nothing to do: spin (only for ring work the runtime can take), then
-/// sleep until rung, the nearest timer, or `longest`.
+/// Nothing to do: spin (for ring work the runtime can take, and, while
+/// downstream sockets are in use, their events: one non-blocking poll per
+/// [`SPIN_YIELD_EVERY`] spins), then sleep in the epoll set (doorbell and
+/// sockets) until rung, a socket event, the nearest timer, or `longest`.
 fn idle(server: &Server, rt: &Runtime, longest: Duration) {
     let can_take = rt.can_take();
+    let bell = &server.shared.bell;
     let work = || (can_take && server.work_waiting()) || server.other_work_waiting();
+    let io_ready = || {
+        engine::with(|engine| {
+            if engine.busy() && !engine.has_ready() {
+                engine.poll(bell, Duration::ZERO);
+            }
+            engine.has_ready()
+        })
+        .unwrap_or(false)
+    };
+    // Blocks in the epoll set when there is one, else on the bell alone.
+    let block = |timeout: Duration| {
+        engine::with(|engine| engine.poll(bell, timeout)).unwrap_or_else(|| bell.wait(timeout))
+    };
+    if io_ready() {
+        return;
+    }
     let due_in = |now: u64| rt.next_wake().map(|at| at.saturating_sub(now));
     if !server.spin.is_zero() {
         let started = Instant::now();
@@ -125,6 +155,9 @@ fn idle(server: &Server, rt: &Runtime, longest: Duration) {
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(SPIN_YIELD_EVERY) {
                 std::thread::yield_now();
+                if io_ready() {
+                    return;
+                }
                 if due_in(monotonic_ns()) == Some(0) || started.elapsed() >= server.spin {
                     break;
                 }
@@ -142,10 +175,11 @@ fn idle(server: &Server, rt: &Runtime, longest: Duration) {
     if can_take {
         server
             .requests
-            .sleep(timeout, || server.other_work_waiting());
+            .sleep_with(timeout, || server.other_work_waiting(), block);
     } else if !server.other_work_waiting() {
-        // Full: ring requests wait; a signal still rings this bell.
-        server.shared.bell.wait(timeout);
+        // Full: ring requests wait; a signal still rings this bell, and
+        // socket events resume suspended requests.
+        block(timeout);
     }
 }
 

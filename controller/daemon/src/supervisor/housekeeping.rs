@@ -523,6 +523,7 @@ impl Supervisor {
                     last_change: scaling
                         .and_then(|s| s.last_change.as_ref())
                         .map(|d| d.status(now)),
+                    max_in_flight: g.microthreads.as_ref().map(|m| m.max_in_flight),
                 }
             })
             .collect()

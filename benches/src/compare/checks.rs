@@ -130,6 +130,13 @@ fn relay_checks(sc: &ScenarioResult, targets: bool) -> Vec<Check> {
             None,
         ),
         (
+            "relay_direct_over_tokio_1t",
+            "req/s spp relay→direct / tokio relay 1t→direct",
+            System::SppRelayDirect,
+            System::TokioRelay1,
+            None,
+        ),
+        (
             "tokio_1t_over_tokio",
             "req/s tokio relay 1t / tokio relay",
             System::TokioRelay1,

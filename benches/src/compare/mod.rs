@@ -3,8 +3,9 @@
 //! installed), all started and stopped by this program, on 127.0.0.1.
 //! `spp-bench compare --table` runs SPP's published table instead (suite
 //! [`Suite::Table`]): echo, echo after a sleep on micro-threads, echo
-//! through spp's relay plugin in front of spp's echo, each with long and
-//! short connections, and the tokio relay (`spp-tokio-relay`, one thread
+//! through spp's relay plugin in front of spp's echo (and, to isolate the
+//! relay hop, in front of the baseline), each with long and short
+//! connections, and the tokio relay (`spp-tokio-relay`, one thread
 //! and one per CPU) in front of the baseline; [`checks`] turns the medians
 //! into the figures and targets.
 //!

@@ -1,7 +1,8 @@
 //! The comparison run: start the systems the suite needs (spp and the
 //! direct baseline always; haproxy if installed for the classic suite;
-//! sleep-echo and relay spp services and the tokio relays for SPP's
-//! table); run every scenario round by round, each round against every
+//! for SPP's table a sleep-echo spp service, two relay spp services — in
+//! front of spp's echo and of the baseline — and two tokio relays in front
+//! of the baseline); run every scenario round by round, each round against every
 //! system in turn (A B A B ...); stop everything; fold the rounds.
 
 use std::net::SocketAddr;
@@ -302,16 +303,22 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
         };
         start_extra_spp(&mut systems, &mut out, System::SppSleep, bins, &setup)?;
     }
-    if wanted.contains(&System::SppRelay) {
+    for (system, name, backend) in [
+        (System::SppRelay, "spp-bench-relay", spp_addrs.tcp),
+        (System::SppRelayDirect, "spp-bench-relay-direct", direct_tcp),
+    ] {
+        if !wanted.contains(&system) {
+            continue;
+        }
         let setup = SppSetup {
-            name: "spp-bench-relay",
+            name,
             workers: spec.relay_workers,
-            connections: connections_of(spec, System::SppRelay),
+            connections: connections_of(spec, system),
             plugin: bins.require(bins::RELAY_PLUGIN)?,
-            plugin_conf: format!("addr={}", spp_addrs.tcp),
+            plugin_conf: format!("addr={backend}"),
             microthread: true,
         };
-        start_extra_spp(&mut systems, &mut out, System::SppRelay, bins, &setup)?;
+        start_extra_spp(&mut systems, &mut out, system, bins, &setup)?;
     }
     for (system, threads) in [
         (System::TokioRelay1, Some(1)),

@@ -24,6 +24,8 @@ pub enum System {
     SppSleep,
     /// spp with the relay plugin on micro-threads, in front of [`System::Spp`].
     SppRelay,
+    /// The same relay in front of the baseline (the tokio relay's backend).
+    SppRelayDirect,
     /// The tokio relay (all CPUs) in front of the baseline.
     TokioRelay,
     /// The tokio relay on one worker thread in front of the baseline.
@@ -32,12 +34,13 @@ pub enum System {
 }
 
 /// Every system, in the order tables list them.
-pub const ALL_SYSTEMS: [System; 7] = [
+pub const ALL_SYSTEMS: [System; 8] = [
     System::Direct,
     System::Spp,
     System::Haproxy,
     System::SppSleep,
     System::SppRelay,
+    System::SppRelayDirect,
     System::TokioRelay1,
     System::TokioRelay,
 ];
@@ -51,6 +54,7 @@ impl System {
             System::Haproxy => "haproxy",
             System::SppSleep => "spp_sleep",
             System::SppRelay => "spp_relay",
+            System::SppRelayDirect => "spp_relay_direct",
             System::TokioRelay => "tokio_relay",
             System::TokioRelay1 => "tokio_relay_1t",
         }
@@ -64,6 +68,7 @@ impl System {
             System::Haproxy => "haproxy → direct",
             System::SppSleep => "spp sleep-echo",
             System::SppRelay => "spp relay → spp echo",
+            System::SppRelayDirect => "spp relay → direct",
             System::TokioRelay => "tokio relay → direct",
             System::TokioRelay1 => "tokio relay 1 thread → direct",
         }
@@ -100,6 +105,7 @@ const ECHO_SYSTEMS: &[System] = &[
     System::Direct,
     System::Spp,
     System::SppRelay,
+    System::SppRelayDirect,
     System::TokioRelay1,
     System::TokioRelay,
 ];

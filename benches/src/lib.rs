@@ -7,6 +7,9 @@
 //!   the baseline (and haproxy) in one run.
 //! * [`direct`]: the "no framework" baseline echo server
 //!   (`spp-echo-direct` is its command line).
+//! * [`relay`]: the tokio relay, the peer of spp's relay plugin
+//!   (`spp-tokio-relay` is its command line); [`fdlimit`] raises the
+//!   open-files limit for the baseline servers.
 //! * `benches/pingpong.rs`, `benches/framing.rs`: cross-process ping-pong
 //!   over the real rings and doorbells; the cost of framing and of the
 //!   plugin ABI call.
@@ -17,4 +20,6 @@
 
 pub mod compare;
 pub mod direct;
+pub mod fdlimit;
 pub mod load;
+pub mod relay;

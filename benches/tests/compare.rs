@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use spp_benches::compare::process::alive;
-use spp_benches::compare::{CompareReport, IdleReport, System, HAPROXY_MISSING, SCENARIOS};
+use spp_benches::compare::{
+    CompareReport, IdleReport, Suite, System, HAPROXY_MISSING, SCENARIOS, TABLE,
+};
 
 /// The directory holding `spp-bench` and, after a workspace build, the
 /// spp binaries.
@@ -95,6 +97,82 @@ fn a_short_comparison_covers_every_scenario_and_stops_its_servers() {
         .chain(pids.haproxy);
     for pid in all {
         assert!(!alive(pid), "pid {pid} still runs after compare");
+    }
+}
+
+#[test]
+fn spps_table_runs_every_scenario_and_figure_and_stops_its_servers() {
+    let dir = bin_dir();
+    for name in ["spp-tokio-relay", "libspp_sleep_echo.so", "libspp_relay.so"] {
+        assert!(dir.join(name).is_file(), "{name} is missing: build first");
+    }
+    let out = spp_bench(
+        &[
+            "compare",
+            "--table",
+            "-r",
+            "1",
+            "-d",
+            "200ms",
+            "-w",
+            "50ms",
+            "--sleep-ms",
+            "20",
+            "--sleep-connections",
+            "50",
+            "--json",
+            "-q",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report: CompareReport = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("report JSON: {e}\n{}", text(&out)));
+    assert_eq!(report.suite, Suite::Table);
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(report.scenarios.len(), TABLE.len());
+    for (scenario, result) in TABLE.iter().zip(&report.scenarios) {
+        assert_eq!(result.name, scenario.name);
+        let expected = scenario.systems.to_vec();
+        let got: Vec<System> = result.systems.iter().map(|s| s.system).collect();
+        assert_eq!(got, expected, "systems of {}", scenario.name);
+        for system in &result.systems {
+            assert!(
+                system.rounds.iter().all(|r| r.requests > 0),
+                "{} against {} answered nothing: {:?}",
+                scenario.name,
+                system.system,
+                system.rounds
+            );
+        }
+    }
+    for name in ["sleep_over_ideal", "sleep_p99_ms", "relay_over_tokio_1t"] {
+        assert!(
+            report.checks.iter().any(|c| c.name == name),
+            "no {name}: {:?}",
+            report.checks
+        );
+    }
+    let sleep = report
+        .checks
+        .iter()
+        .find(|c| c.name == "sleep_over_ideal")
+        .and_then(|c| c.value)
+        .expect("a sleep figure");
+    assert!(sleep > 0.0, "{sleep}");
+    let pids = &report.processes;
+    assert!(
+        pids.extra.len() >= 11,
+        "sleep and relay spps, tokio relays: {pids:?}"
+    );
+    let all = pids
+        .spp
+        .iter()
+        .chain(&pids.extra)
+        .copied()
+        .chain(pids.direct);
+    for pid in all {
+        assert!(!alive(pid), "pid {pid} still runs after compare --table");
     }
 }
 

@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use bytesize::ByteSize;
 use clap::error::ErrorKind;
 use clap::{ArgGroup, CommandFactory, Parser};
-use spp_benches::compare::{self, CompareSpec, IdleSpec, RunShape, Shared};
+use spp_benches::compare::{self, CompareSpec, IdleSpec, RunShape, Shared, Suite};
 use spp_benches::load::spec::{
     DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_IN_FLIGHT, DEFAULT_PAYLOAD, DEFAULT_THREADS,
     DEFAULT_TIMEOUT, DEFAULT_WARMUP,
@@ -32,6 +32,7 @@ const IDLE_MEMORY: &str = "idle-memory";
 const SUBCOMMANDS: &str = "\
 Subcommands (they start the servers themselves):
   spp-bench compare [OPTIONS]       spp vs the direct baseline (and haproxy) in one run
+  spp-bench compare --table         SPP's table: echo, sleep-echo, relay vs a tokio relay
   spp-bench idle-memory [OPTIONS]   the spp proxy's memory per idle connection
 Run `spp-bench compare --help` for their options.";
 
@@ -232,8 +233,12 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 
 /// `spp-bench compare`: starts spp, the direct baseline and (if
 /// installed) haproxy, runs every scenario against each, alternating, over
-/// several rounds, and prints the medians and the spp/other ratios. Every
-/// server it started is stopped at the end, also on error or Ctrl-C.
+/// several rounds, and prints the medians and the spp/other ratios. With
+/// `--table`, SPP's published table instead: echo, echo after a sleep
+/// (micro-threads), echo through spp's relay, each on long and short
+/// connections, and a tokio relay in front of the baseline, with the
+/// issue's figures and targets. Every server it started is stopped at the
+/// end, also on error or Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(name = "spp-bench compare", version)]
 struct CompareCli {
@@ -260,6 +265,28 @@ struct CompareCli {
     /// Leave haproxy out even if it is installed.
     #[arg(long)]
     no_haproxy: bool,
+
+    /// Run SPP's table (needs spp-tokio-relay, libspp_sleep_echo.so and
+    /// libspp_relay.so next to the other binaries).
+    #[arg(long)]
+    table: bool,
+
+    /// Table: sleep-echo's sleep, ms.
+    #[arg(long, default_value_t = compare::DEFAULT_SLEEP_MS, value_name = "MS", requires = "table")]
+    sleep_ms: u64,
+
+    /// Table: connections of the sleep-echo scenarios.
+    #[arg(long, default_value_t = compare::DEFAULT_SLEEP_CONNECTIONS, value_name = "N", requires = "table")]
+    sleep_connections: usize,
+
+    /// Table: spp relay worker processes.
+    #[arg(long, default_value_t = compare::DEFAULT_RELAY_WORKERS, value_name = "N", requires = "table")]
+    relay_workers: u32,
+
+    /// Table: threads of the second tokio relay (default: one per CPU; the
+    /// first has one).
+    #[arg(long, value_name = "N", requires = "table")]
+    tokio_threads: Option<usize>,
 
     /// Write one latency-distribution SVG per scenario into DIR.
     #[arg(long, value_name = "DIR")]
@@ -311,6 +338,15 @@ fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
         plot_dir: cli.plot.clone(),
         haproxy: !cli.no_haproxy,
         progress: !cli.quiet,
+        suite: if cli.table {
+            Suite::Table
+        } else {
+            Suite::Classic
+        },
+        sleep_ms: cli.sleep_ms,
+        sleep_connections: cli.sleep_connections,
+        relay_workers: cli.relay_workers,
+        tokio_threads: cli.tokio_threads,
     };
     if let Err(e) = spec.validate() {
         CompareCli::command()
@@ -418,5 +454,22 @@ mod tests {
         assert!(Cli::try_parse_from(["spp-bench", "x:1", "--response-length", "5"]).is_err());
         assert!(Cli::try_parse_from(["spp-bench", "x:1", "--request", "f"]).is_err());
         assert!(Cli::try_parse_from(["spp-bench", "x:1", "--short", "-R", "5"]).is_err());
+    }
+
+    #[test]
+    fn table_options_need_the_table() {
+        let cli = CompareCli::try_parse_from([
+            "spp-bench compare",
+            "--table",
+            "--sleep-ms",
+            "50",
+            "--tokio-threads",
+            "2",
+        ])
+        .unwrap();
+        assert!(cli.table);
+        assert_eq!((cli.sleep_ms, cli.tokio_threads), (50, Some(2)));
+        assert!(CompareCli::try_parse_from(["spp-bench compare", "--sleep-ms", "50"]).is_err());
+        assert!(CompareCli::try_parse_from(["spp-bench compare", "--relay-workers", "2"]).is_err());
     }
 }

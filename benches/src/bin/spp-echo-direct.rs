@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
     // Blocked before any thread exists, so every thread inherits the mask
     // and only the signal thread's sigwait takes them.
     let signals = block_stop_signals().context("cannot block SIGTERM/SIGINT")?;
-    raise_fd_limit();
+    spp_benches::fdlimit::raise_to_hard();
     let limits = Limits {
         max_payload: args.max_payload,
         max_pending: args.max_pending,
@@ -70,24 +70,6 @@ fn main() -> anyhow::Result<()> {
     drop(out);
     server.run()?;
     Ok(())
-}
-
-/// Raises the soft open-files limit to the hard one (best effort), so the
-/// baseline takes as many connections as the spp proxy may.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid out pointer for getrlimit, and a valid
-    // input for setrlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 /// SIGTERM and SIGINT, blocked in the calling thread.

@@ -13,6 +13,12 @@ const SPP_CHILDREN: [&str; 2] = ["spp-proxy", "spp-worker"];
 pub const DIRECT: &str = "spp-echo-direct";
 /// The echo plugin's file name.
 pub const ECHO_PLUGIN: &str = "libspp_echo.so";
+/// The sleep-echo plugin's file name (SPP's table only).
+pub const SLEEP_ECHO_PLUGIN: &str = "libspp_sleep_echo.so";
+/// The relay plugin's file name (SPP's table only).
+pub const RELAY_PLUGIN: &str = "libspp_relay.so";
+/// The tokio relay (SPP's table only).
+pub const TOKIO_RELAY: &str = "spp-tokio-relay";
 /// The haproxy program looked up on `PATH`.
 pub const HAPROXY: &str = "haproxy";
 
@@ -43,6 +49,17 @@ impl Binaries {
             }
         }
         Ok(bins)
+    }
+
+    /// `name` in the directory, if it is there (for the files only some
+    /// suites need).
+    pub fn require(&self, name: &str) -> Result<PathBuf, CompareError> {
+        let path = self.dir.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(CompareError::MissingBinary { path })
+        }
     }
 
     /// The `spp` controller CLI.

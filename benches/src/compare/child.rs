@@ -1,8 +1,9 @@
 //! The other servers, as child processes of `spp-bench`: the direct
-//! baseline (`spp-echo-direct`, ports read from its `listening ...` lines)
+//! baseline (`spp-echo-direct`, ports read from its `listening ...`
+//! lines), the tokio relay in front of it (`spp-tokio-relay`, likewise),
 //! and haproxy in TCP mode in front of it (a generated config on a port
 //! picked by binding and closing, then checked with an echo round trip).
-//! Both are stopped with SIGTERM, then SIGKILL, by PID.
+//! All are stopped with SIGTERM, then SIGKILL, by PID.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -91,6 +92,33 @@ pub struct Direct {
     pub udp: SocketAddr,
 }
 
+/// Reads `listening <proto> ADDR` lines, one per entry of `protos`, from
+/// the server's stdout.
+fn listening(server: &mut ChildServer, protos: &[&str]) -> Result<Vec<SocketAddr>, CompareError> {
+    let system = server.name;
+    let not_started = |why: String| CompareError::NotStarted { system, why };
+    let stdout = server
+        .child
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .ok_or_else(|| not_started("no stdout".into()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut addrs = Vec::with_capacity(protos.len());
+    for proto in protos {
+        let line = lines
+            .next()
+            .ok_or_else(|| not_started("it exited before listening".into()))?
+            .map_err(|e| not_started(format!("reading its output: {e}")))?;
+        let addr = line
+            .strip_prefix("listening ")
+            .and_then(|rest| rest.strip_prefix(proto))
+            .and_then(|rest| rest.trim().parse().ok())
+            .ok_or_else(|| not_started(format!("unexpected line {line:?}")))?;
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
+
 /// Starts `spp-echo-direct` on TCP and UDP 127.0.0.1:0 and reads its ports.
 pub fn start_direct(program: &Path) -> Result<Direct, CompareError> {
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).to_string();
@@ -101,29 +129,31 @@ pub fn start_direct(program: &Path) -> Result<Direct, CompareError> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped()),
     )?;
-    let not_started = |why: String| CompareError::NotStarted {
-        system: "direct",
-        why,
-    };
-    let stdout = server
-        .child
-        .as_mut()
-        .and_then(|c| c.stdout.take())
-        .ok_or_else(|| not_started("no stdout".into()))?;
-    let mut lines = BufReader::new(stdout).lines();
-    let mut addr = |proto: &str| -> Result<SocketAddr, CompareError> {
-        let line = lines
-            .next()
-            .ok_or_else(|| not_started("it exited before listening".into()))?
-            .map_err(|e| not_started(format!("reading its output: {e}")))?;
-        line.strip_prefix("listening ")
-            .and_then(|rest| rest.strip_prefix(proto))
-            .and_then(|rest| rest.trim().parse().ok())
-            .ok_or_else(|| not_started(format!("unexpected line {line:?}")))
-    };
-    let tcp = addr("tcp")?;
-    let udp = addr("udp")?;
+    let addrs = listening(&mut server, &["tcp", "udp"])?;
+    let (tcp, udp) = (addrs[0], addrs[1]);
     Ok(Direct { server, tcp, udp })
+}
+
+/// Starts `spp-tokio-relay` on 127.0.0.1:0 in front of `backend`, with
+/// `threads` tokio worker threads (default: one per CPU); returns it and
+/// its address.
+pub fn start_tokio_relay(
+    program: &Path,
+    name: &'static str,
+    backend: SocketAddr,
+    threads: Option<usize>,
+) -> Result<(ChildServer, SocketAddr), CompareError> {
+    let mut cmd = Command::new(program);
+    cmd.arg("--backend")
+        .arg(backend.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    if let Some(n) = threads {
+        cmd.arg("--threads").arg(n.to_string());
+    }
+    let mut server = spawn(name, &mut cmd)?;
+    let addr = listening(&mut server, &["tcp"])?[0];
+    Ok((server, addr))
 }
 
 /// haproxy, started and answering.

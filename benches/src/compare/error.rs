@@ -11,7 +11,7 @@ use crate::load::LoadError;
 #[derive(Debug, Error)]
 pub enum CompareError {
     /// A binary or plugin is not where it should be.
-    #[error("{} is missing: build with `cargo build --release --workspace`, or point --bin-dir at the directory holding spp, spp-proxy, spp-worker, spp-echo-direct and libspp_echo.so", path.display())]
+    #[error("{} is missing: build with `cargo build --release --workspace`, or point --bin-dir at the directory holding spp, spp-proxy, spp-worker, spp-echo-direct and libspp_echo.so (and for the table spp-tokio-relay, libspp_sleep_echo.so and libspp_relay.so)", path.display())]
     MissingBinary {
         /// The path looked at.
         path: PathBuf,

@@ -240,10 +240,7 @@ fn measure(spec: &IdleSpec, bins: &Binaries, shared: &Shared) -> Result<IdleRepo
     let (spp_addrs, direct_addr, direct_pid) = {
         let mut systems = shared.lock();
         systems.check()?;
-        let setup = SppSetup {
-            workers: spec.workers,
-            connections: n,
-        };
+        let setup = SppSetup::echo(bins, spec.workers, n);
         let spp = systems.spp.insert(SppService::prepare(bins, &setup)?);
         let addrs = spp.start()?;
         let direct = child::start_direct(&bins.direct())?;

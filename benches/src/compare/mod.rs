@@ -1,6 +1,13 @@
 //! `spp-bench compare` and `spp-bench idle-memory`: spp against the
 //! "no framework" baseline (and haproxy in TCP mode in front of it, where
 //! installed), all started and stopped by this program, on 127.0.0.1.
+//! `spp-bench compare --table` runs SPP's published table instead (suite
+//! [`Suite::Table`]): echo, echo after a sleep on micro-threads, echo
+//! through spp's relay plugin in front of spp's echo (and, to isolate the
+//! relay hop, in front of the baseline), each with long and short
+//! connections, and the tokio relay (`spp-tokio-relay`, one thread
+//! and one per CPU) in front of the baseline; [`checks`] turns the medians
+//! into the issue's figures and targets.
 //!
 //! ```no_run
 //! use spp_benches::compare::{self, CompareSpec, Shared};
@@ -24,12 +31,14 @@
 //! medians.
 //!
 //! Modules: [`bins`] (finding programs), `process` (spawning and killing
-//! by pid), [`spp`] (the spp service), [`child`] (baseline and haproxy),
+//! by pid), [`spp`] (the spp services), [`child`] (baseline, tokio relay
+//! and haproxy), [`checks`] (the table's figures),
 //! [`systems`] (what runs, the signal thread), [`scenario`], [`summary`]
 //! (medians, spreads, ratios), [`report`] (JSON and table), `run` (the
 //! comparison), [`idle`] (memory per idle connection).
 
 pub mod bins;
+pub mod checks;
 pub mod child;
 pub mod error;
 pub mod idle;
@@ -44,6 +53,9 @@ pub mod systems;
 pub use error::CompareError;
 pub use idle::{IdleReport, IdleSpec};
 pub use report::CompareReport;
-pub use run::{run, CompareSpec, DEFAULT_ROUNDS, DEFAULT_WORKERS, HAPROXY_MISSING};
-pub use scenario::{RunShape, System, SCENARIOS};
+pub use run::{
+    run, CompareSpec, DEFAULT_RELAY_WORKERS, DEFAULT_ROUNDS, DEFAULT_SLEEP_MS, DEFAULT_WORKERS,
+    HAPROXY_MISSING,
+};
+pub use scenario::{RunShape, Suite, System, DEFAULT_SLEEP_CONNECTIONS, SCENARIOS, TABLE};
 pub use systems::{watch_signals, Shared};

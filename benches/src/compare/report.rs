@@ -1,11 +1,13 @@
 //! The comparison's result: [`CompareReport`] (serde, for `--json`) and its
-//! human table.
+//! human table: for the classic suite one column per system, for SPP's
+//! table one line per system and scenario, then the figures and targets.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::scenario::System;
+use super::checks::Check;
+use super::scenario::{Suite, System, ALL_SYSTEMS};
 use super::summary::{Ratios, Spread, SystemResult};
 
 /// Width of the scenario column.
@@ -20,6 +22,16 @@ const RATIO_WIDTH: usize = 12;
 const THOUSAND: f64 = 1_000.0;
 /// Latencies below this print with a decimal.
 const SMALL_US: f64 = 100.0;
+/// Width of the system column of SPP's table.
+const TABLE_SYSTEM_WIDTH: usize = 30;
+/// Width of a figure column of SPP's table.
+const TABLE_FIGURE_WIDTH: usize = 22;
+/// Width of the scenario column of SPP's table.
+const TABLE_SCENARIO_WIDTH: usize = 28;
+/// Width of a check's scenario.
+const CHECK_SCENARIO_WIDTH: usize = 16;
+/// Width of a check's title.
+const CHECK_WIDTH: usize = 46;
 
 /// One scenario over every system.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +40,12 @@ pub struct ScenarioResult {
     pub name: String,
     /// Human title.
     pub title: String,
+    /// Connections (or concurrent short-connection loops).
+    #[serde(default)]
+    pub connections: usize,
+    /// Short connections.
+    #[serde(default)]
+    pub short: bool,
     /// One entry per system that ran it.
     pub systems: Vec<SystemResult>,
     /// spp against the others.
@@ -43,11 +61,26 @@ pub struct Processes {
     pub direct: Option<u32>,
     /// haproxy.
     pub haproxy: Option<u32>,
+    /// The other spp services' and the tokio relays' pids.
+    #[serde(default)]
+    pub extra: Vec<u32>,
+}
+
+/// A system that could not take part, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Which system.
+    pub system: System,
+    /// Why.
+    pub why: String,
 }
 
 /// Everything a comparison measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompareReport {
+    /// Which scenarios ran.
+    #[serde(default)]
+    pub suite: Suite,
     /// Rounds per scenario.
     pub rounds: usize,
     /// Measured window of each run, seconds.
@@ -62,6 +95,21 @@ pub struct CompareReport {
     pub threads: usize,
     /// haproxy's version line, or why it did not take part.
     pub haproxy: String,
+    /// sleep-echo's sleep, ms (SPP's table).
+    #[serde(default)]
+    pub sleep_ms: u64,
+    /// spp relay workers (SPP's table).
+    #[serde(default)]
+    pub relay_workers: u32,
+    /// The multi-thread tokio relay's threads (none: one per CPU).
+    #[serde(default)]
+    pub tokio_threads: Option<usize>,
+    /// Systems that could not take part.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// SPP's table's figures and targets.
+    #[serde(default)]
+    pub checks: Vec<Check>,
     /// Every scenario.
     pub scenarios: Vec<ScenarioResult>,
     /// What was started (and stopped).
@@ -106,8 +154,93 @@ const FIGURES: [Figure; 3] = [
     ("p99 µs", |r| &r.p99_us, micros),
 ];
 
+fn check_value(c: &Check) -> String {
+    c.value
+        .map(|v| format!("{v:.2}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn verdict(c: &Check) -> String {
+    match (c.target, c.met) {
+        (Some(t), Some(true)) => format!("target {t}: met"),
+        (Some(t), Some(false)) => format!("target {t}: NOT met"),
+        (Some(t), None) => format!("target {t}: no figure"),
+        (None, _) => String::new(),
+    }
+}
+
+impl CompareReport {
+    /// SPP's table: one line per scenario and system, then the figures.
+    fn fmt_table(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "spp-bench compare --table: {} round(s) of {}s (warm-up {}s) per system, in turn; {}-byte payload; spp echo workers {}, relay workers {}, sleep-echo 1 worker sleeping {} ms; tokio relay threads: 1 and {}; load threads {}",
+            self.rounds,
+            self.duration_s,
+            self.warmup_s,
+            self.payload,
+            self.workers,
+            self.relay_workers,
+            self.sleep_ms,
+            self.tokio_threads
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "one per CPU".into()),
+            self.threads
+        )?;
+        for s in &self.skipped {
+            writeln!(f, "{}: skipped ({})", s.system, s.why)?;
+        }
+        writeln!(f, "cells: median of the rounds (min–max)")?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<TABLE_SCENARIO_WIDTH$} {:<TABLE_SYSTEM_WIDTH$} {:<TABLE_FIGURE_WIDTH$} {:<TABLE_FIGURE_WIDTH$} {:<TABLE_FIGURE_WIDTH$} errors",
+            "scenario", "system", "req/s", "p50 µs", "p99 µs"
+        )?;
+        for sc in &self.scenarios {
+            let title = format!("{} (N={})", sc.title, sc.connections);
+            for (i, r) in sc.systems.iter().enumerate() {
+                let shown = if i == 0 { title.as_str() } else { "" };
+                writeln!(
+                    f,
+                    "{shown:<TABLE_SCENARIO_WIDTH$} {:<TABLE_SYSTEM_WIDTH$} {:<TABLE_FIGURE_WIDTH$} {:<TABLE_FIGURE_WIDTH$} {:<TABLE_FIGURE_WIDTH$} {}",
+                    r.system.describe(),
+                    cell(&r.throughput_rps, rate),
+                    cell(&r.p50_us, micros),
+                    cell(&r.p99_us, micros),
+                    r.errors
+                )?;
+            }
+        }
+        if !self.checks.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "figures (from the medians; a system with errors fails its target)"
+            )?;
+        }
+        for c in &self.checks {
+            let line = format!(
+                "{:<CHECK_SCENARIO_WIDTH$} {:<CHECK_WIDTH$} {:>8}  {}",
+                c.scenario,
+                c.title,
+                check_value(c),
+                verdict(c)
+            );
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        for p in &self.plots {
+            writeln!(f, "plot {p}")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for CompareReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.suite == Suite::Table {
+            return self.fmt_table(f);
+        }
         writeln!(
             f,
             "spp-bench compare: {} round(s) of {}s (warm-up {}s) per system, A B A B; {}-byte echo payload; spp workers {}; load threads {}",
@@ -115,7 +248,7 @@ impl fmt::Display for CompareReport {
         )?;
         writeln!(f, "haproxy: {}", self.haproxy)?;
         writeln!(f, "cells: median of the rounds (min–max)")?;
-        let systems: Vec<System> = [System::Direct, System::Spp, System::Haproxy]
+        let systems: Vec<System> = ALL_SYSTEMS
             .into_iter()
             .filter(|s| {
                 self.scenarios
@@ -179,5 +312,77 @@ impl fmt::Display for CompareReport {
             writeln!(f, "plot {p}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::checks::Bound;
+
+    #[test]
+    fn spps_table_prints_one_line_per_system_and_the_verdicts() {
+        let one = Spread {
+            median: 20_000.0,
+            min: 19_000.0,
+            max: 21_000.0,
+        };
+        let report = CompareReport {
+            suite: Suite::Table,
+            rounds: 1,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            payload: 64,
+            workers: 1,
+            threads: 1,
+            haproxy: "not in this suite".into(),
+            sleep_ms: 100,
+            relay_workers: 1,
+            tokio_threads: None,
+            skipped: vec![Skipped {
+                system: System::SppRelay,
+                why: "no calls".into(),
+            }],
+            checks: vec![Check {
+                scenario: "sleep_long".into(),
+                name: "sleep_over_ideal".into(),
+                title: "req/s / (2000 conns / 100 ms)".into(),
+                value: Some(0.95),
+                target: Some(Bound::AtLeast(0.9)),
+                met: Some(true),
+            }],
+            scenarios: vec![ScenarioResult {
+                name: "sleep_long".into(),
+                title: "sleep-echo, long".into(),
+                connections: 2_000,
+                short: false,
+                systems: vec![SystemResult {
+                    system: System::SppSleep,
+                    throughput_rps: one,
+                    p50_us: one,
+                    p99_us: one,
+                    errors: 0,
+                    rounds: Vec::new(),
+                }],
+                ratios: Ratios::default(),
+            }],
+            processes: Processes::default(),
+            plots: Vec::new(),
+        };
+        let text = report.to_string();
+        assert!(text.contains("spp_relay: skipped (no calls)"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("sleep-echo, long (N=2000)"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            row.contains("spp sleep-echo") && row.contains("20.0k (19.0k–21.0k)"),
+            "{row}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("sleep_long") && l.ends_with("0.95  target ≥ 0.9: met")),
+            "{text}"
+        );
     }
 }

@@ -1,29 +1,47 @@
-//! The comparison run: start spp, the direct baseline and (if installed)
-//! haproxy; run every scenario round by round, each round against every
+//! The comparison run: start the systems the suite needs (spp and the
+//! direct baseline always; haproxy if installed for the classic suite;
+//! for SPP's table a sleep-echo spp service, two relay spp services — in
+//! front of spp's echo and of the baseline — and two tokio relays in front
+//! of the baseline); run every scenario round by round, each round against every
 //! system in turn (A B A B ...); stop everything; fold the rounds.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::load::{self, Report, Transport};
 
 use super::bins::{self, Binaries};
+use super::checks;
 use super::child;
 use super::error::CompareError;
-use super::report::{CompareReport, Processes, ScenarioResult};
-use super::scenario::{RunShape, Scenario, System, SCENARIOS};
+use super::idle;
+use super::report::{CompareReport, Processes, ScenarioResult, Skipped};
+use super::scenario::{RunShape, Scenario, Suite, System, DEFAULT_SLEEP_CONNECTIONS};
 use super::spp::{SppService, SppSetup};
 use super::summary::{Ratios, SystemResult};
-use super::systems::Shared;
+use super::systems::{Shared, Systems};
 
 /// Default rounds per scenario.
 pub const DEFAULT_ROUNDS: usize = 3;
 /// Default spp workers.
 pub const DEFAULT_WORKERS: u32 = 1;
+/// Default spp relay workers (SPP's table).
+pub const DEFAULT_RELAY_WORKERS: u32 = 1;
+/// Default sleep of the sleep-echo scenarios, ms.
+pub const DEFAULT_SLEEP_MS: u64 = 100;
+/// Workers of the sleep-echo service (the figure is for one).
+pub const SLEEP_WORKERS: u32 = 1;
 /// Most rounds accepted.
 pub const MAX_ROUNDS: usize = 1_000;
 /// Most spp workers accepted.
 pub const MAX_WORKERS: u32 = 256;
+/// Longest sleep accepted, ms.
+pub const MAX_SLEEP_MS: u64 = 10_000;
+/// Most sleep-echo connections accepted (within `max_in_flight`'s limit).
+pub const MAX_SLEEP_CONNECTIONS: usize = 50_000;
+/// Most tokio relay threads accepted.
+pub const MAX_TOKIO_THREADS: usize = 256;
 /// What the report says when haproxy is not on `PATH`.
 pub const HAPROXY_MISSING: &str = "not installed, skipped";
 
@@ -32,7 +50,9 @@ pub const HAPROXY_MISSING: &str = "not installed, skipped";
 pub struct CompareSpec {
     /// Where the binaries are (default: next to the running executable).
     pub bin_dir: Option<PathBuf>,
-    /// spp worker processes.
+    /// Which scenarios.
+    pub suite: Suite,
+    /// spp worker processes (the echo service).
     pub workers: u32,
     /// Rounds per scenario.
     pub rounds: usize,
@@ -40,18 +60,30 @@ pub struct CompareSpec {
     pub shape: RunShape,
     /// Write one SVG per scenario here.
     pub plot_dir: Option<PathBuf>,
-    /// Compare against haproxy too when it is installed.
+    /// Compare against haproxy too when it is installed (classic suite).
     pub haproxy: bool,
     /// One line per run on stderr.
     pub progress: bool,
+    /// sleep-echo's sleep, ms (SPP's table).
+    pub sleep_ms: u64,
+    /// Connections of the sleep-echo scenarios (SPP's table).
+    pub sleep_connections: usize,
+    /// spp relay workers (SPP's table).
+    pub relay_workers: u32,
+    /// Threads of the multi-thread tokio relay (none: one per CPU); the
+    /// other one always has one.
+    pub tokio_threads: Option<usize>,
 }
 
 impl CompareSpec {
-    /// The defaults: 3 rounds, 1 worker, 3 s measured after 0.5 s warm-up,
-    /// 64-byte payload, one load thread, haproxy if installed.
+    /// The defaults: the classic suite, 3 rounds, 1 worker, 3 s measured
+    /// after 0.5 s warm-up, 64-byte payload, one load thread, haproxy if
+    /// installed; for the table 100 ms sleeps on 2000 connections and one
+    /// relay worker.
     pub fn new() -> Self {
         CompareSpec {
             bin_dir: None,
+            suite: Suite::Classic,
             workers: DEFAULT_WORKERS,
             rounds: DEFAULT_ROUNDS,
             shape: RunShape {
@@ -63,7 +95,21 @@ impl CompareSpec {
             plot_dir: None,
             haproxy: true,
             progress: false,
+            sleep_ms: DEFAULT_SLEEP_MS,
+            sleep_connections: DEFAULT_SLEEP_CONNECTIONS,
+            relay_workers: DEFAULT_RELAY_WORKERS,
+            tokio_threads: None,
         }
+    }
+
+    /// The scenarios it runs.
+    pub fn scenarios(&self) -> Vec<Scenario> {
+        self.suite.scenarios(self.sleep_connections)
+    }
+
+    /// sleep-echo's sleep.
+    pub fn sleep(&self) -> Duration {
+        Duration::from_millis(self.sleep_ms)
     }
 
     /// Checks ranges (the load harness checks the rest on the first run).
@@ -75,10 +121,27 @@ impl CompareSpec {
         if !(1..=MAX_WORKERS).contains(&self.workers) {
             return invalid("workers", format!("must be 1..={MAX_WORKERS}"));
         }
+        if !(1..=MAX_WORKERS).contains(&self.relay_workers) {
+            return invalid("relay-workers", format!("must be 1..={MAX_WORKERS}"));
+        }
+        if !(1..=MAX_SLEEP_MS).contains(&self.sleep_ms) {
+            return invalid("sleep-ms", format!("must be 1..={MAX_SLEEP_MS}"));
+        }
+        if !(1..=MAX_SLEEP_CONNECTIONS).contains(&self.sleep_connections) {
+            return invalid(
+                "sleep-connections",
+                format!("must be 1..={MAX_SLEEP_CONNECTIONS}"),
+            );
+        }
+        if let Some(n) = self.tokio_threads {
+            if !(1..=MAX_TOKIO_THREADS).contains(&n) {
+                return invalid("tokio-threads", format!("must be 1..={MAX_TOKIO_THREADS}"));
+            }
+        }
         if self.shape.duration.is_zero() {
             return invalid("duration", "must be more than 0".into());
         }
-        for s in &SCENARIOS {
+        for s in &self.scenarios() {
             let addr = SocketAddr::from(([127, 0, 0, 1], 1));
             s.spec(addr, &self.shape)
                 .validate()
@@ -97,26 +160,30 @@ impl Default for CompareSpec {
     }
 }
 
-/// Where each system listens.
-struct Addrs {
-    spp_tcp: SocketAddr,
-    spp_udp: SocketAddr,
-    direct_tcp: SocketAddr,
-    direct_udp: SocketAddr,
-    haproxy: Option<SocketAddr>,
+/// Where the started systems listen.
+#[derive(Debug, Default)]
+struct Endpoints(Vec<(System, Transport, SocketAddr)>);
+
+impl Endpoints {
+    fn add(&mut self, system: System, transport: Transport, addr: SocketAddr) {
+        self.0.push((system, transport, addr));
+    }
+
+    fn of(&self, system: System, transport: Transport) -> Option<SocketAddr> {
+        self.0
+            .iter()
+            .find(|(s, t, _)| *s == system && *t == transport)
+            .map(|(_, _, a)| *a)
+    }
 }
 
-impl Addrs {
-    fn of(&self, system: System, transport: Transport) -> Option<SocketAddr> {
-        match (system, transport) {
-            (System::Direct, Transport::Tcp) => Some(self.direct_tcp),
-            (System::Direct, Transport::Udp) => Some(self.direct_udp),
-            (System::Spp, Transport::Tcp) => Some(self.spp_tcp),
-            (System::Spp, Transport::Udp) => Some(self.spp_udp),
-            (System::Haproxy, Transport::Tcp) => self.haproxy,
-            (System::Haproxy, Transport::Udp) => None,
-        }
-    }
+/// What [`start`] started.
+#[derive(Debug, Default)]
+struct Started {
+    endpoints: Endpoints,
+    haproxy: String,
+    skipped: Vec<Skipped>,
+    processes: Processes,
 }
 
 /// Runs the comparison. The servers are registered in `shared` as they
@@ -125,6 +192,13 @@ impl Addrs {
 pub fn run(spec: &CompareSpec, shared: &Shared) -> Result<CompareReport, CompareError> {
     spec.validate()?;
     let bins = Binaries::locate(spec.bin_dir.as_deref())?;
+    let most = spec
+        .scenarios()
+        .iter()
+        .map(|s| s.connections)
+        .max()
+        .unwrap_or(1);
+    idle::raise_fd_limit(most)?;
     let outcome = start_and_measure(spec, &bins, shared);
     let stopped = shared.lock().stop_all();
     let report = outcome?;
@@ -137,97 +211,199 @@ fn start_and_measure(
     bins: &Binaries,
     shared: &Shared,
 ) -> Result<CompareReport, CompareError> {
-    let (addrs, haproxy, processes) = start(spec, bins, shared)?;
-    let mut scenarios = Vec::with_capacity(SCENARIOS.len());
-    for scenario in &SCENARIOS {
-        scenarios.push(measure(spec, scenario, &addrs)?);
+    let started = start(spec, bins, shared)?;
+    let mut scenarios = Vec::new();
+    for scenario in &spec.scenarios() {
+        scenarios.push(measure(spec, scenario, &started.endpoints)?);
     }
     let plots = match &spec.plot_dir {
         Some(dir) => plot(dir, &scenarios)?,
         None => Vec::new(),
     };
+    let checks = match spec.suite {
+        Suite::Classic => Vec::new(),
+        Suite::Table => checks::table(&scenarios, spec.sleep()),
+    };
     Ok(CompareReport {
+        suite: spec.suite,
         rounds: spec.rounds,
         duration_s: spec.shape.duration.as_secs_f64(),
         warmup_s: spec.shape.warmup.as_secs_f64(),
         payload: spec.shape.payload,
         workers: spec.workers,
         threads: spec.shape.threads,
-        haproxy,
+        haproxy: started.haproxy,
+        sleep_ms: spec.sleep_ms,
+        relay_workers: spec.relay_workers,
+        tokio_threads: spec.tokio_threads,
+        skipped: started.skipped,
+        checks,
         scenarios,
-        processes,
+        processes: started.processes,
         plots,
     })
 }
 
-/// Starts the three systems; returns their addresses, haproxy's line for
-/// the report, and their pids.
-fn start(
-    spec: &CompareSpec,
-    bins: &Binaries,
-    shared: &Shared,
-) -> Result<(Addrs, String, Processes), CompareError> {
+/// The most connections any scenario of `system` opens.
+fn connections_of(spec: &CompareSpec, system: System) -> usize {
+    spec.scenarios()
+        .iter()
+        .filter(|s| s.systems.contains(&system))
+        .map(|s| s.connections)
+        .max()
+        .unwrap_or(1)
+}
+
+/// Starts the systems; returns their addresses, haproxy's line, the
+/// systems skipped, and the pids.
+fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started, CompareError> {
     let mut systems = shared.lock();
     systems.check()?;
-    let setup = SppSetup {
-        workers: spec.workers,
-        connections: SCENARIOS.iter().map(|s| s.connections).max().unwrap_or(1),
-    };
+    let wanted = spec.suite.systems();
+    let mut out = Started::default();
+    let setup = SppSetup::echo(bins, spec.workers, connections_of(spec, System::Spp));
     let spp = systems.spp.insert(SppService::prepare(bins, &setup)?);
     let spp_addrs = spp.start()?;
     let spp_dir = spp.dir().to_path_buf();
-    let spp_pids = spp.pids();
+    out.processes.spp = spp.pids();
+    out.endpoints
+        .add(System::Spp, Transport::Tcp, spp_addrs.tcp);
+    out.endpoints
+        .add(System::Spp, Transport::Udp, spp_addrs.udp);
     let direct = child::start_direct(&bins.direct())?;
-    let (direct_tcp, direct_udp) = (direct.tcp, direct.udp);
-    let direct_pid = direct.server.pid();
+    out.endpoints
+        .add(System::Direct, Transport::Tcp, direct.tcp);
+    out.endpoints
+        .add(System::Direct, Transport::Udp, direct.udp);
+    out.processes.direct = direct.server.pid();
+    let direct_tcp = direct.tcp;
     systems.direct = Some(direct.server);
-    let (haproxy_addr, haproxy_line, haproxy_pid) = match bins::find_haproxy() {
-        None => (None, HAPROXY_MISSING.to_owned(), None),
-        Some(_) if !spec.haproxy => (None, "not asked for, skipped".to_owned(), None),
+    out.haproxy = match bins::find_haproxy() {
+        _ if !wanted.contains(&System::Haproxy) => "not in this suite".to_owned(),
+        None => HAPROXY_MISSING.to_owned(),
+        Some(_) if !spec.haproxy => "not asked for, skipped".to_owned(),
         Some(program) => match child::start_haproxy(&program, &spp_dir, direct_tcp) {
             Ok(h) => {
-                let pid = h.server.pid();
+                out.processes.haproxy = h.server.pid();
+                out.endpoints.add(System::Haproxy, Transport::Tcp, h.addr);
                 systems.haproxy = Some(h.server);
-                (Some(h.addr), h.version, pid)
+                h.version
             }
-            Err(e) => (None, format!("{e}; skipped"), None),
+            Err(e) => format!("{e}; skipped"),
         },
     };
-    let addrs = Addrs {
-        spp_tcp: spp_addrs.tcp,
-        spp_udp: spp_addrs.udp,
-        direct_tcp,
-        direct_udp,
-        haproxy: haproxy_addr,
+    if wanted.contains(&System::SppSleep) {
+        let setup = SppSetup {
+            name: "spp-bench-sleep",
+            workers: SLEEP_WORKERS,
+            connections: connections_of(spec, System::SppSleep),
+            plugin: bins.require(bins::SLEEP_ECHO_PLUGIN)?,
+            plugin_conf: format!("sleep_ms={}", spec.sleep_ms),
+            microthread: true,
+        };
+        start_extra_spp(&mut systems, &mut out, System::SppSleep, bins, &setup)?;
+    }
+    for (system, name, backend) in [
+        (System::SppRelay, "spp-bench-relay", spp_addrs.tcp),
+        (System::SppRelayDirect, "spp-bench-relay-direct", direct_tcp),
+    ] {
+        if !wanted.contains(&system) {
+            continue;
+        }
+        let setup = SppSetup {
+            name,
+            workers: spec.relay_workers,
+            connections: connections_of(spec, system),
+            plugin: bins.require(bins::RELAY_PLUGIN)?,
+            plugin_conf: format!("addr={backend}"),
+            microthread: true,
+        };
+        start_extra_spp(&mut systems, &mut out, system, bins, &setup)?;
+    }
+    for (system, threads) in [
+        (System::TokioRelay1, Some(1)),
+        (System::TokioRelay, spec.tokio_threads),
+    ] {
+        if !wanted.contains(&system) {
+            continue;
+        }
+        let program = bins.require(bins::TOKIO_RELAY)?;
+        let (server, addr) =
+            child::start_tokio_relay(&program, system.name(), direct_tcp, threads)?;
+        out.processes.extra.extend(server.pid());
+        out.endpoints.add(system, Transport::Tcp, addr);
+        systems.extra.push(server);
+    }
+    Ok(out)
+}
+
+/// Starts one more spp service; one that does not start is skipped (the
+/// report says why), the rest of the run goes on.
+fn start_extra_spp(
+    systems: &mut Systems,
+    out: &mut Started,
+    system: System,
+    bins: &Binaries,
+    setup: &SppSetup,
+) -> Result<(), CompareError> {
+    systems.extra_spp.push(SppService::prepare(bins, setup)?);
+    let Some(service) = systems.extra_spp.last_mut() else {
+        return Ok(());
     };
-    let processes = Processes {
-        spp: spp_pids,
-        direct: direct_pid,
-        haproxy: haproxy_pid,
-    };
-    Ok((addrs, haproxy_line, processes))
+    let started = service.start();
+    out.processes.extra.extend(service.pids());
+    match started {
+        Ok(addrs) => out.endpoints.add(system, Transport::Tcp, addrs.tcp),
+        Err(e) => {
+            let log = service.dir().join("log").display().to_string();
+            // Stopped now; its stop error says no more than the start's.
+            let _ = service.stop();
+            systems.extra_spp.pop();
+            out.skipped.push(Skipped {
+                system,
+                why: format!("{e} (logs were in {log})"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The load run of `scenario` against `addr`: the response timeout covers
+/// a sleep-echo's sleep.
+fn load_spec(
+    spec: &CompareSpec,
+    scenario: &Scenario,
+    system: System,
+    addr: SocketAddr,
+) -> load::LoadSpec {
+    let mut load = scenario.spec(addr, &spec.shape);
+    if system == System::SppSleep {
+        load.timeout += spec.sleep();
+    }
+    load
 }
 
 /// One scenario: `rounds` rounds, each against every system in turn.
 fn measure(
     spec: &CompareSpec,
     scenario: &Scenario,
-    addrs: &Addrs,
+    endpoints: &Endpoints,
 ) -> Result<ScenarioResult, CompareError> {
-    let systems: Vec<(System, SocketAddr)> = [System::Direct, System::Spp, System::Haproxy]
-        .into_iter()
+    let systems: Vec<(System, SocketAddr)> = scenario
+        .systems
+        .iter()
+        .copied()
         .filter(|s| scenario.applies_to(*s))
-        .filter_map(|s| addrs.of(s, scenario.transport).map(|a| (s, a)))
+        .filter_map(|s| endpoints.of(s, scenario.transport).map(|a| (s, a)))
         .collect();
     let mut rounds: Vec<Vec<Report>> = vec![Vec::with_capacity(spec.rounds); systems.len()];
     for round in 1..=spec.rounds {
         for (i, (system, addr)) in systems.iter().enumerate() {
-            let report = load::run(&scenario.spec(*addr, &spec.shape)).map_err(|source| {
-                CompareError::Load {
-                    scenario: scenario.name,
-                    system: system.name(),
-                    source,
-                }
+            let load = load_spec(spec, scenario, *system, *addr);
+            let report = load::run(&load).map_err(|source| CompareError::Load {
+                scenario: scenario.name,
+                system: system.name(),
+                source,
             })?;
             if spec.progress {
                 eprintln!(
@@ -251,6 +427,8 @@ fn measure(
     Ok(ScenarioResult {
         name: scenario.name.to_owned(),
         title: scenario.title.to_owned(),
+        connections: scenario.connections,
+        short: scenario.short,
         ratios: Ratios::new(&results),
         systems: results,
     })

@@ -1,4 +1,7 @@
-//! The scenarios and the systems they run against.
+//! The scenarios and the systems they run against, in two suites: the
+//! classic comparison (spp against the direct baseline and haproxy) and
+//! SPP's published table (echo, echo after a sleep, echo through a relay;
+//! long and short connections; spp's relay against a tokio relay).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,7 +20,30 @@ pub enum System {
     Spp,
     /// haproxy (TCP mode) in front of the baseline.
     Haproxy,
+    /// spp with the sleep-echo plugin on micro-threads.
+    SppSleep,
+    /// spp with the relay plugin on micro-threads, in front of [`System::Spp`].
+    SppRelay,
+    /// The same relay in front of the baseline (the tokio relay's backend).
+    SppRelayDirect,
+    /// The tokio relay (all CPUs) in front of the baseline.
+    TokioRelay,
+    /// The tokio relay on one worker thread in front of the baseline.
+    #[serde(rename = "tokio_relay_1t")]
+    TokioRelay1,
 }
+
+/// Every system, in the order tables list them.
+pub const ALL_SYSTEMS: [System; 8] = [
+    System::Direct,
+    System::Spp,
+    System::Haproxy,
+    System::SppSleep,
+    System::SppRelay,
+    System::SppRelayDirect,
+    System::TokioRelay1,
+    System::TokioRelay,
+];
 
 impl System {
     /// Its name in tables and files.
@@ -26,6 +52,25 @@ impl System {
             System::Direct => "direct",
             System::Spp => "spp",
             System::Haproxy => "haproxy",
+            System::SppSleep => "spp_sleep",
+            System::SppRelay => "spp_relay",
+            System::SppRelayDirect => "spp_relay_direct",
+            System::TokioRelay => "tokio_relay",
+            System::TokioRelay1 => "tokio_relay_1t",
+        }
+    }
+
+    /// What it is, for the table.
+    pub fn describe(self) -> &'static str {
+        match self {
+            System::Direct => "direct echo",
+            System::Spp => "spp echo",
+            System::Haproxy => "haproxy → direct",
+            System::SppSleep => "spp sleep-echo",
+            System::SppRelay => "spp relay → spp echo",
+            System::SppRelayDirect => "spp relay → direct",
+            System::TokioRelay => "tokio relay → direct",
+            System::TokioRelay1 => "tokio relay 1 thread → direct",
         }
     }
 }
@@ -49,9 +94,117 @@ pub struct Scenario {
     pub connections: usize,
     /// Connect, one request, close.
     pub short: bool,
+    /// The systems it runs against, in order.
+    pub systems: &'static [System],
 }
 
-/// Every scenario, in the order they run.
+/// The classic comparison's systems.
+const CLASSIC_SYSTEMS: &[System] = &[System::Direct, System::Spp, System::Haproxy];
+/// The table's echo and relay systems.
+const ECHO_SYSTEMS: &[System] = &[
+    System::Direct,
+    System::Spp,
+    System::SppRelay,
+    System::SppRelayDirect,
+    System::TokioRelay1,
+    System::TokioRelay,
+];
+/// The table's sleep system.
+const SLEEP_SYSTEMS: &[System] = &[System::SppSleep];
+
+/// Which scenarios a comparison runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Suite {
+    /// [`SCENARIOS`]: spp against the direct baseline and haproxy.
+    #[default]
+    Classic,
+    /// [`TABLE`]: SPP's published table re-run here.
+    Table,
+}
+
+/// Scenario names of the table (the checks look them up).
+pub mod names {
+    /// Echo and relay, long connections.
+    pub const ECHO_LONG: &str = "echo_long_n64";
+    /// Echo and relay, short connections.
+    pub const ECHO_SHORT: &str = "echo_short_n16";
+    /// Sleep-echo, long connections.
+    pub const SLEEP_LONG: &str = "sleep_long";
+    /// Sleep-echo, short connections.
+    pub const SLEEP_SHORT: &str = "sleep_short";
+}
+
+/// Default concurrent connections of the sleep scenarios.
+pub const DEFAULT_SLEEP_CONNECTIONS: usize = 2_000;
+
+/// SPP's table, in the order it runs; the sleep scenarios' connections are
+/// [`DEFAULT_SLEEP_CONNECTIONS`] unless the comparison says otherwise.
+pub const TABLE: [Scenario; 4] = [
+    Scenario {
+        name: names::ECHO_LONG,
+        title: "echo/relay, long",
+        transport: Transport::Tcp,
+        connections: 64,
+        short: false,
+        systems: ECHO_SYSTEMS,
+    },
+    Scenario {
+        name: names::ECHO_SHORT,
+        title: "echo/relay, short",
+        transport: Transport::Tcp,
+        connections: 16,
+        short: true,
+        systems: ECHO_SYSTEMS,
+    },
+    Scenario {
+        name: names::SLEEP_LONG,
+        title: "sleep-echo, long",
+        transport: Transport::Tcp,
+        connections: DEFAULT_SLEEP_CONNECTIONS,
+        short: false,
+        systems: SLEEP_SYSTEMS,
+    },
+    Scenario {
+        name: names::SLEEP_SHORT,
+        title: "sleep-echo, short",
+        transport: Transport::Tcp,
+        connections: DEFAULT_SLEEP_CONNECTIONS,
+        short: true,
+        systems: SLEEP_SYSTEMS,
+    },
+];
+
+impl Suite {
+    /// Its scenarios, the sleep ones with `sleep_connections`.
+    pub fn scenarios(self, sleep_connections: usize) -> Vec<Scenario> {
+        match self {
+            Suite::Classic => SCENARIOS.to_vec(),
+            Suite::Table => TABLE
+                .iter()
+                .map(|s| Scenario {
+                    connections: if s.systems == SLEEP_SYSTEMS {
+                        sleep_connections
+                    } else {
+                        s.connections
+                    },
+                    ..*s
+                })
+                .collect(),
+        }
+    }
+
+    /// The systems any of its scenarios runs against.
+    pub fn systems(self) -> Vec<System> {
+        let scenarios = self.scenarios(DEFAULT_SLEEP_CONNECTIONS);
+        ALL_SYSTEMS
+            .into_iter()
+            .filter(|s| scenarios.iter().any(|sc| sc.systems.contains(s)))
+            .collect()
+    }
+}
+
+/// The classic comparison's scenarios, in the order they run.
 pub const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "tcp_n64",
@@ -59,6 +212,7 @@ pub const SCENARIOS: [Scenario; 4] = [
         transport: Transport::Tcp,
         connections: 64,
         short: false,
+        systems: CLASSIC_SYSTEMS,
     },
     Scenario {
         name: "tcp_n1",
@@ -66,6 +220,7 @@ pub const SCENARIOS: [Scenario; 4] = [
         transport: Transport::Tcp,
         connections: 1,
         short: false,
+        systems: CLASSIC_SYSTEMS,
     },
     Scenario {
         name: "short_n16",
@@ -73,6 +228,7 @@ pub const SCENARIOS: [Scenario; 4] = [
         transport: Transport::Tcp,
         connections: 16,
         short: true,
+        systems: CLASSIC_SYSTEMS,
     },
     Scenario {
         name: "udp_n64",
@@ -80,6 +236,7 @@ pub const SCENARIOS: [Scenario; 4] = [
         transport: Transport::Udp,
         connections: 64,
         short: false,
+        systems: CLASSIC_SYSTEMS,
     },
 ];
 
@@ -97,9 +254,10 @@ pub struct RunShape {
 }
 
 impl Scenario {
-    /// Whether `system` takes part (haproxy only does TCP).
+    /// Whether `system` takes part (only UDP-capable systems in UDP ones).
     pub fn applies_to(&self, system: System) -> bool {
-        system != System::Haproxy || self.transport == Transport::Tcp
+        let udp_capable = matches!(system, System::Direct | System::Spp);
+        self.systems.contains(&system) && (udp_capable || self.transport == Transport::Tcp)
     }
 
     /// The load run against `addr`.

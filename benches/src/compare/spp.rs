@@ -1,7 +1,8 @@
-//! The spp service under test: a config generated in a temp dir (the echo
-//! plugin, TCP and UDP on 127.0.0.1:0), `spp start`, the real addresses and
-//! pids from `spp status --json`, and `spp stop` (then SIGKILL to any pid
-//! it had reported that is still there).
+//! The spp service under test: a config generated in a temp dir (a plugin
+//! — echo, sleep-echo or relay — with its `plugin_conf`, optionally in
+//! micro-thread mode; TCP and UDP on 127.0.0.1:0), `spp start`, the real
+//! addresses and pids from `spp status --json`, and `spp stop` (then
+//! SIGKILL to any pid it had reported that is still there).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -27,13 +28,44 @@ pub const MIN_MAX_CONNECTIONS: usize = 10_000;
 /// Extra connections allowed above what a run opens.
 const CONNECTION_HEADROOM: usize = 256;
 
+/// Extra micro-threads allowed per worker above the connections a run opens.
+const IN_FLIGHT_HEADROOM: usize = 64;
+
 /// What the generated service looks like.
 #[derive(Clone, Debug)]
 pub struct SppSetup {
+    /// The service's name (distinct per service of one run).
+    pub name: &'static str,
     /// Worker processes in the one group.
     pub workers: u32,
     /// Connections a run will hold open at once at most.
     pub connections: usize,
+    /// The plugin of the proxy and the group.
+    pub plugin: PathBuf,
+    /// The group's `plugin_conf` (the proxy's is empty).
+    pub plugin_conf: String,
+    /// Run the group with `mode = "microthread"`, `max_in_flight` above
+    /// `connections`.
+    pub microthread: bool,
+}
+
+impl SppSetup {
+    /// The echo plugin in plain mode.
+    pub fn echo(bins: &Binaries, workers: u32, connections: usize) -> Self {
+        SppSetup {
+            name: "spp-bench",
+            workers,
+            connections,
+            plugin: bins.echo_plugin(),
+            plugin_conf: String::new(),
+            microthread: false,
+        }
+    }
+
+    /// The group's `max_in_flight` in micro-thread mode.
+    pub fn max_in_flight(&self) -> usize {
+        self.connections + IN_FLIGHT_HEADROOM
+    }
 }
 
 /// A started (or about to be started) spp service.
@@ -62,10 +94,11 @@ fn quoted(path: &Path) -> String {
 }
 
 /// The TOML of the service.
-fn render(dir: &Path, plugin: &Path, setup: &SppSetup) -> String {
+fn render(dir: &Path, setup: &SppSetup) -> String {
+    let plugin = &setup.plugin;
     let max_connections = (setup.connections + CONNECTION_HEADROOM).max(MIN_MAX_CONNECTIONS);
     let mut out = String::new();
-    let _ = writeln!(out, "[service]\nname = \"spp-bench\"");
+    let _ = writeln!(out, "[service]\nname = {:?}", setup.name);
     let _ = writeln!(out, "run_dir = {}", quoted(&dir.join("run")));
     let _ = writeln!(out, "log_dir = {}", quoted(&dir.join("log")));
     let _ = writeln!(out, "log_level = \"warn\"\n");
@@ -76,7 +109,12 @@ fn render(dir: &Path, plugin: &Path, setup: &SppSetup) -> String {
     let _ = writeln!(out, "plugin = {}\nplugin_conf = \"\"", quoted(plugin));
     let _ = writeln!(out, "max_connections = {max_connections}\n");
     let _ = writeln!(out, "[[group]]\nid = 1\nplugin = {}", quoted(plugin));
-    let _ = writeln!(out, "plugin_conf = \"\"\nworkers = {}", setup.workers);
+    let _ = writeln!(out, "plugin_conf = {:?}", setup.plugin_conf);
+    let _ = writeln!(out, "workers = {}", setup.workers);
+    if setup.microthread {
+        let _ = writeln!(out, "mode = \"microthread\"");
+        let _ = writeln!(out, "max_in_flight = {}", setup.max_in_flight());
+    }
     out
 }
 
@@ -104,7 +142,7 @@ impl SppService {
                 source,
             })?;
         let config = dir.path().join(CONFIG_FILE);
-        let text = render(dir.path(), &bins.echo_plugin(), setup);
+        let text = render(dir.path(), setup);
         std::fs::write(&config, text).map_err(|source| CompareError::Io {
             what: "cannot write",
             path: config.clone(),
@@ -251,4 +289,44 @@ pub fn proxy_pid(status: &Value) -> Result<u32, CompareError> {
 /// The proxy's `conns_active` counter in a status.
 pub fn conns_active(status: &Value) -> Option<u64> {
     status["proxy_stats"]["conns_active"].as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_thread_services_get_their_mode_and_room() {
+        let setup = SppSetup {
+            name: "spp-bench-relay",
+            workers: 1,
+            connections: 2_000,
+            plugin: "/x/libspp_relay.so".into(),
+            plugin_conf: "addr=127.0.0.1:4000".into(),
+            microthread: true,
+        };
+        let text = render(Path::new("/tmp/d"), &setup);
+        assert!(text.contains("name = \"spp-bench-relay\""), "{text}");
+        assert!(
+            text.contains("plugin_conf = \"addr=127.0.0.1:4000\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("mode = \"microthread\"\nmax_in_flight = 2064"),
+            "{text}"
+        );
+        // The proxy's conf stays empty: it only frames.
+        assert!(
+            text.contains("plugin_conf = \"\"\nmax_connections"),
+            "{text}"
+        );
+        let plain = render(
+            Path::new("/tmp/d"),
+            &SppSetup {
+                microthread: false,
+                ..setup
+            },
+        );
+        assert!(!plain.contains("mode"), "{plain}");
+    }
 }

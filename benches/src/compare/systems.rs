@@ -21,6 +21,10 @@ pub struct Systems {
     pub direct: Option<ChildServer>,
     /// haproxy in front of the baseline.
     pub haproxy: Option<ChildServer>,
+    /// The other spp services (sleep-echo, relay), stopped first.
+    pub extra_spp: Vec<SppService>,
+    /// The other child servers (tokio relays), stopped before the baseline.
+    pub extra: Vec<ChildServer>,
     interrupted: bool,
 }
 
@@ -37,16 +41,27 @@ impl Systems {
     /// Stops everything and forgets it (removing spp's temp dir); returns
     /// the spp stop's error, if any.
     pub fn stop_all(&mut self) -> Result<(), CompareError> {
+        let mut first_error = Ok(());
+        for mut s in self.extra_spp.drain(..) {
+            let stopped = s.stop();
+            if first_error.is_ok() {
+                first_error = stopped;
+            }
+        }
+        for mut c in self.extra.drain(..) {
+            c.stop();
+        }
         if let Some(mut h) = self.haproxy.take() {
             h.stop();
         }
         if let Some(mut d) = self.direct.take() {
             d.stop();
         }
-        match self.spp.take() {
+        let stopped = match self.spp.take() {
             Some(mut s) => s.stop(),
             None => Ok(()),
-        }
+        };
+        first_error.and(stopped)
     }
 }
 

@@ -45,6 +45,13 @@ pub enum Behaviour {
     HalfThenClose,
     /// Answers a frame of this many payload bytes.
     Oversize(usize),
+    /// Answers `<name>:<payload>` after `delay` (which backend answered).
+    Named {
+        /// The tag before the payload.
+        name: &'static str,
+        /// Wait before each answer.
+        delay: Duration,
+    },
 }
 
 impl Behaviour {
@@ -183,6 +190,12 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
                     return stream.shutdown(std::net::Shutdown::Both);
                 }
                 Behaviour::Oversize(n) => stream.write_all(&frame(&vec![b'x'; n]))?,
+                Behaviour::Named { name, delay } => {
+                    std::thread::sleep(delay);
+                    let mut answer = format!("{name}:").into_bytes();
+                    answer.extend_from_slice(&request[4..]);
+                    stream.write_all(&frame(&answer))?;
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The examples that call other services, end to end: `examples/relay`,
 //! `examples/fanout` and `examples/relay-c`, each in a micro-thread group,
-//! against backends in this test (std `TcpListener` threads on 127.0.0.1
-//! speaking the echo framing and answering `<name>:<payload>`).
+//! against backends in this test (`spp_tests::backend`: threads on
+//! 127.0.0.1 speaking the echo framing and answering `<name>:<payload>`).
 //!
 //! Relay: answers come through, one worker carries many slow calls at
 //! once, a dead backend gives `relay-error:-1` and a silent one
@@ -11,131 +11,23 @@
 //! dead backend gives `relay-error:refused`. In a plain group, each says
 //! at once that calls are unsupported there.
 
+use spp_tests::backend::{refused_addr, Behaviour, TcpBackend};
 use spp_tests::client::TcpClient;
 use spp_tests::{l5, wait_for, Binaries, L5Config, Service, ServiceConfig};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// How often backend threads look at their stop flag.
-const BACKEND_POLL: Duration = Duration::from_millis(20);
-/// Bytes of a frame's length prefix.
-const PREFIX: usize = 4;
 /// Bound on waits for a counter to show.
 const COUNTER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a backend does with each request.
-#[derive(Clone, Copy)]
-enum Behaviour {
-    /// Answers `<name>:<payload>` after `delay`.
-    Answer { delay: Duration },
-    /// Reads requests and never answers.
-    Silent,
+/// A backend answering `<name>:<payload>` after `delay`.
+fn named(name: &'static str, delay: Duration) -> TcpBackend {
+    TcpBackend::start(Behaviour::Named { name, delay })
 }
 
-/// A TCP backend on 127.0.0.1, a thread per connection. Stopped and
-/// joined on drop.
-struct Backend {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Backend {
-    fn start(name: &'static str, behaviour: Behaviour) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("backend addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut conns = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let flag = flag.clone();
-                        conns.push(std::thread::spawn(move || {
-                            serve(name, behaviour, conn, &flag)
-                        }));
-                    }
-                    Err(_) => std::thread::sleep(BACKEND_POLL),
-                }
-            }
-            for conn in conns {
-                let _ = conn.join();
-            }
-        });
-        Backend {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn answering(name: &'static str) -> Backend {
-        Backend::start(
-            name,
-            Behaviour::Answer {
-                delay: Duration::ZERO,
-            },
-        )
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// One backend connection: reads frames until the peer closes or the stop
-/// flag, answering each as `behaviour` says.
-fn serve(name: &str, behaviour: Behaviour, mut conn: TcpStream, stop: &AtomicBool) {
-    if conn.set_nonblocking(false).is_err() || conn.set_read_timeout(Some(BACKEND_POLL)).is_err() {
-        return;
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        match conn.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
-            Err(_) => return,
-        }
-        while let Some(len) = frame_len(&buf) {
-            let payload: Vec<u8> = buf.drain(..len).skip(PREFIX).collect();
-            let Behaviour::Answer { delay } = behaviour else {
-                continue;
-            };
-            std::thread::sleep(delay);
-            let mut answer = format!("{name}:").into_bytes();
-            answer.extend_from_slice(&payload);
-            if conn.write_all(&spp_tests::client::frame(&answer)).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// The length of the first complete frame in `buf`.
-fn frame_len(buf: &[u8]) -> Option<usize> {
-    let header: [u8; PREFIX] = buf.get(..PREFIX)?.try_into().ok()?;
-    let len = PREFIX + u32::from_be_bytes(header) as usize;
-    (buf.len() >= len).then_some(len)
-}
-
-/// An address nothing listens on (a listener bound and closed at once).
-fn dead_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
+/// A backend answering `<name>:<payload>` at once.
+fn answering(name: &'static str) -> TcpBackend {
+    named(name, Duration::ZERO)
 }
 
 /// One micro-thread worker of `plugin` with `conf`, one TCP listener.
@@ -178,8 +70,8 @@ fn call(service: &Service, payload: &str) -> String {
 fn the_relay_carries_many_slow_calls_at_once_on_one_worker() {
     const CLIENTS: usize = 100;
     const DELAY: Duration = Duration::from_millis(100);
-    let backend = Backend::start("be", Behaviour::Answer { delay: DELAY });
-    let conf = format!("addr={} timeout_ms=5000", backend.addr);
+    let backend = named("be", DELAY);
+    let conf = format!("addr={} timeout_ms=5000", backend.addr());
     let service = Service::start(&config("spp_relay", conf));
     assert_eq!(call(&service, "hello"), "be:hello");
 
@@ -205,7 +97,7 @@ fn the_relay_carries_many_slow_calls_at_once_on_one_worker() {
 
 #[test]
 fn the_relay_answers_error_frames_for_a_dead_or_silent_backend() {
-    let conf = format!("addr={} timeout_ms=2000", dead_addr());
+    let conf = format!("addr={} timeout_ms=2000", refused_addr());
     let service = Service::start(&config("spp_relay", conf));
     for i in 0..3 {
         assert_eq!(call(&service, &format!("q{i}")), "relay-error:-1");
@@ -213,8 +105,8 @@ fn the_relay_answers_error_frames_for_a_dead_or_silent_backend() {
     assert_eq!(plugin_counter(&service, "relay_error", 3), 3);
     assert_eq!(plugin_counter(&service, "relay_call_failed", 3), 3);
 
-    let silent = Backend::start("silent", Behaviour::Silent);
-    let conf = format!("addr={} timeout_ms=200", silent.addr);
+    let silent = TcpBackend::start(Behaviour::Silent);
+    let conf = format!("addr={} timeout_ms=200", silent.addr());
     let service = Service::start(&config("spp_relay", conf));
     let started = Instant::now();
     assert_eq!(call(&service, "q"), "relay-error:-9999");
@@ -225,14 +117,14 @@ fn the_relay_answers_error_frames_for_a_dead_or_silent_backend() {
 
 #[test]
 fn fanout_merges_both_legs_and_shows_a_failed_one() {
-    let (a, b) = (Backend::answering("a"), Backend::answering("b"));
-    let conf = format!("a={} b={} timeout_ms=2000", a.addr, b.addr);
+    let (a, b) = (answering("a"), answering("b"));
+    let conf = format!("a={} b={} timeout_ms=2000", a.addr(), b.addr());
     let service = Service::start(&config("spp_fanout", conf));
     assert_eq!(call(&service, "hi"), "a=a:hi;b=b:hi");
     assert_eq!(plugin_counter(&service, "fanout_full", 1), 1);
 
     // Leg b's backend is down: a's answer still comes, b shows why.
-    let conf = format!("a={} b={} timeout_ms=2000", a.addr, dead_addr());
+    let conf = format!("a={} b={} timeout_ms=2000", a.addr(), refused_addr());
     let service = Service::start(&config("spp_fanout", conf));
     assert_eq!(call(&service, "hi"), "a=a:hi;b=err:refused");
     assert_eq!(plugin_counter(&service, "fanout_partial", 1), 1);
@@ -241,9 +133,13 @@ fn fanout_merges_both_legs_and_shows_a_failed_one() {
 #[test]
 fn fanout_with_wait_for_one_answers_with_the_first_leg() {
     const SLOW: Duration = Duration::from_millis(1500);
-    let fast = Backend::answering("fast");
-    let slow = Backend::start("slow", Behaviour::Answer { delay: SLOW });
-    let conf = format!("a={} b={} timeout_ms=5000 wait_for=1", fast.addr, slow.addr);
+    let fast = answering("fast");
+    let slow = named("slow", SLOW);
+    let conf = format!(
+        "a={} b={} timeout_ms=5000 wait_for=1",
+        fast.addr(),
+        slow.addr()
+    );
     let service = Service::start(&config("spp_fanout", conf));
     let started = Instant::now();
     assert_eq!(call(&service, "x"), "a=fast:x;b=err:cancelled");
@@ -253,35 +149,35 @@ fn fanout_with_wait_for_one_answers_with_the_first_leg() {
 
 #[test]
 fn the_c_relay_answers_through_a_backend_or_with_an_error_frame() {
-    let backend = Backend::answering("be");
-    let conf = format!("addr={} timeout_ms=2000", backend.addr);
+    let backend = answering("be");
+    let conf = format!("addr={} timeout_ms=2000", backend.addr());
     let service = Service::start(&config("spp_relay_c", conf));
     for i in 0..5 {
         assert_eq!(call(&service, &format!("c{i}")), format!("be:c{i}"));
     }
 
-    let conf = format!("addr={} timeout_ms=2000", dead_addr());
+    let conf = format!("addr={} timeout_ms=2000", refused_addr());
     let service = Service::start(&config("spp_relay_c", conf));
     assert_eq!(call(&service, "c"), "relay-error:refused");
 }
 
 #[test]
 fn in_a_plain_group_the_examples_answer_unsupported_at_once() {
-    let backend = Backend::answering("be");
+    let backend = answering("be");
     let cases = [
         (
             "spp_relay",
-            format!("addr={}", backend.addr),
+            format!("addr={}", backend.addr()),
             "relay-error:-1",
         ),
         (
             "spp_relay_c",
-            format!("addr={}", backend.addr),
+            format!("addr={}", backend.addr()),
             "relay-error:unsupported",
         ),
         (
             "spp_fanout",
-            format!("a={0} b={0}", backend.addr),
+            format!("a={0} b={0}", backend.addr()),
             "a=err:unsupported;b=err:unsupported",
         ),
     ];
@@ -297,12 +193,12 @@ fn in_a_plain_group_the_examples_answer_unsupported_at_once() {
 fn fanout_legs_given_as_sids_are_routed_by_l5() {
     const SID_A: (u32, u32) = (64101, 1);
     const SID_B: (u32, u32) = (64102, 1);
-    let (a, b) = (Backend::answering("a"), Backend::answering("b"));
+    let (a, b) = (answering("a"), answering("b"));
     let registry = tempfile::tempdir().expect("registry dir");
     let routes = registry.path().join("static.routes");
     let line =
         |(m, c): (u32, u32), addr: SocketAddr| format!("{m} {c} {} {}\n", addr.ip(), addr.port());
-    std::fs::write(&routes, line(SID_A, a.addr) + &line(SID_B, b.addr)).expect("routes file");
+    std::fs::write(&routes, line(SID_A, a.addr()) + &line(SID_B, b.addr())).expect("routes file");
     let conf = format!(
         "a={}:{} b={}:{} timeout_ms=2000",
         SID_A.0, SID_A.1, SID_B.0, SID_B.1

@@ -1,6 +1,7 @@
 //! The command line: `spp check | start | status | stat | reload | restart
 //! | stop -c FILE` (or `--prefix DIR`), `spp l5 list | get`, and the package
-//! operations `spp package | install | checksum | uninstall`.
+//! operations `spp package | install | checksum | uninstall`; `spp new
+//! plugin` writes a plugin project.
 
 use clap::{Args, Parser, Subcommand};
 use spp_config::defaults;
@@ -201,6 +202,15 @@ pub enum Command {
         #[arg(long)]
         purge: bool,
     },
+    /// Write a new plugin project that builds and runs as it is.
+    ///
+    /// `spp new plugin NAME --lang rust|c`: a length-prefixed echo showing
+    /// every hook, an spp.toml serving it and a README with the commands.
+    New {
+        /// What to create.
+        #[command(subcommand)]
+        command: NewCommand,
+    },
     /// Internal: load one plugin the way the role's process will, print
     /// the verdict as one JSON line and exit 0 (it loads) or 1 (refused).
     /// Run by `check`, `start` and `reload` so that the long-lived
@@ -220,6 +230,57 @@ pub enum Command {
         #[command(subcommand)]
         command: L5Command,
     },
+}
+
+/// `spp new ...`.
+#[derive(Debug, Subcommand)]
+pub enum NewCommand {
+    /// A plugin project (Rust or C) in a new directory.
+    ///
+    /// `--lang rust` writes a Cargo crate (a cdylib on spp-plugin-api),
+    /// `--lang c` a C file with a copy of spp_plugin.h and a Makefile; both
+    /// a length-prefixed echo with every hook, an spp.toml that serves it
+    /// on 127.0.0.1 and a README. Then, in that directory, `cargo build
+    /// --release` (or `make`) and `spp start -c spp.toml`; or `make run`.
+    #[command(after_help = NEW_PLUGIN_HELP)]
+    Plugin(NewPlugin),
+}
+
+const NEW_PLUGIN_HELP: &str = "\
+spp-plugin-api (Rust) is not on crates.io: the crate depends on it by path,
+from --api-path, else from the spp source tree this spp was built from
+(relative when the project lies inside that tree); --api-git URL takes it
+from a git repository instead. When none is known, Cargo.toml says what to
+fill in.
+
+Examples:
+  spp new plugin hello --lang c && make -C hello run
+  spp new plugin hello --lang rust && make -C hello run";
+
+/// The arguments of `spp new plugin`.
+#[derive(Debug, Args)]
+pub struct NewPlugin {
+    /// The plugin's name: a lowercase ASCII letter, then lowercase letters,
+    /// digits, '_' or '-' (the package, the library libNAME.so with '-'
+    /// as '_', and the service name).
+    pub name: String,
+    /// The plugin's language.
+    #[arg(long, value_enum)]
+    pub lang: crate::scaffold::Lang,
+    /// The directory to create (default: ./NAME); it must not exist.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Rust: depend on the spp-plugin-api of this spp source tree (or its
+    /// plugin-api directory).
+    #[arg(long, value_name = "DIR", conflicts_with = "api_git")]
+    pub api_path: Option<PathBuf>,
+    /// Rust: take spp-plugin-api from this git repository of spp.
+    #[arg(long, value_name = "URL")]
+    pub api_git: Option<String>,
+    /// The TCP port spp.toml listens on, on 127.0.0.1 (default: one that
+    /// is free now; 0: the system picks one at each start).
+    #[arg(long)]
+    pub port: Option<u16>,
 }
 
 /// `spp l5 ...`.
@@ -324,6 +385,26 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["spp", "l5", "list", "-c", "x"]).is_ok());
         assert!(Cli::try_parse_from(["spp", "l5", "get", "-c", "x", "1"]).is_err());
+        let cli = Cli::try_parse_from(["spp", "new", "plugin", "kv", "--lang", "c"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::New { command: NewCommand::Plugin(NewPlugin { lang: crate::scaffold::Lang::C, ref name, dir: None, .. }) } if name == "kv"
+        ));
+        assert!(Cli::try_parse_from(["spp", "new", "plugin", "kv"]).is_err());
+        assert!(Cli::try_parse_from(["spp", "new", "plugin", "kv", "--lang", "go"]).is_err());
+        assert!(Cli::try_parse_from([
+            "spp",
+            "new",
+            "plugin",
+            "kv",
+            "--lang",
+            "rust",
+            "--api-path",
+            "a",
+            "--api-git",
+            "u"
+        ])
+        .is_err());
         let cli = Cli::try_parse_from(["spp", "restart", "-c", "x", "--wait", "9s"]).unwrap();
         assert!(
             matches!(cli.command, Command::Restart { wait, .. } if wait == Duration::from_secs(9))

@@ -2,8 +2,11 @@
 //! [`Cli`] to the daemon client, the renderers, [`crate::package`] and
 //! [`crate::ops`], and returns the exit status.
 
-use crate::cli::{Cli, Command, L5Command, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN};
-use crate::{lifecycle, ops, package};
+use crate::cli::{
+    Cli, Command, L5Command, NewCommand, NewPlugin, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK,
+    EXIT_UNKNOWN,
+};
+use crate::{lifecycle, ops, package, scaffold};
 use anyhow::Context;
 use spp_config::defaults;
 use spp_config::environment::Mode;
@@ -205,6 +208,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::CheckPlugin { role, path } => Ok(plugin_check::run_child(&path, &role)),
+        Command::New {
+            command: NewCommand::Plugin(args),
+        } => new_plugin(args),
         Command::L5 { command } => match command {
             L5Command::List { config, json } => l5(&locate(&config.file())?, json, None),
             L5Command::Get {
@@ -219,6 +225,46 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             ),
         },
     }
+}
+
+/// `spp new plugin`: writes the project, then says how to run it.
+fn new_plugin(args: NewPlugin) -> anyhow::Result<u8> {
+    let lang = args.lang;
+    let created = scaffold::new_plugin(&scaffold::Options {
+        name: args.name.clone(),
+        lang,
+        dir: args.dir,
+        api_path: args.api_path,
+        api_git: args.api_git,
+        port: args.port,
+    })?;
+    let dir = created.dir.display();
+    let (what, build) = match lang {
+        scaffold::Lang::Rust => ("Rust plugin crate", "cargo build --release"),
+        scaffold::Lang::C => ("C plugin", "make"),
+    };
+    println!("spp: created {what} {:?} in {dir}", args.name);
+    for file in &created.files {
+        println!("  {}", file.display());
+    }
+    if let Some(source) = &created.api {
+        println!("spp-plugin-api: {}", created.api_note);
+        if *source == scaffold::api::Source::Unknown {
+            eprintln!(
+                "spp: warning: the spp source tree this spp was built from is gone: set spp-plugin-api in {dir}/Cargo.toml (or run again with --api-path DIR or --api-git URL)"
+            );
+        }
+    }
+    let listen = match created.port {
+        0 => "a port the system picks (spp status shows it)".to_string(),
+        port => format!("127.0.0.1:{port}"),
+    };
+    println!("build and start it (listening on {listen}):");
+    println!("  cd {dir}");
+    println!("  {build}");
+    println!("  spp start -c spp.toml");
+    println!("or in one command: make -C {dir} run");
+    Ok(EXIT_OK)
 }
 
 /// A `--prefix DIR` command run by another `spp` than `DIR/bin/spp`

@@ -19,6 +19,8 @@
 //!   ([`package`]); every `-c FILE` command also takes `--prefix DIR`.
 //! * `spp l5 list -c FILE [--json]`, `spp l5 get -c FILE MODID CMDID
 //!   [--json]`: the L5 route table (weights, health, outcomes).
+//! * `spp new plugin NAME --lang rust|c [--dir DIR]`: a ready plugin
+//!   project ([`scaffold`]).
 //! * `spp __check-plugin --role ROLE PATH` (hidden): one plugin loaded in
 //!   a short-lived process (`spp_daemon::plugin_check`), so that neither
 //!   the CLI nor the controller ever maps a business plugin.
@@ -30,7 +32,7 @@
 //!
 //! Modules: [`cli`] (arguments, exit statuses), [`commands`] (what each
 //! command does), [`lifecycle`] (detached start, stop: the daemon's
-//! client), [`package`], [`ops`], [`output`] (printing that survives a
+//! client), [`package`], [`ops`], [`scaffold`], [`output`] (printing that survives a
 //! closed pipe). The config is `spp-config`; the
 //! controller itself (`spp start --foreground`), the control socket, the
 //! status and stats reports and their tables are `spp-daemon`.
@@ -63,6 +65,7 @@ pub mod lifecycle;
 pub mod ops;
 pub mod output;
 pub mod package;
+pub mod scaffold;
 
 use cli::{Cli, EXIT_FAILURE};
 use std::process::ExitCode;

@@ -62,15 +62,25 @@ pub enum ProcessState {
     Draining = 3,
     /// The process is gone (set by the controller when it reaps it).
     Down = 4,
+    /// The plugin's `spp_init` refused: the process exits with the
+    /// plugin's code ([`crate::launch::exit_code::plugin_init`]), and the
+    /// controller names it so.
+    InitFailed = 5,
 }
 
 impl ProcessState {
     /// Decodes a raw value; unknown values read as `Down`.
     pub fn from_raw(raw: u32) -> Self {
-        [Self::Empty, Self::Starting, Self::Ready, Self::Draining]
-            .into_iter()
-            .find(|state| *state as u32 == raw)
-            .unwrap_or(Self::Down)
+        [
+            Self::Empty,
+            Self::Starting,
+            Self::Ready,
+            Self::Draining,
+            Self::InitFailed,
+        ]
+        .into_iter()
+        .find(|state| *state as u32 == raw)
+        .unwrap_or(Self::Down)
     }
 }
 

@@ -147,6 +147,12 @@ macro_rules! export_plugin {
             );
         };
 
+        /// Non-zero when the plugin keeps state in a worker's memory
+        /// (`Plugin::STATEFUL`).
+        #[no_mangle]
+        pub static spp_plugin_stateful: u32 =
+            <$plugin as $crate::Plugin>::STATEFUL as u32;
+
         #[no_mangle]
         pub extern "C" fn spp_plugin_abi_version() -> u32 {
             $crate::SPP_PLUGIN_ABI_VERSION

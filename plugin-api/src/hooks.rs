@@ -66,6 +66,14 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// docs](self) for its life and limits); `()` when none.
     type ConnState: Default + 'static;
 
+    /// Whether the plugin keeps state in a worker's memory across requests
+    /// (exported as `spp_plugin_stateful`). Each worker is its own process
+    /// with its own memory, so such state is split between the workers of
+    /// a group and lost when one retires: `spp check` and `spp start` warn
+    /// about a group of a stateful plugin whose `min_workers !=
+    /// max_workers`. Default `false`.
+    const STATEFUL: bool = false;
+
     /// Builds the plugin (`spp_init`, both roles). `conf` is the group's
     /// `plugin_conf` string. An `Err(code)` makes the process exit with
     /// that (non-zero) code.

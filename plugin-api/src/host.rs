@@ -68,6 +68,7 @@ pub struct PluginLibrary {
     exception: Option<abi::ExceptionHook>,
     close: Option<abi::CloseHook>,
     fini: Option<abi::FiniHook>,
+    stateful: bool,
     // Keeps the code behind the function pointers mapped; dropped last.
     _lib: libloading::Library,
 }
@@ -110,6 +111,11 @@ impl PluginLibrary {
             });
         }
 
+        // SAFETY: `spp_plugin_stateful` is a `const uint32_t` variable
+        // (spp_plugin.h); the pointer is to its 4 bytes, mapped while `lib`
+        // lives, and read once here.
+        let stateful = get(symbols::STATEFUL)
+            .is_some_and(|p| unsafe { p.cast::<u32>().read_unaligned() } != 0);
         // SAFETY: (all transmutes below) each pointer is the symbol of that
         // name, whose C signature is the target type (spp_plugin.h).
         let plugin = unsafe {
@@ -128,6 +134,7 @@ impl PluginLibrary {
                     .map(|p| std::mem::transmute::<*const (), abi::CloseHook>(p)),
                 fini: get(symbols::FINI)
                     .map(|p| std::mem::transmute::<*const (), abi::FiniHook>(p)),
+                stateful,
                 path: path_buf,
                 _lib: lib,
             }
@@ -149,6 +156,12 @@ impl PluginLibrary {
     /// The file this plugin was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the plugin declares itself stateful (exports a non-zero
+    /// `spp_plugin_stateful`).
+    pub fn stateful(&self) -> bool {
+        self.stateful
     }
 
     /// Calls `spp_init` (0 when the plugin has none).

@@ -242,6 +242,10 @@ impl Proxy {
         self.region.header().plugin.recover();
         let code = self.hooks.init(&mut self.clients, &conf);
         if code != 0 {
+            self.region
+                .header()
+                .proxy_state
+                .store(ProxyState::InitFailed as u32, Ordering::Release);
             return Err(ProxyError::PluginInit {
                 path: self.hooks.path().to_path_buf(),
                 code,

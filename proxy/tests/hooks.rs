@@ -147,11 +147,11 @@ fn a_plugin_thread_running_at_exit_does_not_crash_the_proxy() {
 }
 
 #[test]
-fn a_refusing_init_exits_3() {
+fn a_refusing_init_exits_with_the_plugins_code() {
     let mut rig = Rig::new(1);
     rig.spawn_proxy(limits(), hooks_plugin(), "refuse");
     let status = rig.wait_exit();
-    assert_eq!(status.code(), Some(3), "log:\n{}", rig.log_text());
+    assert_eq!(status.code(), Some(7), "log:\n{}", rig.log_text());
     assert!(rig.log_text().contains("spp_init returned 7"));
 }
 

@@ -98,6 +98,7 @@ pub fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
     // process's life (past `spp_fini`).
     let code = unsafe { plugin.init(host.table(), &conf) };
     if code != 0 {
+        slot.set_init_failed();
         return Err(WorkerError::Init {
             path: spec.plugin.clone(),
             code,

@@ -204,7 +204,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
-        Command::CheckPlugin { role, path } => Ok(plugin_check::run_child(&path, &role)),
+        Command::CheckPlugin {
+            role,
+            group,
+            conf,
+            path,
+        } => Ok(plugin_check::run_child(&path, &role, group, &conf)),
         Command::L5 { command } => match command {
             L5Command::List { config, json } => l5(&locate(&config.file())?, json, None),
             L5Command::Get {

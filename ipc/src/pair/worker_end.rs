@@ -141,6 +141,14 @@ impl<'a> WorkerSlot<'a> {
         })
     }
 
+    /// The plugin's `spp_init` refused: the worker is about to exit with
+    /// its code (the controller reads this to say so).
+    pub fn set_init_failed(&self) {
+        self.header()
+            .worker_state
+            .store(WorkerState::InitFailed as u32, Ordering::Release);
+    }
+
     /// The worker serves: the proxy adopts it at its next scan.
     pub fn set_ready(&self) {
         self.header()

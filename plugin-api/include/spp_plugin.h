@@ -337,9 +337,10 @@ extern const uint32_t spp_plugin_stateful;
 /* Required, proxy. Look at the bytes received so far on a connection:
  * > 0 the first N bytes are one complete request; 0 need more bytes;
  * < 0 the stream is malformed: close the connection.
- * N > len (more than it was given) is a plugin bug: the host closes the
- * connection (spp_close gets the bytes as leftover), counts it in the
- * proxy's `input_overrun` counter and logs it (throttled).
+ * N > len (more than it was given) is a plugin bug, never "need more":
+ * the host closes the TCP connection (spp_close gets the unframed bytes as
+ * leftover) or drops the UDP datagram, counts it in the proxy's
+ * `input_overrun` counter (spp stat, Prometheus) and logs it (throttled).
  * Called repeatedly while requests are pipelined in the buffer. For UDP the
  * buffer is one datagram: a result <= 0 drops it. */
 int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len);

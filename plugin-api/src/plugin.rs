@@ -42,7 +42,9 @@ impl Conn<'_> {
 /// What `input` found at the front of a connection's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {
-    /// The first N bytes (N > 0) are one complete request.
+    /// The first N bytes (N > 0) are one complete request. N larger than
+    /// the buffer is a plugin error: the host closes the connection (drops
+    /// the datagram) and counts it in `input_overrun`.
     Complete(usize),
     /// Not enough bytes yet.
     NeedMore,

@@ -204,7 +204,9 @@ pub unsafe fn input<P: Plugin>(
         let buf = unsafe { bytes(buf, len) };
         match slot.with_state(c, true, |state| p.input(c, state, buf)) {
             Input::Complete(0) | Input::NeedMore => 0,
-            Input::Complete(n) => clamp(n.min(len)),
+            // More than `buf` is passed on: the host treats it as the
+            // plugin error it is (closes, counts `input_overrun`).
+            Input::Complete(n) => clamp(n),
             Input::Close => -1,
         }
     })

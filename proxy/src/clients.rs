@@ -83,6 +83,8 @@ pub struct Clients {
     /// the loop frames them again ([`crate::tcp`]). An entry may name a
     /// connection closed since: it is looked up by flow id.
     pub resume: Vec<u64>,
+    /// The throttle of the `spp_input` overrun warning.
+    pub overrun_log: crate::overrun::OverrunLog,
     flush_list: Vec<u32>,
     flush_spare: Vec<u32>,
     read_list: Vec<u32>,
@@ -107,6 +109,7 @@ impl Clients {
             max_send_buffer,
             now_ms: 0,
             resume: Vec::new(),
+            overrun_log: Default::default(),
             flush_list: Vec::new(),
             flush_spare: Vec::new(),
             read_list: Vec::new(),

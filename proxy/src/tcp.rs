@@ -5,10 +5,11 @@
 //! Framing: `spp_input` is called on the bytes at hand until it needs
 //! more, so many pipelined requests in one read are all queued, and a
 //! request split over many reads is kept in the connection's `rbuf` until
-//! it is complete. A result larger than the bytes at hand counts as "need
-//! more". Once `max_request_size` bytes are buffered without a complete
-//! request, or `spp_input` names a longer one, the connection is closed
-//! (`oversized`); a negative result closes it too (`frame_errors`).
+//! it is complete. A result larger than the bytes at hand is a plugin error
+//! ([`crate::overrun`]): the connection is closed (`input_overrun`). Once
+//! `max_request_size` bytes are buffered without a complete request, or
+//! `spp_input` names a longer one, the connection is closed (`oversized`);
+//! a negative result closes it too (`frame_errors`).
 //! Framing stops as soon as a hook run inside it closed the connection or
 //! asked for it to close (an exception hook's reply overflowing the send
 //! buffer, `host->close`): no later request is framed, routed or queued.
@@ -322,6 +323,15 @@ impl Proxy {
                 break (used, Framed::Abort(CloseReason::BadInput));
             }
             let len = verdict as usize;
+            if len > rest.len() {
+                // More than it was given: a plugin error, not "need more".
+                self.clients.stats.input_overrun += 1;
+                let now_ms = self.clients.now_ms;
+                self.clients
+                    .overrun_log
+                    .report(now_ms, info.flow, len, rest.len());
+                break (used, Framed::Abort(CloseReason::BadInput));
+            }
             if len > max || (len == 0 || len > rest.len()) && rest.len() >= max {
                 self.clients.stats.oversized += 1;
                 break (used, Framed::Abort(CloseReason::Oversized));

@@ -92,6 +92,35 @@ fn a_dead_workers_clients_get_the_exception_hooks_answer() {
 }
 
 #[test]
+fn an_input_overrun_closes_the_connection_counts_and_logs_once() {
+    let (mut rig, _worker) = started();
+    for _ in 0..3 {
+        let mut c = connect(rig.tcp_addr);
+        c.write_all(&frame(b"Overrun")).unwrap();
+        assert!(is_closed(&mut c), "an overrun closes the connection");
+    }
+    wait_for("overruns counted", || {
+        rig.stats().input_overrun.load(Ordering::Relaxed) == 3
+    });
+    assert_eq!(rig.stats().frame_errors.load(Ordering::Relaxed), 0);
+    // Another connection is served as usual.
+    let mut ok = connect(rig.tcp_addr);
+    ok.write_all(&frame(b"fine")).unwrap();
+    assert_eq!(read_frame(&mut ok), Some(b"fine".to_vec()));
+    rig.signal(libc::SIGTERM);
+    let status = rig.wait_exit();
+    assert!(status.success(), "proxy exited with {status}");
+    let log = rig.log_text();
+    let lines = log.matches("more than it was given").count();
+    assert_eq!(lines, 1, "one line per second at most:\n{log}");
+    assert!(
+        log.contains("spp_input returned 111 for a buffer of 11 bytes"),
+        "{log}"
+    );
+    assert!(log.contains("hooks close proto=0 leftover=11"), "{log}");
+}
+
+#[test]
 fn a_frame_error_closes_the_connection_and_hooks_are_logged() {
     let (mut rig, _worker) = started();
     let mut c = connect(rig.tcp_addr);

@@ -4,6 +4,7 @@
  * length + payload). The first payload byte steers it:
  *
  *   'X'  spp_input rejects the stream (frame error).
+ *   'O'  spp_input returns more bytes than it was given (a plugin error).
  *   'N'  spp_route names group 9, which does not exist: spp_exception
  *        answers with the frame "EXC:<reason>" and keeps the connection.
  *   'C'  routed to group 9 too; spp_exception calls host->close(flow).
@@ -104,6 +105,7 @@ int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len) {
     if (len < HEADER_LEN) return 0;
     size_t payload = ((size_t)buf[0] << 24) | ((size_t)buf[1] << 16) | ((size_t)buf[2] << 8) | buf[3];
     if (len > HEADER_LEN && buf[HEADER_LEN] == 'X') return -1;
+    if (len > HEADER_LEN && buf[HEADER_LEN] == 'O') return (int)len + 100;
     if (len < HEADER_LEN + payload) return 0;
     return (int)(HEADER_LEN + payload);
 }

@@ -10,6 +10,7 @@ use std::fmt::Write;
 const PROXY_PROBLEMS: &[&str] = &[
     "conns_refused",
     "frame_errors",
+    "input_overrun",
     "oversized",
     "ring_full",
     "no_worker",

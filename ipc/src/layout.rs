@@ -84,6 +84,10 @@ impl ProcessState {
     }
 }
 
+/// `PairHeader::worker_hooks`: the plugin has `spp_flow_closed`; the proxy
+/// sends `KIND_FLOW_CLOSED` records to this worker.
+pub const HOOK_FLOW_CLOSED: u32 = 1;
+
 /// The state of a worker slot.
 pub type WorkerState = ProcessState;
 /// The state of the proxy.
@@ -122,7 +126,11 @@ pub struct PairHeader {
     pub completed_seq: AtomicU64,
     /// CLOCK_MONOTONIC ms of the worker's last loop turn (worker).
     pub heartbeat_ms: AtomicU64,
-    _pad2: [u8; 32],
+    /// Optional hooks the worker's plugin has that the proxy serves
+    /// ([`HOOK_FLOW_CLOSED`]), stored before `Ready` (worker). Appended in
+    /// layout 5, in former padding.
+    pub worker_hooks: AtomicU32,
+    _pad2: [u8; 28],
 
     /// The worker's sleep flag (set by the worker, cleared by the waker).
     pub worker_sleeping: AtomicU32,

@@ -155,5 +155,8 @@ counters! {
     /// the TCP connection closed, the UDP datagram dropped. Appended in
     /// layout 5.
     pub input_overrun: AtomicU64,
+    /// Closed-connection notices for workers (`spp_flow_closed`) dropped
+    /// because a worker's queue of them was full. Appended in layout 5.
+    pub flow_closed_dropped: AtomicU64,
 }
 }

@@ -369,6 +369,20 @@ void spp_close(const spp_conn_info *conn, const uint8_t *leftover, size_t len);
 /* Optional, both roles. Called once before the process exits normally. */
 void spp_fini(void);
 
+/* Optional, worker. The TCP connection `flow` closed, and this worker
+ * served requests of it: free what you keep for the flow. Called on the
+ * worker's main thread (outside any micro-thread), after this worker took
+ * every request of the flow the proxy sent it (in micro-thread mode one of
+ * them may still be suspended; its later replies are dropped). Delivered
+ * at the proxy's next loop turn, batched; not called for UDP flows, for
+ * flows of a worker's predecessor, or when the proxy's bounded queue of
+ * such notices overflowed (counted in `flow_closed_dropped`), nor when
+ * the proxy itself restarts: treat it as a prompt to free early, and keep
+ * a time-based bound for what it does not free. The proxy knows the first
+ * few (4) workers a connection's requests went to; a connection whose
+ * requests were spread wider notifies only those. Do not reply from it. */
+void spp_flow_closed(uint64_t flow);
+
 #ifdef __cplusplus
 }
 #endif

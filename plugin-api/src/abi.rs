@@ -470,6 +470,8 @@ pub type CloseHook =
     unsafe extern "C" fn(conn: *const SppConnInfo, leftover: *const u8, len: usize);
 /// `spp_fini`.
 pub type FiniHook = unsafe extern "C" fn();
+/// `spp_flow_closed`.
+pub type FlowClosedHook = unsafe extern "C" fn(flow: u64);
 
 /// Exported symbol names, NUL-terminated for `dlsym`.
 pub mod symbols {
@@ -489,6 +491,8 @@ pub mod symbols {
     pub const CLOSE: &[u8] = b"spp_close\0";
     /// `spp_fini`, optional.
     pub const FINI: &[u8] = b"spp_fini\0";
+    /// `spp_flow_closed`, optional (worker).
+    pub const FLOW_CLOSED: &[u8] = b"spp_flow_closed\0";
     /// `spp_plugin_stateful`, optional: a plugin that keeps state in a
     /// worker's memory says so (a `uint32_t` variable, non-zero).
     pub const STATEFUL: &[u8] = b"spp_plugin_stateful\0";

@@ -131,6 +131,21 @@ pub trait OnClose: Plugin + rt::ExportsClose {
     fn close(&self, conn: Conn<'_>, state: Self::ConnState, leftover: &[u8]);
 }
 
+/// Optional worker hook `spp_flow_closed`: a TCP connection this worker
+/// served requests of closed; free what the plugin keeps for the flow.
+/// Called on the worker's main thread after the worker took every request
+/// of the flow it was sent; best effort (see `spp_plugin.h`: not after a
+/// proxy restart, nor when the proxy's bounded queue of notices
+/// overflowed), so keep a time-based bound too. List it as `flow_closed`.
+#[diagnostic::on_unimplemented(
+    message = "`export_plugin!` lists `flow_closed` but `{Self}` does not implement `OnFlowClosed`",
+    label = "implement `OnFlowClosed` or drop `flow_closed` from the hooks list"
+)]
+pub trait OnFlowClosed: Plugin + rt::ExportsFlowClosed {
+    /// The connection of `flow` closed.
+    fn flow_closed(&self, flow: u64);
+}
+
 /// Optional hook `spp_fini`, both roles: the process is about to exit
 /// normally. List it as `fini`.
 #[diagnostic::on_unimplemented(

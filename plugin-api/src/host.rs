@@ -68,6 +68,7 @@ pub struct PluginLibrary {
     exception: Option<abi::ExceptionHook>,
     close: Option<abi::CloseHook>,
     fini: Option<abi::FiniHook>,
+    flow_closed: Option<abi::FlowClosedHook>,
     stateful: bool,
     // Keeps the code behind the function pointers mapped; dropped last.
     _lib: libloading::Library,
@@ -134,6 +135,8 @@ impl PluginLibrary {
                     .map(|p| std::mem::transmute::<*const (), abi::CloseHook>(p)),
                 fini: get(symbols::FINI)
                     .map(|p| std::mem::transmute::<*const (), abi::FiniHook>(p)),
+                flow_closed: get(symbols::FLOW_CLOSED)
+                    .map(|p| std::mem::transmute::<*const (), abi::FlowClosedHook>(p)),
                 stateful,
                 path: path_buf,
                 _lib: lib,
@@ -219,6 +222,20 @@ impl PluginLibrary {
         if let Some(f) = self.close {
             // SAFETY: both pointers are valid for the call, `len` matches.
             unsafe { f(conn, leftover.as_ptr(), leftover.len()) }
+        }
+    }
+
+    /// Whether the plugin has `spp_flow_closed`.
+    pub fn has_flow_closed(&self) -> bool {
+        self.flow_closed.is_some()
+    }
+
+    /// Calls `spp_flow_closed(flow)` if the plugin has it.
+    #[inline]
+    pub fn flow_closed(&self, flow: u64) {
+        if let Some(f) = self.flow_closed {
+            // SAFETY: plain call with a value argument.
+            unsafe { f(flow) }
         }
     }
 

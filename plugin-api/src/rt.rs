@@ -49,6 +49,14 @@ pub trait ExportsClose {}
 )]
 pub trait ExportsFini {}
 
+/// Implemented by `export_plugin!` for a plugin that lists `flow_closed`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` implements `OnFlowClosed` but `export_plugin!` does not list `flow_closed`",
+    label = "the hook would never be called",
+    note = "export it: `export_plugin!({Self}, hooks: [flow_closed, ...])`"
+)]
+pub trait ExportsFlowClosed {}
+
 /// The per-connection states of a plugin, by flow (proxy main thread).
 pub struct ConnStates<S>(FxHashMap<u64, S>);
 
@@ -299,6 +307,15 @@ pub unsafe fn close<P: OnClose>(
         if let Some(p) = slot.plugin.get() {
             // SAFETY: `leftover` holds `len` bytes for this call.
             p.close(c, state, unsafe { bytes(leftover, len) });
+        }
+    })
+}
+
+/// `spp_flow_closed`.
+pub fn flow_closed<P: crate::hooks::OnFlowClosed>(slot: &Slot<P>, flow: u64) {
+    guard((), || {
+        if let Some(p) = slot.plugin.get() {
+            p.flow_closed(flow);
         }
     })
 }

@@ -3,14 +3,21 @@
 //! [`Host::max_reply`] reads the appended field only when the host's
 //! `size` covers it; `SPP_ERR_BAD_ARG` is [`HostError::BadArg`]; an
 //! `input` that names more bytes than it was given is passed on (the host
-//! treats it as a plugin error) instead of being clamped.
+//! treats it as a plugin error) instead of being clamped; `flow_closed`
+//! reaches [`OnFlowClosed`].
 
 use spp_plugin_api::abi::{
     HostFns, SppCall, SppConnInfo, SppHost, SppL5Route, SPP_ERR_BAD_ARG, SPP_ERR_UNSUPPORTED,
     SPP_OK, SPP_PROTO_TCP, SPP_ROLE_WORKER,
 };
-use spp_plugin_api::{export_plugin, Conn, Host, HostError, Input, Plugin, Processed};
+use spp_plugin_api::{
+    export_plugin, Conn, Host, HostError, Input, OnFlowClosed, Plugin, Processed,
+};
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The last flow `flow_closed` was told about.
+static LAST_CLOSED: AtomicU64 = AtomicU64::new(0);
 
 /// Says its buffer plus 10 bytes are one request (a broken framer).
 struct Stateful;
@@ -30,7 +37,13 @@ impl Plugin for Stateful {
     }
 }
 
-export_plugin!(Stateful);
+impl OnFlowClosed for Stateful {
+    fn flow_closed(&self, flow: u64) {
+        LAST_CLOSED.store(flow, Ordering::Relaxed);
+    }
+}
+
+export_plugin!(Stateful, hooks: [flow_closed]);
 
 /// Flow this test host refuses as a bad argument whatever the bytes.
 const BAD_FLOW: u64 = 99;
@@ -132,7 +145,7 @@ fn a_bad_argument_is_its_own_error() {
 }
 
 #[test]
-fn an_input_overrun_is_passed_on_not_clamped() {
+fn an_input_overrun_is_passed_on_not_clamped_and_flow_closed_arrives() {
     let t = table(1, std::mem::size_of::<SppHost>());
     // SAFETY: the table outlives the plugin; the conf is NUL-terminated.
     assert_eq!(unsafe { spp_init(t, c"".as_ptr()) }, 0);
@@ -145,4 +158,6 @@ fn an_input_overrun_is_passed_on_not_clamped() {
     // SAFETY: `conn` and `buf` are valid for the call.
     let said = unsafe { spp_input(&conn, buf.as_ptr(), buf.len()) };
     assert_eq!(said, 13, "more than it was given reaches the host");
+    spp_flow_closed(77);
+    assert_eq!(LAST_CLOSED.load(Ordering::Relaxed), 77);
 }

@@ -85,6 +85,9 @@ pub struct Clients {
     pub resume: Vec<u64>,
     /// The throttle of the `spp_input` overrun warning.
     pub overrun_log: crate::overrun::OverrunLog,
+    /// TCP connections closed since the loop last told the dispatcher
+    /// (whose workers get `spp_flow_closed`); kept allocated between turns.
+    pub closed_flows: Vec<u64>,
     flush_list: Vec<u32>,
     flush_spare: Vec<u32>,
     read_list: Vec<u32>,
@@ -110,6 +113,7 @@ impl Clients {
             now_ms: 0,
             resume: Vec::new(),
             overrun_log: Default::default(),
+            closed_flows: Vec::new(),
             flush_list: Vec::new(),
             flush_spare: Vec::new(),
             read_list: Vec::new(),
@@ -243,6 +247,7 @@ impl Clients {
             return;
         };
         hook.close(&conn.info, &conn.rbuf);
+        self.closed_flows.push(conn.info.flow);
         conn.release_buffers(&mut self.pool);
         match why {
             CloseReason::Idle => self.stats.idle_closed += 1,

@@ -5,7 +5,8 @@
 //! says so and retries with back-off; a stateful plugin in a group that
 //! scales is warned about; `reply(NULL, len > 0)` is `SPP_ERR_BAD_ARG`;
 //! `max_reply` tells the largest reply and a longer one is
-//! `SPP_ERR_TOO_LARGE`.
+//! `SPP_ERR_TOO_LARGE`; a worker learns that a connection it served
+//! closed (`spp_flow_closed`).
 
 use spp_tests::client::TcpClient;
 use spp_tests::{kill, wait_for, Binaries, Service, ServiceConfig};
@@ -14,7 +15,9 @@ use std::process::Command;
 use std::time::Duration;
 
 /// The C plugin. conf `refuse=N`: `spp_init` returns N. conf
-/// `refuse_if=PATH`: returns 9 while PATH exists. Worker: payload
+/// `refuse_if=PATH`: returns 9 while PATH exists. Worker: `spp_flow_closed`
+/// counts and remembers the last flow; payload `flow?` answers the
+/// request's flow, `closed?` the count and the last closed flow; payload
 /// `nullarg` answers the code of `reply(NULL, 5)`; `maxreply` answers
 /// `max_reply` (after the size check) and the code of a reply one byte
 /// longer; anything else is echoed. Framing: a 4-byte big-endian length.
@@ -26,6 +29,7 @@ const PLUGIN_C: &str = r#"
 #include "spp_plugin.h"
 
 static const spp_host *H;
+static uint64_t closed_count, last_closed;
 #ifdef STATEFUL
 const uint32_t spp_plugin_stateful = 1;
 #endif
@@ -54,8 +58,22 @@ static int answer(uint64_t flow, const char *text) {
     return H->reply(H->ctx, flow, out, 4 + n);
 }
 
+void spp_flow_closed(uint64_t flow) {
+    closed_count++;
+    last_closed = flow;
+}
+
 int spp_process(const spp_conn_info *conn, const uint8_t *req, size_t len) {
     char text[200];
+    if (len == 4 + 5 && memcmp(req + 4, "flow?", 5) == 0) {
+        snprintf(text, sizeof text, "%llu", (unsigned long long)conn->flow);
+        return answer(conn->flow, text);
+    }
+    if (len == 4 + 7 && memcmp(req + 4, "closed?", 7) == 0) {
+        snprintf(text, sizeof text, "%llu %llu", (unsigned long long)closed_count,
+                 (unsigned long long)last_closed);
+        return answer(conn->flow, text);
+    }
     if (len == 4 + 7 && memcmp(req + 4, "nullarg", 7) == 0) {
         snprintf(text, sizeof text, "%d", H->reply(H->ctx, conn->flow, NULL, 5));
         return answer(conn->flow, text);
@@ -231,4 +249,25 @@ fn a_null_reply_is_a_bad_argument_and_max_reply_is_the_real_limit() {
     // The test config's rings are 4 MiB: the largest record is under that.
     assert!(max > 0 && max < 4 << 20, "{answer}");
     assert_eq!(rc, "-3", "one byte more is SPP_ERR_TOO_LARGE: {answer}");
+}
+
+#[test]
+fn a_worker_learns_that_a_connection_it_served_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(so) = build(dir.path(), "libabi.so", &[]) else {
+        return;
+    };
+    let service = Service::start(&config(&so, ""));
+    let mut watcher = TcpClient::connect(service.tcp()).expect("connect");
+    assert_eq!(watcher.call(b"closed?").expect("answer"), b"0 0");
+
+    let mut gone = TcpClient::connect(service.tcp()).expect("connect");
+    let flow = String::from_utf8(gone.call(b"flow?").expect("answer")).unwrap();
+    drop(gone);
+    let seen = wait_for(Duration::from_secs(10), || {
+        let said = String::from_utf8(watcher.call(b"closed?").ok()?).ok()?;
+        (said != "0 0").then_some(said)
+    })
+    .unwrap_or_else(|| panic!("spp_flow_closed never came:\n{}", service.logs()));
+    assert_eq!(seen, format!("1 {flow}"), "once, for that flow");
 }

@@ -104,6 +104,12 @@ pub fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
             code,
         });
     }
+    let hooks = if plugin.has_flow_closed() {
+        spp_ipc::layout::HOOK_FLOW_CLOSED
+    } else {
+        0
+    };
+    slot.set_hooks(hooks);
     slot.set_ready();
     tracing::info!(plugin = %spec.plugin.display(), pid = std::process::id(), "ready");
 

@@ -387,7 +387,7 @@ fn serve(
                     last_seq = Some(meta.seq);
                 }
                 Request::Malformed { len } => panic!("malformed request record ({len} bytes)"),
-                Request::UnknownKind { .. } => {}
+                Request::UnknownKind { .. } | Request::FlowsClosed(_) => {}
             }
             requests.advance(stride);
         }

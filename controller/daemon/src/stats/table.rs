@@ -11,6 +11,7 @@ const PROXY_PROBLEMS: &[&str] = &[
     "conns_refused",
     "frame_errors",
     "input_overrun",
+    "flow_closed_dropped",
     "oversized",
     "ring_full",
     "no_worker",

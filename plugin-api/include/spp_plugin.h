@@ -366,6 +366,30 @@ int spp_exception(const spp_conn_info *conn, const uint8_t *req, size_t len, int
  * made a complete request. */
 void spp_close(const spp_conn_info *conn, const uint8_t *leftover, size_t len);
 
+/* ---- per-connection proxy state (optional, proxy, TCP only) ------------
+ * A plugin that exports spp_input_ctx frames TCP connections with it
+ * instead of spp_input (which stays required: UDP datagrams, and hosts
+ * without these hooks, use it). The host keeps one context pointer per
+ * TCP connection:
+ *   - spp_conn_open(conn) makes it, at the connection's first framing
+ *     (before the first spp_input_ctx); NULL is a valid context. Optional:
+ *     without it the context is NULL.
+ *   - spp_input_ctx gets it with every call, with spp_input's contract. The
+ *     buffer always starts at the first byte of the request being framed,
+ *     and holds what the last call saw plus what arrived since, so a parser
+ *     can keep "bytes looked at so far" in the context and resume there
+ *     instead of rescanning (after a result N > 0 the next call's buffer
+ *     starts N bytes later: the bytes past N were seen already).
+ *   - spp_conn_free(conn, ctx) gets it back once, right after spp_close
+ *     (every close: the client's, the plugin's, a timeout, shutdown).
+ * All three run on the proxy's event-loop thread, like every proxy hook.
+ * Do not close the connection from spp_conn_open. The Rust layer's
+ * `Plugin::ConnState` is the same idea kept in the layer itself (a state
+ * per connection, dropped at close). */
+void *spp_conn_open(const spp_conn_info *conn);
+int spp_input_ctx(const spp_conn_info *conn, void *conn_ctx, const uint8_t *buf, size_t len);
+void spp_conn_free(const spp_conn_info *conn, void *conn_ctx);
+
 /* Optional, both roles. Called once before the process exits normally. */
 void spp_fini(void);
 

@@ -472,6 +472,17 @@ pub type CloseHook =
 pub type FiniHook = unsafe extern "C" fn();
 /// `spp_flow_closed`.
 pub type FlowClosedHook = unsafe extern "C" fn(flow: u64);
+/// `spp_conn_open`.
+pub type ConnOpenHook = unsafe extern "C" fn(conn: *const SppConnInfo) -> *mut c_void;
+/// `spp_input_ctx`.
+pub type InputCtxHook = unsafe extern "C" fn(
+    conn: *const SppConnInfo,
+    conn_ctx: *mut c_void,
+    buf: *const u8,
+    len: usize,
+) -> c_int;
+/// `spp_conn_free`.
+pub type ConnFreeHook = unsafe extern "C" fn(conn: *const SppConnInfo, conn_ctx: *mut c_void);
 
 /// Exported symbol names, NUL-terminated for `dlsym`.
 pub mod symbols {
@@ -491,6 +502,12 @@ pub mod symbols {
     pub const CLOSE: &[u8] = b"spp_close\0";
     /// `spp_fini`, optional.
     pub const FINI: &[u8] = b"spp_fini\0";
+    /// `spp_conn_open`, optional (proxy).
+    pub const CONN_OPEN: &[u8] = b"spp_conn_open\0";
+    /// `spp_input_ctx`, optional (proxy).
+    pub const INPUT_CTX: &[u8] = b"spp_input_ctx\0";
+    /// `spp_conn_free`, optional (proxy).
+    pub const CONN_FREE: &[u8] = b"spp_conn_free\0";
     /// `spp_flow_closed`, optional (worker).
     pub const FLOW_CLOSED: &[u8] = b"spp_flow_closed\0";
     /// `spp_plugin_stateful`, optional: a plugin that keeps state in a

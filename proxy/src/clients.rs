@@ -246,7 +246,7 @@ impl Clients {
         let Some(mut conn) = self.conns.remove(slot) else {
             return;
         };
-        hook.close(&conn.info, &conn.rbuf);
+        hook.close(&conn.info, &conn.rbuf, conn.plugin_ctx);
         self.closed_flows.push(conn.info.flow);
         conn.release_buffers(&mut self.pool);
         match why {

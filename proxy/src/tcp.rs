@@ -280,6 +280,25 @@ impl Proxy {
         }
     }
 
+    /// The plugin's context of the connection of `info` when the plugin
+    /// frames with `spp_input_ctx` (made by `spp_conn_open` on first use);
+    /// `None` when it frames with plain `spp_input`.
+    fn plugin_ctx(&mut self, info: &SppConnInfo) -> Option<usize> {
+        if !self.hooks.has_input_ctx() {
+            return None;
+        }
+        let known = self.clients.conns.lookup_mut(info.flow)?.plugin_ctx;
+        if known.is_some() {
+            return known;
+        }
+        let ctx = self.hooks.conn_open(info);
+        // Stored before anything the hook queued is applied (see
+        // `Hooks::conn_open`): a close frees it through `spp_conn_free`.
+        let conn = self.clients.conns.lookup_mut(info.flow)?;
+        conn.plugin_ctx = Some(ctx);
+        Some(ctx)
+    }
+
     /// Cuts complete requests off the front of `buf` and submits them.
     /// Returns the bytes used and how it ended. Holds the connection
     /// instead (using nothing) while its requests in flight sit on a worker
@@ -304,16 +323,18 @@ impl Proxy {
         }
         self.clock.refresh();
         let max = self.limits.max_request_size;
+        let plugin_ctx = self.plugin_ctx(info);
         let mut used = 0;
         loop {
             let rest = &buf[used..];
             if rest.is_empty() {
                 break (used, Framed::More);
             }
-            let verdict = self
-                .hooks
-                .input(&mut self.clients, info, rest)
-                .unwrap_or(-1);
+            let verdict = match plugin_ctx {
+                Some(ctx) => self.hooks.input_ctx(&mut self.clients, info, ctx, rest),
+                None => self.hooks.input(&mut self.clients, info, rest),
+            }
+            .unwrap_or(-1);
             if verdict == SPP_HOOK_PANICKED {
                 self.clients.stats.plugin_panics += 1;
                 break (used, Framed::Abort(CloseReason::BadInput));

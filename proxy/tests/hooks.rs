@@ -192,3 +192,40 @@ fn a_missing_plugin_exits_2_naming_the_file() {
     assert_eq!(status.code(), Some(2), "log:\n{}", rig.log_text());
     assert!(rig.log_text().contains("/nonexistent/libspp_missing.so"));
 }
+
+#[test]
+fn a_connection_context_lets_input_look_at_each_byte_once() {
+    let mut rig = Rig::new(1);
+    let _worker = FakeWorker::start(&rig, 0, std::process::id(), false);
+    rig.start_proxy_with(limits(), hooks_plugin_with_ctx(), "");
+    let mut c = connect(rig.tcp_addr);
+    let slow = frame(b"arrives a byte at a time");
+    for (k, byte) in slow.iter().enumerate() {
+        c.write_all(std::slice::from_ref(byte)).unwrap();
+        if k % 4 == 0 {
+            // Separate reads for the proxy (not a synchronisation: the
+            // assertions hold however the bytes are split).
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    assert_eq!(
+        read_frame(&mut c),
+        Some(b"arrives a byte at a time".to_vec())
+    );
+    let mut pair = frame(b"one");
+    pair.extend_from_slice(&frame(b"two"));
+    c.write_all(&pair).unwrap();
+    assert_eq!(read_frame(&mut c), Some(b"one".to_vec()));
+    assert_eq!(read_frame(&mut c), Some(b"two".to_vec()));
+    drop(c);
+    let total = slow.len() + pair.len();
+    let expected = format!("ctx free requests=3 scanned={total}");
+    wait_for("the context freed", || rig.log_text().contains(&expected));
+    rig.signal(libc::SIGTERM);
+    let status = rig.wait_exit();
+    assert!(status.success(), "proxy exited with {status}");
+    let log = rig.log_text();
+    assert_eq!(log.matches("ctx open").count(), 1, "{log}");
+    assert_eq!(log.matches("ctx free").count(), 1, "{log}");
+    assert!(log.contains("hooks close proto=0 leftover=0"), "{log}");
+}

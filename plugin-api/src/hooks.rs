@@ -17,9 +17,9 @@
 //! created with `Default` by the first `input` of a TCP connection and
 //! handed by value to [`OnClose::close`] when the connection closes
 //! (dropped there). Limits, from what the C ABI tells a plugin today:
-//! * proxy only: a worker learns nothing when a flow closes, so `process`
-//!   gets no state (keep per-flow worker state yourself, or wait for
-//!   `spp_flow_closed`);
+//! * proxy only: `process` gets no state; keep per-flow worker state
+//!   yourself and free it in [`OnFlowClosed::flow_closed`] (best effort:
+//!   keep a time bound too);
 //! * TCP only: a UDP flow is one datagram and gets no `spp_close`, so each
 //!   UDP hook call gets a fresh default state, kept for that call only;
 //! * a hook for a flow whose connection is already gone (an exception for

@@ -97,7 +97,7 @@ uint32_t spp_plugin_abi_version(void) {
 }
 
 /* Optional, both roles. Keep the host table; check plugin_conf. A non-zero
- * return makes the process exit (the worker with status 3). */
+ * return makes the process exit with that code (clamped to 1..=255). */
 int spp_init(const spp_host *host, const char *conf) {
     if (host == NULL || conf == NULL) {
         return 1;

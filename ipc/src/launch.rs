@@ -31,8 +31,14 @@ pub mod exit_code {
     pub const FAILURE: i32 = 1;
     /// Bad launch spec, or the plugin could not be loaded.
     pub const SETUP: i32 = 2;
-    /// The plugin's `spp_init` returned non-zero.
-    pub const PLUGIN_INIT: i32 = 3;
+    /// The status of a process whose plugin's `spp_init` returned `code`
+    /// (non-zero): the code itself, clamped to 1..=255 as `spp_plugin.h`
+    /// says (-1 exits 1, 300 exits 255). The process also writes
+    /// `ProcessState::InitFailed` so that the controller can tell it from
+    /// the codes above.
+    pub fn plugin_init(code: i32) -> i32 {
+        code.clamp(1, 255)
+    }
 }
 
 /// What a child is told at start.
@@ -264,6 +270,19 @@ impl WorkerLaunch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_init_code_is_the_exit_status_clamped() {
+        assert_eq!(exit_code::plugin_init(7), 7);
+        assert_eq!(exit_code::plugin_init(-1), 1);
+        assert_eq!(exit_code::plugin_init(255), 255);
+        assert_eq!(exit_code::plugin_init(300), 255);
+        assert_eq!(exit_code::plugin_init(i32::MIN), 1);
+        assert_eq!(
+            crate::layout::ProcessState::from_raw(5),
+            crate::layout::ProcessState::InitFailed
+        );
+    }
 
     #[test]
     fn worker_spec_round_trips() {

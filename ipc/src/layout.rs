@@ -32,7 +32,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of everything in this module.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// `PairHeader::magic`: "SPPPAIR1".
 pub const PAIR_MAGIC: u64 = u64::from_le_bytes(*b"SPPPAIR1");
 /// `ProxyHeader::magic`: "SPPPRXY1".
@@ -62,17 +62,31 @@ pub enum ProcessState {
     Draining = 3,
     /// The process is gone (set by the controller when it reaps it).
     Down = 4,
+    /// The plugin's `spp_init` refused: the process exits with the
+    /// plugin's code ([`crate::launch::exit_code::plugin_init`]), and the
+    /// controller names it so.
+    InitFailed = 5,
 }
 
 impl ProcessState {
     /// Decodes a raw value; unknown values read as `Down`.
     pub fn from_raw(raw: u32) -> Self {
-        [Self::Empty, Self::Starting, Self::Ready, Self::Draining]
-            .into_iter()
-            .find(|state| *state as u32 == raw)
-            .unwrap_or(Self::Down)
+        [
+            Self::Empty,
+            Self::Starting,
+            Self::Ready,
+            Self::Draining,
+            Self::InitFailed,
+        ]
+        .into_iter()
+        .find(|state| *state as u32 == raw)
+        .unwrap_or(Self::Down)
     }
 }
+
+/// `PairHeader::worker_hooks`: the plugin has `spp_flow_closed`; the proxy
+/// sends `KIND_FLOW_CLOSED` records to this worker.
+pub const HOOK_FLOW_CLOSED: u32 = 1;
 
 /// The state of a worker slot.
 pub type WorkerState = ProcessState;
@@ -112,7 +126,11 @@ pub struct PairHeader {
     pub completed_seq: AtomicU64,
     /// CLOCK_MONOTONIC ms of the worker's last loop turn (worker).
     pub heartbeat_ms: AtomicU64,
-    _pad2: [u8; 32],
+    /// Optional hooks the worker's plugin has that the proxy serves
+    /// ([`HOOK_FLOW_CLOSED`]), stored before `Ready` (worker). Appended in
+    /// layout 5, in former padding.
+    pub worker_hooks: AtomicU32,
+    _pad2: [u8; 28],
 
     /// The worker's sleep flag (set by the worker, cleared by the waker).
     pub worker_sleeping: AtomicU32,

@@ -18,6 +18,20 @@ pub const KIND_CLOSE: u16 = 18;
 /// they did not fit the response ring. The proxy hands it to the
 /// exception hook (`SPP_EXC_TIMEOUT`) or closes the connection.
 pub const KIND_EXPIRED: u16 = 19;
+/// Ring record kind (proxy → worker): TCP connections this worker served
+/// requests of have closed. The payload is up to [`FLOW_CLOSED_BATCH`]
+/// flow ids (`u64`, native byte order); the record flags are the worker's
+/// [`generation_tag`] (another generation skips it). It has no `seq` and
+/// completes nothing: the worker calls its plugin's `spp_flow_closed` for
+/// each flow, after every request of the flow that came before it in the
+/// ring. A worker without the hook never gets one (the proxy sends only
+/// to a worker whose `PairHeader::worker_hooks` has
+/// [`crate::layout::HOOK_FLOW_CLOSED`]).
+pub const KIND_FLOW_CLOSED: u16 = 20;
+/// The most flow ids in one [`KIND_FLOW_CLOSED`] record.
+pub const FLOW_CLOSED_BATCH: usize = 64;
+/// Bytes of one flow id in a [`KIND_FLOW_CLOSED`] record.
+pub const FLOW_ID_SIZE: usize = 8;
 
 /// In front of every request record's bytes.
 #[repr(C)]

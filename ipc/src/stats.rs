@@ -151,5 +151,12 @@ counters! {
     /// Connections closed, the table being full, to make room for a new
     /// one: those that had waited longest on a partial request.
     pub evicted_partial: AtomicU64,
+    /// `spp_input` returned more bytes than it was given (a plugin error):
+    /// the TCP connection closed, the UDP datagram dropped. Appended in
+    /// layout 5.
+    pub input_overrun: AtomicU64,
+    /// Closed-connection notices for workers (`spp_flow_closed`) dropped
+    /// because a worker's queue of them was full. Appended in layout 5.
+    pub flow_closed_dropped: AtomicU64,
 }
 }

@@ -18,6 +18,29 @@
  *
  * Memory: every pointer handed to a hook is valid only during that call.
  * The `spp_host` table stays valid from spp_init until spp_fini returns.
+ *
+ * Processes: each worker is its own process with its own memory; so is the
+ * proxy. A global variable of the plugin exists once per worker, and no
+ * worker sees another's. Requests of one flow are not pinned to one
+ * worker, so state kept in a worker's memory is seen only by the requests
+ * that worker happens to serve; when a group scales (between min_workers
+ * and max_workers), a new worker starts empty and a retired worker's state
+ * is lost. Keep shared state outside (a store the workers call), or run
+ * the group with one worker (min_workers = max_workers = 1). A plugin that
+ * keeps such state declares it by exporting `spp_plugin_stateful` (below):
+ * `spp check` and `spp start` then warn about a group of it whose
+ * min_workers != max_workers.
+ *
+ * spp_init's refusal: a non-zero return from spp_init makes the process
+ * exit with that code clamped to 1..=255 (so -1 exits 1, 300 exits 255);
+ * the controller logs "spp_init returned N" and retries with back-off like
+ * any worker that cannot start; during `spp start` it fails the start.
+ * `spp check` (and start/reload's own check) calls spp_init and spp_fini of
+ * every plugin in a throw-away process first, with the role's real conf
+ * and a host table whose reply/close answer SPP_ERR_UNSUPPORTED and whose
+ * log writes to the check's output: a plugin that cannot initialize fails
+ * the check, naming the file, the role and the code. So spp_init must not
+ * assume it runs only once per host, nor only in the serving process.
  */
 #ifndef SPP_PLUGIN_H
 #define SPP_PLUGIN_H
@@ -87,6 +110,15 @@ typedef struct spp_conn_info {
 #define SPP_ERR_TOO_LARGE -3      /* larger than the ring can ever hold */
 #define SPP_ERR_UNSUPPORTED -4    /* not available in this role or thread */
 #define SPP_ERR_BAD_NAME -5       /* metric name: 1..48 bytes of [A-Za-z0-9_.:-] */
+#define SPP_ERR_BAD_ARG -6        /* a bad argument: reply with data NULL and len > 0 */
+
+/* What to do on SPP_ERR_FULL from reply: nothing was queued, and room is
+ * only made by the loop that called your hook, so never spin on it inside
+ * a hook. Either drop the answer (and perhaps close the flow), or keep it
+ * and retry later from a deferred path (a thread of your own; in a worker,
+ * deferred replies are bounded too and may also answer SPP_ERR_FULL).
+ * SPP_ERR_TOO_LARGE never goes away: the reply is longer than
+ * spp_host.max_reply. */
 
 /* A hook built with the Rust layer returns this when it panicked; the host
  * counts it and closes the request's connection. */
@@ -180,6 +212,13 @@ typedef struct spp_call {
                               the host reported the outcome to L5 itself */
 } spp_call;
 
+/* The services table. Which fields a plugin may use:
+ *   - size, abi_version, role, group, worker_index, ctx, reply, close, log:
+ *     the first release of ABI 1 had them; use them unconditionally.
+ *   - every field after `log` was appended later in ABI 1: use one only
+ *     when `size >= offsetof(spp_host, FIELD) + sizeof(FIELD)`; an older
+ *     host's table is shorter and the bytes past `size` are not there.
+ * Later versions only append, never reorder. */
 typedef struct spp_host {
     /* sizeof(spp_host) as the host built it; later versions only append. */
     uint32_t size;
@@ -192,9 +231,23 @@ typedef struct spp_host {
 
     /* Send `len` bytes to `flow`. May be called several times for one TCP
      * flow, after `spp_process` returned, and from any worker thread.
-     * `len == 0` closes the connection once pending bytes are flushed. */
+     * `len == 0` closes the connection once pending bytes are flushed;
+     * `data` may then be NULL. `data == NULL` with `len > 0` returns
+     * SPP_ERR_BAD_ARG. Longer than `max_reply`: SPP_ERR_TOO_LARGE.
+     *
+     * Three ways to close a TCP connection, all after the bytes already
+     * queued for it are flushed, none dropping a queued reply:
+     *   - reply(flow, NULL, 0): a close record in order after your replies;
+     *     any thread, any time (a deferred answer that ends the connection);
+     *   - close(flow): the same close, said plainly;
+     *   - spp_process returning non-zero: the same, after the replies that
+     *     spp_process made during the call, but only from that call.
+     * For UDP a close is a no-op (there is no connection). In every case
+     * the proxy then calls spp_close; requests of the flow that were
+     * already queued to workers may still be processed, and their replies
+     * are dropped. */
     int (*reply)(void *ctx, uint64_t flow, const uint8_t *data, size_t len);
-    /* Close `flow` after its pending bytes are flushed. */
+    /* Close `flow` after its pending bytes are flushed (see reply). */
     int (*close)(void *ctx, uint64_t flow);
     /* Write one line to the host's log. `text` need not be NUL-terminated:
      * the line is its first `len` bytes, cut at the first NUL if any
@@ -250,6 +303,16 @@ typedef struct spp_host {
      * call gets its own result. Returns how many succeeded, or a negative
      * code (SPP_ERR_UNSUPPORTED, SPP_CALL_BAD_ARGS) when none was started. */
     int (*call_many)(void *ctx, spp_call *calls, size_t n, size_t wait_for);
+
+    /* ---- appended in ABI 1 (check `size`: a host whose
+     * size < offsetof(spp_host, max_reply) + 8 lacks it) ---- */
+
+    /* The largest `len` one reply can ever carry in this process (worker:
+     * the response ring's largest record, about half the ring; proxy: 64
+     * MiB of replies queued in one hook); 0 = not known. A longer reply
+     * fails with SPP_ERR_TOO_LARGE every time: split it, or answer an
+     * error. Constant for the process's life. */
+    uint64_t max_reply;
 } spp_host;
 
 /* ---- hooks the plugin exports ------------------------------------------- */
@@ -257,13 +320,27 @@ typedef struct spp_host {
 /* Required. Return SPP_PLUGIN_ABI_VERSION. */
 uint32_t spp_plugin_abi_version(void);
 
-/* Optional, both roles. `conf` is the group's `plugin_conf` string (may be
- * empty, never NULL). Non-zero = this process exits with that code. */
+/* Optional, both roles. `conf` is, in a worker, its group's `plugin_conf`
+ * string, in the proxy `proxy.plugin_conf` (may be empty, never NULL).
+ * Non-zero = this process exits with that code, clamped to 1..=255 (see
+ * "spp_init's refusal" above; also called by `spp check`). */
 int spp_init(const spp_host *host, const char *conf);
+
+/* Optional, a variable: a plugin that keeps state in a worker's memory
+ * across requests (a cache that must be coherent, a counter, a session)
+ * exports it non-zero, e.g. `const uint32_t spp_plugin_stateful = 1;`.
+ * The host only reads it: `spp check` and `spp start` warn about a group of
+ * this plugin whose min_workers != max_workers (scaling loses or splits the
+ * state; see "Processes" above). */
+extern const uint32_t spp_plugin_stateful;
 
 /* Required, proxy. Look at the bytes received so far on a connection:
  * > 0 the first N bytes are one complete request; 0 need more bytes;
  * < 0 the stream is malformed: close the connection.
+ * N > len (more than it was given) is a plugin bug, never "need more":
+ * the host closes the TCP connection (spp_close gets the unframed bytes as
+ * leftover) or drops the UDP datagram, counts it in the proxy's
+ * `input_overrun` counter (spp stat, Prometheus) and logs it (throttled).
  * Called repeatedly while requests are pipelined in the buffer. For UDP the
  * buffer is one datagram: a result <= 0 drops it. */
 int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len);
@@ -275,7 +352,8 @@ int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len);
 int spp_route(const spp_conn_info *conn, const uint8_t *req, size_t len);
 
 /* Required, worker. Handle one request; answer with host->reply now or
- * later. Non-zero = close the connection after pending bytes are flushed. */
+ * later. Non-zero = close the connection after pending bytes are flushed
+ * (the replies made during this call included; see spp_host.reply). */
 int spp_process(const spp_conn_info *conn, const uint8_t *req, size_t len);
 
 /* Optional, proxy. A request could not be handed to a worker (`reason` is
@@ -288,8 +366,46 @@ int spp_exception(const spp_conn_info *conn, const uint8_t *req, size_t len, int
  * made a complete request. */
 void spp_close(const spp_conn_info *conn, const uint8_t *leftover, size_t len);
 
+/* ---- per-connection proxy state (optional, proxy, TCP only) ------------
+ * A plugin that exports spp_input_ctx frames TCP connections with it
+ * instead of spp_input (which stays required: UDP datagrams, and hosts
+ * without these hooks, use it). The host keeps one context pointer per
+ * TCP connection:
+ *   - spp_conn_open(conn) makes it, at the connection's first framing
+ *     (before the first spp_input_ctx); NULL is a valid context. Optional:
+ *     without it the context is NULL.
+ *   - spp_input_ctx gets it with every call, with spp_input's contract. The
+ *     buffer always starts at the first byte of the request being framed,
+ *     and holds what the last call saw plus what arrived since, so a parser
+ *     can keep "bytes looked at so far" in the context and resume there
+ *     instead of rescanning (after a result N > 0 the next call's buffer
+ *     starts N bytes later: the bytes past N were seen already).
+ *   - spp_conn_free(conn, ctx) gets it back once, right after spp_close
+ *     (every close: the client's, the plugin's, a timeout, shutdown).
+ * All three run on the proxy's event-loop thread, like every proxy hook.
+ * Do not close the connection from spp_conn_open. The Rust layer's
+ * `Plugin::ConnState` is the same idea kept in the layer itself (a state
+ * per connection, dropped at close). */
+void *spp_conn_open(const spp_conn_info *conn);
+int spp_input_ctx(const spp_conn_info *conn, void *conn_ctx, const uint8_t *buf, size_t len);
+void spp_conn_free(const spp_conn_info *conn, void *conn_ctx);
+
 /* Optional, both roles. Called once before the process exits normally. */
 void spp_fini(void);
+
+/* Optional, worker. The TCP connection `flow` closed, and this worker
+ * served requests of it: free what you keep for the flow. Called on the
+ * worker's main thread (outside any micro-thread), after this worker took
+ * every request of the flow the proxy sent it (in micro-thread mode one of
+ * them may still be suspended; its later replies are dropped). Delivered
+ * at the proxy's next loop turn, batched; not called for UDP flows, for
+ * flows of a worker's predecessor, or when the proxy's bounded queue of
+ * such notices overflowed (counted in `flow_closed_dropped`), nor when
+ * the proxy itself restarts: treat it as a prompt to free early, and keep
+ * a time-based bound for what it does not free. The proxy knows the first
+ * few (4) workers a connection's requests went to; a connection whose
+ * requests were spread wider notifies only those. Do not reply from it. */
+void spp_flow_closed(uint64_t flow);
 
 #ifdef __cplusplus
 }

@@ -47,6 +47,8 @@ pub const SPP_ERR_UNSUPPORTED: c_int = -4;
 /// A metric name that is empty, too long or has other characters than
 /// `[A-Za-z0-9_.:-]`.
 pub const SPP_ERR_BAD_NAME: c_int = -5;
+/// A bad argument: `reply` with a NULL `data` and `len > 0`.
+pub const SPP_ERR_BAD_ARG: c_int = -6;
 
 /// What a Rust-layer hook returns when it panicked.
 pub const SPP_HOOK_PANICKED: c_int = -32768;
@@ -409,6 +411,10 @@ pub struct SppHost {
     /// Several calls in parallel from a micro-thread (appended; check
     /// `size`).
     pub call_many: CallManyFn,
+    /// The largest `len` one `reply` can ever carry in this process (a
+    /// worker: its response ring's largest record; the proxy: its queue of
+    /// replies made in one hook); 0 = not known (appended; check `size`).
+    pub max_reply: u64,
 }
 
 impl SppHost {
@@ -434,6 +440,7 @@ impl SppHost {
             sleep: fns.sleep,
             call: fns.call,
             call_many: fns.call_many,
+            max_reply: 0,
         }
     }
 }
@@ -463,6 +470,19 @@ pub type CloseHook =
     unsafe extern "C" fn(conn: *const SppConnInfo, leftover: *const u8, len: usize);
 /// `spp_fini`.
 pub type FiniHook = unsafe extern "C" fn();
+/// `spp_flow_closed`.
+pub type FlowClosedHook = unsafe extern "C" fn(flow: u64);
+/// `spp_conn_open`.
+pub type ConnOpenHook = unsafe extern "C" fn(conn: *const SppConnInfo) -> *mut c_void;
+/// `spp_input_ctx`.
+pub type InputCtxHook = unsafe extern "C" fn(
+    conn: *const SppConnInfo,
+    conn_ctx: *mut c_void,
+    buf: *const u8,
+    len: usize,
+) -> c_int;
+/// `spp_conn_free`.
+pub type ConnFreeHook = unsafe extern "C" fn(conn: *const SppConnInfo, conn_ctx: *mut c_void);
 
 /// Exported symbol names, NUL-terminated for `dlsym`.
 pub mod symbols {
@@ -482,6 +502,17 @@ pub mod symbols {
     pub const CLOSE: &[u8] = b"spp_close\0";
     /// `spp_fini`, optional.
     pub const FINI: &[u8] = b"spp_fini\0";
+    /// `spp_conn_open`, optional (proxy).
+    pub const CONN_OPEN: &[u8] = b"spp_conn_open\0";
+    /// `spp_input_ctx`, optional (proxy).
+    pub const INPUT_CTX: &[u8] = b"spp_input_ctx\0";
+    /// `spp_conn_free`, optional (proxy).
+    pub const CONN_FREE: &[u8] = b"spp_conn_free\0";
+    /// `spp_flow_closed`, optional (worker).
+    pub const FLOW_CLOSED: &[u8] = b"spp_flow_closed\0";
+    /// `spp_plugin_stateful`, optional: a plugin that keeps state in a
+    /// worker's memory says so (a `uint32_t` variable, non-zero).
+    pub const STATEFUL: &[u8] = b"spp_plugin_stateful\0";
 }
 
 #[cfg(test)]
@@ -494,7 +525,7 @@ mod tests {
         assert_eq!(size_of::<SppAddr>(), 24);
         assert_eq!(size_of::<SppConnInfo>(), 24 + 2 * 24);
         assert_eq!(align_of::<SppConnInfo>(), 8);
-        assert_eq!(size_of::<SppHost>(), 24 + 12 * size_of::<usize>());
+        assert_eq!(size_of::<SppHost>(), 24 + 12 * size_of::<usize>() + 8);
         assert_eq!(size_of::<SppL5Route>(), 8 + 24 + 8);
         assert_eq!(size_of::<SppCall>(), 160);
     }

@@ -9,7 +9,8 @@
 /// `export_plugin!(P, hooks: [route, exception, close, fini])` also
 /// exports the optional hooks listed, each implemented by its trait
 /// ([`OnRoute`](crate::OnRoute), [`OnException`](crate::OnException),
-/// [`OnClose`](crate::OnClose), [`OnFini`](crate::OnFini)). A hook not
+/// [`OnClose`](crate::OnClose), [`OnFini`](crate::OnFini),
+/// [`OnFlowClosed`](crate::OnFlowClosed) as `flow_closed`). A hook not
 /// listed is not exported at all, so the host applies its default. The
 /// compiler checks the list against the traits both ways (see
 /// [`hooks`](crate::hooks)), and refuses a plugin whose
@@ -147,6 +148,12 @@ macro_rules! export_plugin {
             );
         };
 
+        /// Non-zero when the plugin keeps state in a worker's memory
+        /// (`Plugin::STATEFUL`).
+        #[no_mangle]
+        pub static spp_plugin_stateful: u32 =
+            <$plugin as $crate::Plugin>::STATEFUL as u32;
+
         #[no_mangle]
         pub extern "C" fn spp_plugin_abi_version() -> u32 {
             $crate::SPP_PLUGIN_ABI_VERSION
@@ -240,6 +247,14 @@ macro_rules! __spp_export_hook {
         ) {
             // SAFETY: forwarded host guarantees.
             unsafe { $crate::rt::close(&$slot, conn, leftover, len) }
+        }
+    };
+    (flow_closed, $plugin:ty, $slot:ident) => {
+        impl $crate::rt::ExportsFlowClosed for $plugin {}
+
+        #[no_mangle]
+        pub extern "C" fn spp_flow_closed(flow: u64) {
+            $crate::rt::flow_closed(&$slot, flow)
         }
     };
     (fini, $plugin:ty, $slot:ident) => {

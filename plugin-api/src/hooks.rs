@@ -17,9 +17,9 @@
 //! created with `Default` by the first `input` of a TCP connection and
 //! handed by value to [`OnClose::close`] when the connection closes
 //! (dropped there). Limits, from what the C ABI tells a plugin today:
-//! * proxy only: a worker learns nothing when a flow closes, so `process`
-//!   gets no state (keep per-flow worker state yourself, or wait for
-//!   `spp_flow_closed`);
+//! * proxy only: `process` gets no state; keep per-flow worker state
+//!   yourself and free it in [`OnFlowClosed::flow_closed`] (best effort:
+//!   keep a time bound too);
 //! * TCP only: a UDP flow is one datagram and gets no `spp_close`, so each
 //!   UDP hook call gets a fresh default state, kept for that call only;
 //! * a hook for a flow whose connection is already gone (an exception for
@@ -65,6 +65,14 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// The plugin's state of one proxy TCP connection (see the [module
     /// docs](self) for its life and limits); `()` when none.
     type ConnState: Default + 'static;
+
+    /// Whether the plugin keeps state in a worker's memory across requests
+    /// (exported as `spp_plugin_stateful`). Each worker is its own process
+    /// with its own memory, so such state is split between the workers of
+    /// a group and lost when one retires: `spp check` and `spp start` warn
+    /// about a group of a stateful plugin whose `min_workers !=
+    /// max_workers`. Default `false`.
+    const STATEFUL: bool = false;
 
     /// Builds the plugin (`spp_init`, both roles). `conf` is the group's
     /// `plugin_conf` string. An `Err(code)` makes the process exit with
@@ -121,6 +129,21 @@ pub trait OnException: Plugin + rt::ExportsException {
 pub trait OnClose: Plugin + rt::ExportsClose {
     /// The connection of `conn` closed.
     fn close(&self, conn: Conn<'_>, state: Self::ConnState, leftover: &[u8]);
+}
+
+/// Optional worker hook `spp_flow_closed`: a TCP connection this worker
+/// served requests of closed; free what the plugin keeps for the flow.
+/// Called on the worker's main thread after the worker took every request
+/// of the flow it was sent; best effort (see `spp_plugin.h`: not after a
+/// proxy restart, nor when the proxy's bounded queue of notices
+/// overflowed), so keep a time-based bound too. List it as `flow_closed`.
+#[diagnostic::on_unimplemented(
+    message = "`export_plugin!` lists `flow_closed` but `{Self}` does not implement `OnFlowClosed`",
+    label = "implement `OnFlowClosed` or drop `flow_closed` from the hooks list"
+)]
+pub trait OnFlowClosed: Plugin + rt::ExportsFlowClosed {
+    /// The connection of `flow` closed.
+    fn flow_closed(&self, flow: u64);
 }
 
 /// Optional hook `spp_fini`, both roles: the process is about to exit

@@ -68,6 +68,11 @@ pub struct PluginLibrary {
     exception: Option<abi::ExceptionHook>,
     close: Option<abi::CloseHook>,
     fini: Option<abi::FiniHook>,
+    flow_closed: Option<abi::FlowClosedHook>,
+    conn_open: Option<abi::ConnOpenHook>,
+    input_ctx: Option<abi::InputCtxHook>,
+    conn_free: Option<abi::ConnFreeHook>,
+    stateful: bool,
     // Keeps the code behind the function pointers mapped; dropped last.
     _lib: libloading::Library,
 }
@@ -110,6 +115,11 @@ impl PluginLibrary {
             });
         }
 
+        // SAFETY: `spp_plugin_stateful` is a `const uint32_t` variable
+        // (spp_plugin.h); the pointer is to its 4 bytes, mapped while `lib`
+        // lives, and read once here.
+        let stateful = get(symbols::STATEFUL)
+            .is_some_and(|p| unsafe { p.cast::<u32>().read_unaligned() } != 0);
         // SAFETY: (all transmutes below) each pointer is the symbol of that
         // name, whose C signature is the target type (spp_plugin.h).
         let plugin = unsafe {
@@ -128,6 +138,15 @@ impl PluginLibrary {
                     .map(|p| std::mem::transmute::<*const (), abi::CloseHook>(p)),
                 fini: get(symbols::FINI)
                     .map(|p| std::mem::transmute::<*const (), abi::FiniHook>(p)),
+                flow_closed: get(symbols::FLOW_CLOSED)
+                    .map(|p| std::mem::transmute::<*const (), abi::FlowClosedHook>(p)),
+                conn_open: get(symbols::CONN_OPEN)
+                    .map(|p| std::mem::transmute::<*const (), abi::ConnOpenHook>(p)),
+                input_ctx: get(symbols::INPUT_CTX)
+                    .map(|p| std::mem::transmute::<*const (), abi::InputCtxHook>(p)),
+                conn_free: get(symbols::CONN_FREE)
+                    .map(|p| std::mem::transmute::<*const (), abi::ConnFreeHook>(p)),
+                stateful,
                 path: path_buf,
                 _lib: lib,
             }
@@ -149,6 +168,12 @@ impl PluginLibrary {
     /// The file this plugin was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the plugin declares itself stateful (exports a non-zero
+    /// `spp_plugin_stateful`).
+    pub fn stateful(&self) -> bool {
+        self.stateful
     }
 
     /// Calls `spp_init` (0 when the plugin has none).
@@ -206,6 +231,60 @@ impl PluginLibrary {
         if let Some(f) = self.close {
             // SAFETY: both pointers are valid for the call, `len` matches.
             unsafe { f(conn, leftover.as_ptr(), leftover.len()) }
+        }
+    }
+
+    /// Whether the plugin frames TCP with `spp_input_ctx` (and a context
+    /// per connection) instead of `spp_input`.
+    #[inline]
+    pub fn has_input_ctx(&self) -> bool {
+        self.input_ctx.is_some()
+    }
+
+    /// Calls `spp_conn_open` (0, NULL, when the plugin has none): the
+    /// context of a new connection, as an opaque address the host only
+    /// hands back.
+    pub fn conn_open(&self, conn: &SppConnInfo) -> usize {
+        match self.conn_open {
+            // SAFETY: `conn` is valid for the call.
+            Some(f) => unsafe { f(conn) as usize },
+            None => 0,
+        }
+    }
+
+    /// Calls `spp_input_ctx` with the connection's context (what
+    /// [`Self::conn_open`] returned for it; never dereferenced here);
+    /// `None` when the plugin has none.
+    #[inline]
+    pub fn input_ctx(&self, conn: &SppConnInfo, conn_ctx: usize, buf: &[u8]) -> Option<c_int> {
+        let ctx = conn_ctx as *mut std::ffi::c_void;
+        // SAFETY: `conn` and `buf` are valid for the call; `ctx` is the
+        // plugin's own value, handed back as is.
+        self.input_ctx
+            .map(|f| unsafe { f(conn, ctx, buf.as_ptr(), buf.len()) })
+    }
+
+    /// Calls `spp_conn_free` with the connection's context, if the plugin
+    /// has the hook.
+    pub fn conn_free(&self, conn: &SppConnInfo, conn_ctx: usize) {
+        if let Some(f) = self.conn_free {
+            // SAFETY: `conn` is valid; the context is the plugin's own
+            // value, handed back once.
+            unsafe { f(conn, conn_ctx as *mut std::ffi::c_void) }
+        }
+    }
+
+    /// Whether the plugin has `spp_flow_closed`.
+    pub fn has_flow_closed(&self) -> bool {
+        self.flow_closed.is_some()
+    }
+
+    /// Calls `spp_flow_closed(flow)` if the plugin has it.
+    #[inline]
+    pub fn flow_closed(&self, flow: u64) {
+        if let Some(f) = self.flow_closed {
+            // SAFETY: plain call with a value argument.
+            unsafe { f(flow) }
         }
     }
 

@@ -64,7 +64,7 @@ mod fuzz_tests;
 
 pub use abi::SPP_PLUGIN_ABI_VERSION;
 pub use call::{Answered, Call, CallError, Check, Leg, Target};
-pub use hooks::{OnClose, OnException, OnFini, OnRoute, Plugin};
+pub use hooks::{OnClose, OnException, OnFini, OnFlowClosed, OnRoute, Plugin};
 pub use plugin::{
     AfterException, Conn, ExceptionReason, Host, HostError, Input, Level, Processed, Route,
     RouteError,

@@ -42,7 +42,9 @@ impl Conn<'_> {
 /// What `input` found at the front of a connection's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {
-    /// The first N bytes (N > 0) are one complete request.
+    /// The first N bytes (N > 0) are one complete request. N larger than
+    /// the buffer is a plugin error: the host closes the connection (drops
+    /// the datagram) and counts it in `input_overrun`.
     Complete(usize),
     /// Not enough bytes yet.
     NeedMore,
@@ -149,6 +151,9 @@ pub enum HostError {
     /// A metric name that is empty, longer than 48 bytes, or has other
     /// characters than `[A-Za-z0-9_.:-]`.
     BadName,
+    /// A bad argument (`SPP_ERR_BAD_ARG`): a C caller's NULL `data` with
+    /// `len > 0`; the safe [`Host`] never causes it.
+    BadArg,
     /// A code this version does not know.
     Other(i32),
 }
@@ -161,6 +166,7 @@ fn host_result(code: c_int) -> Result<(), HostError> {
         SPP_ERR_TOO_LARGE => Err(HostError::TooLarge),
         SPP_ERR_UNSUPPORTED => Err(HostError::Unsupported),
         SPP_ERR_BAD_NAME => Err(HostError::BadName),
+        SPP_ERR_BAD_ARG => Err(HostError::BadArg),
         other => Err(HostError::Other(other)),
     }
 }
@@ -251,7 +257,12 @@ impl Host {
     }
 
     /// Sends `data` to `flow`. An empty `data` closes the connection after
-    /// pending bytes are flushed.
+    /// pending bytes are flushed (as [`Host::close`]).
+    /// [`HostError::Full`]: no room right now, nothing was queued: retry
+    /// later from a deferred path (a plugin thread), or drop the answer
+    /// (and perhaps [`Host::close`]); never spin on it inside a hook, the
+    /// room is made by the loop that called you. [`HostError::TooLarge`]:
+    /// longer than [`Host::max_reply`], never fits.
     pub fn reply(&self, flow: u64, data: &[u8]) -> Result<(), HostError> {
         // SAFETY: the host's reply reads exactly `len` bytes from `data`.
         host_result(unsafe { (self.0.reply)(self.0.ctx, flow, data.as_ptr(), data.len()) })
@@ -275,13 +286,25 @@ impl Host {
         unsafe { (self.0.log)(self.0.ctx, level, text.as_ptr().cast(), text.len()) }
     }
 
-    /// Whether the host's table has the field ending at `end` (a host built
-    /// before the field was appended has a smaller `size`).
     /// The table itself.
     pub(crate) fn raw(&self) -> &'static SppHost {
         self.0
     }
 
+    /// The largest reply (bytes) one [`Host::reply`] can ever carry in
+    /// this process; a longer one fails with [`HostError::TooLarge`] every
+    /// time, so split it or answer an error instead. `None` when the host
+    /// does not say (a host older than the field, or 0).
+    pub fn max_reply(&self) -> Option<usize> {
+        let end = std::mem::offset_of!(SppHost, max_reply) + std::mem::size_of::<u64>();
+        if !self.has(end) || self.0.max_reply == 0 {
+            return None;
+        }
+        Some(usize::try_from(self.0.max_reply).unwrap_or(usize::MAX))
+    }
+
+    /// Whether the host's table has the field ending at `end` (a host built
+    /// before the field was appended has a smaller `size`).
     fn has(&self, end: usize) -> bool {
         self.0.size as usize >= end
     }

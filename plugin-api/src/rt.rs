@@ -49,6 +49,14 @@ pub trait ExportsClose {}
 )]
 pub trait ExportsFini {}
 
+/// Implemented by `export_plugin!` for a plugin that lists `flow_closed`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` implements `OnFlowClosed` but `export_plugin!` does not list `flow_closed`",
+    label = "the hook would never be called",
+    note = "export it: `export_plugin!({Self}, hooks: [flow_closed, ...])`"
+)]
+pub trait ExportsFlowClosed {}
+
 /// The per-connection states of a plugin, by flow (proxy main thread).
 pub struct ConnStates<S>(FxHashMap<u64, S>);
 
@@ -204,7 +212,9 @@ pub unsafe fn input<P: Plugin>(
         let buf = unsafe { bytes(buf, len) };
         match slot.with_state(c, true, |state| p.input(c, state, buf)) {
             Input::Complete(0) | Input::NeedMore => 0,
-            Input::Complete(n) => clamp(n.min(len)),
+            // More than `buf` is passed on: the host treats it as the
+            // plugin error it is (closes, counts `input_overrun`).
+            Input::Complete(n) => clamp(n),
             Input::Close => -1,
         }
     })
@@ -297,6 +307,15 @@ pub unsafe fn close<P: OnClose>(
         if let Some(p) = slot.plugin.get() {
             // SAFETY: `leftover` holds `len` bytes for this call.
             p.close(c, state, unsafe { bytes(leftover, len) });
+        }
+    })
+}
+
+/// `spp_flow_closed`.
+pub fn flow_closed<P: crate::hooks::OnFlowClosed>(slot: &Slot<P>, flow: u64) {
+    guard((), || {
+        if let Some(p) = slot.plugin.get() {
+            p.flow_closed(flow);
         }
     })
 }

@@ -26,6 +26,7 @@ int main(void) {
            offsetof(spp_call, result), offsetof(spp_call, route), offsetof(spp_host, call),
            offsetof(spp_host, call_many));
     printf("sleep %zu\n", offsetof(spp_host, sleep));
+    printf("max_reply %zu %d\n", offsetof(spp_host, max_reply), SPP_ERR_BAD_ARG);
     printf("abi %u\n", SPP_PLUGIN_ABI_VERSION);
     return 0;
 }
@@ -52,7 +53,7 @@ fn c_header_and_rust_mirror_agree() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let expected = format!(
-        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {} {} {}\nl5 {} {} {} {} {} {}\ncall {} {} {} {} {} {} {} {} {} {} {} {}\nsleep {}\nabi {}\n",
+        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {} {} {}\nl5 {} {} {} {} {} {}\ncall {} {} {} {} {} {} {} {} {} {} {} {}\nsleep {}\nmax_reply {} {}\nabi {}\n",
         size_of::<SppAddr>(),
         offset_of!(SppAddr, port),
         offset_of!(SppAddr, ip),
@@ -87,6 +88,8 @@ fn c_header_and_rust_mirror_agree() {
         offset_of!(SppHost, call),
         offset_of!(SppHost, call_many),
         offset_of!(SppHost, sleep),
+        offset_of!(SppHost, max_reply),
+        spp_plugin_api::abi::SPP_ERR_BAD_ARG,
         spp_plugin_api::SPP_PLUGIN_ABI_VERSION,
     );
     assert_eq!(text, expected);

@@ -83,6 +83,11 @@ pub struct Clients {
     /// the loop frames them again ([`crate::tcp`]). An entry may name a
     /// connection closed since: it is looked up by flow id.
     pub resume: Vec<u64>,
+    /// The throttle of the `spp_input` overrun warning.
+    pub overrun_log: crate::overrun::OverrunLog,
+    /// TCP connections closed since the loop last told the dispatcher
+    /// (whose workers get `spp_flow_closed`); kept allocated between turns.
+    pub closed_flows: Vec<u64>,
     flush_list: Vec<u32>,
     flush_spare: Vec<u32>,
     read_list: Vec<u32>,
@@ -107,6 +112,8 @@ impl Clients {
             max_send_buffer,
             now_ms: 0,
             resume: Vec::new(),
+            overrun_log: Default::default(),
+            closed_flows: Vec::new(),
             flush_list: Vec::new(),
             flush_spare: Vec::new(),
             read_list: Vec::new(),
@@ -239,7 +246,8 @@ impl Clients {
         let Some(mut conn) = self.conns.remove(slot) else {
             return;
         };
-        hook.close(&conn.info, &conn.rbuf);
+        hook.close(&conn.info, &conn.rbuf, conn.plugin_ctx);
+        self.closed_flows.push(conn.info.flow);
         conn.release_buffers(&mut self.pool);
         match why {
             CloseReason::Idle => self.stats.idle_closed += 1,

@@ -101,6 +101,10 @@ pub struct Conn {
     /// Its place among the connections holding a partial request
     /// ([`crate::partial`]).
     pub partial: PartialLink,
+    /// The plugin's context for it (`spp_conn_open`, made at its first
+    /// framing when the plugin has `spp_input_ctx`; an address, handed
+    /// back to the plugin only), `None` until then.
+    pub plugin_ctx: Option<usize>,
 }
 
 impl Conn {
@@ -117,6 +121,7 @@ impl Conn {
             in_flush_list: false,
             in_read_list: false,
             partial: PartialLink::default(),
+            plugin_ctx: None,
         }
     }
 

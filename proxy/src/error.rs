@@ -1,7 +1,8 @@
 //! The proxy's error type, [`ProxyError`], and the process exit code each
 //! kind of failure maps to (`spp_ipc::launch::exit_code`: `SETUP` for a bad
-//! launch spec or a plugin that cannot be loaded, `PLUGIN_INIT` when the
-//! plugin's `spp_init` refused, `FAILURE` for a runtime failure).
+//! launch spec or a plugin that cannot be loaded, `plugin_init(code)` (the
+//! plugin's code, clamped) when its `spp_init` refused, `FAILURE` for a
+//! runtime failure).
 //!
 //! A variant that wraps another error marks it `#[source]` and leaves it
 //! out of its own message, so `{e:#}` (or [`spp_ipc::error_chain`]) shows it once.
@@ -87,7 +88,7 @@ impl ProxyError {
             | ProxyError::Region { .. }
             | ProxyError::Listener { .. }
             | ProxyError::PluginLoad(_) => exit_code::SETUP,
-            ProxyError::PluginInit { .. } => exit_code::PLUGIN_INIT,
+            ProxyError::PluginInit { code, .. } => exit_code::plugin_init(*code),
             ProxyError::Io { .. } => exit_code::FAILURE,
         }
     }
@@ -124,7 +125,12 @@ mod tests {
             path: "p.so".into(),
             code: 7,
         };
-        assert_eq!(init.exit_code(), exit_code::PLUGIN_INIT);
+        assert_eq!(init.exit_code(), 7, "the plugin's own code");
+        let negative = ProxyError::PluginInit {
+            path: "p.so".into(),
+            code: -1,
+        };
+        assert_eq!(negative.exit_code(), 1, "clamped to 1..=255");
         assert_eq!(
             ProxyError::WrongRole("worker").exit_code(),
             exit_code::SETUP

@@ -242,6 +242,10 @@ impl Proxy {
         self.region.header().plugin.recover();
         let code = self.hooks.init(&mut self.clients, &conf);
         if code != 0 {
+            self.region
+                .header()
+                .proxy_state
+                .store(ProxyState::InitFailed as u32, Ordering::Release);
             return Err(ProxyError::PluginInit {
                 path: self.hooks.path().to_path_buf(),
                 code,
@@ -353,6 +357,10 @@ impl Proxy {
 
     /// Everything done once per turn after the events.
     fn end_of_turn(&mut self) {
+        // Connections closed since the last turn: tell their workers.
+        for flow in self.clients.closed_flows.drain(..) {
+            self.dispatch.flow_closed(flow);
+        }
         self.dispatch.publish();
         self.fail_gone_workers();
         self.more_responses = self.drain_responses();
@@ -409,6 +417,7 @@ impl Proxy {
     pub(crate) fn publish_stats(&mut self) {
         let header = self.region.header();
         self.clients.stats.stalled_skips += self.dispatch.take_stalled_skips();
+        self.clients.stats.flow_closed_dropped += self.dispatch.take_flow_closed_dropped();
         self.clients.stats.flush(&header.stats);
         header
             .stats

@@ -40,11 +40,15 @@ pub enum Verdict {
 pub struct HookCall<'a>(Option<&'a PluginLibrary>);
 
 impl HookCall<'_> {
-    /// `spp_close(info, leftover)`.
+    /// `spp_close(info, leftover)`, then `spp_conn_free(info, ctx)` for a
+    /// connection that has a plugin context.
     #[inline]
-    pub fn close(self, info: &SppConnInfo, leftover: &[u8]) {
+    pub fn close(self, info: &SppConnInfo, leftover: &[u8], plugin_ctx: Option<usize>) {
         if let Some(plugin) = self.0 {
             plugin.close(info, leftover);
+            if let Some(ctx) = plugin_ctx {
+                plugin.conn_free(info, ctx);
+            }
         }
     }
 
@@ -104,6 +108,35 @@ impl Hooks {
         bytes: &[u8],
     ) -> Option<c_int> {
         let verdict = self.plugin.input(info, bytes);
+        self.flush(clients);
+        verdict
+    }
+
+    /// Whether TCP framing goes through `spp_input_ctx` with a context per
+    /// connection.
+    #[inline]
+    pub fn has_input_ctx(&self) -> bool {
+        self.plugin.has_input_ctx()
+    }
+
+    /// `spp_conn_open(info)`: the new connection's context (an address).
+    /// What the hook queued is applied by the next hook call (the
+    /// `spp_input_ctx` that follows at once), after the caller stored the
+    /// context, so a close it asked for frees the context too.
+    pub fn conn_open(&mut self, info: &SppConnInfo) -> usize {
+        self.plugin.conn_open(info)
+    }
+
+    /// `spp_input_ctx(info, ctx, bytes)`, as [`Self::input`].
+    #[inline]
+    pub fn input_ctx(
+        &mut self,
+        clients: &mut Clients,
+        info: &SppConnInfo,
+        ctx: usize,
+        bytes: &[u8],
+    ) -> Option<c_int> {
+        let verdict = self.plugin.input_ctx(info, ctx, bytes);
         self.flush(clients);
         verdict
     }

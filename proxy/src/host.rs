@@ -21,7 +21,8 @@
 use spp_ipc::host_kit::{self, catch_panic, HostCtx, RoleFns, TableRole, PANICKED};
 use spp_ipc::plugin_metrics::PluginMetrics;
 use spp_plugin_api::abi::{
-    SppHost, SPP_ERR_FULL, SPP_ERR_UNKNOWN_FLOW, SPP_ERR_UNSUPPORTED, SPP_OK,
+    SppHost, SPP_ERR_BAD_ARG, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNKNOWN_FLOW,
+    SPP_ERR_UNSUPPORTED, SPP_OK,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
@@ -132,11 +133,12 @@ impl HostServices {
                 },
             },
         ));
-        let table = Box::new(host_kit::table(
+        let mut table = Box::new(host_kit::table(
             TableRole::Proxy,
             &ctx,
             RoleFns::without_l5(host_reply, host_close),
         ));
+        table.max_reply = MAX_QUEUED_REPLY_BYTES as u64;
         HostServices { table, ctx }
     }
 
@@ -230,6 +232,9 @@ fn try_queue_op(ctx: &LoopCtx, flow: u64, bytes: &[u8], close: bool) -> c_int {
     if flow::decode(flow).epoch != ctx.epoch {
         return SPP_ERR_UNKNOWN_FLOW;
     }
+    if bytes.len() > MAX_QUEUED_REPLY_BYTES {
+        return SPP_ERR_TOO_LARGE;
+    }
     let Ok(mut queue) = ctx.queue.try_borrow_mut() else {
         return SPP_ERR_UNSUPPORTED;
     };
@@ -265,7 +270,7 @@ unsafe extern "C" fn host_reply(ctx: *mut c_void, flow: u64, data: *const u8, le
             &[][..]
         } else if data.is_null() {
             ctx.refused.fetch_add(1, Ordering::Relaxed);
-            return SPP_ERR_UNSUPPORTED;
+            return SPP_ERR_BAD_ARG;
         } else {
             // SAFETY: the plugin promises `data` holds `len` bytes for the call.
             unsafe { std::slice::from_raw_parts(data, len) }
@@ -372,6 +377,24 @@ mod tests {
         assert_eq!(q.ops.len(), MAX_QUEUED_OPS);
         // Applied: there is room again.
         assert_eq!(call_close(t, flow(4)), SPP_OK);
+    }
+
+    #[test]
+    fn a_null_reply_is_a_bad_argument_and_max_reply_is_published() {
+        let host = HostServices::new(4, metrics());
+        // SAFETY: calling our own table's services; the null pointer with
+        // `len > 0` is refused before it is read.
+        let t = unsafe { &*host.table() };
+        // SAFETY: as above.
+        let null = unsafe { (t.reply)(t.ctx, flow(4), std::ptr::null(), 3) };
+        assert_eq!(null, SPP_ERR_BAD_ARG);
+        // SAFETY: a null pointer with len 0 is a close, never read.
+        let close = unsafe { (t.reply)(t.ctx, flow(4), std::ptr::null(), 0) };
+        assert_eq!(close, SPP_OK);
+        assert_eq!(t.max_reply, MAX_QUEUED_REPLY_BYTES as u64);
+        let too_big = vec![0u8; MAX_QUEUED_REPLY_BYTES + 1];
+        assert_eq!(call_reply(t, flow(4), &too_big), SPP_ERR_TOO_LARGE);
+        assert_eq!(host.take_refused(), Refused { total: 2, full: 0 });
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! (its docs follow a request from `read` to `write`).
 //!
 //! Exit status: 0 after SIGINT or a finished SIGTERM drain; 2 for a bad
-//! launch spec or a plugin that cannot be loaded; 3 when the plugin's
-//! `spp_init` refuses; 1 when the event loop itself fails.
+//! launch spec or a plugin that cannot be loaded; the plugin's own code,
+//! clamped to 1..=255, when its `spp_init` refuses (the region's proxy state
+//! says `InitFailed`); 1 when the event loop itself fails.
 
 use spp_ipc::launch::{exit_code, Launch};
 use spp_proxy::ProxyError;

@@ -5,10 +5,11 @@
 //! Framing: `spp_input` is called on the bytes at hand until it needs
 //! more, so many pipelined requests in one read are all queued, and a
 //! request split over many reads is kept in the connection's `rbuf` until
-//! it is complete. A result larger than the bytes at hand counts as "need
-//! more". Once `max_request_size` bytes are buffered without a complete
-//! request, or `spp_input` names a longer one, the connection is closed
-//! (`oversized`); a negative result closes it too (`frame_errors`).
+//! it is complete. A result larger than the bytes at hand is a plugin error
+//! ([`crate::overrun`]): the connection is closed (`input_overrun`). Once
+//! `max_request_size` bytes are buffered without a complete request, or
+//! `spp_input` names a longer one, the connection is closed (`oversized`);
+//! a negative result closes it too (`frame_errors`).
 //! Framing stops as soon as a hook run inside it closed the connection or
 //! asked for it to close (an exception hook's reply overflowing the send
 //! buffer, `host->close`): no later request is framed, routed or queued.
@@ -279,6 +280,25 @@ impl Proxy {
         }
     }
 
+    /// The plugin's context of the connection of `info` when the plugin
+    /// frames with `spp_input_ctx` (made by `spp_conn_open` on first use);
+    /// `None` when it frames with plain `spp_input`.
+    fn plugin_ctx(&mut self, info: &SppConnInfo) -> Option<usize> {
+        if !self.hooks.has_input_ctx() {
+            return None;
+        }
+        let known = self.clients.conns.lookup_mut(info.flow)?.plugin_ctx;
+        if known.is_some() {
+            return known;
+        }
+        let ctx = self.hooks.conn_open(info);
+        // Stored before anything the hook queued is applied (see
+        // `Hooks::conn_open`): a close frees it through `spp_conn_free`.
+        let conn = self.clients.conns.lookup_mut(info.flow)?;
+        conn.plugin_ctx = Some(ctx);
+        Some(ctx)
+    }
+
     /// Cuts complete requests off the front of `buf` and submits them.
     /// Returns the bytes used and how it ended. Holds the connection
     /// instead (using nothing) while its requests in flight sit on a worker
@@ -303,16 +323,18 @@ impl Proxy {
         }
         self.clock.refresh();
         let max = self.limits.max_request_size;
+        let plugin_ctx = self.plugin_ctx(info);
         let mut used = 0;
         loop {
             let rest = &buf[used..];
             if rest.is_empty() {
                 break (used, Framed::More);
             }
-            let verdict = self
-                .hooks
-                .input(&mut self.clients, info, rest)
-                .unwrap_or(-1);
+            let verdict = match plugin_ctx {
+                Some(ctx) => self.hooks.input_ctx(&mut self.clients, info, ctx, rest),
+                None => self.hooks.input(&mut self.clients, info, rest),
+            }
+            .unwrap_or(-1);
             if verdict == SPP_HOOK_PANICKED {
                 self.clients.stats.plugin_panics += 1;
                 break (used, Framed::Abort(CloseReason::BadInput));
@@ -322,6 +344,15 @@ impl Proxy {
                 break (used, Framed::Abort(CloseReason::BadInput));
             }
             let len = verdict as usize;
+            if len > rest.len() {
+                // More than it was given: a plugin error, not "need more".
+                self.clients.stats.input_overrun += 1;
+                let now_ms = self.clients.now_ms;
+                self.clients
+                    .overrun_log
+                    .report(now_ms, info.flow, len, rest.len());
+                break (used, Framed::Abort(CloseReason::BadInput));
+            }
             if len > max || (len == 0 || len > rest.len()) && rest.len() >= max {
                 self.clients.stats.oversized += 1;
                 break (used, Framed::Abort(CloseReason::Oversized));

@@ -117,7 +117,18 @@ impl Proxy {
             self.clients.udp_flows.remove(slot);
             return;
         }
-        let len = (verdict as usize).min(dgram.len());
+        let len = verdict as usize;
+        if len > dgram.len() {
+            // More than it was given: a plugin error, the datagram dropped.
+            self.clients.stats.input_overrun += 1;
+            self.clients.stats.udp_dropped += 1;
+            let now_ms = self.clients.now_ms;
+            self.clients
+                .overrun_log
+                .report(now_ms, flow, len, dgram.len());
+            self.clients.udp_flows.remove(slot);
+            return;
+        }
         self.clients.stats.requests += 1;
         if self.submit(&info, &dgram[..len], None).is_err() {
             // Failed; the exception hook (if any) has answered already.

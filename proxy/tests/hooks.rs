@@ -92,6 +92,35 @@ fn a_dead_workers_clients_get_the_exception_hooks_answer() {
 }
 
 #[test]
+fn an_input_overrun_closes_the_connection_counts_and_logs_once() {
+    let (mut rig, _worker) = started();
+    for _ in 0..3 {
+        let mut c = connect(rig.tcp_addr);
+        c.write_all(&frame(b"Overrun")).unwrap();
+        assert!(is_closed(&mut c), "an overrun closes the connection");
+    }
+    wait_for("overruns counted", || {
+        rig.stats().input_overrun.load(Ordering::Relaxed) == 3
+    });
+    assert_eq!(rig.stats().frame_errors.load(Ordering::Relaxed), 0);
+    // Another connection is served as usual.
+    let mut ok = connect(rig.tcp_addr);
+    ok.write_all(&frame(b"fine")).unwrap();
+    assert_eq!(read_frame(&mut ok), Some(b"fine".to_vec()));
+    rig.signal(libc::SIGTERM);
+    let status = rig.wait_exit();
+    assert!(status.success(), "proxy exited with {status}");
+    let log = rig.log_text();
+    let lines = log.matches("more than it was given").count();
+    assert_eq!(lines, 1, "one line per second at most:\n{log}");
+    assert!(
+        log.contains("spp_input returned 111 for a buffer of 11 bytes"),
+        "{log}"
+    );
+    assert!(log.contains("hooks close proto=0 leftover=11"), "{log}");
+}
+
+#[test]
 fn a_frame_error_closes_the_connection_and_hooks_are_logged() {
     let (mut rig, _worker) = started();
     let mut c = connect(rig.tcp_addr);
@@ -147,11 +176,11 @@ fn a_plugin_thread_running_at_exit_does_not_crash_the_proxy() {
 }
 
 #[test]
-fn a_refusing_init_exits_3() {
+fn a_refusing_init_exits_with_the_plugins_code() {
     let mut rig = Rig::new(1);
     rig.spawn_proxy(limits(), hooks_plugin(), "refuse");
     let status = rig.wait_exit();
-    assert_eq!(status.code(), Some(3), "log:\n{}", rig.log_text());
+    assert_eq!(status.code(), Some(7), "log:\n{}", rig.log_text());
     assert!(rig.log_text().contains("spp_init returned 7"));
 }
 
@@ -162,4 +191,41 @@ fn a_missing_plugin_exits_2_naming_the_file() {
     let status = rig.wait_exit();
     assert_eq!(status.code(), Some(2), "log:\n{}", rig.log_text());
     assert!(rig.log_text().contains("/nonexistent/libspp_missing.so"));
+}
+
+#[test]
+fn a_connection_context_lets_input_look_at_each_byte_once() {
+    let mut rig = Rig::new(1);
+    let _worker = FakeWorker::start(&rig, 0, std::process::id(), false);
+    rig.start_proxy_with(limits(), hooks_plugin_with_ctx(), "");
+    let mut c = connect(rig.tcp_addr);
+    let slow = frame(b"arrives a byte at a time");
+    for (k, byte) in slow.iter().enumerate() {
+        c.write_all(std::slice::from_ref(byte)).unwrap();
+        if k % 4 == 0 {
+            // Separate reads for the proxy (not a synchronisation: the
+            // assertions hold however the bytes are split).
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    assert_eq!(
+        read_frame(&mut c),
+        Some(b"arrives a byte at a time".to_vec())
+    );
+    let mut pair = frame(b"one");
+    pair.extend_from_slice(&frame(b"two"));
+    c.write_all(&pair).unwrap();
+    assert_eq!(read_frame(&mut c), Some(b"one".to_vec()));
+    assert_eq!(read_frame(&mut c), Some(b"two".to_vec()));
+    drop(c);
+    let total = slow.len() + pair.len();
+    let expected = format!("ctx free requests=3 scanned={total}");
+    wait_for("the context freed", || rig.log_text().contains(&expected));
+    rig.signal(libc::SIGTERM);
+    let status = rig.wait_exit();
+    assert!(status.success(), "proxy exited with {status}");
+    let log = rig.log_text();
+    assert_eq!(log.matches("ctx open").count(), 1, "{log}");
+    assert_eq!(log.matches("ctx free").count(), 1, "{log}");
+    assert!(log.contains("hooks close proto=0 leftover=0"), "{log}");
 }

@@ -74,6 +74,13 @@ fn a_plugin_whose_init_fails_fails_the_start_with_the_reason() {
         "names the worker: {}",
         out.text()
     );
+    // The plugin check calls spp_init first: the start fails there, naming
+    // the key, the role and the plugin's code.
+    assert!(
+        out.text().contains("group[0].plugin") && out.text().contains("spp_init returned 7"),
+        "names the key and the code: {}",
+        out.text()
+    );
     assert!(
         !service.dir.path().join("run/spp.pid").exists(),
         "nothing left running"

@@ -104,7 +104,7 @@ impl WorkerError {
             | WorkerError::Attach { .. }
             | WorkerError::Load(_)
             | WorkerError::Conf { .. } => exit_code::SETUP,
-            WorkerError::Init { .. } => exit_code::PLUGIN_INIT,
+            WorkerError::Init { code, .. } => exit_code::plugin_init(*code),
             WorkerError::Signal { .. }
             | WorkerError::Ring { .. }
             | WorkerError::BadRecord { .. }
@@ -132,5 +132,12 @@ mod tests {
         let err = WorkerError::Launch(IpcError::Launch("SPP_LAUNCH is not set".into()));
         assert_eq!(chain(&err), "launch spec: SPP_LAUNCH is not set");
         assert_eq!(err.exit_code(), exit_code::SETUP);
+        let init = |code| WorkerError::Init {
+            path: "p.so".into(),
+            code,
+        };
+        assert_eq!(init(7).exit_code(), 7, "the plugin's own code");
+        assert_eq!(init(-1).exit_code(), 1, "clamped to 1..=255");
+        assert_eq!(init(4096).exit_code(), 255);
     }
 }

@@ -29,8 +29,8 @@ use spp_ipc::host_kit::{self, catch_panic, HostCtx, RoleFns, TableRole, PANICKED
 use spp_ipc::l5::table::RouteTable;
 use spp_ipc::pair;
 use spp_plugin_api::abi::{
-    SppCall, SppHost, SppL5Route, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNSUPPORTED,
-    SPP_L5_SYSTEM, SPP_OK,
+    SppCall, SppHost, SppL5Route, SPP_ERR_BAD_ARG, SPP_ERR_FULL, SPP_ERR_TOO_LARGE,
+    SPP_ERR_UNSUPPORTED, SPP_L5_SYSTEM, SPP_OK,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
@@ -158,7 +158,7 @@ impl HostServices {
                 shared,
             },
         )));
-        let table: &'static SppHost = Box::leak(Box::new(host_kit::table(
+        let mut table = host_kit::table(
             TableRole::Worker {
                 group,
                 index: worker_index,
@@ -174,7 +174,10 @@ impl HostServices {
                 call: host_call,
                 call_many: host_call_many,
             },
-        )));
+        );
+        // Deferred replies are also bounded by the byte budget.
+        table.max_reply = ctx.role.max_reply.min(byte_budget) as u64;
+        let table: &'static SppHost = Box::leak(Box::new(table));
         HostServices { ctx, table }
     }
 
@@ -332,7 +335,7 @@ unsafe extern "C" fn host_reply(ctx: *mut c_void, flow: u64, data: *const u8, le
         };
         let data = match (data.is_null(), len) {
             (_, 0) => &[][..],
-            (true, _) => return SPP_ERR_UNSUPPORTED,
+            (true, _) => return SPP_ERR_BAD_ARG,
             // SAFETY: the caller guarantees `len` readable bytes at `data`.
             (false, _) => unsafe { std::slice::from_raw_parts(data, len) },
         };
@@ -507,6 +510,20 @@ mod tests {
         assert_eq!(ctx.pool.len(), 2);
         assert_eq!(ctx.reply(6, &[6; BUDGET]), SPP_OK);
         assert_eq!(ctx.pool.len(), 1, "a pooled buffer was reused");
+    }
+
+    #[test]
+    fn a_null_reply_is_a_bad_argument_and_max_reply_is_published() {
+        const BUDGET: usize = 100;
+        let (shared, responder, _consumer) = setup();
+        let ring_max = responder.max_reply();
+        let host = HostServices::build(shared, responder, 1, 0, BUDGET);
+        // SAFETY: our own leaked table.
+        let t = unsafe { &*host.table() };
+        assert_eq!(t.max_reply, ring_max.min(BUDGET) as u64);
+        // SAFETY: the null pointer with `len > 0` is refused unread.
+        let null = unsafe { (t.reply)(t.ctx, 1, std::ptr::null(), 3) };
+        assert_eq!(null, SPP_ERR_BAD_ARG);
     }
 
     #[test]

@@ -98,11 +98,18 @@ pub fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
     // process's life (past `spp_fini`).
     let code = unsafe { plugin.init(host.table(), &conf) };
     if code != 0 {
+        slot.set_init_failed();
         return Err(WorkerError::Init {
             path: spec.plugin.clone(),
             code,
         });
     }
+    let hooks = if plugin.has_flow_closed() {
+        spp_ipc::layout::HOOK_FLOW_CLOSED
+    } else {
+        0
+    };
+    slot.set_hooks(hooks);
     slot.set_ready();
     tracing::info!(plugin = %spec.plugin.display(), pid = std::process::id(), "ready");
 

@@ -7,8 +7,9 @@
 //!
 //! Exit status ([`spp_ipc::launch::exit_code`]): 0 after a drain; 2 bad
 //! launch spec or plugin that cannot be loaded (the message names the file);
-//! 3 `spp_init` returned non-zero (the code is logged); 1 a corrupt request
-//! ring or another runtime failure.
+//! the plugin's own code, clamped to 1..=255, when `spp_init` returned
+//! non-zero (logged, and the slot's state says `InitFailed`); 1 a corrupt
+//! request ring or another runtime failure.
 //! Logs go to stderr (the controller points it at the launch spec's
 //! `log.file`).
 

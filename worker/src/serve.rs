@@ -248,6 +248,11 @@ impl Server {
                     }
                 }
                 Request::OtherGeneration { meta, tag } => self.handler.skip(meta, tag),
+                Request::FlowsClosed(flows) => {
+                    for flow in flows.iter() {
+                        self.handler.plugin.flow_closed(flow);
+                    }
+                }
                 Request::Malformed { len } => {
                     return Err(WorkerError::BadRecord {
                         group: self.group,

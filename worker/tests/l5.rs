@@ -326,7 +326,7 @@ fn a_bad_route_table_fd_is_a_setup_error() {
 fn a_relay_worker_without_a_sid_refuses_to_start() {
     let proxy = FakeProxy::new();
     let mut worker = proxy.spawn(&relay_plugin(), "timeout_ms=100", 0);
-    assert_eq!(worker.exit_code(), 3);
+    assert_eq!(worker.exit_code(), 1, "the relay's own spp_init code");
     let stderr = worker.stderr();
     assert!(
         stderr.contains("relay: bad plugin_conf: modid and cmdid are required"),

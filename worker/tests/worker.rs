@@ -280,10 +280,10 @@ fn many_deferred_replies_from_other_threads_arrive() {
 }
 
 #[test]
-fn a_failing_init_exits_with_status_3() {
+fn a_failing_init_exits_with_the_plugins_code() {
     let proxy = FakeProxy::new();
     let mut worker = proxy.spawn(&echo_plugin(), "bogus=1", 0);
-    assert_eq!(worker.exit_code(), 3);
+    assert_eq!(worker.exit_code(), 1);
     let stderr = worker.stderr();
     assert!(stderr.contains("spp_init returned 1"), "{stderr}");
     assert!(
@@ -293,7 +293,7 @@ fn a_failing_init_exits_with_status_3() {
 
     let proxy = FakeProxy::new();
     let mut worker = proxy.spawn(&behaviours_plugin(), "fail=7", 0);
-    assert_eq!(worker.exit_code(), 3);
+    assert_eq!(worker.exit_code(), 7);
     assert!(worker.stderr().contains("spp_init returned 7"));
 }
 

@@ -220,6 +220,12 @@ pub enum Command {
         /// The process that would load it.
         #[arg(long, value_parser = ["proxy", "worker"])]
         role: String,
+        /// The group id the worker would serve (0 for the proxy).
+        #[arg(long, default_value_t = 0)]
+        group: u32,
+        /// The `plugin_conf` handed to `spp_init`.
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        conf: String,
         /// The plugin file.
         path: PathBuf,
     },

@@ -207,7 +207,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
-        Command::CheckPlugin { role, path } => Ok(plugin_check::run_child(&path, &role)),
+        Command::CheckPlugin {
+            role,
+            group,
+            conf,
+            path,
+        } => Ok(plugin_check::run_child(&path, &role, group, &conf)),
         Command::New {
             command: NewCommand::Plugin(args),
         } => new_plugin(args),

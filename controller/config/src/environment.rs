@@ -1,5 +1,7 @@
-//! The config checks that depend on the machine: every plugin exists and
-//! loads with the right ABI version and hooks, the open-file limit can
+//! The config checks that depend on the machine: every plugin exists,
+//! loads with the right ABI version and hooks and initializes with its
+//! `plugin_conf` (and a plugin that declares itself stateful in a group
+//! that scales is warned about: [`Warning`]), the open-file limit can
 //! cover `proxy.max_connections`, and the embedded L5 registry's directory
 //! is not writable by others without the sticky bit.
 //!
@@ -42,9 +44,49 @@ impl PluginRole {
     }
 }
 
-/// Loads the plugin at the path the way a process of the role will (ABI
-/// version, required hooks); `Err` carries why it cannot be used.
-pub type PluginCheck<'a> = &'a dyn Fn(&Path, PluginRole) -> Result<(), String>;
+/// One plugin to check: the file, the process that loads it, and what that
+/// process hands its `spp_init`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PluginTarget<'a> {
+    /// The plugin file.
+    pub path: &'a Path,
+    /// The process that loads it.
+    pub role: PluginRole,
+    /// The group id (0 for the proxy).
+    pub group: u32,
+    /// `proxy.plugin_conf` or the group's `plugin_conf`.
+    pub conf: &'a str,
+}
+
+/// What a passed check learned about a plugin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PluginFacts {
+    /// It exports a non-zero `spp_plugin_stateful`.
+    pub stateful: bool,
+}
+
+/// Loads the plugin the way a process of the role will (ABI version,
+/// required hooks, `spp_init` with the conf and `spp_fini`); `Err` carries
+/// why it cannot be used.
+pub type PluginCheck<'a> = &'a dyn Fn(&PluginTarget<'_>) -> Result<PluginFacts, String>;
+
+/// Something [`check`] found that works but is likely a mistake; the
+/// caller shows it (`spp check`, `spp start`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// The config file.
+    pub file: std::path::PathBuf,
+    /// The key concerned.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+    }
+}
 
 /// Whether [`check`] may change the process (raise the soft fd limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,29 +97,49 @@ pub enum Mode {
     Prepare,
 }
 
-/// Runs every machine-dependent check; `load` checks each plugin.
-pub fn check(cfg: &Config, mode: Mode, load: PluginCheck<'_>) -> Result<(), ConfigError> {
-    plugin(
-        cfg,
-        "proxy.plugin",
-        &cfg.proxy.plugin,
-        PluginRole::Proxy,
-        load,
-    )?;
+/// Runs every machine-dependent check; `load` checks each plugin. Returns
+/// the warnings (a stateful plugin in a group that scales).
+pub fn check(cfg: &Config, mode: Mode, load: PluginCheck<'_>) -> Result<Vec<Warning>, ConfigError> {
+    let proxy = PluginTarget {
+        path: &cfg.proxy.plugin,
+        role: PluginRole::Proxy,
+        group: 0,
+        conf: &cfg.proxy.plugin_conf,
+    };
+    plugin(cfg, "proxy.plugin", &proxy, load)?;
+    let mut warnings = Vec::new();
     for (pos, group) in cfg.groups.iter().enumerate() {
-        plugin(
-            cfg,
-            &format!("group[{pos}].plugin"),
-            &group.plugin,
-            PluginRole::Worker,
-            load,
-        )?;
+        let key = format!("group[{pos}].plugin");
+        let target = PluginTarget {
+            path: &group.plugin,
+            role: PluginRole::Worker,
+            group: group.id,
+            conf: &group.plugin_conf,
+        };
+        let facts = plugin(cfg, &key, &target, load)?;
+        if facts.stateful && group.min_workers != group.max_workers {
+            warnings.push(Warning {
+                file: cfg.file.clone(),
+                key,
+                reason: format!(
+                    "plugin {} declares itself stateful (spp_plugin_stateful), but group {} \
+                     scales between min_workers = {} and max_workers = {}: each worker has its \
+                     own memory, so its state is split between the workers and lost when one \
+                     retires; set min_workers = max_workers or keep the state outside",
+                    group.plugin.display(),
+                    group.id,
+                    group.min_workers,
+                    group.max_workers
+                ),
+            });
+        }
     }
     if let Some(l5) = &cfg.l5 {
         crate::l5::check_registry_dir(l5)
             .map_err(|reason| invalid(cfg, "l5.registry_dir", reason))?;
     }
-    nofile(cfg, mode)
+    nofile(cfg, mode)?;
+    Ok(warnings)
 }
 
 fn invalid(cfg: &Config, key: &str, reason: String) -> ConfigError {
@@ -92,18 +154,17 @@ fn invalid(cfg: &Config, key: &str, reason: String) -> ConfigError {
 fn plugin(
     cfg: &Config,
     key: &str,
-    path: &Path,
-    role: PluginRole,
+    target: &PluginTarget<'_>,
     load: PluginCheck<'_>,
-) -> Result<(), ConfigError> {
-    if !path.is_file() {
+) -> Result<PluginFacts, ConfigError> {
+    if !target.path.is_file() {
         return Err(invalid(
             cfg,
             key,
-            format!("plugin file {} does not exist", path.display()),
+            format!("plugin file {} does not exist", target.path.display()),
         ));
     }
-    load(path, role).map_err(|reason| invalid(cfg, key, reason))
+    load(target).map_err(|reason| invalid(cfg, key, reason))
 }
 
 /// Open files the proxy needs: every connection, the inherited fds, and a
@@ -147,3 +208,7 @@ fn nofile(cfg: &Config, mode: Mode) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "environment_tests.rs"]
+mod tests;

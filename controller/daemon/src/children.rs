@@ -58,6 +58,8 @@ pub enum Shared {
     Draining,
     /// Gone (set by the controller).
     Down,
+    /// Its plugin's `spp_init` refused; it exits with the plugin's code.
+    InitFailed,
 }
 
 impl From<ProcessState> for Shared {
@@ -67,6 +69,7 @@ impl From<ProcessState> for Shared {
             ProcessState::Ready => Shared::Ready,
             ProcessState::Draining => Shared::Draining,
             ProcessState::Down => Shared::Down,
+            ProcessState::InitFailed => Shared::InitFailed,
         }
     }
 }
@@ -327,6 +330,10 @@ pub enum ChildExit {
     Signal(i32),
     /// Waiting for it failed.
     Lost(std::io::Error),
+    /// It exited with this status after its plugin's `spp_init` refused
+    /// (it said so in shared memory): the status is the plugin's code,
+    /// clamped to 1..=255.
+    InitFailed(i32),
 }
 
 impl ChildExit {
@@ -343,10 +350,21 @@ impl ChildExit {
         }
     }
 
-    /// For the status report: `"exit status 3"`, `"killed by signal 9"`.
+    /// This exit, known to follow a refusing `spp_init` when `init_failed`
+    /// (the child's last shared state).
+    pub fn after_init(self, init_failed: bool) -> Self {
+        match self {
+            ChildExit::Code(code) if init_failed => ChildExit::InitFailed(code),
+            other => other,
+        }
+    }
+
+    /// For the status report: `"exit status 3"`, `"killed by signal 9"`,
+    /// `"spp_init returned 7"`.
     pub fn short(&self) -> String {
         match self {
             ChildExit::Code(code) => format!("exit status {code}"),
+            ChildExit::InitFailed(code) => format!("spp_init returned {}", init_code(*code)),
             ChildExit::Signal(sig) => format!("killed by signal {sig}"),
             ChildExit::Lost(e) => format!("lost ({e})"),
         }
@@ -359,9 +377,18 @@ impl ChildExit {
             ChildExit::Code(exit_code::OK) => Some("it stopped on its own"),
             ChildExit::Code(exit_code::FAILURE) => Some("runtime failure"),
             ChildExit::Code(exit_code::SETUP) => Some("bad launch spec or cannot load the plugin"),
-            ChildExit::Code(exit_code::PLUGIN_INIT) => Some("plugin init failed"),
             _ => None,
         }
+    }
+}
+
+/// The `spp_init` code behind exit status `code`: the code itself, or "a
+/// code clamped to" it at the ends of 1..=255.
+fn init_code(code: i32) -> String {
+    match code {
+        1 => "1 (or less)".to_string(),
+        255 => "255 (or more)".to_string(),
+        code => code.to_string(),
     }
 }
 
@@ -370,6 +397,11 @@ impl fmt::Display for ChildExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ChildExit::Code(code) => write!(f, "exited with status {code}")?,
+            ChildExit::InitFailed(code) => write!(
+                f,
+                "exited with status {code} (plugin init failed: spp_init returned {})",
+                init_code(*code)
+            )?,
             ChildExit::Signal(sig) => write!(f, "was killed by signal {sig}")?,
             ChildExit::Lost(e) => write!(f, "was lost ({e})")?,
         }
@@ -438,12 +470,16 @@ mod tests {
     #[test]
     fn exits_are_described_by_the_shared_exit_codes() {
         let exit = |raw| ChildExit::from_wait(Ok(ExitStatus::from_raw(raw)));
-        let init = exit(exit_code::PLUGIN_INIT << 8);
-        assert_eq!(init.short(), "exit status 3");
+        let init = exit(7 << 8).after_init(true);
+        assert_eq!(init.short(), "spp_init returned 7");
         assert_eq!(
             init.to_string(),
-            "exited with status 3 (plugin init failed)"
+            "exited with status 7 (plugin init failed: spp_init returned 7)"
         );
+        let clamped = exit(1 << 8).after_init(true);
+        assert_eq!(clamped.short(), "spp_init returned 1 (or less)");
+        let plain = exit(3 << 8).after_init(false);
+        assert_eq!(plain.to_string(), "exited with status 3");
         assert_eq!(
             exit(exit_code::SETUP << 8).meaning(),
             Some("bad launch spec or cannot load the plugin")

@@ -2,10 +2,15 @@
 //! controller is long-lived, and a plugin may start threads and can never
 //! be unloaded safely. So `spp check`, `spp start` (and the controller's
 //! own preflight) and `spp reload` run `spp __check-plugin --role ROLE
-//! PATH`, a short-lived child of the `spp` executable that loads the
-//! plugin the way the role's process will (ABI version, required hooks),
-//! prints its [`Verdict`] as one line ([`VERDICT_PREFIX`] and JSON) on
-//! stdout and exits ([`EXIT_PASSED`] or [`EXIT_REFUSED`]).
+//! --group ID --conf=CONF PATH`, a short-lived child of the `spp`
+//! executable that loads the plugin the way the role's process will (ABI
+//! version, required hooks), calls its `spp_init` with the role's
+//! `plugin_conf` and an inert host table ([`inert`]: reply and close answer
+//! `SPP_ERR_UNSUPPORTED`, log writes to stderr, metrics count nowhere that
+//! is shown) and then its `spp_fini`, prints its [`Verdict`] as one line
+//! ([`VERDICT_PREFIX`] and JSON) on stdout and exits ([`EXIT_PASSED`] or
+//! [`EXIT_REFUSED`]). A plugin whose `spp_init` refuses fails the check
+//! naming the file, the role and the code, instead of failing the start.
 //!
 //! The child is throw-away because a plugin runs code the moment it is
 //! mapped (constructors): it may `_exit`, abort, crash, hang or print.
@@ -22,9 +27,10 @@
 use crate::privileges::Credentials;
 use serde::{Deserialize, Serialize};
 use spp_config::defaults;
-use spp_config::environment::{self, Mode, PluginRole};
+use spp_config::environment::{self, Mode, PluginFacts, PluginRole, PluginTarget, Warning};
 use spp_config::{Config, ConfigError};
 use spp_plugin_api::host::{PluginLibrary, Role};
+use std::ffi::CString;
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -32,6 +38,9 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+#[path = "plugin_check_inert.rs"]
+pub mod inert;
 
 /// The hidden `spp` subcommand that checks one plugin.
 pub const SUBCOMMAND: &str = "__check-plugin";
@@ -57,35 +66,48 @@ pub struct Verdict {
     /// Why not (the loader's error and its causes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// It exports a non-zero `spp_plugin_stateful`.
+    #[serde(default)]
+    pub stateful: bool,
 }
 
 /// Every machine-dependent check of `cfg` ([`environment::check`]), each
-/// plugin checked in a child ([`in_child`]).
-pub fn environment(cfg: &Config, mode: Mode) -> Result<(), ConfigError> {
+/// plugin checked in a child ([`in_child`]). Each warning is printed to
+/// stderr (`spp: warning: ...`: the terminal of `spp check`/`start`, the
+/// controller's log) and returned.
+pub fn environment(cfg: &Config, mode: Mode) -> Result<Vec<Warning>, ConfigError> {
     let run_as = cfg.service.run_as.as_ref().map(Credentials::from);
-    environment::check(cfg, mode, &|path: &Path, role: PluginRole| {
-        in_child_as(path, role, run_as)
-    })
+    let warnings = environment::check(cfg, mode, &|target: &PluginTarget<'_>| {
+        in_child_as(target, run_as)
+    })?;
+    for w in &warnings {
+        eprintln!("spp: warning: {w}");
+    }
+    Ok(warnings)
 }
 
-/// Checks the plugin at `path` for `role` in a child process of this
-/// executable; `Err` carries the reason (the loader's, or why the check
-/// itself failed).
-pub fn in_child(path: &Path, role: PluginRole) -> Result<(), String> {
-    in_child_as(path, role, None)
+/// Checks the plugin of `target` in a child process of this executable;
+/// `Err` carries the reason (the loader's, `spp_init`'s code, or why the
+/// check itself failed).
+pub fn in_child(target: &PluginTarget<'_>) -> Result<PluginFacts, String> {
+    in_child_as(target, None)
 }
 
 /// [`in_child`] with the child running as `run_as` (`service.user`), as
 /// the proxy and the workers will.
 pub fn in_child_as(
-    path: &Path,
-    role: PluginRole,
+    target: &PluginTarget<'_>,
     run_as: Option<Credentials>,
-) -> Result<(), String> {
+) -> Result<PluginFacts, String> {
+    let path = target.path;
     let mut cmd = Command::new(SELF_EXE);
     cmd.arg(SUBCOMMAND)
         .arg("--role")
-        .arg(role.as_str())
+        .arg(target.role.as_str())
+        .arg("--group")
+        .arg(target.group.to_string())
+        .arg(format!("--conf={}", target.conf))
+        .arg("--")
         .arg(path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -164,10 +186,12 @@ pub fn timeout() -> Duration {
 /// The outcome of a check that ended with `status` and printed `verdict`:
 /// a verdict counts only when the exit status agrees with it; every other
 /// fate is a refusal that says what happened.
-fn judge(path: &Path, status: ExitStatus, verdict: Option<Verdict>) -> Result<(), String> {
+fn judge(path: &Path, status: ExitStatus, verdict: Option<Verdict>) -> Result<PluginFacts, String> {
     let code = status.code();
     match verdict {
-        Some(v) if v.ok && code == Some(i32::from(EXIT_PASSED)) => Ok(()),
+        Some(v) if v.ok && code == Some(i32::from(EXIT_PASSED)) => Ok(PluginFacts {
+            stateful: v.stateful,
+        }),
         Some(Verdict {
             ok: false,
             reason: Some(reason),
@@ -209,6 +233,41 @@ fn parse_verdict(text: &str) -> Option<Verdict> {
     })
 }
 
+/// Loads the plugin, then calls `spp_init` and `spp_fini` as a process of
+/// `role` would; whether it declares itself stateful, or why it cannot be
+/// used.
+fn load_and_init(path: &Path, role: PluginRole, group: u32, conf: &str) -> Result<bool, String> {
+    let lib_role = match role {
+        PluginRole::Proxy => Role::Proxy,
+        PluginRole::Worker => Role::Worker,
+    };
+    let plugin = PluginLibrary::load(path, lib_role).map_err(|e| spp_ipc::error_chain(&e))?;
+    let conf_c = CString::new(conf)
+        .map_err(|_| format!("plugin {}: plugin_conf contains a NUL byte", path.display()))?;
+    let who = match role {
+        PluginRole::Proxy => "the proxy".to_string(),
+        PluginRole::Worker => format!("worker g{group}/0"),
+    };
+    let code = inert::init(&plugin, role, group, &conf_c);
+    if code != 0 {
+        // Never unloaded (see `run_child`); no spp_fini after a refusal,
+        // as in a real process.
+        std::mem::forget(plugin);
+        return Err(format!(
+            "plugin {} ({} role, as {who}): spp_init returned {code} (the {} would exit with \
+             status {}); see its log lines above",
+            path.display(),
+            role.as_str(),
+            role.as_str(),
+            spp_ipc::launch::exit_code::plugin_init(code)
+        ));
+    }
+    plugin.fini();
+    let stateful = plugin.stateful();
+    std::mem::forget(plugin);
+    Ok(stateful)
+}
+
 /// Keeps stdout for the verdict only: returns a close-on-exec copy of it
 /// and points fd 1 at stderr, so that whatever the plugin prints while it
 /// loads goes to stderr. `None` (the verdict then goes to fd 1 as is) when
@@ -225,32 +284,28 @@ fn divert_stdout() -> Option<std::fs::File> {
 }
 
 /// The child end: loads the plugin at `path` for `role` (`"proxy"` or
-/// `"worker"`), prints the [`Verdict`] and returns the exit status. The
+/// `"worker"`), calls its `spp_init` with `conf` ([`inert::init`]) and
+/// `spp_fini`, prints the [`Verdict`] and returns the exit status. The
 /// plugin stays loaded until the process exits: unloading one is never
 /// safe.
-pub fn run_child(path: &Path, role: &str) -> u8 {
+pub fn run_child(path: &Path, role: &str, group: u32, conf: &str) -> u8 {
     let verdict_out = divert_stdout();
-    let verdict = |ok: bool, reason: Option<String>| Verdict {
+    // The plugin's log lines go to stderr with the check's output.
+    spp_ipc::logging::init("spp-check-plugin", defaults::LOG_LEVEL);
+    let verdict = |ok: bool, reason: Option<String>, stateful: bool| Verdict {
         plugin: path.display().to_string(),
         role: role.to_string(),
         ok,
         reason,
+        stateful,
     };
     let result = match PluginRole::from_name(role) {
         None => Err(format!("unknown role {role:?} (proxy or worker)")),
-        Some(role) => {
-            let role = match role {
-                PluginRole::Proxy => Role::Proxy,
-                PluginRole::Worker => Role::Worker,
-            };
-            PluginLibrary::load(path, role)
-                .map(std::mem::forget)
-                .map_err(|e| spp_ipc::error_chain(&e))
-        }
+        Some(role) => load_and_init(path, role, group, conf),
     };
     let (verdict, code) = match result {
-        Ok(()) => (verdict(true, None), EXIT_PASSED),
-        Err(reason) => (verdict(false, Some(reason)), EXIT_REFUSED),
+        Ok(stateful) => (verdict(true, None, stateful), EXIT_PASSED),
+        Err(reason) => (verdict(false, Some(reason), false), EXIT_REFUSED),
     };
     let line = serde_json::to_string(&verdict).unwrap_or_default();
     let line = format!("{VERDICT_PREFIX}{line}\n");
@@ -281,6 +336,7 @@ mod tests {
             role: "worker".into(),
             ok: false,
             reason: Some("plugin /p.so: cannot load\n  caused by: x".into()),
+            stateful: false,
         }
     }
 
@@ -310,7 +366,18 @@ mod tests {
             reason: None,
             ..refused()
         };
-        assert_eq!(judge(path, exited(0), Some(passed.clone())), Ok(()));
+        assert_eq!(
+            judge(path, exited(0), Some(passed.clone())),
+            Ok(PluginFacts::default())
+        );
+        let stateful = Verdict {
+            stateful: true,
+            ..passed.clone()
+        };
+        assert_eq!(
+            judge(path, exited(0), Some(stateful)),
+            Ok(PluginFacts { stateful: true })
+        );
         assert!(judge(path, exited(1), Some(refused()))
             .unwrap_err()
             .contains("cannot load"));

@@ -423,12 +423,13 @@ impl Supervisor {
         let uptime = now.saturating_duration_since(run.started);
         // A worker that served (and then died: a poison request, a bug) is
         // restarted at once; back-off is for one that cannot start.
+        let init_failed = self.shared(kind) == Shared::InitFailed;
         let served = was_ready
             && matches!(kind, Kind::Worker { .. })
             && (uptime >= defaults::SERVED_AFTER
                 || self.completed_seq(kind) != run.completed_at_start);
         self.mark_down(kind);
-        let exit = ChildExit::from_wait(ev.status);
+        let exit = ChildExit::from_wait(ev.status).after_init(init_failed);
         let state = self.state;
         let child = self.children.get_mut(ev.child)?;
         let desc = match child.stop_reason.take() {

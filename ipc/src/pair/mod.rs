@@ -46,6 +46,19 @@
 //! when it publishes its responses. The proxy keeps a FIFO of
 //! ([`InFlight`]) requests per pair and pops those `completed_seq` covers.
 //!
+//! Flow closed: a worker whose plugin has `spp_flow_closed` says so in
+//! `worker_hooks` ([`WorkerSlot::set_hooks`], before `Ready`). When a TCP
+//! connection closes, the proxy queues its flow for every worker slot that
+//! served requests of it (its dispatch ledger keeps up to a few slots per
+//! connection) and, at the end of its loop turn, pushes them as
+//! `KIND_FLOW_CLOSED` records of up to `FLOW_CLOSED_BATCH` flows
+//! ([`ProxyEnd::push_flows_closed`]), stamped with the worker's tag, and
+//! publishes them with the turn's requests. They take no `seq` and complete
+//! nothing; being in the request ring behind the flow's requests, a worker
+//! sees them after it took every request of that flow. The proxy's queue
+//! per slot is bounded; what does not fit (a ring full for long) is dropped
+//! and counted (`flow_closed_dropped`). Old workers skip the unknown kind.
+//!
 //! Drain: a worker leaving service sets `Draining` and rings the proxy's
 //! doorbell; the proxy stops pushing to it, publishes what it pushed, and
 //! stores the worker's generation in `drain_ack`. The worker exits once it
@@ -108,7 +121,8 @@ mod tests;
 pub use observer::{mark_worker_down, PairObserver};
 pub use proxy_end::{Drained, ProxyEnd, ResponseRecord};
 pub use worker_end::{
-    wake_worker, Request, RequestRecord, ResponseKind, WorkerRequests, WorkerResponses, WorkerSlot,
+    wake_worker, FlowsClosed, Request, RequestRecord, ResponseKind, WorkerRequests,
+    WorkerResponses, WorkerSlot,
 };
 
 use crate::doorbell::{Doorbell, SleepFlag};

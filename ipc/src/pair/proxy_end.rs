@@ -15,8 +15,9 @@ use crate::doorbell::{wake_if_sleeping, Doorbell};
 use crate::error::IpcError;
 use crate::layout::{PairHeader, PairRegion, WorkerState};
 use crate::record::{
-    max_request_len, meta_bytes, split_request, split_response, RequestMeta, KIND_CLOSE,
-    KIND_EXPIRED, KIND_REQUEST, KIND_RESPONSE, REQUEST_META_SIZE,
+    max_request_len, meta_bytes, split_request, split_response, RequestMeta, FLOW_CLOSED_BATCH,
+    FLOW_ID_SIZE, KIND_CLOSE, KIND_EXPIRED, KIND_FLOW_CLOSED, KIND_REQUEST, KIND_RESPONSE,
+    REQUEST_META_SIZE,
 };
 use crate::ring::{Consumer, Producer, PushError};
 use spp_plugin_api::abi::SppConnInfo;
@@ -177,6 +178,36 @@ impl ProxyEnd {
             enqueued_ns,
         });
         Ok(seq)
+    }
+
+    /// Pushes one `KIND_FLOW_CLOSED` record telling the worker of `tag`
+    /// that `flows` (at most [`FLOW_CLOSED_BATCH`]; the rest is ignored)
+    /// closed. Invisible until [`Self::publish`]; no `seq`, nothing in
+    /// flight. `Err(Full)`: no room now, try again later.
+    pub fn push_flows_closed(&mut self, tag: RequestTag, flows: &[u64]) -> Result<(), PushError> {
+        let flows = &flows[..flows.len().min(FLOW_CLOSED_BATCH)];
+        if flows.is_empty() {
+            return Ok(());
+        }
+        self.requests.push_with(
+            KIND_FLOW_CLOSED,
+            tag.raw(),
+            flows.len() * FLOW_ID_SIZE,
+            |dst| {
+                for (slot, flow) in dst.chunks_exact_mut(FLOW_ID_SIZE).zip(flows) {
+                    slot.copy_from_slice(&flow.to_ne_bytes());
+                }
+            },
+        )?;
+        self.unpublished = true;
+        Ok(())
+    }
+
+    /// The worker's optional hooks (`PairHeader::worker_hooks`, as it
+    /// stored them before `Ready`).
+    #[inline]
+    pub fn worker_hooks(&self) -> u32 {
+        self.header().worker_hooks.load(Ordering::Acquire)
     }
 
     /// Whether requests were pushed since the last publish.

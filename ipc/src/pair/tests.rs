@@ -665,3 +665,50 @@ fn the_observer_sees_requests_waiting_until_completed_and_the_liveness_stamps() 
         (77, 5)
     );
 }
+
+#[test]
+fn closed_flows_follow_their_requests_and_only_reach_their_generation() {
+    let (mut proxy, w) = rig(LAYOUT);
+    let (slot, mut requests, _responses) = take(&w);
+    slot.set_hooks(crate::layout::HOOK_FLOW_CLOSED);
+    assert_eq!(proxy.worker_hooks(), crate::layout::HOOK_FLOW_CLOSED);
+    let tag = RequestTag::of(proxy.worker_generation());
+    proxy.push(tag, &conn(7), b"last words", 1).unwrap();
+    let many: Vec<u64> = (100..100 + crate::record::FLOW_CLOSED_BATCH as u64 + 5).collect();
+    proxy.push_flows_closed(tag, &[7]).unwrap();
+    proxy.push_flows_closed(tag, &many).unwrap();
+    proxy
+        .push_flows_closed(RequestTag::from_raw(tag.raw().wrapping_add(1)), &[9])
+        .unwrap();
+    assert!(proxy.has_unpublished());
+    assert!(
+        requests.peek().unwrap().is_none(),
+        "invisible before publish"
+    );
+    proxy.publish();
+    assert_eq!(proxy.in_flight(), 1, "closes take no seq");
+
+    let mut seen = Vec::new();
+    while let Some(record) = requests.peek().unwrap() {
+        match record.request {
+            Request::Mine { meta, .. } => seen.push(format!("req {}", meta.conn.flow)),
+            Request::FlowsClosed(flows) => {
+                seen.push(format!("closed {:?}", flows.iter().collect::<Vec<_>>()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let stride = record.stride();
+        requests.advance(stride);
+    }
+    let first_batch: Vec<u64> = many[..crate::record::FLOW_CLOSED_BATCH].to_vec();
+    assert_eq!(
+        seen,
+        vec![
+            "req 7".to_string(),
+            "closed [7]".to_string(),
+            format!("closed {first_batch:?}"),
+            "closed []".to_string(),
+        ],
+        "in ring order, batches capped, another generation's close is empty"
+    );
+}

@@ -22,8 +22,8 @@ use crate::doorbell::{wake_if_sleeping, Doorbell, SleepFlag};
 use crate::error::IpcError;
 use crate::layout::{PairHeader, PairRegion, ProxyRegion, WorkerState};
 use crate::record::{
-    meta_bytes, split_request, RequestMeta, ResponseMeta, KIND_CLOSE, KIND_EXPIRED, KIND_REQUEST,
-    KIND_RESPONSE, RESPONSE_META_SIZE,
+    meta_bytes, split_request, RequestMeta, ResponseMeta, FLOW_ID_SIZE, KIND_CLOSE, KIND_EXPIRED,
+    KIND_FLOW_CLOSED, KIND_REQUEST, KIND_RESPONSE, RESPONSE_META_SIZE,
 };
 use crate::ring::{Consumer, Producer, PushError};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -141,6 +141,21 @@ impl<'a> WorkerSlot<'a> {
         })
     }
 
+    /// The plugin's `spp_init` refused: the worker is about to exit with
+    /// its code (the controller reads this to say so).
+    pub fn set_init_failed(&self) {
+        self.header()
+            .worker_state
+            .store(WorkerState::InitFailed as u32, Ordering::Release);
+    }
+
+    /// Says which optional hooks the worker's plugin has
+    /// (`layout::HOOK_*` bits; 0 for none). Call before [`Self::set_ready`]:
+    /// the proxy reads it once it adopted the worker.
+    pub fn set_hooks(&self, hooks: u32) {
+        self.header().worker_hooks.store(hooks, Ordering::Release);
+    }
+
     /// The worker serves: the proxy adopts it at its next scan.
     pub fn set_ready(&self) {
         self.header()
@@ -199,11 +214,34 @@ pub enum Request<'r> {
         /// Its payload length.
         len: usize,
     },
+    /// Connections this worker served requests of closed
+    /// (`KIND_FLOW_CLOSED`, for this generation): call the plugin's
+    /// `spp_flow_closed` for each of [`FlowsClosed::iter`]. Completes
+    /// nothing.
+    FlowsClosed(FlowsClosed<'r>),
     /// A record of another kind: skip it.
     UnknownKind {
         /// Its kind.
         kind: u16,
     },
+}
+
+/// The flow ids of a `KIND_FLOW_CLOSED` record, in place in the ring.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowsClosed<'r> {
+    bytes: &'r [u8],
+}
+
+impl<'r> FlowsClosed<'r> {
+    /// The closed flows, in the order the proxy closed them (a trailing
+    /// partial id, which a sound proxy never writes, is ignored).
+    pub fn iter(&self) -> impl Iterator<Item = u64> + 'r {
+        self.bytes.chunks_exact(FLOW_ID_SIZE).map(|id| {
+            let mut raw = [0u8; FLOW_ID_SIZE];
+            raw.copy_from_slice(id);
+            u64::from_ne_bytes(raw)
+        })
+    }
 }
 
 /// One record taken from the request ring; valid until
@@ -240,7 +278,14 @@ impl WorkerRequests<'_> {
         let Some(record) = self.consumer.peek()? else {
             return Ok(None);
         };
-        let request = if record.kind != KIND_REQUEST {
+        let request = if record.kind == KIND_FLOW_CLOSED {
+            if record.flags == tag {
+                Request::FlowsClosed(FlowsClosed { bytes: record.data })
+            } else {
+                // For a predecessor: this worker never served those flows.
+                Request::FlowsClosed(FlowsClosed { bytes: &[] })
+            }
+        } else if record.kind != KIND_REQUEST {
             Request::UnknownKind { kind: record.kind }
         } else {
             match split_request(record.data) {

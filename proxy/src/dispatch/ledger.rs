@@ -8,10 +8,15 @@
 //! FIFOs ([`Ledger::pushed`], [`Ledger::left`]), and nowhere else. A
 //! connection's entry is found by its table slot and checked against its
 //! flow id, so a closed connection's requests leaving later never touch a
-//! newcomer in the same table slot; nothing needs to be told when a
-//! connection closes.
+//! newcomer in the same table slot. It also remembers the first
+//! [`SERVED_MAX`] worker slots a connection's requests went to, so that
+//! when it closes those workers can be told ([`Ledger::take_served`],
+//! `spp_flow_closed`).
 
 use crate::flow::{self, Proto};
+
+/// Worker slots remembered per connection as having served it.
+pub const SERVED_MAX: usize = 4;
 
 /// One TCP connection's requests in flight.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,6 +27,24 @@ struct ConnFlight {
     count: u32,
     /// The worker slot its latest request went to.
     slot: u32,
+    /// The first worker slots its requests went to (`served_len` of them).
+    served: [u32; SERVED_MAX],
+    /// How many of `served` are set.
+    served_len: u32,
+}
+
+/// The worker slots that served a closed connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    slots: [u32; SERVED_MAX],
+    len: u32,
+}
+
+impl Served {
+    /// The slots, first served first.
+    pub fn slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots[..self.len as usize].iter().map(|&s| s as usize)
+    }
 }
 
 /// Every TCP connection's requests in flight.
@@ -62,12 +85,37 @@ impl Ledger {
         if entry.flow != flow {
             *entry = ConnFlight {
                 flow,
-                count: 0,
-                slot: 0,
+                ..ConnFlight::default()
             };
         }
         entry.count += 1;
         entry.slot = s as u32;
+        let len = entry.served_len as usize;
+        // At most SERVED_MAX compares, no allocation.
+        if len < SERVED_MAX && !entry.served[..len].contains(&entry.slot) {
+            entry.served[len] = entry.slot;
+            entry.served_len += 1;
+        }
+    }
+
+    /// The connection `flow` closed: the worker slots that served it (and
+    /// forgets them, so it is told once).
+    pub fn take_served(&mut self, flow: u64) -> Served {
+        let parts = flow::decode(flow);
+        if parts.proto != Proto::Tcp {
+            return Served::default();
+        }
+        match self.per_conn.get_mut(parts.slot as usize) {
+            Some(e) if e.flow == flow => {
+                let served = Served {
+                    slots: e.served,
+                    len: e.served_len,
+                };
+                e.served_len = 0;
+                served
+            }
+            _ => Served::default(),
+        }
     }
 
     /// One request of `flow` left its worker (completed or failed); true
@@ -118,6 +166,25 @@ mod tests {
         assert!(l.left(a));
         assert_eq!(l.of_conn(a), (0, 1));
         assert!(!l.left(a), "nothing left to leave");
+    }
+
+    #[test]
+    fn the_first_workers_that_served_a_connection_are_told_once() {
+        let mut l = Ledger::default();
+        let a = flow(Proto::Tcp, 2, 1);
+        for s in [3, 3, 1, 3, 7, 8, 9, 1] {
+            l.pushed(s, a);
+        }
+        let served: Vec<usize> = l.take_served(a).slots().collect();
+        assert_eq!(served, vec![3, 1, 7, 8], "first SERVED_MAX, no repeats");
+        assert_eq!(l.take_served(a).slots().count(), 0, "told once");
+        let newcomer = flow(Proto::Tcp, 2, 2);
+        assert_eq!(l.take_served(newcomer).slots().count(), 0, "another flow");
+        l.pushed(5, newcomer);
+        assert_eq!(l.take_served(newcomer).slots().collect::<Vec<_>>(), vec![5]);
+        let udp = flow(Proto::Udp, 2, 1);
+        l.pushed(4, udp);
+        assert_eq!(l.take_served(udp).slots().count(), 0, "UDP has none");
     }
 
     #[test]

@@ -36,6 +36,7 @@
 //! Group ids are `1..=255` (`spp_route` returns one); a 256-entry table
 //! maps an id to its group, so routing a request costs no search.
 
+pub mod closed;
 pub mod ledger;
 pub mod liveness;
 pub mod policy;
@@ -79,6 +80,8 @@ pub struct Dispatcher {
     group_index: [u8; GROUP_IDS],
     dirty: Vec<usize>,
     ledger: Ledger,
+    /// Closed flows waiting to be told to the workers that served them.
+    closed: closed::ClosedFlows,
     layout: PairLayout,
     /// Picks that passed over a stalled worker since the last
     /// [`Self::take_stalled_skips`].
@@ -126,6 +129,7 @@ impl Dispatcher {
             groups: out,
             group_index,
             dirty: Vec::new(),
+            closed: closed::ClosedFlows::default(),
             layout,
             stalled_skips: 0,
         })
@@ -289,9 +293,35 @@ impl Dispatcher {
         self.take_in_flight(s)
     }
 
-    /// Publishes every ring pushed to since the last call and wakes each
-    /// such worker if it sleeps.
+    /// TCP connection `flow` closed: queues it for the workers that served
+    /// it and have `spp_flow_closed` ([`closed`]); pushed at the next
+    /// [`Self::publish`].
+    pub fn flow_closed(&mut self, flow: u64) {
+        let served = self.ledger.take_served(flow);
+        for s in served.slots() {
+            if self.slots.get(s).is_some_and(Slot::wants_flow_closed) {
+                self.closed.queue(s, flow);
+            }
+        }
+    }
+
+    /// Closed-flow notices dropped (a full queue) since the last call.
+    pub fn take_flow_closed_dropped(&mut self) -> u64 {
+        self.closed.take_dropped()
+    }
+
+    /// Publishes every ring pushed to since the last call (closed-flow
+    /// notices first pushed as far as there is room) and wakes each such
+    /// worker if it sleeps.
     pub fn publish(&mut self) {
+        if !self.closed.is_empty() {
+            let (slots, dirty) = (&mut self.slots, &mut self.dirty);
+            self.closed.flush(slots, |s| {
+                if !dirty.contains(&s) {
+                    dirty.push(s);
+                }
+            });
+        }
         for s in self.dirty.drain(..) {
             self.slots[s].publish();
         }

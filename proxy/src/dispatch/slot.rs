@@ -13,7 +13,7 @@ use super::stall::{self, Oldest, Stall};
 use crate::error::ProxyError;
 use spp_ipc::doorbell::Doorbell;
 use spp_ipc::launch::PairFds;
-use spp_ipc::layout::{PairLayout, PairRegion};
+use spp_ipc::layout::{PairLayout, PairRegion, HOOK_FLOW_CLOSED};
 use spp_ipc::pair::{Drained, InFlight, ProxyEnd, RequestTag, ResponseRecord};
 use spp_ipc::ring::PushError;
 use spp_plugin_api::abi::SppConnInfo;
@@ -165,6 +165,19 @@ impl Slot {
         let was_dirty = self.end.has_unpublished();
         self.end.push(tag, conn, req, now_ns)?;
         Ok(!was_dirty)
+    }
+
+    /// Whether the adopted worker's plugin has `spp_flow_closed`.
+    #[inline]
+    pub(super) fn wants_flow_closed(&self) -> bool {
+        self.liveness.is_live() && self.end.worker_hooks() & HOOK_FLOW_CLOSED != 0
+    }
+
+    /// Pushes one `KIND_FLOW_CLOSED` record of `flows` for the adopted
+    /// worker; `None` when there is none (nobody to tell).
+    pub(super) fn push_flows_closed(&mut self, flows: &[u64]) -> Option<Result<(), PushError>> {
+        let tag = self.liveness.tag()?;
+        Some(self.end.push_flows_closed(tag, flows))
     }
 
     /// Publishes what was pushed since the last publish (if anything) and

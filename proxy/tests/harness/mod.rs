@@ -127,6 +127,15 @@ pub fn hooks_plugin() -> PathBuf {
         .clone()
 }
 
+/// [`hooks_plugin`] framing TCP with `spp_input_ctx` and a context per
+/// connection (`-DHOOKS_CTX`).
+pub fn hooks_plugin_with_ctx() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_hooks("libspp_proxy_test_hooks_ctx.so", &["-DHOOKS_CTX"]))
+        .clone()
+}
+
 /// [`hooks_plugin`] built without `spp_exception` (`-DHOOKS_NO_EXCEPTION`),
 /// for what the proxy does when a plugin has no exception hook.
 pub fn hooks_plugin_without_exception() -> PathBuf {
@@ -387,7 +396,7 @@ fn serve(
                     last_seq = Some(meta.seq);
                 }
                 Request::Malformed { len } => panic!("malformed request record ({len} bytes)"),
-                Request::UnknownKind { .. } => {}
+                Request::UnknownKind { .. } | Request::FlowsClosed(_) => {}
             }
             requests.advance(stride);
         }

@@ -4,6 +4,7 @@
  * length + payload). The first payload byte steers it:
  *
  *   'X'  spp_input rejects the stream (frame error).
+ *   'O'  spp_input returns more bytes than it was given (a plugin error).
  *   'N'  spp_route names group 9, which does not exist: spp_exception
  *        answers with the frame "EXC:<reason>" and keeps the connection.
  *   'C'  routed to group 9 too; spp_exception calls host->close(flow).
@@ -27,6 +28,11 @@
  *
  * Built with -DHOOKS_NO_EXCEPTION it has no spp_exception at all.
  *
+ * Built with -DHOOKS_CTX it frames TCP with spp_input_ctx and a context
+ * per connection (spp_conn_open / spp_conn_free): each call looks only at
+ * the bytes it has not seen (resuming where the last call stopped), and
+ * spp_conn_free logs "ctx free requests=R scanned=S" (S: bytes looked at).
+ *
  * conf "refuse": spp_init fails with 7. conf "thread": spp_init starts a
  * thread that spins in this library's code forever (it outlives spp_fini,
  * so unloading the library at exit would crash the proxy).
@@ -34,6 +40,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "spp_plugin.h"
@@ -99,11 +106,52 @@ int spp_init(const spp_host *h, const char *conf) {
     return strcmp(conf, "refuse") == 0 ? 7 : 0;
 }
 
+#ifdef HOOKS_CTX
+/* One connection's framing state. */
+typedef struct hooks_ctx {
+    size_t seen;      /* bytes of the current request looked at already */
+    size_t scanned;   /* bytes looked at over the connection's life */
+    size_t requests;  /* requests framed */
+} hooks_ctx;
+
+void *spp_conn_open(const spp_conn_info *conn) {
+    (void)conn;
+    log_line("ctx open");
+    return calloc(1, sizeof(hooks_ctx));
+}
+
+int spp_input_ctx(const spp_conn_info *conn, void *vctx, const uint8_t *buf, size_t len) {
+    (void)conn;
+    hooks_ctx *c = vctx;
+    if (c == NULL) return -1;
+    /* Only the new bytes are looked at. */
+    c->scanned += len - c->seen;
+    c->seen = len;
+    if (len < HEADER_LEN) return 0;
+    size_t payload = ((size_t)buf[0] << 24) | ((size_t)buf[1] << 16) | ((size_t)buf[2] << 8) | buf[3];
+    if (len < HEADER_LEN + payload) return 0;
+    /* The host cuts the request off: the next call starts at its end. */
+    c->seen = len - (HEADER_LEN + payload);
+    c->requests++;
+    return (int)(HEADER_LEN + payload);
+}
+
+void spp_conn_free(const spp_conn_info *conn, void *vctx) {
+    (void)conn;
+    hooks_ctx *c = vctx;
+    char line[MAX_LINE];
+    snprintf(line, sizeof line, "ctx free requests=%zu scanned=%zu", c->requests, c->scanned);
+    log_line(line);
+    free(c);
+}
+#endif
+
 int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len) {
     (void)conn;
     if (len < HEADER_LEN) return 0;
     size_t payload = ((size_t)buf[0] << 24) | ((size_t)buf[1] << 16) | ((size_t)buf[2] << 8) | buf[3];
     if (len > HEADER_LEN && buf[HEADER_LEN] == 'X') return -1;
+    if (len > HEADER_LEN && buf[HEADER_LEN] == 'O') return (int)len + 100;
     if (len < HEADER_LEN + payload) return 0;
     return (int)(HEADER_LEN + payload);
 }

@@ -107,6 +107,12 @@ fn take_batch(server: &mut Server, rt: &mut Runtime, now: u64) -> Result<usize, 
                 handler.skip_logged(meta, tag);
                 rt.done_at_once(handler, meta.seq);
             }
+            Request::FlowsClosed(flows) => {
+                // On the scheduler (main) thread, outside any micro-thread.
+                for flow in flows.iter() {
+                    handler.plugin.flow_closed(flow);
+                }
+            }
             Request::Malformed { len } => {
                 return Err(WorkerError::BadRecord { group, index, len });
             }

@@ -182,6 +182,16 @@ pub const PROXY_COUNTERS: &[CounterName] = &[
         "spp_proxy_evicted_partial_total",
         "Connections with the oldest partial request, closed to admit a new one at max_connections.",
     ),
+    counter(
+        "input_overrun",
+        "spp_proxy_input_overrun_total",
+        "Plugin errors: spp_input returned more bytes than it was given (connection closed, datagram dropped).",
+    ),
+    counter(
+        "flow_closed_dropped",
+        "spp_proxy_flow_closed_dropped_total",
+        "Closed-connection notices for workers (spp_flow_closed) dropped: a worker's queue of them was full.",
+    ),
 ];
 
 /// The workers' shared counters, summed per group (label `group`).

@@ -10,6 +10,8 @@ use std::fmt::Write;
 const PROXY_PROBLEMS: &[&str] = &[
     "conns_refused",
     "frame_errors",
+    "input_overrun",
+    "flow_closed_dropped",
     "oversized",
     "ring_full",
     "no_worker",

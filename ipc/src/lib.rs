@@ -18,6 +18,8 @@
 //! * [`launch`]: the controller → child launch contract.
 //! * [`l5`]: the L5 route table in shared memory (mechanism) and the
 //!   balancing rules (policy).
+//! * [`spin`]: the adaptive spin budget of the proxy's and the workers'
+//!   idle loops.
 //! * [`error`]: [`IpcError`], this crate's one error type.
 
 pub mod doorbell;
@@ -35,6 +37,7 @@ pub mod poison;
 pub mod record;
 pub mod ring;
 pub mod shm;
+pub mod spin;
 pub mod stats;
 
 #[cfg(test)]

@@ -31,7 +31,8 @@
 //!
 //! Waiting follows `spp_ipc::doorbell`: with requests in flight the loop
 //! first spins up to `spin_us` watching the response rings (yielding the
-//! CPU every [`SPIN_YIELD_EVERY`] spins); then it
+//! CPU every [`SPIN_YIELD_EVERY`] spins; how long adapts to how long
+//! responses recently took, see `spp_ipc::spin`); then it
 //! announces sleep on `proxy_sleeping`, looks at the rings once more, and
 //! only then blocks in epoll, where the doorbell wakes it.
 //!
@@ -58,6 +59,7 @@ use spp_ipc::launch::{ProxyLaunch, ProxyLimits};
 use spp_ipc::layout::{ProxyRegion, ProxyState};
 use spp_ipc::pair::ProxySleep;
 use spp_ipc::record::{monotonic_ns, NS_PER_MS, NS_PER_US};
+use spp_ipc::spin::AdaptiveSpin;
 use spp_plugin_api::host::{PluginLibrary, Role};
 use std::ffi::CString;
 use std::sync::atomic::Ordering;
@@ -167,6 +169,8 @@ pub struct Proxy {
     pub(crate) poison: PoisonTable,
     sleeping: bool,
     more_responses: bool,
+    /// How long to spin for responses now (adapts within `spin`).
+    spin: AdaptiveSpin,
 }
 
 impl Proxy {
@@ -226,6 +230,7 @@ impl Proxy {
             poison: PoisonTable::default(),
             sleeping: false,
             more_responses: false,
+            spin: AdaptiveSpin::new(limits.spin_us.saturating_mul(NS_PER_US)),
         };
         proxy.warn_if_rings_too_small();
         proxy.tick_clock();
@@ -443,12 +448,18 @@ impl Proxy {
         if busy {
             return Duration::ZERO;
         }
-        let spin_ns = self.limits.spin_us.saturating_mul(NS_PER_US);
+        // Adaptive (spp_ipc::spin): the budget shrinks while responses
+        // take long to come, so light load spins little.
+        self.spin
+            .set_max(self.limits.spin_us.saturating_mul(NS_PER_US));
+        let spin_ns = self.spin.budget_ns();
         if self.dispatch.in_flight() != 0 && spin_ns != 0 {
-            let deadline = monotonic_ns().saturating_add(spin_ns);
+            let started = monotonic_ns();
+            let deadline = started.saturating_add(spin_ns);
             let mut spins = 0u32;
             loop {
                 if self.dispatch.responses_waiting() {
+                    self.spin.record(monotonic_ns().saturating_sub(started));
                     return Duration::ZERO;
                 }
                 spins = spins.wrapping_add(1);
@@ -457,6 +468,7 @@ impl Proxy {
                     // waits for it; see `SPIN_YIELD_EVERY`.
                     std::thread::yield_now();
                     if monotonic_ns() >= deadline {
+                        self.spin.ran_out();
                         break;
                     }
                 } else {

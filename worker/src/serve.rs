@@ -51,9 +51,11 @@ use crate::signals::Signals;
 use crate::throttle::LogThrottle;
 use spp_ipc::launch::{MicroThreadSpec, WorkerLaunch};
 use spp_ipc::pair::{Request, WorkerRequests, WorkerSlot};
-use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS};
+use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS, NS_PER_US};
+use spp_ipc::spin::AdaptiveSpin;
 use spp_plugin_api::abi::SPP_HOOK_PANICKED;
 use spp_plugin_api::host::PluginLibrary;
+use std::cell::Cell;
 use std::ffi::c_int;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -75,6 +77,18 @@ pub const HEARTBEAT_INTERVAL: Duration = spp_ipc::pair::WORKER_HEARTBEAT_INTERVA
 /// every 16 spins instead was worse at N=64 (p99 ~2.0): the yields
 /// themselves then cost the proxy ~1 µs per request.
 pub(crate) const SPIN_YIELD_EVERY: u32 = 64;
+/// Tells the adaptive spin how long a wait lasted.
+pub(crate) fn record_wait(spin: &Cell<AdaptiveSpin>, waited_ns: u64) {
+    let mut s = spin.get();
+    s.record(waited_ns);
+    spin.set(s);
+}
+
+/// Nanoseconds since `since`, saturated.
+pub(crate) fn elapsed_ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Forwarding rounds after `spp_fini` at most: enough to empty a full
 /// deferred-reply channel once.
 const FINAL_FLUSH_ROUNDS: usize = DEFERRED_CAPACITY.div_ceil(BATCH_MAX);
@@ -102,7 +116,8 @@ pub struct Server {
     pub(crate) host: HostServices,
     plugin: &'static PluginLibrary,
     pub(crate) requests: WorkerRequests<'static>,
-    pub(crate) spin: Duration,
+    /// How long an idle turn spins now (adapts within the group's `spin`).
+    pub(crate) spin: Cell<AdaptiveSpin>,
     pub(crate) signals: Signals,
     pub(crate) group: u32,
     pub(crate) index: u32,
@@ -163,7 +178,7 @@ impl Server {
             host,
             plugin,
             requests,
-            spin: Duration::from_micros(spec.spin_us),
+            spin: Cell::new(AdaptiveSpin::new(spec.spin_us.saturating_mul(NS_PER_US))),
             signals,
             group: spec.group,
             index: spec.index,
@@ -282,18 +297,22 @@ impl Server {
 
     /// No work: spin, then sleep on the doorbell until rung or a heartbeat
     /// passes.
+    /// The spin adapts (`spp_ipc::spin`) to how long this wait lasted,
+    /// sleep included, so light load spins little.
     fn idle(&mut self) {
-        if !self.spin.is_zero() {
-            let started = Instant::now();
+        let started = Instant::now();
+        let budget = Duration::from_nanos(self.spin.get().budget_ns());
+        if !budget.is_zero() {
             let mut spins = 0u32;
             loop {
                 if self.work_waiting() {
+                    record_wait(&self.spin, elapsed_ns(started));
                     return;
                 }
                 spins = spins.wrapping_add(1);
                 if spins.is_multiple_of(SPIN_YIELD_EVERY) {
                     std::thread::yield_now();
-                    if started.elapsed() >= self.spin {
+                    if started.elapsed() >= budget {
                         break;
                     }
                 } else {
@@ -303,6 +322,7 @@ impl Server {
         }
         self.requests
             .sleep(HEARTBEAT_INTERVAL, || self.other_work_waiting());
+        record_wait(&self.spin, elapsed_ns(started));
     }
 
     /// Requests in the ring, deferred replies, or a signal to act on.

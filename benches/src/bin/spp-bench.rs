@@ -33,6 +33,7 @@ const SUBCOMMANDS: &str = "\
 Subcommands (they start the servers themselves):
   spp-bench compare [OPTIONS]       spp vs the direct baseline (and haproxy) in one run
   spp-bench compare --table         SPP's table: echo, sleep-echo, relay vs a tokio relay
+  spp-bench compare --http          spp's HTTP plugin vs nginx under wrk (if installed)
   spp-bench idle-memory [OPTIONS]   the spp proxy's memory per idle connection
 Run `spp-bench compare --help` for their options.";
 
@@ -271,6 +272,12 @@ struct CompareCli {
     #[arg(long)]
     table: bool,
 
+    /// Run the HTTP suite instead: spp's HTTP plugin (libspp_http.so)
+    /// against nginx under wrk at 64 and 1 connections; skipped when wrk
+    /// or nginx is not installed.
+    #[arg(long, conflicts_with = "table")]
+    http: bool,
+
     /// Table: sleep-echo's sleep, ms.
     #[arg(long, default_value_t = compare::DEFAULT_SLEEP_MS, value_name = "MS", requires = "table")]
     sleep_ms: u64,
@@ -355,6 +362,22 @@ fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
     }
     let shared = Shared::default();
     compare::watch_signals(&shared)?;
+    if cli.http {
+        let http = compare::wrk::HttpSpec {
+            bin_dir: spec.bin_dir,
+            workers: spec.workers,
+            rounds: spec.rounds,
+            duration: spec.shape.duration,
+            progress: spec.progress,
+        };
+        let report = compare::wrk::run(&http, &shared)?;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{report}");
+        }
+        return Ok(());
+    }
     let report = compare::run(&spec, &shared)?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -70,7 +70,8 @@ impl Drop for ChildServer {
     }
 }
 
-fn spawn(name: &'static str, cmd: &mut Command) -> Result<ChildServer, CompareError> {
+/// Starts `cmd` detached ([`process::detach`]) as the server `name`.
+pub fn spawn(name: &'static str, cmd: &mut Command) -> Result<ChildServer, CompareError> {
     let program = PathBuf::from(cmd.get_program());
     let child = process::detach(cmd)
         .spawn()

@@ -35,7 +35,8 @@
 //! and haproxy), [`checks`] (the table's figures),
 //! [`systems`] (what runs, the signal thread), [`scenario`], [`summary`]
 //! (medians, spreads, ratios), [`report`] (JSON and table), `run` (the
-//! comparison), [`idle`] (memory per idle connection).
+//! comparison), [`idle`] (memory per idle connection), [`wrk`] (the
+//! optional HTTP suite: spp's HTTP plugin against nginx under wrk).
 
 pub mod bins;
 pub mod checks;
@@ -49,6 +50,7 @@ pub mod scenario;
 pub mod spp;
 pub mod summary;
 pub mod systems;
+pub mod wrk;
 
 pub use error::CompareError;
 pub use idle::{IdleReport, IdleSpec};

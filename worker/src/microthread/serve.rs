@@ -21,7 +21,9 @@ use super::runtime::Runtime;
 use crate::downstream::{engine, stats};
 use crate::drain::{DrainWatch, DRAIN_POLL};
 use crate::error::WorkerError;
-use crate::serve::{Server, BATCH_MAX, HEARTBEAT_INTERVAL, SPIN_YIELD_EVERY};
+use crate::serve::{
+    elapsed_ns, record_wait, Server, BATCH_MAX, HEARTBEAT_INTERVAL, SPIN_YIELD_EVERY,
+};
 use spp_ipc::launch::MicroThreadSpec;
 use spp_ipc::pair::Request;
 use spp_ipc::record::{monotonic_ns, NS_PER_MS};
@@ -151,20 +153,29 @@ fn idle(server: &Server, rt: &Runtime, longest: Duration) {
         return;
     }
     let due_in = |now: u64| rt.next_wake().map(|at| at.saturating_sub(now));
-    if !server.spin.is_zero() {
+    // Adaptive (spp_ipc::spin): only spin waits are measured here; one
+    // that runs out halves the budget, down to its floor.
+    let budget = Duration::from_nanos(server.spin.get().budget_ns());
+    if !budget.is_zero() {
         let started = Instant::now();
         let mut spins = 0u32;
         loop {
             if work() {
+                record_wait(&server.spin, elapsed_ns(started));
                 return;
             }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(SPIN_YIELD_EVERY) {
                 std::thread::yield_now();
                 if io_ready() {
+                    record_wait(&server.spin, elapsed_ns(started));
                     return;
                 }
-                if due_in(monotonic_ns()) == Some(0) || started.elapsed() >= server.spin {
+                if due_in(monotonic_ns()) == Some(0) {
+                    break;
+                }
+                if started.elapsed() >= budget {
+                    record_wait(&server.spin, u64::MAX);
                     break;
                 }
             } else {

@@ -35,7 +35,8 @@
 //! and haproxy), [`checks`] (the table's figures),
 //! [`systems`] (what runs, the signal thread), [`scenario`], [`summary`]
 //! (medians, spreads, ratios), [`report`] (JSON and table), `run` (the
-//! comparison), [`idle`] (memory per idle connection).
+//! comparison), [`idle`] (memory per idle connection), [`redis`] (the
+//! RESP example against redis-server, `--redis`).
 
 pub mod bins;
 pub mod checks;
@@ -43,6 +44,7 @@ pub mod child;
 pub mod error;
 pub mod idle;
 pub mod process;
+pub mod redis;
 pub mod report;
 mod run;
 pub mod scenario;

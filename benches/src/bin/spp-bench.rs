@@ -307,6 +307,10 @@ struct CompareCli {
     #[arg(long, default_value_t = compare::redis::DEFAULT_REQUESTS, value_name = "N", requires = "redis")]
     redis_requests: usize,
 
+    /// RESP suite: redis-benchmark's tests (-t), e.g. ping,set,get,mset.
+    #[arg(long, default_value = compare::redis::DEFAULT_TESTS, value_name = "LIST", requires = "redis")]
+    redis_tests: String,
+
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -389,7 +393,7 @@ fn redis_main(cli: &CompareCli) -> anyhow::Result<()> {
         rounds: cli.rounds,
         clients: cli.redis_clients,
         requests: cli.redis_requests,
-        tests: compare::redis::DEFAULT_TESTS.into(),
+        tests: cli.redis_tests.clone(),
         progress: !cli.quiet,
     };
     let shared = Shared::default();

@@ -40,14 +40,14 @@ pub const REDIS_BENCHMARK: &str = "redis-benchmark";
 /// The RESP plugin's file name.
 pub const RESP_PLUGIN: &str = "libspp_resp.so";
 /// Default redis-benchmark tests (`-t`).
-pub const DEFAULT_TESTS: &str = "ping,set,get,mset";
+pub const DEFAULT_TESTS: &str = "ping,set,get";
 /// Default parallel clients (`-c`).
 pub const DEFAULT_CLIENTS: usize = 50;
 /// Default requests per test without pipelining (`-n`); pipelined runs
 /// send [`PIPELINED_FACTOR`] times as many.
 pub const DEFAULT_REQUESTS: usize = 100_000;
 /// How many more requests a pipelined run sends (it runs that much faster).
-pub const PIPELINED_FACTOR: usize = 5;
+pub const PIPELINED_FACTOR: usize = 10;
 /// Pipeline depths compared (`-P`); 1 is no pipelining.
 pub const PIPELINES: [usize; 2] = [1, 16];
 /// Random keys (`-r`), so GET and SET spread over a real key space.
@@ -92,8 +92,8 @@ pub struct RedisSpec {
 }
 
 impl RedisSpec {
-    /// The defaults: 3 rounds, 50 clients, 100 000 requests, ping, set,
-    /// get and mset.
+    /// The defaults: 3 rounds, 50 clients, 100 000 requests (1 000 000
+    /// pipelined), ping, set and get.
     pub fn new() -> Self {
         RedisSpec {
             bin_dir: None,
@@ -144,8 +144,11 @@ pub struct RedisRow {
     pub spp_p50_ms: f64,
     /// redis-server's.
     pub redis_p50_ms: f64,
-    /// spp median / redis median.
+    /// Median over the rounds of spp / redis in the same round (paired,
+    /// so a drift of the machine between rounds cancels out).
     pub ratio: f64,
+    /// The per-round ratios' spread.
+    pub ratio_rounds: Spread,
     /// The target ratio for this depth.
     pub target: f64,
 }
@@ -163,6 +166,49 @@ pub struct RedisReport {
     pub requests: usize,
     /// One row per test and depth.
     pub rows: Vec<RedisRow>,
+    /// Server CPU per request, per depth.
+    pub cpu: Vec<CpuRow>,
+}
+
+/// Server CPU time per request at one depth (every test of a run
+/// together): spp's controller, proxy and worker against redis-server.
+/// A busy shared machine slows both systems' throughput; CPU per request
+/// moves much less.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CpuRow {
+    /// `-P`.
+    pub pipeline: usize,
+    /// spp's processes, µs of CPU per request, over the rounds.
+    pub spp_us: Spread,
+    /// redis-server's.
+    pub redis_us: Spread,
+}
+
+/// User + system CPU ticks of `pids` so far (a vanished pid counts 0).
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // utime and stime are fields 14 and 15; the 12th and 13th
+            // after the command name's closing parenthesis.
+            let rest = stat.rsplit_once(')')?.1;
+            let mut fields = rest.split_whitespace().skip(11);
+            let user: u64 = fields.next()?.parse().ok()?;
+            let system: u64 = fields.next()?.parse().ok()?;
+            Some(user + system)
+        })
+        .sum()
+}
+
+/// Clock ticks per second of `/proc/PID/stat`.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
 }
 
 /// One redis-benchmark result line.
@@ -313,6 +359,15 @@ fn ping(addr: SocketAddr) -> bool {
     s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
 }
 
+/// Requests per test at `pipeline`.
+fn requests_of(spec: &RedisSpec, pipeline: usize) -> usize {
+    if pipeline > 1 {
+        spec.requests * PIPELINED_FACTOR
+    } else {
+        spec.requests
+    }
+}
+
 /// Runs redis-benchmark once against `addr`.
 fn bench(
     program: &Path,
@@ -320,11 +375,7 @@ fn bench(
     addr: SocketAddr,
     pipeline: usize,
 ) -> Result<Vec<Measured>, CompareError> {
-    let requests = if pipeline > 1 {
-        spec.requests * PIPELINED_FACTOR
-    } else {
-        spec.requests
-    };
+    let requests = requests_of(spec, pipeline);
     let mut cmd = Command::new(program);
     cmd.arg("-h")
         .arg(addr.ip().to_string())
@@ -441,12 +492,27 @@ pub fn run(spec: &RedisSpec, shared: &Shared) -> Result<RedisReport, CompareErro
     // runs[depth][system] = one Vec<Measured> per round.
     let mut runs: Vec<[Vec<Vec<Measured>>; 2]> =
         PIPELINES.iter().map(|_| [vec![], vec![]]).collect();
+    // cpu[depth][system] = µs of server CPU per request, one per round.
+    let mut cpu: Vec<[Vec<f64>; 2]> = PIPELINES.iter().map(|_| [vec![], vec![]]).collect();
+    let spp_pids = shared
+        .lock()
+        .extra_spp
+        .last()
+        .map(SppService::pids)
+        .unwrap_or_default();
+    let redis_pids: Vec<u32> = redis.pid().into_iter().collect();
+    let hz = ticks_per_second();
     let outcome = (|| {
         for round in 0..spec.rounds {
             for (d, &pipeline) in PIPELINES.iter().enumerate() {
                 for (s, addr) in [spp_addr, redis.addr].into_iter().enumerate() {
                     shared.lock().check()?;
+                    let pids = if s == 0 { &spp_pids } else { &redis_pids };
+                    let before = cpu_ticks(pids);
                     let measured = bench(&bench_bin, spec, addr, pipeline)?;
+                    let ticks = cpu_ticks(pids).saturating_sub(before);
+                    let requests = (requests_of(spec, pipeline) * measured.len()) as f64;
+                    cpu[d][s].push(ticks as f64 / hz * 1e6 / requests);
                     if spec.progress {
                         let who = if s == 0 { "spp" } else { "redis" };
                         let line: Vec<String> = measured
@@ -471,6 +537,11 @@ pub fn run(spec: &RedisSpec, shared: &Shared) -> Result<RedisReport, CompareErro
     stopped?;
     for (d, &pipeline) in PIPELINES.iter().enumerate() {
         report.rows.extend(rows(pipeline, &runs[d]));
+        report.cpu.push(CpuRow {
+            pipeline,
+            spp_us: Spread::of(&cpu[d][0]),
+            redis_us: Spread::of(&cpu[d][1]),
+        });
     }
     Ok(report)
 }
@@ -497,7 +568,16 @@ fn rows(pipeline: usize, runs: &[Vec<Vec<Measured>>; 2]) -> Vec<RedisRow> {
             };
             let spp_rps = Spread::of(&pick(0, |m| m.rps));
             let redis_rps = Spread::of(&pick(1, |m| m.rps));
-            let ratio = spp_rps.median / redis_rps.median;
+            let paired: Vec<f64> = runs[0]
+                .iter()
+                .zip(&runs[1])
+                .filter_map(|(a, b)| {
+                    let a = a.iter().find(|m| m.test == test)?.rps;
+                    let b = b.iter().find(|m| m.test == test)?.rps;
+                    Some(a / b)
+                })
+                .collect();
+            let ratio_rounds = Spread::of(&paired);
             RedisRow {
                 spp_p50_ms: Spread::of(&pick(0, |m| m.p50_ms)).median,
                 redis_p50_ms: Spread::of(&pick(1, |m| m.p50_ms)).median,
@@ -505,7 +585,8 @@ fn rows(pipeline: usize, runs: &[Vec<Vec<Measured>>; 2]) -> Vec<RedisRow> {
                 pipeline,
                 spp_rps,
                 redis_rps,
-                ratio,
+                ratio: ratio_rounds.median,
+                ratio_rounds,
                 target,
             }
         })
@@ -525,22 +606,38 @@ impl fmt::Display for RedisReport {
         )?;
         writeln!(
             f,
-            "{:<15} {:>3} {:>26} {:>26} {:>13} {:>7} {:>6}",
-            "test", "-P", "spp rps", "redis rps", "p50 ms s/r", "ratio", "target"
+            "{:<15} {:>3} {:>26} {:>26} {:>13} {:>18} {:>6}",
+            "test", "-P", "spp rps", "redis rps", "p50 ms s/r", "ratio [rounds]", "target"
         )?;
         for r in &self.rows {
             let spread = |s: &Spread| format!("{:.0} [{:.0}-{:.0}]", s.median, s.min, s.max);
             let met = if r.ratio >= r.target { "met" } else { "MISSED" };
             writeln!(
                 f,
-                "{:<15} {:>3} {:>26} {:>26} {:>13} {:>7.2} {:>6} {met}",
+                "{:<15} {:>3} {:>26} {:>26} {:>13} {:>18} {:>6} {met}",
                 r.test,
                 r.pipeline,
                 spread(&r.spp_rps),
                 spread(&r.redis_rps),
                 format!("{:.3}/{:.3}", r.spp_p50_ms, r.redis_p50_ms),
-                r.ratio,
+                format!(
+                    "{:.2} [{:.2}-{:.2}]",
+                    r.ratio, r.ratio_rounds.min, r.ratio_rounds.max
+                ),
                 format!("≥{:.1}", r.target)
+            )?;
+        }
+        for c in &self.cpu {
+            writeln!(
+                f,
+                "server CPU per request, -P {:>2}: spp {:.2} µs [{:.2}-{:.2}], redis-server {:.2} µs [{:.2}-{:.2}]",
+                c.pipeline,
+                c.spp_us.median,
+                c.spp_us.min,
+                c.spp_us.max,
+                c.redis_us.median,
+                c.redis_us.min,
+                c.redis_us.max
             )?;
         }
         Ok(())

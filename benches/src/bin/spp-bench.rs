@@ -34,6 +34,7 @@ Subcommands (they start the servers themselves):
   spp-bench compare [OPTIONS]       spp vs the direct baseline (and haproxy) in one run
   spp-bench compare --table         SPP's table: echo, sleep-echo, relay vs a tokio relay
   spp-bench compare --http          spp's HTTP plugin vs nginx under wrk (if installed)
+  spp-bench compare --redis         the RESP example vs redis-server (redis-benchmark)
   spp-bench idle-memory [OPTIONS]   the spp proxy's memory per idle connection
 Run `spp-bench compare --help` for their options.";
 
@@ -299,6 +300,24 @@ struct CompareCli {
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
 
+    /// Run the RESP suite instead: spp's RESP example (libspp_resp.so)
+    /// against redis-server, driven by redis-benchmark without pipelining
+    /// and with -P 16 (skipped when either is not installed).
+    #[arg(long, conflicts_with = "table")]
+    redis: bool,
+
+    /// RESP suite: redis-benchmark's parallel clients (-c).
+    #[arg(long, default_value_t = compare::redis::DEFAULT_CLIENTS, value_name = "N", requires = "redis")]
+    redis_clients: usize,
+
+    /// RESP suite: requests per test without pipelining (-n).
+    #[arg(long, default_value_t = compare::redis::DEFAULT_REQUESTS, value_name = "N", requires = "redis")]
+    redis_requests: usize,
+
+    /// RESP suite: redis-benchmark's tests (-t), e.g. ping,set,get,mset.
+    #[arg(long, default_value = compare::redis::DEFAULT_TESTS, value_name = "LIST", requires = "redis")]
+    redis_tests: String,
+
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -332,6 +351,9 @@ struct IdleCli {
 
 fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
     let cli = CompareCli::parse_from(args);
+    if cli.redis {
+        return redis_main(&cli);
+    }
     let spec = CompareSpec {
         bin_dir: cli.bin_dir.clone(),
         workers: cli.workers,
@@ -379,6 +401,27 @@ fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
         return Ok(());
     }
     let report = compare::run(&spec, &shared)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// `spp-bench compare --redis`: the RESP suite.
+fn redis_main(cli: &CompareCli) -> anyhow::Result<()> {
+    let spec = compare::redis::RedisSpec {
+        bin_dir: cli.bin_dir.clone(),
+        rounds: cli.rounds,
+        clients: cli.redis_clients,
+        requests: cli.redis_requests,
+        tests: cli.redis_tests.clone(),
+        progress: !cli.quiet,
+    };
+    let shared = Shared::default();
+    compare::watch_signals(&shared)?;
+    let report = compare::redis::run(&spec, &shared)?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

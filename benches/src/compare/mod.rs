@@ -36,7 +36,8 @@
 //! [`systems`] (what runs, the signal thread), [`scenario`], [`summary`]
 //! (medians, spreads, ratios), [`report`] (JSON and table), `run` (the
 //! comparison), [`idle`] (memory per idle connection), [`wrk`] (the
-//! optional HTTP suite: spp's HTTP plugin against nginx under wrk).
+//! optional HTTP suite: spp's HTTP plugin against nginx under wrk),
+//! [`redis`] (the RESP example against redis-server, `--redis`).
 
 pub mod bins;
 pub mod checks;
@@ -44,6 +45,7 @@ pub mod child;
 pub mod error;
 pub mod idle;
 pub mod process;
+pub mod redis;
 pub mod report;
 mod run;
 pub mod scenario;

@@ -18,6 +18,9 @@
 //! `proxy_expired`, `request_timeouts` and `evicted_partial` counters
 //! (appended in that order) and `LiveLimits::request_timeout_ms`.
 //!
+//! Version 5 appended the proxy's `held_overflow` counter (answers held
+//! for request order).
+//!
 //! The controller creates both (memfd), initialises them, and keeps them
 //! for the service's life, so a restarted proxy or worker continues on the
 //! same memory. Every field says who writes it.
@@ -32,7 +35,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of everything in this module.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// `PairHeader::magic`: "SPPPAIR1".
 pub const PAIR_MAGIC: u64 = u64::from_le_bytes(*b"SPPPAIR1");
 /// `ProxyHeader::magic`: "SPPPRXY1".

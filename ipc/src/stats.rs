@@ -151,5 +151,10 @@ counters! {
     /// Connections closed, the table being full, to make room for a new
     /// one: those that had waited longest on a partial request.
     pub evicted_partial: AtomicU64,
+    /// Connections closed because the answers the proxy held back for
+    /// request order (a later request answered before an earlier one)
+    /// would have passed `max_send_buffer` with the send buffer. Appended
+    /// in layout 5.
+    pub held_overflow: AtomicU64,
 }
 }

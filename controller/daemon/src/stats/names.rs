@@ -182,6 +182,11 @@ pub const PROXY_COUNTERS: &[CounterName] = &[
         "spp_proxy_evicted_partial_total",
         "Connections with the oldest partial request, closed to admit a new one at max_connections.",
     ),
+    counter(
+        "held_overflow",
+        "spp_proxy_held_overflow_total",
+        "Connections closed because answers held for request order passed max_send_buffer.",
+    ),
 ];
 
 /// The workers' shared counters, summed per group (label `group`).

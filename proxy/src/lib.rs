@@ -79,6 +79,7 @@ pub mod host;
 pub mod io;
 pub mod lifecycle;
 pub mod live_limits;
+pub mod order;
 pub mod partial;
 pub mod poison;
 pub mod requests;

@@ -18,6 +18,14 @@
 //! left; a held connection is then listed there for the loop to frame
 //! again, a peer-closed one checked for closing.
 //!
+//! Answer order: every TCP delivery says who made it ([`Origin`]: a worker
+//! slot, or the proxy's plugin, [`Clients::origin`]); the connection's
+//! [`Order`](crate::order::Order) sends it now or holds it until the
+//! earlier requests are answered ([`Clients::request_left`] releases),
+//! the held bytes counting against `max_send_buffer` (past it the
+//! connection closes: `held_overflow`). Closes asked for a request take
+//! their turn the same way ([`Clients::close_in_order`]).
+//!
 //! Operations that may close a connection call the plugin's `close` hook
 //! through a [`HookCall`], so they run inside `Hooks::with`, which applies
 //! what the hook queued.

@@ -29,6 +29,13 @@
 //! once. The check costs one look per read, and only for a connection with
 //! requests in flight.
 //!
+//! Framing also holds before a request whose routed group has no worker
+//! it may go to without blurring answer order (`crate::order`: every
+//! accepting worker of the group holds an earlier unfinished request of
+//! the connection, not its latest): its group is kept in `Conn::routed`
+//! so it is not routed twice, and it is framed again when the requests in
+//! flight have left, as above.
+//!
 //! Slow clients: a connection left holding a partial request is listed,
 //! stamped with when that request started (`crate::partial`); the idle
 //! sweep closes it once `request_timeout` passed, and at the connection

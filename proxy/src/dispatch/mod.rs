@@ -18,7 +18,9 @@
 //! nothing more (draining, or gone with its requests about to fail) the
 //! connection's framing waits until they have left
 //! ([`Dispatcher::affinity`] says [`Affinity::Hold`]), rather than letting
-//! the next request overtake them on another worker. Pushes are published
+//! the next request overtake them on another worker. A slot that would
+//! blur the connection's answer order (`crate::order`) is passed over,
+//! and [`Refusal::Busy`] says when none is left. Pushes are published
 //! once per loop turn per dirty ring, and a worker is woken only if it
 //! announced sleep.
 //!

@@ -18,6 +18,9 @@
 //! `proxy_expired`, `request_timeouts` and `evicted_partial` counters
 //! (appended in that order) and `LiveLimits::request_timeout_ms`.
 //!
+//! Version 5 appended the proxy's `held_overflow` counter (answers held
+//! for request order).
+//!
 //! The controller creates both (memfd), initialises them, and keeps them
 //! for the service's life, so a restarted proxy or worker continues on the
 //! same memory. Every field says who writes it.

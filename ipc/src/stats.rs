@@ -158,5 +158,10 @@ counters! {
     /// Closed-connection notices for workers (`spp_flow_closed`) dropped
     /// because a worker's queue of them was full. Appended in layout 5.
     pub flow_closed_dropped: AtomicU64,
+    /// Connections closed because the answers the proxy held back for
+    /// request order (a later request answered before an earlier one)
+    /// would have passed `max_send_buffer` with the send buffer. Appended
+    /// in layout 5.
+    pub held_overflow: AtomicU64,
 }
 }

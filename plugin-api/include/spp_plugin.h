@@ -356,6 +356,25 @@ int spp_route(const spp_conn_info *conn, const uint8_t *req, size_t len);
  * (the replies made during this call included; see spp_host.reply). */
 int spp_process(const spp_conn_info *conn, const uint8_t *req, size_t len);
 
+/* Answer order (TCP). The answers on one connection leave in the order its
+ * requests arrived, whatever group or worker serves each (HTTP/1.1 and
+ * RESP pipelining need it): the proxy holds a request's answers until
+ * every earlier request of the connection is complete and its answers are
+ * out. A request is complete when its worker finished it: spp_process
+ * returned (in a "microthread" group: its micro-thread ended, so sleeps and
+ * calls keep it incomplete), or it failed (expired, worker died; the
+ * spp_exception answer takes its place). Everything replied until then,
+ * several replies or none, leaves in its turn, and so does a close (a
+ * zero-length reply, host->close, a non-zero return). A reply made after
+ * its request completed (a deferred reply from another thread) is not
+ * waited for: it leaves behind the answers pending when it arrives, so a
+ * pipelined protocol answers before spp_process returns, or runs in a
+ * micro-thread group. Proxy hooks' answers (spp_exception for a refused
+ * request, a reply from spp_input or spp_route) leave behind the answers
+ * to the requests before it. Held answers count against
+ * proxy.max_send_buffer with the unsent bytes: past it the connection is
+ * closed (counter held_overflow). UDP datagrams are unordered. */
+
 /* Optional, proxy. A request could not be handed to a worker (`reason` is
  * one of SPP_EXC_*). The plugin may answer with host->reply. Return < 0 to
  * close the connection, 0 to keep it. `req` is NULL when the bytes are gone

@@ -18,6 +18,14 @@
 //! left; a held connection is then listed there for the loop to frame
 //! again, a peer-closed one checked for closing.
 //!
+//! Answer order: every TCP delivery says who made it ([`Origin`]: a worker
+//! slot, or the proxy's plugin, [`Clients::origin`]); the connection's
+//! [`Order`](crate::order::Order) sends it now or holds it until the
+//! earlier requests are answered ([`Clients::request_left`] releases),
+//! the held bytes counting against `max_send_buffer` (past it the
+//! connection closes: `held_overflow`). Closes asked for a request take
+//! their turn the same way ([`Clients::close_in_order`]).
+//!
 //! Operations that may close a connection call the plugin's `close` hook
 //! through a [`HookCall`], so they run inside `Hooks::with`, which applies
 //! what the hook queued.
@@ -26,6 +34,7 @@ use crate::conn::{BufPool, Conn, ConnState, QueueError};
 use crate::dispatch::Ledger;
 use crate::flow::{self, Proto, SlotTable};
 use crate::hooks::HookCall;
+use crate::order::{Dest, Origin};
 use crate::partial::PartialList;
 use crate::tcp::TcpListenerEntry;
 use crate::token::Source;
@@ -35,6 +44,10 @@ use mio::{Interest, Registry};
 use spp_ipc::layout::ProxyTally;
 use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_PROTO_TCP};
 use std::net::SocketAddr;
+
+/// What a held segment costs beyond its bytes, counted against
+/// `max_send_buffer` (its header and padding, at most).
+const HELD_SEGMENT_COST: usize = 16;
 
 /// Why a TCP connection is closed (decides the counter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +71,9 @@ pub enum CloseReason {
     /// The table was full: it had waited longest on a partial request and
     /// made room for a new connection.
     Evicted,
+    /// Answers held for request order ([`crate::order`]) would have passed
+    /// `max_send_buffer`.
+    HeldOverflow,
 }
 
 /// Every flow the proxy serves, and what delivering to one needs.
@@ -88,6 +104,10 @@ pub struct Clients {
     /// TCP connections closed since the loop last told the dispatcher
     /// (whose workers get `spp_flow_closed`); kept allocated between turns.
     pub closed_flows: Vec<u64>,
+    /// Who makes the answers the proxy plugin's `reply`/`close` calls
+    /// deliver ([`Self::deliver`]): [`Origin::Local`] but while an
+    /// exception hook answers a request failed on a worker slot.
+    pub origin: Origin,
     flush_list: Vec<u32>,
     flush_spare: Vec<u32>,
     read_list: Vec<u32>,
@@ -114,6 +134,7 @@ impl Clients {
             resume: Vec::new(),
             overrun_log: Default::default(),
             closed_flows: Vec::new(),
+            origin: Origin::Local,
             flush_list: Vec::new(),
             flush_spare: Vec::new(),
             read_list: Vec::new(),
@@ -254,6 +275,7 @@ impl Clients {
             CloseReason::Slow => self.stats.slow_closed += 1,
             CloseReason::RequestTimeout => self.stats.request_timeouts += 1,
             CloseReason::Evicted => self.stats.evicted_partial += 1,
+            CloseReason::HeldOverflow => self.stats.held_overflow += 1,
             CloseReason::Done
             | CloseReason::Broken
             | CloseReason::BadInput
@@ -264,17 +286,40 @@ impl Clients {
         // Dropping the stream closes the fd, which also removes it from epoll.
     }
 
-    /// Sends `bytes` to `flow`. Empty `bytes` or `close` closes a TCP flow
-    /// once its pending bytes are flushed; a UDP flow ends with its first
-    /// reply (or close).
+    /// Sends `bytes` to `flow`, made by [`Self::origin`]. Empty `bytes` or
+    /// `close` closes a TCP flow once its pending bytes are flushed; a UDP
+    /// flow ends with its first reply (or close).
     pub fn deliver(&mut self, hook: HookCall<'_>, flow: u64, bytes: &[u8], close: bool) {
+        self.deliver_from(hook, self.origin, flow, bytes, close);
+    }
+
+    /// [`Self::deliver`] for an answer made by `origin`: on a TCP
+    /// connection it goes out in request order ([`crate::order`]), held
+    /// until the earlier answers are out. Held answers count against
+    /// `max_send_buffer` with the send buffer; past it the connection is
+    /// closed (`held_overflow`).
+    pub fn deliver_from(
+        &mut self,
+        hook: HookCall<'_>,
+        origin: Origin,
+        flow: u64,
+        bytes: &[u8],
+        close: bool,
+    ) {
         match flow::decode(flow).proto {
-            Proto::Tcp => self.deliver_tcp(hook, flow, bytes, close),
+            Proto::Tcp => self.deliver_tcp(hook, origin, flow, bytes, close),
             Proto::Udp => self.deliver_udp(flow, bytes),
         }
     }
 
-    fn deliver_tcp(&mut self, hook: HookCall<'_>, flow: u64, bytes: &[u8], close: bool) {
+    fn deliver_tcp(
+        &mut self,
+        hook: HookCall<'_>,
+        origin: Origin,
+        flow: u64,
+        bytes: &[u8],
+        close: bool,
+    ) {
         let Some(slot) = self.conns.slot_of(flow) else {
             self.stats.stale_responses += 1;
             return;
@@ -289,6 +334,17 @@ impl Clients {
         if conn.is_closing() {
             // Asked to close already: later bytes have nowhere to go.
             stats.stale_responses += 1;
+            return;
+        }
+        if let Dest::Held(id) = conn.order.dest(origin) {
+            if conn.pending() + conn.order.held_bytes() + HELD_SEGMENT_COST + bytes.len() > max {
+                tracing::debug!(
+                    flow,
+                    "answers held for request order pass max_send_buffer; closing"
+                );
+                return self.close_conn(hook, slot, CloseReason::HeldOverflow);
+            }
+            conn.order.hold(id, bytes, close || bytes.is_empty(), pool);
             return;
         }
         if !bytes.is_empty() {
@@ -337,6 +393,34 @@ impl Clients {
                 None => self.stats.udp_dropped += 1,
             }
         }
+    }
+
+    /// A request of TCP connection `flow` on worker slot `s` left its worker
+    /// (answered, expired or failed; called for each, before
+    /// [`Self::requests_emptied`]): answers held behind it move to the send
+    /// buffer.
+    #[inline]
+    pub fn request_left(&mut self, flow: u64, s: usize) {
+        let Some(slot) = self.conns.slot_of(flow) else {
+            return;
+        };
+        let Clients { conns, pool, .. } = self;
+        if conns.get_mut(slot).is_some_and(|c| c.request_left(s, pool)) {
+            self.mark_flush(slot);
+        }
+    }
+
+    /// Asks TCP connection `flow` to close once the answers before the
+    /// point `origin` stands for are out (see `Conn::close_in_order`).
+    pub fn close_in_order(&mut self, flow: u64, origin: Origin) {
+        let Some(slot) = self.conns.slot_of(flow) else {
+            return;
+        };
+        let Clients { conns, pool, .. } = self;
+        if let Some(conn) = conns.get_mut(slot) {
+            conn.close_in_order(origin, pool);
+        }
+        self.mark_flush(slot);
     }
 
     /// The last request in flight of TCP connection `flow` left (answered,

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::dispatch::Ledger;
+use crate::order::Origin;
 use std::io::Read;
 use std::time::Duration;
 
@@ -281,4 +282,51 @@ fn a_full_table_evicts_the_oldest_partial_request_and_nothing_else() {
     assert!(c.conns.slot_of(second).is_some());
     assert!(c.conns.slot_of(idle).is_some());
     assert_eq!(c.stats.evicted_partial, 1);
+}
+
+#[test]
+fn an_early_answer_is_held_until_the_earlier_request_left() {
+    let mut c = clients(1 << 20);
+    let (slot, flow, mut client) = connect(&mut c);
+    let ledger = Ledger::default();
+    let conn = c.conns.get_mut(slot).unwrap();
+    conn.order.pushed(0);
+    conn.order.pushed(1);
+    c.deliver_from(HookCall::none(), Origin::Worker(1), flow, b"second", false);
+    // A refused request's exception answer, and its close, come after.
+    c.deliver(HookCall::none(), flow, b" third", false);
+    c.close_in_order(flow, Origin::Local);
+    assert_eq!(c.conns.get(slot).unwrap().pending(), 0, "held, not queued");
+    assert!(
+        !c.conns.get(slot).unwrap().reads(),
+        "a held close stops reading"
+    );
+    c.request_left(flow, 1);
+    assert_eq!(
+        c.conns.get(slot).unwrap().pending(),
+        0,
+        "still behind slot 0"
+    );
+    c.deliver_from(HookCall::none(), Origin::Worker(0), flow, b"first ", false);
+    c.request_left(flow, 0);
+    c.flush_marked(HookCall::none(), &ledger);
+    assert_eq!(read_n(&mut client, 18), b"first second third");
+    assert!(c.conns.is_empty(), "the held close applied after them");
+}
+
+#[test]
+fn held_answers_past_the_send_buffer_bound_close_the_connection() {
+    let max = 1 << 16;
+    let mut c = clients(max);
+    let (slot, flow, _client) = connect(&mut c);
+    let conn = c.conns.get_mut(slot).unwrap();
+    conn.order.pushed(0);
+    conn.order.pushed(1);
+    let chunk = vec![1u8; 1 << 14];
+    for _ in 0..(max / chunk.len()) {
+        assert!(c.conns.get(slot).is_some(), "closed too early");
+        c.deliver_from(HookCall::none(), Origin::Worker(1), flow, &chunk, false);
+    }
+    assert!(c.conns.is_empty(), "held past max_send_buffer");
+    assert_eq!((c.stats.held_overflow, c.stats.slow_closed), (1, 0));
 }

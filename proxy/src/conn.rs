@@ -11,6 +11,7 @@
 //! moved to its front only when appending would otherwise grow it, so
 //! queueing a response behind a partly written one copies it once.
 
+use crate::order::{Dest, Order, Origin};
 use crate::partial::PartialLink;
 use mio::net::TcpStream;
 use spp_plugin_api::abi::SppConnInfo;
@@ -105,6 +106,15 @@ pub struct Conn {
     /// framing when the plugin has `spp_input_ctx`; an address, handed
     /// back to the plugin only), `None` until then.
     pub plugin_ctx: Option<usize>,
+    /// Its unfinished requests and the answers held for request order
+    /// ([`crate::order`]).
+    pub order: Order,
+    /// The group `spp_route` gave the first unframed request when framing
+    /// went on hold for it (a slot of that group held an earlier
+    /// unfinished request of this connection, see
+    /// [`Order::may_push`]); 0 when none. Framing again uses it rather
+    /// than routing the request twice.
+    pub routed: u32,
 }
 
 impl Conn {
@@ -122,13 +132,16 @@ impl Conn {
             in_read_list: false,
             partial: PartialLink::default(),
             plugin_ctx: None,
+            order: Order::default(),
+            routed: 0,
         }
     }
 
-    /// Whether the socket is read and its bytes framed.
+    /// Whether the socket is read and its bytes framed (not while a close
+    /// waits its turn behind earlier answers).
     #[inline]
     pub fn reads(&self) -> bool {
-        self.state == ConnState::Open
+        self.state == ConnState::Open && !self.order.close_held()
     }
 
     /// Whether it closes once flushed.
@@ -171,11 +184,55 @@ impl Conn {
             }
     }
 
-    /// Gives both buffers back to the pool.
+    /// Gives its buffers back to the pool.
     pub fn release_buffers(&mut self, pool: &mut BufPool) {
         pool.put(std::mem::take(&mut self.rbuf));
         pool.put(std::mem::take(&mut self.wbuf));
         self.wpos = 0;
+        self.order.clear(pool);
+    }
+
+    /// Asks it to close once its earlier answers are out: now if `origin`
+    /// answers the oldest unfinished request, else held in request order
+    /// (it reads no more meanwhile).
+    pub fn close_in_order(&mut self, origin: Origin, pool: &mut BufPool) {
+        match self.order.dest(origin) {
+            Dest::Now => self.close_after_flush(),
+            Dest::Held(id) => self.order.hold(id, &[], true, pool),
+        }
+    }
+
+    /// One request of it on worker slot `s` finished: the answers that
+    /// were waiting for it move to the send buffer (without writing: the
+    /// loop flushes), and a close that waited for it applies. Returns
+    /// whether anything moved.
+    pub fn request_left(&mut self, s: usize, pool: &mut BufPool) -> bool {
+        if self.is_closing() {
+            // Nothing after the close point goes out.
+            self.order.clear(pool);
+            return false;
+        }
+        self.order.left(s);
+        let Conn {
+            order, wbuf, wpos, ..
+        } = self;
+        let mut moved = false;
+        let released = order.advance(|bytes| {
+            moved = true;
+            if wbuf.capacity() == 0 {
+                *wbuf = pool.get();
+            } else if *wpos != 0 && wbuf.len() + bytes.len() > wbuf.capacity() {
+                wbuf.drain(..*wpos);
+                *wpos = 0;
+            }
+            wbuf.extend_from_slice(bytes);
+        });
+        order.recycle(pool);
+        if released.close {
+            self.close_after_flush();
+            return true;
+        }
+        moved
     }
 
     /// Appends response bytes to the send buffer; the loop flushes it once

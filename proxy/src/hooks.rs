@@ -15,6 +15,7 @@
 
 use crate::clients::Clients;
 use crate::host::{HostServices, OpQueue};
+use crate::order::Origin;
 use spp_ipc::layout::ProxyTally;
 use spp_plugin_api::abi::{SppConnInfo, SPP_HOOK_PANICKED};
 use spp_plugin_api::host::PluginLibrary;
@@ -194,11 +195,19 @@ impl Hooks {
         r
     }
 
-    /// Delivers response bytes to `flow` (see `Clients::deliver`; a
-    /// connection it closes gets its `close` hook).
+    /// Delivers response bytes made by `origin` to `flow` (see
+    /// `Clients::deliver_from`; a connection it closes gets its `close`
+    /// hook).
     #[inline]
-    pub fn deliver(&mut self, clients: &mut Clients, flow: u64, bytes: &[u8], close: bool) {
-        clients.deliver(HookCall(Some(self.plugin)), flow, bytes, close);
+    pub fn deliver_from(
+        &mut self,
+        clients: &mut Clients,
+        origin: Origin,
+        flow: u64,
+        bytes: &[u8],
+        close: bool,
+    ) {
+        clients.deliver_from(HookCall(Some(self.plugin)), origin, flow, bytes, close);
         self.flush(clients);
     }
 

@@ -26,6 +26,9 @@
 //!   `reply`/`close` calls it queued right after it ([`host`] is the
 //!   `spp_host` table they go through).
 //!
+//! Answers on a TCP connection leave in request order whatever group or
+//! worker serves each: [`order`] holds the early ones.
+//!
 //! The rest: [`lifecycle`] (signals: drain, stop, log reopening),
 //! [`live_limits`] (limits changed while running), [`requests`] (route,
 //! queue or fail one request), [`responses`] (draining response rings,
@@ -80,6 +83,7 @@ pub mod io;
 pub mod lifecycle;
 pub mod live_limits;
 pub mod overrun;
+pub mod order;
 pub mod partial;
 pub mod poison;
 pub mod requests;

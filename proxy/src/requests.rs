@@ -10,6 +10,11 @@
 //! [`POISON_DEATHS`](spp_ipc::poison::POISON_DEATHS) workers of
 //! its group.
 //!
+//! Answer order (`crate::order`): a TCP connection's request goes only to
+//! a slot that holds none of its unfinished requests or its latest one;
+//! when every accepting worker of the group fails that, nothing is queued
+//! and the caller holds the connection's framing ([`NotQueued::Busy`]).
+//!
 //! The decisions are plain functions ([`route_decision`],
 //! [`refusal_decision`]) so they are tested without a plugin or a worker;
 //! `Proxy::submit` strings them together with the hooks runner and the
@@ -54,6 +59,24 @@ pub enum Failure {
     Raise(c_int),
     /// Close the connection (no hook call): the request can never fit.
     Close,
+    /// Not a failure: it waits (framing holds) until the connection's
+    /// requests in flight have left.
+    Hold,
+}
+
+/// Why `Proxy::submit` did not queue a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotQueued {
+    /// It failed; the exception hook has run and says what becomes of the
+    /// connection.
+    Failed(Verdict),
+    /// It must wait (see [`Refusal::Busy`]): the caller holds framing
+    /// before it and frames it again, for `group`, once the connection's
+    /// requests in flight have left.
+    Busy {
+        /// The group `spp_route` gave it.
+        group: u32,
+    },
 }
 
 /// Counts `refusal` in `stats` and says how the request fails.
@@ -72,14 +95,15 @@ pub fn refusal_decision(refusal: Refusal, stats: &mut ProxyTally) -> Failure {
             stats.oversized += 1;
             Failure::Close
         }
+        Refusal::Busy => Failure::Hold,
     }
 }
 
 impl Proxy {
     /// Routes and queues one request, to worker slot `prefer` if that
     /// serves the routed group (see `Dispatcher::push`). Returns the slot
-    /// used. `Err` means it was not queued; the exception hook has run and
-    /// says what to do with the connection.
+    /// used. `routed`: the group `spp_route` already gave it (framing
+    /// held before it, [`NotQueued::Busy`]); 0 to route it now.
     ///
     /// The request is stamped by the [`RequestClock`](crate::event_loop::RequestClock)
     /// (callers refresh it at the start of each batch; the bound is
@@ -90,36 +114,69 @@ impl Proxy {
         info: &SppConnInfo,
         req: &[u8],
         prefer: Option<usize>,
-    ) -> Result<usize, Verdict> {
+        routed: u32,
+    ) -> Result<usize, NotQueued> {
         let now_ns = self.clock.stamp();
-        let group = match route_decision(self.hooks.route(&mut self.clients, info, req)) {
-            Route::Group(g) => g,
-            Route::Panicked => {
-                self.clients.stats.plugin_panics += 1;
-                return Err(Verdict::Close);
+        let group = if routed != 0 {
+            routed
+        } else {
+            match route_decision(self.hooks.route(&mut self.clients, info, req)) {
+                Route::Group(g) => g,
+                Route::Panicked => {
+                    self.clients.stats.plugin_panics += 1;
+                    return Err(NotQueued::Failed(Verdict::Close));
+                }
+                Route::Invalid => return self.refuse(info, req, 0, Refusal::NoWorker),
             }
-            Route::Invalid => return self.refuse(info, req, Refusal::NoWorker),
         };
         if self.poison.armed() {
             if let Some(verdict) = self.refuse_poison(info, req, group) {
-                return Err(verdict);
+                return Err(NotQueued::Failed(verdict));
             }
         }
-        match self.dispatch.push(group, info, req, now_ns, prefer) {
+        match self.push(group, info, req, now_ns, prefer) {
             Ok(slot) => return Ok(slot),
             Err(Refusal::NoWorker) => {}
-            Err(refusal) => return self.refuse(info, req, refusal),
+            Err(refusal) => return self.refuse(info, req, group, refusal),
         }
         // A worker may have become ready since the last scan: look once.
         if self
             .dispatch
             .scan_group(group, self.io.registry(), &mut self.gone)
         {
-            if let Ok(slot) = self.dispatch.push(group, info, req, now_ns, prefer) {
-                return Ok(slot);
+            match self.push(group, info, req, now_ns, prefer) {
+                Ok(slot) => return Ok(slot),
+                Err(Refusal::Busy) => return self.refuse(info, req, group, Refusal::Busy),
+                Err(_) => {}
             }
         }
-        self.refuse(info, req, Refusal::NoWorker)
+        self.refuse(info, req, group, Refusal::NoWorker)
+    }
+
+    /// `Dispatcher::push`, keeping a TCP connection's answers in order: a
+    /// slot its [`Order`](crate::order::Order) refuses is busy, and the
+    /// slot used is recorded there.
+    #[inline]
+    fn push(
+        &mut self,
+        group: u32,
+        info: &SppConnInfo,
+        req: &[u8],
+        now_ns: u64,
+        prefer: Option<usize>,
+    ) -> Result<usize, Refusal> {
+        let conns = &self.clients.conns;
+        let order = conns
+            .slot_of(info.flow)
+            .and_then(|slot| conns.get(slot))
+            .map(|c| &c.order);
+        let slot = self.dispatch.push(group, info, req, now_ns, prefer, |s| {
+            order.is_some_and(|o| !o.may_push(s))
+        })?;
+        if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
+            conn.order.pushed(slot);
+        }
+        Ok(slot)
     }
 
     /// Refuses `req` if the poison table says its bytes killed workers of
@@ -150,22 +207,25 @@ impl Proxy {
         &mut self,
         info: &SppConnInfo,
         req: &[u8],
+        group: u32,
         refusal: Refusal,
-    ) -> Result<usize, Verdict> {
+    ) -> Result<usize, NotQueued> {
         match refusal_decision(refusal, &mut self.clients.stats) {
-            Failure::Raise(reason) => {
-                Err(self
-                    .hooks
-                    .exception(&mut self.clients, info, Some(req), reason))
-            }
+            Failure::Raise(reason) => Err(NotQueued::Failed(self.hooks.exception(
+                &mut self.clients,
+                info,
+                Some(req),
+                reason,
+            ))),
             Failure::Close => {
                 tracing::warn!(
                     flow = info.flow,
                     len = req.len(),
                     "request larger than the request ring can hold"
                 );
-                Err(Verdict::Close)
+                Err(NotQueued::Failed(Verdict::Close))
             }
+            Failure::Hold => Err(NotQueued::Busy { group }),
         }
     }
 }
@@ -201,6 +261,7 @@ mod tests {
             refusal_decision(Refusal::TooLarge, &mut stats),
             Failure::Close
         );
+        assert_eq!(refusal_decision(Refusal::Busy, &mut stats), Failure::Hold);
         assert_eq!(
             (stats.no_worker, stats.ring_full, stats.oversized),
             (1, 1, 1)

@@ -37,6 +37,7 @@ use crate::clients::Clients;
 use crate::event_loop::Proxy;
 use crate::flow::{self, Proto};
 use crate::hooks::{Hooks, Verdict};
+use crate::order::Origin;
 use spp_ipc::layout::ProxyTally;
 use spp_ipc::pair::ResponseRecord;
 use spp_ipc::poison::POISON_DEATHS;
@@ -115,23 +116,29 @@ impl Proxy {
             hooks,
             ..
         } = self;
+        let origin = Origin::Worker(s);
         let drained =
             dispatch.drain_responses(s, cap, |record| match action(record, &mut clients.stats) {
                 Action::Deliver { flow, bytes, close } => {
-                    hooks.deliver(clients, flow, bytes, close)
+                    hooks.deliver_from(clients, origin, flow, bytes, close)
                 }
                 Action::Expire { flow, req } => {
-                    fail_request(hooks, clients, flow, req, SPP_EXC_TIMEOUT);
+                    fail_request(hooks, clients, origin, flow, req, SPP_EXC_TIMEOUT, false);
                 }
                 Action::Skip => {}
             });
         // Only a drain that emptied the ring pops what `completed_seq`
         // covers (pair rule 2): one cut short by `cap` may have left some of
-        // those requests' replies in the ring, and a connection whose last
-        // request left would be free to send its next one to another
-        // worker, whose answer could overtake them. The next drain pops.
+        // those requests' replies in the ring, and the answers held behind
+        // a request must not leave before all of its own. The next drain
+        // pops.
         if !drained.more {
-            dispatch.pop_completed(s, &drained, |flow| clients.requests_emptied(flow));
+            dispatch.pop_completed(s, &drained, |flow, last| {
+                clients.request_left(flow, s);
+                if last {
+                    clients.requests_emptied(flow);
+                }
+            });
         }
         if let Some(e) = &drained.corrupt {
             let (group, index) = dispatch.slot_name(s);
@@ -188,10 +195,10 @@ impl Proxy {
             let mut expired = 0u64;
             while let Some((entry, emptied)) = self.dispatch.take_overdue(s, now_ms) {
                 expired += 1;
-                if self.fail_taken(entry.flow, emptied, SPP_EXC_TIMEOUT) {
+                // The connection closes whatever the hook said (a UDP flow
+                // ends in `fail_request` anyway).
+                if self.fail_taken(s, entry.flow, emptied, SPP_EXC_TIMEOUT, true) {
                     self.clients.stats.proxy_expired += 1;
-                    // A UDP flow already ended in `fail_request`.
-                    self.clients.close_after_flush(entry.flow);
                 }
             }
             if expired != 0 {
@@ -210,16 +217,25 @@ impl Proxy {
     /// `SPP_EXC_WORKER_DIED`.
     fn fail_in_flight(&mut self, s: usize) {
         while let Some((entry, emptied)) = self.dispatch.take_in_flight(s) {
-            if self.fail_taken(entry.flow, emptied, SPP_EXC_WORKER_DIED) {
+            if self.fail_taken(s, entry.flow, emptied, SPP_EXC_WORKER_DIED, false) {
                 self.clients.stats.worker_died_failed += 1;
             }
         }
     }
 
-    /// Fails a request taken out of a slot's FIFO (`emptied`: it was its
+    /// Fails a request taken out of slot `s`'s FIFO (`emptied`: it was its
     /// connection's last in flight) with exception `reason`, if its flow
-    /// still exists. Returns whether it did.
-    fn fail_taken(&mut self, flow: u64, emptied: bool, reason: c_int) -> bool {
+    /// still exists; `close`: its TCP connection closes whatever the hook
+    /// says. The hook's answer takes the request's place in its
+    /// connection's answer order. Returns whether it failed one.
+    fn fail_taken(
+        &mut self,
+        s: usize,
+        flow: u64,
+        emptied: bool,
+        reason: c_int,
+        close: bool,
+    ) -> bool {
         let live = match flow::decode(flow).proto {
             Proto::Tcp => self.clients.conns.slot_of(flow).is_some(),
             Proto::Udp => self.clients.udp_flows.slot_of(flow).is_some(),
@@ -227,27 +243,41 @@ impl Proxy {
         if !live {
             return false;
         }
+        let origin = Origin::Worker(s);
+        fail_request(
+            &mut self.hooks,
+            &mut self.clients,
+            origin,
+            flow,
+            None,
+            reason,
+            close,
+        );
+        self.clients.request_left(flow, s);
         // A held connection is listed to frame again (after this failure's
         // answer is queued: the loop resumes held connections later in the
         // turn).
         if emptied {
             self.clients.requests_emptied(flow);
         }
-        fail_request(&mut self.hooks, &mut self.clients, flow, None, reason);
         true
     }
 }
 
 /// `flow`'s request `req` (if known) failed for `reason`: the exception
-/// hook answers it, or the flow ends. A result < 0, or no hook, closes a
-/// TCP connection once its pending bytes are written; a UDP flow ends
-/// either way. Nothing happens for a flow that no longer exists.
+/// hook answers it, or the flow ends. A result < 0, no hook, or `close`
+/// closes a TCP connection once the answers before this request's (in
+/// request order, `origin` says where it stands) and its own are written;
+/// a UDP flow ends either way. Nothing happens for a flow that no longer
+/// exists.
 fn fail_request(
     hooks: &mut Hooks,
     clients: &mut Clients,
+    origin: Origin,
     flow: u64,
     req: Option<&[u8]>,
     reason: c_int,
+    close: bool,
 ) {
     match flow::decode(flow).proto {
         Proto::Tcp => {
@@ -257,8 +287,12 @@ fn fail_request(
             let Some(info) = clients.conns.get(slot).map(|c| c.info) else {
                 return;
             };
-            if hooks.exception(clients, &info, req, reason) == Verdict::Close {
-                clients.close_after_flush(flow);
+            // The hook's `reply`/`close` calls answer this request.
+            clients.origin = origin;
+            let verdict = hooks.exception(clients, &info, req, reason);
+            clients.origin = Origin::Local;
+            if verdict == Verdict::Close || close {
+                clients.close_in_order(flow, origin);
             }
             clients.mark_flush(slot);
         }

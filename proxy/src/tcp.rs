@@ -30,6 +30,13 @@
 //! once. The check costs one look per read, and only for a connection with
 //! requests in flight.
 //!
+//! Framing also holds before a request whose routed group has no worker
+//! it may go to without blurring answer order (`crate::order`: every
+//! accepting worker of the group holds an earlier unfinished request of
+//! the connection, not its latest): its group is kept in `Conn::routed`
+//! so it is not routed twice, and it is framed again when the requests in
+//! flight have left, as above.
+//!
 //! Slow clients: a connection left holding a partial request is listed,
 //! stamped with when that request started (`crate::partial`); the idle
 //! sweep closes it once `request_timeout` passed, and at the connection
@@ -43,12 +50,14 @@
 //! runner, which applies the plugin's queued `reply`/`close` calls right
 //! after it.
 
-use crate::clients::CloseReason;
+use crate::clients::{Clients, CloseReason};
 use crate::conn::ConnState;
 use crate::dispatch::Affinity;
 use crate::event_loop::Proxy;
 use crate::hooks::Verdict;
 use crate::io::Accepted;
+use crate::order::Origin;
+use crate::requests::NotQueued;
 use mio::net::TcpListener;
 use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_HOOK_PANICKED};
 use std::io::{self, Read};
@@ -215,10 +224,12 @@ impl Proxy {
                 }
             }
             Framed::CloseAfterFlush => {
-                if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
-                    conn.close_after_flush();
+                let Clients { conns, pool, .. } = &mut self.clients;
+                if let Some(conn) = conns.lookup_mut(info.flow) {
+                    // After the answers to the requests before it.
+                    conn.close_in_order(Origin::Local, pool);
                     let leftover = std::mem::take(&mut conn.rbuf);
-                    self.clients.pool.put(leftover);
+                    pool.put(leftover);
                     self.clients.mark_flush(slot);
                 }
             }
@@ -325,6 +336,12 @@ impl Proxy {
         let max = self.limits.max_request_size;
         let plugin_ctx = self.plugin_ctx(info);
         let mut used = 0;
+        // The group of a request framing held before (routed already).
+        let mut routed = self
+            .clients
+            .conns
+            .lookup_mut(info.flow)
+            .map_or(0, |c| std::mem::take(&mut c.routed));
         loop {
             let rest = &buf[used..];
             if rest.is_empty() {
@@ -360,18 +377,38 @@ impl Proxy {
             if len == 0 || len > rest.len() {
                 break (used, Framed::More);
             }
-            self.clients.stats.requests += 1;
             let request = &rest[..len];
-            used += len;
-            match self.submit(info, request, affinity) {
-                Ok(slot) => affinity = Some(slot),
-                Err(Verdict::Keep) => {}
-                Err(Verdict::Close) => break (used, Framed::CloseAfterFlush),
+            let submitted = self.submit(info, request, affinity, std::mem::take(&mut routed));
+            if let Err(NotQueued::Busy { group }) = submitted {
+                // Answer order: every worker of its group holds an earlier
+                // unfinished request of this connection. Wait until they
+                // have left, then frame it again (routed already).
+                if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {
+                    conn.state = ConnState::Held;
+                    conn.routed = group;
+                    tracing::debug!(
+                        flow = info.flow,
+                        group,
+                        "connection held: its answers would leave out of order"
+                    );
+                    break (used, Framed::Held);
+                }
+                break (used, Framed::Closed);
             }
-            // A hook may have closed the connection (or asked to) meanwhile.
+            self.clients.stats.requests += 1;
+            used += len;
+            match submitted {
+                Ok(slot) => affinity = Some(slot),
+                Err(NotQueued::Failed(Verdict::Keep) | NotQueued::Busy { .. }) => {}
+                Err(NotQueued::Failed(Verdict::Close)) => break (used, Framed::CloseAfterFlush),
+            }
+            // A hook may have closed the connection (or asked to, in turn)
+            // meanwhile.
             match self.clients.conns.lookup_mut(info.flow) {
                 None => break (used, Framed::Closed),
-                Some(conn) if conn.is_closing() => break (used, Framed::CloseAfterFlush),
+                Some(conn) if conn.is_closing() || conn.order.close_held() => {
+                    break (used, Framed::CloseAfterFlush)
+                }
                 Some(_) => {}
             }
         }

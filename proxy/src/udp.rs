@@ -130,7 +130,7 @@ impl Proxy {
             return;
         }
         self.clients.stats.requests += 1;
-        if self.submit(&info, &dgram[..len], None).is_err() {
+        if self.submit(&info, &dgram[..len], None, 0).is_err() {
             // Failed; the exception hook (if any) has answered already.
             if let Some(slot) = self.clients.udp_flows.slot_of(flow) {
                 self.clients.udp_flows.remove(slot);

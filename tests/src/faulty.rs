@@ -6,6 +6,8 @@ pub const PLUGIN: &str = "spp_faulty";
 
 /// What every exception answer starts with.
 pub const BUSY_PREFIX: &[u8] = b"busy";
+/// Exception answer: no live worker in the routed group.
+pub const BUSY_NO_WORKER: &[u8] = b"busy:noworker";
 /// Exception answer: the worker died holding the request.
 pub const BUSY_DIED: &[u8] = b"busy:died";
 /// Exception answer: the request waited past `msg_timeout`.

@@ -18,7 +18,9 @@
 //! nothing more (draining, or gone with its requests about to fail) the
 //! connection's framing waits until they have left
 //! ([`Dispatcher::affinity`] says [`Affinity::Hold`]), rather than letting
-//! the next request overtake them on another worker. Pushes are published
+//! the next request overtake them on another worker. A slot that would
+//! blur the connection's answer order (`crate::order`) is passed over,
+//! and [`Refusal::Busy`] says when none is left. Pushes are published
 //! once per loop turn per dirty ring, and a worker is woken only if it
 //! announced sleep.
 //!
@@ -70,6 +72,11 @@ pub enum Refusal {
     QueueFull,
     /// The request can never fit a request ring.
     TooLarge,
+    /// Every accepting worker of the group is busy for this connection:
+    /// it holds an earlier unfinished request of it, not the latest
+    /// (`crate::order::Order::may_push`). The caller holds the
+    /// connection's framing until its requests in flight have left.
+    Busy,
 }
 
 /// Every group and slot the proxy serves.
@@ -189,6 +196,10 @@ impl Dispatcher {
     /// `now_ns` is the request's `enqueued_ns` (CLOCK_MONOTONIC; see
     /// `Proxy::submit` for how fresh it is). Returns the slot used. Not
     /// visible to the worker until [`Self::publish`].
+    ///
+    /// `busy(s)`: slot `s` must not take this connection's request (answer
+    /// order, see `crate::order`); when every accepting slot of the group
+    /// is busy the request is refused with [`Refusal::Busy`].
     #[inline]
     pub fn push(
         &mut self,
@@ -197,12 +208,14 @@ impl Dispatcher {
         req: &[u8],
         now_ns: u64,
         prefer: Option<usize>,
+        busy: impl Fn(usize) -> bool,
     ) -> Result<usize, Refusal> {
         if let Some(p) = prefer {
             if self
                 .slots
                 .get(p)
                 .is_some_and(|s| s.group == group && s.accepting())
+                && !busy(p)
             {
                 return match self.push_to(p, conn, req, now_ns) {
                     Ok(()) => Ok(p),
@@ -216,21 +229,30 @@ impl Dispatcher {
         };
         let slots = &self.slots;
         let mut skipped = false;
+        let mut any_busy = false;
         let first = self.groups[gi].least_outstanding(|s| {
             let slot = &slots[s];
             let stalled = slot.stalled();
-            skipped |= stalled && slot.accepting();
-            (slot.accepting() && !stalled).then(|| slot.in_flight())
+            let free = slot.accepting() && !busy(s);
+            any_busy |= slot.accepting() && !free;
+            skipped |= stalled && free;
+            (free && !stalled).then(|| slot.in_flight())
         });
         let first = match first {
             Some(first) => {
                 self.stalled_skips += u64::from(skipped);
                 first
             }
-            // Every accepting worker is stalled: the least loaded of them.
+            // Every free accepting worker is stalled: the least loaded.
             None => self.groups[gi]
-                .least_outstanding(|s| slots[s].accepting().then(|| slots[s].in_flight()))
-                .ok_or(Refusal::NoWorker)?,
+                .least_outstanding(|s| {
+                    (slots[s].accepting() && !busy(s)).then(|| slots[s].in_flight())
+                })
+                .ok_or(if any_busy {
+                    Refusal::Busy
+                } else {
+                    Refusal::NoWorker
+                })?,
         };
         match self.push_to(first, conn, req, now_ns) {
             Ok(()) => return Ok(first),
@@ -240,7 +262,10 @@ impl Dispatcher {
         // The least-loaded ring is full; any other worker with room will do.
         for k in 0..self.groups[gi].members().len() {
             let s = self.groups[gi].members()[k];
-            if s != first && self.slots[s].accepting() && self.push_to(s, conn, req, now_ns).is_ok()
+            if s != first
+                && self.slots[s].accepting()
+                && !busy(s)
+                && self.push_to(s, conn, req, now_ns).is_ok()
             {
                 return Ok(s);
             }
@@ -353,14 +378,14 @@ impl Dispatcher {
     }
 
     /// Pops the requests of slot `s` that `drained` saw completed, handing
-    /// each connection whose last request left to `emptied`.
+    /// each one's flow to `left`, with whether it was its connection's
+    /// last in flight.
     #[inline]
-    pub fn pop_completed(&mut self, s: usize, drained: &Drained, mut emptied: impl FnMut(u64)) {
+    pub fn pop_completed(&mut self, s: usize, drained: &Drained, mut left: impl FnMut(u64, bool)) {
         let ledger = &mut self.ledger;
         self.slots[s].pop_completed(drained, |done| {
-            if ledger.left(done.flow) {
-                emptied(done.flow);
-            }
+            let emptied = ledger.left(done.flow);
+            left(done.flow, emptied);
         });
     }
 

@@ -116,7 +116,7 @@ impl Rig {
             flow,
             ..SppConnInfo::default()
         };
-        self.dispatch.push(group, &info, req, 42, prefer)
+        self.dispatch.push(group, &info, req, 42, prefer, |_| false)
     }
 
     /// Drains slot `s`'s responses and pops what completed; returns the
@@ -124,8 +124,11 @@ impl Rig {
     fn completions(&mut self, s: usize) -> Vec<u64> {
         let drained = self.dispatch.drain_responses(s, usize::MAX, |_| {});
         let mut emptied = Vec::new();
-        self.dispatch
-            .pop_completed(s, &drained, |f| emptied.push(f));
+        self.dispatch.pop_completed(s, &drained, |f, last| {
+            if last {
+                emptied.push(f);
+            }
+        });
         emptied
     }
 }
@@ -365,4 +368,32 @@ fn a_stalled_worker_is_passed_over_and_a_frozen_ones_old_requests_handed_back() 
     // Every worker of the group stalled: the least loaded still gets it.
     r.dispatch.observe_progress(1200);
     assert!(r.push(1, tcp(10), None).is_ok());
+}
+
+#[test]
+fn a_busy_slot_is_passed_over_and_all_busy_is_its_own_refusal() {
+    let (mut r, shared) = rig(&[(1, 2)]);
+    shared.ready(0);
+    shared.ready(1);
+    r.scan();
+    let info = SppConnInfo {
+        flow: tcp(0),
+        ..SppConnInfo::default()
+    };
+    // Slot 0 busy: the preferred slot and the least loaded both give way.
+    for _ in 0..3 {
+        assert_eq!(
+            r.dispatch.push(1, &info, b"x", 42, Some(0), |s| s == 0),
+            Ok(1)
+        );
+    }
+    assert_eq!(
+        r.dispatch.push(1, &info, b"x", 42, None, |_| true),
+        Err(Refusal::Busy)
+    );
+    assert_eq!(
+        r.dispatch.push(2, &info, b"x", 42, None, |_| true),
+        Err(Refusal::NoWorker),
+        "an unknown group is not busy"
+    );
 }

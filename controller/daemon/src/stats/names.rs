@@ -192,6 +192,11 @@ pub const PROXY_COUNTERS: &[CounterName] = &[
         "spp_proxy_flow_closed_dropped_total",
         "Closed-connection notices for workers (spp_flow_closed) dropped: a worker's queue of them was full.",
     ),
+    counter(
+        "held_overflow",
+        "spp_proxy_held_overflow_total",
+        "Connections closed because answers held for request order passed max_send_buffer.",
+    ),
 ];
 
 /// The workers' shared counters, summed per group (label `group`).

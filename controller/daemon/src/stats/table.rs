@@ -28,6 +28,7 @@ const PROXY_PROBLEMS: &[&str] = &[
     "poison_refused",
     "request_timeouts",
     "evicted_partial",
+    "held_overflow",
 ];
 
 /// The counter of log lines dropped, in the proxy's and the workers'

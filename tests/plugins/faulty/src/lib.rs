@@ -12,6 +12,9 @@
 //! | `lat:<name>:<us>`     | `host.record_latency(name, <us> µs)`, then echoes     |
 //! | anything else         | echoes                                                |
 //!
+//! Routing (`spp_route`): a payload `to:<n>:...` goes to group `<n>`,
+//! everything else to group 1.
+//!
 //! A `count:`/`lat:` call the host refuses is answered
 //! `refused:<reason>` instead of the echo, so a test sees why.
 //!
@@ -24,7 +27,7 @@
 use spp_plugin_api::framing::{encode_u32_be_prefixed, u32_be_prefixed, U32_PREFIX_LEN};
 use spp_plugin_api::{
     export_plugin, AfterException, Conn, ExceptionReason, Host, HostError, Input, OnException,
-    Plugin, Processed,
+    OnRoute, Plugin, Processed,
 };
 use std::time::Duration;
 
@@ -168,4 +171,13 @@ impl OnException for Faulty {
     }
 }
 
-export_plugin!(Faulty, hooks: [exception]);
+impl OnRoute for Faulty {
+    fn route(&self, _conn: Conn<'_>, _state: &mut (), req: &[u8]) -> u32 {
+        match payload(req).strip_prefix(b"to:") {
+            Some(rest) => u32::try_from(number(rest)).unwrap_or(u32::MAX),
+            None => 1,
+        }
+    }
+}
+
+export_plugin!(Faulty, hooks: [exception, route]);

@@ -283,7 +283,9 @@ mod tests {
         assert_eq!(created.files.len(), templates::RUST.len());
         let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("pub struct MyEcho {"), "{lib}");
-        assert!(lib.contains("export_plugin!(MyEcho, hooks: [route, exception, close, fini]);"));
+        assert!(lib.contains(
+            "export_plugin!(MyEcho, hooks: [route, exception, close, flow_closed, fini]);"
+        ));
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("name = \"my-echo\""));
         assert!(

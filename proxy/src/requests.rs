@@ -76,7 +76,8 @@ pub fn refusal_decision(refusal: Refusal, stats: &mut ProxyTally) -> Failure {
 }
 
 impl Proxy {
-    /// Routes and queues one request, to worker slot `prefer` if that
+    /// Routes and queues one request with its `note` (from the input hook's
+    /// `set_note`; only the worker sees it), to worker slot `prefer` if that
     /// serves the routed group (see `Dispatcher::push`). Returns the slot
     /// used. `Err` means it was not queued; the exception hook has run and
     /// says what to do with the connection.
@@ -88,6 +89,7 @@ impl Proxy {
     pub(crate) fn submit(
         &mut self,
         info: &SppConnInfo,
+        note: &[u8],
         req: &[u8],
         prefer: Option<usize>,
     ) -> Result<usize, Verdict> {
@@ -105,7 +107,7 @@ impl Proxy {
                 return Err(verdict);
             }
         }
-        match self.dispatch.push(group, info, req, now_ns, prefer) {
+        match self.dispatch.push(group, info, note, req, now_ns, prefer) {
             Ok(slot) => return Ok(slot),
             Err(Refusal::NoWorker) => {}
             Err(refusal) => return self.refuse(info, req, refusal),
@@ -115,7 +117,7 @@ impl Proxy {
             .dispatch
             .scan_group(group, self.io.registry(), &mut self.gone)
         {
-            if let Ok(slot) = self.dispatch.push(group, info, req, now_ns, prefer) {
+            if let Ok(slot) = self.dispatch.push(group, info, note, req, now_ns, prefer) {
                 return Ok(slot);
             }
         }

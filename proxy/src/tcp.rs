@@ -363,7 +363,8 @@ impl Proxy {
             self.clients.stats.requests += 1;
             let request = &rest[..len];
             used += len;
-            match self.submit(info, request, affinity) {
+            let note = self.hooks.take_note();
+            match self.submit(info, note.bytes(), request, affinity) {
                 Ok(slot) => affinity = Some(slot),
                 Err(Verdict::Keep) => {}
                 Err(Verdict::Close) => break (used, Framed::CloseAfterFlush),

@@ -188,12 +188,14 @@ impl Dispatcher {
     /// whose affinity is [`Affinity::Hold`] instead of pushing).
     /// `now_ns` is the request's `enqueued_ns` (CLOCK_MONOTONIC; see
     /// `Proxy::submit` for how fresh it is). Returns the slot used. Not
-    /// visible to the worker until [`Self::publish`].
+    /// visible to the worker until [`Self::publish`]. `note` travels with
+    /// the request (meta | note | bytes).
     #[inline]
     pub fn push(
         &mut self,
         group: u32,
         conn: &SppConnInfo,
+        note: &[u8],
         req: &[u8],
         now_ns: u64,
         prefer: Option<usize>,
@@ -204,7 +206,7 @@ impl Dispatcher {
                 .get(p)
                 .is_some_and(|s| s.group == group && s.accepting())
             {
-                return match self.push_to(p, conn, req, now_ns) {
+                return match self.push_to(p, conn, note, req, now_ns) {
                     Ok(()) => Ok(p),
                     Err(PushError::Full) => Err(Refusal::QueueFull),
                     Err(PushError::TooLarge) => Err(Refusal::TooLarge),
@@ -232,7 +234,7 @@ impl Dispatcher {
                 .least_outstanding(|s| slots[s].accepting().then(|| slots[s].in_flight()))
                 .ok_or(Refusal::NoWorker)?,
         };
-        match self.push_to(first, conn, req, now_ns) {
+        match self.push_to(first, conn, note, req, now_ns) {
             Ok(()) => return Ok(first),
             Err(PushError::TooLarge) => return Err(Refusal::TooLarge),
             Err(PushError::Full) => {}
@@ -240,7 +242,9 @@ impl Dispatcher {
         // The least-loaded ring is full; any other worker with room will do.
         for k in 0..self.groups[gi].members().len() {
             let s = self.groups[gi].members()[k];
-            if s != first && self.slots[s].accepting() && self.push_to(s, conn, req, now_ns).is_ok()
+            if s != first
+                && self.slots[s].accepting()
+                && self.push_to(s, conn, note, req, now_ns).is_ok()
             {
                 return Ok(s);
             }
@@ -253,6 +257,7 @@ impl Dispatcher {
         &mut self,
         s: usize,
         conn: &SppConnInfo,
+        note: &[u8],
         req: &[u8],
         now_ns: u64,
     ) -> Result<(), PushError> {
@@ -261,7 +266,7 @@ impl Dispatcher {
         let Some(tag) = slot.liveness.tag() else {
             return Err(PushError::Full);
         };
-        let newly_dirty = slot.push(tag, conn, req, now_ns)?;
+        let newly_dirty = slot.push(tag, conn, note, req, now_ns)?;
         self.ledger.pushed(s, conn.flow);
         if newly_dirty {
             self.dirty.push(s);

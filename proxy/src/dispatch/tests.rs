@@ -116,7 +116,7 @@ impl Rig {
             flow,
             ..SppConnInfo::default()
         };
-        self.dispatch.push(group, &info, req, 42, prefer)
+        self.dispatch.push(group, &info, &[], req, 42, prefer)
     }
 
     /// Drains slot `s`'s responses and pops what completed; returns the
@@ -186,7 +186,7 @@ fn pushes_reach_the_worker_only_when_published_stamped_for_its_generation() {
     while let Some(rec) = requests.peek().unwrap() {
         let stride = rec.stride();
         match rec.request {
-            Request::Mine { meta, bytes } => {
+            Request::Mine { meta, bytes, .. } => {
                 assert_eq!(bytes, b"request");
                 assert_eq!(meta.enqueued_ns, 42);
                 seen.push((meta.seq, meta.conn.flow));

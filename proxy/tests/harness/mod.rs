@@ -366,7 +366,9 @@ fn serve(
                     ctl.skipped.fetch_add(1, Ordering::SeqCst);
                     last_seq = Some(meta.seq);
                 }
-                Request::Mine { meta, bytes: req } => {
+                Request::Mine {
+                    meta, bytes: req, ..
+                } => {
                     let answer = ctl.answer.load(Ordering::SeqCst);
                     let (kind, bytes) = match answer {
                         a if a == Answer::ExpiredWithBytes as u8 => (ResponseKind::Expired, req),

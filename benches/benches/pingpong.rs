@@ -220,7 +220,7 @@ mod child {
                 };
                 let stride = record.stride();
                 match record.request {
-                    Request::Mine { meta, bytes } => {
+                    Request::Mine { meta, bytes, .. } => {
                         push_reply(&mut responses, meta.conn.flow, bytes);
                         responses.complete(meta.seq);
                     }

@@ -198,8 +198,12 @@ proptest! {
     ) {
         let bytes: Vec<u8> = bytes.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let payload = &bytes[cut.min(bytes.len())..bytes.len().saturating_sub(trim).max(cut.min(bytes.len()))];
-        if let Some((_, rest)) = record::split_request(payload) {
-            prop_assert_eq!(rest.len() + record::REQUEST_META_SIZE, payload.len());
+        if let Some(parts) = record::split_request(payload) {
+            prop_assert_eq!(
+                parts.note.len() + parts.bytes.len() + record::REQUEST_META_SIZE,
+                payload.len()
+            );
+            prop_assert!(parts.note.len() <= spp_plugin_api::abi::SPP_NOTE_MAX);
         }
         if let Some((_, rest)) = record::split_response(payload) {
             prop_assert_eq!(rest.len() + record::RESPONSE_META_SIZE, payload.len());

@@ -35,7 +35,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of everything in this module.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// `PairHeader::magic`: "SPPPAIR1".
 pub const PAIR_MAGIC: u64 = u64::from_le_bytes(*b"SPPPAIR1");
 /// `ProxyHeader::magic`: "SPPPRXY1".

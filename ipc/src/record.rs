@@ -1,10 +1,12 @@
 //! What travels in the rings: request records (proxy → worker) carry a
-//! [`RequestMeta`] in front of the request bytes; response records
+//! [`RequestMeta`], then the request's note (`meta.conn.note_len` bytes,
+//! at most [`SPP_NOTE_MAX`]; `meta.conn.note` is null in the ring), then
+//! the request bytes; response records
 //! (worker → proxy) carry a [`ResponseMeta`]. Both metas are `#[repr(C)]`
 //! and read in place (ring payloads are 8-aligned), so a request reaches
 //! the plugin with no copy.
 
-use spp_plugin_api::abi::SppConnInfo;
+use spp_plugin_api::abi::{SppConnInfo, SPP_NOTE_MAX};
 
 /// Ring record kind of a request.
 pub const KIND_REQUEST: u16 = 16;
@@ -58,10 +60,29 @@ pub const REQUEST_META_SIZE: usize = std::mem::size_of::<RequestMeta>();
 /// Bytes of a [`ResponseMeta`].
 pub const RESPONSE_META_SIZE: usize = std::mem::size_of::<ResponseMeta>();
 
-/// Views a request record's payload as its meta and request bytes, in
-/// place. `None` if it is too short or misaligned.
-pub fn split_request(payload: &[u8]) -> Option<(&RequestMeta, &[u8])> {
-    split::<RequestMeta>(payload)
+/// A request record's payload, viewed in place.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestParts<'r> {
+    /// Its meta (`conn.note` is null here: point it at `note` before a
+    /// plugin sees it).
+    pub meta: &'r RequestMeta,
+    /// The request's note (empty without one).
+    pub note: &'r [u8],
+    /// The request bytes.
+    pub bytes: &'r [u8],
+}
+
+/// Views a request record's payload as its meta, note and request bytes,
+/// in place. `None` if it is too short or misaligned, or its note length
+/// is past [`SPP_NOTE_MAX`] or the payload.
+pub fn split_request(payload: &[u8]) -> Option<RequestParts<'_>> {
+    let (meta, rest) = split::<RequestMeta>(payload)?;
+    let note_len = meta.conn.note_len as usize;
+    if note_len > SPP_NOTE_MAX || note_len > rest.len() {
+        return None;
+    }
+    let (note, bytes) = rest.split_at(note_len);
+    Some(RequestParts { meta, note, bytes })
 }
 
 /// Views a response record's payload as its meta and bytes, in place.
@@ -96,7 +117,7 @@ impl Meta for ResponseMeta {}
 
 // No padding anywhere: the sums of the field sizes equal the struct sizes.
 const _: () = assert!(REQUEST_META_SIZE == std::mem::size_of::<SppConnInfo>() + 16);
-const _: () = assert!(std::mem::size_of::<SppConnInfo>() == 24 + 2 * 24);
+const _: () = assert!(std::mem::size_of::<SppConnInfo>() == 24 + 2 * 24 + 8 + 4 + 4);
 const _: () = assert!(RESPONSE_META_SIZE == 8);
 
 /// The bytes of a record meta, for pushing into a ring.
@@ -106,9 +127,10 @@ pub fn meta_bytes<T: Meta>(meta: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts((meta as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
-/// The largest request a request ring of `capacity` bytes can carry.
+/// The largest request a request ring of `capacity` bytes can carry, with
+/// a note of any allowed length.
 pub const fn max_request_len(capacity: usize) -> usize {
-    crate::ring::max_payload_for(capacity).saturating_sub(REQUEST_META_SIZE)
+    crate::ring::max_payload_for(capacity).saturating_sub(REQUEST_META_SIZE + SPP_NOTE_MAX)
 }
 
 /// The `RecordHeader::flags` a proxy stamps on a request it pushes for a

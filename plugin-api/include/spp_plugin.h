@@ -91,7 +91,20 @@ typedef struct spp_conn_info {
     uint32_t _reserved;
     spp_addr local;
     spp_addr remote;
+    /* ---- appended in ABI 1: read these only when the host has set_note
+     * (`host->size >= offsetof(spp_host, set_note) + sizeof(void *)`);
+     * an older host's spp_conn_info ends before them. ---- */
+    /* In spp_process: the request's note, the bytes the proxy's input hook
+     * attached with host->set_note (at most SPP_NOTE_MAX), valid during
+     * the call; NULL and 0 when the request has none. In every proxy hook:
+     * NULL and 0. */
+    const uint8_t *note;
+    uint32_t note_len;
+    uint32_t _reserved2;
 } spp_conn_info;
+
+/* The most bytes of a request note (spp_host.set_note). */
+#define SPP_NOTE_MAX 64u
 
 /* ---- host services ------------------------------------------------------- */
 
@@ -313,6 +326,25 @@ typedef struct spp_host {
      * fails with SPP_ERR_TOO_LARGE every time: split it, or answer an
      * error. Constant for the process's life. */
     uint64_t max_reply;
+
+    /* ---- appended in ABI 1 (check `size`: a host whose
+     * size < offsetof(spp_host, set_note) + sizeof(void *) lacks it, and
+     * its spp_conn_info has no note fields) ---- */
+
+    /* Request note. Proxy, only during spp_input/spp_input_ctx: attach
+     * `len` bytes (at most SPP_NOTE_MAX, copied) to the request this input
+     * call frames, the one its positive return cuts, so the worker need not
+     * parse the same headers again: spp_process finds them in conn->note /
+     * conn->note_len. A later call in the same input call replaces the
+     * note; len 0 removes it. A call whose return is 0 or < 0 frames
+     * nothing and its note is dropped; a request framed without a call
+     * carries none. The note travels with the request only: spp_route and
+     * spp_exception do not see it. Returns SPP_OK, SPP_ERR_TOO_LARGE (len >
+     * SPP_NOTE_MAX), SPP_ERR_BAD_ARG (note NULL with len > 0), or
+     * SPP_ERR_UNSUPPORTED anywhere else (a worker, other hooks, other
+     * threads); a refused call leaves the note as it was (none, unless an
+     * earlier call of this input call set one). */
+    int (*set_note)(void *ctx, const uint8_t *note, size_t len);
 } spp_host;
 
 /* ---- hooks the plugin exports ------------------------------------------- */

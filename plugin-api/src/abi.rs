@@ -50,6 +50,9 @@ pub const SPP_ERR_BAD_NAME: c_int = -5;
 /// A bad argument: `reply` with a NULL `data` and `len > 0`.
 pub const SPP_ERR_BAD_ARG: c_int = -6;
 
+/// The most bytes of a request note (`spp_host.set_note`).
+pub const SPP_NOTE_MAX: usize = 64;
+
 /// What a Rust-layer hook returns when it panicked.
 pub const SPP_HOOK_PANICKED: c_int = -32768;
 
@@ -135,7 +138,7 @@ impl SppAddr {
 
 /// Everything the host knows about a request's connection (`spp_conn_info`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SppConnInfo {
     /// Connection (TCP) or sender (UDP) id; never reused while the host runs.
     pub flow: u64,
@@ -153,7 +156,69 @@ pub struct SppConnInfo {
     pub local: SppAddr,
     /// The peer's address.
     pub remote: SppAddr,
+    /// `spp_process`: the request's note (`spp_host.set_note` in the
+    /// proxy's input hook), valid during the call; null without one and in
+    /// every proxy hook. Appended in ABI 1: read it only when the host has
+    /// `set_note`.
+    pub note: *const u8,
+    /// Bytes at `note` (0 without one).
+    pub note_len: u32,
+    /// Reserved, zero.
+    pub _reserved2: u32,
 }
+
+impl Default for SppConnInfo {
+    fn default() -> Self {
+        SppConnInfo {
+            flow: 0,
+            recv_time_us: 0,
+            proto: 0,
+            _pad: 0,
+            listener: 0,
+            _reserved: 0,
+            local: SppAddr::default(),
+            remote: SppAddr::default(),
+            note: std::ptr::null(),
+            note_len: 0,
+            _reserved2: 0,
+        }
+    }
+}
+
+impl SppConnInfo {
+    /// The same info with its note cleared (null, 0): what every proxy hook
+    /// and the ring's meta carry.
+    #[inline]
+    pub fn without_note(&self) -> Self {
+        SppConnInfo {
+            note: std::ptr::null(),
+            note_len: 0,
+            ..*self
+        }
+    }
+
+    /// The same info pointing at `note` (null when empty); the pointer is
+    /// valid only as long as `note` is.
+    #[inline]
+    pub fn with_note(&self, note: &[u8]) -> Self {
+        SppConnInfo {
+            note: if note.is_empty() {
+                std::ptr::null()
+            } else {
+                note.as_ptr()
+            },
+            note_len: note.len() as u32,
+            ..*self
+        }
+    }
+}
+
+// SAFETY: the only non-`Send`/`Sync` field is `note`, a raw pointer this
+// type never dereferences: reading through it is unsafe, and its validity is
+// the reader's promise (the host sets it only for the duration of a call).
+unsafe impl Send for SppConnInfo {}
+// SAFETY: as for `Send`: shared access reads the pointer's value only.
+unsafe impl Sync for SppConnInfo {}
 
 /// `spp_host.reply`.
 pub type ReplyFn =
@@ -222,6 +287,22 @@ pub type RecordLatencyFn = unsafe extern "C" fn(
     name_len: usize,
     nanos: u64,
 ) -> c_int;
+
+/// `spp_host.set_note`.
+pub type SetNoteFn = unsafe extern "C" fn(ctx: *mut c_void, note: *const u8, len: usize) -> c_int;
+
+/// `spp_host.set_note` of a host (or role) that has no request notes: a
+/// worker, a check. Answers `SPP_ERR_UNSUPPORTED`.
+///
+/// # Safety
+/// None needed: it reads nothing.
+pub unsafe extern "C" fn set_note_unsupported(
+    _ctx: *mut c_void,
+    _note: *const u8,
+    _len: usize,
+) -> c_int {
+    SPP_ERR_UNSUPPORTED
+}
 
 /// `spp_host.sleep`.
 pub type SleepFn = unsafe extern "C" fn(ctx: *mut c_void, ms: u64) -> c_int;
@@ -415,6 +496,11 @@ pub struct SppHost {
     /// worker: its response ring's largest record; the proxy: its queue of
     /// replies made in one hook); 0 = not known (appended; check `size`).
     pub max_reply: u64,
+    /// Proxy, during `spp_input`/`spp_input_ctx`: attach up to
+    /// [`SPP_NOTE_MAX`] bytes to the request this input call frames; the
+    /// worker's `spp_process` sees them in `conn.note` (appended; check
+    /// `size`; `SPP_ERR_UNSUPPORTED` elsewhere).
+    pub set_note: SetNoteFn,
 }
 
 impl SppHost {
@@ -441,6 +527,7 @@ impl SppHost {
             call: fns.call,
             call_many: fns.call_many,
             max_reply: 0,
+            set_note: set_note_unsupported,
         }
     }
 }
@@ -523,9 +610,9 @@ mod tests {
     #[test]
     fn layout_matches_the_c_header() {
         assert_eq!(size_of::<SppAddr>(), 24);
-        assert_eq!(size_of::<SppConnInfo>(), 24 + 2 * 24);
+        assert_eq!(size_of::<SppConnInfo>(), 24 + 2 * 24 + 8 + 4 + 4);
         assert_eq!(align_of::<SppConnInfo>(), 8);
-        assert_eq!(size_of::<SppHost>(), 24 + 12 * size_of::<usize>() + 8);
+        assert_eq!(size_of::<SppHost>(), 24 + 12 * size_of::<usize>() + 8 + 8);
         assert_eq!(size_of::<SppL5Route>(), 8 + 24 + 8);
         assert_eq!(size_of::<SppCall>(), 160);
     }

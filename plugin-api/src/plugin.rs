@@ -7,6 +7,7 @@
 use crate::abi::*;
 use std::ffi::c_int;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Connection info of a request, as a safe view over [`SppConnInfo`].
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +38,30 @@ impl Conn<'_> {
     pub fn recv_time_us(&self) -> u64 {
         self.0.recv_time_us
     }
+    /// In `process`: the request's note, the bytes the proxy's `input`
+    /// attached with [`Host::set_note`] (at most [`SPP_NOTE_MAX`]); empty
+    /// without one, in every proxy hook, and when the host has no notes
+    /// (a host older than `set_note`, whose connection info lacks the
+    /// fields: the layer then never reads them).
+    pub fn note(&self) -> &[u8] {
+        if !HOST_HAS_NOTES.load(Ordering::Relaxed) {
+            return &[];
+        }
+        let len = (self.0.note_len as usize).min(SPP_NOTE_MAX);
+        if self.0.note.is_null() || len == 0 {
+            return &[];
+        }
+        // SAFETY: a host with notes sets `note` to `note_len` bytes (at
+        // most SPP_NOTE_MAX) that stay valid for the hook call this `Conn`
+        // was made for, which `&self` (borrowing the info) does not outlive.
+        unsafe { std::slice::from_raw_parts(self.0.note, len) }
+    }
 }
+
+/// Whether the host this plugin was initialized by has request notes
+/// (`spp_host.set_note`, and with it the note fields of `spp_conn_info`);
+/// set by the layer's `init`.
+pub(crate) static HOST_HAS_NOTES: AtomicBool = AtomicBool::new(false);
 
 /// What `input` found at the front of a connection's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,6 +325,29 @@ impl Host {
             return None;
         }
         Some(usize::try_from(self.0.max_reply).unwrap_or(usize::MAX))
+    }
+
+    /// Proxy, inside `input` only: attaches `note` (at most
+    /// [`SPP_NOTE_MAX`] bytes, copied) to the request this `input` call
+    /// frames (the one its [`Input::Complete`] cuts); the worker's
+    /// `process` reads it with [`Conn::note`] instead of parsing the same
+    /// bytes again. A later call in the same `input` replaces it; an empty
+    /// `note` removes it. [`HostError::TooLarge`] past the max (the note
+    /// stays as it was); [`HostError::Unsupported`] in a worker, in other
+    /// hooks, or from a host without notes.
+    pub fn set_note(&self, note: &[u8]) -> Result<(), HostError> {
+        if !self.has_notes() {
+            return Err(HostError::Unsupported);
+        }
+        // SAFETY: the host reads exactly `len` bytes from `note` (a dangling
+        // but non-null pointer with len 0 is never read).
+        host_result(unsafe { (self.0.set_note)(self.0.ctx, note.as_ptr(), note.len()) })
+    }
+
+    /// Whether the host's table has `set_note` (and its connection info the
+    /// note fields).
+    pub(crate) fn has_notes(&self) -> bool {
+        self.has(std::mem::offset_of!(SppHost, set_note) + std::mem::size_of::<SetNoteFn>())
     }
 
     /// Whether the host's table has the field ending at `end` (a host built

@@ -181,6 +181,7 @@ pub unsafe fn init<P: Plugin>(slot: &Slot<P>, host: *const SppHost, conf: *const
                 .to_string_lossy()
                 .into_owned()
         };
+        crate::plugin::HOST_HAS_NOTES.store(host.has_notes(), Ordering::Relaxed);
         let _ = slot.host.set(host);
         match P::init(host, &conf) {
             Ok(plugin) => {

@@ -27,6 +27,8 @@ int main(void) {
            offsetof(spp_host, call_many));
     printf("sleep %zu\n", offsetof(spp_host, sleep));
     printf("max_reply %zu %d\n", offsetof(spp_host, max_reply), SPP_ERR_BAD_ARG);
+    printf("note %zu %zu %zu %zu %u\n", offsetof(spp_conn_info, note), offsetof(spp_conn_info, note_len),
+           offsetof(spp_conn_info, _reserved2), offsetof(spp_host, set_note), SPP_NOTE_MAX);
     printf("abi %u\n", SPP_PLUGIN_ABI_VERSION);
     return 0;
 }
@@ -53,7 +55,7 @@ fn c_header_and_rust_mirror_agree() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let expected = format!(
-        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {} {} {}\nl5 {} {} {} {} {} {}\ncall {} {} {} {} {} {} {} {} {} {} {} {}\nsleep {}\nmax_reply {} {}\nabi {}\n",
+        "addr {} {} {}\nconn {} {} {} {} {}\nhost {} {} {} {} {} {} {}\nl5 {} {} {} {} {} {}\ncall {} {} {} {} {} {} {} {} {} {} {} {}\nsleep {}\nmax_reply {} {}\nnote {} {} {} {} {}\nabi {}\n",
         size_of::<SppAddr>(),
         offset_of!(SppAddr, port),
         offset_of!(SppAddr, ip),
@@ -90,6 +92,11 @@ fn c_header_and_rust_mirror_agree() {
         offset_of!(SppHost, sleep),
         offset_of!(SppHost, max_reply),
         spp_plugin_api::abi::SPP_ERR_BAD_ARG,
+        offset_of!(SppConnInfo, note),
+        offset_of!(SppConnInfo, note_len),
+        offset_of!(SppConnInfo, _reserved2),
+        offset_of!(SppHost, set_note),
+        spp_plugin_api::abi::SPP_NOTE_MAX,
         spp_plugin_api::SPP_PLUGIN_ABI_VERSION,
     );
     assert_eq!(text, expected);

@@ -14,7 +14,7 @@
 //! process is gone.
 
 use crate::clients::Clients;
-use crate::host::{HostServices, OpQueue};
+use crate::host::{HostServices, Note, OpQueue};
 use crate::order::Origin;
 use spp_ipc::layout::ProxyTally;
 use spp_plugin_api::abi::{SppConnInfo, SPP_HOOK_PANICKED};
@@ -108,9 +108,18 @@ impl Hooks {
         info: &SppConnInfo,
         bytes: &[u8],
     ) -> Option<c_int> {
+        self.host.begin_input();
         let verdict = self.plugin.input(info, bytes);
+        self.host.end_input();
         self.flush(clients);
         verdict
+    }
+
+    /// The note the last input hook set with `set_note` (none after the
+    /// first take): the caller submits it with the request that hook framed.
+    #[inline]
+    pub fn take_note(&self) -> Note {
+        self.host.take_note()
     }
 
     /// Whether TCP framing goes through `spp_input_ctx` with a context per
@@ -137,7 +146,9 @@ impl Hooks {
         ctx: usize,
         bytes: &[u8],
     ) -> Option<c_int> {
+        self.host.begin_input();
         let verdict = self.plugin.input_ctx(info, ctx, bytes);
+        self.host.end_input();
         self.flush(clients);
         verdict
     }

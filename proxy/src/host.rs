@@ -12,6 +12,13 @@
 //! of another proxy epoch, a full queue) is counted
 //! ([`HostServices::take_refused`]; the loop adds it to `host_refused`).
 //!
+//! `set_note` keeps the request note of the input hook running now
+//! ([`HostServices::begin_input`] clears it and opens the window,
+//! [`HostServices::end_input`] closes it, [`HostServices::take_note`] hands
+//! it to the request the hook framed); outside that window, or from another
+//! thread, it answers `SPP_ERR_UNSUPPORTED`. No allocation: the note lives
+//! in a fixed buffer of `SPP_NOTE_MAX` bytes.
+//!
 //! `log`, `count` and `record_latency` are the shared ones of
 //! [`spp_ipc::host_kit`] (any thread; the metrics go to the proxy region's
 //! [`PluginMetrics`] block, whose own `refused` counter takes their
@@ -22,7 +29,7 @@ use spp_ipc::host_kit::{self, catch_panic, HostCtx, RoleFns, TableRole, PANICKED
 use spp_ipc::plugin_metrics::PluginMetrics;
 use spp_plugin_api::abi::{
     SppHost, SPP_ERR_BAD_ARG, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_ERR_UNKNOWN_FLOW,
-    SPP_ERR_UNSUPPORTED, SPP_OK,
+    SPP_ERR_UNSUPPORTED, SPP_NOTE_MAX, SPP_OK,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
@@ -86,9 +93,34 @@ pub struct Refused {
     pub full: u64,
 }
 
+/// A request note (`set_note`), by value: at most [`SPP_NOTE_MAX`] bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Note {
+    buf: [u8; SPP_NOTE_MAX],
+    len: usize,
+}
+
+impl Note {
+    /// No note.
+    pub const NONE: Note = Note {
+        buf: [0; SPP_NOTE_MAX],
+        len: 0,
+    };
+
+    /// Its bytes (empty for none).
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// The part only the event-loop thread touches.
 struct LoopCtx {
     epoch: u16,
+    /// Inside `spp_input`/`spp_input_ctx`: `set_note` is allowed.
+    in_input: Cell<bool>,
+    /// The note the running input hook set (length 0: none).
+    note: Cell<Note>,
     queue: RefCell<OpQueue>,
     queued: Cell<usize>,
     /// Calls refused with `SPP_ERR_FULL`.
@@ -130,6 +162,8 @@ impl HostServices {
                     queue: RefCell::new(OpQueue::default()),
                     queued: Cell::new(0),
                     full: Cell::new(0),
+                    in_input: Cell::new(false),
+                    note: Cell::new(Note::NONE),
                 },
             },
         ));
@@ -139,7 +173,36 @@ impl HostServices {
             RoleFns::without_l5(host_reply, host_close),
         ));
         table.max_reply = MAX_QUEUED_REPLY_BYTES as u64;
+        table.set_note = host_set_note;
         HostServices { table, ctx }
+    }
+
+    /// An input hook is about to run: drops the last note and lets
+    /// `set_note` in. Call on the event-loop thread.
+    #[inline]
+    pub fn begin_input(&self) {
+        let ctx = &self.ctx.role.loop_only;
+        if ctx.note.get().len != 0 {
+            ctx.note.set(Note::NONE);
+        }
+        ctx.in_input.set(true);
+    }
+
+    /// The input hook returned: `set_note` is refused again.
+    #[inline]
+    pub fn end_input(&self) {
+        self.ctx.role.loop_only.in_input.set(false);
+    }
+
+    /// Takes the note the last input hook set (none after the first take),
+    /// for the request it framed.
+    #[inline]
+    pub fn take_note(&self) -> Note {
+        let ctx = &self.ctx.role.loop_only;
+        if ctx.note.get().len == 0 {
+            return Note::NONE;
+        }
+        ctx.note.replace(Note::NONE)
     }
 
     /// The table to hand to `spp_init`.
@@ -279,6 +342,45 @@ unsafe extern "C" fn host_reply(ctx: *mut c_void, flow: u64, data: *const u8, le
     })
 }
 
+/// `spp_host.set_note` for the proxy role: only on the event-loop thread,
+/// inside an input hook. Not a `reply`/`close`: its refusals are not
+/// counted in `host_refused`.
+///
+/// # Safety
+/// `ctx` must be the table's `ctx`; `note` must point to `len` readable
+/// bytes (or `len` must be 0).
+unsafe extern "C" fn host_set_note(ctx: *mut c_void, note: *const u8, len: usize) -> c_int {
+    catch_panic(PANICKED, || {
+        if !ON_LOOP_THREAD.with(Cell::get) {
+            return SPP_ERR_UNSUPPORTED;
+        }
+        // SAFETY: the plugin passes back the `ctx` of our live table, and
+        // we are on the only thread that touches its `Cell` fields.
+        let Some(ctx) = (unsafe { ctx.cast::<Ctx>().cast_const().as_ref() }) else {
+            return SPP_ERR_UNSUPPORTED;
+        };
+        let ctx = &ctx.role.loop_only;
+        if !ctx.in_input.get() {
+            return SPP_ERR_UNSUPPORTED;
+        }
+        if len > SPP_NOTE_MAX {
+            return SPP_ERR_TOO_LARGE;
+        }
+        let mut next = Note::NONE;
+        if len > 0 {
+            if note.is_null() {
+                return SPP_ERR_BAD_ARG;
+            }
+            // SAFETY: the plugin promises `note` holds `len` bytes for the
+            // call; `len <= SPP_NOTE_MAX` (checked).
+            next.buf[..len].copy_from_slice(unsafe { std::slice::from_raw_parts(note, len) });
+            next.len = len;
+        }
+        ctx.note.set(next);
+        SPP_OK
+    })
+}
+
 /// `spp_host.close` for the proxy role.
 ///
 /// # Safety
@@ -395,6 +497,54 @@ mod tests {
         let too_big = vec![0u8; MAX_QUEUED_REPLY_BYTES + 1];
         assert_eq!(call_reply(t, flow(4), &too_big), SPP_ERR_TOO_LARGE);
         assert_eq!(host.take_refused(), Refused { total: 2, full: 0 });
+    }
+
+    /// `set_note` through our own table.
+    fn call_set_note(t: &SppHost, note: &[u8]) -> c_int {
+        // SAFETY: the table's own `ctx`; `note` is `len` live bytes.
+        unsafe { (t.set_note)(t.ctx, note.as_ptr(), note.len()) }
+    }
+
+    #[test]
+    fn a_note_is_set_only_inside_input_and_taken_once() {
+        let host = HostServices::new(4, metrics());
+        // SAFETY: calling our own table's services with valid arguments.
+        let t = unsafe { &*host.table() };
+        assert_eq!(call_set_note(t, b"early"), SPP_ERR_UNSUPPORTED);
+        assert!(host.take_note().bytes().is_empty());
+
+        host.begin_input();
+        assert_eq!(call_set_note(t, b"first"), SPP_OK);
+        assert_eq!(
+            call_set_note(t, b"second"),
+            SPP_OK,
+            "a later call replaces it"
+        );
+        let too_long = [7u8; SPP_NOTE_MAX + 1];
+        assert_eq!(call_set_note(t, &too_long), SPP_ERR_TOO_LARGE);
+        // SAFETY: a null note with len > 0 is refused before it is read.
+        let null = unsafe { (t.set_note)(t.ctx, std::ptr::null(), 3) };
+        assert_eq!(null, SPP_ERR_BAD_ARG);
+        let ctx = t.ctx as usize;
+        let set_note = t.set_note;
+        let other = std::thread::spawn(move || {
+            // SAFETY: same table, from another thread: must be refused.
+            unsafe { set_note(ctx as *mut c_void, b"x".as_ptr(), 1) }
+        });
+        assert_eq!(other.join().unwrap(), SPP_ERR_UNSUPPORTED);
+        host.end_input();
+        assert_eq!(call_set_note(t, b"late"), SPP_ERR_UNSUPPORTED);
+        assert_eq!(host.take_note().bytes(), b"second", "refusals kept it");
+        assert!(host.take_note().bytes().is_empty(), "taken once");
+
+        // The next input call starts without a note.
+        host.begin_input();
+        assert_eq!(call_set_note(t, &[1u8; SPP_NOTE_MAX]), SPP_OK);
+        host.end_input();
+        host.begin_input();
+        host.end_input();
+        assert!(host.take_note().bytes().is_empty());
+        assert_eq!(host.take_refused(), Refused::default());
     }
 
     #[test]

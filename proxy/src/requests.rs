@@ -20,7 +20,7 @@
 //! `Proxy::submit` strings them together with the hooks runner and the
 //! dispatcher.
 
-use crate::dispatch::Refusal;
+use crate::dispatch::{Outgoing, Refusal};
 use crate::event_loop::Proxy;
 use crate::hooks::Verdict;
 use spp_ipc::layout::ProxyTally;
@@ -100,7 +100,8 @@ pub fn refusal_decision(refusal: Refusal, stats: &mut ProxyTally) -> Failure {
 }
 
 impl Proxy {
-    /// Routes and queues one request, to worker slot `prefer` if that
+    /// Routes and queues one request with its `note` (from the input hook's
+    /// `set_note`; only the worker sees it), to worker slot `prefer` if that
     /// serves the routed group (see `Dispatcher::push`). Returns the slot
     /// used. `routed`: the group `spp_route` already gave it (framing
     /// held before it, [`NotQueued::Busy`]); 0 to route it now.
@@ -112,6 +113,7 @@ impl Proxy {
     pub(crate) fn submit(
         &mut self,
         info: &SppConnInfo,
+        note: &[u8],
         req: &[u8],
         prefer: Option<usize>,
         routed: u32,
@@ -134,7 +136,7 @@ impl Proxy {
                 return Err(NotQueued::Failed(verdict));
             }
         }
-        match self.push(group, info, req, now_ns, prefer) {
+        match self.push(group, info, note, req, now_ns, prefer) {
             Ok(slot) => return Ok(slot),
             Err(Refusal::NoWorker) => {}
             Err(refusal) => return self.refuse(info, req, group, refusal),
@@ -144,7 +146,7 @@ impl Proxy {
             .dispatch
             .scan_group(group, self.io.registry(), &mut self.gone)
         {
-            match self.push(group, info, req, now_ns, prefer) {
+            match self.push(group, info, note, req, now_ns, prefer) {
                 Ok(slot) => return Ok(slot),
                 Err(Refusal::Busy) => return self.refuse(info, req, group, Refusal::Busy),
                 Err(_) => {}
@@ -161,6 +163,7 @@ impl Proxy {
         &mut self,
         group: u32,
         info: &SppConnInfo,
+        note: &[u8],
         req: &[u8],
         now_ns: u64,
         prefer: Option<usize>,
@@ -170,7 +173,12 @@ impl Proxy {
             .slot_of(info.flow)
             .and_then(|slot| conns.get(slot))
             .map(|c| &c.order);
-        let slot = self.dispatch.push(group, info, req, now_ns, prefer, |s| {
+        let request = Outgoing {
+            conn: info,
+            note,
+            bytes: req,
+        };
+        let slot = self.dispatch.push(group, request, now_ns, prefer, |s| {
             order.is_some_and(|o| !o.may_push(s))
         })?;
         if let Some(conn) = self.clients.conns.lookup_mut(info.flow) {

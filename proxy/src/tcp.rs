@@ -378,7 +378,16 @@ impl Proxy {
                 break (used, Framed::More);
             }
             let request = &rest[..len];
-            let submitted = self.submit(info, request, affinity, std::mem::take(&mut routed));
+            // The note this input call set (none: empty); a request held
+            // below is framed again later, and its input call sets it again.
+            let note = self.hooks.take_note();
+            let submitted = self.submit(
+                info,
+                note.bytes(),
+                request,
+                affinity,
+                std::mem::take(&mut routed),
+            );
             if let Err(NotQueued::Busy { group }) = submitted {
                 // Answer order: every worker of its group holds an earlier
                 // unfinished request of this connection. Wait until they

@@ -130,7 +130,11 @@ impl Proxy {
             return;
         }
         self.clients.stats.requests += 1;
-        if self.submit(&info, &dgram[..len], None, 0).is_err() {
+        let note = self.hooks.take_note();
+        if self
+            .submit(&info, note.bytes(), &dgram[..len], None, 0)
+            .is_err()
+        {
             // Failed; the exception hook (if any) has answered already.
             if let Some(slot) = self.clients.udp_flows.slot_of(flow) {
                 self.clients.udp_flows.remove(slot);

@@ -229,3 +229,22 @@ fn a_connection_context_lets_input_look_at_each_byte_once() {
     assert_eq!(log.matches("ctx free").count(), 1, "{log}");
     assert!(log.contains("hooks close proto=0 leftover=0"), "{log}");
 }
+
+/// A C plugin's `set_note` from `spp_input` and from `spp_input_ctx`
+/// reaches the worker with its request, and only with it.
+#[test]
+fn a_note_set_in_input_travels_with_its_request_only() {
+    for plugin in [hooks_plugin(), hooks_plugin_with_ctx()] {
+        let mut rig = Rig::new(1);
+        let worker = FakeWorker::start(&rig, 0, std::process::id(), false);
+        worker.ctl.answer(Answer::EchoNote);
+        rig.start_proxy_with(limits(), plugin, "");
+        let mut c = connect(rig.tcp_addr);
+        assert_eq!(round_trip(&mut c, b"Tagged"), Some(b"len=6Tagged".to_vec()));
+        let mut pair = frame(b"Tag two");
+        pair.extend_from_slice(&frame(b"untagged"));
+        c.write_all(&pair).unwrap();
+        assert_eq!(read_frame(&mut c), Some(b"len=7Tag two".to_vec()));
+        assert_eq!(read_frame(&mut c), Some(b"untagged".to_vec()));
+    }
+}

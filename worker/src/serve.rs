@@ -249,11 +249,11 @@ impl Server {
             let Some(record) = record else { break };
             let stride = record.stride();
             match record.request {
-                Request::Mine { meta, bytes } => {
+                Request::Mine { meta, note, bytes } => {
                     // The request is read in place; the ring is not
-                    // released before the batch ends, so `bytes` stays
-                    // valid.
-                    match self.handler.take(meta, bytes, now) {
+                    // released before the batch ends, so `note` and
+                    // `bytes` stay valid.
+                    match self.handler.take(meta, note, bytes, now) {
                         Taken::Expired => {}
                         Taken::Processed { ended_ns } => {
                             busy_ns += ended_ns.saturating_sub(now);
@@ -447,8 +447,9 @@ impl Handler {
     }
 
     /// Takes one request of this generation at `now` (CLOCK_MONOTONIC ns):
-    /// records its queue wait, then expires or processes it.
-    fn take(&mut self, meta: &RequestMeta, req: &[u8], now: u64) -> Taken {
+    /// records its queue wait, then expires or processes it. `note` (its
+    /// note, in place in the ring) reaches the plugin as `conn.note`.
+    fn take(&mut self, meta: &RequestMeta, note: &[u8], req: &[u8], now: u64) -> Taken {
         let header = self.shared.pair_header();
         let (flow, seq) = (meta.conn.flow, meta.seq);
         if self.expired(meta, req, now) {
@@ -465,7 +466,10 @@ impl Handler {
         header
             .in_process_since_ms
             .store((now / NS_PER_MS).max(1), Ordering::Relaxed);
-        let rc = self.plugin.process(&meta.conn, req).unwrap_or(-1);
+        // A copy whose note points at the ring's bytes (never at what the
+        // shared meta's pointer field holds).
+        let conn = meta.conn.with_note(note);
+        let rc = self.plugin.process(&conn, req).unwrap_or(-1);
         let ended_ns = monotonic_ns();
         // Cleared at once, so waiting for response-ring room below never
         // looks like a hang (same cache line as the stamp: more stores).

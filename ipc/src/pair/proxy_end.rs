@@ -20,7 +20,7 @@ use crate::record::{
     REQUEST_META_SIZE,
 };
 use crate::ring::{Consumer, Producer, PushError};
-use spp_plugin_api::abi::SppConnInfo;
+use spp_plugin_api::abi::{SppConnInfo, SPP_NOTE_MAX};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
@@ -145,8 +145,8 @@ impl ProxyEnd {
     }
 
     /// Pushes one request for `conn` stamped with `tag`, queued at
-    /// `enqueued_ns` (CLOCK_MONOTONIC). Invisible to the worker until
-    /// [`Self::publish`]. Returns its `seq`; it is in flight from now on.
+    /// `enqueued_ns` (CLOCK_MONOTONIC), without a note. See
+    /// [`Self::push_noted`].
     #[inline]
     pub fn push(
         &mut self,
@@ -155,21 +155,44 @@ impl ProxyEnd {
         req: &[u8],
         enqueued_ns: u64,
     ) -> Result<u64, PushError> {
+        self.push_noted(tag, conn, &[], req, enqueued_ns)
+    }
+
+    /// Pushes one request for `conn` with its `note` (the plugin's
+    /// `set_note`; at most `SPP_NOTE_MAX` bytes, else `TooLarge`) stamped
+    /// with `tag`, queued at `enqueued_ns` (CLOCK_MONOTONIC). The record is
+    /// meta | note | request; the meta's `conn.note_len` says the note's
+    /// length and its `conn.note` is null. Invisible to the worker until
+    /// [`Self::publish`]. Returns its `seq`; it is in flight from now on.
+    #[inline]
+    pub fn push_noted(
+        &mut self,
+        tag: RequestTag,
+        conn: &SppConnInfo,
+        note: &[u8],
+        req: &[u8],
+        enqueued_ns: u64,
+    ) -> Result<u64, PushError> {
+        if note.len() > SPP_NOTE_MAX {
+            return Err(PushError::TooLarge);
+        }
         let seq = self.next_seq;
         let meta = RequestMeta {
-            conn: *conn,
+            conn: SppConnInfo {
+                note: std::ptr::null(),
+                note_len: note.len() as u32,
+                ..*conn
+            },
             seq,
             enqueued_ns,
         };
-        self.requests.push_with(
-            KIND_REQUEST,
-            tag.raw(),
-            REQUEST_META_SIZE + req.len(),
-            |dst| {
+        let body = REQUEST_META_SIZE + note.len();
+        self.requests
+            .push_with(KIND_REQUEST, tag.raw(), body + req.len(), |dst| {
                 dst[..REQUEST_META_SIZE].copy_from_slice(meta_bytes(&meta));
-                dst[REQUEST_META_SIZE..].copy_from_slice(req);
-            },
-        )?;
+                dst[REQUEST_META_SIZE..body].copy_from_slice(note);
+                dst[body..].copy_from_slice(req);
+            })?;
         self.next_seq = seq.wrapping_add(1);
         self.unpublished = true;
         self.in_flight.push_back(InFlight {
@@ -423,9 +446,10 @@ impl ProxyEnd {
             return None;
         }
         let payload = self.requests.find_unreleased(|kind, payload| {
-            kind == KIND_REQUEST && split_request(payload).is_some_and(|(meta, _)| meta.seq == seq)
+            kind == KIND_REQUEST && split_request(payload).is_some_and(|p| p.meta.seq == seq)
         })?;
-        split_request(payload).map(|(_, req)| crate::poison::request_hash(req))
+        // The request bytes only: the note is not part of what killed it.
+        split_request(payload).map(|p| crate::poison::request_hash(p.bytes))
     }
 
     /// Whether the worker announced sleep and nobody woke it since.

@@ -96,7 +96,7 @@ fn serve_all(
     let (mut served, mut skipped) = (Vec::new(), Vec::new());
     while let Some(record) = requests.peek().unwrap() {
         match record.request {
-            Request::Mine { meta, bytes } => {
+            Request::Mine { meta, bytes, .. } => {
                 responses
                     .push(ResponseKind::Reply, meta.conn.flow, bytes)
                     .unwrap();
@@ -114,6 +114,43 @@ fn serve_all(
     }
     requests.release();
     (served, skipped)
+}
+
+#[test]
+fn a_note_travels_between_meta_and_bytes_and_is_bounded() {
+    let (mut proxy, w) = rig(LAYOUT);
+    let (_slot, mut requests, _responses) = take(&w);
+    let tag = RequestTag::of(proxy.worker_generation());
+    proxy
+        .push_noted(tag, &conn(1), b"len=4", b"ping", 7)
+        .unwrap();
+    proxy.push(tag, &conn(2), b"pong", 7).unwrap();
+    let too_long = [0u8; spp_plugin_api::abi::SPP_NOTE_MAX + 1];
+    assert_eq!(
+        proxy.push_noted(tag, &conn(3), &too_long, b"x", 7),
+        Err(PushError::TooLarge)
+    );
+    proxy.publish();
+    let mut seen = Vec::new();
+    while let Some(record) = requests.peek().unwrap() {
+        match record.request {
+            Request::Mine { meta, note, bytes } => {
+                assert!(meta.conn.note.is_null(), "no pointer crosses the ring");
+                assert_eq!(meta.conn.note_len as usize, note.len());
+                seen.push((meta.conn.flow, note.to_vec(), bytes.to_vec()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let stride = record.stride();
+        requests.advance(stride);
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (1, b"len=4".to_vec(), b"ping".to_vec()),
+            (2, Vec::new(), b"pong".to_vec())
+        ]
+    );
 }
 
 #[test]

@@ -195,8 +195,12 @@ pub enum Request<'r> {
     /// A request for this worker's generation: serve it, then
     /// [`WorkerResponses::complete`] its `seq`.
     Mine {
-        /// Its meta (connection, `seq`, enqueue time).
+        /// Its meta (connection, `seq`, enqueue time; `conn.note` is null:
+        /// hand the plugin `meta.conn.with_note(note)`).
         meta: &'r RequestMeta,
+        /// The request's note (`set_note` in the proxy), in place in the
+        /// ring; empty without one.
+        note: &'r [u8],
         /// The request bytes, in place in the ring.
         bytes: &'r [u8],
     },
@@ -292,9 +296,13 @@ impl WorkerRequests<'_> {
                 None => Request::Malformed {
                     len: record.data.len(),
                 },
-                Some((meta, bytes)) if record.flags == tag => Request::Mine { meta, bytes },
-                Some((meta, _)) => Request::OtherGeneration {
-                    meta,
+                Some(parts) if record.flags == tag => Request::Mine {
+                    meta: parts.meta,
+                    note: parts.note,
+                    bytes: parts.bytes,
+                },
+                Some(parts) => Request::OtherGeneration {
+                    meta: parts.meta,
                     tag: record.flags,
                 },
             }

@@ -79,6 +79,18 @@ pub enum Refusal {
     Busy,
 }
 
+/// A request on its way to a worker: its connection, its note (from the
+/// input hook's `set_note`; may be empty) and its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Outgoing<'a> {
+    /// The connection it came from.
+    pub conn: &'a SppConnInfo,
+    /// The note that travels with it.
+    pub note: &'a [u8],
+    /// The request bytes.
+    pub bytes: &'a [u8],
+}
+
 /// Every group and slot the proxy serves.
 pub struct Dispatcher {
     slots: Vec<Slot>,
@@ -195,7 +207,8 @@ impl Dispatcher {
     /// whose affinity is [`Affinity::Hold`] instead of pushing).
     /// `now_ns` is the request's `enqueued_ns` (CLOCK_MONOTONIC; see
     /// `Proxy::submit` for how fresh it is). Returns the slot used. Not
-    /// visible to the worker until [`Self::publish`].
+    /// visible to the worker until [`Self::publish`]. The request's note
+    /// travels with it (meta | note | bytes).
     ///
     /// `busy(s)`: slot `s` must not take this connection's request (answer
     /// order, see `crate::order`); when every accepting slot of the group
@@ -204,12 +217,16 @@ impl Dispatcher {
     pub fn push(
         &mut self,
         group: u32,
-        conn: &SppConnInfo,
-        req: &[u8],
+        request: Outgoing<'_>,
         now_ns: u64,
         prefer: Option<usize>,
         busy: impl Fn(usize) -> bool,
     ) -> Result<usize, Refusal> {
+        let Outgoing {
+            conn,
+            note,
+            bytes: req,
+        } = request;
         if let Some(p) = prefer {
             if self
                 .slots
@@ -217,7 +234,7 @@ impl Dispatcher {
                 .is_some_and(|s| s.group == group && s.accepting())
                 && !busy(p)
             {
-                return match self.push_to(p, conn, req, now_ns) {
+                return match self.push_to(p, conn, note, req, now_ns) {
                     Ok(()) => Ok(p),
                     Err(PushError::Full) => Err(Refusal::QueueFull),
                     Err(PushError::TooLarge) => Err(Refusal::TooLarge),
@@ -254,7 +271,7 @@ impl Dispatcher {
                     Refusal::NoWorker
                 })?,
         };
-        match self.push_to(first, conn, req, now_ns) {
+        match self.push_to(first, conn, note, req, now_ns) {
             Ok(()) => return Ok(first),
             Err(PushError::TooLarge) => return Err(Refusal::TooLarge),
             Err(PushError::Full) => {}
@@ -265,7 +282,7 @@ impl Dispatcher {
             if s != first
                 && self.slots[s].accepting()
                 && !busy(s)
-                && self.push_to(s, conn, req, now_ns).is_ok()
+                && self.push_to(s, conn, note, req, now_ns).is_ok()
             {
                 return Ok(s);
             }
@@ -278,6 +295,7 @@ impl Dispatcher {
         &mut self,
         s: usize,
         conn: &SppConnInfo,
+        note: &[u8],
         req: &[u8],
         now_ns: u64,
     ) -> Result<(), PushError> {
@@ -286,7 +304,7 @@ impl Dispatcher {
         let Some(tag) = slot.liveness.tag() else {
             return Err(PushError::Full);
         };
-        let newly_dirty = slot.push(tag, conn, req, now_ns)?;
+        let newly_dirty = slot.push(tag, conn, note, req, now_ns)?;
         self.ledger.pushed(s, conn.flow);
         if newly_dirty {
             self.dirty.push(s);

@@ -152,18 +152,20 @@ impl Slot {
         self.end.in_flight()
     }
 
-    /// Pushes one request stamped `tag` (unpublished). Returns whether the
-    /// slot had nothing unpublished before (the caller lists it dirty).
+    /// Pushes one request with its note, stamped `tag` (unpublished).
+    /// Returns whether the slot had nothing unpublished before (the caller
+    /// lists it dirty).
     #[inline]
     pub(super) fn push(
         &mut self,
         tag: RequestTag,
         conn: &SppConnInfo,
+        note: &[u8],
         req: &[u8],
         now_ns: u64,
     ) -> Result<bool, PushError> {
         let was_dirty = self.end.has_unpublished();
-        self.end.push(tag, conn, req, now_ns)?;
+        self.end.push_noted(tag, conn, note, req, now_ns)?;
         Ok(!was_dirty)
     }
 

@@ -116,7 +116,12 @@ impl Rig {
             flow,
             ..SppConnInfo::default()
         };
-        self.dispatch.push(group, &info, req, 42, prefer, |_| false)
+        let request = Outgoing {
+            conn: &info,
+            note: &[],
+            bytes: req,
+        };
+        self.dispatch.push(group, request, 42, prefer, |_| false)
     }
 
     /// Drains slot `s`'s responses and pops what completed; returns the
@@ -189,7 +194,7 @@ fn pushes_reach_the_worker_only_when_published_stamped_for_its_generation() {
     while let Some(rec) = requests.peek().unwrap() {
         let stride = rec.stride();
         match rec.request {
-            Request::Mine { meta, bytes } => {
+            Request::Mine { meta, bytes, .. } => {
                 assert_eq!(bytes, b"request");
                 assert_eq!(meta.enqueued_ns, 42);
                 seen.push((meta.seq, meta.conn.flow));
@@ -380,19 +385,21 @@ fn a_busy_slot_is_passed_over_and_all_busy_is_its_own_refusal() {
         flow: tcp(0),
         ..SppConnInfo::default()
     };
+    let x = |conn| Outgoing {
+        conn,
+        note: &[],
+        bytes: b"x",
+    };
     // Slot 0 busy: the preferred slot and the least loaded both give way.
     for _ in 0..3 {
-        assert_eq!(
-            r.dispatch.push(1, &info, b"x", 42, Some(0), |s| s == 0),
-            Ok(1)
-        );
+        assert_eq!(r.dispatch.push(1, x(&info), 42, Some(0), |s| s == 0), Ok(1));
     }
     assert_eq!(
-        r.dispatch.push(1, &info, b"x", 42, None, |_| true),
+        r.dispatch.push(1, x(&info), 42, None, |_| true),
         Err(Refusal::Busy)
     );
     assert_eq!(
-        r.dispatch.push(2, &info, b"x", 42, None, |_| true),
+        r.dispatch.push(2, x(&info), 42, None, |_| true),
         Err(Refusal::NoWorker),
         "an unknown group is not busy"
     );

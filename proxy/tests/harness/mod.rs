@@ -219,6 +219,8 @@ pub enum Answer {
     /// `KIND_EXPIRED` with the bytes for a payload starting with
     /// [`LATE_MARK`], an echo for any other.
     ExpireMarked = 3,
+    /// A response framing the request's note, then its payload.
+    EchoNote = 4,
 }
 
 /// The first payload byte of a request [`Answer::ExpireMarked`] expires.
@@ -366,9 +368,19 @@ fn serve(
                     ctl.skipped.fetch_add(1, Ordering::SeqCst);
                     last_seq = Some(meta.seq);
                 }
-                Request::Mine { meta, bytes: req } => {
+                Request::Mine {
+                    meta,
+                    note,
+                    bytes: req,
+                } => {
                     let answer = ctl.answer.load(Ordering::SeqCst);
+                    let noted;
                     let (kind, bytes) = match answer {
+                        a if a == Answer::EchoNote as u8 => {
+                            let body = [note, req.get(FRAME_HEADER..).unwrap_or(&[])].concat();
+                            noted = frame(&body);
+                            (ResponseKind::Reply, &noted[..])
+                        }
                         a if a == Answer::ExpiredWithBytes as u8 => (ResponseKind::Expired, req),
                         a if a == Answer::ExpiredEmpty as u8 => (ResponseKind::Expired, &[][..]),
                         a if a == Answer::ExpireMarked as u8

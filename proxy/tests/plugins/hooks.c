@@ -11,6 +11,8 @@
  *   'R'  routed to group 9 too; spp_exception first replies to the flow
  *        with another proxy epoch (the host refuses that), then answers
  *        like 'N'.
+ *   'T'  spp_input (and spp_input_ctx) attaches the request note
+ *        "len=<payload length>" with host->set_note (when the host has it).
  *   else group 1 (the workers echo it).
  *
  * A request failed because its worker died (req == NULL) is answered with
@@ -56,6 +58,19 @@ static const spp_host *host;
 /* conf "keep_died": a request whose worker died is answered, and its
  * connection kept. */
 static int keep_died;
+
+/* Whether the host has request notes (set_note; appended in ABI 1). */
+static int has_notes(void) {
+    return host->size >= offsetof(spp_host, set_note) + sizeof host->set_note;
+}
+
+/* A complete request of `len` bytes at `buf` steered 'T' gets its note. */
+static void note_request(const uint8_t *buf, size_t len) {
+    if (len <= HEADER_LEN || buf[HEADER_LEN] != 'T' || !has_notes()) return;
+    char note[SPP_NOTE_MAX];
+    int n = snprintf(note, sizeof note, "len=%zu", len - HEADER_LEN);
+    if (n > 0) host->set_note(host->ctx, (const uint8_t *)note, (size_t)n);
+}
 
 /* Whether the host has the metric services (appended in ABI 1). */
 static int has_metrics(void) { return host->size > offsetof(spp_host, count); }
@@ -133,6 +148,7 @@ int spp_input_ctx(const spp_conn_info *conn, void *vctx, const uint8_t *buf, siz
     /* The host cuts the request off: the next call starts at its end. */
     c->seen = len - (HEADER_LEN + payload);
     c->requests++;
+    note_request(buf, HEADER_LEN + payload);
     return (int)(HEADER_LEN + payload);
 }
 
@@ -153,6 +169,7 @@ int spp_input(const spp_conn_info *conn, const uint8_t *buf, size_t len) {
     if (len > HEADER_LEN && buf[HEADER_LEN] == 'X') return -1;
     if (len > HEADER_LEN && buf[HEADER_LEN] == 'O') return (int)len + 100;
     if (len < HEADER_LEN + payload) return 0;
+    note_request(buf, HEADER_LEN + payload);
     return (int)(HEADER_LEN + payload);
 }
 

@@ -15,7 +15,7 @@ use crate::serve::{book_outcome, Handler};
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult};
 use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS};
-use spp_plugin_api::abi::SppConnInfo;
+use spp_plugin_api::abi::{SppConnInfo, SPP_NOTE_MAX};
 use spp_plugin_api::host::PluginLibrary;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -35,9 +35,11 @@ const NO_STACK: c_int = -1;
 type Micro = Coroutine<(), Wake, c_int, DefaultStack>;
 
 /// A request's own copy of what `spp_process` reads; boxed so its address
-/// stays put while a micro-thread points at it.
+/// stays put while a micro-thread points at it (`conn.note` points into
+/// `note`).
 struct Job {
     conn: SppConnInfo,
+    note: [u8; SPP_NOTE_MAX],
     bytes: Vec<u8>,
 }
 
@@ -121,11 +123,12 @@ impl Runtime {
         }
     }
 
-    /// Takes a request (its bytes are copied): runs it now, or queues it
-    /// behind its flow's running request. Call only when [`can_take`].
+    /// Takes a request (its note and bytes are copied): runs it now, or
+    /// queues it behind its flow's running request. Call only when
+    /// [`can_take`].
     ///
     /// [`can_take`]: Runtime::can_take
-    pub fn admit(&mut self, handler: &mut Handler, meta: &RequestMeta, req: &[u8]) {
+    pub fn admit(&mut self, handler: &mut Handler, meta: &RequestMeta, note: &[u8], req: &[u8]) {
         crate::stats::bump(&handler.shared.pair_header().stats.requests, 1);
         let idx = match self.free.pop() {
             Some(idx) => idx,
@@ -133,6 +136,7 @@ impl Runtime {
                 self.slots.push(Slot {
                     job: Box::new(Job {
                         conn: SppConnInfo::default(),
+                        note: [0; SPP_NOTE_MAX],
                         bytes: Vec::new(),
                     }),
                     micro: None,
@@ -146,7 +150,11 @@ impl Runtime {
             }
         };
         let slot = &mut self.slots[idx as usize];
-        slot.job.conn = meta.conn;
+        let job = &mut *slot.job;
+        // `split_request` bounds the note by SPP_NOTE_MAX.
+        let note = &note[..note.len().min(SPP_NOTE_MAX)];
+        job.note[..note.len()].copy_from_slice(note);
+        job.conn = meta.conn.with_note(&job.note[..note.len()]);
         slot.job.bytes.clear();
         slot.job.bytes.extend_from_slice(req);
         slot.seq = meta.seq;

@@ -98,11 +98,11 @@ fn take_batch(server: &mut Server, rt: &mut Runtime, now: u64) -> Result<usize, 
         let stride = record.stride();
         let handler = &mut server.handler;
         match record.request {
-            Request::Mine { meta, bytes } => {
+            Request::Mine { meta, note, bytes } => {
                 if handler.expired(meta, bytes, now) {
                     rt.done_at_once(handler, meta.seq);
                 } else {
-                    rt.admit(handler, meta, bytes);
+                    rt.admit(handler, meta, note, bytes);
                 }
             }
             Request::OtherGeneration { meta, tag } => {

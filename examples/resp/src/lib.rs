@@ -103,6 +103,9 @@ impl Resp {
 
 impl Plugin for Resp {
     type ConnState = ();
+    /// The key space lives in the one worker's memory: `spp check` warns
+    /// if a config lets the group scale.
+    const STATEFUL: bool = true;
 
     fn init(host: Host, conf: &str) -> Result<Self, i32> {
         match parse_conf(conf) {

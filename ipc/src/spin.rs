@@ -1,27 +1,23 @@
 //! Adaptive spinning: how long an idle proxy or worker spins before it
 //! sleeps, learned from how long its recent waits lasted.
 //!
-//! Spinning buys latency with CPU: under load the next request (or
-//! response) comes within microseconds and a spin catches it without a
-//! sleep and a wake-up on either side; under light load (one connection,
-//! a request every few tens of µs) the whole gap is spun away and CPU per
+//! Spinning buys latency with CPU: under load (a closed loop, even on one
+//! connection) the next request or response comes within microseconds and
+//! a spin catches it without a sleep and a wake-up on either side; under
+//! light load (requests far apart) the whole spin is wasted and CPU per
 //! request doubles. [`AdaptiveSpin`] keeps a spin budget between a floor
-//! and the configured `spin` (the maximum): a wait no longer than a
-//! quarter of the maximum ([`SHORT_WAIT_DIVISOR`]) sets the budget to the
-//! maximum (spinning pays: work comes quickly), a longer one halves it,
-//! down to the floor (a sixteenth of the maximum, [`FLOOR_DIVISOR`]). The
-//! floor keeps a short spin on every wait so that short waits are seen
-//! again when load returns (a sleeping process would measure its own
-//! wake-up latency instead).
-//!
-//! A wait is measured from the start of the spin to the moment work was
-//! seen, sleep included where the caller can tell; a spin that ran out
-//! counts as long ([`AdaptiveSpin::ran_out`]). No syscall, no allocation:
-//! the caller reads the clock it already reads.
+//! (a sixteenth of the configured `spin`, [`FLOOR_DIVISOR`]) and the
+//! configured `spin` (the maximum). A wait is measured from the start of
+//! the spin to the moment work was seen, sleep included: one no longer
+//! than [`BUSY_WAIT_MULTIPLE`] × the maximum means work comes often
+//! (spinning pays, or would have: a sleeping pair of processes sees gaps
+//! of their own wake-up latencies, tens of µs), and sets the budget to the
+//! maximum; a longer one halves it, down to the floor. So a closed loop
+//! keeps spinning, and requests far apart cost little CPU.
 
-/// A wait up to `max / SHORT_WAIT_DIVISOR` is short: spin the whole
-/// budget next time.
-pub const SHORT_WAIT_DIVISOR: u64 = 4;
+/// A wait up to `max × BUSY_WAIT_MULTIPLE` (sleep included) means work
+/// comes often: spin the whole budget next time.
+pub const BUSY_WAIT_MULTIPLE: u64 = 4;
 /// The budget never falls below `max / FLOOR_DIVISOR`.
 pub const FLOOR_DIVISOR: u64 = 16;
 
@@ -58,16 +54,16 @@ impl AdaptiveSpin {
         }
     }
 
-    /// A wait that lasted `waited_ns` ended with work found.
+    /// A wait that lasted `waited_ns` (sleep included) ended with work.
     pub fn record(&mut self, waited_ns: u64) {
-        if waited_ns <= self.max_ns / SHORT_WAIT_DIVISOR {
+        if waited_ns <= self.max_ns.saturating_mul(BUSY_WAIT_MULTIPLE) {
             self.budget_ns = self.max_ns;
         } else {
             self.budget_ns = (self.budget_ns / 2).max(self.max_ns / FLOOR_DIVISOR);
         }
     }
 
-    /// The spin ran out without work: a long wait.
+    /// The spin ran out and the wait's end is not known here: a long wait.
     pub fn ran_out(&mut self) {
         self.record(u64::MAX);
     }
@@ -78,18 +74,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_waits_fill_the_budget_and_long_ones_halve_it_to_the_floor() {
+    fn frequent_work_fills_the_budget_and_long_waits_halve_it_to_the_floor() {
         let mut spin = AdaptiveSpin::new(64_000);
         assert_eq!(spin.budget_ns(), 64_000);
         spin.ran_out();
         assert_eq!(spin.budget_ns(), 32_000);
-        spin.record(20_000);
+        spin.record(64_000 * BUSY_WAIT_MULTIPLE + 1);
         assert_eq!(spin.budget_ns(), 16_000);
         for _ in 0..10 {
             spin.ran_out();
         }
         assert_eq!(spin.budget_ns(), 64_000 / FLOOR_DIVISOR);
-        spin.record(16_000);
+        // A sleeping closed loop sees gaps of its wake-ups: still "often".
+        spin.record(150_000);
         assert_eq!(spin.budget_ns(), 64_000);
         spin.set_max(64_000);
         assert_eq!(spin.budget_ns(), 64_000);

@@ -77,7 +77,7 @@ pub const HEARTBEAT_INTERVAL: Duration = spp_ipc::pair::WORKER_HEARTBEAT_INTERVA
 /// every 16 spins instead was worse at N=64 (p99 ~2.0): the yields
 /// themselves then cost the proxy ~1 µs per request.
 pub(crate) const SPIN_YIELD_EVERY: u32 = 64;
-/// Tells the adaptive spin how long a wait lasted.
+/// Tells the adaptive spin how long a wait lasted (sleep included).
 pub(crate) fn record_wait(spin: &Cell<AdaptiveSpin>, waited_ns: u64) {
     let mut s = spin.get();
     s.record(waited_ns);

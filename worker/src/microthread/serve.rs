@@ -153,11 +153,10 @@ fn idle(server: &Server, rt: &Runtime, longest: Duration) {
         return;
     }
     let due_in = |now: u64| rt.next_wake().map(|at| at.saturating_sub(now));
-    // Adaptive (spp_ipc::spin): only spin waits are measured here; one
-    // that runs out halves the budget, down to its floor.
+    // Adaptive (spp_ipc::spin): each wait's length, sleep included.
+    let started = Instant::now();
     let budget = Duration::from_nanos(server.spin.get().budget_ns());
     if !budget.is_zero() {
-        let started = Instant::now();
         let mut spins = 0u32;
         loop {
             if work() {
@@ -175,7 +174,6 @@ fn idle(server: &Server, rt: &Runtime, longest: Duration) {
                     break;
                 }
                 if started.elapsed() >= budget {
-                    record_wait(&server.spin, u64::MAX);
                     break;
                 }
             } else {
@@ -198,6 +196,7 @@ fn idle(server: &Server, rt: &Runtime, longest: Duration) {
         // socket events resume suspended requests.
         block(timeout);
     }
+    record_wait(&server.spin, elapsed_ns(started));
 }
 
 /// Serves until the proxy pushes nothing more, the ring is empty and no

@@ -58,6 +58,13 @@ impl ChildServer {
         }
     }
 
+    /// Whether it has exited (or is not running at all).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Which system it is.
     pub fn name(&self) -> &'static str {
         self.name
@@ -178,10 +185,11 @@ fn haproxy_config(port: u16, backend: SocketAddr) -> String {
     )
 }
 
-/// A free port on 127.0.0.1 right now (bound, then closed).
-fn free_port() -> Result<u16, CompareError> {
+/// A free port on 127.0.0.1 right now (bound, then closed), for the
+/// server `system`.
+pub fn free_port(system: &'static str) -> Result<u16, CompareError> {
     let fail = |e: std::io::Error| CompareError::NotStarted {
-        system: "haproxy",
+        system,
         why: format!("cannot find a free port: {e}"),
     };
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(fail)?;
@@ -222,7 +230,7 @@ pub fn start_haproxy(
     let config = dir.join("haproxy.cfg");
     let mut last = String::new();
     for _ in 0..HAPROXY_ATTEMPTS {
-        let port = free_port()?;
+        let port = free_port("haproxy")?;
         std::fs::write(&config, haproxy_config(port, backend)).map_err(|source| {
             CompareError::Io {
                 what: "cannot write",

@@ -18,15 +18,16 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::bins::Binaries;
+use super::child::{self, ChildServer};
 use super::error::CompareError;
 use super::process;
 use super::spp::{SppService, SppSetup};
@@ -60,8 +61,6 @@ pub const TARGET_PIPELINED: f64 = 1.3;
 const REDIS_READY: Duration = Duration::from_secs(10);
 /// Attempts at starting redis-server (the picked port may be taken).
 const REDIS_ATTEMPTS: usize = 3;
-/// How long redis-server gets after SIGTERM before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Time limit of one readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Workers of the spp RESP service: the key space lives in one.
@@ -234,7 +233,7 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
 
 /// redis-server as our child.
 struct RedisServer {
-    child: Option<Child>,
+    server: ChildServer,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -253,7 +252,7 @@ impl RedisServer {
                     path: std::env::temp_dir(),
                     source,
                 })?;
-            let port = free_port()?;
+            let port = child::free_port("redis-server")?;
             let mut cmd = Command::new(program);
             cmd.args(["--bind", "127.0.0.1", "--port"])
                 .arg(port.to_string())
@@ -265,7 +264,6 @@ impl RedisServer {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            process::detach(&mut cmd);
             // SAFETY: prctl is async-signal-safe and allocates nothing; it
             // makes the server die with spp-bench (also on Ctrl-C's exit).
             unsafe {
@@ -274,12 +272,8 @@ impl RedisServer {
                     Ok(())
                 });
             }
-            let child = cmd.spawn().map_err(|source| CompareError::Spawn {
-                program: program.to_path_buf(),
-                source,
-            })?;
             let mut server = RedisServer {
-                child: Some(child),
+                server: child::spawn("redis-server", &mut cmd)?,
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
                 _dir: dir,
             };
@@ -288,18 +282,13 @@ impl RedisServer {
                 if ping(server.addr) {
                     return Ok(server);
                 }
-                let exited = server
-                    .child
-                    .as_mut()
-                    .map(|c| matches!(c.try_wait(), Ok(Some(_))))
-                    .unwrap_or(true);
-                if exited {
+                if server.server.exited() {
                     break;
                 }
                 std::thread::sleep(process::POLL);
             }
             last = format!("no PONG on {} within {REDIS_READY:?}", server.addr);
-            server.stop();
+            server.server.stop();
         }
         Err(CompareError::NotStarted {
             system: "redis-server",
@@ -308,44 +297,8 @@ impl RedisServer {
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.server.pid()
     }
-
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        process::signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + STOP_GRACE;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                Ok(None) => std::thread::sleep(process::POLL),
-            }
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> Result<u16, CompareError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| CompareError::Io {
-            what: "cannot pick a free port on",
-            path: "127.0.0.1".into(),
-            source,
-        })
 }
 
 /// Whether a RESP server at `addr` answers PING.
@@ -531,7 +484,7 @@ pub fn run(spec: &RedisSpec, shared: &Shared) -> Result<RedisReport, CompareErro
         }
         Ok::<(), CompareError>(())
     })();
-    redis.stop();
+    redis.server.stop();
     let stopped = shared.lock().stop_all();
     outcome?;
     stopped?;

@@ -6,14 +6,15 @@
 //! treats it as a plugin error) instead of being clamped; `flow_closed`
 //! reaches [`OnFlowClosed`].
 
+mod common;
+
 use spp_plugin_api::abi::{
-    HostFns, SppCall, SppConnInfo, SppHost, SppL5Route, SPP_ERR_BAD_ARG, SPP_ERR_UNSUPPORTED,
-    SPP_OK, SPP_PROTO_TCP, SPP_ROLE_WORKER,
+    HostFns, SppConnInfo, SppHost, SPP_ERR_BAD_ARG, SPP_OK, SPP_PROTO_TCP, SPP_ROLE_WORKER,
 };
 use spp_plugin_api::{
     export_plugin, Conn, Host, HostError, Input, OnFlowClosed, Plugin, Processed,
 };
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The last flow `flow_closed` was told about.
@@ -55,37 +56,6 @@ unsafe extern "C" fn reply(_: *mut c_void, flow: u64, data: *const u8, len: usiz
         SPP_OK
     }
 }
-unsafe extern "C" fn close(_: *mut c_void, _: u64) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn log(_: *mut c_void, _: c_int, _: *const c_char, _: usize) {}
-unsafe extern "C" fn count(_: *mut c_void, _: *const c_char, _: usize, _: u64) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn get_route(_: *mut c_void, _: u32, _: u32, _: *mut SppL5Route) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn get_route_hash(
-    _: *mut c_void,
-    _: u32,
-    _: u32,
-    _: u64,
-    _: *mut SppL5Route,
-) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn report(_: *mut c_void, _: *const SppL5Route, _: c_int, _: u64) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn sleep(_: *mut c_void, _: u64) -> c_int {
-    SPP_ERR_UNSUPPORTED
-}
-unsafe extern "C" fn call(_: *mut c_void, _: *mut SppCall) -> c_int {
-    SPP_ERR_UNSUPPORTED
-}
-unsafe extern "C" fn call_many(_: *mut c_void, _: *mut SppCall, _: usize, _: usize) -> c_int {
-    SPP_ERR_UNSUPPORTED
-}
 
 /// A leaked worker table with `max_reply`, whose `size` says it ends at
 /// `size`.
@@ -97,16 +67,7 @@ fn table(max_reply: u64, size: usize) -> &'static SppHost {
         std::ptr::null_mut(),
         HostFns {
             reply,
-            close,
-            log,
-            count,
-            record_latency: count,
-            get_route,
-            get_route_hash,
-            report,
-            sleep,
-            call,
-            call_many,
+            ..common::inert()
         },
     );
     host.max_reply = max_reply;

@@ -4,15 +4,16 @@
 //! a fresh one; `process` maps [`Processed`] to the return codes; a panic
 //! stays inside the plugin.
 
+mod common;
+
 use spp_plugin_api::abi::{
-    HostFns, SppCall, SppConnInfo, SppHost, SppL5Route, SPP_ERR_UNSUPPORTED, SPP_HOOK_PANICKED,
-    SPP_OK, SPP_PROTO_TCP, SPP_PROTO_UDP, SPP_ROLE_PROXY,
+    SppConnInfo, SppHost, SPP_HOOK_PANICKED, SPP_PROTO_TCP, SPP_PROTO_UDP, SPP_ROLE_PROXY,
 };
 use spp_plugin_api::{
     export_plugin, AfterException, Conn, ExceptionReason, Host, Input, OnClose, OnException,
     OnRoute, Plugin, Processed,
 };
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::c_int;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
@@ -93,41 +94,6 @@ impl OnClose for Counter {
 
 export_plugin!(Counter, hooks: [route, exception, close]);
 
-unsafe extern "C" fn reply(_: *mut c_void, _: u64, _: *const u8, _: usize) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn close(_: *mut c_void, _: u64) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn log(_: *mut c_void, _: c_int, _: *const c_char, _: usize) {}
-unsafe extern "C" fn count(_: *mut c_void, _: *const c_char, _: usize, _: u64) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn get_route(_: *mut c_void, _: u32, _: u32, _: *mut SppL5Route) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn get_route_hash(
-    _: *mut c_void,
-    _: u32,
-    _: u32,
-    _: u64,
-    _: *mut SppL5Route,
-) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn report(_: *mut c_void, _: *const SppL5Route, _: c_int, _: u64) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn sleep(_: *mut c_void, _: u64) -> c_int {
-    SPP_OK
-}
-unsafe extern "C" fn call(_: *mut c_void, _: *mut SppCall) -> c_int {
-    SPP_ERR_UNSUPPORTED
-}
-unsafe extern "C" fn call_many(_: *mut c_void, _: *mut SppCall, _: usize, _: usize) -> c_int {
-    SPP_ERR_UNSUPPORTED
-}
-
 fn info(flow: u64, proto: u8) -> SppConnInfo {
     SppConnInfo {
         flow,
@@ -158,25 +124,7 @@ fn dropped() -> u32 {
 
 #[test]
 fn a_connection_state_lives_from_first_input_to_close() {
-    let host = SppHost::new(
-        SPP_ROLE_PROXY,
-        0,
-        0,
-        std::ptr::null_mut(),
-        HostFns {
-            reply,
-            close,
-            log,
-            count,
-            record_latency: count,
-            get_route,
-            get_route_hash,
-            report,
-            sleep,
-            call,
-            call_many,
-        },
-    );
+    let host = SppHost::new(SPP_ROLE_PROXY, 0, 0, std::ptr::null_mut(), common::inert());
     // SAFETY: `host` outlives every hook call of this test; `conf` is a
     // NUL-terminated string.
     assert_eq!(unsafe { spp_init(&host, c"".as_ptr()) }, 0);

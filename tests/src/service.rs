@@ -216,6 +216,25 @@ impl Service {
             .map_err(|e| format!("spp stat --json printed no JSON ({e}): {}", out.text()))
     }
 
+    /// The first group's in-flight gauge (requests its workers hold,
+    /// running or suspended), from `spp stat --json`.
+    pub fn in_flight(&self) -> Option<u64> {
+        let report = self.stat_json().ok()?;
+        report["groups"].as_array()?.first()?["counters"]["in_flight"]["total"].as_u64()
+    }
+
+    /// Waits up to `timeout` until [`Self::in_flight`] reads `n`; panics
+    /// with the last reading and the logs otherwise.
+    pub fn wait_in_flight(&self, n: u64, timeout: Duration) {
+        let seen = wait_for(timeout, || (self.in_flight() == Some(n)).then_some(()));
+        assert!(
+            seen.is_some(),
+            "in_flight never read {n} (last {:?})\n{}",
+            self.in_flight(),
+            self.logs()
+        );
+    }
+
     /// Runs `spp stat --json --watch SECS` and returns its first `lines`
     /// output lines (one report each), then kills it (it runs until
     /// interrupted). `Err` says what it printed instead, or that it fell

@@ -74,23 +74,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The group's in-flight gauge, from `spp stat --json`.
-fn in_flight(service: &Service) -> Option<u64> {
-    let report = service.stat_json().ok()?;
-    report["groups"].as_array()?.first()?["counters"]["in_flight"]["total"].as_u64()
-}
-
-/// Waits until the group's in-flight gauge reads `n`.
-fn wait_in_flight(service: &Service, n: u64) {
-    let seen = wait_for(WAIT, || (in_flight(service) == Some(n)).then_some(()));
-    assert!(
-        seen.is_some(),
-        "in_flight never read {n} (last {:?})\n{}",
-        in_flight(service),
-        service.logs()
-    );
-}
-
 #[test]
 fn a_call_answers_and_sequential_calls_reuse_one_pooled_connection() {
     let backend = TcpBackend::start(Behaviour::ECHO);
@@ -249,10 +232,10 @@ fn a_client_gone_before_its_answer_leaves_nothing_behind() {
         let cmd = caller::tcp(slow.addr(), LONG_MS, CAP, &format!("gone-{i}"));
         client.send(&cmd).expect("send");
     }
-    wait_in_flight(&service, GONE as u64);
+    service.wait_in_flight(GONE as u64, WAIT);
     drop(leaving);
     // The calls finish, their replies are dropped, nothing stays in flight.
-    wait_in_flight(&service, 0);
+    service.wait_in_flight(0, WAIT);
     assert_eq!(service.pid_of(WORKER), pid, "the worker lived on");
     let mut again = connect(&service);
     let cmd = caller::tcp(slow.addr(), LONG_MS, CAP, "after");
@@ -275,7 +258,7 @@ fn one_worker_carries_many_concurrent_calls() {
     }
     // All of them suspended in the one worker at once: a worker that
     // blocked on each call would hold one.
-    wait_in_flight(&service, CLIENTS as u64);
+    service.wait_in_flight(CLIENTS as u64, WAIT);
     for (i, client) in all.iter_mut().enumerate() {
         let answer = client.recv().expect("answer");
         assert_eq!(text(&answer), text(&ok(&format!("c{i}"))), "client {i}");
@@ -285,7 +268,7 @@ fn one_worker_carries_many_concurrent_calls() {
         "{CLIENTS} concurrent calls of {DELAY:?} each: {took:?} ({:.3} of one at a time)",
         took.as_secs_f64() / (DELAY.as_secs_f64() * CLIENTS as f64)
     );
-    wait_in_flight(&service, 0);
+    service.wait_in_flight(0, WAIT);
 }
 
 #[test]
@@ -296,7 +279,7 @@ fn a_panic_in_one_micro_thread_affects_only_its_connection() {
     let mut bystander = connect(&service);
     let cmd = caller::tcp(slow.addr(), LONG_MS, CAP, "suspended");
     bystander.send(&cmd).expect("send");
-    wait_in_flight(&service, 1);
+    service.wait_in_flight(1, WAIT);
     let mut victim = connect(&service);
     victim.send(caller::PANIC).expect("send");
     assert!(
@@ -343,7 +326,7 @@ fn a_killed_worker_fails_its_suspended_calls_at_once() {
         let cmd = caller::tcp(silent.addr(), 20_000, CAP, &format!("w{i}"));
         client.send(&cmd).expect("send");
     }
-    wait_in_flight(&service, SUSPENDED as u64);
+    service.wait_in_flight(SUSPENDED as u64, WAIT);
     let killed = Instant::now();
     kill(pid, libc::SIGKILL);
     for (i, client) in waiting.iter_mut().enumerate() {
@@ -373,7 +356,7 @@ fn suspended_calls(service: &Service, backend: &TcpBackend, n: usize) -> Vec<Tcp
         let cmd = caller::tcp(backend.addr(), LONG_MS, CAP, &format!("s{i}"));
         client.send(&cmd).expect("send");
     }
-    wait_in_flight(service, n as u64);
+    service.wait_in_flight(n as u64, WAIT);
     waiting
 }
 

@@ -49,12 +49,6 @@ fn round(clients: &mut [TcpClient]) -> Duration {
     started.elapsed()
 }
 
-/// The worker's in-flight gauge, from `spp stat --json`.
-fn in_flight(service: &Service) -> Option<u64> {
-    let report = service.stat_json().ok()?;
-    report["groups"].as_array()?.first()?["counters"]["in_flight"]["total"].as_u64()
-}
-
 #[test]
 fn one_worker_serves_many_sleeping_requests_at_once() {
     let service = Service::start(&config("microthread", None));
@@ -96,10 +90,7 @@ fn max_in_flight_holds_the_rest_in_the_ring_then_drops_and_stops_cleanly() {
     for mut client in clients(&service, 20) {
         client.send(b"gone").expect("send");
     }
-    let settled = wait_for(Duration::from_secs(10), || {
-        (in_flight(&service) == Some(0)).then_some(())
-    });
-    assert!(settled.is_some(), "in_flight did not return to 0");
+    service.wait_in_flight(0, Duration::from_secs(10));
     assert_eq!(service.pid_of("worker-g1-0"), pid, "the worker lived on");
     let mut again = TcpClient::connect(service.tcp()).expect("connect");
     assert_eq!(again.call(b"after").expect("answer"), b"after");

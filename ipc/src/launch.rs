@@ -204,6 +204,13 @@ pub struct WorkerLaunch {
     pub proxy_region_fd: RawFd,
     /// The proxy's doorbell eventfd.
     pub proxy_bell_fd: RawFd,
+    /// The pairs of the other proxy shards (`proxy.processes` > 1), one
+    /// per shard 1, 2, ...: the worker serves every pair fairly and answers
+    /// each request on the pair it came from. `pair`, `proxy_region_fd` and
+    /// `proxy_bell_fd` above are shard 0's. Empty with one proxy (and in
+    /// older specs).
+    #[serde(default)]
+    pub other_shards: Vec<ShardPairFds>,
     /// Microseconds the worker spins for requests before sleeping.
     pub spin_us: u64,
     /// A request that waited in the ring longer than this many ms is not
@@ -224,6 +231,21 @@ pub struct WorkerLaunch {
     pub microthreads: Option<MicroThreadSpec>,
     /// Logging.
     pub log: LogSpec,
+}
+
+/// A worker's pair with one more proxy shard: the worker's doorbell is
+/// the same for every shard (`WorkerLaunch::pair.bell_fd`); the pair
+/// region and the shard's own region and doorbell differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPairFds {
+    /// The shard's index (1.. ; shard 0 is `WorkerLaunch::pair`).
+    pub shard: u16,
+    /// The pair memfd of (this shard, this worker slot).
+    pub region_fd: RawFd,
+    /// The shard's proxy region memfd (its sleep flag).
+    pub proxy_region_fd: RawFd,
+    /// The shard's doorbell eventfd (the worker rings it).
+    pub proxy_bell_fd: RawFd,
 }
 
 /// A worker's micro-thread settings (group `mode = "microthread"`).
@@ -262,6 +284,9 @@ impl WorkerLaunch {
             self.proxy_region_fd,
             self.proxy_bell_fd,
         ];
+        for other in &self.other_shards {
+            fds.extend([other.region_fd, other.proxy_region_fd, other.proxy_bell_fd]);
+        }
         fds.extend(self.l5_table_fd);
         fds
     }
@@ -303,6 +328,12 @@ mod tests {
             },
             proxy_region_fd: 7,
             proxy_bell_fd: 8,
+            other_shards: vec![ShardPairFds {
+                shard: 1,
+                region_fd: 9,
+                proxy_region_fd: 10,
+                proxy_bell_fd: 11,
+            }],
             spin_us: 50,
             msg_timeout_ms: 1000,
             drain_timeout_ms: 5000,
@@ -316,7 +347,7 @@ mod tests {
         let text = spec.to_env_value();
         let back: Launch = serde_json::from_str(&text).unwrap();
         match back {
-            Launch::Worker(w) => assert_eq!(w.inherited_fds(), vec![5, 6, 7, 8]),
+            Launch::Worker(w) => assert_eq!(w.inherited_fds(), vec![5, 6, 7, 8, 9, 10, 11]),
             Launch::Proxy(_) => panic!("wrong role"),
         }
     }

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::{getrusage, UsageWho};
 use serde::{Deserialize, Serialize};
 
 use super::bins::Binaries;
@@ -150,6 +151,13 @@ pub struct RedisRow {
     pub ratio_rounds: Spread,
     /// The target ratio for this depth.
     pub target: f64,
+    /// redis-benchmark's own CPU while driving spp, as a share of one core
+    /// (it is single-threaded), median over rounds: at
+    /// [`CLIENT_BOUND_SHARE`] or more the client, not the server, sets the
+    /// pace, and no server can show a higher ratio on this machine.
+    pub client_spp: f64,
+    /// The same while driving redis-server.
+    pub client_redis: f64,
 }
 
 /// The suite's result.
@@ -181,6 +189,25 @@ pub struct CpuRow {
     pub spp_us: Spread,
     /// redis-server's.
     pub redis_us: Spread,
+}
+
+/// A run whose client used at least this share of its core was paced by
+/// the client (redis-benchmark), not by the server under test.
+pub const CLIENT_BOUND_SHARE: f64 = 0.85;
+
+/// User + system CPU of this process's reaped children so far (the
+/// redis-benchmark runs; the servers are still running and not counted).
+fn children_cpu() -> Duration {
+    match getrusage(UsageWho::RUSAGE_CHILDREN) {
+        Ok(usage) => {
+            let secs = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+                    + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+            };
+            secs(usage.user_time()) + secs(usage.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
 }
 
 /// User + system CPU ticks of `pids` so far (a vanished pid counts 0).
@@ -216,6 +243,8 @@ struct Measured {
     test: String,
     rps: f64,
     p50_ms: f64,
+    /// redis-benchmark's CPU over the run's wall time (of one core).
+    client_share: f64,
 }
 
 /// `name`'s path if it is an executable file on `PATH`.
@@ -321,12 +350,15 @@ fn requests_of(spec: &RedisSpec, pipeline: usize) -> usize {
     }
 }
 
-/// Runs redis-benchmark once against `addr`.
+/// Runs redis-benchmark once against `addr` with one `-t` test (which may
+/// yield several rows: `ping` is PING_INLINE and PING_MBULK), each row
+/// carrying the client's own CPU share of that run.
 fn bench(
     program: &Path,
     spec: &RedisSpec,
     addr: SocketAddr,
     pipeline: usize,
+    test: &str,
 ) -> Result<Vec<Measured>, CompareError> {
     let requests = requests_of(spec, pipeline);
     let mut cmd = Command::new(program);
@@ -343,9 +375,10 @@ fn bench(
         .arg("-r")
         .arg(KEYSPACE.to_string())
         .arg("-t")
-        .arg(&spec.tests)
+        .arg(test)
         .arg("--csv")
         .stdin(Stdio::null());
+    let (client_before, wall) = (children_cpu(), Instant::now());
     let output = process::detach(&mut cmd)
         .output()
         .map_err(|source| CompareError::Spawn {
@@ -368,9 +401,14 @@ fn bench(
     }) {
         return Err(failed(format!("it reported {line:?}")));
     }
-    let measured = parse_csv(&stdout);
+    let client_share = children_cpu().saturating_sub(client_before).as_secs_f64()
+        / wall.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
+    let mut measured = parse_csv(&stdout);
     if measured.is_empty() {
         return Err(failed(format!("no results in {stdout:?}")));
+    }
+    for m in &mut measured {
+        m.client_share = client_share;
     }
     Ok(measured)
 }
@@ -390,7 +428,12 @@ fn parse_csv(text: &str) -> Vec<Measured> {
                 .get(4)
                 .and_then(|f| f.parse().ok())
                 .unwrap_or(f64::NAN);
-            Some(Measured { test, rps, p50_ms })
+            Some(Measured {
+                test,
+                rps,
+                p50_ms,
+                client_share: f64::NAN,
+            })
         })
         .collect()
 }
@@ -462,7 +505,11 @@ pub fn run(spec: &RedisSpec, shared: &Shared) -> Result<RedisReport, CompareErro
                     shared.lock().check()?;
                     let pids = if s == 0 { &spp_pids } else { &redis_pids };
                     let before = cpu_ticks(pids);
-                    let measured = bench(&bench_bin, spec, addr, pipeline)?;
+                    let mut measured = Vec::new();
+                    // One run per test, so each row knows its client's CPU.
+                    for test in spec.tests.split(',').map(str::trim) {
+                        measured.extend(bench(&bench_bin, spec, addr, pipeline, test)?);
+                    }
                     let ticks = cpu_ticks(pids).saturating_sub(before);
                     let requests = (requests_of(spec, pipeline) * measured.len()) as f64;
                     cpu[d][s].push(ticks as f64 / hz * 1e6 / requests);
@@ -531,6 +578,8 @@ fn rows(pipeline: usize, runs: &[Vec<Vec<Measured>>; 2]) -> Vec<RedisRow> {
                 })
                 .collect();
             let ratio_rounds = Spread::of(&paired);
+            let client_spp = Spread::of(&pick(0, |m| m.client_share)).median;
+            let client_redis = Spread::of(&pick(1, |m| m.client_share)).median;
             RedisRow {
                 spp_p50_ms: Spread::of(&pick(0, |m| m.p50_ms)).median,
                 redis_p50_ms: Spread::of(&pick(1, |m| m.p50_ms)).median,
@@ -541,6 +590,8 @@ fn rows(pipeline: usize, runs: &[Vec<Vec<Measured>>; 2]) -> Vec<RedisRow> {
                 ratio: ratio_rounds.median,
                 ratio_rounds,
                 target,
+                client_spp,
+                client_redis,
             }
         })
         .collect()
@@ -559,20 +610,38 @@ impl fmt::Display for RedisReport {
         )?;
         writeln!(
             f,
-            "{:<15} {:>3} {:>26} {:>26} {:>13} {:>18} {:>6}",
-            "test", "-P", "spp rps", "redis rps", "p50 ms s/r", "ratio [rounds]", "target"
+            "{:<15} {:>3} {:>26} {:>26} {:>13} {:>9} {:>18} {:>6}",
+            "test",
+            "-P",
+            "spp rps",
+            "redis rps",
+            "p50 ms s/r",
+            "client s/r",
+            "ratio [rounds]",
+            "target"
         )?;
         for r in &self.rows {
             let spread = |s: &Spread| format!("{:.0} [{:.0}-{:.0}]", s.median, s.min, s.max);
-            let met = if r.ratio >= r.target { "met" } else { "MISSED" };
+            let met = if r.ratio >= r.target {
+                "met"
+            } else if r.client_spp >= CLIENT_BOUND_SHARE {
+                "MISSED (client-bound)"
+            } else {
+                "MISSED"
+            };
             writeln!(
                 f,
-                "{:<15} {:>3} {:>26} {:>26} {:>13} {:>18} {:>6} {met}",
+                "{:<15} {:>3} {:>26} {:>26} {:>13} {:>9} {:>18} {:>6} {met}",
                 r.test,
                 r.pipeline,
                 spread(&r.spp_rps),
                 spread(&r.redis_rps),
                 format!("{:.3}/{:.3}", r.spp_p50_ms, r.redis_p50_ms),
+                format!(
+                    "{:.0}%/{:.0}%",
+                    r.client_spp * 100.0,
+                    r.client_redis * 100.0
+                ),
                 format!(
                     "{:.2} [{:.2}-{:.2}]",
                     r.ratio, r.ratio_rounds.min, r.ratio_rounds.max
@@ -620,6 +689,7 @@ mod tests {
                 test: "GET".into(),
                 rps,
                 p50_ms: 0.5,
+                client_share: 0.9,
             }]
         };
         let runs = [
@@ -631,5 +701,6 @@ mod tests {
         assert_eq!(rows[0].spp_rps.median, 200.0);
         assert_eq!(rows[0].ratio, 2.0);
         assert_eq!(rows[0].target, TARGET_PIPELINED);
+        assert_eq!(rows[0].client_spp, 0.9);
     }
 }

@@ -192,6 +192,7 @@ pub fn worker_launch(
         pair_layout: cfg.rings,
         proxy_region_fd: res.proxy.raw_fd(),
         proxy_bell_fd: res.proxy_bell.raw_fd(),
+        other_shards: Vec::new(),
         spin_us: u64::try_from(group.spin.as_micros()).unwrap_or(u64::MAX),
         msg_timeout_ms: millis(group.msg_timeout),
         drain_timeout_ms: millis(cfg.service.stop_grace),

@@ -118,6 +118,7 @@ impl FakeProxy {
             pair_layout: self.pair().layout(),
             proxy_region_fd: self.proxy.raw_fd(),
             proxy_bell_fd: self.proxy_bell.raw_fd(),
+            other_shards: Vec::new(),
             spin_us,
             msg_timeout_ms: 0,
             l5_table_fd: None,

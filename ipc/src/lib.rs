@@ -24,6 +24,7 @@
 
 pub mod doorbell;
 pub mod error;
+pub mod flow_shard;
 pub mod histogram;
 pub mod host_kit;
 pub mod l5;

@@ -19,7 +19,8 @@
 //! [`shard_of`](spp_ipc::flow_shard::shard_of) the flow (deferred replies,
 //! replies to other connections); a flow of a shard this worker has no
 //! pair of is refused (`SPP_ERR_BAD_ARG`) and counted in
-//! `replies_dropped`.
+//! `replies_dropped`. With one pair (one proxy) every answer goes to it,
+//! whatever the flow's bits.
 
 use crate::attach::Shared;
 use spp_ipc::flow_shard::shard_of;
@@ -103,9 +104,12 @@ impl Responder {
     }
 
     /// The pair a reply to `flow` goes to; `None`: no pair of this worker.
+    /// With one pair, always that one, whatever the flow's bits say (one
+    /// proxy, exactly as before shards).
     #[inline]
     fn pair_of(&self, flow: u64) -> Option<usize> {
         match self.serving {
+            _ if self.ends.len() == 1 => Some(0),
             Some((pair, serving)) if serving == flow => Some(pair),
             _ => {
                 let pair = usize::from(shard_of(flow));
@@ -288,6 +292,10 @@ impl Responder {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "respond_shard_tests.rs"]
+mod shard_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {

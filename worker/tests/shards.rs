@@ -216,3 +216,89 @@ fn micro_thread_replies_after_a_sleep_land_on_their_own_shard() {
     one.ack_drain(&mut worker);
     assert_eq!(worker.exit_code(), 0, "stderr:\n{}", worker.stderr());
 }
+
+#[test]
+fn shards_out_of_order_or_sharing_a_pair_are_refused_at_start() {
+    let (zero, one) = two_shards();
+    let plugin = behaviours_plugin();
+    let mut spec = zero.launch_with_shards(&[&one], &plugin, "", 0);
+    spec.other_shards[0].shard = 2;
+    let mut worker = zero.spawn_spec(&spec);
+    assert_eq!(worker.exit_code(), spp_ipc::launch::exit_code::SETUP);
+    assert!(worker.stderr().contains("in order"), "{}", worker.stderr());
+
+    // Shard 1's pair is shard 0's again.
+    let mut spec = zero.launch_with_shards(&[&one], &plugin, "", 0);
+    spec.other_shards[0].region_fd = zero.pair().raw_fd();
+    let mut worker = zero.spawn_spec(&spec);
+    assert_eq!(worker.exit_code(), spp_ipc::launch::exit_code::SETUP);
+    assert!(worker.stderr().contains("both fd"), "{}", worker.stderr());
+}
+
+/// A file name in the test's scratch dir, removed first.
+fn release_file(name: &str) -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+#[test]
+fn a_flooding_shard_does_not_starve_another() {
+    /// Shard 0's echoes before its second wait: more than two batches.
+    const BEFORE: u64 = 200;
+    const AFTER: u64 = 50;
+    let (mut zero, mut one) = two_shards();
+    let spec = zero.launch_with_shards(&[&one], &behaviours_plugin(), "", 0);
+    let mut worker = zero.spawn_spec(&spec);
+    wait_ready(&[&zero, &one], &mut worker);
+    let (first, second) = (release_file("flood-first"), release_file("flood-second"));
+
+    // Hold the worker inside shard 0's first request while both shards
+    // queue: shard 0 a flood with a second wait deep inside it, shard 1
+    // one request.
+    zero.send(1, format!("w{}", first.display()).as_bytes());
+    zero.wait_until(&mut worker, "inside process", |h| {
+        h.in_process_since_ms.load(Ordering::Relaxed) != 0
+    });
+    for flow in 2..2 + BEFORE {
+        zero.push(flow, format!("e{flow}").as_bytes());
+    }
+    let held = 2 + BEFORE;
+    zero.push(held, format!("w{}", second.display()).as_bytes());
+    for flow in held + 1..=held + AFTER {
+        zero.push(flow, format!("e{flow}").as_bytes());
+    }
+    zero.publish();
+    let trickle = with_shard(1, 1);
+    one.send(trickle, b"etrickle");
+    std::fs::write(&first, b"").expect("create the first release file");
+
+    // Shard 0 gets a bounded batch per turn: shard 1 is answered before
+    // the worker reaches shard 0's second wait.
+    let got = exactly(&mut one, 1, &mut worker);
+    assert_eq!(
+        (got[0].flow, got[0].bytes.as_slice()),
+        (trickle, &b"etrickle"[..])
+    );
+
+    // Inside shard 0's second wait: every pair shows "inside process"
+    // (each shard's overdue rule reads its own pair); only shard 0's pair
+    // names the request (its seq, for poison).
+    zero.wait_until(&mut worker, "inside the second wait", |h| {
+        h.in_process_seq.load(Ordering::Relaxed) == held
+    });
+    assert_ne!(one.header().in_process_since_ms.load(Ordering::Relaxed), 0);
+    assert_eq!(one.header().in_process_seq.load(Ordering::Relaxed), 0);
+
+    std::fs::write(&second, b"").expect("create the second release file");
+    let got = exactly(&mut zero, (held + AFTER) as usize, &mut worker);
+    let flows: Vec<u64> = got.iter().map(|r| r.flow).collect();
+    assert_eq!(flows, (1..=held + AFTER).collect::<Vec<_>>(), "in order");
+    worker.signal(libc::SIGTERM);
+    zero.ack_drain(&mut worker);
+    one.ack_drain(&mut worker);
+    assert_eq!(worker.exit_code(), 0, "stderr:\n{}", worker.stderr());
+    let _ = std::fs::remove_file(&first);
+    let _ = std::fs::remove_file(&second);
+}

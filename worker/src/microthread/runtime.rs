@@ -298,16 +298,20 @@ impl Runtime {
         slot.suspension = slot.suspension.wrapping_add(1);
         super::set_current_slot(idx);
         let (pair, flow) = (slot.pair, slot.job.conn.flow);
-        handler
-            .host
-            .with_responder(|r| r.serving(Some((pair, flow))));
+        if !shared.others.is_empty() {
+            handler
+                .host
+                .with_responder(|r| r.serving(Some((pair, flow))));
+        }
         let started = monotonic_ns();
         shared.enter_process(pair, slot.seq, (started / NS_PER_MS).max(1));
         let result = micro.resume(());
         set_current(std::ptr::null());
         let ended = monotonic_ns();
         shared.leave_process(pair);
-        handler.host.with_responder(|r| r.serving(None));
+        if !shared.others.is_empty() {
+            handler.host.with_responder(|r| r.serving(None));
+        }
         let beat_ms = ended / NS_PER_MS;
         if beat_ms != handler.beat_ms {
             handler.beat_ms = beat_ms;

@@ -106,3 +106,29 @@ fn with_one_pair_every_answer_goes_to_it() {
         vec![(KIND_RESPONSE, with_shard(7, 5), b"x".to_vec())]
     );
 }
+
+#[test]
+fn a_full_ring_of_one_shard_does_not_drop_the_others_replies() {
+    let (shared, mut r, mut proxies) = setup(2);
+    let big = vec![1u8; r.max_reply()];
+    let on_one = with_shard(1, 1);
+    // Shard 1's proxy reads nothing: two of the largest fill its ring, the
+    // third waits FULL_WAIT and drops, the fourth drops at once (stalled).
+    assert_eq!(r.reply(on_one, &big), SPP_OK);
+    assert_eq!(r.reply(on_one, &big), SPP_OK);
+    assert_eq!(r.reply(on_one, &big), SPP_ERR_FULL);
+    assert_eq!(r.reply(on_one, &big), SPP_ERR_FULL);
+    // Shard 0's ring is not stalled by it: both fit at once.
+    assert_eq!(r.reply(with_shard(2, 0), &big), SPP_OK);
+    assert_eq!(r.reply(with_shard(3, 0), &big), SPP_OK);
+    r.publish();
+    assert_eq!(drain(&mut proxies[0]).len(), 2);
+    assert_eq!(drain(&mut proxies[1]).len(), 2);
+    let stats = &shared.pair_header().stats;
+    assert_eq!(stats.replies_dropped.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        r.reply(on_one, b"again"),
+        SPP_OK,
+        "room again ends the stall"
+    );
+}

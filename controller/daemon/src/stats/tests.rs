@@ -73,7 +73,7 @@ fn scenario() -> (tempfile::TempDir, Resources, Collector) {
     let w0 = res.slot(0, 0).unwrap().pair.header();
     let w1 = res.slot(0, 1).unwrap().pair.header();
     let g2 = res.slot(1, 0).unwrap().pair.header();
-    let proxy = res.proxy.header();
+    let proxy = res.shards[0].region.header();
 
     // Before the window: must count in totals only.
     add(&w0.stats.requests, 10);
@@ -190,7 +190,7 @@ fn the_window_picks_the_sample_that_old_or_the_oldest() {
     assert_eq!(collector.report(Duration::from_secs(10)).window_s, 0.0);
 
     let t0 = Instant::now();
-    let requests = &res.proxy.header().stats.requests;
+    let requests = &res.shards[0].region.header().stats.requests;
     add(requests, 10);
     collector.sample(&res, t0);
     let once = collector.report(Duration::from_secs(10));
@@ -416,7 +416,7 @@ fn a_window_is_encoded_once_for_every_scrape() {
     assert_eq!(first, direct.as_bytes());
 
     // The next sample is a new window with its own text.
-    add(&res.proxy.header().stats.requests, 1);
+    add(&res.shards[0].region.header().stats.requests, 1);
     let last = collector.history.back().unwrap().at;
     collector.sample(&res, last + Duration::from_secs(1));
     let next = windows.borrow_and_update().clone().expect("a newer window");
@@ -475,7 +475,7 @@ async fn the_endpoint_serves_metrics_and_404s_elsewhere() {
     assert!(post.starts_with("HTTP/1.1 405"), "{post}");
 
     // A new sample is what the next scrape sees.
-    add(&res.proxy.header().stats.requests, 1);
+    add(&res.shards[0].region.header().stats.requests, 1);
     let last = collector.history.back().unwrap().at;
     collector.sample(&res, last + Duration::from_secs(1));
     let again = exchange(addr, "GET", "/metrics").await;

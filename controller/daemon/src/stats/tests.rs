@@ -535,3 +535,50 @@ async fn connections_beyond_the_limit_are_closed_at_accept() {
     }
     assert!(served, "slots come back when the clients go");
 }
+
+#[test]
+fn proxy_shards_are_summed_and_shown_one_by_one() {
+    let (dir, _) = config();
+    let file = dir.path().join("spp.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(
+        "max_request_size = \"16KiB\"",
+        "max_request_size = \"16KiB\"\nprocesses = 2",
+    );
+    std::fs::write(&file, text).unwrap();
+    let cfg = config::load(&file).unwrap();
+    let res = Resources::create(&cfg).unwrap();
+    assert_eq!(res.shard_count(), 2);
+    let mut collector = Collector::new(&cfg);
+    let t0 = Instant::now();
+    collector.sample(&res, t0);
+    for (shard, requests, accepted) in [(0, 30, 3), (1, 12, 2)] {
+        let header = res.shards[shard].region.header();
+        header
+            .proxy_state
+            .store(WorkerState::Ready as u32, Ordering::Release);
+        add(&header.stats.requests, requests);
+        add(&header.stats.conns_accepted, accepted);
+        header.stats.conns_active.store(accepted, Ordering::Relaxed);
+    }
+    collector.sample(&res, t0 + Duration::from_secs(1));
+    let report = collector.report(Duration::from_secs(1));
+    let p = &report.proxy;
+    assert!(p.up);
+    assert_eq!(p.counter("requests").total, 42, "summed");
+    assert_eq!(p.connections_active, 5);
+    assert_eq!(p.shards.len(), 2);
+    assert_eq!(p.shards[1].requests.total, 12);
+    assert_eq!(p.shards[1].conns_accepted.total, 2);
+    let table = render_table(&report);
+    assert!(table.contains("shard 1  up"), "{table}");
+    let text = exposition::render(&report).unwrap();
+    for line in [
+        "spp_proxy_shard_requests_total{shard=\"0\"} 30",
+        "spp_proxy_shard_requests_total{shard=\"1\"} 12",
+        "spp_proxy_shard_up{shard=\"1\"} 1",
+        "spp_proxy_shard_connections_active{shard=\"0\"} 3",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+}

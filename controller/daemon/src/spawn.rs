@@ -337,10 +337,60 @@ pub fn spawn(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn two_shards() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("spp.toml");
+        let text = "[service]\nname = \"s\"\n[proxy]\n\
+                    listen = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\"]\n\
+                    plugin = \"p.so\"\nmax_request_size = \"16KiB\"\nprocesses = 2\n\
+                    [rings]\nrequest_size = \"64KiB\"\nresponse_size = \"64KiB\"\n\
+                    [[group]]\nid = 1\nplugin = \"w.so\"\nworkers = 1\n";
+        std::fs::write(&file, text).unwrap();
+        let cfg = spp_config::load(&file).unwrap();
+        (dir, cfg)
+    }
+
+    #[test]
+    fn each_shard_gets_its_listeners_region_and_pairs_and_workers_every_pair() {
+        let (dir, cfg) = two_shards();
+        let listeners = crate::listeners::bind_all(&cfg).unwrap();
+        assert_eq!(listeners.len(), 4, "2 addresses x 2 shards");
+        let res = Resources::create(&cfg).unwrap();
+        let log = dir.path().join("x.log");
+        let p1 = proxy_launch(&cfg, &listeners, &res, 1, 7, &log).unwrap();
+        assert_eq!((p1.shard, p1.shards, p1.epoch), (1, 2, 7));
+        let own: Vec<RawFd> = crate::listeners::of_shard(&listeners, 1)
+            .map(|l| l.launch_fd().fd)
+            .collect();
+        assert_eq!(p1.listeners.iter().map(|l| l.fd).collect::<Vec<_>>(), own);
+        assert_eq!(p1.proxy_region_fd, res.shards[1].region.raw_fd());
+        let slot = res.slot(0, 0).unwrap();
+        let pair = &p1.groups[0].slots[0];
+        assert_eq!(pair.region_fd, slot.shard_pairs[0].raw_fd());
+        assert_eq!(pair.bell_fd, slot.bell.raw_fd(), "one bell per worker");
+        let p0 = proxy_launch(&cfg, &listeners, &res, 0, 0, &log).unwrap();
+        assert_eq!(p0.groups[0].slots[0].region_fd, slot.pair.raw_fd());
+        assert!(proxy_launch(&cfg, &listeners, &res, 2, 0, &log).is_err());
+
+        let w = worker_launch(&cfg, &res, 0, 0, &log).unwrap();
+        assert_eq!(w.proxy_region_fd, res.shards[0].region.raw_fd());
+        assert_eq!(
+            w.other_shards,
+            vec![ShardPairFds {
+                shard: 1,
+                region_fd: slot.shard_pairs[0].raw_fd(),
+                proxy_region_fd: res.shards[1].region.raw_fd(),
+                proxy_bell_fd: res.shards[1].bell.raw_fd(),
+            }]
+        );
+    }
+
     #[test]
     fn a_log_that_cannot_be_opened_falls_back_to_dev_null_and_is_counted() {
         let before = crate::logging::dropped();
-        let out = super::open_log(std::path::Path::new("/nonexistent-dir/child.log"), None);
+        let out = open_log(std::path::Path::new("/nonexistent-dir/child.log"), None);
         assert!(out.is_ok(), "{out:?}");
         assert!(crate::logging::dropped() > before);
     }

@@ -97,6 +97,19 @@ pub type WorkerState = ProcessState;
 pub type ProxyState = ProcessState;
 
 /// The header of a pair region. One cache line per writer.
+///
+/// With several proxy shards a worker slot has one pair region per shard
+/// (`WorkerLaunch::other_shards`; see the "several shards" section of
+/// [`crate::pair`]). The protocol fields are per pair: `worker_state`,
+/// `worker_pid`, `worker_generation`, `completed_seq`, `worker_hooks`,
+/// `worker_sleeping`, `pushed_seq`, `drain_ack`, and `in_process_seq` (a
+/// `seq` of the pair whose request is in process; 0 in the others). The
+/// worker's identity and statistics live in **shard 0's** pair only, where
+/// the controller reads them: `stats`, `queue_wait`, `process_time`,
+/// `plugin` (the other pairs' stay 0). `heartbeat_ms` and
+/// `in_process_since_ms` are written in shard 0's pair (the controller's
+/// hang check) and mirrored into every other pair (each proxy shard's
+/// stall and overdue rules read its own).
 #[repr(C, align(64))]
 pub struct PairHeader {
     /// [`PAIR_MAGIC`] (controller, at creation).

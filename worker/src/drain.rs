@@ -8,9 +8,13 @@
 //! at with `kill(pid, 0)` at most every [`PROXY_CHECK_INTERVAL`], not on
 //! every loop turn. The serve loop still empties its request ring after
 //! that (see `serve`), bounded by the launch spec's `drain_timeout_ms`.
+//!
+//! With several proxy shards ([`DrainWatch::for_pairs`]) each pair is
+//! watched on its own (its ack, its shard's proxy region and pid), and the
+//! worker is released once every pair is.
 
 use crate::attach::Shared;
-use spp_ipc::layout::{ProcessState, ProxyState};
+use spp_ipc::layout::{ProcessState, ProxyRegion, ProxyState};
 use spp_ipc::pair::WorkerSlot;
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -43,21 +47,59 @@ impl fmt::Display for Released {
     }
 }
 
-/// Watches the drain handshake for one worker generation.
+/// Watches the drain handshake for one worker generation on one pair.
 pub struct DrainWatch {
-    shared: &'static Shared,
+    proxy: &'static ProxyRegion,
     slot: WorkerSlot<'static>,
     /// The pid last checked, when, and whether it was alive.
     pid_check: Option<(u32, Instant, bool)>,
 }
 
+/// Watches the drain handshake on every pair of a worker.
+pub struct PairsDrainWatch {
+    pairs: Vec<DrainWatch>,
+}
+
+impl PairsDrainWatch {
+    /// `Some(why)` once no proxy shard will push anything more, as of
+    /// `now`: every pair released (`why` is the first pair's reason that
+    /// is not an ack, else `Acked`).
+    pub fn released(&mut self, now: Instant) -> Option<Released> {
+        let mut why = Released::Acked;
+        for pair in &mut self.pairs {
+            match pair.released(now)? {
+                Released::Acked => {}
+                other if why == Released::Acked => why = other,
+                _ => {}
+            }
+        }
+        Some(why)
+    }
+}
+
 impl DrainWatch {
-    /// A watch for the worker holding `slot`, on `shared`.
+    /// A watch for the worker holding `slot` on shard 0's pair of `shared`.
+    #[cfg(test)]
     pub fn new(shared: &'static Shared, slot: WorkerSlot<'static>) -> Self {
         DrainWatch {
-            shared,
+            proxy: &shared.proxy,
             slot,
             pid_check: None,
+        }
+    }
+
+    /// A watch over every pair: `slots[k]` holds pair `k` of `shared`.
+    pub fn for_pairs(shared: &'static Shared, slots: &[WorkerSlot<'static>]) -> PairsDrainWatch {
+        PairsDrainWatch {
+            pairs: slots
+                .iter()
+                .enumerate()
+                .map(|(k, &slot)| DrainWatch {
+                    proxy: shared.pair_at(k).1,
+                    slot,
+                    pid_check: None,
+                })
+                .collect(),
         }
     }
 
@@ -68,7 +110,7 @@ impl DrainWatch {
         if self.slot.drain_acked() {
             return Some(Released::Acked);
         }
-        let proxy = self.shared.proxy_header();
+        let proxy = self.proxy.header();
         let state = ProxyState::from_raw(proxy.proxy_state.load(Ordering::Acquire));
         if matches!(state, ProcessState::Down | ProcessState::Empty) {
             return Some(Released::ProxyStopped(state));

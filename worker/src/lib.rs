@@ -12,6 +12,12 @@
 //! `spp_init`, state `Ready`, then serve the ring (`serve`) until SIGTERM
 //! drains it (`drain`). SIGHUP reopens the log file (`signals`).
 //!
+//! With several proxy shards (`WorkerLaunch::other_shards`) every step on
+//! the slot is done on each shard's pair: take, attach, hooks, `Ready`,
+//! `InitFailed`, `Draining`; the loop serves every pair fairly and answers
+//! each request on its own pair (see `serve` and the "several shards"
+//! section of [`spp_ipc::pair`]).
+//!
 //! The pair protocol itself (sequence numbers, generations, the drain
 //! handshake, sleep and wake, and their memory ordering) lives in
 //! [`spp_ipc::pair`]; this crate is what a worker does with it.
@@ -57,24 +63,34 @@ pub fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
     spp_ipc::logging::count_drops_in(&shared.pair_header().stats.log_dropped);
     // The proxy stamps each request with the tag of the generation it
     // adopted; requests stamped for another one are skipped (see `serve`).
-    let slot = WorkerSlot::take(&shared.pair, &shared.proxy_bell, std::process::id());
-
-    let ring_error = |what, cause| WorkerError::Attach {
-        what,
-        fd: spec.pair.region_fd,
-        cause,
-    };
-    // SAFETY: the controller runs one worker per slot, so this is the only
-    // request consumer and response producer; `shared` is leaked, so the
-    // rings outlive both ends.
-    let (requests, responses) = unsafe {
-        (
-            slot.attach_requests(&shared.bell)
-                .map_err(|e| ring_error("request ring", e))?,
-            slot.attach_responses(&shared.proxy)
-                .map_err(|e| ring_error("response ring", e))?,
-        )
-    };
+    // One slot per pair (shard 0 first), each with its own generation.
+    let pairs = shared.pair_count();
+    let mut slots = Vec::with_capacity(pairs);
+    let mut requests = Vec::with_capacity(pairs);
+    let mut responses = Vec::with_capacity(pairs);
+    for k in 0..pairs {
+        let (pair, proxy, proxy_bell) = shared.pair_at(k);
+        let slot = WorkerSlot::take(pair, proxy_bell, std::process::id());
+        let ring_error = |what, cause| WorkerError::Attach {
+            what,
+            fd: pair.raw_fd(),
+            cause,
+        };
+        // SAFETY: the controller runs one worker per slot, so this is the
+        // only request consumer and response producer of this pair;
+        // `shared` is leaked, so the rings outlive both ends.
+        unsafe {
+            requests.push(
+                slot.attach_requests(&shared.bell)
+                    .map_err(|e| ring_error("request ring", e))?,
+            );
+            responses.push(
+                slot.attach_responses(proxy)
+                    .map_err(|e| ring_error("response ring", e))?,
+            );
+        }
+        slots.push(slot);
+    }
     // Before any plugin code runs: a predecessor killed mid-claim must not
     // hold a metric slot forever.
     shared.pair_header().plugin.recover();
@@ -98,7 +114,9 @@ pub fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
     // process's life (past `spp_fini`).
     let code = unsafe { plugin.init(host.table(), &conf) };
     if code != 0 {
-        slot.set_init_failed();
+        for slot in &slots {
+            slot.set_init_failed();
+        }
         return Err(WorkerError::Init {
             path: spec.plugin.clone(),
             code,
@@ -109,11 +127,13 @@ pub fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
     } else {
         0
     };
-    slot.set_hooks(hooks);
-    slot.set_ready();
-    tracing::info!(plugin = %spec.plugin.display(), pid = std::process::id(), "ready");
+    for slot in &slots {
+        slot.set_hooks(hooks);
+        slot.set_ready();
+    }
+    tracing::info!(plugin = %spec.plugin.display(), pid = std::process::id(), pairs, "ready");
 
-    Server::new(&spec, slot, shared, host, plugin, requests, signals).run()?;
+    Server::new(&spec, slots, shared, host, plugin, requests, signals).run()?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,20 +1,33 @@
-//! [`Responder`]: the worker's response policy over its end of the response
-//! ring ([`WorkerResponses`], which owns the protocol: records,
-//! `completed_seq`, waking the proxy), used only on the main thread. It
-//! pushes replies and closes, and `KIND_EXPIRED` records (a request that
-//! waited past `msg_timeout`, see [`Responder::expire`]), publishes them in
-//! batches (at the latest every [`PUBLISH_EVERY`] records) together with
+//! [`Responder`]: the worker's response policy over its ends of the
+//! response rings ([`WorkerResponses`], one per pair, which owns the
+//! protocol: records, `completed_seq`, waking that pair's proxy), used only
+//! on the main thread. It pushes replies and closes, and `KIND_EXPIRED`
+//! records (a request that waited past `msg_timeout`, see
+//! [`Responder::expire_on`]), publishes them in batches (at the latest
+//! every [`PUBLISH_EVERY`] records) together with each pair's
 //! `completed_seq` and the batch's counters (a [`WorkerTally`], flushed
-//! before the ring's publish so a proxy that sees the replies sees the
-//! counters), and decides what happens when the ring is full: publish,
-//! wake the proxy, wait a bounded time for room, then drop the record and
-//! count it in `replies_dropped`.
+//! into pair 0's header before the rings' publish so a proxy that sees
+//! the replies sees the counters), and decides what happens when a ring
+//! is full: publish, wake that ring's proxy, wait a bounded time for room,
+//! then drop the record and count it in `replies_dropped`.
+//!
+//! Which pair an answer goes to (one pair per proxy shard): a request's
+//! expiry, completion and error close go to the pair it came from (the
+//! caller names it). A reply or close by flow id goes to the pair of the
+//! request being served when it is that request's flow
+//! ([`Responder::serving`]), else to the pair of
+//! [`shard_of`](spp_ipc::flow_shard::shard_of) the flow (deferred replies,
+//! replies to other connections); a flow of a shard this worker has no
+//! pair of is refused (`SPP_ERR_BAD_ARG`) and counted in
+//! `replies_dropped`. With one pair (one proxy) every answer goes to it,
+//! whatever the flow's bits.
 
 use crate::attach::Shared;
+use spp_ipc::flow_shard::shard_of;
 use spp_ipc::layout::WorkerTally;
 use spp_ipc::pair::{ResponseKind, WorkerResponses};
 use spp_ipc::ring::PushError;
-use spp_plugin_api::abi::{SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_OK};
+use spp_plugin_api::abi::{SPP_ERR_BAD_ARG, SPP_ERR_FULL, SPP_ERR_TOO_LARGE, SPP_OK};
 use std::ffi::c_int;
 use std::time::{Duration, Instant};
 
@@ -28,29 +41,43 @@ pub const FULL_WAIT: Duration = Duration::from_millis(10);
 /// Busy spins while waiting for room before switching to `yield_now`.
 pub const FULL_WAIT_SPINS: u32 = 1024;
 
-/// The worker's end of the response ring plus its batching state.
-pub struct Responder {
+/// One pair's response ring end and its stall.
+struct End {
     end: WorkerResponses<'static>,
-    shared: &'static Shared,
-    /// Records pushed since the last publish.
-    unpublished: usize,
     /// A wait for room timed out and the ring has not taken a record since:
     /// further replies drop at once instead of waiting again each.
     stalled: bool,
+}
+
+/// The worker's ends of the response rings plus their batching state.
+pub struct Responder {
+    /// Pair `k`'s end at `k` (shard `k`).
+    ends: Vec<End>,
+    shared: &'static Shared,
+    /// Records pushed since the last publish.
+    unpublished: usize,
+    /// The (pair, flow) of the request being served now, if any.
+    serving: Option<(usize, u64)>,
     /// Counters since the last publish (everything but `requests`, which
     /// the serve loop bumps live).
     tally: WorkerTally,
 }
 
 impl Responder {
-    /// Wraps the worker's end of the response ring; `shared` holds the
-    /// counters.
-    pub fn new(end: WorkerResponses<'static>, shared: &'static Shared) -> Self {
+    /// Wraps the worker's ends of the response rings, pair `k` at `k`;
+    /// `shared` holds the counters.
+    pub fn new(ends: Vec<WorkerResponses<'static>>, shared: &'static Shared) -> Self {
         Responder {
-            end,
+            ends: ends
+                .into_iter()
+                .map(|end| End {
+                    end,
+                    stalled: false,
+                })
+                .collect(),
             shared,
             unpublished: 0,
-            stalled: false,
+            serving: None,
             tally: WorkerTally::default(),
         }
     }
@@ -60,55 +87,116 @@ impl Responder {
         &mut self.tally
     }
 
-    /// The largest reply the ring can ever carry.
+    /// The largest reply every ring can carry.
     pub fn max_reply(&self) -> usize {
-        self.end.max_payload()
+        self.ends
+            .iter()
+            .map(|e| e.end.max_payload())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The request of `flow` from pair `pair` is being served (`None`:
+    /// none is): its replies go back on that pair.
+    #[inline]
+    pub fn serving(&mut self, now: Option<(usize, u64)>) {
+        self.serving = now;
+    }
+
+    /// The pair a reply to `flow` goes to; `None`: no pair of this worker.
+    /// With one pair, always that one, whatever the flow's bits say (one
+    /// proxy, exactly as before shards).
+    #[inline]
+    fn pair_of(&self, flow: u64) -> Option<usize> {
+        match self.serving {
+            _ if self.ends.len() == 1 => Some(0),
+            Some((pair, serving)) if serving == flow => Some(pair),
+            _ => {
+                let pair = usize::from(shard_of(flow));
+                (pair < self.ends.len()).then_some(pair)
+            }
+        }
     }
 
     /// Queues `data` for `flow` (empty = close after flush). Returns an
     /// `SPP_*` code.
     pub fn reply(&mut self, flow: u64, data: &[u8]) -> c_int {
-        self.push(ResponseKind::Reply, flow, data)
+        match self.pair_of(flow) {
+            Some(pair) => self.push(pair, ResponseKind::Reply, flow, data),
+            None => self.unknown_shard(),
+        }
     }
 
     /// Queues a close of `flow` after its pending bytes. Returns an `SPP_*`
     /// code.
     pub fn close(&mut self, flow: u64) -> c_int {
-        self.push(ResponseKind::Close, flow, &[])
+        match self.pair_of(flow) {
+            Some(pair) => self.close_on(pair, flow),
+            None => self.unknown_shard(),
+        }
     }
 
-    /// Records that `spp_process` returned for request `seq`; written to
-    /// `completed_seq` at the next publish, after the replies it made.
+    /// Queues a close of `flow` on pair `pair`. Returns an `SPP_*` code.
+    pub fn close_on(&mut self, pair: usize, flow: u64) -> c_int {
+        self.push(pair, ResponseKind::Close, flow, &[])
+    }
+
+    /// A reply for a flow of a shard this worker has no pair of: dropped.
+    fn unknown_shard(&mut self) -> c_int {
+        self.tally.replies_dropped += 1;
+        SPP_ERR_BAD_ARG
+    }
+
+    /// Records that `spp_process` returned for request `seq` of pair
+    /// `pair`; written to its `completed_seq` at the next publish, after
+    /// the replies it made.
+    #[inline]
+    pub fn complete_on(&mut self, pair: usize, seq: u64) {
+        self.ends[pair].end.complete(seq);
+    }
+
+    /// [`Self::complete_on`] pair 0.
+    #[cfg(test)]
     pub fn complete(&mut self, seq: u64) {
-        self.end.complete(seq);
+        self.complete_on(0, seq);
     }
 
-    /// Writes the counters, makes every queued record visible, then
-    /// `completed_seq`, and wakes the proxy if it sleeps and either moved
-    /// (a request may complete without a reply, and the proxy still waits
-    /// for it). Returns whether records were published.
+    /// Writes the counters, makes every queued record visible, then each
+    /// pair's `completed_seq`, and wakes the proxy of each pair that moved
+    /// if it sleeps (a request may complete without a reply, and the proxy
+    /// still waits for it). Returns whether records were published.
     pub fn publish(&mut self) -> bool {
-        // Before the ring's Release store: a proxy that sees the replies
+        // Before the rings' Release stores: a proxy that sees the replies
         // sees the counters that go with them.
         self.tally.flush(&self.shared.pair_header().stats);
         self.unpublished = 0;
-        self.end.publish()
+        let mut published = false;
+        for end in &mut self.ends {
+            published |= end.end.publish();
+        }
+        published
     }
 
-    /// Reports that the request `request` for `flow` waited past
-    /// `msg_timeout` and is not processed: a `KIND_EXPIRED` record with the
-    /// request bytes, or with none when they can never fit the ring (the
-    /// proxy then calls its exception hook without them). Counted in
-    /// `stale_dropped`; a record that cannot be queued (ring full for too
-    /// long) also in `replies_dropped`, like a reply. Returns whether it was
-    /// queued.
+    /// [`Self::expire_on`] pair 0.
+    #[cfg(test)]
     pub fn expire(&mut self, flow: u64, request: &[u8]) -> bool {
+        self.expire_on(0, flow, request)
+    }
+
+    /// Reports that the request `request` for `flow` from pair `pair`
+    /// waited past `msg_timeout` and is not processed: a `KIND_EXPIRED`
+    /// record with the request bytes, or with none when they can never
+    /// fit the ring (the proxy then calls its exception hook without
+    /// them). Counted in `stale_dropped`; a record that cannot be queued
+    /// (ring full for too long) also in `replies_dropped`, like a reply.
+    /// Returns whether it was queued.
+    pub fn expire_on(&mut self, pair: usize, flow: u64, request: &[u8]) -> bool {
         self.tally.stale_dropped += 1;
         // Without the bytes when they can never fit, or when the ring has
         // no room for them: the proxy still learns the flow must be failed.
-        let queued = match self.push_record(ResponseKind::Expired, flow, request) {
+        let queued = match self.push_record(pair, ResponseKind::Expired, flow, request) {
             Err(PushError::TooLarge | PushError::Full) if !request.is_empty() => {
-                self.push_record(ResponseKind::Expired, flow, &[])
+                self.push_record(pair, ResponseKind::Expired, flow, &[])
             }
             other => other,
         };
@@ -118,9 +206,10 @@ impl Responder {
         queued.is_ok()
     }
 
-    /// Queues a reply record and counts it. Returns an `SPP_*` code.
-    fn push(&mut self, kind: ResponseKind, flow: u64, data: &[u8]) -> c_int {
-        match self.push_record(kind, flow, data) {
+    /// Queues a reply record on pair `pair` and counts it. Returns an
+    /// `SPP_*` code.
+    fn push(&mut self, pair: usize, kind: ResponseKind, flow: u64, data: &[u8]) -> c_int {
+        match self.push_record(pair, kind, flow, data) {
             Ok(()) => {
                 self.tally.replies += 1;
                 self.tally.reply_bytes += data.len() as u64;
@@ -136,16 +225,23 @@ impl Responder {
         }
     }
 
-    /// Queues one record, waiting a bounded time for room (once per stall),
-    /// and publishes every [`PUBLISH_EVERY`] records.
-    fn push_record(&mut self, kind: ResponseKind, flow: u64, data: &[u8]) -> Result<(), PushError> {
-        let mut result = self.try_push(kind, flow, data);
-        if result == Err(PushError::Full) && !self.stalled {
-            result = self.wait_for_room(kind, flow, data);
-            self.stalled = result.is_err();
+    /// Queues one record on pair `pair`, waiting a bounded time for room
+    /// (once per stall of that ring), and publishes every
+    /// [`PUBLISH_EVERY`] records.
+    fn push_record(
+        &mut self,
+        pair: usize,
+        kind: ResponseKind,
+        flow: u64,
+        data: &[u8],
+    ) -> Result<(), PushError> {
+        let mut result = self.try_push(pair, kind, flow, data);
+        if result == Err(PushError::Full) && !self.ends[pair].stalled {
+            result = self.wait_for_room(pair, kind, flow, data);
+            self.ends[pair].stalled = result.is_err();
         }
         if result.is_ok() {
-            self.stalled = false;
+            self.ends[pair].stalled = false;
             self.unpublished += 1;
             if self.unpublished >= PUBLISH_EVERY {
                 self.publish();
@@ -155,14 +251,21 @@ impl Responder {
     }
 
     #[inline]
-    fn try_push(&mut self, kind: ResponseKind, flow: u64, data: &[u8]) -> Result<(), PushError> {
-        self.end.push(kind, flow, data)
+    fn try_push(
+        &mut self,
+        pair: usize,
+        kind: ResponseKind,
+        flow: u64,
+        data: &[u8],
+    ) -> Result<(), PushError> {
+        self.ends[pair].end.push(kind, flow, data)
     }
 
-    /// The ring is full: hand the proxy what we have, then spin, then yield,
-    /// for at most [`FULL_WAIT`].
+    /// Pair `pair`'s ring is full: hand the proxies what we have, then
+    /// spin, then yield, for at most [`FULL_WAIT`].
     fn wait_for_room(
         &mut self,
+        pair: usize,
         kind: ResponseKind,
         flow: u64,
         data: &[u8],
@@ -171,7 +274,7 @@ impl Responder {
         let started = Instant::now();
         let mut spins = 0u32;
         loop {
-            match self.try_push(kind, flow, data) {
+            match self.try_push(pair, kind, flow, data) {
                 Err(PushError::Full) => {}
                 done => return done,
             }
@@ -184,11 +287,15 @@ impl Responder {
                 return Err(PushError::Full);
             }
             // The proxy may have gone to sleep between our publish and now.
-            self.end.wake_proxy();
+            self.ends[pair].end.wake_proxy();
             std::thread::yield_now();
         }
     }
 }
+
+#[cfg(test)]
+#[path = "respond_shard_tests.rs"]
+mod shard_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -229,6 +336,7 @@ pub(crate) mod tests {
             bell: Doorbell::create().unwrap(),
             proxy_bell: Doorbell::create().unwrap(),
             routes,
+            others: Vec::new(),
         }));
         let dup = |fd: RawFd| {
             // SAFETY: dup of an fd the test owns.
@@ -249,7 +357,7 @@ pub(crate) mod tests {
         let slot = WorkerSlot::take(&shared.pair, &shared.proxy_bell, std::process::id());
         // SAFETY: the only worker end of the pair; `shared` is leaked.
         let responses = unsafe { slot.attach_responses(&shared.proxy).unwrap() };
-        (shared, Responder::new(responses, shared), proxy, slot)
+        (shared, Responder::new(vec![responses], shared), proxy, slot)
     }
 
     /// Every published record: (kind, flow, bytes).

@@ -41,6 +41,17 @@
 //! `drain_timeout_ms`; then replies are flushed, `spp_fini` called, and the
 //! loop returns. A SIGHUP reopens the launch spec's log file between two
 //! turns.
+//!
+//! Several proxy shards (one pair each, see `attach`): a turn visits every
+//! pair once, from a starting pair that rotates each turn
+//! ([`Rotation`]), and takes at most [`BATCH_MAX`] records from each; with
+//! more than one pair, a pair's batch is released and published as soon
+//! as it is done, so one shard's replies do not wait for the others'
+//! batches. Each request is answered and completed on its own pair. Idle,
+//! the loop looks at every ring (one shared load each, no syscall) and
+//! sleeps on all of them at once ([`sleep_all`]). Stop: `Draining` on
+//! every pair, and the drain ends once every pair is released and every
+//! ring empty.
 
 use crate::attach::Shared;
 use crate::drain::{DrainWatch, DRAIN_POLL};
@@ -50,7 +61,7 @@ use crate::respond::Responder;
 use crate::signals::Signals;
 use crate::throttle::LogThrottle;
 use spp_ipc::launch::{MicroThreadSpec, WorkerLaunch};
-use spp_ipc::pair::{Request, WorkerRequests, WorkerSlot};
+use spp_ipc::pair::{sleep_all, Request, Rotation, WorkerRequests, WorkerSlot};
 use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS, NS_PER_US};
 use spp_ipc::spin::AdaptiveSpin;
 use spp_plugin_api::abi::SPP_HOOK_PANICKED;
@@ -62,7 +73,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Requests served between two publishes of the response ring (and releases
-/// of the request ring) at most.
+/// of the request ring) at most; per pair and turn with several shards.
 pub const BATCH_MAX: usize = 64;
 /// The longest the worker sleeps without a loop turn (and a heartbeat).
 pub const HEARTBEAT_INTERVAL: Duration = spp_ipc::pair::WORKER_HEARTBEAT_INTERVAL;
@@ -115,14 +126,18 @@ pub struct Server {
     pub(crate) shared: &'static Shared,
     pub(crate) host: HostServices,
     plugin: &'static PluginLibrary,
-    pub(crate) requests: WorkerRequests<'static>,
+    /// Pair `k`'s request ring at `k` (shard 0 first).
+    pub(crate) requests: Vec<WorkerRequests<'static>>,
+    /// The order the pairs are visited in, turn after turn.
+    pub(crate) rotation: Rotation,
     /// How long an idle turn spins now (adapts within the group's `spin`).
     pub(crate) spin: Cell<AdaptiveSpin>,
     pub(crate) signals: Signals,
     pub(crate) group: u32,
     pub(crate) index: u32,
-    /// This worker's hold on its slot (generation, state, drain ack).
-    slot: WorkerSlot<'static>,
+    /// This worker's hold on its slot in every pair (generation, state,
+    /// drain ack), pair `k` at `k`.
+    slots: Vec<WorkerSlot<'static>>,
     /// What is done with each request taken from the ring.
     pub(crate) handler: Handler,
     /// The longest a drain may take.
@@ -158,17 +173,18 @@ enum Taken {
 }
 
 impl Server {
-    /// A server for the worker `spec` describes, holding `slot`, on its
-    /// attached rings.
+    /// A server for the worker `spec` describes, holding `slots` (one per
+    /// pair), on its attached request rings (pair `k` at `k`).
     pub fn new(
         spec: &WorkerLaunch,
-        slot: WorkerSlot<'static>,
+        slots: Vec<WorkerSlot<'static>>,
         shared: &'static Shared,
         host: HostServices,
         plugin: &'static PluginLibrary,
-        requests: WorkerRequests<'static>,
+        requests: Vec<WorkerRequests<'static>>,
         signals: Signals,
     ) -> Self {
+        let tag = slots.first().map_or(0, |slot| slot.tag().raw());
         let stale_after_ns = match spec.msg_timeout_ms {
             0 => u64::MAX,
             ms => ms.saturating_mul(NS_PER_MS),
@@ -177,17 +193,18 @@ impl Server {
             shared,
             host,
             plugin,
+            rotation: Rotation::new(requests.len()),
             requests,
             spin: Cell::new(AdaptiveSpin::new(spec.spin_us.saturating_mul(NS_PER_US))),
             signals,
             group: spec.group,
             index: spec.index,
-            slot,
+            slots,
             handler: Handler {
                 shared,
                 host,
                 plugin,
-                tag: slot.tag().raw(),
+                tag,
                 stale_after_ns,
                 beat_ms: 0,
                 warnings: Warnings::default(),
@@ -217,35 +234,48 @@ impl Server {
         }
     }
 
-    /// One loop turn: a batch of requests, deferred replies, one publish.
+    /// One loop turn: a batch of requests from each pair, deferred
+    /// replies, one publish (and one per pair's batch with several pairs).
     fn turn(&mut self) -> Result<Turn, WorkerError> {
         let started = monotonic_ns();
-        let records = self.process_batch(started)?;
+        let several = self.requests.len() > 1;
+        let mut now = started;
+        let mut records = 0;
+        for pair in self.rotation.turn() {
+            let taken;
+            (taken, now) = self.process_batch(pair, now)?;
+            records += taken;
+            if several && taken > 0 {
+                self.requests[pair].release();
+                self.host.publish();
+            }
+        }
         let deferred = self.host.forward_deferred(BATCH_MAX);
-        self.requests.release();
+        for requests in &mut self.requests {
+            requests.release();
+        }
         self.host.publish();
-        self.shared
-            .pair_header()
-            .heartbeat_ms
-            .store(started / NS_PER_MS, Ordering::Relaxed);
+        self.shared.beat(started / NS_PER_MS);
         Ok(Turn { records, deferred })
     }
 
-    /// Takes up to [`BATCH_MAX`] published requests: processes them,
-    /// expires stale ones, skips other generations'. `now` is the clock
-    /// (CLOCK_MONOTONIC ns) at the start of the batch. Returns how many
-    /// records it consumed.
-    fn process_batch(&mut self, mut now: u64) -> Result<usize, WorkerError> {
+    /// Takes up to [`BATCH_MAX`] published requests of pair `pair`:
+    /// processes them, expires stale ones, skips other generations'. `now`
+    /// is the clock (CLOCK_MONOTONIC ns) at the start of the batch.
+    /// Returns how many records it consumed, and the clock at its end.
+    fn process_batch(&mut self, pair: usize, mut now: u64) -> Result<(usize, u64), WorkerError> {
         let mut served = 0;
         let mut busy_ns = 0u64;
         let mut processed = false;
         while served < BATCH_MAX {
             let (group, index) = (self.group, self.index);
-            let record = self.requests.peek().map_err(|cause| WorkerError::Ring {
-                group,
-                index,
-                cause,
-            })?;
+            let record = self.requests[pair]
+                .peek()
+                .map_err(|cause| WorkerError::Ring {
+                    group,
+                    index,
+                    cause,
+                })?;
             let Some(record) = record else { break };
             let stride = record.stride();
             match record.request {
@@ -253,7 +283,7 @@ impl Server {
                     // The request is read in place; the ring is not
                     // released before the batch ends, so `note` and
                     // `bytes` stay valid.
-                    match self.handler.take(meta, note, bytes, now) {
+                    match self.handler.take(pair, meta, note, bytes, now) {
                         Taken::Expired => {}
                         Taken::Processed { ended_ns } => {
                             busy_ns += ended_ns.saturating_sub(now);
@@ -262,7 +292,7 @@ impl Server {
                         }
                     }
                 }
-                Request::OtherGeneration { meta, tag } => self.handler.skip(meta, tag),
+                Request::OtherGeneration { meta, tag } => self.handler.skip(pair, meta, tag),
                 Request::FlowsClosed(flows) => {
                     for flow in flows.iter() {
                         self.handler.plugin.flow_closed(flow);
@@ -285,14 +315,14 @@ impl Server {
                     }
                 }
             }
-            self.requests.advance(stride);
+            self.requests[pair].advance(stride);
             served += 1;
         }
         if processed {
             // Written with the publish, like the other counters.
             self.host.with_responder(|r| r.tally().busy_ns += busy_ns);
         }
-        Ok(served)
+        Ok((served, now))
     }
 
     /// No work: spin, then sleep on the doorbell until rung or a heartbeat
@@ -320,14 +350,26 @@ impl Server {
                 }
             }
         }
-        self.requests
-            .sleep(HEARTBEAT_INTERVAL, || self.other_work_waiting());
+        let bell = &self.shared.bell;
+        sleep_all(
+            &self.requests,
+            HEARTBEAT_INTERVAL,
+            || self.other_work_waiting(),
+            |timeout| bell.wait(timeout),
+        );
         record_wait(&self.spin, elapsed_ns(started));
     }
 
-    /// Requests in the ring, deferred replies, or a signal to act on.
+    /// Requests in a ring, deferred replies, or a signal to act on.
     pub(crate) fn work_waiting(&self) -> bool {
-        self.requests.has_requests() || self.other_work_waiting()
+        self.requests_waiting() || self.other_work_waiting()
+    }
+
+    /// Whether any pair's request ring holds published records (one shared
+    /// load per pair, no syscall).
+    #[inline]
+    pub(crate) fn requests_waiting(&self) -> bool {
+        self.requests.iter().any(WorkerRequests::has_requests)
     }
 
     /// Deferred replies, or a signal to act on.
@@ -352,10 +394,15 @@ impl Server {
         let header = self.shared.pair_header();
         // The proxy stops pushing at the scan that sees `Draining`; this
         // wakes it so that scan comes now rather than at its next timer.
-        self.slot.start_draining();
-        tracing::info!("stop requested: draining the request ring");
+        for slot in &self.slots {
+            slot.start_draining();
+        }
+        tracing::info!(
+            pairs = self.slots.len(),
+            "stop requested: draining the request ring"
+        );
         let started = Instant::now();
-        let mut watch = DrainWatch::new(self.shared, self.slot);
+        let mut watch = DrainWatch::for_pairs(self.shared, &self.slots);
         loop {
             let turn = self.turn()?;
             self.reopen_log_if_asked();
@@ -363,7 +410,7 @@ impl Server {
             // The release first: once it is seen, the ring holds every
             // request the proxy will ever push to us.
             if let Some(why) = watch.released(now) {
-                if !self.requests.has_requests() {
+                if !self.requests_waiting() {
                     tracing::info!("{why}, and the request ring is empty");
                     break;
                 }
@@ -371,7 +418,7 @@ impl Server {
             let elapsed = now.saturating_duration_since(started);
             if elapsed >= self.drain_timeout {
                 tracing::warn!(
-                    left = self.slot.backlog(),
+                    left = self.backlog(),
                     released = watch.released(now).is_some(),
                     "the drain did not finish within {:?}; leaving what is queued to the proxy",
                     self.drain_timeout
@@ -396,7 +443,18 @@ impl Server {
     /// Draining with nothing to do: sleep on the doorbell (the proxy rings
     /// it after a push) for at most `timeout`.
     fn drain_wait(&self, timeout: Duration) {
-        self.requests.sleep(timeout, || self.host.has_deferred());
+        let bell = &self.shared.bell;
+        sleep_all(
+            &self.requests,
+            timeout,
+            || self.host.has_deferred(),
+            |timeout| bell.wait(timeout),
+        );
+    }
+
+    /// Requests pushed and not completed over every pair (for logs).
+    pub(crate) fn backlog(&self) -> u64 {
+        self.slots.iter().map(|slot| slot.backlog()).sum()
     }
 
     /// The plugin (for `spp_fini` after a micro-thread drain).
@@ -404,9 +462,9 @@ impl Server {
         self.plugin
     }
 
-    /// The worker's hold on its slot.
-    pub(crate) fn slot(&self) -> WorkerSlot<'static> {
-        self.slot
+    /// The worker's hold on its slot in every pair.
+    pub(crate) fn slots(&self) -> &[WorkerSlot<'static>] {
+        &self.slots
     }
 
     /// After `spp_fini`: forwards the replies `spp_fini` and plugin threads
@@ -424,10 +482,10 @@ impl Server {
 impl Handler {
     /// A request pushed for another generation of this slot: the proxy
     /// failed it already. Not served, but completed.
-    fn skip(&mut self, meta: &RequestMeta, tag: u16) {
+    fn skip(&mut self, pair: usize, meta: &RequestMeta, tag: u16) {
         let seq = meta.seq;
         self.host
-            .with_responder(|responder| responder.complete(seq));
+            .with_responder(|responder| responder.complete_on(pair, seq));
         self.skip_logged(meta, tag);
     }
 
@@ -449,32 +507,42 @@ impl Handler {
     /// Takes one request of this generation at `now` (CLOCK_MONOTONIC ns):
     /// records its queue wait, then expires or processes it. `note` (its
     /// note, in place in the ring) reaches the plugin as `conn.note`.
-    fn take(&mut self, meta: &RequestMeta, note: &[u8], req: &[u8], now: u64) -> Taken {
+    fn take(
+        &mut self,
+        pair: usize,
+        meta: &RequestMeta,
+        note: &[u8],
+        req: &[u8],
+        now: u64,
+    ) -> Taken {
         let header = self.shared.pair_header();
         let (flow, seq) = (meta.conn.flow, meta.seq);
-        if self.expired(meta, req, now) {
+        if self.expired(pair, meta, req, now) {
             self.host
-                .with_responder(|responder| responder.complete(seq));
+                .with_responder(|responder| responder.complete_on(pair, seq));
             return Taken::Expired;
         }
         // Counted and stamped before the call (plain stores, no lock), so a
         // request stuck inside `process` shows. 0 means "not inside".
         crate::stats::bump(&header.stats.requests, 1);
-        // The request's seq too: if the plugin kills the process, the
-        // proxy books this request as the one in process (poison).
-        header.in_process_seq.store(seq, Ordering::Relaxed);
-        header
-            .in_process_since_ms
-            .store((now / NS_PER_MS).max(1), Ordering::Relaxed);
+        // The request's seq too (in its own pair): if the plugin kills the
+        // process, that pair's proxy books this request as the one in
+        // process (poison).
+        self.shared
+            .enter_process(pair, seq, (now / NS_PER_MS).max(1));
         // A copy whose note points at the ring's bytes (never at what the
         // shared meta's pointer field holds).
         let conn = meta.conn.with_note(note);
+        // With one pair every answer goes there: no need to say which.
+        if !self.shared.others.is_empty() {
+            self.host
+                .with_responder(|responder| responder.serving(Some((pair, flow))));
+        }
         let rc = self.plugin.process(&conn, req).unwrap_or(-1);
         let ended_ns = monotonic_ns();
         // Cleared at once, so waiting for response-ring room below never
         // looks like a hang (same cache line as the stamp: more stores).
-        header.in_process_since_ms.store(0, Ordering::Relaxed);
-        header.in_process_seq.store(0, Ordering::Relaxed);
+        self.shared.leave_process(pair);
         // The loop moved: a long batch of calls, each shorter than
         // `hang_timeout`, never looks frozen to the controller. Stored at
         // most once per ms: the line also holds `completed_seq`, which the
@@ -482,22 +550,29 @@ impl Handler {
         let beat_ms = ended_ns / NS_PER_MS;
         if beat_ms != self.beat_ms {
             self.beat_ms = beat_ms;
-            header.heartbeat_ms.store(beat_ms, Ordering::Relaxed);
+            self.shared.beat(beat_ms);
         }
         header.process_time.record(ended_ns.saturating_sub(now));
         self.host.with_responder(|responder| {
-            book_outcome(responder, flow, rc);
-            responder.complete(seq);
+            responder.serving(None);
+            book_outcome(responder, pair, flow, rc);
+            responder.complete_on(pair, seq);
         });
         self.warn_panicked(flow, rc);
         Taken::Processed { ended_ns }
     }
 
     /// Records `meta`'s queue wait at `now`; if it waited past
-    /// `msg_timeout`, sends it back as `KIND_EXPIRED` (not completed: the
-    /// caller completes) and returns true.
+    /// `msg_timeout`, sends it back on pair `pair` as `KIND_EXPIRED` (not
+    /// completed: the caller completes) and returns true.
     #[inline]
-    pub(crate) fn expired(&mut self, meta: &RequestMeta, req: &[u8], now: u64) -> bool {
+    pub(crate) fn expired(
+        &mut self,
+        pair: usize,
+        meta: &RequestMeta,
+        req: &[u8],
+        now: u64,
+    ) -> bool {
         let flow = meta.conn.flow;
         let waited = now.saturating_sub(meta.enqueued_ns);
         self.shared.pair_header().queue_wait.record(waited);
@@ -505,7 +580,7 @@ impl Handler {
             return false;
         }
         self.host
-            .with_responder(|responder| responder.expire(flow, req));
+            .with_responder(|responder| responder.expire_on(pair, flow, req));
         if let Some(suppressed) = self.warnings.expired.allow() {
             tracing::warn!(
                 flow,
@@ -533,9 +608,9 @@ impl Handler {
 }
 
 /// Counts a failed `spp_process` (`rc != 0`: a panic or an error) and
-/// closes its connection.
+/// closes its connection (on pair `pair`, which the request came from).
 #[inline]
-pub(crate) fn book_outcome(responder: &mut Responder, flow: u64, rc: c_int) {
+pub(crate) fn book_outcome(responder: &mut Responder, pair: usize, flow: u64, rc: c_int) {
     if rc != 0 {
         let tally = responder.tally();
         if rc == SPP_HOOK_PANICKED {
@@ -544,6 +619,6 @@ pub(crate) fn book_outcome(responder: &mut Responder, flow: u64, rc: c_int) {
             tally.process_errors += 1;
         }
         // Counted in `replies_dropped` if it cannot be queued.
-        let _ = responder.close(flow);
+        let _ = responder.close_on(pair, flow);
     }
 }

@@ -70,6 +70,44 @@
 //! and only if the flag is set ([`crate::doorbell::wake_if_sleeping`]):
 //! never one syscall per message.
 //!
+//! # Several shards
+//!
+//! With `proxy.processes = N` a worker slot has one pair region per proxy
+//! shard (`WorkerLaunch::pair` is shard 0's, `WorkerLaunch::other_shards`
+//! the others', in shard order). Seen from one proxy shard nothing
+//! changes: it pushes to its pair, wakes the worker through its pair's
+//! `worker_sleeping` flag, and reads state, generation, `drain_ack`,
+//! `completed_seq` of its own pair. The worker:
+//!
+//! * takes every pair ([`WorkerSlot::take`] on each: pid, a generation of
+//!   that pair, `Starting`), and sets hooks, `Ready`, `Draining` (which
+//!   rings that shard's proxy doorbell) and `InitFailed` on every pair;
+//! * keeps every per-pair protocol field per pair: `seq`, the
+//!   generation tag, `completed_seq`, `drain_ack`, the sleep flag, and
+//!   `in_process_seq` (a `seq` of that pair: only the proxy that pushed
+//!   the request may book it as poison);
+//! * keeps its identity and its statistics in **shard 0's** pair header,
+//!   where the controller reads them: `WorkerStats`, the `queue_wait` and
+//!   `process_time` histograms, the plugin's metrics, and
+//!   `in_process_since_ms` / `heartbeat_ms` for the hang check. The last
+//!   two are also mirrored into every other pair, because each proxy
+//!   shard's stall and overdue rules read them from its own pair (a
+//!   worker inside a long call for shard 0 is not frozen for shard 1);
+//! * answers a request on the response ring of the pair it came from, and
+//!   a reply by flow id alone (a deferred `spp_reply`) on the pair of
+//!   [`crate::flow_shard::shard_of`] the flow (a shard it has no pair of:
+//!   dropped and counted in `replies_dropped`);
+//! * takes requests round-robin, a bounded batch per pair per turn, from
+//!   a starting pair that rotates, so no shard starves another;
+//! * sleeps with [`sleep_all`]: every pair's flag announced, every
+//!   request ring looked at once more, one block on its one doorbell;
+//! * is done draining once every pair acknowledged (or that pair's proxy
+//!   is gone) and every request ring is empty.
+//!
+//! The controller marks the slot down on **every** pair after it reaped
+//! the worker ([`mark_worker_down`] on each), so each shard fails what it
+//! had in flight.
+//!
 //! # Memory ordering, once
 //!
 //! 1. **`pushed_seq` before the request ring's write index.** The proxy
@@ -113,13 +151,17 @@
 
 mod observer;
 mod proxy_end;
+mod shards;
 mod worker_end;
 
+#[cfg(test)]
+mod shard_tests;
 #[cfg(test)]
 mod tests;
 
 pub use observer::{mark_worker_down, PairObserver};
 pub use proxy_end::{Drained, ProxyEnd, ResponseRecord};
+pub use shards::{sleep_all, sleep_all_where, Rotation, TurnOrder};
 pub use worker_end::{
     wake_worker, FlowsClosed, Request, RequestRecord, ResponseKind, WorkerRequests,
     WorkerResponses, WorkerSlot,

@@ -336,6 +336,11 @@ impl WorkerRequests<'_> {
         self.tag
     }
 
+    /// The pair's `worker_sleeping` flag (for [`super::sleep_all`]).
+    pub(super) fn sleep_flag(&self) -> SleepFlag<'_> {
+        self.sleep
+    }
+
     /// Nothing to do: announce sleep, look once more (requests, then
     /// `other_work`), block on the worker's doorbell for at most `timeout`
     /// only if there is none, clear the flag.

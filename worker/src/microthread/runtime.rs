@@ -6,6 +6,12 @@
 //! timer heap; one that returns gives its stack back, books its outcome,
 //! moves `completed_seq` (see [`Completions`]) and starts the next request
 //! of its flow.
+//!
+//! Seqs are per pair (one pair per proxy shard): each in-flight request
+//! remembers its pair, `completed_seq` is kept per pair (one
+//! [`Completions`] each), and its answers go back on its pair. Flow ids
+//! are unique across shards, so a flow's requests queue behind each other
+//! whatever the pair.
 
 use super::order::Completions;
 use super::pool::StackPool;
@@ -20,7 +26,6 @@ use spp_plugin_api::host::PluginLibrary;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::ffi::c_int;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Seqs taken and not yet completed at most, beyond `max_in_flight`: the
@@ -48,6 +53,8 @@ struct Slot {
     job: Box<Job>,
     micro: Option<Micro>,
     seq: u64,
+    /// The pair (shard) it came from.
+    pair: usize,
     /// The next request of the same flow, waiting for this one.
     next: Option<u32>,
     /// Run-slice time so far (ns), for `process_time`.
@@ -69,7 +76,8 @@ pub struct Runtime {
     timers: BinaryHeap<Reverse<(Wake, u32, u32)>>,
     /// Flow → (running slot, last queued slot).
     flows: HashMap<u64, (u32, u32)>,
-    completions: Completions,
+    /// Pair `k`'s seqs at `k`.
+    completions: Vec<Completions>,
     max_in_flight: usize,
     in_flight: usize,
     /// Run-slice ns since the last [`Runtime::take_busy`].
@@ -79,15 +87,18 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// At most `max_in_flight` requests, on stacks of `stack_size` bytes.
-    pub fn new(max_in_flight: usize, stack_size: usize) -> Self {
+    /// At most `max_in_flight` requests, on stacks of `stack_size` bytes,
+    /// from `pairs` pairs.
+    pub fn new(max_in_flight: usize, stack_size: usize, pairs: usize) -> Self {
         Runtime {
             slots: Vec::with_capacity(max_in_flight),
             free: Vec::with_capacity(max_in_flight),
             stacks: StackPool::new(stack_size, max_in_flight),
             timers: BinaryHeap::with_capacity(max_in_flight),
             flows: HashMap::with_capacity(max_in_flight),
-            completions: Completions::new(max_in_flight + COMPLETION_SLACK),
+            completions: (0..pairs.max(1))
+                .map(|_| Completions::new(max_in_flight + COMPLETION_SLACK))
+                .collect(),
             max_in_flight,
             in_flight: 0,
             busy_ns: 0,
@@ -95,9 +106,15 @@ impl Runtime {
         }
     }
 
-    /// Whether another request may be taken from the ring.
-    pub fn can_take(&self) -> bool {
-        self.in_flight < self.max_in_flight && !self.completions.is_full()
+    /// Whether another request may be taken from pair `pair`'s ring.
+    #[inline]
+    pub fn can_take(&self, pair: usize) -> bool {
+        self.in_flight < self.max_in_flight && !self.completions[pair].is_full()
+    }
+
+    /// Whether another request may be taken from some pair's ring.
+    pub fn can_take_any(&self) -> bool {
+        self.in_flight < self.max_in_flight && self.completions.iter().any(|c| !c.is_full())
     }
 
     /// Requests held (running, suspended or queued behind their flow).
@@ -115,20 +132,27 @@ impl Runtime {
         std::mem::take(&mut self.busy_ns)
     }
 
-    /// A request done the moment it was taken (expired, another
-    /// generation's): completed in order with the others.
-    pub fn done_at_once(&mut self, handler: &Handler, seq: u64) {
-        if let Some(upto) = self.completions.done_at_once(seq) {
-            handler.host.with_responder(|r| r.complete(upto));
+    /// A request of pair `pair` done the moment it was taken (expired,
+    /// another generation's): completed in order with the others.
+    pub fn done_at_once(&mut self, handler: &Handler, pair: usize, seq: u64) {
+        if let Some(upto) = self.completions[pair].done_at_once(seq) {
+            handler.host.with_responder(|r| r.complete_on(pair, upto));
         }
     }
 
-    /// Takes a request (its note and bytes are copied): runs it now, or
-    /// queues it behind its flow's running request. Call only when
-    /// [`can_take`].
+    /// Takes a request of pair `pair` (its note and bytes are copied):
+    /// runs it now, or queues it behind its flow's running request. Call
+    /// only when [`can_take`] that pair.
     ///
     /// [`can_take`]: Runtime::can_take
-    pub fn admit(&mut self, handler: &mut Handler, meta: &RequestMeta, note: &[u8], req: &[u8]) {
+    pub fn admit(
+        &mut self,
+        handler: &mut Handler,
+        pair: usize,
+        meta: &RequestMeta,
+        note: &[u8],
+        req: &[u8],
+    ) {
         crate::stats::bump(&handler.shared.pair_header().stats.requests, 1);
         let idx = match self.free.pop() {
             Some(idx) => idx,
@@ -141,6 +165,7 @@ impl Runtime {
                     }),
                     micro: None,
                     seq: 0,
+                    pair: 0,
                     next: None,
                     cpu_ns: 0,
                     waiting: false,
@@ -158,10 +183,11 @@ impl Runtime {
         slot.job.bytes.clear();
         slot.job.bytes.extend_from_slice(req);
         slot.seq = meta.seq;
+        slot.pair = pair;
         slot.next = None;
         slot.cpu_ns = 0;
         self.in_flight += 1;
-        self.completions.start(meta.seq);
+        self.completions[pair].start(meta.seq);
         match self.flows.get_mut(&meta.conn.flow) {
             Some((_, last)) => {
                 let prev = std::mem::replace(last, idx);
@@ -263,7 +289,7 @@ impl Runtime {
 
     /// Runs slot `idx`'s micro-thread until it suspends or returns.
     fn run_slice(&mut self, handler: &mut Handler, idx: u32) {
-        let header = handler.shared.pair_header();
+        let shared = handler.shared;
         let slot = &mut self.slots[idx as usize];
         let Some(micro) = slot.micro.as_mut() else {
             return;
@@ -271,20 +297,25 @@ impl Runtime {
         slot.waiting = false;
         slot.suspension = slot.suspension.wrapping_add(1);
         super::set_current_slot(idx);
+        let (pair, flow) = (slot.pair, slot.job.conn.flow);
+        if !shared.others.is_empty() {
+            handler
+                .host
+                .with_responder(|r| r.serving(Some((pair, flow))));
+        }
         let started = monotonic_ns();
-        header.in_process_seq.store(slot.seq, Ordering::Relaxed);
-        header
-            .in_process_since_ms
-            .store((started / NS_PER_MS).max(1), Ordering::Relaxed);
+        shared.enter_process(pair, slot.seq, (started / NS_PER_MS).max(1));
         let result = micro.resume(());
         set_current(std::ptr::null());
         let ended = monotonic_ns();
-        header.in_process_since_ms.store(0, Ordering::Relaxed);
-        header.in_process_seq.store(0, Ordering::Relaxed);
+        shared.leave_process(pair);
+        if !shared.others.is_empty() {
+            handler.host.with_responder(|r| r.serving(None));
+        }
         let beat_ms = ended / NS_PER_MS;
         if beat_ms != handler.beat_ms {
             handler.beat_ms = beat_ms;
-            header.heartbeat_ms.store(beat_ms, Ordering::Relaxed);
+            shared.beat(beat_ms);
         }
         let spent = ended.saturating_sub(started);
         slot.cpu_ns += spent;
@@ -308,17 +339,17 @@ impl Runtime {
         if let Some(micro) = slot.micro.take() {
             self.stacks.give(micro.into_stack());
         }
-        let (flow, seq, next) = (slot.job.conn.flow, slot.seq, slot.next.take());
+        let (flow, seq, pair, next) = (slot.job.conn.flow, slot.seq, slot.pair, slot.next.take());
         handler
             .shared
             .pair_header()
             .process_time
             .record(slot.cpu_ns);
-        let upto = self.completions.finish(seq);
+        let upto = self.completions[pair].finish(seq);
         handler.host.with_responder(|responder| {
-            book_outcome(responder, flow, rc);
+            book_outcome(responder, pair, flow, rc);
             if let Some(upto) = upto {
-                responder.complete(upto);
+                responder.complete_on(pair, upto);
             }
         });
         handler.warn_panicked(flow, rc);

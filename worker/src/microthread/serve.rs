@@ -16,6 +16,11 @@
 //! requests to finish, within `drain_timeout`; micro-threads still
 //! suspended then are abandoned (never unwound: their frames may be C),
 //! and the proxy fails their requests when the worker exits.
+//!
+//! Several proxy shards: as in plain mode, a turn takes a bounded batch
+//! from each pair in a rotating order (a pair whose completions are full
+//! is passed over), and the idle sleep announces itself on every pair
+//! ([`sleep_all_where`]).
 
 use super::runtime::Runtime;
 use crate::downstream::{engine, stats};
@@ -25,7 +30,7 @@ use crate::serve::{
     elapsed_ns, record_wait, Server, BATCH_MAX, HEARTBEAT_INTERVAL, SPIN_YIELD_EVERY,
 };
 use spp_ipc::launch::MicroThreadSpec;
-use spp_ipc::pair::Request;
+use spp_ipc::pair::{sleep_all_where, Request};
 use spp_ipc::record::{monotonic_ns, NS_PER_MS};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -47,7 +52,7 @@ pub fn run(mut server: Server, spec: MicroThreadSpec) -> Result<(), WorkerError>
         tracing::error!(%err, "cannot create the downstream epoll set");
     }
     stats::install(&server.shared.pair_header().plugin);
-    let mut rt = Runtime::new(max, stack);
+    let mut rt = Runtime::new(max, stack, server.requests.len());
     loop {
         let moved = turn(&mut server, &mut rt)?;
         server.reopen_log_if_asked();
@@ -64,50 +69,69 @@ pub fn run(mut server: Server, spec: MicroThreadSpec) -> Result<(), WorkerError>
 fn turn(server: &mut Server, rt: &mut Runtime) -> Result<bool, WorkerError> {
     let started = monotonic_ns();
     let woken = rt.wake_due(&mut server.handler, started) + rt.wake_io(&mut server.handler);
-    let records = take_batch(server, rt, monotonic_ns())?;
+    let now = monotonic_ns();
+    let several = server.requests.len() > 1;
+    let mut records = 0;
+    for pair in server.rotation.turn() {
+        let taken = take_batch(server, rt, pair, now)?;
+        records += taken;
+        if several && taken > 0 {
+            server.requests[pair].release();
+            server.host.publish();
+        }
+    }
     rt.drop_stale_timers();
     let deferred = server.host.forward_deferred(BATCH_MAX);
-    server.requests.release();
+    for requests in &mut server.requests {
+        requests.release();
+    }
     let busy = rt.take_busy();
     if busy > 0 {
         server.host.with_responder(|r| r.tally().busy_ns += busy);
     }
     server.host.publish();
-    let header = server.shared.pair_header();
-    header
-        .heartbeat_ms
-        .store(started / NS_PER_MS, Ordering::Relaxed);
-    header
+    server.shared.beat(started / NS_PER_MS);
+    server
+        .shared
+        .pair_header()
         .stats
         .in_flight
         .store(rt.in_flight() as u64, Ordering::Relaxed);
     Ok(woken + records + deferred > 0)
 }
 
-/// Takes up to [`BATCH_MAX`] records while the runtime has room.
-fn take_batch(server: &mut Server, rt: &mut Runtime, now: u64) -> Result<usize, WorkerError> {
+/// Takes up to [`BATCH_MAX`] records of pair `pair` while the runtime has
+/// room.
+fn take_batch(
+    server: &mut Server,
+    rt: &mut Runtime,
+    pair: usize,
+    now: u64,
+) -> Result<usize, WorkerError> {
     let mut served = 0;
-    while served < BATCH_MAX && rt.can_take() {
+    while served < BATCH_MAX && rt.can_take(pair) {
         let (group, index) = (server.group, server.index);
-        let record = server.requests.peek().map_err(|cause| WorkerError::Ring {
-            group,
-            index,
-            cause,
-        })?;
+        let record = server.requests[pair]
+            .peek()
+            .map_err(|cause| WorkerError::Ring {
+                group,
+                index,
+                cause,
+            })?;
         let Some(record) = record else { break };
         let stride = record.stride();
         let handler = &mut server.handler;
         match record.request {
             Request::Mine { meta, note, bytes } => {
-                if handler.expired(meta, bytes, now) {
-                    rt.done_at_once(handler, meta.seq);
+                if handler.expired(pair, meta, bytes, now) {
+                    rt.done_at_once(handler, pair, meta.seq);
                 } else {
-                    rt.admit(handler, meta, note, bytes);
+                    rt.admit(handler, pair, meta, note, bytes);
                 }
             }
             Request::OtherGeneration { meta, tag } => {
                 handler.skip_logged(meta, tag);
-                rt.done_at_once(handler, meta.seq);
+                rt.done_at_once(handler, pair, meta.seq);
             }
             Request::FlowsClosed(flows) => {
                 // On the scheduler (main) thread, outside any micro-thread.
@@ -122,7 +146,7 @@ fn take_batch(server: &mut Server, rt: &mut Runtime, now: u64) -> Result<usize, 
                 tracing::warn!(kind, "skipping a request-ring record of unknown kind");
             }
         }
-        server.requests.advance(stride);
+        server.requests[pair].advance(stride);
         served += 1;
     }
     Ok(served)
@@ -133,9 +157,17 @@ fn take_batch(server: &mut Server, rt: &mut Runtime, now: u64) -> Result<usize, 
 /// [`SPIN_YIELD_EVERY`] spins), then sleep in the epoll set (doorbell and
 /// sockets) until rung, a socket event, the nearest timer, or `longest`.
 fn idle(server: &Server, rt: &Runtime, longest: Duration) {
-    let can_take = rt.can_take();
+    let can_take = rt.can_take_any();
     let bell = &server.shared.bell;
-    let work = || (can_take && server.work_waiting()) || server.other_work_waiting();
+    let takes = |pair: usize| rt.can_take(pair);
+    let ring_work = || {
+        server
+            .requests
+            .iter()
+            .enumerate()
+            .any(|(pair, requests)| takes(pair) && requests.has_requests())
+    };
+    let work = || (can_take && ring_work()) || server.other_work_waiting();
     let io_ready = || {
         engine::with(|engine| {
             if engine.busy() && !engine.has_ready() {
@@ -188,9 +220,13 @@ fn idle(server: &Server, rt: &Runtime, longest: Duration) {
         None => longest,
     };
     if can_take {
-        server
-            .requests
-            .sleep_with(timeout, || server.other_work_waiting(), block);
+        sleep_all_where(
+            &server.requests,
+            takes,
+            timeout,
+            || server.other_work_waiting(),
+            block,
+        );
     } else if !server.other_work_waiting() {
         // Full: ring requests wait; a signal still rings this bell, and
         // socket events resume suspended requests.
@@ -202,26 +238,27 @@ fn idle(server: &Server, rt: &Runtime, longest: Duration) {
 /// Serves until the proxy pushes nothing more, the ring is empty and no
 /// request is in flight, for at most `drain_timeout`; then `spp_fini`.
 fn drain(mut server: Server, mut rt: Runtime) -> Result<(), WorkerError> {
-    let slot = server.slot();
-    slot.start_draining();
+    for slot in server.slots() {
+        slot.start_draining();
+    }
     tracing::info!(
         in_flight = rt.in_flight(),
         "stop requested: draining the request ring and the micro-threads"
     );
     let started = Instant::now();
-    let mut watch = DrainWatch::new(server.shared, slot);
+    let mut watch = DrainWatch::for_pairs(server.shared, server.slots());
     loop {
         let moved = turn(&mut server, &mut rt)?;
         server.reopen_log_if_asked();
         let now = Instant::now();
-        if watch.released(now).is_some() && !server.requests.has_requests() && rt.in_flight() == 0 {
+        if watch.released(now).is_some() && !server.requests_waiting() && rt.in_flight() == 0 {
             tracing::info!("drained: nothing queued, nothing in flight");
             break;
         }
         let elapsed = now.saturating_duration_since(started);
         if elapsed >= server.drain_timeout {
             tracing::warn!(
-                left = slot.backlog(),
+                left = server.backlog(),
                 in_flight = rt.in_flight(),
                 "the drain did not finish within {:?}; leaving the rest to the proxy",
                 server.drain_timeout

@@ -4,11 +4,16 @@
 //! proxy through the proxy's end of the pair protocol
 //! ([`spp_ipc::pair::ProxyEnd`]): pushes requests, reads responses, answers
 //! the drain. Every wait is bounded by [`DEADLINE`].
+//!
+//! Proxy shards: [`FakeProxy::shard`] makes another shard's side of the
+//! same worker slot (its own pair region, proxy region and proxy doorbell;
+//! the worker's doorbell shared), and [`FakeProxy::launch_with_shards`]
+//! hands those to the worker in `other_shards`.
 
 #![allow(dead_code)]
 
 use spp_ipc::doorbell::Doorbell;
-use spp_ipc::launch::{Launch, LogSpec, PairFds, WorkerLaunch, LAUNCH_ENV};
+use spp_ipc::launch::{Launch, LogSpec, PairFds, ShardPairFds, WorkerLaunch, LAUNCH_ENV};
 use spp_ipc::layout::{PairHeader, PairLayout, PairRegion, ProcessState, ProxyRegion, WorkerState};
 use spp_ipc::pair::{ProxyEnd, ProxySleep, RequestTag, ResponseRecord};
 use spp_ipc::record::{monotonic_ns, KIND_CLOSE, KIND_EXPIRED, KIND_RESPONSE};
@@ -67,8 +72,53 @@ impl FakeProxy {
 
     /// [`Self::new`] with other ring sizes.
     pub fn with_layout(layout: PairLayout) -> Self {
+        Self::on_bell(layout, Doorbell::create().expect("bell"))
+    }
+
+    /// Another proxy shard's side of the same worker slot: a pair region
+    /// of its own (same group, index and layout), a proxy region and
+    /// proxy doorbell of its own, and a copy of this slot's worker
+    /// doorbell (one per worker, shared by its pairs).
+    pub fn shard(&self) -> FakeProxy {
+        // SAFETY: dup of an fd this test owns; the copy is adopted once.
+        let bell = unsafe {
+            let copy = libc::dup(self.end.worker_bell().raw_fd());
+            assert!(copy >= 0, "dup the worker doorbell");
+            Doorbell::from_raw_fd(copy)
+        };
+        Self::on_bell(self.pair().layout(), bell)
+    }
+
+    /// This side's fds as shard `shard` of `other_shards`.
+    pub fn shard_fds(&self, shard: u16) -> ShardPairFds {
+        ShardPairFds {
+            shard,
+            region_fd: self.pair().raw_fd(),
+            proxy_region_fd: self.proxy.raw_fd(),
+            proxy_bell_fd: self.proxy_bell.raw_fd(),
+        }
+    }
+
+    /// [`Self::launch`] with `others` as shards 1, 2, ... of this slot.
+    pub fn launch_with_shards(
+        &self,
+        others: &[&FakeProxy],
+        plugin: &Path,
+        conf: &str,
+        spin_us: u64,
+    ) -> WorkerLaunch {
+        let mut spec = self.launch(plugin, conf, spin_us);
+        spec.other_shards = others
+            .iter()
+            .enumerate()
+            .map(|(i, other)| other.shard_fds(u16::try_from(i + 1).expect("shard index")))
+            .collect();
+        spec
+    }
+
+    /// A slot on its own pair region whose worker doorbell is `bell`.
+    fn on_bell(layout: PairLayout, bell: Doorbell) -> Self {
         let pair = PairRegion::create(GROUP, INDEX, layout).expect("pair region");
-        let bell = Doorbell::create().expect("bell");
         // SAFETY: the test is the slot's only proxy.
         let end = unsafe { ProxyEnd::attach(pair, bell) }.expect("the proxy end");
         let proxy = ProxyRegion::create().expect("proxy region");

@@ -143,7 +143,6 @@ fn every_shard_accepts_on_the_shared_ports_and_has_its_own_status_row() {
 }
 
 #[test]
-#[ignore = "needs shards-worker"]
 fn two_shards_serve_tcp_and_udp_from_many_clients() {
     let service = Service::start(&sharded(2));
     let mut tcp: Vec<TcpClient> = (0..CLIENTS)
@@ -187,7 +186,6 @@ fn two_shards_serve_tcp_and_udp_from_many_clients() {
 }
 
 #[test]
-#[ignore = "needs shards-worker"]
 fn a_killed_shard_refuses_nothing_and_the_other_keeps_answering() {
     let service = Service::start(&sharded(2));
     let addr = service.tcp();
@@ -230,7 +228,6 @@ fn a_killed_shard_refuses_nothing_and_the_other_keeps_answering() {
 }
 
 #[test]
-#[ignore = "needs shards-worker"]
 fn reload_and_stop_with_two_shards_lose_no_request() {
     let mut cfg = sharded(2);
     let mut service = Service::start(&cfg);

@@ -234,6 +234,7 @@ fn start_and_measure(
         warmup_s: spec.shape.warmup.as_secs_f64(),
         payload: spec.shape.payload,
         workers: spec.workers,
+        proxy_processes: spec.proxy_processes,
         threads: spec.shape.threads,
         haproxy: started.haproxy,
         sleep_ms: spec.sleep_ms,

@@ -1,7 +1,8 @@
 //! Proxy shards (`proxy.processes = N`): every shard serves every listener
 //! through its own `SO_REUSEPORT` socket, shows in `spp status` as its own
 //! row, and is killed, restarted, reloaded around and stopped on its own
-//! while the others serve. The config rule is checked by `spp check`.
+//! while the others serve; L5 registers each address once. The config
+//! rule is checked by `spp check`.
 
 use serde_json::Value;
 use spp_tests::client::{TcpClient, UdpClient};
@@ -270,4 +271,34 @@ fn reload_and_stop_with_two_shards_lose_no_request() {
         let reply = c.recv().expect("answered before the stop closed it");
         assert_eq!(reply, request(i));
     }
+}
+
+#[test]
+fn l5_registers_each_address_once_whatever_the_shards() {
+    /// A sid no other test registers.
+    const SID: (u32, u32) = (64091, 3);
+    let registry = tempfile::tempdir().expect("registry dir");
+    let l5 = spp_tests::L5Config {
+        registry_dir: Some(registry.path().to_path_buf()),
+        ..spp_tests::l5::test_l5("embedded", Some(SID))
+    };
+    let mut cfg = spp_tests::l5::echo_config("sharded-l5", l5);
+    cfg.proxy_extra.push(format!("processes = {SHARDS}"));
+    let service = Service::start(&cfg);
+    let addr = service.tcp();
+    spp_tests::l5::wait_registered(&service, SID, addr);
+    let status = service.status();
+    let instances = &spp_tests::l5::status_l5(&status)["instances"];
+    assert_eq!(
+        instances.as_array().map(Vec::len),
+        Some(1),
+        "one instance for one address: {instances}"
+    );
+    let nodes = wait_for(WAIT, || {
+        spp_tests::l5::get(&service, SID)
+            .ok()
+            .filter(|n| !n.is_empty())
+    })
+    .expect("the sid is in the table");
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
 }

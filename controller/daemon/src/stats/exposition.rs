@@ -168,7 +168,7 @@ pub fn families(report: &StatReport) -> Vec<MetricFamily> {
     let proxy = &report.proxy;
     out.gauge(
         names::PROXY_UP,
-        "1 while the proxy process runs.",
+        "1 while the proxy process (every proxy shard) runs.",
         &[],
         f64::from(u8::from(proxy.up)),
     );

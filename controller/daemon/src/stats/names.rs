@@ -278,7 +278,7 @@ pub const PROXY_SHARD_REQUESTS: &str = "spp_proxy_shard_requests_total";
 /// Per proxy shard: requests queued to workers and not yet answered.
 pub const PROXY_SHARD_IN_FLIGHT: &str = "spp_proxy_shard_in_flight_requests";
 
-/// 1 while the proxy serves (Starting, Ready or Draining).
+/// 1 while the proxy (every shard) serves (Starting, Ready or Draining).
 pub const PROXY_UP: &str = "spp_proxy_up";
 /// Requests queued to workers and not yet answered.
 pub const PROXY_IN_FLIGHT: &str = "spp_proxy_in_flight_requests";

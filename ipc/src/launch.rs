@@ -163,6 +163,14 @@ pub struct ProxyLaunch {
     /// id, so a response meant for a previous proxy's connection can never
     /// reach a new one.
     pub epoch: u16,
+    /// This proxy's shard index (`proxy.processes` > 1): stamped into
+    /// every flow id it issues ([`crate::flow_shard`]). 0 with one proxy
+    /// (and in older specs).
+    #[serde(default)]
+    pub shard: u16,
+    /// How many proxy shards the service runs (1 with one proxy).
+    #[serde(default = "one_shard")]
+    pub shards: u16,
     /// The proxy's plugin.
     pub plugin: PathBuf,
     /// The string handed to its `spp_init`.
@@ -181,6 +189,11 @@ pub struct ProxyLaunch {
     pub limits: ProxyLimits,
     /// Logging.
     pub log: LogSpec,
+}
+
+/// [`ProxyLaunch::shards`] of a spec that does not say.
+fn one_shard() -> u16 {
+    1
 }
 
 /// Everything a worker needs.

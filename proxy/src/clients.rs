@@ -115,16 +115,17 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Empty tables for flows of `epoch`.
+    /// Empty tables for flows of `epoch` and proxy shard `shard`.
     pub fn new(
         epoch: u16,
+        shard: u16,
         max_connections: usize,
         max_udp_flows: usize,
         max_send_buffer: usize,
     ) -> Self {
         Clients {
-            conns: SlotTable::new(epoch, Proto::Tcp, max_connections),
-            udp_flows: SlotTable::new(epoch, Proto::Udp, max_udp_flows),
+            conns: SlotTable::new(epoch, shard, Proto::Tcp, max_connections),
+            udp_flows: SlotTable::new(epoch, shard, Proto::Udp, max_udp_flows),
             udp_socks: Vec::new(),
             pool: BufPool::default(),
             partial: PartialList::default(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 const EPOCH: u16 = 1;
 
 fn clients(max_send_buffer: usize) -> Clients {
-    Clients::new(EPOCH, 16, 16, max_send_buffer)
+    Clients::new(EPOCH, 0, 16, 16, max_send_buffer)
 }
 
 /// A connection in `c`'s table and the client's end of it.

@@ -201,6 +201,7 @@ impl Proxy {
         let limits = &launch.limits;
         let mut clients = Clients::new(
             launch.epoch,
+            launch.shard,
             limits.max_connections,
             limits.max_udp_flows,
             limits.max_send_buffer,
@@ -208,8 +209,11 @@ impl Proxy {
         clients.udp_socks = opened.udp;
         let io = Io::new(opened.bell, opened.listeners, &mut clients.udp_socks)?;
         // Leaked: the plugin may keep the table past `spp_fini`.
-        let host: &'static HostServices =
-            Box::leak(Box::new(HostServices::new(launch.epoch, &header.plugin)));
+        let host: &'static HostServices = Box::leak(Box::new(HostServices::new(
+            launch.epoch,
+            launch.shard,
+            &header.plugin,
+        )));
         let mut proxy = Proxy {
             io,
             clients,

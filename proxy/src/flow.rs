@@ -5,20 +5,27 @@
 //! A flow id is 64 bits, most significant first:
 //!
 //! ```text
-//!  63          48  47  46                        20  19              0
-//! +--------------+---+----------------------------+-----------------+
-//! | epoch (16)   |UDP| generation (27)            | slot (20)       |
-//! +--------------+---+----------------------------+-----------------+
+//!  63          48 47     42  41  40               20  19              0
+//! +--------------+---------+---+-------------------+-----------------+
+//! | epoch (16)   |shard (6)|UDP| generation (21)   | slot (20)       |
+//! +--------------+---------+---+-------------------+-----------------+
 //! ```
 //!
-//! * **epoch** — `ProxyLaunch::epoch`: how many proxies ran before this
-//!   one. A response meant for a previous proxy's connection carries an
-//!   old epoch and is dropped, never delivered to a newcomer.
+//! * **epoch** — `ProxyLaunch::epoch`: how many times this proxy shard
+//!   ran before. A response meant for a previous run's connection carries
+//!   an old epoch and is dropped, never delivered to a newcomer.
+//! * **shard** — `ProxyLaunch::shard`, stamped with
+//!   `spp_ipc::flow_shard::with_shard` (bits 42..48): flow ids are unique
+//!   across the shards of `proxy.processes`, and a worker tells from a
+//!   flow id alone which shard's pair a deferred reply goes to. 0 with one
+//!   proxy.
 //! * **UDP** — 0 for a TCP connection, 1 for a UDP request; TCP
 //!   connections and UDP requests live in separate tables.
 //! * **generation** — per table slot, starting at 1 and bumped every time
 //!   the slot is freed, so a reused slot never matches an older flow's id.
-//!   It wraps (back to 1) only after 2^27 − 1 reuses of that one slot.
+//!   It wraps (back to 1) only after 2^21 − 1 (about two million) reuses
+//!   of that one slot; an answer would have to stay in a ring that long to
+//!   reach the wrong flow.
 //! * **slot** — index into the table; tables hold at most [`MAX_SLOTS`]
 //!   (= `spp_ipc::launch::MAX_FLOW_SLOTS`) entries (the controller's
 //!   `max_connections` and `max_udp_flows` are checked against it at
@@ -26,14 +33,19 @@
 //!
 //! A flow id is never 0 (generations start at 1).
 
+use spp_ipc::flow_shard::{shard_of, with_shard, SHARD_BITS, SHARD_SHIFT};
+
 /// Bits of the slot index.
 pub const SLOT_BITS: u32 = 20;
 /// Bits of the per-slot generation.
-pub const GENERATION_BITS: u32 = 27;
+pub const GENERATION_BITS: u32 = 21;
 /// Bit position of the UDP flag.
 const UDP_SHIFT: u32 = SLOT_BITS + GENERATION_BITS;
 /// Bit position of the epoch.
-const EPOCH_SHIFT: u32 = UDP_SHIFT + 1;
+const EPOCH_SHIFT: u32 = SHARD_SHIFT + SHARD_BITS;
+// The shard bits sit between the UDP flag and the epoch.
+const _: () = assert!(UDP_SHIFT + 1 == SHARD_SHIFT);
+const _: () = assert!(EPOCH_SHIFT == 48);
 /// Most entries a table may hold.
 pub const MAX_SLOTS: usize = 1 << SLOT_BITS;
 // The controller validates against the shared limit; the id layout must
@@ -58,6 +70,8 @@ pub enum Proto {
 pub struct FlowParts {
     /// The proxy epoch that issued it.
     pub epoch: u16,
+    /// The proxy shard that issued it (below `MAX_SHARDS`).
+    pub shard: u16,
     /// TCP or UDP table.
     pub proto: Proto,
     /// The slot's generation when it was issued.
@@ -69,16 +83,18 @@ pub struct FlowParts {
 /// Builds a flow id.
 pub fn encode(parts: FlowParts) -> u64 {
     let udp = u64::from(parts.proto == Proto::Udp);
-    (u64::from(parts.epoch) << EPOCH_SHIFT)
+    let flow = (u64::from(parts.epoch) << EPOCH_SHIFT)
         | (udp << UDP_SHIFT)
         | ((u64::from(parts.generation) & GENERATION_MASK) << SLOT_BITS)
-        | (u64::from(parts.slot) & SLOT_MASK)
+        | (u64::from(parts.slot) & SLOT_MASK);
+    with_shard(flow, parts.shard)
 }
 
 /// Splits a flow id into its parts.
 pub fn decode(flow: u64) -> FlowParts {
     FlowParts {
         epoch: (flow >> EPOCH_SHIFT) as u16,
+        shard: shard_of(flow),
         proto: if (flow >> UDP_SHIFT) & 1 == 1 {
             Proto::Udp
         } else {
@@ -116,14 +132,15 @@ pub struct SlotTable<T> {
     len: usize,
     limit: usize,
     epoch: u16,
+    shard: u16,
     proto: Proto,
 }
 
 impl<T> SlotTable<T> {
-    /// An empty table for `proto` flows of `epoch`, holding at most
-    /// `limit` (≤ [`MAX_SLOTS`]) values. Memory grows with use, up to the
-    /// peak number of simultaneous entries.
-    pub fn new(epoch: u16, proto: Proto, limit: usize) -> Self {
+    /// An empty table for `proto` flows of `epoch` and `shard`, holding at
+    /// most `limit` (≤ [`MAX_SLOTS`]) values. Memory grows with use, up to
+    /// the peak number of simultaneous entries.
+    pub fn new(epoch: u16, shard: u16, proto: Proto, limit: usize) -> Self {
         SlotTable {
             entries: Vec::new(),
             free: Vec::new(),
@@ -131,6 +148,7 @@ impl<T> SlotTable<T> {
             len: 0,
             limit: limit.min(MAX_SLOTS),
             epoch,
+            shard,
             proto,
         }
     }
@@ -183,6 +201,7 @@ impl<T> SlotTable<T> {
         let entry = &mut self.entries[slot as usize];
         let flow = encode(FlowParts {
             epoch: self.epoch,
+            shard: self.shard,
             proto: self.proto,
             generation: entry.generation,
             slot,
@@ -211,7 +230,7 @@ impl<T> SlotTable<T> {
     /// The slot `flow` names, if the flow is still alive in this table.
     pub fn slot_of(&self, flow: u64) -> Option<u32> {
         let parts = decode(flow);
-        if parts.epoch != self.epoch || parts.proto != self.proto {
+        if parts.epoch != self.epoch || parts.shard != self.shard || parts.proto != self.proto {
             return None;
         }
         let entry = self.entries.get(parts.slot as usize)?;
@@ -249,13 +268,16 @@ mod tests {
     fn parts_round_trip() {
         let parts = FlowParts {
             epoch: 0xBEEF,
+            shard: 63,
             proto: Proto::Udp,
-            generation: (1 << 27) - 1,
+            generation: (1 << 21) - 1,
             slot: (1 << 20) - 1,
         };
         assert_eq!(decode(encode(parts)), parts);
+        assert_eq!(shard_of(encode(parts)), 63);
         let parts = FlowParts {
             epoch: 0,
+            shard: 0,
             proto: Proto::Tcp,
             generation: 1,
             slot: 0,
@@ -266,7 +288,7 @@ mod tests {
 
     #[test]
     fn reused_slot_gets_a_new_flow() {
-        let mut t = SlotTable::new(3, Proto::Tcp, 2);
+        let mut t = SlotTable::new(3, 0, Proto::Tcp, 2);
         let (s1, f1) = t.insert_with(|_| "a").unwrap();
         assert_eq!(t.slot_of(f1), Some(s1));
         assert_eq!(t.remove(s1), Some("a"));
@@ -280,7 +302,7 @@ mod tests {
 
     #[test]
     fn limit_epoch_and_proto_are_enforced() {
-        let mut t = SlotTable::new(1, Proto::Udp, 1);
+        let mut t = SlotTable::new(1, 5, Proto::Udp, 1);
         let (_, f) = t.insert_with(|_| ()).unwrap();
         assert!(t.insert_with(|_| ()).is_none());
         let mut other_epoch = decode(f);
@@ -289,11 +311,16 @@ mod tests {
         let mut tcp = decode(f);
         tcp.proto = Proto::Tcp;
         assert_eq!(t.slot_of(encode(tcp)), None);
+        assert_eq!(decode(f).shard, 5);
+        let mut other_shard = decode(f);
+        other_shard.shard = 6;
+        assert_eq!(t.slot_of(encode(other_shard)), None);
+        assert_eq!(t.slot_of(f), Some(decode(f).slot));
     }
 
     #[test]
     fn live_slots_track_inserts_and_removes() {
-        let mut t = SlotTable::new(0, Proto::Tcp, 8);
+        let mut t = SlotTable::new(0, 0, Proto::Tcp, 8);
         let slots: Vec<u32> = (0..5).map(|i| t.insert_with(|_| i).unwrap().0).collect();
         assert_eq!(t.live_slots(), &slots[..]);
         t.remove(slots[1]);
@@ -321,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_lowered_limit_keeps_entries_and_refuses_new_ones() {
-        let mut t = SlotTable::new(0, Proto::Tcp, 3);
+        let mut t = SlotTable::new(0, 0, Proto::Tcp, 3);
         let slots: Vec<u32> = (0..3).map(|i| t.insert_with(|_| i).unwrap().0).collect();
         t.set_limit(1);
         assert_eq!(t.len(), 3);

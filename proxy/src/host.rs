@@ -9,7 +9,7 @@
 //! `SPP_ERR_UNSUPPORTED`. The queue is bounded ([`MAX_QUEUED_OPS`] calls,
 //! [`MAX_QUEUED_REPLY_BYTES`] bytes); beyond that a call returns
 //! `SPP_ERR_FULL`. Every refused `reply`/`close` (another thread, a flow
-//! of another proxy epoch, a full queue) is counted
+//! of another proxy epoch or shard, a full queue) is counted
 //! ([`HostServices::take_refused`]; the loop adds it to `host_refused`).
 //!
 //! `set_note` keeps the request note of the input hook running now
@@ -117,6 +117,7 @@ impl Note {
 /// The part only the event-loop thread touches.
 struct LoopCtx {
     epoch: u16,
+    shard: u16,
     /// Inside `spp_input`/`spp_input_ctx`: `set_note` is allowed.
     in_input: Cell<bool>,
     /// The note the running input hook set (length 0: none).
@@ -148,10 +149,11 @@ pub struct HostServices {
 }
 
 impl HostServices {
-    /// Builds the proxy's table for flows of `epoch`, counting plugin
-    /// metrics in `metrics`. Call on the event-loop thread: that thread
-    /// becomes the only one allowed to queue replies.
-    pub fn new(epoch: u16, metrics: &'static PluginMetrics) -> Self {
+    /// Builds the proxy's table for flows of `epoch` and proxy shard
+    /// `shard`, counting plugin metrics in `metrics`. Call on the
+    /// event-loop thread: that thread becomes the only one allowed to
+    /// queue replies.
+    pub fn new(epoch: u16, shard: u16, metrics: &'static PluginMetrics) -> Self {
         ON_LOOP_THREAD.with(|f| f.set(true));
         let ctx = Box::new(HostCtx::new(
             metrics,
@@ -159,6 +161,7 @@ impl HostServices {
                 refused: AtomicU64::new(0),
                 loop_only: LoopCtx {
                     epoch,
+                    shard,
                     queue: RefCell::new(OpQueue::default()),
                     queued: Cell::new(0),
                     full: Cell::new(0),
@@ -292,7 +295,8 @@ fn queue_op(ctx: &ProxyCtx, flow: u64, bytes: &[u8], close: bool) -> c_int {
 }
 
 fn try_queue_op(ctx: &LoopCtx, flow: u64, bytes: &[u8], close: bool) -> c_int {
-    if flow::decode(flow).epoch != ctx.epoch {
+    let parts = flow::decode(flow);
+    if parts.epoch != ctx.epoch || parts.shard != ctx.shard {
         return SPP_ERR_UNKNOWN_FLOW;
     }
     if bytes.len() > MAX_QUEUED_REPLY_BYTES {
@@ -404,6 +408,7 @@ mod tests {
     fn flow(epoch: u16) -> u64 {
         encode(FlowParts {
             epoch,
+            shard: 0,
             proto: Proto::Tcp,
             generation: 1,
             slot: 7,
@@ -436,12 +441,14 @@ mod tests {
 
     #[test]
     fn replies_queue_on_the_loop_thread_only() {
-        let host = HostServices::new(4, metrics());
+        let host = HostServices::new(4, 0, metrics());
         // SAFETY: calling our own table's services with valid arguments.
         let t = unsafe { &*host.table() };
         assert_eq!(call_reply(t, flow(4), b"hi"), SPP_OK);
         assert_eq!(call_close(t, flow(4)), SPP_OK);
         assert_eq!(call_reply(t, flow(5), b"x"), SPP_ERR_UNKNOWN_FLOW);
+        let other_shard = spp_ipc::flow_shard::with_shard(flow(4), 1);
+        assert_eq!(call_reply(t, other_shard, b"x"), SPP_ERR_UNKNOWN_FLOW);
         assert!(host.has_ops());
 
         let ctx = t.ctx as usize;
@@ -451,8 +458,8 @@ mod tests {
             unsafe { reply(ctx as *mut c_void, flow(4), b"x".as_ptr(), 1) }
         });
         assert_eq!(other.join().unwrap(), SPP_ERR_UNSUPPORTED);
-        // The wrong epoch and the other thread.
-        assert_eq!(host.take_refused(), Refused { total: 2, full: 0 });
+        // The wrong epoch, the wrong shard and the other thread.
+        assert_eq!(host.take_refused(), Refused { total: 3, full: 0 });
 
         let mut q = OpQueue::default();
         assert!(host.take_ops(&mut q));
@@ -464,7 +471,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_and_refusals_are_counted() {
-        let host = HostServices::new(4, metrics());
+        let host = HostServices::new(4, 0, metrics());
         // SAFETY: calling our own table's services with valid arguments.
         let t = unsafe { &*host.table() };
         for _ in 0..MAX_QUEUED_OPS {
@@ -483,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_null_reply_is_a_bad_argument_and_max_reply_is_published() {
-        let host = HostServices::new(4, metrics());
+        let host = HostServices::new(4, 0, metrics());
         // SAFETY: calling our own table's services; the null pointer with
         // `len > 0` is refused before it is read.
         let t = unsafe { &*host.table() };
@@ -507,7 +514,7 @@ mod tests {
 
     #[test]
     fn a_note_is_set_only_inside_input_and_taken_once() {
-        let host = HostServices::new(4, metrics());
+        let host = HostServices::new(4, 0, metrics());
         // SAFETY: calling our own table's services with valid arguments.
         let t = unsafe { &*host.table() };
         assert_eq!(call_set_note(t, b"early"), SPP_ERR_UNSUPPORTED);
@@ -550,7 +557,7 @@ mod tests {
     #[test]
     fn plugin_metrics_are_counted_from_any_thread() {
         let m = metrics();
-        let host = HostServices::new(4, m);
+        let host = HostServices::new(4, 0, m);
         // SAFETY: calling our own table's services with valid arguments.
         let t = unsafe { &*host.table() };
         assert_eq!(call_count(t, b"cache_hits", 2), SPP_OK);

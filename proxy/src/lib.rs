@@ -102,7 +102,7 @@ use spp_ipc::launch::ProxyLaunch;
 /// sets it up, calls the plugin's `spp_init`, runs the loop, calls
 /// `spp_fini`. A failure carries a [`ProxyError`] (for the exit code).
 pub fn serve(launch: &ProxyLaunch) -> anyhow::Result<()> {
-    tracing::info!(service = %launch.service, epoch = launch.epoch, plugin = %launch.plugin.display(), "proxy starting");
+    tracing::info!(service = %launch.service, shard = launch.shard, shards = launch.shards, epoch = launch.epoch, plugin = %launch.plugin.display(), "proxy starting");
     let mut proxy = Proxy::new(launch)?;
     proxy.init_plugin(&launch.plugin_conf)?;
     let outcome = proxy.run();

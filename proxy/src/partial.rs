@@ -129,7 +129,7 @@ mod tests {
     fn table(n: usize) -> (SlotTable<Conn>, Vec<u32>, std::net::TcpListener) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut conns = SlotTable::new(1, Proto::Tcp, n);
+        let mut conns = SlotTable::new(1, 0, Proto::Tcp, n);
         let mut slots = Vec::new();
         for _ in 0..n {
             let s = std::net::TcpStream::connect(addr).unwrap();

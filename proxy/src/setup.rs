@@ -109,8 +109,25 @@ fn check_fds(launch: &ProxyLaunch) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Checks the shard index: below the shard count, which flow ids can
+/// tell apart ([`spp_ipc::flow_shard::MAX_SHARDS`]).
+fn check_shard(launch: &ProxyLaunch) -> Result<(), ProxyError> {
+    let max = spp_ipc::flow_shard::MAX_SHARDS;
+    if launch.shards == 0 || usize::from(launch.shards) > max || launch.shard >= launch.shards {
+        return Err(ProxyError::BadSpec {
+            field: "shard",
+            reason: format!(
+                "shard {} of {} is not a shard index below a count in 1..={max}",
+                launch.shard, launch.shards
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Opens everything the spec lists. Takes ownership of every fd in it.
 pub fn open(launch: &ProxyLaunch) -> Result<Opened, ProxyError> {
+    check_shard(launch)?;
     check_fds(launch)?;
     // SAFETY: checked open and listed once; the spec gives it to us alone.
     let region = unsafe { ProxyRegion::open(launch.proxy_region_fd) }.map_err(|source| {

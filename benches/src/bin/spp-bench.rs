@@ -253,6 +253,12 @@ struct CompareCli {
     #[arg(long, default_value_t = compare::DEFAULT_WORKERS, value_name = "N")]
     workers: u32,
 
+    /// spp proxy processes (`proxy.processes`, shards) of the echo
+    /// service, 1..=64.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    proxy_processes: u16,
+
     /// Rounds per scenario (each round runs every system once).
     #[arg(short, long, default_value_t = compare::DEFAULT_ROUNDS, value_name = "N")]
     rounds: usize,
@@ -344,6 +350,12 @@ struct IdleCli {
     #[arg(long, default_value_t = compare::DEFAULT_WORKERS, value_name = "N")]
     workers: u32,
 
+    /// spp proxy processes (`proxy.processes`, shards) of the echo
+    /// service, 1..=64.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    proxy_processes: u16,
+
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -357,6 +369,7 @@ fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
     let spec = CompareSpec {
         bin_dir: cli.bin_dir.clone(),
         workers: cli.workers,
+        proxy_processes: cli.proxy_processes,
         rounds: cli.rounds,
         shape: RunShape {
             duration: cli.shape.duration.into(),

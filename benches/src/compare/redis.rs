@@ -471,6 +471,7 @@ pub fn run(spec: &RedisSpec, shared: &Shared) -> Result<RedisReport, CompareErro
         plugin,
         plugin_conf: String::new(),
         microthread: false,
+        proxy_processes: 1,
     };
     let mut service = SppService::prepare(&bins, &setup)?;
     let spp_addr = service.start();

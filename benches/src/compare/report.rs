@@ -91,6 +91,9 @@ pub struct CompareReport {
     pub payload: usize,
     /// spp worker processes.
     pub workers: u32,
+    /// spp proxy processes (shards) of the echo service.
+    #[serde(default = "one_proxy")]
+    pub proxy_processes: u16,
     /// Load threads.
     pub threads: usize,
     /// haproxy's version line, or why it did not take part.
@@ -236,14 +239,23 @@ impl CompareReport {
     }
 }
 
+/// [`CompareReport::proxy_processes`] of a report that does not say.
+fn one_proxy() -> u16 {
+    1
+}
+
 impl fmt::Display for CompareReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.suite == Suite::Table {
             return self.fmt_table(f);
         }
+        let shards = match self.proxy_processes {
+            1 => String::new(),
+            n => format!("; spp proxy processes {n}"),
+        };
         writeln!(
             f,
-            "spp-bench compare: {} round(s) of {}s (warm-up {}s) per system, A B A B; {}-byte echo payload; spp workers {}; load threads {}",
+            "spp-bench compare: {} round(s) of {}s (warm-up {}s) per system, A B A B; {}-byte echo payload; spp workers {}{shards}; load threads {}",
             self.rounds, self.duration_s, self.warmup_s, self.payload, self.workers, self.threads
         )?;
         writeln!(f, "haproxy: {}", self.haproxy)?;
@@ -334,6 +346,7 @@ mod tests {
             warmup_s: 0.0,
             payload: 64,
             workers: 1,
+            proxy_processes: 1,
             threads: 1,
             haproxy: "not in this suite".into(),
             sleep_ms: 100,

@@ -54,6 +54,8 @@ pub struct CompareSpec {
     pub suite: Suite,
     /// spp worker processes (the echo service).
     pub workers: u32,
+    /// spp proxy processes (shards) of the echo service.
+    pub proxy_processes: u16,
     /// Rounds per scenario.
     pub rounds: usize,
     /// Timing, payload and load threads of every run.
@@ -85,6 +87,7 @@ impl CompareSpec {
             bin_dir: None,
             suite: Suite::Classic,
             workers: DEFAULT_WORKERS,
+            proxy_processes: 1,
             rounds: DEFAULT_ROUNDS,
             shape: RunShape {
                 duration: load::spec::DEFAULT_DURATION,
@@ -231,6 +234,7 @@ fn start_and_measure(
         warmup_s: spec.shape.warmup.as_secs_f64(),
         payload: spec.shape.payload,
         workers: spec.workers,
+        proxy_processes: spec.proxy_processes,
         threads: spec.shape.threads,
         haproxy: started.haproxy,
         sleep_ms: spec.sleep_ms,
@@ -261,7 +265,10 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
     systems.check()?;
     let wanted = spec.suite.systems();
     let mut out = Started::default();
-    let setup = SppSetup::echo(bins, spec.workers, connections_of(spec, System::Spp));
+    let setup = SppSetup {
+        proxy_processes: spec.proxy_processes,
+        ..SppSetup::echo(bins, spec.workers, connections_of(spec, System::Spp))
+    };
     let spp = systems.spp.insert(SppService::prepare(bins, &setup)?);
     let spp_addrs = spp.start()?;
     let spp_dir = spp.dir().to_path_buf();
@@ -300,6 +307,7 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
             plugin: bins.require(bins::SLEEP_ECHO_PLUGIN)?,
             plugin_conf: format!("sleep_ms={}", spec.sleep_ms),
             microthread: true,
+            proxy_processes: 1,
         };
         start_extra_spp(&mut systems, &mut out, System::SppSleep, bins, &setup)?;
     }
@@ -317,6 +325,7 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
             plugin: bins.require(bins::RELAY_PLUGIN)?,
             plugin_conf: format!("addr={backend}"),
             microthread: true,
+            proxy_processes: 1,
         };
         start_extra_spp(&mut systems, &mut out, system, bins, &setup)?;
     }

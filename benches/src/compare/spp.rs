@@ -47,6 +47,8 @@ pub struct SppSetup {
     /// Run the group with `mode = "microthread"`, `max_in_flight` above
     /// `connections`.
     pub microthread: bool,
+    /// `proxy.processes`: proxy shards.
+    pub proxy_processes: u16,
 }
 
 impl SppSetup {
@@ -59,6 +61,7 @@ impl SppSetup {
             plugin: bins.echo_plugin(),
             plugin_conf: String::new(),
             microthread: false,
+            proxy_processes: 1,
         }
     }
 
@@ -107,7 +110,8 @@ fn render(dir: &Path, setup: &SppSetup) -> String {
         "[proxy]\nlisten = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\"]"
     );
     let _ = writeln!(out, "plugin = {}\nplugin_conf = \"\"", quoted(plugin));
-    let _ = writeln!(out, "max_connections = {max_connections}\n");
+    let _ = writeln!(out, "max_connections = {max_connections}");
+    let _ = writeln!(out, "processes = {}\n", setup.proxy_processes);
     let _ = writeln!(out, "[[group]]\nid = 1\nplugin = {}", quoted(plugin));
     let _ = writeln!(out, "plugin_conf = {:?}", setup.plugin_conf);
     let _ = writeln!(out, "workers = {}", setup.workers);
@@ -272,13 +276,13 @@ pub fn addrs(status: &Value) -> Result<SppAddrs, CompareError> {
     })
 }
 
-/// The proxy's pid in a status.
+/// The (first) proxy's pid in a status.
 pub fn proxy_pid(status: &Value) -> Result<u32, CompareError> {
     status["processes"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| p["name"] == PROXY)
+        .find(|p| p["role"] == PROXY)
         .and_then(|p| p["pid"].as_u64())
         .and_then(|p| u32::try_from(p).ok())
         .ok_or_else(|| CompareError::Status {
@@ -304,6 +308,7 @@ mod tests {
             plugin: "/x/libspp_relay.so".into(),
             plugin_conf: "addr=127.0.0.1:4000".into(),
             microthread: true,
+            proxy_processes: 1,
         };
         let text = render(Path::new("/tmp/d"), &setup);
         assert!(text.contains("name = \"spp-bench-relay\""), "{text}");

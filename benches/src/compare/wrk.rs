@@ -187,6 +187,7 @@ pub fn run(spec: &HttpSpec, shared: &Shared) -> Result<HttpReport, CompareError>
         plugin: bins.require(HTTP_PLUGIN)?,
         plugin_conf: format!("body={BODY}"),
         microthread: false,
+        proxy_processes: 1,
     };
     let prefix = tempfile::Builder::new()
         .prefix("spp-bench-nginx-")

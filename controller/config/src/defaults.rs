@@ -43,6 +43,27 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `proxy.max_udp_flows`.
 pub const MAX_UDP_FLOWS: usize = 10_000;
+/// `proxy.processes`: one proxy process (no sharding).
+pub const PROXY_PROCESSES: u16 = 1;
+/// Most `proxy.processes` (shards; a flow id has 6 bits for the shard).
+pub const MAX_PROXY_PROCESSES: u16 = spp_ipc::flow_shard::MAX_SHARDS as u16;
+/// `proxy.processes = "auto"`: one proxy shard per this many CPU cores.
+/// A shard costs ~4.5 µs of CPU per request whatever the plugin (one read,
+/// framing, one write: `docs/PERFORMANCE.md`, echo at N=64), while a
+/// worker doing real business work spends about three times that (the
+/// relay's worker 6 µs is already more than its proxy's): one core of
+/// proxy for three cores of workers keeps the proxy from capping the
+/// service without taking the workers' cores.
+pub const CORES_PER_PROXY_SHARD: usize = 4;
+
+/// `proxy.processes = "auto"` on a machine with `cpus` cores:
+/// `cpus / `[`CORES_PER_PROXY_SHARD`], at least 1, at most
+/// [`MAX_PROXY_PROCESSES`].
+pub fn auto_proxy_processes(cpus: usize) -> u16 {
+    let shards = (cpus / CORES_PER_PROXY_SHARD).clamp(1, usize::from(MAX_PROXY_PROCESSES));
+    u16::try_from(shards).unwrap_or(MAX_PROXY_PROCESSES)
+}
+
 /// `proxy.spin` and `group.spin`.
 pub const SPIN: Duration = Duration::from_micros(50);
 /// `rings.request_size` and `rings.response_size` (4 MiB).

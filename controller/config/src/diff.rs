@@ -1,5 +1,5 @@
 //! What `spp reload` may change: [`compare`] refuses the keys that need a
-//! restart (listeners, rings, the proxy's plugin, the set of groups, more
+//! restart (listeners, rings, the proxy's plugin and `processes`, the set of groups, more
 //! workers than the slots created, any `[l5]` key or the content of its
 //! routes file, ...) and lists the ones it applies.
 //!
@@ -51,6 +51,12 @@ pub fn compare(
     };
     fixed("proxy.listen", listen(old), listen(new))?;
     fixed("proxy.plugin", dbg(&op.plugin), dbg(&np.plugin))?;
+    // The shards' listeners, regions and pairs are made at start.
+    fixed(
+        "proxy.processes",
+        op.processes.to_string(),
+        np.processes.to_string(),
+    )?;
     fixed(
         "proxy.plugin_conf",
         dbg(&op.plugin_conf),
@@ -328,6 +334,11 @@ max_workers = 3
             "proxy.listen",
         );
         refused("name = \"echo\"", "name = \"other\"", "service.name");
+        refused(
+            "max_connections = 100",
+            "max_connections = 100\nprocesses = 2",
+            "proxy.processes",
+        );
         refused(
             "name = \"echo\"",
             "name = \"echo\"\nmetrics = \"127.0.0.1:9\"",

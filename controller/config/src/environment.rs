@@ -171,7 +171,12 @@ fn plugin(
 /// margin for logs, epoll, pidfds and the plugin.
 pub fn files_needed(cfg: &Config) -> u64 {
     let inherited = cfg.proxy.listen.len() + 2 + 2 * cfg.total_slots();
-    cfg.proxy.max_connections as u64 + inherited as u64 + defaults::NOFILE_MARGIN
+    let proxy = cfg.proxy.max_connections as u64 + inherited as u64;
+    // The controller holds every shard's listeners, region and doorbell,
+    // a pair region per (shard, slot) and a doorbell per slot.
+    let shards = usize::from(cfg.proxy.processes);
+    let controller = shards * (cfg.proxy.listen.len() + 2) + (shards + 1) * cfg.total_slots();
+    proxy.max(controller as u64) + defaults::NOFILE_MARGIN
 }
 
 fn nofile(cfg: &Config, mode: Mode) -> Result<(), ConfigError> {

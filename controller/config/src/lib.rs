@@ -213,6 +213,10 @@ pub struct ProxyConfig {
     pub max_udp_flows: usize,
     /// Spin before sleeping.
     pub spin: Duration,
+    /// Proxy processes (shards), each serving every listener: 1..=
+    /// [`defaults::MAX_PROXY_PROCESSES`], `"auto"` resolved at load
+    /// ([`defaults::auto_proxy_processes`]).
+    pub processes: u16,
 }
 
 /// One `[[group]]`.
@@ -306,8 +310,12 @@ impl Config {
                 )
             })
             .collect();
+        let shards = match self.proxy.processes {
+            1 => String::new(),
+            n => format!(", {n} proxy processes"),
+        };
         format!(
-            "service \"{}\", {} listener(s) [{}], {} group(s) [{}], rings {}/{}",
+            "service \"{}\", {} listener(s) [{}]{shards}, {} group(s) [{}], rings {}/{}",
             self.service.name,
             self.proxy.listen.len(),
             listen.join(", "),

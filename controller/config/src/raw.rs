@@ -66,6 +66,17 @@ pub struct RawProxy {
     pub request_timeout: Option<String>,
     pub max_udp_flows: Option<i64>,
     pub spin: Option<String>,
+    pub processes: Option<RawProcesses>,
+}
+
+/// `proxy.processes`: a count, or a word (`"auto"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawProcesses {
+    /// `processes = 2`.
+    Count(i64),
+    /// `processes = "auto"` (any other word is refused by validation).
+    Word(String),
 }
 
 /// `[rings]`.

@@ -5,7 +5,7 @@
 //! (`service.user` / `service.group` must exist); see
 //! [`super::environment`] for the rest.
 
-use super::raw::{RawConfig, RawGroup, RawLog, RawScaling};
+use super::raw::{RawConfig, RawGroup, RawLog, RawProcesses, RawScaling};
 use super::{
     format_size, Config, ConfigError, GroupConfig, ListenAddr, LogConfig, MicroThreads,
     ProxyConfig, RunAs, ScalingConfig, ServiceConfig,
@@ -234,7 +234,7 @@ pub fn validate_on(file: &Path, raw: RawConfig, cpus: usize) -> Result<Config, C
     };
     // The IPC layer's own rule; the sizes above already obey it.
     rings.check().map_err(|e| ctx.err("rings", e.to_string()))?;
-    let proxy = proxy(&ctx, raw.proxy, rings)?;
+    let proxy = proxy(&ctx, raw.proxy, rings, cpus)?;
     if raw.group.is_empty() {
         return Err(ctx.err("group", "at least one [[group]] is needed"));
     }
@@ -494,10 +494,32 @@ fn service(ctx: &Ctx<'_>, raw: super::raw::RawService) -> Result<ServiceConfig, 
     })
 }
 
+/// `proxy.processes`: a count in 1..=[`defaults::MAX_PROXY_PROCESSES`] or
+/// `"auto"` ([`defaults::auto_proxy_processes`] of `cpus`).
+fn processes(ctx: &Ctx<'_>, raw: Option<RawProcesses>, cpus: usize) -> Result<u16, ConfigError> {
+    const KEY: &str = "proxy.processes";
+    let max = defaults::MAX_PROXY_PROCESSES;
+    match raw {
+        None => Ok(defaults::PROXY_PROCESSES),
+        Some(RawProcesses::Word(word)) if word == "auto" => {
+            Ok(defaults::auto_proxy_processes(cpus))
+        }
+        Some(RawProcesses::Word(word)) => Err(ctx.err(
+            KEY,
+            format!("{word:?} is not a count 1..={max} or \"auto\""),
+        )),
+        Some(RawProcesses::Count(n)) => {
+            let n = ctx.count(KEY, Some(n), 1, 1, u64::from(max))?;
+            Ok(u16::try_from(n).unwrap_or(max))
+        }
+    }
+}
+
 fn proxy(
     ctx: &Ctx<'_>,
     raw: super::raw::RawProxy,
     rings: PairLayout,
+    cpus: usize,
 ) -> Result<ProxyConfig, ConfigError> {
     if raw.listen.is_empty() {
         return Err(ctx.err(
@@ -576,6 +598,7 @@ fn proxy(
         request_timeout: ctx.positive("proxy.request_timeout", request_timeout)?,
         max_udp_flows,
         spin: ctx.spin("proxy.spin", raw.spin.as_deref())?,
+        processes: processes(ctx, raw.processes, cpus)?,
     })
 }
 

@@ -754,3 +754,46 @@ fn microthread_mode_is_opt_in_with_checked_bounds() {
         "only for mode",
     );
 }
+
+#[test]
+fn proxy_processes_default_to_one_and_auto_follows_the_cores() {
+    assert_eq!(check(BASE).unwrap().proxy.processes, 1);
+    let with = |value: &str| {
+        BASE.replacen(
+            "max_request_size = \"64KiB\"",
+            &format!("max_request_size = \"64KiB\"\nprocesses = {value}"),
+            1,
+        )
+    };
+    assert_eq!(check(&with("3")).unwrap().proxy.processes, 3);
+    assert!(check(&with("3"))
+        .unwrap()
+        .summary()
+        .contains("3 proxy processes"));
+    assert_eq!(check(&with("64")).unwrap().proxy.processes, 64);
+    for (cpus, shards) in [(2, 1), (4, 1), (7, 1), (8, 2), (32, 8), (1024, 64)] {
+        let cfg = check_on(&with("\"auto\""), cpus).unwrap();
+        assert_eq!(cfg.proxy.processes, shards, "{cpus} cores");
+    }
+}
+
+#[test]
+fn proxy_processes_out_of_range_or_not_auto_are_refused() {
+    let at = "max_request_size = \"64KiB\"";
+    for (value, words) in [
+        ("0", "out of range: must be 1..=64"),
+        ("65", "out of range: must be 1..=64"),
+        ("-1", "out of range"),
+        ("\"many\"", "\"many\" is not a count 1..=64 or \"auto\""),
+    ] {
+        refused(
+            at,
+            &format!("{at}\nprocesses = {value}"),
+            "proxy.processes",
+            words,
+        );
+    }
+    let err = error_for(at, &format!("{at}\nprocesses = 1.5"));
+    assert_eq!(err.key(), Some("proxy.processes"), "{err}");
+    assert!(err.to_string().contains(FILE), "{err}");
+}

@@ -1,5 +1,5 @@
-//! The bookkeeping of one supervised child: what it is (the proxy, or one
-//! worker slot), whether it is meant to run, its current run (with the
+//! The bookkeeping of one supervised child: what it is (a proxy shard, or
+//! one worker slot), whether it is meant to run, its current run (with the
 //! config generation it was started from, and the pidfd every signal goes
 //! through), its restart back-off and crash-loop detection, how its last
 //! run ended, and its line in the status report. A worker that served and
@@ -24,8 +24,13 @@ use std::time::{Duration, Instant};
 /// Which process a child is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// The proxy.
-    Proxy,
+    /// A proxy shard.
+    Proxy {
+        /// Its index.
+        shard: u16,
+        /// How many the service runs (`proxy.processes`).
+        shards: u16,
+    },
     /// A worker.
     Worker {
         /// Position of its group in the config.
@@ -37,11 +42,29 @@ pub enum Kind {
     },
 }
 
+impl Kind {
+    /// Whether it is a proxy shard.
+    pub fn is_proxy(&self) -> bool {
+        matches!(self, Kind::Proxy { .. })
+    }
+}
+
+/// The name of proxy shard `shard` of `shards` (status, log file stem):
+/// `proxy` when there is one, else `proxy-0`, `proxy-1`, ...
+pub fn proxy_name(shard: u16, shards: u16) -> String {
+    if shards <= 1 {
+        "proxy".to_string()
+    } else {
+        format!("proxy-{shard}")
+    }
+}
+
 impl fmt::Display for Kind {
-    /// How messages name it: `proxy`, `worker g1/0`.
+    /// How messages name it: `proxy` (`proxy-1` with several), `worker
+    /// g1/0`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Kind::Proxy => f.write_str("proxy"),
+            Kind::Proxy { shard, shards } => f.write_str(&proxy_name(*shard, *shards)),
             Kind::Worker { group, index, .. } => write!(f, "worker g{group}/{index}"),
         }
     }
@@ -194,7 +217,8 @@ impl Backoff {
 pub struct Child {
     /// Which process it is.
     pub kind: Kind,
-    /// `proxy` or `worker-g<G>-<I>` (status name, log file stem).
+    /// `proxy` (`proxy-<S>` with several shards) or `worker-g<G>-<I>`
+    /// (status name, log file stem).
     pub name: String,
     /// Its log file.
     pub log: PathBuf,
@@ -217,9 +241,11 @@ pub struct Child {
 }
 
 impl Child {
-    /// The proxy of `cfg`.
-    pub fn proxy(cfg: &Config) -> Self {
-        Self::new(cfg, Kind::Proxy, "proxy".to_string(), true)
+    /// Proxy shard `shard` of `cfg`.
+    pub fn proxy(cfg: &Config, shard: u16) -> Self {
+        let shards = cfg.proxy.processes.max(1);
+        let name = proxy_name(shard, shards);
+        Self::new(cfg, Kind::Proxy { shard, shards }, name, true)
     }
 
     /// The worker slot `index` of the group at `group_pos`; `desired` when
@@ -261,7 +287,7 @@ impl Child {
     pub fn group_pos(&self) -> Option<usize> {
         match self.kind {
             Kind::Worker { group_pos, .. } => Some(group_pos),
-            Kind::Proxy => None,
+            Kind::Proxy { .. } => None,
         }
     }
 
@@ -301,15 +327,16 @@ impl Child {
             (None, _) if self.restart_at.is_some() => ProcState::Backoff,
             (None, _) => ProcState::Down,
         };
-        let (role, group, index) = match self.kind {
-            Kind::Proxy => ("proxy", None, None),
-            Kind::Worker { group, index, .. } => ("worker", Some(group), Some(index)),
+        let (role, group, index, shard) = match self.kind {
+            Kind::Proxy { shard, .. } => ("proxy", None, None, Some(shard)),
+            Kind::Worker { group, index, .. } => ("worker", Some(group), Some(index), None),
         };
         ProcessStatus {
             name: self.name.clone(),
             role: role.to_string(),
             group,
             index,
+            shard,
             pid: run.map(|r| r.pid),
             state,
             restarts: self.restarts,
@@ -494,5 +521,15 @@ mod tests {
             index: 0,
         };
         assert_eq!(worker.to_string(), "worker g1/0");
+        let alone = Kind::Proxy {
+            shard: 0,
+            shards: 1,
+        };
+        assert_eq!(alone.to_string(), "proxy");
+        let second = Kind::Proxy {
+            shard: 1,
+            shards: 2,
+        };
+        assert_eq!(second.to_string(), "proxy-1");
     }
 }

@@ -2,6 +2,13 @@
 //! outlive any proxy: a restarted proxy inherits the same listening fds and
 //! no connection is refused meanwhile.
 //!
+//! With `proxy.processes = N` > 1 every address gets N sockets, one per
+//! proxy shard, all with `SO_REUSEPORT` (the kernel spreads connections
+//! and datagrams over them by a hash of the peer's address): the first is
+//! bound as configured (port 0 resolves to a free port), the others to the
+//! address it got. All are bound before any child starts. With one
+//! process each address has one plain socket, as before.
+//!
 //! When the service stops, [`BoundListener::close`] ends listening before
 //! the proxy drains: newcomers are refused at once instead of waiting in
 //! the backlog to be reset when the proxy exits, and the port is free for
@@ -38,6 +45,8 @@ pub enum ListenError {
 pub struct BoundListener {
     /// Index in `proxy.listen`.
     pub index: u16,
+    /// The proxy shard it is for (0 with one proxy process).
+    pub shard: u16,
     /// What the config asked for.
     pub config: ListenAddr,
     /// The address actually bound (differs when the port was 0).
@@ -82,18 +91,47 @@ impl BoundListener {
 }
 
 /// Binds every `proxy.listen` address (SO_REUSEADDR; IPv6 only for v6
-/// addresses; TCP listening with [`defaults::LISTEN_BACKLOG`]). The fds are
-/// close-on-exec; the launcher clears that for the proxy.
+/// addresses; TCP listening with [`defaults::LISTEN_BACKLOG`]), once per
+/// proxy shard (`SO_REUSEPORT` when there are several; see the module
+/// docs), in config order, the shards of one address in a row. The fds
+/// are close-on-exec; the launcher clears that for the proxy.
 pub fn bind_all(cfg: &Config) -> Result<Vec<BoundListener>, ListenError> {
-    cfg.proxy
-        .listen
-        .iter()
-        .enumerate()
-        .map(|(index, addr)| bind(index, *addr))
-        .collect()
+    let shards = cfg.proxy.processes.max(1);
+    let mut all = Vec::with_capacity(cfg.proxy.listen.len() * usize::from(shards));
+    for (index, addr) in cfg.proxy.listen.iter().enumerate() {
+        if shards == 1 {
+            all.push(bind(index, *addr, None)?);
+            continue;
+        }
+        let first = bind(index, *addr, Some((0, addr.addr)))?;
+        // The others join the port the first one got.
+        let local = first.local;
+        all.push(first);
+        for shard in 1..shards {
+            all.push(bind(index, *addr, Some((shard, local)))?);
+        }
+    }
+    Ok(all)
 }
 
-fn bind(index: usize, config: ListenAddr) -> Result<BoundListener, ListenError> {
+/// The listeners of proxy shard `shard`.
+pub fn of_shard(all: &[BoundListener], shard: u16) -> impl Iterator<Item = &BoundListener> {
+    all.iter().filter(move |l| l.shard == shard)
+}
+
+/// One socket per configured address (shard 0's): what status, logs and L5
+/// registration show.
+pub fn addresses(all: &[BoundListener]) -> impl Iterator<Item = &BoundListener> {
+    of_shard(all, 0)
+}
+
+/// Binds `config`; `shared`: `SO_REUSEPORT`, for `(shard, at this
+/// address)`.
+fn bind(
+    index: usize,
+    config: ListenAddr,
+    shared: Option<(u16, SocketAddr)>,
+) -> Result<BoundListener, ListenError> {
     let fail = |what: &'static str| {
         move |source| ListenError::Socket {
             index,
@@ -114,9 +152,11 @@ fn bind(index: usize, config: ListenAddr) -> Result<BoundListener, ListenError> 
     if config.addr.is_ipv6() {
         socket.set_only_v6(true).map_err(fail("IPV6_V6ONLY"))?;
     }
-    socket
-        .bind(&SockAddr::from(config.addr))
-        .map_err(fail("bind"))?;
+    if shared.is_some() {
+        socket.set_reuse_port(true).map_err(fail("SO_REUSEPORT"))?;
+    }
+    let (shard, at) = shared.unwrap_or((0, config.addr));
+    socket.bind(&SockAddr::from(at)).map_err(fail("bind"))?;
     if config.transport == Transport::Tcp {
         socket
             .listen(defaults::LISTEN_BACKLOG)
@@ -130,6 +170,7 @@ fn bind(index: usize, config: ListenAddr) -> Result<BoundListener, ListenError> 
     let index = u16::try_from(index).map_err(|_| ListenError::TooMany(index + 1))?;
     Ok(BoundListener {
         index,
+        shard,
         config,
         local,
         socket: Some(socket),
@@ -143,17 +184,17 @@ mod tests {
 
     #[test]
     fn port_zero_reports_the_bound_port_and_tcp_listens() {
-        let l = bind(0, parse_listen("tcp://127.0.0.1:0").unwrap()).unwrap();
+        let l = bind(0, parse_listen("tcp://127.0.0.1:0").unwrap(), None).unwrap();
         assert_ne!(l.local.port(), 0);
         std::net::TcpStream::connect(l.local).unwrap();
-        let u = bind(1, parse_listen("udp://[::1]:0").unwrap()).unwrap();
+        let u = bind(1, parse_listen("udp://[::1]:0").unwrap(), None).unwrap();
         assert!(u.local.is_ipv6());
         assert_eq!(u.launch_fd().index, 1);
     }
 
     #[test]
     fn a_closed_listener_refuses_at_once_and_frees_its_port() {
-        let mut l = bind(0, parse_listen("tcp://127.0.0.1:0").unwrap()).unwrap();
+        let mut l = bind(0, parse_listen("tcp://127.0.0.1:0").unwrap(), None).unwrap();
         // As the proxy's inherited copy would.
         let copy = l.socket.as_ref().unwrap().try_clone().unwrap();
         l.close();
@@ -167,6 +208,7 @@ mod tests {
                 transport: Transport::Tcp,
                 addr: l.local,
             },
+            None,
         );
         assert!(again.is_ok(), "the port is still taken");
         drop(copy);
@@ -174,16 +216,41 @@ mod tests {
 
     #[test]
     fn a_taken_address_names_the_listener() {
-        let first = bind(0, parse_listen("tcp://127.0.0.1:0").unwrap()).unwrap();
+        let first = bind(0, parse_listen("tcp://127.0.0.1:0").unwrap(), None).unwrap();
         let again = ListenAddr {
             transport: Transport::Tcp,
             addr: first.local,
         };
-        let err = bind(3, again)
+        let err = bind(3, again, None)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.starts_with("proxy.listen[3]"), "{err}");
         assert!(err.contains("bind"), "{err}");
+    }
+
+    #[test]
+    fn every_shard_gets_its_own_socket_on_the_port_the_first_got() {
+        let tcp = parse_listen("tcp://127.0.0.1:0").unwrap();
+        let first = bind(0, tcp, Some((0, tcp.addr))).unwrap();
+        let second = bind(0, tcp, Some((1, first.local))).unwrap();
+        assert_eq!((first.shard, second.shard), (0, 1));
+        assert_eq!(first.local, second.local);
+        assert_ne!(first.launch_fd().fd, second.launch_fd().fd);
+        let udp = parse_listen("udp://127.0.0.1:0").unwrap();
+        let u0 = bind(1, udp, Some((0, udp.addr))).unwrap();
+        let u1 = bind(1, udp, Some((1, u0.local))).unwrap();
+        assert_eq!(u0.local, u1.local);
+        // Connections reach the shared port; closing every socket frees it.
+        std::net::TcpStream::connect(first.local).unwrap();
+        let all = [first, second, u0, u1];
+        assert_eq!(of_shard(&all, 1).count(), 2);
+        assert_eq!(addresses(&all).map(|l| l.index).collect::<Vec<_>>(), [0, 1]);
+        let mut all = all;
+        for l in &mut all {
+            l.close();
+        }
+        let refused = std::net::TcpStream::connect(all[0].local).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }

@@ -1,7 +1,10 @@
-//! The shared memory and doorbells of a service: one proxy region and
-//! doorbell, per worker slot (every group: `max_workers` and one spare
-//! for reloads, see [`spp_config::GroupConfig::slots`]) one pair region
-//! and doorbell, and with `[l5]` the L5 route table every worker inherits.
+//! The shared memory and doorbells of a service: per proxy shard
+//! (`proxy.processes`) one proxy region and doorbell; per worker slot
+//! (every group: `max_workers` and one spare for reloads, see
+//! [`spp_config::GroupConfig::slots`]) one doorbell and one pair region per
+//! shard; and with `[l5]` the L5 route table every worker inherits. The
+//! worker writes its own stats, heartbeat and hang stamp in shard 0's pair
+//! ([`Slot::pair`]).
 //! The controller creates them once and keeps them for the service's life,
 //! so restarted children continue on them.
 
@@ -16,17 +19,21 @@ use std::sync::atomic::Ordering;
 /// Why the shared resources could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
-    /// The proxy region or doorbell.
-    #[error("creating the proxy {what}")]
+    /// A proxy shard's region or doorbell.
+    #[error("creating the {what} of proxy shard {shard}")]
     Proxy {
+        /// The shard.
+        shard: u16,
         /// "region" or "doorbell".
         what: &'static str,
         /// The IPC error.
         source: IpcError,
     },
     /// A worker slot's region or doorbell.
-    #[error("creating the {what} of worker slot g{group}/{index}")]
+    #[error("creating the {what} of worker slot g{group}/{index} (proxy shard {shard})")]
     Slot {
+        /// The proxy shard of the pair region (0 for the doorbell).
+        shard: u16,
         /// Group id.
         group: u32,
         /// Slot index.
@@ -41,18 +48,21 @@ pub enum ResourceError {
     RouteTable(#[source] IpcError),
 }
 
-/// One worker slot's region and doorbell.
+/// One worker slot's regions and doorbell.
 pub struct Slot {
     /// Index inside the group.
     pub index: u32,
-    /// The pair region (header + request ring + response ring).
+    /// The pair region (header + request ring + response ring) with proxy
+    /// shard 0, where the worker keeps its stats and stamps.
     pub pair: PairRegion,
-    /// The worker's doorbell.
+    /// The pair regions with shards 1, 2, ... (empty with one proxy).
+    pub shard_pairs: Vec<PairRegion>,
+    /// The worker's doorbell (every shard rings the same).
     pub bell: Doorbell,
 }
 
 impl Slot {
-    /// The launch-spec entry for this slot.
+    /// The launch-spec entry for this slot, as proxy shard 0 sees it.
     pub fn fds(&self) -> PairFds {
         PairFds {
             index: self.index,
@@ -61,12 +71,51 @@ impl Slot {
         }
     }
 
-    /// Marks the slot's worker gone (after reaping it), and clears the
-    /// hang stamp a killed worker may have left.
+    /// The pair region with proxy shard `shard`.
+    pub fn pair_of(&self, shard: u16) -> Option<&PairRegion> {
+        match shard {
+            0 => Some(&self.pair),
+            s => self.shard_pairs.get(usize::from(s) - 1),
+        }
+    }
+
+    /// Every pair region, shard 0 first.
+    pub fn pairs(&self) -> impl Iterator<Item = &PairRegion> {
+        std::iter::once(&self.pair).chain(&self.shard_pairs)
+    }
+
+    /// The launch-spec entry for this slot, as proxy shard `shard` sees
+    /// it.
+    pub fn fds_of(&self, shard: u16) -> Option<PairFds> {
+        Some(PairFds {
+            index: self.index,
+            region_fd: self.pair_of(shard)?.raw_fd(),
+            bell_fd: self.bell.raw_fd(),
+        })
+    }
+
+    /// Marks the slot's worker gone on every shard's pair (after reaping
+    /// it), and clears the hang stamp a killed worker may have left.
     pub fn mark_down(&self) {
         let header = self.pair.header();
         header.in_process_since_ms.store(0, Ordering::Relaxed);
-        spp_ipc::pair::mark_worker_down(&self.pair);
+        for pair in self.pairs() {
+            spp_ipc::pair::mark_worker_down(pair);
+        }
+    }
+
+    /// The sum of every pair's `completed_seq` (wrapping): it moves when
+    /// the worker completes a request from any shard.
+    pub fn completed_seqs(&self) -> u64 {
+        self.pairs().fold(0u64, |sum, p| {
+            sum.wrapping_add(spp_ipc::pair::PairObserver::new(p).completed_seq())
+        })
+    }
+
+    /// Whether any shard published requests the worker has not finished.
+    pub fn requests_waiting(&self) -> bool {
+        self.pairs()
+            .any(|p| spp_ipc::pair::PairObserver::new(p).requests_waiting())
     }
 
     /// CLOCK_MONOTONIC ms at which the worker's current `spp_process` call
@@ -102,12 +151,18 @@ pub struct GroupSlots {
     pub slots: Vec<Slot>,
 }
 
+/// One proxy shard's region and doorbell.
+pub struct ProxyShard {
+    /// The proxy region (state, stats, limits, plugin metrics).
+    pub region: ProxyRegion,
+    /// The shard's doorbell (workers ring it).
+    pub bell: Doorbell,
+}
+
 /// Everything shared between the processes of one service.
 pub struct Resources {
-    /// The proxy region.
-    pub proxy: ProxyRegion,
-    /// The proxy's doorbell.
-    pub proxy_bell: Doorbell,
+    /// Per proxy shard (at least one), by index.
+    pub shards: Vec<ProxyShard>,
     /// Per group, in config order.
     pub groups: Vec<GroupSlots>,
     /// The L5 route table (`[l5]` on), inherited by every worker.
@@ -117,31 +172,49 @@ pub struct Resources {
 impl Resources {
     /// Creates every region and doorbell `cfg` needs.
     pub fn create(cfg: &Config) -> Result<Self, ResourceError> {
-        let proxy = ProxyRegion::create().map_err(|source| ResourceError::Proxy {
-            what: "region",
-            source,
-        })?;
-        let proxy_bell = Doorbell::create().map_err(|source| ResourceError::Proxy {
-            what: "doorbell",
-            source,
-        })?;
+        let count = cfg.proxy.processes.max(1);
+        let shards = (0..count)
+            .map(|shard| {
+                let fail = |what| {
+                    move |source| ResourceError::Proxy {
+                        shard,
+                        what,
+                        source,
+                    }
+                };
+                Ok(ProxyShard {
+                    region: ProxyRegion::create().map_err(fail("region"))?,
+                    bell: Doorbell::create().map_err(fail("doorbell"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, ResourceError>>()?;
         let mut groups = Vec::with_capacity(cfg.groups.len());
         for g in &cfg.groups {
-            let slot_err = |index, what| {
+            let slot_err = |index, shard, what| {
                 move |source| ResourceError::Slot {
+                    shard,
                     group: g.id,
                     index,
                     what,
                     source,
                 }
             };
+            let pair = |index, shard| {
+                PairRegion::create(g.id, index, cfg.rings).map_err(slot_err(
+                    index,
+                    shard,
+                    "pair region",
+                ))
+            };
             let slots = (0..g.slots())
                 .map(|index| {
                     Ok(Slot {
                         index,
-                        pair: PairRegion::create(g.id, index, cfg.rings)
-                            .map_err(slot_err(index, "pair region"))?,
-                        bell: Doorbell::create().map_err(slot_err(index, "doorbell"))?,
+                        pair: pair(index, 0)?,
+                        shard_pairs: (1..count)
+                            .map(|shard| pair(index, shard))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        bell: Doorbell::create().map_err(slot_err(index, 0, "doorbell"))?,
                     })
                 })
                 .collect::<Result<Vec<_>, ResourceError>>()?;
@@ -151,21 +224,16 @@ impl Resources {
             Some(_) => Some(RouteTable::create().map_err(ResourceError::RouteTable)?),
             None => None,
         };
-        Ok(Resources {
-            proxy,
-            proxy_bell,
-            groups,
-            l5,
-        })
+        Ok(Resources { shards, groups, l5 })
     }
 
-    /// The launch-spec view of every group.
-    pub fn group_fds(&self) -> Vec<GroupFds> {
+    /// The launch-spec view of every group, for proxy shard `shard`.
+    pub fn group_fds(&self, shard: u16) -> Vec<GroupFds> {
         self.groups
             .iter()
             .map(|g| GroupFds {
                 id: g.id,
-                slots: g.slots.iter().map(Slot::fds).collect(),
+                slots: g.slots.iter().filter_map(|s| s.fds_of(shard)).collect(),
                 // Set from the config by `spawn` (the slots know no
                 // timeouts).
                 msg_timeout_ms: 0,
@@ -185,11 +253,23 @@ impl Resources {
             .map_or(0, |g| u32::try_from(g.slots.len()).unwrap_or(u32::MAX))
     }
 
-    /// Marks the proxy gone (after reaping it).
-    pub fn mark_proxy_down(&self) {
-        self.proxy
-            .header()
-            .proxy_state
-            .store(ProxyState::Down as u32, Ordering::Release);
+    /// Proxy shard `shard`.
+    pub fn shard(&self, shard: u16) -> Option<&ProxyShard> {
+        self.shards.get(usize::from(shard))
+    }
+
+    /// Proxy shards.
+    pub fn shard_count(&self) -> u16 {
+        u16::try_from(self.shards.len()).unwrap_or(u16::MAX)
+    }
+
+    /// Marks proxy shard `shard` gone (after reaping it).
+    pub fn mark_proxy_down(&self, shard: u16) {
+        if let Some(s) = self.shard(shard) {
+            s.region
+                .header()
+                .proxy_state
+                .store(ProxyState::Down as u32, Ordering::Release);
+        }
     }
 }

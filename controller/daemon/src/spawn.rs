@@ -13,7 +13,8 @@ use spp_config::defaults;
 use spp_config::{Config, RunAs};
 use spp_ipc::l5::table::RouteTable;
 use spp_ipc::launch::{
-    Launch, LogSpec, ProxyLaunch, ProxyLimits, WorkerLaunch, FIRST_INHERITED_FD, LAUNCH_ENV,
+    Launch, LogSpec, ProxyLaunch, ProxyLimits, ShardPairFds, WorkerLaunch, FIRST_INHERITED_FD,
+    LAUNCH_ENV,
 };
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
@@ -55,6 +56,12 @@ pub enum SpawnError {
     StdioFd {
         /// The fd.
         fd: RawFd,
+    },
+    /// A proxy shard the config promises does not exist.
+    #[error("no proxy shard {shard}")]
+    NoShard {
+        /// The shard.
+        shard: u16,
     },
     /// A worker slot the config promises does not exist.
     #[error("no worker slot g{group}/{index}")]
@@ -129,27 +136,34 @@ pub fn proxy_limits(cfg: &Config) -> ProxyLimits {
     }
 }
 
-/// The proxy's launch spec; `epoch` counts earlier proxy starts, `log` is
-/// its log file.
+/// The launch spec of proxy shard `shard`: its listeners, its region and
+/// doorbell, its pair with every worker slot; `epoch` counts the shard's
+/// earlier starts, `log` is its log file.
 pub fn proxy_launch(
     cfg: &Config,
     listeners: &[BoundListener],
     res: &Resources,
+    shard: u16,
     epoch: u16,
     log: &Path,
-) -> ProxyLaunch {
+) -> Result<ProxyLaunch, SpawnError> {
     let p = &cfg.proxy;
-    ProxyLaunch {
+    let own = res.shard(shard).ok_or(SpawnError::NoShard { shard })?;
+    Ok(ProxyLaunch {
         service: cfg.service.name.clone(),
         epoch,
+        shard,
+        shards: res.shard_count(),
         plugin: p.plugin.clone(),
         plugin_conf: p.plugin_conf.clone(),
-        listeners: listeners.iter().map(BoundListener::launch_fd).collect(),
-        proxy_region_fd: res.proxy.raw_fd(),
-        proxy_bell_fd: res.proxy_bell.raw_fd(),
+        listeners: crate::listeners::of_shard(listeners, shard)
+            .map(BoundListener::launch_fd)
+            .collect(),
+        proxy_region_fd: own.region.raw_fd(),
+        proxy_bell_fd: own.bell.raw_fd(),
         pair_layout: cfg.rings,
         groups: res
-            .group_fds()
+            .group_fds(shard)
             .into_iter()
             .map(|mut g| {
                 g.msg_timeout_ms = cfg
@@ -162,7 +176,7 @@ pub fn proxy_launch(
             .collect(),
         limits: proxy_limits(cfg),
         log: log_spec(cfg, log),
-    }
+    })
 }
 
 /// The launch spec of worker `index` of the group at `group_pos`; `log`
@@ -182,6 +196,19 @@ pub fn worker_launch(
         group: group.id,
         index,
     })?;
+    let shard0 = res.shard(0).ok_or(SpawnError::NoShard { shard: 0 })?;
+    let other_shards = (1..res.shard_count())
+        .map(|shard| {
+            let proxy = res.shard(shard).ok_or(SpawnError::NoShard { shard })?;
+            let pair = slot.pair_of(shard).ok_or(SpawnError::NoShard { shard })?;
+            Ok(ShardPairFds {
+                shard,
+                region_fd: pair.raw_fd(),
+                proxy_region_fd: proxy.region.raw_fd(),
+                proxy_bell_fd: proxy.bell.raw_fd(),
+            })
+        })
+        .collect::<Result<Vec<_>, SpawnError>>()?;
     Ok(WorkerLaunch {
         service: cfg.service.name.clone(),
         group: group.id,
@@ -190,9 +217,9 @@ pub fn worker_launch(
         plugin_conf: group.plugin_conf.clone(),
         pair: slot.fds(),
         pair_layout: cfg.rings,
-        proxy_region_fd: res.proxy.raw_fd(),
-        proxy_bell_fd: res.proxy_bell.raw_fd(),
-        other_shards: Vec::new(),
+        proxy_region_fd: shard0.region.raw_fd(),
+        proxy_bell_fd: shard0.bell.raw_fd(),
+        other_shards,
         spin_us: u64::try_from(group.spin.as_micros()).unwrap_or(u64::MAX),
         msg_timeout_ms: millis(group.msg_timeout),
         drain_timeout_ms: millis(cfg.service.stop_grace),
@@ -310,10 +337,60 @@ pub fn spawn(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn two_shards() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("spp.toml");
+        let text = "[service]\nname = \"s\"\n[proxy]\n\
+                    listen = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\"]\n\
+                    plugin = \"p.so\"\nmax_request_size = \"16KiB\"\nprocesses = 2\n\
+                    [rings]\nrequest_size = \"64KiB\"\nresponse_size = \"64KiB\"\n\
+                    [[group]]\nid = 1\nplugin = \"w.so\"\nworkers = 1\n";
+        std::fs::write(&file, text).unwrap();
+        let cfg = spp_config::load(&file).unwrap();
+        (dir, cfg)
+    }
+
+    #[test]
+    fn each_shard_gets_its_listeners_region_and_pairs_and_workers_every_pair() {
+        let (dir, cfg) = two_shards();
+        let listeners = crate::listeners::bind_all(&cfg).unwrap();
+        assert_eq!(listeners.len(), 4, "2 addresses x 2 shards");
+        let res = Resources::create(&cfg).unwrap();
+        let log = dir.path().join("x.log");
+        let p1 = proxy_launch(&cfg, &listeners, &res, 1, 7, &log).unwrap();
+        assert_eq!((p1.shard, p1.shards, p1.epoch), (1, 2, 7));
+        let own: Vec<RawFd> = crate::listeners::of_shard(&listeners, 1)
+            .map(|l| l.launch_fd().fd)
+            .collect();
+        assert_eq!(p1.listeners.iter().map(|l| l.fd).collect::<Vec<_>>(), own);
+        assert_eq!(p1.proxy_region_fd, res.shards[1].region.raw_fd());
+        let slot = res.slot(0, 0).unwrap();
+        let pair = &p1.groups[0].slots[0];
+        assert_eq!(pair.region_fd, slot.shard_pairs[0].raw_fd());
+        assert_eq!(pair.bell_fd, slot.bell.raw_fd(), "one bell per worker");
+        let p0 = proxy_launch(&cfg, &listeners, &res, 0, 0, &log).unwrap();
+        assert_eq!(p0.groups[0].slots[0].region_fd, slot.pair.raw_fd());
+        assert!(proxy_launch(&cfg, &listeners, &res, 2, 0, &log).is_err());
+
+        let w = worker_launch(&cfg, &res, 0, 0, &log).unwrap();
+        assert_eq!(w.proxy_region_fd, res.shards[0].region.raw_fd());
+        assert_eq!(
+            w.other_shards,
+            vec![ShardPairFds {
+                shard: 1,
+                region_fd: slot.shard_pairs[0].raw_fd(),
+                proxy_region_fd: res.shards[1].region.raw_fd(),
+                proxy_bell_fd: res.shards[1].bell.raw_fd(),
+            }]
+        );
+    }
+
     #[test]
     fn a_log_that_cannot_be_opened_falls_back_to_dev_null_and_is_counted() {
         let before = crate::logging::dropped();
-        let out = super::open_log(std::path::Path::new("/nonexistent-dir/child.log"), None);
+        let out = open_log(std::path::Path::new("/nonexistent-dir/child.log"), None);
         assert!(out.is_ok(), "{out:?}");
         assert!(crate::logging::dropped() > before);
     }

@@ -30,8 +30,12 @@ pub struct Status {
     pub listeners: Vec<ListenerStatus>,
     /// The proxy, then every worker.
     pub processes: Vec<ProcessStatus>,
-    /// Every `ProxyStats` counter.
+    /// Every `ProxyStats` counter, summed over the proxy shards.
     pub proxy_stats: BTreeMap<String, u64>,
+    /// Every `ProxyStats` counter per proxy shard, by its process name
+    /// (`proxy`, or `proxy-0`, `proxy-1`, ... with several).
+    #[serde(default)]
+    pub proxy_shard_stats: BTreeMap<String, BTreeMap<String, u64>>,
     /// Every `WorkerStats` counter, per worker name.
     pub worker_stats: BTreeMap<String, BTreeMap<String, u64>>,
     /// Per group: size, range and scaling.
@@ -157,6 +161,9 @@ pub struct ProcessStatus {
     pub group: Option<u32>,
     /// Index in the group (workers).
     pub index: Option<u32>,
+    /// The proxy shard (proxies).
+    #[serde(default)]
+    pub shard: Option<u16>,
     /// Pid while running.
     pub pid: Option<u32>,
     /// Where the process is.
@@ -207,6 +214,20 @@ pub fn proxy_stats(stats: &ProxyStats) -> BTreeMap<String, u64> {
 /// Every worker counter, by its metric name.
 pub fn worker_stats(stats: &WorkerStats) -> BTreeMap<String, u64> {
     named(stats.snapshot())
+}
+
+/// The counters of several processes, summed by name (wrapping).
+pub fn sum_stats<'a>(
+    each: impl IntoIterator<Item = &'a BTreeMap<String, u64>>,
+) -> BTreeMap<String, u64> {
+    let mut sum = BTreeMap::new();
+    for stats in each {
+        for (name, value) in stats {
+            let total: &mut u64 = sum.entry(name.clone()).or_default();
+            *total = total.wrapping_add(*value);
+        }
+    }
+    sum
 }
 
 fn named(values: Vec<(&'static str, u64)>) -> BTreeMap<String, u64> {
@@ -306,7 +327,11 @@ pub fn render_table(status: &Status) -> String {
     for p in &status.processes {
         let pid = p.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string());
         let requests = if p.role == "proxy" {
-            status.proxy_stats.get(REQUESTS_COUNTER)
+            status
+                .proxy_shard_stats
+                .get(&p.name)
+                .unwrap_or(&status.proxy_stats)
+                .get(REQUESTS_COUNTER)
         } else {
             status
                 .worker_stats
@@ -338,6 +363,15 @@ pub fn render_table(status: &Status) -> String {
         .filter_map(|name| status.proxy_stats.get(*name).map(|v| format!("{name}={v}")))
         .collect();
     let _ = writeln!(out, "\nproxy: {}", counters.join(" "));
+    if status.proxy_shard_stats.len() > 1 {
+        for (name, stats) in &status.proxy_shard_stats {
+            let counters: Vec<String> = TABLE_PROXY_COUNTERS
+                .iter()
+                .filter_map(|c| stats.get(*c).map(|v| format!("{c}={v}")))
+                .collect();
+            let _ = writeln!(out, "  {name}: {}", counters.join(" "));
+        }
+    }
     if status.log.dropped > 0 || status.log.warning.is_some() {
         let warning = status
             .log
@@ -513,6 +547,7 @@ mod tests {
             role: "worker".into(),
             group: Some(2),
             index: Some(index),
+            shard: None,
             pid,
             state: ProcState::Ready,
             restarts: 0,
@@ -543,6 +578,7 @@ mod tests {
             listeners: Vec::new(),
             processes: vec![worker(0, Some(100)), worker(1, Some(101)), worker(2, None)],
             proxy_stats: proxy_stats(&ProxyStats::default()),
+            proxy_shard_stats: BTreeMap::new(),
             worker_stats: BTreeMap::from([
                 ("worker-g2-0".to_string(), held(30)),
                 ("worker-g2-1".to_string(), held(20)),
@@ -588,6 +624,7 @@ mod tests {
                 role: "worker".into(),
                 group: Some(1),
                 index: Some(0),
+                shard: None,
                 pid: None,
                 state: ProcState::Backoff,
                 restarts: 6,
@@ -597,6 +634,7 @@ mod tests {
                 crash_loop: true,
             }],
             proxy_stats: proxy_stats(&ProxyStats::default()),
+            proxy_shard_stats: BTreeMap::new(),
             worker_stats: BTreeMap::new(),
             groups: vec![GroupStatus {
                 id: 1,

@@ -2,7 +2,9 @@
 //! ready, restarts any that exits (with back-off), answers control
 //! requests, and stops everything in order.
 //!
-//! Children: the proxy, and one [`Child`] per worker slot of every group
+//! Children: one per proxy shard (`proxy.processes`; each restarted on
+//! its own while the others serve), and one [`Child`] per worker slot of
+//! every group
 //! (`max_workers` + 1 spare). A slot's worker is *desired* when it should
 //! run; a worker stopped on purpose (scale-down, replaced by a reload) is
 //! not desired and is not restarted when it exits. Every run records the
@@ -54,6 +56,7 @@ use spp_config::defaults;
 use spp_config::{transport_name, Config};
 use spp_ipc::launch::Launch;
 use spp_ipc::pair::PairObserver;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -168,9 +171,10 @@ pub struct Supervisor {
     bins: Binaries,
     listeners: Vec<BoundListener>,
     res: Resources,
-    /// The proxy, then every worker slot of every group.
+    /// The proxy shards, then every worker slot of every group.
     children: Vec<Child>,
-    proxy_starts: u16,
+    /// Per proxy shard: its starts so far (the next run's epoch).
+    proxy_starts: Vec<u16>,
     state: ServiceState,
     exits_tx: mpsc::UnboundedSender<ExitEvent>,
     stats: Collector,
@@ -196,7 +200,8 @@ impl Supervisor {
         stats: Collector,
     ) -> Result<(), SuperviseError> {
         let (exits_tx, exits) = mpsc::unbounded_channel();
-        let mut children = vec![Child::proxy(&cfg)];
+        let shards = res.shard_count();
+        let mut children: Vec<Child> = (0..shards).map(|s| Child::proxy(&cfg, s)).collect();
         for (pos, g) in cfg.groups.iter().enumerate() {
             let slots = res.slot_count(pos);
             children.extend((0..slots).map(|i| Child::worker(&cfg, pos, g.id, i, i < g.workers)));
@@ -212,7 +217,7 @@ impl Supervisor {
             listeners,
             res,
             children,
-            proxy_starts: 0,
+            proxy_starts: vec![0; usize::from(shards)],
             state: ServiceState::Starting,
             exits_tx,
             stats,
@@ -242,7 +247,13 @@ impl Supervisor {
             }
             self.spawn_child(i)
                 .map_err(|source| SuperviseError::Spawn {
-                    child: self.children.get(i).map_or(Kind::Proxy, |c| c.kind),
+                    child: self.children.get(i).map_or(
+                        Kind::Proxy {
+                            shard: 0,
+                            shards: 1,
+                        },
+                        |c| c.kind,
+                    ),
                     source,
                 })?;
         }
@@ -261,15 +272,20 @@ impl Supervisor {
             return Ok(());
         };
         let (bin, launch, fds) = match child.kind {
-            Kind::Proxy => {
+            Kind::Proxy { shard, .. } => {
+                let starts = self
+                    .proxy_starts
+                    .get_mut(usize::from(shard))
+                    .ok_or(SpawnError::NoShard { shard })?;
                 let launch = spawn::proxy_launch(
                     cfg,
                     &self.listeners,
                     &self.res,
-                    self.proxy_starts,
+                    shard,
+                    *starts,
                     &child.log,
-                );
-                self.proxy_starts = self.proxy_starts.wrapping_add(1);
+                )?;
+                *starts = starts.wrapping_add(1);
                 let fds = launch.inherited_fds();
                 (&self.bins.proxy, Launch::Proxy(launch), fds)
             }
@@ -368,7 +384,10 @@ impl Supervisor {
     /// What the child last wrote about itself.
     fn shared(&self, kind: Kind) -> Shared {
         match kind {
-            Kind::Proxy => self.res.proxy.proxy_state().into(),
+            Kind::Proxy { shard, .. } => self
+                .res
+                .shard(shard)
+                .map_or(Shared::Down, |s| s.region.proxy_state().into()),
             Kind::Worker {
                 group_pos, index, ..
             } => self.res.slot(group_pos, index).map_or(Shared::Down, |s| {
@@ -377,16 +396,17 @@ impl Supervisor {
         }
     }
 
-    /// The `completed_seq` of a worker's slot (0 for the proxy).
+    /// The `completed_seq` of a worker's slot, summed over its pairs with
+    /// every proxy shard (0 for a proxy).
     fn completed_seq(&self, kind: Kind) -> u64 {
         match kind {
-            Kind::Proxy => 0,
+            Kind::Proxy { .. } => 0,
             Kind::Worker {
                 group_pos, index, ..
             } => self
                 .res
                 .slot(group_pos, index)
-                .map_or(0, |s| PairObserver::new(&s.pair).completed_seq()),
+                .map_or(0, |s| s.completed_seqs()),
         }
     }
 
@@ -399,7 +419,7 @@ impl Supervisor {
 
     fn mark_down(&self, kind: Kind) {
         match kind {
-            Kind::Proxy => self.res.mark_proxy_down(),
+            Kind::Proxy { shard, .. } => self.res.mark_proxy_down(shard),
             Kind::Worker {
                 group_pos, index, ..
             } => {
@@ -421,12 +441,13 @@ impl Supervisor {
         let was_ready =
             run.ever_ready || matches!(self.shared(kind), Shared::Ready | Shared::Draining);
         let uptime = now.saturating_duration_since(run.started);
-        // A worker that served (and then died: a poison request, a bug) is
-        // restarted at once; back-off is for one that cannot start.
+        // A worker that served (and then died: a poison request, a bug)
+        // is restarted at once, and so is a proxy shard that was ready;
+        // back-off is for one that cannot start.
         let init_failed = self.shared(kind) == Shared::InitFailed;
         let served = was_ready
-            && matches!(kind, Kind::Worker { .. })
-            && (uptime >= defaults::SERVED_AFTER
+            && (kind.is_proxy()
+                || uptime >= defaults::SERVED_AFTER
                 || self.completed_seq(kind) != run.completed_at_start);
         self.mark_down(kind);
         let exit = ChildExit::from_wait(ev.status).after_init(init_failed);
@@ -533,9 +554,7 @@ impl Supervisor {
             // A sample of the ready service, so `spp stat` right after the
             // start does not report the processes as they were starting.
             self.stats.sample(&self.res, Instant::now());
-            let listen: Vec<String> = self
-                .listeners
-                .iter()
+            let listen: Vec<String> = crate::listeners::addresses(&self.listeners)
                 .map(|l| format!("{}://{}", transport_name(l.config.transport), l.local))
                 .collect();
             let running = self.children.iter().filter(|c| c.run.is_some()).count();
@@ -594,19 +613,26 @@ impl Supervisor {
                         status::worker_stats(&slot.pair.header().stats),
                     ))
                 }
-                Kind::Proxy => None,
+                Kind::Proxy { .. } => None,
             })
             .collect();
-        let proxy_stats = status::proxy_stats(&self.res.proxy.header().stats);
+        let proxy_shard_stats: BTreeMap<String, BTreeMap<String, u64>> = listed()
+            .filter_map(|c| match c.kind {
+                Kind::Proxy { shard, .. } => {
+                    let region = &self.res.shard(shard)?.region;
+                    Some((c.name.clone(), status::proxy_stats(&region.header().stats)))
+                }
+                Kind::Worker { .. } => None,
+            })
+            .collect();
+        let proxy_stats = status::sum_stats(proxy_shard_stats.values());
         Status {
             service: self.cfg.service.name.clone(),
             controller_pid: std::process::id(),
             state: self.state,
             config_generation: self.generation,
             reloading: self.reload.is_some(),
-            listeners: self
-                .listeners
-                .iter()
+            listeners: crate::listeners::addresses(&self.listeners)
                 .map(|l| ListenerStatus {
                     index: l.index,
                     transport: transport_name(l.config.transport).to_string(),
@@ -623,6 +649,7 @@ impl Supervisor {
                 crate::logging::dir_full_message(&self.cfg.service.log_dir),
             ),
             proxy_stats,
+            proxy_shard_stats,
             worker_stats,
             groups: self.group_status(now),
             l5: self.l5_status(),

@@ -144,6 +144,7 @@ mod tests {
     fn flow(proto: Proto, slot: u32, generation: u32) -> u64 {
         encode(FlowParts {
             epoch: 1,
+            shard: 0,
             proto,
             generation,
             slot,

@@ -141,6 +141,7 @@ impl Rig {
 fn tcp(slot: u32) -> u64 {
     encode(FlowParts {
         epoch: 1,
+        shard: 0,
         proto: Proto::Tcp,
         generation: 1,
         slot,

@@ -516,6 +516,8 @@ impl Rig {
         let spec = ProxyLaunch {
             service: "proxy-test".into(),
             epoch: 3,
+            shard: 0,
+            shards: 1,
             plugin,
             plugin_conf: conf.into(),
             listeners: vec![

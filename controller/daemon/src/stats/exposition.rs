@@ -168,7 +168,7 @@ pub fn families(report: &StatReport) -> Vec<MetricFamily> {
     let proxy = &report.proxy;
     out.gauge(
         names::PROXY_UP,
-        "1 while the proxy process runs.",
+        "1 while the proxy process (every proxy shard) runs.",
         &[],
         f64::from(u8::from(proxy.up)),
     );
@@ -205,6 +205,43 @@ pub fn families(report: &StatReport) -> Vec<MetricFamily> {
             &[],
             *total,
         );
+    }
+    // Separate families, so a sum over a family never counts twice.
+    if proxy.shards.len() > 1 {
+        for s in &proxy.shards {
+            let shard = s.shard.to_string();
+            let labels = [(names::LABEL_SHARD, shard.as_str())];
+            out.gauge(
+                names::PROXY_SHARD_UP,
+                "1 while this proxy shard runs.",
+                &labels,
+                f64::from(u8::from(s.up)),
+            );
+            out.gauge(
+                names::PROXY_SHARD_CONNS_ACTIVE,
+                "TCP connections this proxy shard holds open.",
+                &labels,
+                s.connections_active as f64,
+            );
+            out.gauge(
+                names::PROXY_SHARD_IN_FLIGHT,
+                "Requests this proxy shard queued to workers and has not answered.",
+                &labels,
+                s.in_flight as f64,
+            );
+            out.counter(
+                names::PROXY_SHARD_CONNS_ACCEPTED,
+                "TCP connections this proxy shard accepted.",
+                &labels,
+                s.conns_accepted.total as f64,
+            );
+            out.counter(
+                names::PROXY_SHARD_REQUESTS,
+                "Requests this proxy shard framed (TCP) or accepted (UDP).",
+                &labels,
+                s.requests.total as f64,
+            );
+        }
     }
 
     for group in &report.groups {

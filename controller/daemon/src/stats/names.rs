@@ -262,7 +262,23 @@ pub const PROXY_CONNS_ACTIVE: &str = "conns_active";
 /// The worker counter field with the time inside `spp_process`, ns.
 pub const WORKER_BUSY_NS: &str = "busy_ns";
 
-/// 1 while the proxy serves (Starting, Ready or Draining).
+/// The proxy counter field of connections accepted.
+pub const PROXY_CONNS_ACCEPTED: &str = "conns_accepted";
+/// The proxy counter field of requests.
+pub const PROXY_REQUESTS: &str = "requests";
+/// Per proxy shard (label [`LABEL_SHARD`], only with several): 1 while it
+/// serves.
+pub const PROXY_SHARD_UP: &str = "spp_proxy_shard_up";
+/// Per proxy shard: TCP connections open now.
+pub const PROXY_SHARD_CONNS_ACTIVE: &str = "spp_proxy_shard_connections_active";
+/// Per proxy shard: TCP connections accepted.
+pub const PROXY_SHARD_CONNS_ACCEPTED: &str = "spp_proxy_shard_connections_accepted_total";
+/// Per proxy shard: requests framed (TCP) or datagrams accepted (UDP).
+pub const PROXY_SHARD_REQUESTS: &str = "spp_proxy_shard_requests_total";
+/// Per proxy shard: requests queued to workers and not yet answered.
+pub const PROXY_SHARD_IN_FLIGHT: &str = "spp_proxy_shard_in_flight_requests";
+
+/// 1 while the proxy (every shard) serves (Starting, Ready or Draining).
 pub const PROXY_UP: &str = "spp_proxy_up";
 /// Requests queued to workers and not yet answered.
 pub const PROXY_IN_FLIGHT: &str = "spp_proxy_in_flight_requests";
@@ -288,6 +304,8 @@ pub const LOG_DIR_FULL: &str = "spp_log_dir_full";
 /// Seconds the summaries' quantiles cover.
 pub const STATS_WINDOW: &str = "spp_stats_window_seconds";
 
+/// Label: proxy shard index.
+pub const LABEL_SHARD: &str = "shard";
 /// Label: group id.
 pub const LABEL_GROUP: &str = "group";
 /// Label: `proxy` or `worker`.

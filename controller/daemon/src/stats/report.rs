@@ -108,6 +108,27 @@ pub struct ProxyReport {
     pub counters: BTreeMap<String, Rate>,
     /// The proxy plugin's metrics.
     pub plugin: PluginReport,
+    /// Per proxy shard (`proxy.processes`), by index; the figures above
+    /// are their sums.
+    pub shards: Vec<ShardReport>,
+}
+
+/// One proxy shard's main figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShardReport {
+    /// The shard's index.
+    pub shard: u16,
+    /// Its process serves.
+    pub up: bool,
+    /// Its TCP connections open now.
+    pub connections_active: u64,
+    /// Its requests queued to workers and not yet answered.
+    pub in_flight: u64,
+    /// Its connections accepted.
+    pub conns_accepted: Rate,
+    /// Its requests framed or datagrams accepted.
+    pub requests: Rate,
 }
 
 /// One worker group's figures (the sum of its slots).
@@ -233,6 +254,29 @@ pub fn build(service: &str, newest: &Sample, base: Option<&Sample>) -> StatRepor
         in_flight: newest.proxy.in_flight,
         counters: proxy_counters,
         plugin: plugin_report(&span, &newest.proxy.plugin, then_proxy.map(|p| &p.plugin)),
+        shards: newest
+            .proxy
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, now)| {
+                let then = then_proxy
+                    .and_then(|p| p.shards.get(i))
+                    .map(|s| s.counters.as_slice());
+                let rate = |field: &str| {
+                    let value = find(&now.counters, field);
+                    span.rate(value, then.map_or(value, |t| find(t, field)))
+                };
+                ShardReport {
+                    shard: u16::try_from(i).unwrap_or(u16::MAX),
+                    up: now.up,
+                    connections_active: find(&now.counters, PROXY_CONNS_ACTIVE),
+                    in_flight: now.in_flight,
+                    conns_accepted: rate(super::names::PROXY_CONNS_ACCEPTED),
+                    requests: rate(super::names::PROXY_REQUESTS),
+                }
+            })
+            .collect(),
     };
 
     let groups = newest

@@ -1,5 +1,6 @@
 //! One reading of every shared stats block ([`Sample::read`]): the proxy's
-//! counters and plugin metrics, and per group the sum of its slots'
+//! counters and plugin metrics (summed over the proxy shards, and kept per
+//! shard), and per group the sum of its slots'
 //! counters, histograms and plugin metrics (plugin metrics summed by name).
 //!
 //! Every value is cumulative for the service's life (the regions outlive
@@ -10,7 +11,7 @@
 
 use crate::resources::Resources;
 use spp_ipc::histogram::{HistogramSnapshot, BUCKETS};
-use spp_ipc::layout::{ProcessState, WorkerStats};
+use spp_ipc::layout::{ProcessState, ProxyStats, WorkerStats};
 use spp_ipc::pair::PairObserver;
 use spp_ipc::plugin_metrics::PluginMetricsSnapshot;
 use std::collections::BTreeMap;
@@ -127,10 +128,10 @@ impl PluginSum {
     }
 }
 
-/// The proxy's part of a sample.
+/// The proxy's part of a sample: every shard's, summed.
 #[derive(Clone, Debug)]
 pub struct ProxySample {
-    /// The proxy process serves (Starting, Ready or Draining).
+    /// Every proxy shard serves (Starting, Ready or Draining).
     pub up: bool,
     /// Requests queued to workers and not yet answered.
     pub in_flight: u64,
@@ -138,6 +139,19 @@ pub struct ProxySample {
     pub counters: Vec<(&'static str, u64)>,
     /// Its plugin's metrics.
     pub plugin: PluginSample,
+    /// Per shard, by index (one entry with one proxy).
+    pub shards: Vec<ShardSample>,
+}
+
+/// One proxy shard's part of a sample.
+#[derive(Clone, Debug)]
+pub struct ShardSample {
+    /// The shard's process serves.
+    pub up: bool,
+    /// Its requests queued to workers and not yet answered.
+    pub in_flight: u64,
+    /// Its `ProxyStats` (name, value), in layout order.
+    pub counters: Vec<(&'static str, u64)>,
 }
 
 /// One group's part of a sample: the sum over its slots.
@@ -223,14 +237,29 @@ impl LogSample {
 impl Sample {
     /// Reads every block of `res`.
     pub fn read(res: &Resources, at: Instant) -> Sample {
-        let header = res.proxy.header();
         let mut proxy_plugin = PluginSum::default();
-        proxy_plugin.add(header.plugin.snapshot());
+        let mut counters: Vec<_> = ProxyStats::NAMES.iter().map(|n| (*n, 0)).collect();
+        let shards: Vec<ShardSample> = res
+            .shards
+            .iter()
+            .map(|shard| {
+                let header = shard.region.header();
+                proxy_plugin.add(header.plugin.snapshot());
+                let own = header.stats.snapshot();
+                add_counters(&mut counters, own.clone());
+                ShardSample {
+                    up: is_live(shard.region.proxy_state()),
+                    in_flight: header.in_flight.load(Ordering::Relaxed),
+                    counters: own,
+                }
+            })
+            .collect();
         let proxy = ProxySample {
-            up: is_live(res.proxy.proxy_state()),
-            in_flight: header.in_flight.load(Ordering::Relaxed),
-            counters: header.stats.snapshot(),
+            up: !shards.is_empty() && shards.iter().all(|s| s.up),
+            in_flight: shards.iter().map(|s| s.in_flight).sum(),
+            counters,
             plugin: proxy_plugin.finish(),
+            shards,
         };
         let groups = res
             .groups

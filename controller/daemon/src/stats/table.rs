@@ -241,6 +241,20 @@ pub fn render(report: &StatReport) -> String {
         bytes_rate(p.counter("bytes_out").per_s),
         count(p.in_flight as f64),
     );
+    if p.shards.len() > 1 {
+        for s in &p.shards {
+            let _ = writeln!(
+                out,
+                "  shard {}  {}  conns {} open, {} new  requests {}  in flight {}",
+                s.shard,
+                if s.up { "up" } else { "DOWN" },
+                count(s.connections_active as f64),
+                rate(s.conns_accepted.per_s),
+                rate(s.requests.per_s),
+                count(s.in_flight as f64),
+            );
+        }
+    }
     let problems: Vec<String> = PROXY_PROBLEMS
         .iter()
         .filter(|f| p.counter(f).delta > 0)

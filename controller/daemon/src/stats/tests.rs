@@ -73,7 +73,7 @@ fn scenario() -> (tempfile::TempDir, Resources, Collector) {
     let w0 = res.slot(0, 0).unwrap().pair.header();
     let w1 = res.slot(0, 1).unwrap().pair.header();
     let g2 = res.slot(1, 0).unwrap().pair.header();
-    let proxy = res.proxy.header();
+    let proxy = res.shards[0].region.header();
 
     // Before the window: must count in totals only.
     add(&w0.stats.requests, 10);
@@ -190,7 +190,7 @@ fn the_window_picks_the_sample_that_old_or_the_oldest() {
     assert_eq!(collector.report(Duration::from_secs(10)).window_s, 0.0);
 
     let t0 = Instant::now();
-    let requests = &res.proxy.header().stats.requests;
+    let requests = &res.shards[0].region.header().stats.requests;
     add(requests, 10);
     collector.sample(&res, t0);
     let once = collector.report(Duration::from_secs(10));
@@ -416,7 +416,7 @@ fn a_window_is_encoded_once_for_every_scrape() {
     assert_eq!(first, direct.as_bytes());
 
     // The next sample is a new window with its own text.
-    add(&res.proxy.header().stats.requests, 1);
+    add(&res.shards[0].region.header().stats.requests, 1);
     let last = collector.history.back().unwrap().at;
     collector.sample(&res, last + Duration::from_secs(1));
     let next = windows.borrow_and_update().clone().expect("a newer window");
@@ -475,7 +475,7 @@ async fn the_endpoint_serves_metrics_and_404s_elsewhere() {
     assert!(post.starts_with("HTTP/1.1 405"), "{post}");
 
     // A new sample is what the next scrape sees.
-    add(&res.proxy.header().stats.requests, 1);
+    add(&res.shards[0].region.header().stats.requests, 1);
     let last = collector.history.back().unwrap().at;
     collector.sample(&res, last + Duration::from_secs(1));
     let again = exchange(addr, "GET", "/metrics").await;
@@ -534,4 +534,51 @@ async fn connections_beyond_the_limit_are_closed_at_accept() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(served, "slots come back when the clients go");
+}
+
+#[test]
+fn proxy_shards_are_summed_and_shown_one_by_one() {
+    let (dir, _) = config();
+    let file = dir.path().join("spp.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(
+        "max_request_size = \"16KiB\"",
+        "max_request_size = \"16KiB\"\nprocesses = 2",
+    );
+    std::fs::write(&file, text).unwrap();
+    let cfg = config::load(&file).unwrap();
+    let res = Resources::create(&cfg).unwrap();
+    assert_eq!(res.shard_count(), 2);
+    let mut collector = Collector::new(&cfg);
+    let t0 = Instant::now();
+    collector.sample(&res, t0);
+    for (shard, requests, accepted) in [(0, 30, 3), (1, 12, 2)] {
+        let header = res.shards[shard].region.header();
+        header
+            .proxy_state
+            .store(WorkerState::Ready as u32, Ordering::Release);
+        add(&header.stats.requests, requests);
+        add(&header.stats.conns_accepted, accepted);
+        header.stats.conns_active.store(accepted, Ordering::Relaxed);
+    }
+    collector.sample(&res, t0 + Duration::from_secs(1));
+    let report = collector.report(Duration::from_secs(1));
+    let p = &report.proxy;
+    assert!(p.up);
+    assert_eq!(p.counter("requests").total, 42, "summed");
+    assert_eq!(p.connections_active, 5);
+    assert_eq!(p.shards.len(), 2);
+    assert_eq!(p.shards[1].requests.total, 12);
+    assert_eq!(p.shards[1].conns_accepted.total, 2);
+    let table = render_table(&report);
+    assert!(table.contains("shard 1  up"), "{table}");
+    let text = exposition::render(&report).unwrap();
+    for line in [
+        "spp_proxy_shard_requests_total{shard=\"0\"} 30",
+        "spp_proxy_shard_requests_total{shard=\"1\"} 12",
+        "spp_proxy_shard_up{shard=\"1\"} 1",
+        "spp_proxy_shard_connections_active{shard=\"0\"} 3",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
 }

@@ -291,7 +291,8 @@ impl Supervisor {
                 started_ms: now_ms.saturating_sub(millis(run.started.elapsed())),
                 heartbeat_ms: pair.heartbeat_ms(),
                 in_process: pair.in_process_since_ms() != 0,
-                waiting: pair.requests_waiting(),
+                // Requests from any proxy shard.
+                waiting: slot.requests_waiting(),
             };
             if let Some(silent) = beat.frozen_for(hang) {
                 frozen.push((i, silent, hang));

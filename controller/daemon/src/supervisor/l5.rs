@@ -31,7 +31,10 @@ impl Supervisor {
         let (Some(cfg), Some(table)) = (self.cfg.l5.as_ref(), self.res.l5.as_mut()) else {
             return;
         };
-        let local: Vec<SocketAddr> = self.listeners.iter().map(|l| l.local).collect();
+        // One instance per address, not per proxy shard's socket.
+        let local: Vec<SocketAddr> = crate::listeners::addresses(&self.listeners)
+            .map(|l| l.local)
+            .collect();
         self.l5 = Some(Agent::start(cfg, &self.cfg.service.name, &local, table));
     }
 

@@ -362,7 +362,9 @@ impl Supervisor {
             )
         };
         if live(&was) != live(&now) {
-            self.res.proxy.header().limits.publish(&now);
+            for shard in &self.res.shards {
+                shard.region.header().limits.publish(&now);
+            }
             info!("reload: published the new proxy limits");
         }
         info!(

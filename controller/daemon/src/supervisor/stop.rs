@@ -14,7 +14,7 @@
 //! reload under way is abandoned and answered with an error.
 
 use super::{Inputs, Sig, Supervisor, Waited};
-use crate::children::{Child, Kind};
+use crate::children::Child;
 use crate::control::error_response;
 use crate::status::ServiceState;
 use nix::sys::signal::Signal;
@@ -124,8 +124,9 @@ impl Supervisor {
         // Callers stop picking this service before it drains.
         self.l5_deregister().await;
         let grace = self.cfg.service.stop_grace;
-        let is_proxy = |c: &Child| c.kind == Kind::Proxy;
-        let is_worker = |c: &Child| c.kind != Kind::Proxy;
+        // Every proxy shard drains at once.
+        let is_proxy = |c: &Child| c.kind.is_proxy();
+        let is_worker = |c: &Child| !c.kind.is_proxy();
         // Newcomers are refused from now on, not accepted into a backlog
         // that the proxy no longer reads.
         for listener in &mut self.listeners {

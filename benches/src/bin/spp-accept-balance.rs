@@ -8,8 +8,8 @@
 //!   acceptor's epoll with `EPOLLEXCLUSIVE` (the kernel wakes one waiter).
 //!
 //! The acceptors are this program re-executed with `--acceptor-fd`, each a
-//! single-threaded epoll loop that accepts at most
-//! [`MAX_ACCEPTS_PER_WAKE`] per wake (as the proxy does per turn), reads
+//! single-threaded epoll loop that accepts at most `--accepts-per-wake`
+//! ([`MAX_ACCEPTS_PER_WAKE`], as the proxy per turn) per wake, reads
 //! the client's [`PAYLOAD`] bytes, echoes them and closes. The client
 //! (threads of this process) opens `--connections` connections, each:
 //! connect, write, read the echo, close; `--concurrency` at a time.
@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 /// Bytes each connection sends and gets back.
 const PAYLOAD: usize = 64;
-/// Connections an acceptor takes per wake at most.
+/// Connections an acceptor takes per wake at most, by default (the
+/// proxy's `MAX_ACCEPTS_PER_TURN`).
 const MAX_ACCEPTS_PER_WAKE: usize = 128;
 /// Listen backlog of every socket.
 const BACKLOG: i32 = 1024;
@@ -62,6 +63,9 @@ struct Args {
     /// Runs per (option, acceptor count).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Connections an acceptor takes per wake at most.
+    #[arg(long, default_value_t = MAX_ACCEPTS_PER_WAKE)]
+    accepts_per_wake: usize,
     /// Internal: run as an acceptor on this inherited listening fd.
     #[arg(long, hide = true)]
     acceptor_fd: Option<RawFd>,
@@ -89,17 +93,18 @@ impl Sharing {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(fd) = args.acceptor_fd {
-        return acceptor(fd, args.exclusive);
+        return acceptor(fd, args.exclusive, args.accepts_per_wake);
     }
     println!(
-        "{} short connections per run ({} B echo, {} at a time), {} runs each",
-        args.connections, PAYLOAD, args.concurrency, args.rounds
+        "{} short connections per run ({} B echo, {} at a time), {} runs each, \
+         at most {} accepts per wake",
+        args.connections, PAYLOAD, args.concurrency, args.rounds, args.accepts_per_wake
     );
     println!("option     K  shares (per acceptor)              max/min  conn/s");
     for &k in &args.acceptors {
         for sharing in [Sharing::ReusePort, Sharing::Exclusive] {
             for _ in 0..args.rounds {
-                let run = Run::start(sharing, k)?;
+                let run = Run::start(sharing, k, args.accepts_per_wake)?;
                 let started = Instant::now();
                 let failed = client(run.addr, args.connections, args.concurrency);
                 let secs = started.elapsed().as_secs_f64();
@@ -128,7 +133,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     for sharing in [Sharing::ReusePort, Sharing::Exclusive] {
-        stranded(sharing)?;
+        stranded(sharing, args.accepts_per_wake)?;
     }
     Ok(())
 }
@@ -139,11 +144,12 @@ struct Run {
     sockets: Vec<Socket>,
     children: Vec<(Child, BufReader<ChildStdout>)>,
     addr: SocketAddr,
+    accepts_per_wake: usize,
 }
 
 impl Run {
     /// Binds the socket(s) on 127.0.0.1:0 and starts `k` acceptors.
-    fn start(sharing: Sharing, k: usize) -> anyhow::Result<Run> {
+    fn start(sharing: Sharing, k: usize, accepts_per_wake: usize) -> anyhow::Result<Run> {
         let count = if sharing == Sharing::ReusePort { k } else { 1 };
         let mut sockets = Vec::with_capacity(count);
         let mut addr: SocketAddr = "127.0.0.1:0".parse()?;
@@ -164,6 +170,7 @@ impl Run {
             sockets,
             children: Vec::new(),
             addr,
+            accepts_per_wake,
         };
         for i in 0..k {
             run.spawn(i % count)?;
@@ -180,6 +187,8 @@ impl Run {
         let spawned = Command::new(std::env::current_exe()?)
             .arg("--acceptor-fd")
             .arg(fd.to_string())
+            .arg("--accepts-per-wake")
+            .arg(self.accepts_per_wake.to_string())
             .args(
                 self.sharing
                     .eq(&Sharing::Exclusive)
@@ -253,8 +262,8 @@ fn one_connection(addr: SocketAddr) -> std::io::Result<()> {
 /// Kills one of two acceptors (its socket stays open here), makes
 /// [`STRANDED_PROBES`] connections, then starts a new acceptor on the
 /// dead one's socket, and reports who was served when.
-fn stranded(sharing: Sharing) -> anyhow::Result<()> {
-    let mut run = Run::start(sharing, 2)?;
+fn stranded(sharing: Sharing, accepts_per_wake: usize) -> anyhow::Result<()> {
+    let mut run = Run::start(sharing, 2, accepts_per_wake)?;
     let (mut dead, _) = run.children.remove(0);
     dead.kill()?;
     dead.wait()?;
@@ -303,7 +312,7 @@ fn stranded(sharing: Sharing) -> anyhow::Result<()> {
 
 /// The acceptor process: serves `fd` until its stdin closes, then prints
 /// how many connections it accepted.
-fn acceptor(fd: RawFd, exclusive: bool) -> anyhow::Result<()> {
+fn acceptor(fd: RawFd, exclusive: bool, accepts_per_wake: usize) -> anyhow::Result<()> {
     let ep = Epoll::new()?;
     let listen_events = libc::EPOLLIN as u32
         | if exclusive {
@@ -335,7 +344,7 @@ fn acceptor(fd: RawFd, exclusive: bool) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 LISTENER_KEY => {
-                    for _ in 0..MAX_ACCEPTS_PER_WAKE {
+                    for _ in 0..accepts_per_wake.max(1) {
                         // SAFETY: plain accept4 on our listening fd; the
                         // peer address is not asked for.
                         let c = unsafe {

@@ -4,8 +4,9 @@
 //! [`Clients::deliver`] is the one place response bytes go, whether they
 //! come from a worker's response ring or from the plugin's `reply` service:
 //! TCP bytes are queued on the connection's bounded send buffer (written
-//! once per loop turn by [`Clients::flush_marked`]); a UDP reply is sent to
-//! the request's sender with one `send_to` and frees the flow. Bytes for a
+//! once per loop turn by [`Clients::flush_marked`]); a UDP reply is queued
+//! for the request's sender (sent in batches, [`crate::udp_batch`]) and
+//! frees the flow. Bytes for a
 //! flow that no longer exists are dropped and counted.
 //!
 //! A connection's state is a [`ConnState`]; besides the tables, three
@@ -39,6 +40,7 @@ use crate::partial::PartialList;
 use crate::tcp::TcpListenerEntry;
 use crate::token::Source;
 use crate::udp::{UdpFlow, UdpSock};
+use crate::udp_batch::UdpOut;
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use spp_ipc::layout::ProxyTally;
@@ -84,6 +86,8 @@ pub struct Clients {
     pub udp_flows: SlotTable<UdpFlow>,
     /// The UDP sockets replies leave from.
     pub udp_socks: Vec<UdpSock>,
+    /// Their queued replies ([`Clients::flush_udp`]).
+    pub udp_out: UdpOut,
     /// Reusable buffers for connections.
     pub pool: BufPool,
     /// Connections holding a partial request, oldest first.
@@ -127,6 +131,7 @@ impl Clients {
             conns: SlotTable::new(epoch, shard, Proto::Tcp, max_connections),
             udp_flows: SlotTable::new(epoch, shard, Proto::Udp, max_udp_flows),
             udp_socks: Vec::new(),
+            udp_out: UdpOut::default(),
             pool: BufPool::default(),
             partial: PartialList::default(),
             stats: ProxyTally::default(),
@@ -378,20 +383,8 @@ impl Clients {
             return;
         };
         if let Some(entry) = self.udp_flows.remove(slot) {
-            if bytes.is_empty() {
-                return;
-            }
-            let sent = self
-                .udp_socks
-                .get(usize::from(entry.sock))
-                .map(|s| s.sock.send_to(bytes, entry.peer));
-            match sent {
-                Some(Ok(n)) => self.stats.bytes_out += n as u64,
-                Some(Err(e)) => {
-                    tracing::debug!(flow, peer = %entry.peer, "UDP reply not sent: {e}");
-                    self.stats.udp_dropped += 1;
-                }
-                None => self.stats.udp_dropped += 1,
+            if !bytes.is_empty() {
+                self.queue_udp_reply(usize::from(entry.sock), entry.peer, bytes);
             }
         }
     }

@@ -138,6 +138,9 @@ fn a_udp_reply_goes_to_the_sender_and_frees_the_flow() {
         })
         .unwrap();
     c.deliver(HookCall::none(), flow, b"pong", false);
+    // Queued, then sent at the end of the turn.
+    let poll = mio::Poll::new().unwrap();
+    c.flush_udp(poll.registry());
     let mut buf = [0u8; 16];
     let n = client.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"pong");

@@ -348,7 +348,14 @@ impl Proxy {
                 }
             }
             Some(Source::Listener(li)) if !self.life.draining => self.accept_ready(li),
-            Some(Source::Udp(k)) if !self.life.draining => self.udp_readable(k),
+            Some(Source::Udp(k)) => {
+                if event.is_writable() {
+                    self.clients.udp_writable(k);
+                }
+                if event.is_readable() && !self.life.draining {
+                    self.udp_readable(k);
+                }
+            }
             Some(Source::Bell) => {
                 self.io.drain_bell();
                 let t = &mut self.timers;
@@ -360,7 +367,7 @@ impl Proxy {
                     self.gone.push(s);
                 }
             }
-            Some(Source::Listener(_) | Source::Udp(_)) | None => {}
+            Some(Source::Listener(_)) | None => {}
         }
     }
 
@@ -399,6 +406,7 @@ impl Proxy {
             });
         }
         hooks.with(clients, |c, hook| c.flush_marked(hook, dispatch.ledger()));
+        clients.flush_udp(self.io.registry());
         hooks.count_refused(&mut clients.stats);
         self.publish_stats();
     }
@@ -444,6 +452,7 @@ impl Proxy {
             || self.clients.reads_pending()
             || !self.io.pending_accepts.is_empty()
             || !self.io.pending_udp.is_empty()
+            || self.clients.udp_out.ready()
             || !self.gone.is_empty()
             || !self.clients.resume.is_empty()
             || self.hooks.has_queued()

@@ -1,6 +1,6 @@
 //! The proxy's I/O: the mio poll and its event buffer, the signal pipe,
 //! the proxy doorbell, the TCP listeners, the one scratch buffer every read
-//! goes into, and the sources with more to give than one turn's share
+//! goes into (and the UDP batch buffers), and the sources with more to give than one turn's share
 //! (listeners and UDP sockets to look at again next turn).
 //!
 //! Accepting lives here too, up to the new socket: out of fds, the reserve
@@ -12,6 +12,7 @@ use crate::error::ProxyError;
 use crate::tcp::TcpListenerEntry;
 use crate::token::Source;
 use crate::udp::UdpSock;
+use crate::udp_batch::RecvBatch;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry};
@@ -57,6 +58,9 @@ pub struct Io {
     pub pending_accepts: Vec<usize>,
     /// UDP sockets to read again next turn.
     pub pending_udp: Vec<usize>,
+    /// The UDP receive buffers (when there is a UDP socket; taken while
+    /// a batch is handled).
+    pub udp_recv: Option<Box<RecvBatch>>,
 }
 
 impl Io {
@@ -103,6 +107,7 @@ impl Io {
             accept_starved: false,
             pending_accepts: Vec::new(),
             pending_udp: Vec::new(),
+            udp_recv: (!udp.is_empty()).then(Box::default),
         })
     }
 

@@ -33,7 +33,8 @@
 //! [`live_limits`] (limits changed while running), [`requests`] (route,
 //! queue or fail one request), [`responses`] (draining response rings,
 //! failing a dead worker's requests), [`flow`] (flow ids), [`setup`] (the
-//! launch spec), [`token`] (poll tokens), [`error`].
+//! launch spec), [`udp_batch`] (`recvmmsg`/`sendmmsg`), [`token`] (poll
+//! tokens), [`error`].
 //!
 //! # One request, from `read` to `write`
 //!
@@ -92,6 +93,7 @@ pub mod setup;
 pub mod tcp;
 pub mod token;
 pub mod udp;
+pub mod udp_batch;
 
 use anyhow::Context;
 pub use error::ProxyError;

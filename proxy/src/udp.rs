@@ -8,10 +8,15 @@
 //! Entries no reply came for expire after the idle timeout. When the table
 //! is full, datagrams are dropped and counted.
 
+use crate::clients::Clients;
 use crate::event_loop::Proxy;
+use crate::token::Source;
+use crate::udp_batch::{Datagram, UDP_BATCH};
+use mio::{Interest, Registry};
 use spp_plugin_api::abi::{SppAddr, SppConnInfo, SPP_HOOK_PANICKED, SPP_PROTO_UDP};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 /// Datagrams read from one socket per loop turn before others get a go.
 pub const MAX_DATAGRAMS_PER_TURN: usize = 256;
@@ -39,25 +44,39 @@ pub struct UdpFlow {
 }
 
 impl Proxy {
-    /// Reads datagrams from UDP socket `k` until it would block (or the
-    /// per-turn share is used; then it is listed for the next turn).
+    /// Reads datagrams from UDP socket `k`, [`UDP_BATCH`] per `recvmmsg`,
+    /// until it would block (or the per-turn share is used; then it is
+    /// listed for the next turn).
     pub(crate) fn udp_readable(&mut self, k: usize) {
-        let mut scratch = self.io.take_scratch();
+        let Some(mut batch) = self.io.udp_recv.take() else {
+            return;
+        };
         let recv_time_us = self.clock.wall_us;
         let mut drained = false;
         // The stamp of the requests below (see `Proxy::submit`).
         self.clock.refresh();
-        for _ in 0..MAX_DATAGRAMS_PER_TURN {
+        for _ in 0..MAX_DATAGRAMS_PER_TURN.div_ceil(UDP_BATCH) {
             let Some(sock) = self.clients.udp_socks.get(k) else {
+                drained = true;
                 break;
             };
-            match sock.sock.recv_from(&mut scratch) {
-                Ok((n, peer)) => self.udp_datagram(k, peer, &scratch[..n], recv_time_us),
+            match batch.recv(sock.sock.as_raw_fd()) {
+                Ok(n) => {
+                    for d in (0..n).filter_map(|i| batch.get(i)) {
+                        self.udp_datagram(k, d, recv_time_us);
+                    }
+                    // Fewer than asked for: nothing more was there (a
+                    // datagram arriving later raises a new edge).
+                    if n < UDP_BATCH {
+                        drained = true;
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;
                 }
-                // EINTR, or an ICMP error left over from an earlier send_to.
+                // EINTR, or an ICMP error left over from an earlier send.
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -73,13 +92,18 @@ impl Proxy {
         if !drained {
             self.io.pending_udp.push(k);
         }
-        self.io.put_scratch(scratch);
+        self.io.udp_recv = Some(batch);
     }
 
-    fn udp_datagram(&mut self, k: usize, peer: SocketAddr, dgram: &[u8], recv_time_us: u64) {
+    fn udp_datagram(&mut self, k: usize, d: Datagram<'_>, recv_time_us: u64) {
         let stats = &mut self.clients.stats;
-        stats.bytes_in += dgram.len() as u64;
-        if dgram.len() > self.limits.max_request_size {
+        stats.bytes_in += d.bytes.len() as u64;
+        let Some(peer) = d.peer else {
+            stats.udp_dropped += 1;
+            return;
+        };
+        let dgram = d.bytes;
+        if d.truncated || dgram.len() > self.limits.max_request_size {
             stats.oversized += 1;
             stats.udp_dropped += 1;
             return;
@@ -138,6 +162,76 @@ impl Proxy {
             // Failed; the exception hook (if any) has answered already.
             if let Some(slot) = self.clients.udp_flows.slot_of(flow) {
                 self.clients.udp_flows.remove(slot);
+            }
+        }
+    }
+}
+
+impl Clients {
+    /// Queues a UDP reply to `peer` on socket `k` (sent at the end of the
+    /// turn, or now when a batch is full); dropped and counted when the
+    /// socket's queue is full.
+    pub(crate) fn queue_udp_reply(&mut self, k: usize, peer: SocketAddr, bytes: &[u8]) {
+        if k >= self.udp_socks.len() {
+            self.stats.udp_dropped += 1;
+            return;
+        }
+        let queue = self.udp_out.queue(k);
+        if queue.push(bytes, peer).is_err() {
+            self.stats.udp_dropped += 1;
+            return;
+        }
+        if queue.len() >= UDP_BATCH && !queue.blocked {
+            self.send_udp(k);
+        }
+    }
+
+    /// Sends what socket `k` has queued, as far as it takes.
+    fn send_udp(&mut self, k: usize) {
+        let (Some(sock), Some(queue)) = (self.udp_socks.get(k), self.udp_out.queues.get_mut(k))
+        else {
+            return;
+        };
+        let done = self.udp_out.batch.flush(sock.sock.as_raw_fd(), queue);
+        self.stats.bytes_out += done.bytes;
+        self.stats.udp_dropped += done.failed;
+    }
+
+    /// Socket `k` is writable again: its queue is sent at the end of the
+    /// turn.
+    pub(crate) fn udp_writable(&mut self, k: usize) {
+        if let Some(q) = self.udp_out.queues.get_mut(k) {
+            q.blocked = false;
+        }
+    }
+
+    /// End of turn: sends every socket's queued replies; a socket that
+    /// would block is polled for writability until its queue is empty.
+    pub fn flush_udp(&mut self, registry: &Registry) {
+        for k in 0..self.udp_out.queues.len() {
+            if !self.udp_out.queues[k].blocked {
+                self.send_udp(k);
+            }
+            let q = &mut self.udp_out.queues[k];
+            let want = q.blocked;
+            if want == q.polled_writable {
+                continue;
+            }
+            let Some(sock) = self.udp_socks.get_mut(k) else {
+                continue;
+            };
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            match registry.reregister(&mut sock.sock, Source::Udp(k).token(), interest) {
+                Ok(()) => q.polled_writable = want,
+                // Deregistered (a drain): retried each turn instead.
+                Err(_) => {
+                    q.blocked = false;
+                    q.polled_writable = false;
+                }
             }
         }
     }

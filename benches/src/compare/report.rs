@@ -1,13 +1,17 @@
 //! The comparison's result: [`CompareReport`] (serde, for `--json`) and its
 //! human table: for the classic suite one column per system, for SPP's
-//! table one line per system and scenario, then the figures and targets.
+//! table and the shard suite one line per system and scenario, then (shard
+//! suite) CPU per request by process and the accept balance, then the
+//! figures and targets.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::checks::Check;
+use super::cpu::TOTAL;
 use super::scenario::{Suite, System, ALL_SYSTEMS};
+use super::shards::ShardFigures;
 use super::summary::{Ratios, Spread, SystemResult};
 
 /// Width of the scenario column.
@@ -110,9 +114,12 @@ pub struct CompareReport {
     /// Systems that could not take part.
     #[serde(default)]
     pub skipped: Vec<Skipped>,
-    /// SPP's table's figures and targets.
+    /// SPP's table's (or the shard suite's) figures and targets.
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// The shard suite's shard count, input cost and accept balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardFigures>,
     /// Every scenario.
     pub scenarios: Vec<ScenarioResult>,
     /// What was started (and stopped).
@@ -175,6 +182,26 @@ fn verdict(c: &Check) -> String {
 impl CompareReport {
     /// SPP's table: one line per scenario and system, then the figures.
     fn fmt_table(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = &self.shards {
+            writeln!(
+                f,
+                "spp-bench compare --shards: {} round(s) of {}s (warm-up {}s) per system, in turn; {}-byte payload; spp workers {}; {} proxy shards against 1; costly proxy input {} µs/request; load threads {}",
+                self.rounds,
+                self.duration_s,
+                self.warmup_s,
+                self.payload,
+                self.workers,
+                s.shard_count,
+                s.input_cost_us,
+                self.threads
+            )?;
+        } else {
+            self.fmt_table_header(f)?;
+        }
+        self.fmt_table_rows(f)
+    }
+
+    fn fmt_table_header(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "spp-bench compare --table: {} round(s) of {}s (warm-up {}s) per system, in turn; {}-byte payload; spp echo workers {}, relay workers {}, sleep-echo 1 worker sleeping {} ms; tokio relay threads: 1 and {}; load threads {}",
@@ -189,7 +216,63 @@ impl CompareReport {
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "one per CPU".into()),
             self.threads
-        )?;
+        )
+    }
+
+    /// CPU µs per request of every process of every system that has them.
+    fn fmt_cpu(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut header = false;
+        for sc in &self.scenarios {
+            for r in sc.systems.iter().filter(|r| !r.cpu_us.is_empty()) {
+                if !header {
+                    writeln!(f)?;
+                    writeln!(
+                        f,
+                        "CPU µs per request (/proc utime+stime over warm-up and run; median (min–max))"
+                    )?;
+                    header = true;
+                }
+                let mut parts: Vec<String> = r
+                    .cpu_us
+                    .get(TOTAL)
+                    .map(|t| format!("{TOTAL} {}", cell(t, micros)))
+                    .into_iter()
+                    .collect();
+                parts.extend(
+                    r.cpu_us
+                        .iter()
+                        .filter(|(label, _)| label.as_str() != TOTAL)
+                        .map(|(label, s)| format!("{label} {}", micros(s.median))),
+                );
+                writeln!(
+                    f,
+                    "{:<TABLE_SCENARIO_WIDTH$} {:<TABLE_SYSTEM_WIDTH$} {}",
+                    format!("{} (N={})", sc.title, sc.connections),
+                    r.system.describe(),
+                    parts.join(", ")
+                )?;
+            }
+        }
+        if let Some(s) = &self.shards {
+            let b = &s.accept_balance;
+            let shares: Vec<String> = b
+                .per_shard
+                .iter()
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            writeln!(f)?;
+            writeln!(
+                f,
+                "accept balance: {} short connections, {} errors; accepted {}",
+                b.connections,
+                b.errors,
+                shares.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+
+    fn fmt_table_rows(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for s in &self.skipped {
             writeln!(f, "{}: skipped ({})", s.system, s.why)?;
         }
@@ -215,6 +298,7 @@ impl CompareReport {
                 )?;
             }
         }
+        self.fmt_cpu(f)?;
         if !self.checks.is_empty() {
             writeln!(f)?;
             writeln!(
@@ -246,7 +330,7 @@ fn one_proxy() -> u16 {
 
 impl fmt::Display for CompareReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.suite == Suite::Table {
+        if self.suite != Suite::Classic {
             return self.fmt_table(f);
         }
         let shards = match self.proxy_processes {
@@ -364,6 +448,7 @@ mod tests {
                 target: Some(Bound::AtLeast(0.9)),
                 met: Some(true),
             }],
+            shards: None,
             scenarios: vec![ScenarioResult {
                 name: "sleep_long".into(),
                 title: "sleep-echo, long".into(),
@@ -376,6 +461,7 @@ mod tests {
                     p99_us: one,
                     errors: 0,
                     rounds: Vec::new(),
+                    cpu_us: Default::default(),
                 }],
                 ratios: Ratios::default(),
             }],

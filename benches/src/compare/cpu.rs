@@ -16,6 +16,11 @@ const US_PER_S: f64 = 1e6;
 pub const TOTAL: &str = "total";
 /// The label of the spp controller.
 pub const CONTROLLER: &str = "controller";
+/// The label of the load generator (this process), not in [`TOTAL`].
+pub const CLIENT: &str = "client";
+/// The label of every other process on the machine (other helpers' builds,
+/// idle services), not in [`TOTAL`].
+pub const OTHERS: &str = "others";
 
 /// User + system CPU ticks of one process so far (none once it is gone).
 pub fn ticks(pid: u32) -> Option<u64> {
@@ -27,6 +32,24 @@ pub fn ticks(pid: u32) -> Option<u64> {
     let user: u64 = fields.next()?.parse().ok()?;
     let system: u64 = fields.next()?.parse().ok()?;
     Some(user + system)
+}
+
+/// Busy ticks of the whole machine so far (every CPU: user, nice, system,
+/// irq, softirq, steal from `/proc/stat`).
+pub fn machine_busy_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum()
 }
 
 /// User + system CPU ticks of `pids` so far (a vanished pid counts 0).
@@ -77,13 +100,20 @@ pub fn spp_processes(status: &Value) -> Vec<Watched> {
     controller.into_iter().chain(children).collect()
 }
 
-/// Every watched process's ticks now (0 for one that is gone).
+/// Every watched process's ticks, then this process's, then the
+/// machine's busy ticks, now (0 for one that is gone).
 pub fn snapshot(watched: &[Watched]) -> Vec<u64> {
-    watched.iter().map(|w| ticks(w.pid).unwrap_or(0)).collect()
+    watched
+        .iter()
+        .map(|w| ticks(w.pid).unwrap_or(0))
+        .chain([ticks(std::process::id()).unwrap_or(0), machine_busy_ticks()])
+        .collect()
 }
 
-/// µs of CPU per request of each watched process between two snapshots,
-/// and their sum under [`TOTAL`]; empty when no request was served.
+/// µs of CPU per request of each watched process between two
+/// [`snapshot`]s, their sum under [`TOTAL`], and (outside the sum) this
+/// process's under [`CLIENT`] and the rest of the machine's under
+/// [`OTHERS`]; empty when no request was served.
 pub fn per_request(
     watched: &[Watched],
     before: &[u64],
@@ -103,6 +133,17 @@ pub fn per_request(
         *out.entry(w.label.clone()).or_insert(0.0) += us(spent);
     }
     out.insert(TOTAL.to_owned(), us(total));
+    let n = watched.len();
+    let delta = |i: usize| match (before.get(i), after.get(i)) {
+        (Some(b), Some(a)) => a.saturating_sub(*b),
+        _ => 0,
+    };
+    if before.len() == n + 2 && after.len() == n + 2 {
+        let client = delta(n);
+        out.insert(CLIENT.to_owned(), us(client));
+        let others = delta(n + 1).saturating_sub(total + client);
+        out.insert(OTHERS.to_owned(), us(others));
+    }
     out
 }
 
@@ -158,6 +199,12 @@ mod tests {
         assert_eq!(got["proxy-0"], 100.0);
         assert_eq!(got["worker"], 50.0);
         assert_eq!(got[TOTAL], 150.0);
+        assert!(!got.contains_key(CLIENT));
+        // With the client's and the machine's ticks: 30 busy, 15 ours, 5
+        // the client's, 10 someone else's.
+        let got = per_request(&watched, &[5, 0, 0, 100], &[15, 5, 5, 130], 1_000.0, 100.0);
+        assert_eq!((got[TOTAL], got[CLIENT], got[OTHERS]), (150.0, 50.0, 100.0));
+        assert_eq!(snapshot(&watched[..0]).len(), 2);
         assert!(per_request(&watched, &[0, 0], &[1, 1], 0.0, 100.0).is_empty());
     }
 }

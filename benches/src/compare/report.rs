@@ -9,7 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::checks::Check;
-use super::cpu::TOTAL;
+use super::cpu::{CLIENT, OTHERS, TOTAL};
 use super::scenario::{Suite, System, ALL_SYSTEMS};
 use super::shards::ShardFigures;
 use super::summary::{Ratios, Spread, SystemResult};
@@ -228,7 +228,7 @@ impl CompareReport {
                     writeln!(f)?;
                     writeln!(
                         f,
-                        "CPU µs per request (/proc utime+stime over warm-up and run; median (min–max))"
+                        "CPU µs per request (/proc utime+stime over warm-up and run; median (min–max); [client] the load generator, [others] the rest of the machine, not in the total)"
                     )?;
                     header = true;
                 }
@@ -242,7 +242,13 @@ impl CompareReport {
                     r.cpu_us
                         .iter()
                         .filter(|(label, _)| label.as_str() != TOTAL)
+                        .filter(|(label, _)| ![CLIENT, OTHERS].contains(&label.as_str()))
                         .map(|(label, s)| format!("{label} {}", micros(s.median))),
+                );
+                parts.extend(
+                    [CLIENT, OTHERS]
+                        .into_iter()
+                        .filter_map(|l| Some(format!("[{l} {}]", micros(r.cpu_us.get(l)?.median)))),
                 );
                 writeln!(
                     f,

@@ -526,16 +526,25 @@ fn measure(
                 system: system.name(),
                 source,
             })?;
+            let mut cpu_note = String::new();
             if !watched.is_empty() {
                 // The reads span the warm-up too: count its requests at
                 // the measured rate.
                 let requests = report.throughput_rps * (report.warmup_s + report.duration_s);
                 let after = cpu::snapshot(watched);
-                cpu_rounds[i].push(cpu::per_request(watched, &before, &after, requests, hz));
+                let used = cpu::per_request(watched, &before, &after, requests, hz);
+                let us = |l: &str| used.get(l).copied().unwrap_or(0.0);
+                cpu_note = format!(
+                    ", CPU µs/req {:.1} (client {:.1}, others {:.1})",
+                    us(cpu::TOTAL),
+                    us(cpu::CLIENT),
+                    us(cpu::OTHERS)
+                );
+                cpu_rounds[i].push(used);
             }
             if spec.progress {
                 eprintln!(
-                    "{} round {round}/{} {system}: {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} errors",
+                    "{} round {round}/{} {system}: {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} errors{cpu_note}",
                     scenario.title,
                     spec.rounds,
                     report.throughput_rps,

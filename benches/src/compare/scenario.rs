@@ -158,7 +158,7 @@ pub mod names {
     pub const SHARD_ECHO: &str = "shards_echo_n256";
     /// Shards: costly proxy input, 1 shard against N.
     pub const SHARD_COST: &str = "shards_cost_n128";
-    /// Shards: CPU per request, N shards against the baseline.
+    /// Shards: CPU per request, N shards (and 1) against the baseline.
     pub const SHARD_CPU: &str = "shards_cpu_n64";
     /// Shards: CPU per request with the costly input.
     pub const SHARD_COST_CPU: &str = "shards_cost_cpu_n64";
@@ -168,8 +168,9 @@ pub mod names {
 const SHARD_ECHO_SYSTEMS: &[System] = &[System::SppOneShard, System::Spp];
 /// The shard suite's costly-input systems.
 const SHARD_COST_SYSTEMS: &[System] = &[System::SppCostOneShard, System::SppCost];
-/// The shard suite's CPU systems.
-const SHARD_CPU_SYSTEMS: &[System] = &[System::Direct, System::Spp];
+/// The shard suite's CPU systems (one shard too, to tell the cost of
+/// sharding from spp's own).
+const SHARD_CPU_SYSTEMS: &[System] = &[System::Direct, System::SppOneShard, System::Spp];
 
 /// The proxy-shard figures' scenarios, in the order they run.
 pub const SHARDS: [Scenario; 4] = [

@@ -2,9 +2,10 @@
 //! run. Echo at N=256 with one proxy shard against `--shard-count`; echo
 //! through a proxy plugin whose `input` burns [`INPUT_COST_US`] µs of CPU
 //! per request at N=128, one shard against several; CPU per request of
-//! every spp process (controller, each shard, each worker) against the
-//! direct baseline's at N=64 (`/proc/PID/stat` before and after each run,
-//! [`super::cpu`]); and the accept balance: [`BALANCE_CONNECTIONS`] short
+//! every spp process (controller, each shard, each worker), with one shard
+//! and with several, against the direct baseline's at N=64
+//! (`/proc/PID/stat` before and after each run, [`super::cpu`]); and the
+//! accept balance: [`BALANCE_CONNECTIONS`] short
 //! connections against the sharded service, each shard's share from the
 //! `conns_accepted` deltas in `spp status --json`. [`checks`] turns the
 //! medians into the figures and targets.
@@ -230,6 +231,15 @@ pub fn checks(scenarios: &[ScenarioResult], balance: Option<&AcceptBalance>) -> 
                     clean,
                     Some(Bound::AtMost(CPU_OVER_DIRECT_MAX)),
                 ));
+                let (value, clean) = cpu_ratio(sc, System::SppOneShard, System::Direct);
+                out.push(table::check(
+                    sc,
+                    "one_shard_cpu_over_direct",
+                    "CPU/request, spp with 1 shard / direct".into(),
+                    value,
+                    clean,
+                    None,
+                ));
                 out.push(throughput(
                     sc,
                     "spp_over_direct",
@@ -338,6 +348,7 @@ mod tests {
                 names::SHARD_CPU,
                 vec![
                     system(System::Direct, 100_000.0, Some(10.0), 0),
+                    system(System::SppOneShard, 90_000.0, Some(12.0), 0),
                     system(System::Spp, 80_000.0, Some(10.5), 0),
                 ],
             ),
@@ -352,6 +363,8 @@ mod tests {
         assert_eq!((c.value, c.met), (Some(1.05), Some(true)));
         assert_eq!(c.target, Some(Bound::AtMost(CPU_OVER_DIRECT_MAX)));
         assert_eq!(get(&checks, "spp_over_direct").value, Some(0.8));
+        let c = get(&checks, "one_shard_cpu_over_direct");
+        assert_eq!((c.value, c.target), (Some(1.2), None));
         assert!(checks.iter().all(|c| c.name != "accept_max_over_min"));
     }
 

@@ -423,6 +423,75 @@ mod tests {
     use crate::compare::checks::Bound;
 
     #[test]
+    fn the_shard_suite_prints_cpu_per_process_and_the_accept_balance() {
+        use crate::compare::shards::AcceptBalance;
+        let one = |v| Spread {
+            median: v,
+            min: v,
+            max: v,
+        };
+        let cpu = [
+            ("total", 5.5),
+            ("proxy-0", 2.5),
+            ("proxy-1", 2.0),
+            ("client", 3.0),
+        ]
+        .into_iter()
+        .map(|(l, v)| (l.to_owned(), one(v)))
+        .collect();
+        let report = CompareReport {
+            suite: Suite::Shards,
+            rounds: 1,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            payload: 64,
+            workers: 1,
+            proxy_processes: 1,
+            threads: 1,
+            haproxy: "not in this suite".into(),
+            sleep_ms: 0,
+            relay_workers: 0,
+            tokio_threads: None,
+            skipped: Vec::new(),
+            checks: Vec::new(),
+            shards: Some(ShardFigures {
+                shard_count: 2,
+                input_cost_us: 50,
+                accept_balance: AcceptBalance {
+                    connections: 10,
+                    errors: 0,
+                    per_shard: [("proxy-0".into(), 4), ("proxy-1".into(), 6)].into(),
+                },
+            }),
+            scenarios: vec![ScenarioResult {
+                name: "shards_cpu_n64".into(),
+                title: "echo CPU".into(),
+                connections: 64,
+                short: false,
+                systems: vec![SystemResult {
+                    system: System::Spp,
+                    throughput_rps: one(1.0),
+                    p50_us: one(1.0),
+                    p99_us: one(1.0),
+                    errors: 0,
+                    rounds: Vec::new(),
+                    cpu_us: cpu,
+                }],
+                ratios: Ratios::default(),
+            }],
+            processes: Processes::default(),
+            plots: Vec::new(),
+        };
+        let text = report.to_string();
+        assert!(text.contains("2 proxy shards against 1"), "{text}");
+        assert!(
+            text.contains("total 5.5 (5.5–5.5), proxy-0 2.5, proxy-1 2.0, [client 3.0]"),
+            "{text}"
+        );
+        assert!(text.contains("accepted proxy-0 4, proxy-1 6"), "{text}");
+    }
+
+    #[test]
     fn spps_table_prints_one_line_per_system_and_the_verdicts() {
         let one = Spread {
             median: 20_000.0,

@@ -33,6 +33,7 @@ const SUBCOMMANDS: &str = "\
 Subcommands (they start the servers themselves):
   spp-bench compare [OPTIONS]       spp vs the direct baseline (and haproxy) in one run
   spp-bench compare --table         SPP's table: echo, sleep-echo, relay vs a tokio relay
+  spp-bench compare --shards        proxy shards: 1 vs N, CPU per request, accept balance
   spp-bench compare --http          spp's HTTP plugin vs nginx under wrk (if installed)
   spp-bench compare --redis         the RESP example vs redis-server (redis-benchmark)
   spp-bench idle-memory [OPTIONS]   the spp proxy's memory per idle connection
@@ -279,6 +280,18 @@ struct CompareCli {
     #[arg(long)]
     table: bool,
 
+    /// Run the proxy-shard figures: echo N=256 and a 50 µs proxy `input`
+    /// N=128 with one shard against --shard-count, CPU per request of every
+    /// spp process against the baseline's (N=64), and the accept balance
+    /// over 10 000 short connections.
+    #[arg(long, conflicts_with_all = ["table", "http", "redis"])]
+    shards: bool,
+
+    /// Shards: proxy shards of the sharded services, 2..=64.
+    #[arg(long, default_value_t = compare::shards::DEFAULT_SHARD_COUNT, value_name = "N",
+          requires = "shards", value_parser = clap::value_parser!(u16).range(2..=64))]
+    shard_count: u16,
+
     /// Run the HTTP suite instead: spp's HTTP plugin (libspp_http.so)
     /// against nginx under wrk at 64 and 1 connections; skipped when wrk
     /// or nginx is not installed.
@@ -382,6 +395,8 @@ fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
         progress: !cli.quiet,
         suite: if cli.table {
             Suite::Table
+        } else if cli.shards {
+            Suite::Shards
         } else {
             Suite::Classic
         },
@@ -389,6 +404,7 @@ fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
         sleep_connections: cli.sleep_connections,
         relay_workers: cli.relay_workers,
         tokio_threads: cli.tokio_threads,
+        shard_count: cli.shard_count,
     };
     if let Err(e) = spec.validate() {
         CompareCli::command()

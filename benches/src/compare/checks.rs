@@ -75,7 +75,7 @@ fn find(sc: &ScenarioResult, system: System) -> Option<&SystemResult> {
     sc.systems.iter().find(|r| r.system == system)
 }
 
-fn check(
+pub(super) fn check(
     sc: &ScenarioResult,
     name: &str,
     title: String,
@@ -95,7 +95,7 @@ fn check(
 }
 
 /// `a`'s median throughput over `b`'s, and whether both were error-free.
-fn throughput_ratio(sc: &ScenarioResult, a: System, b: System) -> (Option<f64>, bool) {
+pub(super) fn throughput_ratio(sc: &ScenarioResult, a: System, b: System) -> (Option<f64>, bool) {
     match (find(sc, a), find(sc, b)) {
         (Some(a), Some(b)) if b.throughput_rps.median > 0.0 => (
             Some(a.throughput_rps.median / b.throughput_rps.median),
@@ -224,6 +224,7 @@ mod tests {
             p99_us: one(p99_us),
             errors,
             rounds: Vec::new(),
+            cpu_us: Default::default(),
         }
     }
 

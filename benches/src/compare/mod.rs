@@ -7,7 +7,10 @@
 //! relay hop, in front of the baseline), each with long and short
 //! connections, and the tokio relay (`spp-tokio-relay`, one thread
 //! and one per CPU) in front of the baseline; [`checks`] turns the medians
-//! into the issue's figures and targets.
+//! into the issue's figures and targets. `spp-bench compare --shards` runs
+//! the proxy-shard figures ([`Suite::Shards`], [`shards`]): one proxy shard
+//! against several, CPU per request of every process ([`cpu`]) and the
+//! accept balance.
 //!
 //! ```no_run
 //! use spp_benches::compare::{self, CompareSpec, Shared};
@@ -42,6 +45,7 @@
 pub mod bins;
 pub mod checks;
 pub mod child;
+pub mod cpu;
 pub mod error;
 pub mod idle;
 pub mod process;
@@ -49,6 +53,7 @@ pub mod redis;
 pub mod report;
 mod run;
 pub mod scenario;
+pub mod shards;
 pub mod spp;
 pub mod summary;
 pub mod systems;
@@ -61,5 +66,5 @@ pub use run::{
     run, CompareSpec, DEFAULT_RELAY_WORKERS, DEFAULT_ROUNDS, DEFAULT_SLEEP_MS, DEFAULT_WORKERS,
     HAPROXY_MISSING,
 };
-pub use scenario::{RunShape, Suite, System, DEFAULT_SLEEP_CONNECTIONS, SCENARIOS, TABLE};
+pub use scenario::{RunShape, Suite, System, DEFAULT_SLEEP_CONNECTIONS, SCENARIOS, SHARDS, TABLE};
 pub use systems::{watch_signals, Shared};

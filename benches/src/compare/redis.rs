@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bins::Binaries;
 use super::child::{self, ChildServer};
+use super::cpu::{cpu_ticks, ticks_per_second};
 use super::error::CompareError;
 use super::process;
 use super::spp::{SppService, SppSetup};
@@ -207,33 +208,6 @@ fn children_cpu() -> Duration {
             secs(usage.user_time()) + secs(usage.system_time())
         }
         Err(_) => Duration::ZERO,
-    }
-}
-
-/// User + system CPU ticks of `pids` so far (a vanished pid counts 0).
-fn cpu_ticks(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            // utime and stime are fields 14 and 15; the 12th and 13th
-            // after the command name's closing parenthesis.
-            let rest = stat.rsplit_once(')')?.1;
-            let mut fields = rest.split_whitespace().skip(11);
-            let user: u64 = fields.next()?.parse().ok()?;
-            let system: u64 = fields.next()?.parse().ok()?;
-            Some(user + system)
-        })
-        .sum()
-}
-
-/// Clock ticks per second of `/proc/PID/stat`.
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        hz as f64
-    } else {
-        100.0
     }
 }
 
@@ -472,6 +446,7 @@ pub fn run(spec: &RedisSpec, shared: &Shared) -> Result<RedisReport, CompareErro
         plugin_conf: String::new(),
         microthread: false,
         proxy_processes: 1,
+        proxy_plugin_conf: String::new(),
     };
     let mut service = SppService::prepare(&bins, &setup)?;
     let spp_addr = service.start();

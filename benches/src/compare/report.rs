@@ -1,13 +1,17 @@
 //! The comparison's result: [`CompareReport`] (serde, for `--json`) and its
 //! human table: for the classic suite one column per system, for SPP's
-//! table one line per system and scenario, then the figures and targets.
+//! table and the shard suite one line per system and scenario, then (shard
+//! suite) CPU per request by process and the accept balance, then the
+//! figures and targets.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::checks::Check;
+use super::cpu::{CLIENT, OTHERS, TOTAL};
 use super::scenario::{Suite, System, ALL_SYSTEMS};
+use super::shards::ShardFigures;
 use super::summary::{Ratios, Spread, SystemResult};
 
 /// Width of the scenario column.
@@ -110,9 +114,12 @@ pub struct CompareReport {
     /// Systems that could not take part.
     #[serde(default)]
     pub skipped: Vec<Skipped>,
-    /// SPP's table's figures and targets.
+    /// SPP's table's (or the shard suite's) figures and targets.
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// The shard suite's shard count, input cost and accept balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardFigures>,
     /// Every scenario.
     pub scenarios: Vec<ScenarioResult>,
     /// What was started (and stopped).
@@ -175,6 +182,26 @@ fn verdict(c: &Check) -> String {
 impl CompareReport {
     /// SPP's table: one line per scenario and system, then the figures.
     fn fmt_table(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = &self.shards {
+            writeln!(
+                f,
+                "spp-bench compare --shards: {} round(s) of {}s (warm-up {}s) per system, in turn; {}-byte payload; spp workers {}; {} proxy shards against 1; costly proxy input {} µs/request; load threads {}",
+                self.rounds,
+                self.duration_s,
+                self.warmup_s,
+                self.payload,
+                self.workers,
+                s.shard_count,
+                s.input_cost_us,
+                self.threads
+            )?;
+        } else {
+            self.fmt_table_header(f)?;
+        }
+        self.fmt_table_rows(f)
+    }
+
+    fn fmt_table_header(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "spp-bench compare --table: {} round(s) of {}s (warm-up {}s) per system, in turn; {}-byte payload; spp echo workers {}, relay workers {}, sleep-echo 1 worker sleeping {} ms; tokio relay threads: 1 and {}; load threads {}",
@@ -189,7 +216,69 @@ impl CompareReport {
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "one per CPU".into()),
             self.threads
-        )?;
+        )
+    }
+
+    /// CPU µs per request of every process of every system that has them.
+    fn fmt_cpu(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut header = false;
+        for sc in &self.scenarios {
+            for r in sc.systems.iter().filter(|r| !r.cpu_us.is_empty()) {
+                if !header {
+                    writeln!(f)?;
+                    writeln!(
+                        f,
+                        "CPU µs per request (/proc utime+stime over warm-up and run; median (min–max); [client] the load generator, [others] the rest of the machine, not in the total)"
+                    )?;
+                    header = true;
+                }
+                let mut parts: Vec<String> = r
+                    .cpu_us
+                    .get(TOTAL)
+                    .map(|t| format!("{TOTAL} {}", cell(t, micros)))
+                    .into_iter()
+                    .collect();
+                parts.extend(
+                    r.cpu_us
+                        .iter()
+                        .filter(|(label, _)| label.as_str() != TOTAL)
+                        .filter(|(label, _)| ![CLIENT, OTHERS].contains(&label.as_str()))
+                        .map(|(label, s)| format!("{label} {}", micros(s.median))),
+                );
+                parts.extend(
+                    [CLIENT, OTHERS]
+                        .into_iter()
+                        .filter_map(|l| Some(format!("[{l} {}]", micros(r.cpu_us.get(l)?.median)))),
+                );
+                writeln!(
+                    f,
+                    "{:<TABLE_SCENARIO_WIDTH$} {:<TABLE_SYSTEM_WIDTH$} {}",
+                    format!("{} (N={})", sc.title, sc.connections),
+                    r.system.describe(),
+                    parts.join(", ")
+                )?;
+            }
+        }
+        if let Some(s) = &self.shards {
+            let b = &s.accept_balance;
+            let shares: Vec<String> = b
+                .per_shard
+                .iter()
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            writeln!(f)?;
+            writeln!(
+                f,
+                "accept balance: {} short connections, {} errors; accepted {}",
+                b.connections,
+                b.errors,
+                shares.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+
+    fn fmt_table_rows(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for s in &self.skipped {
             writeln!(f, "{}: skipped ({})", s.system, s.why)?;
         }
@@ -215,6 +304,7 @@ impl CompareReport {
                 )?;
             }
         }
+        self.fmt_cpu(f)?;
         if !self.checks.is_empty() {
             writeln!(f)?;
             writeln!(
@@ -246,7 +336,7 @@ fn one_proxy() -> u16 {
 
 impl fmt::Display for CompareReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.suite == Suite::Table {
+        if self.suite != Suite::Classic {
             return self.fmt_table(f);
         }
         let shards = match self.proxy_processes {
@@ -333,6 +423,75 @@ mod tests {
     use crate::compare::checks::Bound;
 
     #[test]
+    fn the_shard_suite_prints_cpu_per_process_and_the_accept_balance() {
+        use crate::compare::shards::AcceptBalance;
+        let one = |v| Spread {
+            median: v,
+            min: v,
+            max: v,
+        };
+        let cpu = [
+            ("total", 5.5),
+            ("proxy-0", 2.5),
+            ("proxy-1", 2.0),
+            ("client", 3.0),
+        ]
+        .into_iter()
+        .map(|(l, v)| (l.to_owned(), one(v)))
+        .collect();
+        let report = CompareReport {
+            suite: Suite::Shards,
+            rounds: 1,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            payload: 64,
+            workers: 1,
+            proxy_processes: 1,
+            threads: 1,
+            haproxy: "not in this suite".into(),
+            sleep_ms: 0,
+            relay_workers: 0,
+            tokio_threads: None,
+            skipped: Vec::new(),
+            checks: Vec::new(),
+            shards: Some(ShardFigures {
+                shard_count: 2,
+                input_cost_us: 50,
+                accept_balance: AcceptBalance {
+                    connections: 10,
+                    errors: 0,
+                    per_shard: [("proxy-0".into(), 4), ("proxy-1".into(), 6)].into(),
+                },
+            }),
+            scenarios: vec![ScenarioResult {
+                name: "shards_cpu_n64".into(),
+                title: "echo CPU".into(),
+                connections: 64,
+                short: false,
+                systems: vec![SystemResult {
+                    system: System::Spp,
+                    throughput_rps: one(1.0),
+                    p50_us: one(1.0),
+                    p99_us: one(1.0),
+                    errors: 0,
+                    rounds: Vec::new(),
+                    cpu_us: cpu,
+                }],
+                ratios: Ratios::default(),
+            }],
+            processes: Processes::default(),
+            plots: Vec::new(),
+        };
+        let text = report.to_string();
+        assert!(text.contains("2 proxy shards against 1"), "{text}");
+        assert!(
+            text.contains("total 5.5 (5.5–5.5), proxy-0 2.5, proxy-1 2.0, [client 3.0]"),
+            "{text}"
+        );
+        assert!(text.contains("accepted proxy-0 4, proxy-1 6"), "{text}");
+    }
+
+    #[test]
     fn spps_table_prints_one_line_per_system_and_the_verdicts() {
         let one = Spread {
             median: 20_000.0,
@@ -364,6 +523,7 @@ mod tests {
                 target: Some(Bound::AtLeast(0.9)),
                 met: Some(true),
             }],
+            shards: None,
             scenarios: vec![ScenarioResult {
                 name: "sleep_long".into(),
                 title: "sleep-echo, long".into(),
@@ -376,6 +536,7 @@ mod tests {
                     p99_us: one,
                     errors: 0,
                     rounds: Vec::new(),
+                    cpu_us: Default::default(),
                 }],
                 ratios: Ratios::default(),
             }],

@@ -2,8 +2,12 @@
 //! direct baseline always; haproxy if installed for the classic suite;
 //! for SPP's table a sleep-echo spp service, two relay spp services — in
 //! front of spp's echo and of the baseline — and two tokio relays in front
-//! of the baseline); run every scenario round by round, each round against every
-//! system in turn (A B A B ...); stop everything; fold the rounds.
+//! of the baseline); for the shard suite spp echo with one shard and with
+//! several, and both again behind a proxy plugin whose `input` costs CPU;
+//! run every scenario round by round, each round against every system in
+//! turn (A B A B ...), in the shard suite with every process's CPU read
+//! before and after each run; measure the accept balance; stop everything;
+//! fold the rounds.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,10 +18,12 @@ use crate::load::{self, Report, Transport};
 use super::bins::{self, Binaries};
 use super::checks;
 use super::child;
+use super::cpu::{self, Watched};
 use super::error::CompareError;
 use super::idle;
 use super::report::{CompareReport, Processes, ScenarioResult, Skipped};
 use super::scenario::{RunShape, Scenario, Suite, System, DEFAULT_SLEEP_CONNECTIONS};
+use super::shards::{self, ShardFigures};
 use super::spp::{SppService, SppSetup};
 use super::summary::{Ratios, SystemResult};
 use super::systems::{Shared, Systems};
@@ -40,6 +46,8 @@ pub const MAX_WORKERS: u32 = 256;
 pub const MAX_SLEEP_MS: u64 = 10_000;
 /// Most sleep-echo connections accepted (within `max_in_flight`'s limit).
 pub const MAX_SLEEP_CONNECTIONS: usize = 50_000;
+/// Most proxy shards accepted (`proxy.processes`'s limit).
+pub const MAX_SHARDS: u16 = 64;
 /// Most tokio relay threads accepted.
 pub const MAX_TOKIO_THREADS: usize = 256;
 /// What the report says when haproxy is not on `PATH`.
@@ -75,6 +83,9 @@ pub struct CompareSpec {
     /// Threads of the multi-thread tokio relay (none: one per CPU); the
     /// other one always has one.
     pub tokio_threads: Option<usize>,
+    /// Shards of the shard suite's sharded services (its [`System::Spp`]
+    /// and [`System::SppCost`]).
+    pub shard_count: u16,
 }
 
 impl CompareSpec {
@@ -102,6 +113,16 @@ impl CompareSpec {
             sleep_connections: DEFAULT_SLEEP_CONNECTIONS,
             relay_workers: DEFAULT_RELAY_WORKERS,
             tokio_threads: None,
+            shard_count: shards::DEFAULT_SHARD_COUNT,
+        }
+    }
+
+    /// The echo service's proxy shards: `shard_count` in the shard suite,
+    /// else `proxy_processes`.
+    pub fn spp_shards(&self) -> u16 {
+        match self.suite {
+            Suite::Shards => self.shard_count,
+            _ => self.proxy_processes,
         }
     }
 
@@ -140,6 +161,9 @@ impl CompareSpec {
             if !(1..=MAX_TOKIO_THREADS).contains(&n) {
                 return invalid("tokio-threads", format!("must be 1..={MAX_TOKIO_THREADS}"));
             }
+        }
+        if !(2..=MAX_SHARDS).contains(&self.shard_count) {
+            return invalid("shard-count", format!("must be 2..={MAX_SHARDS}"));
         }
         if self.shape.duration.is_zero() {
             return invalid("duration", "must be more than 0".into());
@@ -187,6 +211,18 @@ struct Started {
     haproxy: String,
     skipped: Vec<Skipped>,
     processes: Processes,
+    /// The processes whose CPU each run of a system reads (shard suite).
+    watched: Vec<(System, Vec<Watched>)>,
+}
+
+impl Started {
+    fn watched(&self, system: System) -> &[Watched] {
+        self.watched
+            .iter()
+            .find(|(s, _)| *s == system)
+            .map(|(_, w)| w.as_slice())
+            .unwrap_or(&[])
+    }
 }
 
 /// Runs the comparison. The servers are registered in `shared` as they
@@ -217,8 +253,32 @@ fn start_and_measure(
     let started = start(spec, bins, shared)?;
     let mut scenarios = Vec::new();
     for scenario in &spec.scenarios() {
-        scenarios.push(measure(spec, scenario, &started.endpoints)?);
+        scenarios.push(measure(spec, scenario, &started)?);
     }
+    let shard_figures = match (
+        spec.suite,
+        started.endpoints.of(System::Spp, Transport::Tcp),
+    ) {
+        (Suite::Shards, Some(addr)) => {
+            if spec.progress {
+                eprintln!(
+                    "accept balance: {} short connections",
+                    shards::BALANCE_CONNECTIONS
+                );
+            }
+            Some(ShardFigures {
+                shard_count: spec.shard_count,
+                input_cost_us: shards::INPUT_COST_US,
+                accept_balance: shards::accept_balance(
+                    shared,
+                    addr,
+                    shards::BALANCE_CONNECTIONS,
+                    spec.shape.payload,
+                )?,
+            })
+        }
+        _ => None,
+    };
     let plots = match &spec.plot_dir {
         Some(dir) => plot(dir, &scenarios)?,
         None => Vec::new(),
@@ -226,6 +286,10 @@ fn start_and_measure(
     let checks = match spec.suite {
         Suite::Classic => Vec::new(),
         Suite::Table => checks::table(&scenarios, spec.sleep()),
+        Suite::Shards => shards::checks(
+            &scenarios,
+            shard_figures.as_ref().map(|f| &f.accept_balance),
+        ),
     };
     Ok(CompareReport {
         suite: spec.suite,
@@ -242,6 +306,7 @@ fn start_and_measure(
         tokio_threads: spec.tokio_threads,
         skipped: started.skipped,
         checks,
+        shards: shard_figures,
         scenarios,
         processes: started.processes,
         plots,
@@ -266,11 +331,13 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
     let wanted = spec.suite.systems();
     let mut out = Started::default();
     let setup = SppSetup {
-        proxy_processes: spec.proxy_processes,
+        proxy_processes: spec.spp_shards(),
         ..SppSetup::echo(bins, spec.workers, connections_of(spec, System::Spp))
     };
     let spp = systems.spp.insert(SppService::prepare(bins, &setup)?);
     let spp_addrs = spp.start()?;
+    out.watched
+        .push((System::Spp, cpu::spp_processes(&spp.status()?)));
     let spp_dir = spp.dir().to_path_buf();
     out.processes.spp = spp.pids();
     out.endpoints
@@ -283,6 +350,11 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
     out.endpoints
         .add(System::Direct, Transport::Udp, direct.udp);
     out.processes.direct = direct.server.pid();
+    if let Some(pid) = direct.server.pid() {
+        let label = System::Direct.name().to_owned();
+        out.watched
+            .push((System::Direct, vec![Watched { label, pid }]));
+    }
     let direct_tcp = direct.tcp;
     systems.direct = Some(direct.server);
     out.haproxy = match bins::find_haproxy() {
@@ -308,6 +380,7 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
             plugin_conf: format!("sleep_ms={}", spec.sleep_ms),
             microthread: true,
             proxy_processes: 1,
+            proxy_plugin_conf: String::new(),
         };
         start_extra_spp(&mut systems, &mut out, System::SppSleep, bins, &setup)?;
     }
@@ -326,6 +399,33 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
             plugin_conf: format!("addr={backend}"),
             microthread: true,
             proxy_processes: 1,
+            proxy_plugin_conf: String::new(),
+        };
+        start_extra_spp(&mut systems, &mut out, system, bins, &setup)?;
+    }
+    for (system, name, shards, proxy_plugin_conf) in [
+        (System::SppOneShard, "spp-bench-1shard", 1, String::new()),
+        (
+            System::SppCostOneShard,
+            "spp-bench-cost-1shard",
+            1,
+            shards::costly_input_conf(),
+        ),
+        (
+            System::SppCost,
+            "spp-bench-cost",
+            spec.shard_count,
+            shards::costly_input_conf(),
+        ),
+    ] {
+        if !wanted.contains(&system) {
+            continue;
+        }
+        let setup = SppSetup {
+            name,
+            proxy_processes: shards,
+            proxy_plugin_conf,
+            ..SppSetup::echo(bins, spec.workers, connections_of(spec, system))
         };
         start_extra_spp(&mut systems, &mut out, system, bins, &setup)?;
     }
@@ -362,7 +462,11 @@ fn start_extra_spp(
     let started = service.start();
     out.processes.extra.extend(service.pids());
     match started {
-        Ok(addrs) => out.endpoints.add(system, Transport::Tcp, addrs.tcp),
+        Ok(addrs) => {
+            out.endpoints.add(system, Transport::Tcp, addrs.tcp);
+            out.watched
+                .push((system, cpu::spp_processes(&service.status()?)));
+        }
         Err(e) => {
             let log = service.dir().join("log").display().to_string();
             // Stopped now; its stop error says no more than the start's.
@@ -396,8 +500,10 @@ fn load_spec(
 fn measure(
     spec: &CompareSpec,
     scenario: &Scenario,
-    endpoints: &Endpoints,
+    started: &Started,
 ) -> Result<ScenarioResult, CompareError> {
+    let endpoints = &started.endpoints;
+    let hz = cpu::ticks_per_second();
     let systems: Vec<(System, SocketAddr)> = scenario
         .systems
         .iter()
@@ -406,17 +512,39 @@ fn measure(
         .filter_map(|s| endpoints.of(s, scenario.transport).map(|a| (s, a)))
         .collect();
     let mut rounds: Vec<Vec<Report>> = vec![Vec::with_capacity(spec.rounds); systems.len()];
+    let mut cpu_rounds = vec![Vec::with_capacity(spec.rounds); systems.len()];
     for round in 1..=spec.rounds {
         for (i, (system, addr)) in systems.iter().enumerate() {
             let load = load_spec(spec, scenario, *system, *addr);
+            let watched = match spec.suite {
+                Suite::Shards => started.watched(*system),
+                _ => &[],
+            };
+            let before = cpu::snapshot(watched);
             let report = load::run(&load).map_err(|source| CompareError::Load {
                 scenario: scenario.name,
                 system: system.name(),
                 source,
             })?;
+            let mut cpu_note = String::new();
+            if !watched.is_empty() {
+                // The reads span the warm-up too: count its requests at
+                // the measured rate.
+                let requests = report.throughput_rps * (report.warmup_s + report.duration_s);
+                let after = cpu::snapshot(watched);
+                let used = cpu::per_request(watched, &before, &after, requests, hz);
+                let us = |l: &str| used.get(l).copied().unwrap_or(0.0);
+                cpu_note = format!(
+                    ", CPU µs/req {:.1} (client {:.1}, others {:.1})",
+                    us(cpu::TOTAL),
+                    us(cpu::CLIENT),
+                    us(cpu::OTHERS)
+                );
+                cpu_rounds[i].push(used);
+            }
             if spec.progress {
                 eprintln!(
-                    "{} round {round}/{} {system}: {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} errors",
+                    "{} round {round}/{} {system}: {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} errors{cpu_note}",
                     scenario.title,
                     spec.rounds,
                     report.throughput_rps,
@@ -430,8 +558,8 @@ fn measure(
     }
     let results: Vec<SystemResult> = systems
         .iter()
-        .zip(rounds)
-        .map(|((system, _), r)| SystemResult::new(*system, r))
+        .zip(rounds.into_iter().zip(cpu_rounds))
+        .map(|((system, _), (r, c))| SystemResult::new(*system, r).with_cpu(&c))
         .collect();
     Ok(ScenarioResult {
         name: scenario.name.to_owned(),

@@ -1,7 +1,8 @@
 //! The scenarios and the systems they run against, in two suites: the
 //! classic comparison (spp against the direct baseline and haproxy) and
 //! SPP's published table (echo, echo after a sleep, echo through a relay;
-//! long and short connections; spp's relay against a tokio relay).
+//! long and short connections; spp's relay against a tokio relay), and the
+//! proxy-shard figures (one shard against several, CPU per request).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,10 +32,19 @@ pub enum System {
     /// The tokio relay on one worker thread in front of the baseline.
     #[serde(rename = "tokio_relay_1t")]
     TokioRelay1,
+    /// spp echo with one proxy shard (the shard suite's [`System::Spp`]
+    /// has `--shard-count`).
+    #[serde(rename = "spp_1shard")]
+    SppOneShard,
+    /// spp echo whose proxy plugin's `input` burns CPU, one shard.
+    #[serde(rename = "spp_cost_1shard")]
+    SppCostOneShard,
+    /// The same with `--shard-count` shards.
+    SppCost,
 }
 
 /// Every system, in the order tables list them.
-pub const ALL_SYSTEMS: [System; 8] = [
+pub const ALL_SYSTEMS: [System; 11] = [
     System::Direct,
     System::Spp,
     System::Haproxy,
@@ -43,6 +53,9 @@ pub const ALL_SYSTEMS: [System; 8] = [
     System::SppRelayDirect,
     System::TokioRelay1,
     System::TokioRelay,
+    System::SppOneShard,
+    System::SppCostOneShard,
+    System::SppCost,
 ];
 
 impl System {
@@ -57,6 +70,9 @@ impl System {
             System::SppRelayDirect => "spp_relay_direct",
             System::TokioRelay => "tokio_relay",
             System::TokioRelay1 => "tokio_relay_1t",
+            System::SppOneShard => "spp_1shard",
+            System::SppCostOneShard => "spp_cost_1shard",
+            System::SppCost => "spp_cost",
         }
     }
 
@@ -71,6 +87,9 @@ impl System {
             System::SppRelayDirect => "spp relay → direct",
             System::TokioRelay => "tokio relay → direct",
             System::TokioRelay1 => "tokio relay 1 thread → direct",
+            System::SppOneShard => "spp echo, 1 proxy shard",
+            System::SppCostOneShard => "spp costly input, 1 shard",
+            System::SppCost => "spp costly input, N shards",
         }
     }
 }
@@ -121,6 +140,8 @@ pub enum Suite {
     Classic,
     /// [`TABLE`]: SPP's published table re-run here.
     Table,
+    /// [`SHARDS`]: one proxy shard against several.
+    Shards,
 }
 
 /// Scenario names of the table (the checks look them up).
@@ -133,7 +154,59 @@ pub mod names {
     pub const SLEEP_LONG: &str = "sleep_long";
     /// Sleep-echo, short connections.
     pub const SLEEP_SHORT: &str = "sleep_short";
+    /// Shards: echo, 1 shard against N.
+    pub const SHARD_ECHO: &str = "shards_echo_n256";
+    /// Shards: costly proxy input, 1 shard against N.
+    pub const SHARD_COST: &str = "shards_cost_n128";
+    /// Shards: CPU per request, N shards (and 1) against the baseline.
+    pub const SHARD_CPU: &str = "shards_cpu_n64";
+    /// Shards: CPU per request with the costly input.
+    pub const SHARD_COST_CPU: &str = "shards_cost_cpu_n64";
 }
+
+/// The shard suite's echo systems.
+const SHARD_ECHO_SYSTEMS: &[System] = &[System::SppOneShard, System::Spp];
+/// The shard suite's costly-input systems.
+const SHARD_COST_SYSTEMS: &[System] = &[System::SppCostOneShard, System::SppCost];
+/// The shard suite's CPU systems (one shard too, to tell the cost of
+/// sharding from spp's own).
+const SHARD_CPU_SYSTEMS: &[System] = &[System::Direct, System::SppOneShard, System::Spp];
+
+/// The proxy-shard figures' scenarios, in the order they run.
+pub const SHARDS: [Scenario; 4] = [
+    Scenario {
+        name: names::SHARD_ECHO,
+        title: "echo, shards",
+        transport: Transport::Tcp,
+        connections: 256,
+        short: false,
+        systems: SHARD_ECHO_SYSTEMS,
+    },
+    Scenario {
+        name: names::SHARD_COST,
+        title: "costly input, shards",
+        transport: Transport::Tcp,
+        connections: 128,
+        short: false,
+        systems: SHARD_COST_SYSTEMS,
+    },
+    Scenario {
+        name: names::SHARD_CPU,
+        title: "echo CPU, shards/direct",
+        transport: Transport::Tcp,
+        connections: 64,
+        short: false,
+        systems: SHARD_CPU_SYSTEMS,
+    },
+    Scenario {
+        name: names::SHARD_COST_CPU,
+        title: "costly input CPU",
+        transport: Transport::Tcp,
+        connections: 64,
+        short: false,
+        systems: SHARD_COST_SYSTEMS,
+    },
+];
 
 /// Default concurrent connections of the sleep scenarios.
 pub const DEFAULT_SLEEP_CONNECTIONS: usize = 2_000;
@@ -191,6 +264,7 @@ impl Suite {
                     ..*s
                 })
                 .collect(),
+            Suite::Shards => SHARDS.to_vec(),
         }
     }
 

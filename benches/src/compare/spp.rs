@@ -1,6 +1,7 @@
 //! The spp service under test: a config generated in a temp dir (a plugin
-//! — echo, sleep-echo or relay — with its `plugin_conf`, optionally in
-//! micro-thread mode; TCP and UDP on 127.0.0.1:0), `spp start`, the real
+//! — echo, sleep-echo or relay — with its `plugin_conf` and the proxy's
+//! own, `proxy.processes` shards, optionally in micro-thread mode; TCP and
+//! UDP on 127.0.0.1:0), `spp start`, the real
 //! addresses and pids from `spp status --json`, and `spp stop` (then
 //! SIGKILL to any pid it had reported that is still there).
 
@@ -49,6 +50,9 @@ pub struct SppSetup {
     pub microthread: bool,
     /// `proxy.processes`: proxy shards.
     pub proxy_processes: u16,
+    /// The proxy's `plugin_conf` (the echo plugin's `input_cost_us=N`
+    /// makes its framing cost CPU; empty: it only frames).
+    pub proxy_plugin_conf: String,
 }
 
 impl SppSetup {
@@ -62,6 +66,7 @@ impl SppSetup {
             plugin_conf: String::new(),
             microthread: false,
             proxy_processes: 1,
+            proxy_plugin_conf: String::new(),
         }
     }
 
@@ -109,7 +114,8 @@ fn render(dir: &Path, setup: &SppSetup) -> String {
         out,
         "[proxy]\nlisten = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\"]"
     );
-    let _ = writeln!(out, "plugin = {}\nplugin_conf = \"\"", quoted(plugin));
+    let _ = writeln!(out, "plugin = {}", quoted(plugin));
+    let _ = writeln!(out, "plugin_conf = {:?}", setup.proxy_plugin_conf);
     let _ = writeln!(out, "max_connections = {max_connections}");
     let _ = writeln!(out, "processes = {}\n", setup.proxy_processes);
     let _ = writeln!(out, "[[group]]\nid = 1\nplugin = {}", quoted(plugin));
@@ -309,6 +315,7 @@ mod tests {
             plugin_conf: "addr=127.0.0.1:4000".into(),
             microthread: true,
             proxy_processes: 1,
+            proxy_plugin_conf: String::new(),
         };
         let text = render(Path::new("/tmp/d"), &setup);
         assert!(text.contains("name = \"spp-bench-relay\""), "{text}");
@@ -324,6 +331,19 @@ mod tests {
         assert!(
             text.contains("plugin_conf = \"\"\nmax_connections"),
             "{text}"
+        );
+        let costly = render(
+            Path::new("/tmp/d"),
+            &SppSetup {
+                proxy_plugin_conf: "input_cost_us=50".into(),
+                proxy_processes: 2,
+                ..setup.clone()
+            },
+        );
+        assert!(
+            costly.contains("plugin_conf = \"input_cost_us=50\"\nmax_connections")
+                && costly.contains("processes = 2"),
+            "{costly}"
         );
         let plain = render(
             Path::new("/tmp/d"),

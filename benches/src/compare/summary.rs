@@ -1,6 +1,8 @@
 //! Folding rounds into figures: the median of the rounds and their min–max
 //! spread for throughput, p50 and p99, and the spp/other ratios.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::load::Report;
@@ -55,6 +57,10 @@ pub struct SystemResult {
     pub errors: u64,
     /// Every round's full report, in order.
     pub rounds: Vec<Report>,
+    /// CPU µs per request by process label (and `total`), where measured
+    /// (the shard suite).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_us: BTreeMap<String, Spread>,
 }
 
 impl SystemResult {
@@ -68,7 +74,24 @@ impl SystemResult {
             p99_us: fig(|r| r.latency_us.p99),
             errors: rounds.iter().map(|r| r.errors.total).sum(),
             rounds,
+            cpu_us: BTreeMap::new(),
         }
+    }
+
+    /// The same with the spread of every label's CPU µs per request over
+    /// `rounds` (one map per round).
+    pub fn with_cpu(mut self, rounds: &[BTreeMap<String, f64>]) -> Self {
+        let mut by_label: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for round in rounds {
+            for (label, us) in round {
+                by_label.entry(label.clone()).or_default().push(*us);
+            }
+        }
+        self.cpu_us = by_label
+            .into_iter()
+            .map(|(label, v)| (label, Spread::of(&v)))
+            .collect();
+        self
     }
 
     /// The round whose throughput is the median one (for plots).

@@ -188,6 +188,7 @@ pub fn run(spec: &HttpSpec, shared: &Shared) -> Result<HttpReport, CompareError>
         plugin_conf: format!("body={BODY}"),
         microthread: false,
         proxy_processes: 1,
+        proxy_plugin_conf: String::new(),
     };
     let prefix = tempfile::Builder::new()
         .prefix("spp-bench-nginx-")

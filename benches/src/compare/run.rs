@@ -40,8 +40,13 @@ pub const MAX_WORKERS: u32 = 256;
 pub const MAX_SLEEP_MS: u64 = 10_000;
 /// Most sleep-echo connections accepted (within `max_in_flight`'s limit).
 pub const MAX_SLEEP_CONNECTIONS: usize = 50_000;
+/// Most connections of the classic suite's TCP closed loop accepted.
+pub const MAX_TCP_CONNECTIONS: usize = 50_000;
 /// Most tokio relay threads accepted.
 pub const MAX_TOKIO_THREADS: usize = 256;
+/// The classic suite's long-connection TCP closed loop
+/// ([`CompareSpec::tcp_connections`] changes its connection count).
+const CLASSIC_TCP: &str = "tcp_n64";
 /// What the report says when haproxy is not on `PATH`.
 pub const HAPROXY_MISSING: &str = "not installed, skipped";
 
@@ -73,6 +78,9 @@ pub struct CompareSpec {
     /// Threads of the multi-thread tokio relay (none: one per CPU); the
     /// other one always has one.
     pub tokio_threads: Option<usize>,
+    /// Connections of the classic suite's long-connection TCP closed loop
+    /// (none: its 64); another count renames it `tcp_n<N>`.
+    pub tcp_connections: Option<usize>,
 }
 
 impl CompareSpec {
@@ -99,12 +107,31 @@ impl CompareSpec {
             sleep_connections: DEFAULT_SLEEP_CONNECTIONS,
             relay_workers: DEFAULT_RELAY_WORKERS,
             tokio_threads: None,
+            tcp_connections: None,
         }
     }
 
     /// The scenarios it runs.
     pub fn scenarios(&self) -> Vec<Scenario> {
-        self.suite.scenarios(self.sleep_connections)
+        let mut scenarios = self.suite.scenarios(self.sleep_connections);
+        if let (Suite::Classic, Some(n)) = (self.suite, self.tcp_connections) {
+            for s in &mut scenarios {
+                if s.name == CLASSIC_TCP && n != s.connections {
+                    // Once per run: the name lives as long as the report.
+                    s.name = format!("tcp_n{n}").leak();
+                    s.title = "TCP N=many closed loop";
+                    s.connections = n;
+                }
+            }
+        }
+        if self.suite == Suite::Classic {
+            // A payload past the largest datagram (e.g. 64 KiB) runs TCP only.
+            let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+            scenarios.retain(|s| {
+                s.transport == Transport::Tcp || s.spec(addr, &self.shape).validate().is_ok()
+            });
+        }
+        scenarios
     }
 
     /// sleep-echo's sleep.
@@ -136,6 +163,14 @@ impl CompareSpec {
         if let Some(n) = self.tokio_threads {
             if !(1..=MAX_TOKIO_THREADS).contains(&n) {
                 return invalid("tokio-threads", format!("must be 1..={MAX_TOKIO_THREADS}"));
+            }
+        }
+        if let Some(n) = self.tcp_connections {
+            if !(1..=MAX_TCP_CONNECTIONS).contains(&n) {
+                return invalid(
+                    "tcp-connections",
+                    format!("must be 1..={MAX_TCP_CONNECTIONS}"),
+                );
             }
         }
         if self.shape.duration.is_zero() {
@@ -453,4 +488,30 @@ fn plot(dir: &Path, scenarios: &[ScenarioResult]) -> Result<Vec<String>, Compare
         files.push(path.display().to_string());
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_connections_resize_the_classic_tcp_loop_only() {
+        let mut spec = CompareSpec::new();
+        spec.tcp_connections = Some(4000);
+        let scenarios = spec.scenarios();
+        let tcp: Vec<_> = scenarios
+            .iter()
+            .filter(|s| !s.short && s.transport == Transport::Tcp)
+            .map(|s| (s.name, s.connections))
+            .collect();
+        assert_eq!(tcp, [("tcp_n4000", 4000), ("tcp_n1", 1)]);
+        spec.shape.payload = 64 << 10;
+        assert!(spec
+            .scenarios()
+            .iter()
+            .all(|s| s.transport == Transport::Tcp));
+        assert!(spec.validate().is_ok());
+        spec.tcp_connections = Some(0);
+        assert!(spec.validate().is_err());
+    }
 }

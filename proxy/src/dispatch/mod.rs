@@ -21,7 +21,8 @@
 //! the next request overtake them on another worker. A slot that would
 //! blur the connection's answer order (`crate::order`) is passed over,
 //! and [`Refusal::Busy`] says when none is left. Pushes are published
-//! once per loop turn per dirty ring, and a worker is woken only if it
+//! once per loop turn per dirty ring, or as soon as a batch of records or
+//! bytes is pushed to it ([`slot`]), and a worker is woken only if it
 //! announced sleep.
 //!
 //! Every request record is stamped (`RecordHeader::flags`) with the
@@ -358,15 +359,13 @@ impl Dispatcher {
     /// worker if it sleeps.
     pub fn publish(&mut self) {
         if !self.closed.is_empty() {
-            let (slots, dirty) = (&mut self.slots, &mut self.dirty);
-            self.closed.flush(slots, |s| {
-                if !dirty.contains(&s) {
-                    dirty.push(s);
-                }
-            });
+            // A slot listed twice is published once (the second finds
+            // nothing unpublished).
+            let dirty = &mut self.dirty;
+            self.closed.flush(&mut self.slots, |s| dirty.push(s));
         }
         for s in self.dirty.drain(..) {
-            self.slots[s].publish();
+            self.slots[s].publish_listed();
         }
     }
 

@@ -6,7 +6,13 @@
 //!
 //! Pushes are published once per loop turn per dirty ring (`Slot::publish`):
 //! the pair end stores `pushed_seq`, publishes the ring's write index, and
-//! wakes the worker only if it announced sleep.
+//! wakes the worker only if it announced sleep. A long turn does not keep
+//! the worker waiting for its end: once [`PUBLISH_EVERY_RECORDS`] records
+//! or [`publish_every_bytes`] bytes are pushed unpublished, `Slot::push`
+//! publishes them at once (one release store and a look at the sleep flag
+//! per batch, never per request), so the worker serves the first requests
+//! of a turn while the proxy still reads the rest, and releases their ring
+//! space before many large requests could fill the ring.
 
 use super::liveness::Liveness;
 use super::stall::{self, Oldest, Stall};
@@ -17,6 +23,24 @@ use spp_ipc::layout::{PairLayout, PairRegion, HOOK_FLOW_CLOSED};
 use spp_ipc::pair::{Drained, InFlight, ProxyEnd, RequestTag, ResponseRecord};
 use spp_ipc::ring::PushError;
 use spp_plugin_api::abi::SppConnInfo;
+
+/// Records pushed to one ring unpublished at most: the turn that pushes
+/// the next one publishes them all first (see the module doc).
+pub const PUBLISH_EVERY_RECORDS: u32 = 32;
+/// Bytes pushed to one ring unpublished at most, unless the ring is small
+/// ([`publish_every_bytes`]).
+pub const PUBLISH_EVERY_BYTES: usize = 64 << 10;
+/// At most this share of the ring (1/N) is pushed unpublished.
+pub const PUBLISH_RING_SHARE: usize = 16;
+
+/// The unpublished bytes after which a push publishes, for a request ring
+/// of `capacity` bytes: [`PUBLISH_EVERY_BYTES`], or a
+/// [`PUBLISH_RING_SHARE`]th of a smaller ring.
+pub fn publish_every_bytes(capacity: usize) -> usize {
+    PUBLISH_EVERY_BYTES
+        .min(capacity / PUBLISH_RING_SHARE)
+        .max(1)
+}
 
 /// One worker slot (pair region) of a group.
 pub struct Slot {
@@ -31,6 +55,13 @@ pub struct Slot {
     msg_timeout_ms: u64,
     /// Whether its ring moves ([`stall`]).
     stall: Stall,
+    /// Listed in the dispatcher's to-publish list this turn.
+    listed: bool,
+    /// Records and bytes pushed since the last publish.
+    unpublished_records: u32,
+    unpublished_bytes: usize,
+    /// [`publish_every_bytes`] of its request ring.
+    publish_bytes: usize,
 }
 
 impl Slot {
@@ -82,6 +113,10 @@ impl Slot {
             index: fds.index,
             msg_timeout_ms,
             stall: Stall::default(),
+            listed: false,
+            unpublished_records: 0,
+            unpublished_bytes: 0,
+            publish_bytes: publish_every_bytes(layout.request_capacity),
         })
     }
 
@@ -152,9 +187,10 @@ impl Slot {
         self.end.in_flight()
     }
 
-    /// Pushes one request with its note, stamped `tag` (unpublished).
-    /// Returns whether the slot had nothing unpublished before (the caller
-    /// lists it dirty).
+    /// Pushes one request with its note, stamped `tag` (unpublished, unless
+    /// it makes [`PUBLISH_EVERY_RECORDS`] or the slot's byte share: then
+    /// everything pushed is published now). Returns whether the slot was
+    /// not listed for the end-of-turn publish yet (the caller lists it).
     #[inline]
     pub(super) fn push(
         &mut self,
@@ -164,9 +200,15 @@ impl Slot {
         req: &[u8],
         now_ns: u64,
     ) -> Result<bool, PushError> {
-        let was_dirty = self.end.has_unpublished();
         self.end.push_noted(tag, conn, note, req, now_ns)?;
-        Ok(!was_dirty)
+        self.unpublished_records += 1;
+        self.unpublished_bytes += req.len() + note.len();
+        if self.unpublished_records >= PUBLISH_EVERY_RECORDS
+            || self.unpublished_bytes >= self.publish_bytes
+        {
+            self.publish();
+        }
+        Ok(!std::mem::replace(&mut self.listed, true))
     }
 
     /// Whether the adopted worker's plugin has `spp_flow_closed`.
@@ -186,7 +228,17 @@ impl Slot {
     /// wakes the worker if it sleeps.
     #[inline]
     pub(super) fn publish(&mut self) {
+        self.unpublished_records = 0;
+        self.unpublished_bytes = 0;
         self.end.publish();
+    }
+
+    /// The end-of-turn publish: [`Self::publish`], and the slot is no
+    /// longer listed for it.
+    #[inline]
+    pub(super) fn publish_listed(&mut self) {
+        self.listed = false;
+        self.publish();
     }
 
     /// The drain handshake: worker `generation` of this slot is `Draining`

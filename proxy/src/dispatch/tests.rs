@@ -245,6 +245,38 @@ fn a_long_turn_publishes_every_few_records_and_every_share_of_bytes() {
 }
 
 #[test]
+fn a_full_ring_is_waited_for_once_until_it_has_room_again() {
+    let (mut r, shared) = rig(&[(1, 1)]);
+    let w = shared.ready(0);
+    r.scan();
+    // SAFETY: the test is this pair's only request consumer.
+    let mut requests = unsafe { w.attach_requests(&shared.bells[0]) }.unwrap();
+    let big = vec![0u8; RING / 4];
+    let mut pushed = 0;
+    let started = std::time::Instant::now();
+    while r.push_bytes(1, tcp(1), &big, None).is_ok() {
+        pushed += 1;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_nanos(slot::FULL_WAIT_NS),
+        "the full ring was waited for"
+    );
+    assert!(r.dispatch.slots[0].gave_up_waiting);
+    assert_eq!(w.backlog(), pushed, "the wait published what was pushed");
+    // Failing at once now, until the worker frees room.
+    assert_eq!(r.push_bytes(1, tcp(1), &big, None), Err(Refusal::QueueFull));
+    assert!(requests.peek().unwrap().is_some());
+    let stride = requests.peek().unwrap().unwrap().stride();
+    requests.advance(stride);
+    requests.release();
+    assert_eq!(r.push_bytes(1, tcp(1), &big, None), Ok(0));
+    assert!(
+        !r.dispatch.slots[0].gave_up_waiting,
+        "room again: waits again"
+    );
+}
+
+#[test]
 fn a_small_ring_is_published_after_a_share_of_it() {
     assert_eq!(
         slot::publish_every_bytes(4 << 20),

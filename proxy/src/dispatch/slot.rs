@@ -35,7 +35,7 @@ use spp_plugin_api::abi::SppConnInfo;
 
 /// Records pushed to one ring unpublished at most: the turn that pushes
 /// the next one publishes them all first (see the module doc).
-pub const PUBLISH_EVERY_RECORDS: u32 = 32;
+pub const PUBLISH_EVERY_RECORDS: u32 = 128;
 /// Bytes pushed to one ring unpublished at most, unless the ring is small
 /// ([`publish_every_bytes`]).
 pub const PUBLISH_EVERY_BYTES: usize = 64 << 10;

@@ -105,8 +105,11 @@ pub const CLOCK_REFRESH_REQUESTS: u32 = 64;
 /// in the read-again list for the next turn. A turn ends with its
 /// publish, the response drain and the writes, so a bounded turn bounds
 /// how long the first answers it makes wait for the last reads (with
-/// thousands of ready connections, or large requests).
-pub const TURN_READ_CONNS: u32 = 256;
+/// thousands of ready connections, or large requests). As many as the
+/// event buffer holds: smaller turns (256) cost 4000 connections ~7 %
+/// (docs/PERFORMANCE.md), their publish, drain and flush shared by fewer
+/// requests; the read-again list no longer comes on top of a full buffer.
+pub const TURN_READ_CONNS: u32 = 1024;
 /// Bytes read in one loop turn, after which readable connections wait for
 /// the next turn (see [`TURN_READ_CONNS`]; a connection's read that
 /// passes it is not cut short).

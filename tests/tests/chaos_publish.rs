@@ -12,7 +12,7 @@ use std::net::Shutdown;
 
 /// `spp_proxy::event_loop::TURN_READ_CONNS` (this crate runs the binaries
 /// and does not link the proxy).
-const TURN_READ_CONNS: usize = 256;
+const TURN_READ_CONNS: usize = 1024;
 /// `spp_proxy::event_loop::TURN_READ_BYTES`.
 const TURN_READ_BYTES: usize = 512 << 10;
 
@@ -29,7 +29,7 @@ fn echo_config(workers: u32) -> ServiceConfig {
 fn more_ready_connections_than_a_turn_reads_are_all_answered() {
     let service = Service::start(&echo_config(1));
     let addr = service.tcp();
-    let n = 3 * TURN_READ_CONNS + 17;
+    let n = TURN_READ_CONNS + 17;
     let mut clients: Vec<TcpClient> = (0..n)
         .map(|_| TcpClient::connect(addr).expect("connect"))
         .collect();

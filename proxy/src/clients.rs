@@ -202,11 +202,25 @@ impl Clients {
 
     /// Lists connection `slot` to be read again (next turn, or later this
     /// one), unless it is listed already or does not read.
+    /// It is then read until its socket would block.
     #[inline]
     pub fn list_read(&mut self, slot: u32) {
+        self.defer_read(slot, true);
+    }
+
+    /// Lists connection `slot` to be read at the next turn (its readiness
+    /// came when the turn's read budget was spent), unless it does not
+    /// read. `until_empty`: read it until its socket would block (as
+    /// [`Self::list_read`]); otherwise a short read ends its reading, as
+    /// for a fresh readiness edge.
+    #[inline]
+    pub fn defer_read(&mut self, slot: u32, until_empty: bool) {
         if let Some(conn) = self.conns.get_mut(slot) {
-            if !conn.in_read_list && conn.reads() {
+            if conn.in_read_list {
+                conn.read_until_empty |= until_empty;
+            } else if conn.reads() {
                 conn.in_read_list = true;
+                conn.read_until_empty = until_empty;
                 self.read_list.push(slot);
             }
         }
@@ -223,12 +237,27 @@ impl Clients {
     /// is gone.
     #[inline]
     pub fn unlist_read(&mut self, slot: u32) -> bool {
-        match self.conns.get_mut(slot) {
-            Some(conn) => {
-                conn.in_read_list = false;
-                true
+        self.take_listed_read(slot).is_some()
+    }
+
+    /// Unlists connection `slot` from the read-again list and says whether
+    /// to read it until its socket would block (see [`Self::defer_read`]);
+    /// `None` when it is gone.
+    #[inline]
+    pub fn take_listed_read(&mut self, slot: u32) -> Option<bool> {
+        let conn = self.conns.get_mut(slot)?;
+        conn.in_read_list = false;
+        Some(conn.read_until_empty)
+    }
+
+    /// Lists again the entries of a list from [`Self::take_read_list`]
+    /// that the turn had no budget left to read (still open and listed:
+    /// not unlisted yet, so [`Self::list_read`] skipped them meanwhile).
+    pub fn defer_reads(&mut self, rest: &[u32]) {
+        for &slot in rest {
+            if self.conns.get(slot).is_some_and(|c| c.in_read_list) {
+                self.read_list.push(slot);
             }
-            None => false,
         }
     }
 

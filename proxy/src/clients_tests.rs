@@ -215,6 +215,29 @@ fn a_connection_is_listed_to_read_again_once_and_only_while_it_reads() {
     c.return_read_list(list);
 }
 
+#[test]
+fn a_deferred_read_keeps_how_it_must_be_read() {
+    let mut c = clients(1 << 20);
+    let (once, _, _client) = connect(&mut c);
+    let (to_end, _, _client2) = connect(&mut c);
+    let (both, _, _client3) = connect(&mut c);
+    c.defer_read(once, false);
+    c.defer_read(to_end, true);
+    c.defer_read(both, false);
+    c.list_read(both); // Listed once, now read until it would block.
+    let list = c.take_read_list();
+    assert_eq!(list, vec![once, to_end, both]);
+    assert_eq!(c.take_listed_read(once), Some(false));
+    // A turn out of budget lists the rest again, as they were.
+    c.defer_reads(&list[1..]);
+    assert_eq!(c.take_read_list(), vec![to_end, both]);
+    assert_eq!(c.take_listed_read(to_end), Some(true));
+    assert_eq!(c.take_listed_read(both), Some(true));
+    c.defer_reads(&list); // None is listed any more.
+    assert!(!c.reads_pending());
+    c.return_read_list(list);
+}
+
 /// Gives connection `flow` a partial request at `now_ms`, as framing does.
 fn partial(c: &mut Clients, flow: u64, now_ms: u64, used: usize) {
     c.now_ms = now_ms;

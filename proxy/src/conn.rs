@@ -9,7 +9,12 @@
 //!
 //! The send buffer is read from an offset (`wpos`); the unsent bytes are
 //! moved to its front only when appending would otherwise grow it, so
-//! queueing a response behind a partly written one copies it once.
+//! queueing a response behind a partly written one copies it once. A
+//! response of at least [`DIRECT_WRITE_MIN`] bytes with nothing pending
+//! before it is written to the socket at once, straight from the response
+//! ring: only what the socket does not take is copied. Smaller ones wait
+//! for the turn's one flush, so many small answers to one connection cost
+//! one `write`.
 
 use crate::order::{Dest, Order, Origin};
 use crate::partial::PartialLink;
@@ -21,6 +26,12 @@ use std::io::{self, Write};
 pub const POOL_MAX_BUFFERS: usize = 64;
 /// A buffer grown beyond this is freed instead of pooled.
 pub const POOL_MAX_CAPACITY: usize = 64 << 10;
+
+/// A response at least this long, with nothing pending before it, is
+/// written when it is queued rather than copied for the turn's flush: the
+/// copy (and the buffer it needs) costs more than the `write` it would
+/// share with other answers.
+pub const DIRECT_WRITE_MIN: usize = 16 << 10;
 
 /// Reusable byte buffers, so steady traffic allocates nothing.
 #[derive(Debug, Default)]
@@ -99,6 +110,9 @@ pub struct Conn {
     pub in_flush_list: bool,
     /// Listed in the clients' read-again list.
     pub in_read_list: bool,
+    /// Listed there to be read until its socket would block (not only
+    /// until a short read).
+    pub read_until_empty: bool,
     /// Its place among the connections holding a partial request
     /// ([`crate::partial`]).
     pub partial: PartialLink,
@@ -130,6 +144,7 @@ impl Conn {
             state: ConnState::Open,
             in_flush_list: false,
             in_read_list: false,
+            read_until_empty: false,
             partial: PartialLink::default(),
             plugin_ctx: None,
             order: Order::default(),
@@ -236,9 +251,11 @@ impl Conn {
     }
 
     /// Appends response bytes to the send buffer; the loop flushes it once
-    /// per turn. If that would pass `max_send_buffer`, the socket is offered
-    /// the bytes first; what it does not take must fit the bound or the
-    /// client counts as slow. Returns the bytes written to the socket.
+    /// per turn. A large response with nothing pending before it
+    /// ([`DIRECT_WRITE_MIN`]) is offered to the socket first. If that would
+    /// pass `max_send_buffer`, the socket is offered the bytes first; what
+    /// it does not take must fit the bound or the client counts as slow.
+    /// Returns the bytes written to the socket.
     pub fn queue(
         &mut self,
         bytes: &[u8],
@@ -247,6 +264,11 @@ impl Conn {
     ) -> Result<u64, QueueError> {
         let mut written = 0;
         let mut rest = bytes;
+        if self.pending() == 0 && rest.len() >= DIRECT_WRITE_MIN {
+            let n = write_some(&mut self.stream, rest).map_err(QueueError::Io)?;
+            written += n as u64;
+            rest = &rest[n..];
+        }
         if self.pending() + rest.len() > max_send_buffer {
             written += self.flush(pool).map_err(QueueError::Io)?;
             if self.pending() == 0 {
@@ -336,6 +358,32 @@ mod tests {
         let mut got = [0u8; 11];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello world");
+    }
+
+    #[test]
+    fn a_large_response_is_written_at_once_and_only_its_rest_buffered() {
+        let (mut conn, mut client) = pair();
+        let mut pool = BufPool::default();
+        // Small: waits for the turn's flush.
+        assert_eq!(conn.queue(b"small", &mut pool, 1 << 20).unwrap(), 0);
+        assert_eq!(conn.pending(), 5);
+        conn.flush(&mut pool).unwrap();
+        // Large, nothing pending: written now, nothing copied.
+        let large = vec![3u8; DIRECT_WRITE_MIN];
+        let written = conn.queue(&large, &mut pool, 1 << 20).unwrap();
+        assert_eq!(written as usize + conn.pending(), large.len());
+        assert_eq!(conn.pending(), 0, "a loopback socket takes 16 KiB");
+        // Large behind pending bytes: queued behind them, in order.
+        conn.queue(b"x", &mut pool, 1 << 20).unwrap();
+        assert_eq!(conn.queue(&large, &mut pool, 1 << 20).unwrap(), 0);
+        assert_eq!(conn.pending(), 1 + large.len());
+        conn.flush(&mut pool).unwrap();
+        let mut got = vec![0u8; 5 + 2 * large.len() + 1];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..5], b"small");
+        assert_eq!(&got[5..5 + large.len()], &large[..]);
+        assert_eq!(got[5 + large.len()], b'x');
+        assert!(got[6 + large.len()..].iter().all(|&b| b == 3));
     }
 
     #[test]

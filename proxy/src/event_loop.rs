@@ -1,13 +1,24 @@
 //! The proxy's single-threaded mio event loop.
 //!
-//! One turn: wait for events (see below), handle them — accept, read and
-//! frame, receive datagrams, doorbell, signals, worker pidfds — then
+//! One turn: wait for events (see below), handle them — read first the
+//! connections listed to read again, then accept, read and frame, receive
+//! datagrams, doorbell, signals, worker pidfds — then
 //! publish every request ring pushed to (one release store and at most one
 //! wake per ring), fail the requests of workers that are gone, drain the
 //! response rings, run the periodic jobs, frame again the connections held
 //! for a worker that took no more (`tcp`) and publish what they queued,
 //! write every connection with new response bytes once, and add the turn's
 //! counters to the shared stats.
+//!
+//! A turn is bounded: it reads at most [`TURN_READ_CONNS`] connections or
+//! [`TURN_READ_BYTES`] bytes; readable connections beyond wait in the
+//! read-again list (`Clients::defer_read`, read as their event said) and
+//! are read first at the next turn, which polls without blocking. So the
+//! first answers of a turn wait neither for thousands of other reads nor
+//! for megabytes of large requests before they are drained and written;
+//! and within the turn a ring is published as soon as a batch is pushed
+//! to it (`dispatch::slot`), so its worker starts on the turn's first
+//! requests while the proxy reads the rest.
 //!
 //! The loop owns the parts ([`crate::io::Io`], [`Clients`],
 //! [`Dispatcher`], [`Hooks`]) and moves work between them; each part keeps
@@ -90,6 +101,20 @@ pub const SPIN_YIELD_EVERY: u32 = 64;
 /// no more than that. One vDSO `clock_gettime` (no syscall) per batch.
 pub const CLOCK_REFRESH_REQUESTS: u32 = 64;
 
+/// Connections read in one loop turn at most; readable ones beyond wait
+/// in the read-again list for the next turn. A turn ends with its
+/// publish, the response drain and the writes, so a bounded turn bounds
+/// how long the first answers it makes wait for the last reads (with
+/// thousands of ready connections, or large requests). As many as the
+/// event buffer holds: smaller turns (256) cost 4000 connections ~7 %
+/// (docs/PERFORMANCE.md), their publish, drain and flush shared by fewer
+/// requests; the read-again list no longer comes on top of a full buffer.
+pub const TURN_READ_CONNS: u32 = 1024;
+/// Bytes read in one loop turn, after which readable connections wait for
+/// the next turn (see [`TURN_READ_CONNS`]; a connection's read that
+/// passes it is not cut short).
+pub const TURN_READ_BYTES: u64 = 512 << 10;
+
 /// Microseconds since the Unix epoch (a request's receive time).
 pub fn wall_clock_us() -> u64 {
     SystemTime::now()
@@ -169,6 +194,8 @@ pub struct Proxy {
     pub(crate) poison: PoisonTable,
     sleeping: bool,
     more_responses: bool,
+    /// Connections read this turn (see [`TURN_READ_CONNS`]).
+    pub(crate) turn_reads: u32,
     /// How long to spin for responses now (adapts within `spin`).
     spin: AdaptiveSpin,
 }
@@ -234,6 +261,7 @@ impl Proxy {
             poison: PoisonTable::default(),
             sleeping: false,
             more_responses: false,
+            turn_reads: 0,
             spin: AdaptiveSpin::new(limits.spin_us.saturating_mul(NS_PER_US)),
         };
         proxy.warn_if_rings_too_small();
@@ -292,19 +320,26 @@ impl Proxy {
             }
             let events = polled?;
             self.tick_clock();
+            self.turn_reads = 0;
             let reads = self.clients.take_read_list();
             let accepts = std::mem::take(&mut self.io.pending_accepts);
             let udp = std::mem::take(&mut self.io.pending_udp);
+            // The connections left over from earlier turns first, so that
+            // the turn's read budget cannot starve them.
+            for (k, &slot) in reads.iter().enumerate() {
+                if self.read_budget_spent() {
+                    self.clients.defer_reads(&reads[k..]);
+                    break;
+                }
+                if let Some(until_empty) = self.clients.take_listed_read(slot) {
+                    self.conn_readable(slot, until_empty);
+                }
+            }
+            self.clients.return_read_list(reads);
             for event in events.iter() {
                 self.handle(event);
             }
             self.io.put_events(events);
-            for &slot in &reads {
-                if self.clients.unlist_read(slot) {
-                    self.conn_readable(slot, true);
-                }
-            }
-            self.clients.return_read_list(reads);
             if !self.life.draining {
                 accepts.into_iter().for_each(|li| self.accept_ready(li));
                 udp.into_iter().for_each(|k| self.udp_readable(k));
@@ -321,6 +356,14 @@ impl Proxy {
         }
     }
 
+    /// Whether this turn has read its share ([`TURN_READ_CONNS`]
+    /// connections or [`TURN_READ_BYTES`] bytes): further readable
+    /// connections wait for the next turn, in the read-again list.
+    #[inline]
+    fn read_budget_spent(&self) -> bool {
+        self.turn_reads >= TURN_READ_CONNS || self.clients.stats.bytes_in >= TURN_READ_BYTES
+    }
+
     fn tick_clock(&mut self) {
         self.clock.refresh();
         self.clock.wall_us = wall_clock_us();
@@ -335,7 +378,12 @@ impl Proxy {
         match Source::from_token(event.token()) {
             Some(Source::Conn(slot)) => {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.conn_readable(slot, event.is_read_closed());
+                    if self.read_budget_spent() {
+                        // Read at the next turn, as this event says.
+                        self.clients.defer_read(slot, event.is_read_closed());
+                    } else {
+                        self.conn_readable(slot, event.is_read_closed());
+                    }
                 }
                 if event.is_writable()
                     && self

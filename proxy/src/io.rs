@@ -23,8 +23,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Bytes of the shared read buffer (also the largest UDP datagram).
-pub const SCRATCH_SIZE: usize = 64 << 10;
+/// Bytes of the shared read buffer (also the largest UDP datagram): a
+/// request of up to this size that is in the socket whole is framed
+/// straight from it, never copied to the connection's own buffer first.
+pub const SCRATCH_SIZE: usize = 256 << 10;
 /// Events taken from epoll per wait.
 pub const EVENTS_CAPACITY: usize = 1024;
 

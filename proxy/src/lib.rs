@@ -54,7 +54,12 @@
 //!    goes to [`Hooks::exception`](hooks::Hooks::exception).
 //! 4. At the end of the turn (`Proxy::end_of_turn`, [`event_loop`])
 //!    [`Dispatcher::publish`](dispatch::Dispatcher::publish) publishes each
-//!    ring pushed to once and wakes its worker if it sleeps.
+//!    ring pushed to once and wakes its worker if it sleeps; a ring that
+//!    took a batch of records or bytes ([`dispatch::slot`]) was published
+//!    already when the push that filled the batch happened, so a long turn
+//!    does not keep its worker waiting. A turn reads a bounded number of
+//!    connections and bytes ([`event_loop::TURN_READ_CONNS`]); the other
+//!    ready ones wait in the read-again list for the next turn.
 //! 5. The worker answers into the response ring. `Proxy::drain_responses`
 //!    ([`responses`]) takes each record through
 //!    [`Dispatcher::drain_responses`](dispatch::Dispatcher::drain_responses),

@@ -123,6 +123,7 @@ impl Proxy {
     /// with the last bytes, and no further edge will come for it) or the
     /// connection had more than its share last turn.
     pub(crate) fn conn_readable(&mut self, slot: u32, until_empty: bool) {
+        self.turn_reads += 1;
         let mut scratch = self.io.take_scratch();
         let recv_time_us = self.clock.wall_us;
         let mut again = true;

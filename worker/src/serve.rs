@@ -75,6 +75,11 @@ use std::time::{Duration, Instant};
 /// Requests served between two publishes of the response ring (and releases
 /// of the request ring) at most; per pair and turn with several shards.
 pub const BATCH_MAX: usize = 64;
+/// Request-ring bytes taken between two releases at most (the batch ends
+/// after the record that reaches it): large requests free their ring
+/// space while the proxy still pushes, so a ring that holds one request
+/// per client never fills with requests already served.
+pub const BATCH_BYTES: u64 = 256 << 10;
 /// The longest the worker sleeps without a loop turn (and a heartbeat).
 pub const HEARTBEAT_INTERVAL: Duration = spp_ipc::pair::WORKER_HEARTBEAT_INTERVAL;
 /// Spin iterations between two `sched_yield`s (and looks at the clock)
@@ -259,15 +264,17 @@ impl Server {
         Ok(Turn { records, deferred })
     }
 
-    /// Takes up to [`BATCH_MAX`] published requests of pair `pair`:
-    /// processes them, expires stale ones, skips other generations'. `now`
-    /// is the clock (CLOCK_MONOTONIC ns) at the start of the batch.
-    /// Returns how many records it consumed, and the clock at its end.
+    /// Takes up to [`BATCH_MAX`] published requests ([`BATCH_BYTES`] of
+    /// ring) of pair `pair`: processes them, expires stale ones, skips
+    /// other generations'. `now` is the clock (CLOCK_MONOTONIC ns) at the
+    /// start of the batch. Returns how many records it consumed, and the
+    /// clock at its end.
     fn process_batch(&mut self, pair: usize, mut now: u64) -> Result<(usize, u64), WorkerError> {
         let mut served = 0;
         let mut busy_ns = 0u64;
         let mut processed = false;
-        while served < BATCH_MAX {
+        let mut taken = 0;
+        while served < BATCH_MAX && taken < BATCH_BYTES {
             let (group, index) = (self.group, self.index);
             let record = self.requests[pair]
                 .peek()
@@ -317,6 +324,7 @@ impl Server {
             }
             self.requests[pair].advance(stride);
             served += 1;
+            taken += stride;
         }
         if processed {
             // Written with the publish, like the other counters.

@@ -315,6 +315,11 @@ struct CompareCli {
     #[arg(long, value_name = "N", requires = "table")]
     tokio_threads: Option<usize>,
 
+    /// Classic suite: connections of the long-connection TCP closed loop
+    /// (default 64), e.g. 4000 for many connections.
+    #[arg(long, value_name = "N", conflicts_with = "table")]
+    tcp_connections: Option<usize>,
+
     /// Write one latency-distribution SVG per scenario into DIR.
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
@@ -405,6 +410,7 @@ fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
         relay_workers: cli.relay_workers,
         tokio_threads: cli.tokio_threads,
         shard_count: cli.shard_count,
+        tcp_connections: cli.tcp_connections,
     };
     if let Err(e) = spec.validate() {
         CompareCli::command()

@@ -48,8 +48,13 @@ pub const MAX_SLEEP_MS: u64 = 10_000;
 pub const MAX_SLEEP_CONNECTIONS: usize = 50_000;
 /// Most proxy shards accepted (`proxy.processes`'s limit).
 pub const MAX_SHARDS: u16 = 64;
+/// Most connections of the classic suite's TCP closed loop accepted.
+pub const MAX_TCP_CONNECTIONS: usize = 50_000;
 /// Most tokio relay threads accepted.
 pub const MAX_TOKIO_THREADS: usize = 256;
+/// The classic suite's long-connection TCP closed loop
+/// ([`CompareSpec::tcp_connections`] changes its connection count).
+const CLASSIC_TCP: &str = "tcp_n64";
 /// What the report says when haproxy is not on `PATH`.
 pub const HAPROXY_MISSING: &str = "not installed, skipped";
 
@@ -86,6 +91,9 @@ pub struct CompareSpec {
     /// Shards of the shard suite's sharded services (its [`System::Spp`]
     /// and [`System::SppCost`]).
     pub shard_count: u16,
+    /// Connections of the classic suite's long-connection TCP closed loop
+    /// (none: its 64); another count renames it `tcp_n<N>`.
+    pub tcp_connections: Option<usize>,
 }
 
 impl CompareSpec {
@@ -114,6 +122,7 @@ impl CompareSpec {
             relay_workers: DEFAULT_RELAY_WORKERS,
             tokio_threads: None,
             shard_count: shards::DEFAULT_SHARD_COUNT,
+            tcp_connections: None,
         }
     }
 
@@ -128,7 +137,25 @@ impl CompareSpec {
 
     /// The scenarios it runs.
     pub fn scenarios(&self) -> Vec<Scenario> {
-        self.suite.scenarios(self.sleep_connections)
+        let mut scenarios = self.suite.scenarios(self.sleep_connections);
+        if let (Suite::Classic, Some(n)) = (self.suite, self.tcp_connections) {
+            for s in &mut scenarios {
+                if s.name == CLASSIC_TCP && n != s.connections {
+                    // Once per run: the name lives as long as the report.
+                    s.name = format!("tcp_n{n}").leak();
+                    s.title = "TCP N=many closed loop";
+                    s.connections = n;
+                }
+            }
+        }
+        if self.suite == Suite::Classic {
+            // A payload past the largest datagram (e.g. 64 KiB) runs TCP only.
+            let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+            scenarios.retain(|s| {
+                s.transport == Transport::Tcp || s.spec(addr, &self.shape).validate().is_ok()
+            });
+        }
+        scenarios
     }
 
     /// sleep-echo's sleep.
@@ -164,6 +191,14 @@ impl CompareSpec {
         }
         if !(2..=MAX_SHARDS).contains(&self.shard_count) {
             return invalid("shard-count", format!("must be 2..={MAX_SHARDS}"));
+        }
+        if let Some(n) = self.tcp_connections {
+            if !(1..=MAX_TCP_CONNECTIONS).contains(&n) {
+                return invalid(
+                    "tcp-connections",
+                    format!("must be 1..={MAX_TCP_CONNECTIONS}"),
+                );
+            }
         }
         if self.shape.duration.is_zero() {
             return invalid("duration", "must be more than 0".into());
@@ -590,4 +625,30 @@ fn plot(dir: &Path, scenarios: &[ScenarioResult]) -> Result<Vec<String>, Compare
         files.push(path.display().to_string());
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_connections_resize_the_classic_tcp_loop_only() {
+        let mut spec = CompareSpec::new();
+        spec.tcp_connections = Some(4000);
+        let scenarios = spec.scenarios();
+        let tcp: Vec<_> = scenarios
+            .iter()
+            .filter(|s| !s.short && s.transport == Transport::Tcp)
+            .map(|s| (s.name, s.connections))
+            .collect();
+        assert_eq!(tcp, [("tcp_n4000", 4000), ("tcp_n1", 1)]);
+        spec.shape.payload = 64 << 10;
+        assert!(spec
+            .scenarios()
+            .iter()
+            .all(|s| s.transport == Transport::Tcp));
+        assert!(spec.validate().is_ok());
+        spec.tcp_connections = Some(0);
+        assert!(spec.validate().is_err());
+    }
 }

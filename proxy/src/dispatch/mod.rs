@@ -21,7 +21,8 @@
 //! the next request overtake them on another worker. A slot that would
 //! blur the connection's answer order (`crate::order`) is passed over,
 //! and [`Refusal::Busy`] says when none is left. Pushes are published
-//! once per loop turn per dirty ring, and a worker is woken only if it
+//! once per loop turn per dirty ring, or as soon as a batch of records or
+//! bytes is pushed to it ([`slot`]), and a worker is woken only if it
 //! announced sleep.
 //!
 //! Every request record is stamped (`RecordHeader::flags`) with the
@@ -234,7 +235,7 @@ impl Dispatcher {
                 .is_some_and(|s| s.group == group && s.accepting())
                 && !busy(p)
             {
-                return match self.push_to(p, conn, note, req, now_ns) {
+                return match self.push_to(p, conn, note, req, now_ns, true) {
                     Ok(()) => Ok(p),
                     Err(PushError::Full) => Err(Refusal::QueueFull),
                     Err(PushError::TooLarge) => Err(Refusal::TooLarge),
@@ -271,10 +272,14 @@ impl Dispatcher {
                     Refusal::NoWorker
                 })?,
         };
-        match self.push_to(first, conn, note, req, now_ns) {
+        let alone = self.groups[gi].members().len() == 1;
+        match self.push_to(first, conn, note, req, now_ns, alone) {
             Ok(()) => return Ok(first),
             Err(PushError::TooLarge) => return Err(Refusal::TooLarge),
             Err(PushError::Full) => {}
+        }
+        if alone {
+            return Err(Refusal::QueueFull);
         }
         // The least-loaded ring is full; any other worker with room will do.
         for k in 0..self.groups[gi].members().len() {
@@ -282,12 +287,16 @@ impl Dispatcher {
             if s != first
                 && self.slots[s].accepting()
                 && !busy(s)
-                && self.push_to(s, conn, note, req, now_ns).is_ok()
+                && self.push_to(s, conn, note, req, now_ns, false).is_ok()
             {
                 return Ok(s);
             }
         }
-        Err(Refusal::QueueFull)
+        // Every ring is full: wait a little for the least-loaded one.
+        match self.push_to(first, conn, note, req, now_ns, true) {
+            Ok(()) => Ok(first),
+            Err(_) => Err(Refusal::QueueFull),
+        }
     }
 
     #[inline]
@@ -298,13 +307,14 @@ impl Dispatcher {
         note: &[u8],
         req: &[u8],
         now_ns: u64,
+        may_wait: bool,
     ) -> Result<(), PushError> {
         let slot = &mut self.slots[s];
         // Only adopted slots are pushed to; a slot without one is full.
         let Some(tag) = slot.liveness.tag() else {
             return Err(PushError::Full);
         };
-        let newly_dirty = slot.push(tag, conn, note, req, now_ns)?;
+        let newly_dirty = slot.push(tag, conn, note, req, now_ns, may_wait)?;
         self.ledger.pushed(s, conn.flow);
         if newly_dirty {
             self.dirty.push(s);
@@ -358,15 +368,13 @@ impl Dispatcher {
     /// worker if it sleeps.
     pub fn publish(&mut self) {
         if !self.closed.is_empty() {
-            let (slots, dirty) = (&mut self.slots, &mut self.dirty);
-            self.closed.flush(slots, |s| {
-                if !dirty.contains(&s) {
-                    dirty.push(s);
-                }
-            });
+            // A slot listed twice is published once (the second finds
+            // nothing unpublished).
+            let dirty = &mut self.dirty;
+            self.closed.flush(&mut self.slots, |s| dirty.push(s));
         }
         for s in self.dirty.drain(..) {
-            self.slots[s].publish();
+            self.slots[s].publish_listed();
         }
     }
 

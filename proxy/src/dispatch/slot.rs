@@ -6,7 +6,21 @@
 //!
 //! Pushes are published once per loop turn per dirty ring (`Slot::publish`):
 //! the pair end stores `pushed_seq`, publishes the ring's write index, and
-//! wakes the worker only if it announced sleep.
+//! wakes the worker only if it announced sleep. A long turn does not keep
+//! the worker waiting for its end: once [`PUBLISH_EVERY_RECORDS`] records
+//! or [`publish_every_bytes`] bytes are pushed unpublished, `Slot::push`
+//! publishes them at once (one release store and a look at the sleep flag
+//! per batch, never per request), so the worker serves the first requests
+//! of a turn while the proxy still reads the rest, and releases their ring
+//! space before many large requests could fill the ring.
+//!
+//! A full ring whose worker is running (not stalled) gets a short, bounded
+//! wait before the request fails ([`Slot::wait_for_room`]: what was
+//! pushed is published, then the push is retried, yielding the CPU to the
+//! worker, for at most [`FULL_WAIT_NS`]); a wait that ends without room
+//! makes every later push to the slot fail at once until one finds room
+//! again, so a worker that stopped costs the proxy one wait, not one per
+//! request.
 
 use super::liveness::Liveness;
 use super::stall::{self, Oldest, Stall};
@@ -15,8 +29,36 @@ use spp_ipc::doorbell::Doorbell;
 use spp_ipc::launch::PairFds;
 use spp_ipc::layout::{PairLayout, PairRegion, HOOK_FLOW_CLOSED};
 use spp_ipc::pair::{Drained, InFlight, ProxyEnd, RequestTag, ResponseRecord};
+use spp_ipc::record::monotonic_ns;
 use spp_ipc::ring::PushError;
 use spp_plugin_api::abi::SppConnInfo;
+
+/// Records pushed to one ring unpublished at most: the turn that pushes
+/// the next one publishes them all first (see the module doc).
+pub const PUBLISH_EVERY_RECORDS: u32 = 128;
+/// Bytes pushed to one ring unpublished at most, unless the ring is small
+/// ([`publish_every_bytes`]).
+pub const PUBLISH_EVERY_BYTES: usize = 64 << 10;
+/// At most this share of the ring (1/N) is pushed unpublished.
+pub const PUBLISH_RING_SHARE: usize = 16;
+
+/// How long a push waits at most for room in a full request ring whose
+/// worker is running, before the request fails (`ring_full`). Long enough
+/// for a worker that was off its CPU to come back and release a batch on
+/// a busy small machine; short against `msg_timeout`.
+pub const FULL_WAIT_NS: u64 = 2_000_000;
+/// Spins between two `sched_yield`s (and looks at the clock) while waiting
+/// for room.
+pub const FULL_WAIT_YIELD_EVERY: u32 = 64;
+
+/// The unpublished bytes after which a push publishes, for a request ring
+/// of `capacity` bytes: [`PUBLISH_EVERY_BYTES`], or a
+/// [`PUBLISH_RING_SHARE`]th of a smaller ring.
+pub fn publish_every_bytes(capacity: usize) -> usize {
+    PUBLISH_EVERY_BYTES
+        .min(capacity / PUBLISH_RING_SHARE)
+        .max(1)
+}
 
 /// One worker slot (pair region) of a group.
 pub struct Slot {
@@ -31,6 +73,16 @@ pub struct Slot {
     msg_timeout_ms: u64,
     /// Whether its ring moves ([`stall`]).
     stall: Stall,
+    /// Listed in the dispatcher's to-publish list this turn.
+    listed: bool,
+    /// Records and bytes pushed since the last publish.
+    unpublished_records: u32,
+    unpublished_bytes: usize,
+    /// [`publish_every_bytes`] of its request ring.
+    publish_bytes: usize,
+    /// A wait for room ended without room, and no push found room since:
+    /// pushes to a full ring fail at once.
+    pub(super) gave_up_waiting: bool,
 }
 
 impl Slot {
@@ -82,6 +134,11 @@ impl Slot {
             index: fds.index,
             msg_timeout_ms,
             stall: Stall::default(),
+            listed: false,
+            unpublished_records: 0,
+            unpublished_bytes: 0,
+            publish_bytes: publish_every_bytes(layout.request_capacity),
+            gave_up_waiting: false,
         })
     }
 
@@ -152,9 +209,12 @@ impl Slot {
         self.end.in_flight()
     }
 
-    /// Pushes one request with its note, stamped `tag` (unpublished).
-    /// Returns whether the slot had nothing unpublished before (the caller
-    /// lists it dirty).
+    /// Pushes one request with its note, stamped `tag` (unpublished, unless
+    /// it makes [`PUBLISH_EVERY_RECORDS`] or the slot's byte share: then
+    /// everything pushed is published now). `may_wait`: a full ring gets
+    /// its bounded wait for room (see the module doc). Returns whether the
+    /// slot was not listed for the end-of-turn publish yet (the caller
+    /// lists it).
     #[inline]
     pub(super) fn push(
         &mut self,
@@ -163,10 +223,59 @@ impl Slot {
         note: &[u8],
         req: &[u8],
         now_ns: u64,
+        may_wait: bool,
     ) -> Result<bool, PushError> {
-        let was_dirty = self.end.has_unpublished();
-        self.end.push_noted(tag, conn, note, req, now_ns)?;
-        Ok(!was_dirty)
+        match self.end.push_noted(tag, conn, note, req, now_ns) {
+            Ok(_) => self.gave_up_waiting = false,
+            Err(PushError::Full) if may_wait && !self.gave_up_waiting && !self.stalled() => {
+                self.wait_for_room(tag, conn, note, req, now_ns)?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.unpublished_records += 1;
+        self.unpublished_bytes += req.len() + note.len();
+        if self.unpublished_records >= PUBLISH_EVERY_RECORDS
+            || self.unpublished_bytes >= self.publish_bytes
+        {
+            self.publish();
+        }
+        Ok(!std::mem::replace(&mut self.listed, true))
+    }
+
+    /// The request ring is full: publishes what was pushed (the worker
+    /// cannot free what it does not see) and retries the push, yielding the
+    /// CPU every [`FULL_WAIT_YIELD_EVERY`] tries, for at most
+    /// [`FULL_WAIT_NS`]. Without room by then, later pushes fail at once
+    /// until one finds room.
+    #[cold]
+    fn wait_for_room(
+        &mut self,
+        tag: RequestTag,
+        conn: &SppConnInfo,
+        note: &[u8],
+        req: &[u8],
+        now_ns: u64,
+    ) -> Result<(), PushError> {
+        self.publish();
+        let deadline = monotonic_ns().saturating_add(FULL_WAIT_NS);
+        let mut tries = 0u32;
+        loop {
+            match self.end.push_noted(tag, conn, note, req, now_ns) {
+                Err(PushError::Full) => {}
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            tries = tries.wrapping_add(1);
+            if tries.is_multiple_of(FULL_WAIT_YIELD_EVERY) {
+                std::thread::yield_now();
+                if monotonic_ns() >= deadline {
+                    self.gave_up_waiting = true;
+                    return Err(PushError::Full);
+                }
+            } else {
+                std::hint::spin_loop();
+            }
+        }
     }
 
     /// Whether the adopted worker's plugin has `spp_flow_closed`.
@@ -186,7 +295,17 @@ impl Slot {
     /// wakes the worker if it sleeps.
     #[inline]
     pub(super) fn publish(&mut self) {
+        self.unpublished_records = 0;
+        self.unpublished_bytes = 0;
         self.end.publish();
+    }
+
+    /// The end-of-turn publish: [`Self::publish`], and the slot is no
+    /// longer listed for it.
+    #[inline]
+    pub(super) fn publish_listed(&mut self) {
+        self.listed = false;
+        self.publish();
     }
 
     /// The drain handshake: worker `generation` of this slot is `Draining`

@@ -47,9 +47,14 @@ fn rig(groups: &[(u32, u32)]) -> (Rig, Shared) {
 
 /// [`rig`] with every group's `msg_timeout` at `msg_timeout_ms`.
 fn rig_with_timeout(groups: &[(u32, u32)], msg_timeout_ms: u64) -> (Rig, Shared) {
+    rig_with_ring(groups, msg_timeout_ms, RING)
+}
+
+/// [`rig_with_timeout`] with rings of `ring` bytes.
+fn rig_with_ring(groups: &[(u32, u32)], msg_timeout_ms: u64, ring: usize) -> (Rig, Shared) {
     let layout = PairLayout {
-        request_capacity: RING,
-        response_capacity: RING,
+        request_capacity: ring,
+        response_capacity: ring,
     };
     let mut pairs = Vec::new();
     let mut bells = Vec::new();
@@ -205,6 +210,83 @@ fn pushes_reach_the_worker_only_when_published_stamped_for_its_generation() {
         requests.advance(stride);
     }
     assert_eq!(seen, vec![(1, tcp(3)), (2, tcp(4))]);
+}
+
+#[test]
+fn a_long_turn_publishes_every_few_records_and_every_share_of_bytes() {
+    use slot::{publish_every_bytes, PUBLISH_EVERY_RECORDS};
+    let ring = 1 << 20;
+    let (mut r, shared) = rig_with_ring(&[(1, 1)], 0, ring);
+    let w = shared.ready(0);
+    r.scan();
+    let batch = u64::from(PUBLISH_EVERY_RECORDS);
+    for i in 1..batch {
+        r.push(1, tcp(i as u32), None).unwrap();
+    }
+    assert_eq!(
+        w.backlog(),
+        0,
+        "fewer than a batch waits for the turn's end"
+    );
+    r.push(1, tcp(0), None).unwrap();
+    assert_eq!(w.backlog(), batch, "a full batch is published at once");
+    // Bytes: one request short of the share waits, the one that reaches
+    // it publishes both.
+    let share = publish_every_bytes(ring);
+    assert!(share < ring / 8, "a ring holds many shares");
+    r.push_bytes(1, tcp(1), &vec![1; share - 1], None).unwrap();
+    assert_eq!(w.backlog(), batch);
+    r.push_bytes(1, tcp(2), &[2], None).unwrap();
+    assert_eq!(w.backlog(), batch + 2);
+    // The end of the turn publishes the rest, once.
+    r.push(1, tcp(3), None).unwrap();
+    r.dispatch.publish();
+    assert_eq!(w.backlog(), batch + 3);
+    assert_eq!(r.dispatch.dirty, Vec::<usize>::new());
+}
+
+#[test]
+fn a_full_ring_is_waited_for_once_until_it_has_room_again() {
+    let (mut r, shared) = rig(&[(1, 1)]);
+    let w = shared.ready(0);
+    r.scan();
+    // SAFETY: the test is this pair's only request consumer.
+    let mut requests = unsafe { w.attach_requests(&shared.bells[0]) }.unwrap();
+    let big = vec![0u8; RING / 4];
+    let mut pushed = 0;
+    let started = std::time::Instant::now();
+    while r.push_bytes(1, tcp(1), &big, None).is_ok() {
+        pushed += 1;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_nanos(slot::FULL_WAIT_NS),
+        "the full ring was waited for"
+    );
+    assert!(r.dispatch.slots[0].gave_up_waiting);
+    assert_eq!(w.backlog(), pushed, "the wait published what was pushed");
+    // Failing at once now, until the worker frees room.
+    assert_eq!(r.push_bytes(1, tcp(1), &big, None), Err(Refusal::QueueFull));
+    assert!(requests.peek().unwrap().is_some());
+    let stride = requests.peek().unwrap().unwrap().stride();
+    requests.advance(stride);
+    requests.release();
+    assert_eq!(r.push_bytes(1, tcp(1), &big, None), Ok(0));
+    assert!(
+        !r.dispatch.slots[0].gave_up_waiting,
+        "room again: waits again"
+    );
+}
+
+#[test]
+fn a_small_ring_is_published_after_a_share_of_it() {
+    assert_eq!(
+        slot::publish_every_bytes(4 << 20),
+        slot::PUBLISH_EVERY_BYTES
+    );
+    assert_eq!(
+        slot::publish_every_bytes(64 << 10),
+        (64 << 10) / slot::PUBLISH_RING_SHARE
+    );
 }
 
 #[test]

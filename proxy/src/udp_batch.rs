@@ -77,14 +77,7 @@ impl RecvBatch {
         for ((hdr, (iov, addr)), buf) in self.hdrs.iter_mut().zip(parts).zip(chunks) {
             iov.iov_base = buf.as_mut_ptr().cast();
             iov.iov_len = buf.len();
-            hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            hdr.msg_hdr.msg_namelen = STORAGE_LEN;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
+            point_header(hdr, iov, addr, STORAGE_LEN);
         }
         // SAFETY: `hdrs` holds UDP_BATCH headers, each pointing at its own
         // iovec (over its own UDP_DATAGRAM_MAX bytes of `bufs`) and its own
@@ -289,14 +282,8 @@ impl SendBatch {
             // In bounds: `off + len <= bytes.len()` for every entry.
             iov.iov_base = base.wrapping_add(reply.off).cast();
             iov.iov_len = reply.len;
-            hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            hdr.msg_hdr.msg_namelen = to_storage(reply.peer, addr);
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
+            let namelen = to_storage(reply.peer, addr);
+            point_header(hdr, iov, addr, namelen);
             n += 1;
         }
         n
@@ -393,6 +380,24 @@ fn from_storage(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<Sock
             _ => None,
         }
     }
+}
+
+/// Points one `mmsghdr` at its one iovec and its address (`namelen` bytes
+/// of it used), with no control data, ready for `recvmmsg`/`sendmmsg`.
+fn point_header(
+    hdr: &mut libc::mmsghdr,
+    iov: &mut libc::iovec,
+    addr: &mut libc::sockaddr_storage,
+    namelen: libc::socklen_t,
+) {
+    hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+    hdr.msg_hdr.msg_namelen = namelen;
+    hdr.msg_hdr.msg_iov = iov;
+    hdr.msg_hdr.msg_iovlen = 1;
+    hdr.msg_hdr.msg_control = std::ptr::null_mut();
+    hdr.msg_hdr.msg_controllen = 0;
+    hdr.msg_hdr.msg_flags = 0;
+    hdr.msg_len = 0;
 }
 
 #[cfg(test)]

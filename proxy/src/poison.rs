@@ -5,9 +5,10 @@
 //!
 //! A dead worker's pair header names the request it died holding
 //! (`in_process_seq`); the proxy hashes that request's bytes from the ring
-//! (`ProxyEnd::died_holding`, [`spp_ipc::poison::request_hash`]) and books
-//! it when it fails the gone worker's requests
-//! (`Proxy::fail_gone_workers`). The table is bounded
+//! (`ProxyEnd::died_holding`, [`spp_ipc::poison::request_hash`]) the moment
+//! it retires the worker (before a successor adopted in the same scan can
+//! overwrite `in_process_seq`), and books it when it fails the gone
+//! worker's requests (`Proxy::fail_gone_workers`). The table is bounded
 //! ([`POISON_TABLE_ENTRIES`], the entry with the oldest death evicted) and
 //! an entry is forgotten [`POISON_TTL_MS`] after its last death. Incoming
 //! requests are hashed only while some entry is armed (reached

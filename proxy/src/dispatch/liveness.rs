@@ -40,6 +40,11 @@ pub struct Liveness {
     live: Option<Live>,
     /// A generation whose worker we saw die; never adopted again.
     dead_generation: Option<u64>,
+    /// The hash of the request the retired worker died processing, read
+    /// at retirement (`ProxyEnd::died_holding`), before a successor can be
+    /// adopted in the same scan and overwrite `in_process_seq` with one of
+    /// its own requests; taken by the poison booking.
+    died_holding: Option<u64>,
 }
 
 impl Liveness {
@@ -190,7 +195,13 @@ impl Slot {
             let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
         self.liveness.dead_generation = Some(live.generation);
+        self.liveness.died_holding = self.end().died_holding();
         true
+    }
+
+    /// The hash [`Self::retire`] read for the worker it retired last, once.
+    pub(super) fn take_died_holding(&mut self) -> Option<u64> {
+        self.liveness.died_holding.take()
     }
 
     /// Whether nothing more can come out of this slot without new requests:

@@ -393,9 +393,10 @@ impl Dispatcher {
     }
 
     /// The hash of the request slot `s`'s gone worker died processing, if
-    /// that request was in flight to it (`ProxyEnd::died_holding`).
-    pub fn died_holding(&self, s: usize) -> Option<u64> {
-        self.slots[s].end().died_holding()
+    /// that request was in flight to it (`ProxyEnd::died_holding`, read
+    /// when the worker was retired; given once).
+    pub fn died_holding(&mut self, s: usize) -> Option<u64> {
+        self.slots[s].take_died_holding()
     }
 
     /// Group id and index of slot `s`, for logs.

@@ -487,3 +487,36 @@ fn a_busy_slot_is_passed_over_and_all_busy_is_its_own_refusal() {
         "an unknown group is not busy"
     );
 }
+
+#[test]
+fn a_successor_adopted_in_the_same_scan_does_not_hide_what_its_predecessor_died_on() {
+    let (mut r, shared) = rig(&[(1, 1)]);
+    shared.ready(0);
+    r.scan();
+    assert_eq!(r.push_bytes(1, tcp(0), b"poison", None), Ok(0));
+    r.dispatch.publish();
+    let header = shared.pairs[0].header();
+    // The worker dies inside `spp_process` of request 1 ...
+    header
+        .in_process_seq
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    // ... and its successor is Ready before the proxy looks: one scan
+    // retires the one and adopts the other.
+    shared.ready(0);
+    r.scan();
+    assert_eq!(r.gone, vec![0]);
+    assert!(r.dispatch.accepting(0));
+    // The successor takes a request of its own before the gone slot is
+    // handled (pushes of the same turn).
+    assert_eq!(r.push_bytes(1, tcp(1), b"innocent", None), Ok(0));
+    r.dispatch.publish();
+    header
+        .in_process_seq
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        r.dispatch.died_holding(0),
+        Some(spp_ipc::poison::request_hash(b"poison")),
+        "the hash read at retirement"
+    );
+    assert_eq!(r.dispatch.died_holding(0), None, "booked once");
+}

@@ -78,15 +78,13 @@ impl Binaries {
     }
 }
 
+/// `name`'s path if it is an executable file on `PATH` (haproxy, wrk,
+/// nginx, redis-server, redis-benchmark).
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    which::which(name).ok()
+}
+
 /// `haproxy`'s path if it is an executable file on `PATH`.
 pub fn find_haproxy() -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(HAPROXY))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    on_path(HAPROXY)
 }

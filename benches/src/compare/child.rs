@@ -185,6 +185,19 @@ fn haproxy_config(port: u16, backend: SocketAddr) -> String {
     )
 }
 
+/// A new temp dir named `prefix…`, removed when dropped (a server's
+/// config, logs and prefix).
+pub fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, CompareError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| CompareError::Io {
+            what: "cannot create a temp dir in",
+            path: std::env::temp_dir(),
+            source,
+        })
+}
+
 /// A free port on 127.0.0.1 right now (bound, then closed), for the
 /// server `system`.
 pub fn free_port(system: &'static str) -> Result<u16, CompareError> {

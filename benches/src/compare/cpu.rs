@@ -57,6 +57,11 @@ pub fn cpu_ticks(pids: &[u32]) -> u64 {
     pids.iter().filter_map(|&pid| ticks(pid)).sum()
 }
 
+/// CPU seconds `pids` have used so far, together.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    cpu_ticks(pids) as f64 / ticks_per_second()
+}
+
 /// Clock ticks per second of `/proc/PID/stat`.
 pub fn ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
@@ -156,6 +161,18 @@ mod tests {
         assert!(ticks(std::process::id()).is_some());
         assert_eq!(ticks(u32::MAX), None);
         assert!(ticks_per_second() > 0.0);
+    }
+
+    #[test]
+    fn own_cpu_time_is_read() {
+        let me = std::process::id();
+        let spin = std::time::Instant::now();
+        // Burns CPU until a tick shows (bounded: the machine may be busy).
+        while cpu_seconds(&[me]) == 0.0 && spin.elapsed() < std::time::Duration::from_secs(5) {
+            std::hint::spin_loop();
+        }
+        assert!(cpu_seconds(&[me]) > 0.0);
+        assert_eq!(cpu_seconds(&[u32::MAX]), 0.0);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use nix::sys::resource::{getrusage, UsageWho};
 use serde::{Deserialize, Serialize};
 
-use super::bins::Binaries;
+use super::bins::{on_path, Binaries};
 use super::child::{self, ChildServer};
 use super::cpu::{cpu_ticks, ticks_per_second};
 use super::error::CompareError;
@@ -221,19 +221,6 @@ struct Measured {
     client_share: f64,
 }
 
-/// `name`'s path if it is an executable file on `PATH`.
-pub fn on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
-
 /// redis-server as our child.
 struct RedisServer {
     server: ChildServer,
@@ -247,14 +234,7 @@ impl RedisServer {
     fn start(program: &Path) -> Result<Self, CompareError> {
         let mut last = String::new();
         for _ in 0..REDIS_ATTEMPTS {
-            let dir = tempfile::Builder::new()
-                .prefix("spp-bench-redis-")
-                .tempdir()
-                .map_err(|source| CompareError::Io {
-                    what: "cannot create a temp dir in",
-                    path: std::env::temp_dir(),
-                    source,
-                })?;
+            let dir = child::temp_dir("spp-bench-redis-")?;
             let port = child::free_port("redis-server")?;
             let mut cmd = Command::new(program);
             cmd.args(["--bind", "127.0.0.1", "--port"])

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::bins::Binaries;
+use super::child;
 use super::error::CompareError;
 use super::process;
 
@@ -143,14 +144,7 @@ fn describe(output: &Output) -> String {
 impl SppService {
     /// Writes the config into a new temp dir; starts nothing.
     pub fn prepare(bins: &Binaries, setup: &SppSetup) -> Result<Self, CompareError> {
-        let dir = tempfile::Builder::new()
-            .prefix("spp-bench-")
-            .tempdir()
-            .map_err(|source| CompareError::Io {
-                what: "cannot create a temp dir in",
-                path: std::env::temp_dir(),
-                source,
-            })?;
+        let dir = child::temp_dir("spp-bench-")?;
         let config = dir.path().join(CONFIG_FILE);
         let text = render(dir.path(), setup);
         std::fs::write(&config, text).map_err(|source| CompareError::Io {

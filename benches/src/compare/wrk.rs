@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::bins::Binaries;
+use super::bins::{self, Binaries};
+use super::child;
+use super::cpu;
 use super::error::CompareError;
 use super::spp::{SppService, SppSetup};
 use super::summary::Spread;
@@ -137,9 +139,9 @@ fn measure(
     connections: usize,
     duration: Duration,
 ) -> Result<(WrkRun, f64), CompareError> {
-    let before = tool::cpu_seconds(&target.pids);
+    let before = cpu::cpu_seconds(&target.pids);
     let run = tool::run_wrk(wrk, &target.url, connections, duration)?;
-    let used = tool::cpu_seconds(&target.pids) - before;
+    let used = cpu::cpu_seconds(&target.pids) - before;
     let per_request = used * US / run.requests.max(1) as f64;
     Ok((run, per_request))
 }
@@ -173,8 +175,7 @@ pub fn run(spec: &HttpSpec, shared: &Shared) -> Result<HttpReport, CompareError>
         duration_s: spec.duration.as_secs().max(1),
         scenarios: Vec::new(),
     };
-    let (Some(wrk), Some(nginx_bin)) = (tool::find_program("wrk"), tool::find_program("nginx"))
-    else {
+    let (Some(wrk), Some(nginx_bin)) = (bins::on_path("wrk"), bins::on_path("nginx")) else {
         report.skipped = Some(MISSING.into());
         return Ok(report);
     };
@@ -190,14 +191,7 @@ pub fn run(spec: &HttpSpec, shared: &Shared) -> Result<HttpReport, CompareError>
         proxy_processes: 1,
         proxy_plugin_conf: String::new(),
     };
-    let prefix = tempfile::Builder::new()
-        .prefix("spp-bench-nginx-")
-        .tempdir()
-        .map_err(|source| CompareError::Io {
-            what: "cannot create a temp dir in",
-            path: std::env::temp_dir(),
-            source,
-        })?;
+    let prefix = child::temp_dir("spp-bench-nginx-")?;
     let measured = (|| {
         let spp = {
             let mut systems = shared.lock();

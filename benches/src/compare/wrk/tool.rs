@@ -1,33 +1,16 @@
-//! The tools of the HTTP suite: finding `wrk` and `nginx` on `PATH`,
-//! running one `wrk` load (`--latency`) and reading its summary, and the
-//! CPU time a set of processes has used (utime + stime from
-//! `/proc/PID/stat`).
+//! The tools of the HTTP suite: running one `wrk` load (`--latency`) and
+//! reading its summary, and finding nginx's workers (the children of its
+//! master). CPU time comes from [`super::super::cpu`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::super::error::CompareError;
 use super::super::process;
 
-/// Field index of utime in `/proc/PID/stat`, counted after the command
-/// name's closing parenthesis (state is 0).
-const UTIME_AFTER_COMM: usize = 11;
 /// Threads of every wrk run (the machine's other CPU runs the servers).
 pub const WRK_THREADS: usize = 1;
-
-/// `name`'s path if it is an executable file on `PATH`.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
 
 /// What one wrk run measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -129,37 +112,6 @@ pub fn parse_wrk(text: &str) -> Option<WrkRun> {
     })
 }
 
-/// Clock ticks per second of `/proc/PID/stat`'s times.
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        hz as f64
-    } else {
-        100.0
-    }
-}
-
-/// utime + stime of one process, in ticks (0 when it is gone).
-fn ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    rest.split_whitespace()
-        .skip(UTIME_AFTER_COMM)
-        .take(2)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum()
-}
-
-/// CPU seconds `pids` have used so far, together.
-pub fn cpu_seconds(pids: &[u32]) -> f64 {
-    pids.iter().map(|&p| ticks(p)).sum::<u64>() as f64 / ticks_per_second()
-}
-
 /// The children of `parent` (nginx's workers), by scanning `/proc`.
 pub fn children(parent: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -210,17 +162,5 @@ Transfer/sec:      6.67MB
         assert_eq!(duration_us("1.50ms"), Some(1500.0));
         assert_eq!(duration_us("2.00s"), Some(2e6));
         assert!(parse_wrk("nonsense").is_none());
-    }
-
-    #[test]
-    fn own_cpu_time_is_read() {
-        let me = std::process::id();
-        let spin = std::time::Instant::now();
-        // Burns CPU until a tick shows (bounded: the machine may be busy).
-        while cpu_seconds(&[me]) == 0.0 && spin.elapsed() < Duration::from_secs(5) {
-            std::hint::spin_loop();
-        }
-        assert!(cpu_seconds(&[me]) > 0.0);
-        assert_eq!(ticks(u32::MAX), 0);
     }
 }

@@ -422,6 +422,30 @@ mod tests {
     use super::*;
     use crate::compare::checks::Bound;
 
+    /// A one-round report of `suite` with nothing measured yet.
+    fn bare(suite: Suite) -> CompareReport {
+        CompareReport {
+            suite,
+            rounds: 1,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            payload: 64,
+            workers: 1,
+            proxy_processes: 1,
+            threads: 1,
+            haproxy: "not in this suite".into(),
+            sleep_ms: 0,
+            relay_workers: 0,
+            tokio_threads: None,
+            skipped: Vec::new(),
+            checks: Vec::new(),
+            shards: None,
+            scenarios: Vec::new(),
+            processes: Processes::default(),
+            plots: Vec::new(),
+        }
+    }
+
     #[test]
     fn the_shard_suite_prints_cpu_per_process_and_the_accept_balance() {
         use crate::compare::shards::AcceptBalance;
@@ -440,20 +464,6 @@ mod tests {
         .map(|(l, v)| (l.to_owned(), one(v)))
         .collect();
         let report = CompareReport {
-            suite: Suite::Shards,
-            rounds: 1,
-            duration_s: 1.0,
-            warmup_s: 0.0,
-            payload: 64,
-            workers: 1,
-            proxy_processes: 1,
-            threads: 1,
-            haproxy: "not in this suite".into(),
-            sleep_ms: 0,
-            relay_workers: 0,
-            tokio_threads: None,
-            skipped: Vec::new(),
-            checks: Vec::new(),
             shards: Some(ShardFigures {
                 shard_count: 2,
                 input_cost_us: 50,
@@ -479,8 +489,7 @@ mod tests {
                 }],
                 ratios: Ratios::default(),
             }],
-            processes: Processes::default(),
-            plots: Vec::new(),
+            ..bare(Suite::Shards)
         };
         let text = report.to_string();
         assert!(text.contains("2 proxy shards against 1"), "{text}");
@@ -499,18 +508,8 @@ mod tests {
             max: 21_000.0,
         };
         let report = CompareReport {
-            suite: Suite::Table,
-            rounds: 1,
-            duration_s: 1.0,
-            warmup_s: 0.0,
-            payload: 64,
-            workers: 1,
-            proxy_processes: 1,
-            threads: 1,
-            haproxy: "not in this suite".into(),
             sleep_ms: 100,
             relay_workers: 1,
-            tokio_threads: None,
             skipped: vec![Skipped {
                 system: System::SppRelay,
                 why: "no calls".into(),
@@ -523,7 +522,6 @@ mod tests {
                 target: Some(Bound::AtLeast(0.9)),
                 met: Some(true),
             }],
-            shards: None,
             scenarios: vec![ScenarioResult {
                 name: "sleep_long".into(),
                 title: "sleep-echo, long".into(),
@@ -540,8 +538,7 @@ mod tests {
                 }],
                 ratios: Ratios::default(),
             }],
-            processes: Processes::default(),
-            plots: Vec::new(),
+            ..bare(Suite::Table)
         };
         let text = report.to_string();
         assert!(text.contains("spp_relay: skipped (no calls)"), "{text}");

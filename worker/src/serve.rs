@@ -61,7 +61,7 @@ use crate::respond::Responder;
 use crate::signals::Signals;
 use crate::throttle::LogThrottle;
 use spp_ipc::launch::{MicroThreadSpec, WorkerLaunch};
-use spp_ipc::pair::{sleep_all, Request, Rotation, WorkerRequests, WorkerSlot};
+use spp_ipc::pair::{sleep_all, Request, RequestRecord, Rotation, WorkerRequests, WorkerSlot};
 use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS, NS_PER_US};
 use spp_ipc::spin::AdaptiveSpin;
 use spp_plugin_api::abi::SPP_HOOK_PANICKED;
@@ -98,6 +98,20 @@ pub(crate) fn record_wait(spin: &Cell<AdaptiveSpin>, waited_ns: u64) {
     let mut s = spin.get();
     s.record(waited_ns);
     spin.set(s);
+}
+
+/// The next published record of `requests` (one pair's ring), a corrupt
+/// ring reported as worker `group`/`index`'s.
+pub(crate) fn peek_request<'r>(
+    requests: &'r mut WorkerRequests<'static>,
+    group: u32,
+    index: u32,
+) -> Result<Option<RequestRecord<'r>>, WorkerError> {
+    requests.peek().map_err(|cause| WorkerError::Ring {
+        group,
+        index,
+        cause,
+    })
 }
 
 /// Nanoseconds since `since`, saturated.
@@ -275,14 +289,7 @@ impl Server {
         let mut processed = false;
         let mut taken = 0;
         while served < BATCH_MAX && taken < BATCH_BYTES {
-            let (group, index) = (self.group, self.index);
-            let record = self.requests[pair]
-                .peek()
-                .map_err(|cause| WorkerError::Ring {
-                    group,
-                    index,
-                    cause,
-                })?;
+            let record = peek_request(&mut self.requests[pair], self.group, self.index)?;
             let Some(record) = record else { break };
             let stride = record.stride();
             match record.request {

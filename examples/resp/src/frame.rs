@@ -107,16 +107,9 @@ fn inline(
     arg: &mut dyn FnMut(Range<usize>),
 ) -> Result<Option<(usize, bool)>, ProtoError> {
     let rest = &buf[start..];
-    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-        return if rest.len() > MAX_INLINE {
-            Err(ProtoError::TooLong)
-        } else {
-            Ok(None)
-        };
+    let Some(nl) = line_end(rest)? else {
+        return Ok(None);
     };
-    if nl > MAX_INLINE {
-        return Err(ProtoError::TooLong);
-    }
     let mut any = false;
     let mut i = 0;
     while i < nl {
@@ -132,6 +125,18 @@ fn inline(
         any = true;
     }
     Ok(Some((start + nl + 1, any)))
+}
+
+/// Where the line at the front of `rest` ends (its `\n`), `None` for
+/// "need more"; a line longer than [`MAX_INLINE`] (ended or not) is
+/// [`ProtoError::TooLong`].
+fn line_end(rest: &[u8]) -> Result<Option<usize>, ProtoError> {
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(nl) if nl > MAX_INLINE => Err(ProtoError::TooLong),
+        Some(nl) => Ok(Some(nl)),
+        None if rest.len() > MAX_INLINE => Err(ProtoError::TooLong),
+        None => Ok(None),
+    }
 }
 
 /// One multibulk command at `start` (which holds `*`).
@@ -188,16 +193,9 @@ fn multibulk(
 #[allow(clippy::type_complexity)]
 fn header(buf: &[u8], from: usize) -> Result<Option<(Option<i64>, usize)>, ProtoError> {
     let rest = buf.get(from..).unwrap_or_default();
-    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-        return if rest.len() > MAX_INLINE {
-            Err(ProtoError::TooLong)
-        } else {
-            Ok(None)
-        };
+    let Some(nl) = line_end(rest)? else {
+        return Ok(None);
     };
-    if nl > MAX_INLINE {
-        return Err(ProtoError::TooLong);
-    }
     if nl == 0 || rest[nl - 1] != b'\r' {
         return Err(ProtoError::BareLf);
     }

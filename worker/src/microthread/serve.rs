@@ -27,7 +27,7 @@ use crate::downstream::{engine, stats};
 use crate::drain::{DrainWatch, DRAIN_POLL};
 use crate::error::WorkerError;
 use crate::serve::{
-    elapsed_ns, record_wait, Server, BATCH_MAX, HEARTBEAT_INTERVAL, SPIN_YIELD_EVERY,
+    elapsed_ns, peek_request, record_wait, Server, BATCH_MAX, HEARTBEAT_INTERVAL, SPIN_YIELD_EVERY,
 };
 use spp_ipc::launch::MicroThreadSpec;
 use spp_ipc::pair::{sleep_all_where, Request};
@@ -111,13 +111,7 @@ fn take_batch(
     let mut served = 0;
     while served < BATCH_MAX && rt.can_take(pair) {
         let (group, index) = (server.group, server.index);
-        let record = server.requests[pair]
-            .peek()
-            .map_err(|cause| WorkerError::Ring {
-                group,
-                index,
-                cause,
-            })?;
+        let record = peek_request(&mut server.requests[pair], group, index)?;
         let Some(record) = record else { break };
         let stride = record.stride();
         let handler = &mut server.handler;

@@ -227,18 +227,14 @@ fn a_push_on_any_shard_wakes_a_worker_sleeping_on_all() {
                 push(&mut shards[waker], 7, b"wake").unwrap();
                 assert!(shards[waker].publish(), "rang the shared bell");
             });
-            let started = Instant::now();
             let slept = sleep_all(
                 &set.requests,
                 Duration::from_secs(10),
                 || false,
                 |timeout| bell.wait(timeout),
             );
+            // Rung, not timed out: the push woke it.
             assert_eq!(slept, Slept::Rung, "shard {waker}");
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "woken, not timed out"
-            );
         });
         assert!(
             shards.iter().all(|s| !s.worker_sleeping()),

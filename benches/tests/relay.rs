@@ -106,9 +106,12 @@ fn an_oversized_frame_or_a_gone_backend_closes_the_client() {
     client.read_exact(&mut got).unwrap();
     echo.stop().expect("clean stop");
     client.write_all(&frame(2, 10)).unwrap();
-    let started = Instant::now();
-    assert_eq!(client.read(&mut buf).unwrap_or(0), 0, "closed");
-    assert!(started.elapsed() < REPLY_TIMEOUT);
+    // Closed (EOF or reset), not a read that timed out.
+    match client.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the relay should close the client, got {other:?}"),
+    }
 }
 
 #[test]

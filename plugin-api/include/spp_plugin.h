@@ -124,6 +124,8 @@ typedef struct spp_conn_info {
 #define SPP_ERR_UNSUPPORTED -4    /* not available in this role or thread */
 #define SPP_ERR_BAD_NAME -5       /* metric name: 1..48 bytes of [A-Za-z0-9_.:-] */
 #define SPP_ERR_BAD_ARG -6        /* a bad argument: reply with data NULL and len > 0 */
+#define SPP_ERR_UNKNOWN_TOKEN -7  /* complete: the token is not in flight (completed
+                                     already, expired, or never deferred) */
 
 /* What to do on SPP_ERR_FULL from reply: nothing was queued, and room is
  * only made by the loop that called your hook, so never spin on it inside
@@ -345,7 +347,46 @@ typedef struct spp_host {
      * threads); a refused call leaves the note as it was (none, unless an
      * earlier call of this input call set one). */
     int (*set_note)(void *ctx, const uint8_t *note, size_t len);
+
+    /* ---- appended in ABI 1 (check `size`: a host whose
+     * size < offsetof(spp_host, task_timeout_ms) + 8 lacks defer, complete
+     * and task_timeout_ms) ---- */
+
+    /* Async requests (a worker group with mode = "async"). Call it during
+     * spp_process, on the worker's thread: the request then stays in
+     * flight after spp_process returns (whose return value is ignored)
+     * until host->complete(token). Until then its flow's replies
+     * (host->reply, any thread) are its answers, in order: the worker
+     * starts the flow's next request only after this one completed. It
+     * counts against the group's max_in_flight while in flight. Returns
+     * SPP_OK with *token set, SPP_ERR_BAD_ARG (token NULL), or
+     * SPP_ERR_UNSUPPORTED anywhere else (plain and microthread groups, the
+     * proxy, another thread, outside spp_process): then answer before
+     * spp_process returns, as a plain plugin does. A second call during
+     * the same spp_process returns the same token. */
+    int (*defer)(void *ctx, uint64_t *token);
+    /* Complete the deferred request `token`, once. `rc` is what
+     * spp_process would have returned: non-zero closes the connection
+     * after its replies. On the worker's thread (inside spp_poll or a
+     * hook) it takes effect at once; from another thread it travels
+     * behind the replies that thread made before (reply first, then
+     * complete), like a deferred reply. Returns SPP_OK,
+     * SPP_ERR_UNKNOWN_TOKEN (not in flight: completed already, expired,
+     * or never deferred; on another thread this is found later and only
+     * counted), or SPP_ERR_FULL (the deferred channel is full: retry; the
+     * request stays in flight until completed or expired). */
+    int (*complete)(void *ctx, uint64_t token, int rc);
+    /* mode = "async": the group's task_timeout in milliseconds, the time
+     * a deferred request may take; answer (an error, if need be) within
+     * it. A request still in flight SPP_TASK_GRACE_MS after it has its
+     * connection closed by the host and is counted (tasks_expired); its
+     * token is then unknown. 0 in every other role and mode. */
+    uint64_t task_timeout_ms;
 } spp_host;
+
+/* How long past task_timeout_ms the host waits before it expires a
+ * deferred request itself. */
+#define SPP_TASK_GRACE_MS 1000u
 
 /* ---- hooks the plugin exports ------------------------------------------- */
 
@@ -394,7 +435,8 @@ int spp_process(const spp_conn_info *conn, const uint8_t *req, size_t len);
  * every earlier request of the connection is complete and its answers are
  * out. A request is complete when its worker finished it: spp_process
  * returned (in a "microthread" group: its micro-thread ended, so sleeps and
- * calls keep it incomplete), or it failed (expired, worker died; the
+ * calls keep it incomplete; in an "async" group, a request spp_process
+ * deferred: host->complete), or it failed (expired, worker died; the
  * spp_exception answer takes its place). Everything replied until then,
  * several replies or none, leaves in its turn, and so does a close (a
  * zero-length reply, host->close, a non-zero return). A reply made after
@@ -440,6 +482,22 @@ void spp_close(const spp_conn_info *conn, const uint8_t *leftover, size_t len);
 void *spp_conn_open(const spp_conn_info *conn);
 int spp_input_ctx(const spp_conn_info *conn, void *conn_ctx, const uint8_t *buf, size_t len);
 void spp_conn_free(const spp_conn_info *conn, void *conn_ctx);
+
+/* Optional, worker, mode = "async": drive the plugin's own event loop
+ * (an async runtime whose tasks complete deferred requests) on the
+ * worker's thread. The worker calls it once per loop turn with
+ * wait_ms = 0: run what is ready, never block. When the worker has
+ * nothing to do it calls it with wait_ms > 0 instead of sleeping: run what
+ * is ready; if nothing was, wait at most wait_ms for the plugin's own I/O
+ * or timers, or until `wake_fd` is readable (the worker's doorbell, an
+ * eventfd: poll it, never read it), then return. Return soon after a task
+ * completed a request, so that its answers are published. Add to
+ * *busy_ns (0 on entry) the nanoseconds spent running plugin code, not
+ * waiting: the worker counts them as busy time (its spp_process calls are
+ * counted by the worker itself). Return SPP_OK, or SPP_ERR_UNSUPPORTED:
+ * nothing to drive on this thread (the plugin completes from threads of
+ * its own); the worker then sleeps on its own and calls it no more. */
+int spp_poll(int wake_fd, uint32_t wait_ms, uint64_t *busy_ns);
 
 /* Optional, both roles. Called once before the process exits normally. */
 void spp_fini(void);

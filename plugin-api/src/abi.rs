@@ -49,6 +49,12 @@ pub const SPP_ERR_UNSUPPORTED: c_int = -4;
 pub const SPP_ERR_BAD_NAME: c_int = -5;
 /// A bad argument: `reply` with a NULL `data` and `len > 0`.
 pub const SPP_ERR_BAD_ARG: c_int = -6;
+/// `complete`: the token is not in flight (completed already, expired, or
+/// never deferred).
+pub const SPP_ERR_UNKNOWN_TOKEN: c_int = -7;
+/// How long past `task_timeout_ms` the host waits before it expires a
+/// deferred request itself (closes its connection).
+pub const SPP_TASK_GRACE_MS: u64 = 1000;
 
 /// The most bytes of a request note (`spp_host.set_note`).
 pub const SPP_NOTE_MAX: usize = 64;
@@ -304,6 +310,29 @@ pub unsafe extern "C" fn set_note_unsupported(
     SPP_ERR_UNSUPPORTED
 }
 
+/// `spp_host.defer`.
+pub type DeferFn = unsafe extern "C" fn(ctx: *mut c_void, token: *mut u64) -> c_int;
+/// `spp_host.complete`.
+pub type CompleteFn = unsafe extern "C" fn(ctx: *mut c_void, token: u64, rc: c_int) -> c_int;
+
+/// `spp_host.defer` of a host (or role, or mode) without async requests:
+/// `SPP_ERR_UNSUPPORTED`.
+///
+/// # Safety
+/// None needed: it reads nothing.
+pub unsafe extern "C" fn defer_unsupported(_ctx: *mut c_void, _token: *mut u64) -> c_int {
+    SPP_ERR_UNSUPPORTED
+}
+
+/// `spp_host.complete` of a host without async requests: no token is
+/// ever in flight.
+///
+/// # Safety
+/// None needed: it reads nothing.
+pub unsafe extern "C" fn complete_unsupported(_ctx: *mut c_void, _token: u64, _rc: c_int) -> c_int {
+    SPP_ERR_UNKNOWN_TOKEN
+}
+
 /// `spp_host.sleep`.
 pub type SleepFn = unsafe extern "C" fn(ctx: *mut c_void, ms: u64) -> c_int;
 
@@ -501,6 +530,16 @@ pub struct SppHost {
     /// worker's `spp_process` sees them in `conn.note` (appended; check
     /// `size`; `SPP_ERR_UNSUPPORTED` elsewhere).
     pub set_note: SetNoteFn,
+    /// Worker, `mode = "async"`, during `spp_process`: keep the request in
+    /// flight until `complete` (appended; check `size`;
+    /// `SPP_ERR_UNSUPPORTED` elsewhere).
+    pub defer: DeferFn,
+    /// Complete a deferred request, from any thread (appended; check
+    /// `size`).
+    pub complete: CompleteFn,
+    /// `mode = "async"`: the group's `task_timeout` in ms; 0 elsewhere
+    /// (appended; check `size`).
+    pub task_timeout_ms: u64,
 }
 
 impl SppHost {
@@ -528,6 +567,9 @@ impl SppHost {
             call_many: fns.call_many,
             max_reply: 0,
             set_note: set_note_unsupported,
+            defer: defer_unsupported,
+            complete: complete_unsupported,
+            task_timeout_ms: 0,
         }
     }
 }
@@ -559,6 +601,8 @@ pub type CloseHook =
 pub type FiniHook = unsafe extern "C" fn();
 /// `spp_flow_closed`.
 pub type FlowClosedHook = unsafe extern "C" fn(flow: u64);
+/// `spp_poll`.
+pub type PollHook = unsafe extern "C" fn(wake_fd: c_int, wait_ms: u32, busy_ns: *mut u64) -> c_int;
 /// `spp_conn_open`.
 pub type ConnOpenHook = unsafe extern "C" fn(conn: *const SppConnInfo) -> *mut c_void;
 /// `spp_input_ctx`.
@@ -597,6 +641,8 @@ pub mod symbols {
     pub const CONN_FREE: &[u8] = b"spp_conn_free\0";
     /// `spp_flow_closed`, optional (worker).
     pub const FLOW_CLOSED: &[u8] = b"spp_flow_closed\0";
+    /// `spp_poll`, optional (worker, `mode = "async"`).
+    pub const POLL: &[u8] = b"spp_poll\0";
     /// `spp_plugin_stateful`, optional: a plugin that keeps state in a
     /// worker's memory says so (a `uint32_t` variable, non-zero).
     pub const STATEFUL: &[u8] = b"spp_plugin_stateful\0";
@@ -612,7 +658,10 @@ mod tests {
         assert_eq!(size_of::<SppAddr>(), 24);
         assert_eq!(size_of::<SppConnInfo>(), 24 + 2 * 24 + 8 + 4 + 4);
         assert_eq!(align_of::<SppConnInfo>(), 8);
-        assert_eq!(size_of::<SppHost>(), 24 + 12 * size_of::<usize>() + 8 + 8);
+        assert_eq!(
+            size_of::<SppHost>(),
+            24 + 12 * size_of::<usize>() + 8 + 8 + 2 * size_of::<usize>() + 8
+        );
         assert_eq!(size_of::<SppL5Route>(), 8 + 24 + 8);
         assert_eq!(size_of::<SppCall>(), 160);
     }

@@ -34,6 +34,7 @@ Subcommands (they start the servers themselves):
   spp-bench compare [OPTIONS]       spp vs the direct baseline (and haproxy) in one run
   spp-bench compare --table         SPP's table: echo, sleep-echo, relay vs a tokio relay
   spp-bench compare --shards        proxy shards: 1 vs N, CPU per request, accept balance
+  spp-bench compare --async-relay   the async relay (both runtimes) vs the micro-thread and tokio relays
   spp-bench compare --http          spp's HTTP plugin vs nginx under wrk (if installed)
   spp-bench compare --redis         the RESP example vs redis-server (redis-benchmark)
   spp-bench idle-memory [OPTIONS]   the spp proxy's memory per idle connection
@@ -244,6 +245,7 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 /// end, also on error or Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(name = "spp-bench compare", version)]
+#[command(group(clap::ArgGroup::new("relay_suites").args(["table", "async_relay"])))]
 struct CompareCli {
     /// Directory of spp, spp-proxy, spp-worker, spp-echo-direct and
     /// libspp_echo.so (default: spp-bench's own directory).
@@ -287,6 +289,15 @@ struct CompareCli {
     #[arg(long, conflicts_with_all = ["table", "http", "redis"])]
     shards: bool,
 
+    /// Run the async relay figures: examples/relay-async (needs
+    /// libspp_relay_async.so) with its runtime driven on the worker's
+    /// thread and on a plugin thread (SPP_ASYNC_RUNTIME=thread), the
+    /// micro-thread relay (libspp_relay.so) and the tokio relays
+    /// (spp-tokio-relay), all in front of the direct echo, N=64, with CPU
+    /// per request of every process.
+    #[arg(long, conflicts_with_all = ["table", "shards", "http", "redis"])]
+    async_relay: bool,
+
     /// Shards: proxy shards of the sharded services, 2..=64.
     #[arg(long, default_value_t = compare::shards::DEFAULT_SHARD_COUNT, value_name = "N",
           requires = "shards", value_parser = clap::value_parser!(u16).range(2..=64))]
@@ -306,13 +317,13 @@ struct CompareCli {
     #[arg(long, default_value_t = compare::DEFAULT_SLEEP_CONNECTIONS, value_name = "N", requires = "table")]
     sleep_connections: usize,
 
-    /// Table: spp relay worker processes.
-    #[arg(long, default_value_t = compare::DEFAULT_RELAY_WORKERS, value_name = "N", requires = "table")]
+    /// Table and async relay: spp relay worker processes.
+    #[arg(long, default_value_t = compare::DEFAULT_RELAY_WORKERS, value_name = "N", requires = "relay_suites")]
     relay_workers: u32,
 
-    /// Table: threads of the second tokio relay (default: one per CPU; the
-    /// first has one).
-    #[arg(long, value_name = "N", requires = "table")]
+    /// Table and async relay: threads of the second tokio relay (default:
+    /// one per CPU; the first has one).
+    #[arg(long, value_name = "N", requires = "relay_suites")]
     tokio_threads: Option<usize>,
 
     /// Classic suite: connections of the long-connection TCP closed loop
@@ -402,6 +413,8 @@ fn compare_main(args: Vec<OsString>) -> anyhow::Result<()> {
             Suite::Table
         } else if cli.shards {
             Suite::Shards
+        } else if cli.async_relay {
+            Suite::AsyncRelay
         } else {
             Suite::Classic
         },
@@ -572,5 +585,16 @@ mod tests {
         assert_eq!((cli.sleep_ms, cli.tokio_threads), (50, Some(2)));
         assert!(CompareCli::try_parse_from(["spp-bench compare", "--sleep-ms", "50"]).is_err());
         assert!(CompareCli::try_parse_from(["spp-bench compare", "--relay-workers", "2"]).is_err());
+        let cli = CompareCli::try_parse_from([
+            "spp-bench compare",
+            "--async-relay",
+            "--relay-workers",
+            "2",
+        ])
+        .unwrap();
+        assert!(cli.async_relay && cli.relay_workers == 2);
+        assert!(
+            CompareCli::try_parse_from(["spp-bench compare", "--async-relay", "--table"]).is_err()
+        );
     }
 }

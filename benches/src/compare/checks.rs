@@ -1,6 +1,8 @@
 //! The figures of SPP's table and the targets of issue 12: spp's relay
 //! against spp's echo alone and against the tokio relay, and sleep-echo's
-//! throughput against the ideal `connections / sleep` with its p99. Each
+//! throughput against the ideal `connections / sleep` with its p99; and
+//! issue 15's async relay against the micro-thread relay ([`async_relay`]).
+//! Each
 //! [`Check`] is computed from the scenarios' medians; one whose systems
 //! answered any request wrongly is never "met".
 
@@ -16,6 +18,9 @@ use super::summary::SystemResult;
 pub const RELAY_OVER_ECHO_MIN: f64 = 0.45;
 /// relay → echo / tokio relay (one thread) → direct echo.
 pub const RELAY_OVER_TOKIO_MIN: f64 = 0.8;
+/// async relay (runtime driven on the worker's thread) → direct /
+/// micro-thread relay → direct, long N=64 (issue 15).
+pub const ASYNC_RELAY_OVER_RELAY_MIN: f64 = 0.9;
 /// sleep-echo throughput / (connections / sleep).
 pub const SLEEP_OVER_IDEAL_MIN: f64 = 0.9;
 /// sleep-echo p99 / sleep, percent (115 ms for 100 ms).
@@ -206,6 +211,86 @@ pub fn table(scenarios: &[ScenarioResult], sleep: Duration) -> Vec<Check> {
     out
 }
 
+/// The async relay figures (issue 15): each relay in front of the direct
+/// echo, throughput and CPU per request against the micro-thread relay,
+/// the two runtime placements against each other, and against the tokio
+/// relay on one thread. The target is on the default (driven) placement.
+pub fn async_relay(scenarios: &[ScenarioResult]) -> Vec<Check> {
+    let throughput = [
+        (
+            "relay_async_over_relay",
+            "req/s async relay (driven) / micro-thread relay",
+            System::SppRelayAsync,
+            System::SppRelayDirect,
+            Some(ASYNC_RELAY_OVER_RELAY_MIN),
+        ),
+        (
+            "relay_async_thread_over_relay",
+            "req/s async relay (thread) / micro-thread relay",
+            System::SppRelayAsyncThread,
+            System::SppRelayDirect,
+            None,
+        ),
+        (
+            "relay_async_thread_over_driven",
+            "req/s async relay (thread) / async relay (driven)",
+            System::SppRelayAsyncThread,
+            System::SppRelayAsync,
+            None,
+        ),
+        (
+            "relay_async_over_tokio_1t",
+            "req/s async relay (driven) / tokio relay 1t",
+            System::SppRelayAsync,
+            System::TokioRelay1,
+            None,
+        ),
+        (
+            "relay_over_tokio_1t",
+            "req/s micro-thread relay / tokio relay 1t",
+            System::SppRelayDirect,
+            System::TokioRelay1,
+            None,
+        ),
+    ];
+    let cpu = [
+        (
+            "relay_async_cpu_over_relay",
+            "CPU/req async relay (driven) / micro-thread relay",
+            System::SppRelayAsync,
+            System::SppRelayDirect,
+        ),
+        (
+            "relay_async_thread_cpu_over_relay",
+            "CPU/req async relay (thread) / micro-thread relay",
+            System::SppRelayAsyncThread,
+            System::SppRelayDirect,
+        ),
+    ];
+    let mut out = Vec::new();
+    for sc in scenarios
+        .iter()
+        .filter(|sc| sc.name == names::ASYNC_RELAY_LONG)
+    {
+        for &(name, title, a, b, min) in &throughput {
+            let (value, clean) = throughput_ratio(sc, a, b);
+            out.push(check(
+                sc,
+                name,
+                title.to_owned(),
+                value,
+                clean,
+                min.map(Bound::AtLeast),
+            ));
+        }
+        for &(name, title, a, b) in &cpu {
+            let (value, clean) = super::shards::cpu_ratio(sc, a, b);
+            out.push(check(sc, name, title.to_owned(), value, clean, None));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +356,32 @@ mod tests {
         let c = get(names::ECHO_SHORT, "relay_over_echo");
         assert_eq!((c.target, c.met), (None, None));
         assert_eq!(get(names::ECHO_LONG, "spp_over_direct").value, Some(0.8));
+    }
+
+    #[test]
+    fn async_relay_figures_are_ratios_against_the_micro_thread_relay() {
+        let sc = scenario(
+            names::ASYNC_RELAY_LONG,
+            64,
+            vec![
+                system(System::SppRelayDirect, 50_000.0, 1.0, 0),
+                system(System::SppRelayAsync, 47_000.0, 1.0, 0),
+                system(System::SppRelayAsyncThread, 40_000.0, 1.0, 0),
+                system(System::TokioRelay1, 50_000.0, 1.0, 0),
+            ],
+        );
+        let checks = async_relay(std::slice::from_ref(&sc));
+        let get = |name: &str| checks.iter().find(|c| c.name == name).unwrap();
+        let c = get("relay_async_over_relay");
+        assert_eq!((c.value, c.met), (Some(0.94), Some(true)));
+        let c = get("relay_async_thread_over_relay");
+        assert_eq!((c.value, c.target), (Some(0.8), None));
+        // No CPU figures were read: no value.
+        assert_eq!(get("relay_async_cpu_over_relay").value, None);
+        let mut slow = sc;
+        slow.systems[1].throughput_rps.median = 40_000.0;
+        let checks = async_relay(&[slow]);
+        assert_eq!(checks[0].met, Some(false));
     }
 
     #[test]

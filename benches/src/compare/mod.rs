@@ -10,7 +10,11 @@
 //! into the issue's figures and targets. `spp-bench compare --shards` runs
 //! the proxy-shard figures ([`Suite::Shards`], [`shards`]): one proxy shard
 //! against several, CPU per request of every process ([`cpu`]) and the
-//! accept balance.
+//! accept balance. `spp-bench compare --async-relay` runs the async relay
+//! figures ([`Suite::AsyncRelay`]): `examples/relay-async` with its
+//! runtime driven on the worker's thread and on a plugin thread
+//! (`SPP_ASYNC_RUNTIME=thread`), the micro-thread relay and the tokio
+//! relays, all in front of the baseline, with CPU per request.
 //!
 //! ```no_run
 //! use spp_benches::compare::{self, CompareSpec, Shared};
@@ -66,5 +70,7 @@ pub use run::{
     run, CompareSpec, DEFAULT_RELAY_WORKERS, DEFAULT_ROUNDS, DEFAULT_SLEEP_MS, DEFAULT_WORKERS,
     HAPROXY_MISSING,
 };
-pub use scenario::{RunShape, Suite, System, DEFAULT_SLEEP_CONNECTIONS, SCENARIOS, SHARDS, TABLE};
+pub use scenario::{
+    RunShape, Suite, System, ASYNC_RELAY, DEFAULT_SLEEP_CONNECTIONS, SCENARIOS, SHARDS, TABLE,
+};
 pub use systems::{watch_signals, Shared};

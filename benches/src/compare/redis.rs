@@ -425,6 +425,8 @@ pub fn run(spec: &RedisSpec, shared: &Shared) -> Result<RedisReport, CompareErro
         plugin,
         plugin_conf: String::new(),
         microthread: false,
+        async_mode: false,
+        env: Vec::new(),
         proxy_processes: 1,
         proxy_plugin_conf: String::new(),
     };

@@ -195,6 +195,20 @@ impl CompareReport {
                 s.input_cost_us,
                 self.threads
             )?;
+        } else if self.suite == Suite::AsyncRelay {
+            writeln!(
+                f,
+                "spp-bench compare --async-relay: {} round(s) of {}s (warm-up {}s) per system, in turn; {}-byte payload; every relay in front of the direct echo; relay workers {} (micro-thread relay; async relay with its runtime driven on the worker's thread, and on a plugin thread); tokio relay threads: 1 and {}; load threads {}",
+                self.rounds,
+                self.duration_s,
+                self.warmup_s,
+                self.payload,
+                self.relay_workers,
+                self.tokio_threads
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "one per CPU".into()),
+                self.threads
+            )?;
         } else {
             self.fmt_table_header(f)?;
         }

@@ -4,9 +4,12 @@
 //! front of spp's echo and of the baseline — and two tokio relays in front
 //! of the baseline); for the shard suite spp echo with one shard and with
 //! several, and both again behind a proxy plugin whose `input` costs CPU;
+//! for the async relay suite the micro-thread relay, the async relay
+//! twice (runtime driven on the worker's thread; on a plugin thread) and
+//! the tokio relays, all in front of the baseline;
 //! run every scenario round by round, each round against every system in
-//! turn (A B A B ...), in the shard suite with every process's CPU read
-//! before and after each run; measure the accept balance; stop everything;
+//! turn (A B A B ...), in the shard and async relay suites with every
+//! process's CPU read before and after each run; measure the accept balance; stop everything;
 //! fold the rounds.
 
 use std::net::SocketAddr;
@@ -325,6 +328,7 @@ fn start_and_measure(
             &scenarios,
             shard_figures.as_ref().map(|f| &f.accept_balance),
         ),
+        Suite::AsyncRelay => checks::async_relay(&scenarios),
     };
     Ok(CompareReport {
         suite: spec.suite,
@@ -414,6 +418,8 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
             plugin: bins.require(bins::SLEEP_ECHO_PLUGIN)?,
             plugin_conf: format!("sleep_ms={}", spec.sleep_ms),
             microthread: true,
+            async_mode: false,
+            env: Vec::new(),
             proxy_processes: 1,
             proxy_plugin_conf: String::new(),
         };
@@ -433,6 +439,36 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
             plugin: bins.require(bins::RELAY_PLUGIN)?,
             plugin_conf: format!("addr={backend}"),
             microthread: true,
+            async_mode: false,
+            env: Vec::new(),
+            proxy_processes: 1,
+            proxy_plugin_conf: String::new(),
+        };
+        start_extra_spp(&mut systems, &mut out, system, bins, &setup)?;
+    }
+    for (system, name, runtime) in [
+        (System::SppRelayAsync, "spp-bench-relay-async", None),
+        (
+            System::SppRelayAsyncThread,
+            "spp-bench-relay-async-thread",
+            Some(bins::ASYNC_RUNTIME_THREAD),
+        ),
+    ] {
+        if !wanted.contains(&system) {
+            continue;
+        }
+        let setup = SppSetup {
+            name,
+            workers: spec.relay_workers,
+            connections: connections_of(spec, system),
+            plugin: bins.require(bins::RELAY_ASYNC_PLUGIN)?,
+            plugin_conf: format!("addr={direct_tcp}"),
+            microthread: false,
+            async_mode: true,
+            env: runtime
+                .map(|r| (bins::ASYNC_RUNTIME_ENV.to_owned(), r.to_owned()))
+                .into_iter()
+                .collect(),
             proxy_processes: 1,
             proxy_plugin_conf: String::new(),
         };
@@ -475,6 +511,10 @@ fn start(spec: &CompareSpec, bins: &Binaries, shared: &Shared) -> Result<Started
         let (server, addr) =
             child::start_tokio_relay(&program, system.name(), direct_tcp, threads)?;
         out.processes.extra.extend(server.pid());
+        if let Some(pid) = server.pid() {
+            let label = system.name().to_owned();
+            out.watched.push((system, vec![Watched { label, pid }]));
+        }
         out.endpoints.add(system, Transport::Tcp, addr);
         systems.extra.push(server);
     }
@@ -552,7 +592,7 @@ fn measure(
         for (i, (system, addr)) in systems.iter().enumerate() {
             let load = load_spec(spec, scenario, *system, *addr);
             let watched = match spec.suite {
-                Suite::Shards => started.watched(*system),
+                Suite::Shards | Suite::AsyncRelay => started.watched(*system),
                 _ => &[],
             };
             let before = cpu::snapshot(watched);

@@ -1,8 +1,10 @@
 //! The scenarios and the systems they run against, in two suites: the
 //! classic comparison (spp against the direct baseline and haproxy) and
 //! SPP's published table (echo, echo after a sleep, echo through a relay;
-//! long and short connections; spp's relay against a tokio relay), and the
-//! proxy-shard figures (one shard against several, CPU per request).
+//! long and short connections; spp's relay against a tokio relay), the
+//! proxy-shard figures (one shard against several, CPU per request), and
+//! the async relay's (`examples/relay-async` with either runtime
+//! placement against the micro-thread relay and the tokio relay).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -41,16 +43,24 @@ pub enum System {
     SppCostOneShard,
     /// The same with `--shard-count` shards.
     SppCost,
+    /// spp with the async relay plugin (`mode = "async"`, its runtime
+    /// driven on the worker's thread) in front of the baseline.
+    SppRelayAsync,
+    /// The same with `SPP_ASYNC_RUNTIME=thread` (its runtime on a plugin
+    /// thread, answers through deferred replies).
+    SppRelayAsyncThread,
 }
 
 /// Every system, in the order tables list them.
-pub const ALL_SYSTEMS: [System; 11] = [
+pub const ALL_SYSTEMS: [System; 13] = [
     System::Direct,
     System::Spp,
     System::Haproxy,
     System::SppSleep,
     System::SppRelay,
     System::SppRelayDirect,
+    System::SppRelayAsync,
+    System::SppRelayAsyncThread,
     System::TokioRelay1,
     System::TokioRelay,
     System::SppOneShard,
@@ -73,6 +83,8 @@ impl System {
             System::SppOneShard => "spp_1shard",
             System::SppCostOneShard => "spp_cost_1shard",
             System::SppCost => "spp_cost",
+            System::SppRelayAsync => "spp_relay_async",
+            System::SppRelayAsyncThread => "spp_relay_async_thread",
         }
     }
 
@@ -90,6 +102,8 @@ impl System {
             System::SppOneShard => "spp echo, 1 proxy shard",
             System::SppCostOneShard => "spp costly input, 1 shard",
             System::SppCost => "spp costly input, N shards",
+            System::SppRelayAsync => "spp async relay (driven) → direct",
+            System::SppRelayAsyncThread => "spp async relay (thread) → direct",
         }
     }
 }
@@ -142,6 +156,9 @@ pub enum Suite {
     Table,
     /// [`SHARDS`]: one proxy shard against several.
     Shards,
+    /// [`ASYNC_RELAY`]: the async relay, both runtime placements, against
+    /// the micro-thread relay and the tokio relay.
+    AsyncRelay,
 }
 
 /// Scenario names of the table (the checks look them up).
@@ -162,7 +179,29 @@ pub mod names {
     pub const SHARD_CPU: &str = "shards_cpu_n64";
     /// Shards: CPU per request with the costly input.
     pub const SHARD_COST_CPU: &str = "shards_cost_cpu_n64";
+    /// The async relay against the micro-thread and tokio relays.
+    pub const ASYNC_RELAY_LONG: &str = "async_relay_n64";
 }
+
+/// The async relay suite's systems, each in front of the baseline; the
+/// micro-thread relay first (the ratios' reference).
+const ASYNC_RELAY_SYSTEMS: &[System] = &[
+    System::SppRelayDirect,
+    System::SppRelayAsync,
+    System::SppRelayAsyncThread,
+    System::TokioRelay1,
+    System::TokioRelay,
+];
+
+/// The async relay figures' scenario.
+pub const ASYNC_RELAY: [Scenario; 1] = [Scenario {
+    name: names::ASYNC_RELAY_LONG,
+    title: "relays → direct, long",
+    transport: Transport::Tcp,
+    connections: 64,
+    short: false,
+    systems: ASYNC_RELAY_SYSTEMS,
+}];
 
 /// The shard suite's echo systems.
 const SHARD_ECHO_SYSTEMS: &[System] = &[System::SppOneShard, System::Spp];
@@ -265,6 +304,7 @@ impl Suite {
                 })
                 .collect(),
             Suite::Shards => SHARDS.to_vec(),
+            Suite::AsyncRelay => ASYNC_RELAY.to_vec(),
         }
     }
 

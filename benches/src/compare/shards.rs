@@ -169,7 +169,7 @@ fn find(sc: &ScenarioResult, system: System) -> Option<&super::summary::SystemRe
 
 /// `a`'s median total CPU per request over `b`'s, and whether both were
 /// error-free.
-fn cpu_ratio(sc: &ScenarioResult, a: System, b: System) -> (Option<f64>, bool) {
+pub(super) fn cpu_ratio(sc: &ScenarioResult, a: System, b: System) -> (Option<f64>, bool) {
     let total = |r: &super::summary::SystemResult| r.cpu_us.get(TOTAL).map(|s| s.median);
     match (find(sc, a), find(sc, b)) {
         (Some(a), Some(b)) => match (total(a), total(b)) {

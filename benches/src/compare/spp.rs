@@ -1,6 +1,7 @@
 //! The spp service under test: a config generated in a temp dir (a plugin
 //! — echo, sleep-echo or relay — with its `plugin_conf` and the proxy's
-//! own, `proxy.processes` shards, optionally in micro-thread mode; TCP and
+//! own, `proxy.processes` shards, optionally in micro-thread or async mode,
+//! with variables added to spp's environment; TCP and
 //! UDP on 127.0.0.1:0), `spp start`, the real
 //! addresses and pids from `spp status --json`, and `spp stop` (then
 //! SIGKILL to any pid it had reported that is still there).
@@ -49,6 +50,12 @@ pub struct SppSetup {
     /// Run the group with `mode = "microthread"`, `max_in_flight` above
     /// `connections`.
     pub microthread: bool,
+    /// Run the group with `mode = "async"` (an async Rust plugin),
+    /// `max_in_flight` above `connections` (instead of `microthread`).
+    pub async_mode: bool,
+    /// Variables added to the environment of every `spp` command (the
+    /// controller, and so its workers, inherit them from `spp start`).
+    pub env: Vec<(String, String)>,
     /// `proxy.processes`: proxy shards.
     pub proxy_processes: u16,
     /// The proxy's `plugin_conf` (the echo plugin's `input_cost_us=N`
@@ -66,6 +73,8 @@ impl SppSetup {
             plugin: bins.echo_plugin(),
             plugin_conf: String::new(),
             microthread: false,
+            async_mode: false,
+            env: Vec::new(),
             proxy_processes: 1,
             proxy_plugin_conf: String::new(),
         }
@@ -83,6 +92,7 @@ pub struct SppService {
     spp: PathBuf,
     dir: tempfile::TempDir,
     config: PathBuf,
+    env: Vec<(String, String)>,
     pids: BTreeSet<u32>,
     started: bool,
 }
@@ -125,6 +135,9 @@ fn render(dir: &Path, setup: &SppSetup) -> String {
     if setup.microthread {
         let _ = writeln!(out, "mode = \"microthread\"");
         let _ = writeln!(out, "max_in_flight = {}", setup.max_in_flight());
+    } else if setup.async_mode {
+        let _ = writeln!(out, "mode = \"async\"");
+        let _ = writeln!(out, "max_in_flight = {}", setup.max_in_flight());
     }
     out
 }
@@ -156,6 +169,7 @@ impl SppService {
             spp: bins.spp(),
             dir,
             config,
+            env: setup.env.clone(),
             pids: BTreeSet::new(),
             started: false,
         })
@@ -176,6 +190,7 @@ impl SppService {
         cmd.args(args)
             .arg("-c")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         process::detach(&mut cmd)
             .output()
@@ -308,6 +323,8 @@ mod tests {
             plugin: "/x/libspp_relay.so".into(),
             plugin_conf: "addr=127.0.0.1:4000".into(),
             microthread: true,
+            async_mode: false,
+            env: Vec::new(),
             proxy_processes: 1,
             proxy_plugin_conf: String::new(),
         };
@@ -347,5 +364,31 @@ mod tests {
             },
         );
         assert!(!plain.contains("mode"), "{plain}");
+        let tasks = render(
+            Path::new("/tmp/d"),
+            &SppSetup {
+                async_mode: true,
+                ..plain_setup()
+            },
+        );
+        assert!(
+            tasks.contains("mode = \"async\"\nmax_in_flight = 128"),
+            "{tasks}"
+        );
+    }
+
+    fn plain_setup() -> SppSetup {
+        SppSetup {
+            name: "spp-bench",
+            workers: 1,
+            connections: 64,
+            plugin: "/x/libspp_relay_async.so".into(),
+            plugin_conf: String::new(),
+            microthread: false,
+            async_mode: false,
+            env: Vec::new(),
+            proxy_processes: 1,
+            proxy_plugin_conf: String::new(),
+        }
     }
 }

@@ -188,6 +188,8 @@ pub fn run(spec: &HttpSpec, shared: &Shared) -> Result<HttpReport, CompareError>
         plugin: bins.require(HTTP_PLUGIN)?,
         plugin_conf: format!("body={BODY}"),
         microthread: false,
+        async_mode: false,
+        env: Vec::new(),
         proxy_processes: 1,
         proxy_plugin_conf: String::new(),
     };

@@ -15,8 +15,21 @@
  * order: the worker starts a connection's next request only after the
  * previous one completed, so pipelined answers keep their order.
  *
+ * Two ways to answer, chosen by plugin_conf:
+ *  - threaded (default): a thread of the plugin answers; spp_poll (below)
+ *    answers SPP_ERR_UNSUPPORTED, so the worker never calls it again and
+ *    sleeps on its own doorbell, which the host rings when the thread
+ *    completes a request;
+ *  - driven (`driven=1`): no thread; the worker drives the plugin through
+ *    spp_poll on its own thread, the shape of a plugin with an event loop
+ *    (an async runtime): spp_poll answers what is due, and when the worker
+ *    is idle waits for the next due time or for the worker's doorbell
+ *    (wake_fd), whichever comes first. On the worker's thread complete
+ *    takes effect at once.
+ *
  * In a group that is not async (or with an older host) host->defer answers
- * SPP_ERR_UNSUPPORTED; the plugin then answers at once, as a plain echo.
+ * SPP_ERR_UNSUPPORTED; the plugin then answers at once, as a plain echo
+ * (and `spp check` warns: the plugin exports spp_poll).
  *
  * Build (the workspace does it in examples/defer-c/build.rs):
  *
@@ -25,6 +38,8 @@
  *
  * `plugin_conf`, items separated by ',' or ' ':
  *   delay_ms=N                the delay before each answer (default 10)
+ *   driven=1                  answer inside spp_poll, on the worker's
+ *                             thread (default 0: from a thread of its own)
  *   max_payload=N             the largest payload, bytes (default 64 KiB)
  *   never_complete_prefix=S   a request whose payload starts with S is
  *                             deferred and never completed (a test of the
@@ -48,6 +63,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -84,9 +100,11 @@ static uint64_t g_max_payload = DEFER_DEFAULT_MAX_PAYLOAD;
 static uint64_t g_delay_ms = DEFER_DEFAULT_DELAY_MS;
 static char g_never_prefix[DEFER_PREFIX_MAX + 1];
 static size_t g_never_prefix_len;
+static uint64_t g_driven;
 
-/* The queue to the thread: FIFO (every job waits the same delay, so due
- * times are in order), guarded by g_lock. */
+/* The queue of deferred requests: FIFO (every job waits the same delay,
+ * so due times are in order), guarded by g_lock. The thread takes from it
+ * (threaded), or spp_poll on the worker's thread (driven). */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_wake = PTHREAD_COND_INITIALIZER;
 static job *g_head;
@@ -140,6 +158,7 @@ static int parse_conf(const char *conf) {
     static const char delay_key[] = "delay_ms=";
     static const char max_key[] = "max_payload=";
     static const char never_key[] = "never_complete_prefix=";
+    static const char driven_key[] = "driven=";
     const char *p = conf;
     while (*p != '\0') {
         size_t item_len = strcspn(p, ", ");
@@ -154,6 +173,10 @@ static int parse_conf(const char *conf) {
             }
         } else if (has_key(p, item_len, max_key, sizeof max_key - 1)) {
             if (parse_u64(p + sizeof max_key - 1, end, &g_max_payload) != 0) {
+                return -1;
+            }
+        } else if (has_key(p, item_len, driven_key, sizeof driven_key - 1)) {
+            if (parse_u64(p + sizeof driven_key - 1, end, &g_driven) != 0 || g_driven > 1) {
                 return -1;
             }
         } else if (has_key(p, item_len, never_key, sizeof never_key - 1)) {
@@ -179,12 +202,15 @@ static int host_has_defer(const spp_host *host) {
            host->defer != NULL && host->complete != NULL;
 }
 
-/* Calls reply, retrying while the deferred channel is full. */
+/* Calls reply, retrying while the deferred channel is full (on a thread of
+ * the plugin only: on the worker's thread nothing makes room while we
+ * wait, so a driven plugin tries once). */
 static int reply_retrying(uint64_t flow, const uint8_t *data, size_t len) {
+    unsigned tries = g_driven ? 1u : DEFER_FULL_RETRIES;
     int rc = SPP_ERR_FULL;
-    for (unsigned i = 0; i < DEFER_FULL_RETRIES && rc == SPP_ERR_FULL; i++) {
+    for (unsigned i = 0; i < tries && rc == SPP_ERR_FULL; i++) {
         rc = g_host->reply(g_host->ctx, flow, data, len);
-        if (rc == SPP_ERR_FULL) {
+        if (rc == SPP_ERR_FULL && tries > 1) {
             sleep_ms(1);
         }
     }
@@ -203,8 +229,19 @@ static int complete_retrying(uint64_t token, int result) {
     return rc;
 }
 
-/* The plugin's thread: answers each job when it is due (reply first, then
- * complete), until spp_fini stops it. */
+/* Answers one job (reply first, then complete) and frees it. */
+static void answer(job *j) {
+    /* A failed reply (the connection is gone, say) still completes the
+     * request: with a non-zero rc, which closes what is left. */
+    int rc = reply_retrying(j->flow, j->bytes, j->len);
+    if (complete_retrying(j->token, rc == SPP_OK ? 0 : -1) == SPP_ERR_UNKNOWN_TOKEN) {
+        defer_log(SPP_LOG_WARN, "defer-c: a request expired before its answer");
+    }
+    free(j);
+}
+
+/* The plugin's thread (threaded): answers each job when it is due, until
+ * spp_fini stops it. */
 static void *answer_thread(void *unused) {
     (void)unused;
     pthread_mutex_lock(&g_lock);
@@ -225,13 +262,7 @@ static void *answer_thread(void *unused) {
         if (j->due_ms > now) {
             sleep_ms(j->due_ms - now);
         }
-        /* A failed reply (the connection is gone, say) still completes the
-         * request: with a non-zero rc, which closes what is left. */
-        int rc = reply_retrying(j->flow, j->bytes, j->len);
-        if (complete_retrying(j->token, rc == SPP_OK ? 0 : -1) == SPP_ERR_UNKNOWN_TOKEN) {
-            defer_log(SPP_LOG_WARN, "defer-c: a request expired before its answer");
-        }
-        free(j);
+        answer(j);
         pthread_mutex_lock(&g_lock);
     }
     pthread_mutex_unlock(&g_lock);
@@ -255,7 +286,7 @@ int spp_init(const spp_host *host, const char *conf) {
                                  "never_complete_prefix=S)");
         return 1;
     }
-    if (host->role == SPP_ROLE_WORKER) {
+    if (host->role == SPP_ROLE_WORKER && !g_driven) {
         if (pthread_create(&g_thread, NULL, answer_thread, NULL) != 0) {
             defer_log(SPP_LOG_ERROR, "defer-c: cannot start the answering thread");
             return 1;
@@ -325,6 +356,71 @@ int spp_process(const spp_conn_info *conn, const uint8_t *req, size_t len) {
     pthread_cond_signal(&g_wake);
     pthread_mutex_unlock(&g_lock);
     return 0;
+}
+
+/* Answers every job due by `now` (driven, on the worker's thread); how many.
+ * Sets *next_due to the next job's due time (UINT64_MAX: none). */
+static unsigned answer_due(uint64_t now, uint64_t *next_due) {
+    unsigned answered = 0;
+    *next_due = UINT64_MAX;
+    for (;;) {
+        pthread_mutex_lock(&g_lock);
+        job *j = g_head;
+        if (j != NULL && j->due_ms <= now) {
+            g_head = j->next;
+            if (g_head == NULL) {
+                g_tail = NULL;
+            }
+        } else {
+            *next_due = j != NULL ? j->due_ms : UINT64_MAX;
+            j = NULL;
+        }
+        pthread_mutex_unlock(&g_lock);
+        if (j == NULL) {
+            return answered;
+        }
+        answer(j);
+        answered++;
+    }
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Optional, worker, mode = "async": the worker drives the plugin. Threaded,
+ * there is nothing to drive: SPP_ERR_UNSUPPORTED (never called again).
+ * Driven: answer what is due; with wait_ms > 0 and nothing answered, wait
+ * for the next due time (at most wait_ms) or for wake_fd (the worker's
+ * doorbell: polled, never read), then answer what is due. *busy_ns gets
+ * the time spent answering, not waiting. */
+int spp_poll(int wake_fd, uint32_t wait_ms, uint64_t *busy_ns) {
+    if (!g_driven) {
+        return SPP_ERR_UNSUPPORTED;
+    }
+    uint64_t next_due;
+    uint64_t started = now_ns();
+    unsigned answered = answer_due(now_ms(), &next_due);
+    uint64_t busy = now_ns() - started;
+    if (answered == 0 && wait_ms > 0) {
+        uint64_t now = now_ms();
+        uint64_t wait = wait_ms;
+        if (next_due != UINT64_MAX) {
+            wait = next_due > now ? next_due - now : 0;
+            wait = wait < wait_ms ? wait : wait_ms;
+        }
+        struct pollfd pfd = {wake_fd, POLLIN, 0};
+        (void)poll(&pfd, 1, (int)wait);
+        started = now_ns();
+        answer_due(now_ms(), &next_due);
+        busy += now_ns() - started;
+    }
+    if (busy_ns != NULL) {
+        *busy_ns += busy;
+    }
+    return SPP_OK;
 }
 
 /* Optional, both roles: the process is about to exit normally. The

@@ -4,7 +4,10 @@
 //! answers keep their order and many connections are served at once;
 //! `max_in_flight` bounds what a worker holds; a request never completed
 //! expires after `task_timeout` + `SPP_TASK_GRACE_MS`, closing its own
-//! connection only; a stop answers the deferred requests in flight.
+//! connection only; a stop answers the deferred requests in flight. The
+//! same plugin driven through `spp_poll` (`driven=1`) completes on the
+//! worker's thread; `spp check` warns about it in a group that is not
+//! async.
 
 use spp_tests::client::TcpClient;
 use spp_tests::view::worker_counter_sum;
@@ -19,12 +22,23 @@ const NEVER: &str = "NEVER";
 /// `SPP_TASK_GRACE_MS` of spp_plugin.h.
 const GRACE: Duration = Duration::from_millis(1000);
 
-/// An async group of one worker answering after `delay_ms`.
+/// An async group of one worker answering after `delay_ms` from the
+/// plugin's thread.
 fn config(delay_ms: u64, max_in_flight: u32, task_timeout: &str) -> ServiceConfig {
+    config_with(delay_ms, max_in_flight, task_timeout, "")
+}
+
+/// [`config`] with more `plugin_conf` items (`,driven=1`).
+fn config_with(
+    delay_ms: u64,
+    max_in_flight: u32,
+    task_timeout: &str,
+    more_conf: &str,
+) -> ServiceConfig {
     let plugin = Binaries::locate().plugin(PLUGIN);
     let mut cfg = ServiceConfig::single(&plugin, 1);
     let group = cfg.group_mut();
-    group.plugin_conf = format!("delay_ms={delay_ms},never_complete_prefix={NEVER}");
+    group.plugin_conf = format!("delay_ms={delay_ms},never_complete_prefix={NEVER}{more_conf}");
     group.extra.push("mode = \"async\"".into());
     group.extra.push(format!("max_in_flight = {max_in_flight}"));
     group.extra.push(format!("task_timeout = {task_timeout:?}"));
@@ -180,4 +194,49 @@ fn a_stop_answers_the_deferred_requests_in_flight() {
     }
     // Within stop_grace (5 s in tests).
     assert!(stop_started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_driven_plugin_completes_inside_spp_poll() {
+    const DELAY_MS: u64 = 100;
+    const CLIENTS: usize = 40;
+    let service = Service::start(&config_with(DELAY_MS, 1000, "300ms", ",driven=1"));
+    let mut one = TcpClient::connect(service.tcp()).expect("connect");
+    for i in 0..10 {
+        one.send(format!("pipelined {i}").as_bytes()).expect("send");
+    }
+    for i in 0..10 {
+        assert_eq!(
+            one.recv().expect("answer"),
+            format!("pipelined {i}").as_bytes()
+        );
+    }
+    let mut all = clients(&service, CLIENTS);
+    let took = round(&mut all, "driven");
+    assert!(took >= Duration::from_millis(DELAY_MS), "{took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    // Expiry works the same when the plugin drives completions.
+    let mut stuck = TcpClient::connect(service.tcp()).expect("connect");
+    stuck.send(NEVER.as_bytes()).expect("send");
+    assert!(
+        stuck.closed_by_server(),
+        "the stuck connection was not closed"
+    );
+    assert_eq!(one.call(b"after").expect("answer"), b"after");
+}
+
+#[test]
+fn spp_check_warns_about_spp_poll_outside_an_async_group() {
+    let mut plain = config(10, 1, "5s");
+    plain.group_mut().extra.clear();
+    let out = Service::create(&plain).spp(&["check"]);
+    let text = out.text();
+    assert!(out.ok(), "a warning is no refusal: {text}");
+    assert!(text.contains("spp: warning:"), "{text}");
+    assert!(text.contains("exports spp_poll"), "{text}");
+    assert!(text.contains("one at a time"), "{text}");
+
+    let out = Service::create(&config(10, 1, "5s")).spp(&["check"]);
+    assert!(out.ok(), "{}", out.text());
+    assert!(!out.text().contains("spp_poll"), "{}", out.text());
 }

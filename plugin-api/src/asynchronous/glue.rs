@@ -5,8 +5,8 @@
 //!
 //! The placement is chosen once, in `spp_init`: the proxy role never makes
 //! a runtime; a worker runs its tasks on its own thread
-//! ([`driven`](super::driven)) unless `SPP_ASYNC_RUNTIME=thread` asks for
-//! a plugin thread ([`threaded`](super::threaded)). A request the host
+//! (module `driven`) unless `SPP_ASYNC_RUNTIME=thread` asks for
+//! a plugin thread (module `threaded`). A request the host
 //! cannot defer (a plain or micro-thread group, an older host) runs to
 //! completion inside `spp_process` (`block_on`).
 

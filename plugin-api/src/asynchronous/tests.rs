@@ -290,3 +290,11 @@ fn metric_names_match_the_micro_thread_calls() {
     assert_eq!(metric_name(addr(80), ":ok"), "call:127.0.0.1:80:ok");
     assert_eq!(metric_name(addr(80), ""), "call:127.0.0.1:80");
 }
+
+#[test]
+fn requests_and_replies_travel_between_threads() {
+    fn send_static<T: Send + 'static>() {}
+    send_static::<Request>();
+    send_static::<Reply>();
+    send_static::<TaskFailure>();
+}

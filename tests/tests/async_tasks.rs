@@ -242,6 +242,7 @@ fn max_in_flight_bounds_the_tasks_and_every_request_is_answered() {
         let (i, answer) = thread.join().expect("client thread").expect("answer");
         assert_eq!(answer, format!("slow {i}").as_bytes(), "client {i}");
     }
+    eprintln!("{CLIENTS} requests, max_in_flight {MAX}: in_flight read at most {most}, all answered in {took:?}");
     assert!(
         most <= MAX,
         "in_flight read {most}, above max_in_flight {MAX}"

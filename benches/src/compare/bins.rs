@@ -20,11 +20,11 @@ pub const RELAY_PLUGIN: &str = "libspp_relay.so";
 /// The async relay plugin's file name (the async relay suite only).
 pub const RELAY_ASYNC_PLUGIN: &str = "libspp_relay_async.so";
 /// The environment variable the async plugin layer reads at `spp_init`
-/// to run its runtime on a plugin thread (`thread`) instead of the
-/// worker's own (the default).
-pub const ASYNC_RUNTIME_ENV: &str = "SPP_ASYNC_RUNTIME";
-/// [`ASYNC_RUNTIME_ENV`]'s value for the plugin-thread placement.
-pub const ASYNC_RUNTIME_THREAD: &str = "thread";
+/// to run its runtime on a plugin thread instead of the worker's own (the
+/// default), and its value for that placement.
+pub use spp_plugin_api::asynchronous::{
+    RUNTIME_ENV as ASYNC_RUNTIME_ENV, RUNTIME_THREAD as ASYNC_RUNTIME_THREAD,
+};
 /// The tokio relay (SPP's table only).
 pub const TOKIO_RELAY: &str = "spp-tokio-relay";
 /// The haproxy program looked up on `PATH`.

@@ -40,11 +40,47 @@
 //! caught at the boundary: the request's connection is closed and the host
 //! counts it; the process lives on.
 //!
+//! ## Async plugins (feature `async`)
+//!
+//! A plugin whose worker side awaits (tokio clients, timers) implements
+//! [`AsyncPlugin`] instead and exports it with `export_async_plugin!`:
+//! each request becomes a task on the plugin's own current-thread tokio
+//! runtime, bounded by the group's `task_timeout`, with panics caught per
+//! task. See the `asynchronous` module for where that runtime runs.
+//!
+#![cfg_attr(
+    feature = "async",
+    doc = r#"```
+use spp_plugin_api::{export_async_plugin, AsyncPlugin, Conn, Host, Input, Reply, Request};
+use std::time::Duration;
+
+struct SlowEcho;
+
+impl AsyncPlugin for SlowEcho {
+    type ConnState = ();
+    fn init(_host: Host, _conf: &str) -> Result<Self, i32> { Ok(SlowEcho) }
+    fn input(&self, _c: Conn<'_>, _state: &mut (), buf: &[u8]) -> Input {
+        if buf.is_empty() { Input::NeedMore } else { Input::Complete(buf.len()) }
+    }
+    async fn process(&self, req: Request) -> Reply {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Reply::bytes(req.into_body())
+    }
+}
+
+export_async_plugin!(SlowEcho);
+# fn main() {}
+```
+"#
+)]
+//!
 //! With the `host` feature, [`host::PluginLibrary`] is the loader the spp
 //! processes use, and [`no_l5`] the L5 services of a host without a route
 //! table.
 
 pub mod abi;
+#[cfg(feature = "async")]
+pub mod asynchronous;
 #[cfg(feature = "c-build")]
 pub mod c_build;
 mod call;
@@ -63,6 +99,10 @@ pub mod rt;
 mod fuzz_tests;
 
 pub use abi::SPP_PLUGIN_ABI_VERSION;
+#[cfg(feature = "async")]
+pub use asynchronous::{
+    timed_call, AsyncPlugin, Reply, Request, SidCall, SidCallError, TaskFailure,
+};
 pub use call::{Answered, Call, CallError, Check, Leg, Target};
 pub use hooks::{OnClose, OnException, OnFini, OnFlowClosed, OnRoute, Plugin};
 pub use plugin::{

@@ -352,7 +352,7 @@ impl Host {
 
     /// Whether the host's table has the field ending at `end` (a host built
     /// before the field was appended has a smaller `size`).
-    fn has(&self, end: usize) -> bool {
+    pub(crate) fn has(&self, end: usize) -> bool {
         self.0.size as usize >= end
     }
 

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::thread::LocalKey;
 
+#[cfg(feature = "async")]
+pub use crate::asynchronous::glue::ExportsAsync;
+
 /// Panics caught at the boundary in this plugin, for diagnostics.
 pub static PANICS: AtomicU64 = AtomicU64::new(0);
 
@@ -88,6 +91,16 @@ impl<P: Plugin> Slot<P> {
         }
     }
 
+    /// The plugin, once `init` built it.
+    pub fn plugin(&self) -> Option<&P> {
+        self.plugin.get()
+    }
+
+    /// The host table `init` was given.
+    pub fn host(&self) -> Option<Host> {
+        self.host.get().copied()
+    }
+
     /// Whether per-connection states are kept at all (not for a
     /// zero-sized state).
     const KEEPS_STATE: bool = std::mem::size_of::<P::ConnState>() != 0;
@@ -131,7 +144,8 @@ impl<P: Plugin> Slot<P> {
     }
 }
 
-fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
+/// Runs `f`, turning a panic into `fallback` (counted in [`PANICS`]).
+pub fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(value) => value,
         Err(_) => {

@@ -1,0 +1,381 @@
+//! The task around one request: runs [`AsyncPlugin::process`] with its
+//! bounds and ends the deferred request.
+//!
+//! * Panics are caught per poll ([`CatchPanic`]): the request fails with
+//!   [`TaskFailure::Panicked`] (counter [`PANICKED`]), nothing else does.
+//! * The group's `task_timeout` ([`task_timeout`]) bounds the future; past
+//!   it the future is dropped and the request fails with
+//!   [`TaskFailure::TimedOut`] (counter [`TIMED_OUT`]).
+//! * The answer is sent (`host.reply`), then the request completed
+//!   (`host.complete`, rc -1 when the [`Reply`] closes or the answer could
+//!   not be queued). A full queue is retried every [`RETRY_STEP`], for at
+//!   most [`RETRY_FOR`], by sleeping in the task (never spinning: on the
+//!   worker's thread the room is made by the loop the task returns to).
+//! * A task dropped before it completed its request (its flow closed, the
+//!   runtime shut down) completes it with rc -1 from its [`Pending`] guard
+//!   (counter [`CANCELLED`]), so the host never waits for it to expire.
+//! * Each poll's time is added to a thread-local busy sum ([`Metered`],
+//!   [`take_busy`]) that `spp_poll` hands to the worker.
+//! * The TCP flows' tasks are tracked by id with their `AbortHandle`
+//!   ([`track`], [`cancel_flow`]) for `spp_flow_closed`.
+
+use super::plugin::{AsyncPlugin, Reply, Request, TaskFailure};
+use crate::abi::{SppHost, SPP_ERR_FULL, SPP_OK, SPP_TASK_GRACE_MS};
+use crate::plugin::{Host, HostError};
+use rustc_hash::FxHashMap;
+use std::cell::{Cell, RefCell};
+use std::ffi::c_int;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::task::AbortHandle;
+
+/// Plugin counter: tasks that panicked.
+pub const PANICKED: &str = "async_task_panicked";
+/// Plugin counter: tasks that passed the group's `task_timeout`.
+pub const TIMED_OUT: &str = "async_task_timed_out";
+/// Plugin counter: tasks dropped before they completed their request (a
+/// closed flow, a shutdown).
+pub const CANCELLED: &str = "async_task_cancelled";
+
+/// How long a task waits between two tries of a full reply queue (or
+/// deferred channel).
+pub const RETRY_STEP: Duration = Duration::from_millis(1);
+/// How long a task keeps retrying a full queue before it gives up (closes
+/// the connection): half the host's grace, so the request still completes
+/// before the host expires it.
+pub const RETRY_FOR: Duration = Duration::from_millis(SPP_TASK_GRACE_MS / 2);
+
+/// The `complete` rc of a request whose connection closes.
+const RC_CLOSE: c_int = -1;
+
+/// Set once `spp_fini` tore the runtime down: a guard dropped later (a
+/// thread-local destructor at exit) no longer calls the host.
+pub(crate) static FINISHED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Nanoseconds this thread spent polling tasks since the last
+    /// [`take_busy`].
+    static BUSY_NS: Cell<u64> = const { Cell::new(0) };
+    /// Requests this thread completed (a task's end, a cancellation).
+    static COMPLETED: Cell<u64> = const { Cell::new(0) };
+    /// Who waits for the next completion ([`completion_since`]).
+    static WAITER: RefCell<Option<Waker>> = const { RefCell::new(None) };
+    /// The next task id of this thread.
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+    /// Running TCP tasks of this thread: id → (flow, abort handle).
+    static FLOWS: RefCell<FxHashMap<u64, (u64, AbortHandle)>> = RefCell::new(FxHashMap::default());
+}
+
+/// The poll time summed on this thread since the last call, reset.
+pub fn take_busy() -> u64 {
+    BUSY_NS.with(|b| b.replace(0))
+}
+
+/// Requests completed on this thread so far.
+pub(crate) fn completed() -> u64 {
+    COMPLETED.with(Cell::get)
+}
+
+/// A request was completed on this thread: wake whoever waits for it.
+fn note_completion() {
+    COMPLETED.with(|c| c.set(c.get().wrapping_add(1)));
+    if let Ok(Some(waker)) = WAITER.try_with(|w| w.borrow_mut().take()) {
+        waker.wake();
+    }
+}
+
+/// Ready once this thread completed a request after `seen`
+/// ([`completed`]).
+pub(crate) fn completion_since(seen: u64) -> impl Future<Output = ()> {
+    std::future::poll_fn(move |cx| {
+        if completed() != seen {
+            return Poll::Ready(());
+        }
+        WAITER.with(|w| *w.borrow_mut() = Some(cx.waker().clone()));
+        Poll::Pending
+    })
+}
+
+/// A fresh task id of this thread.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id.wrapping_add(1));
+        id
+    })
+}
+
+/// Records task `id` of `flow` for [`cancel_flow`].
+pub(crate) fn track(id: u64, flow: u64, handle: AbortHandle) {
+    FLOWS.with(|f| f.borrow_mut().insert(id, (flow, handle)));
+}
+
+/// Forgets task `id` (it ended).
+fn untrack(id: u64) {
+    let _ = FLOWS.try_with(|f| {
+        if let Ok(mut flows) = f.try_borrow_mut() {
+            flows.remove(&id);
+        }
+    });
+}
+
+/// Aborts every tracked task of `flow`; returns how many. They are dropped
+/// (and complete their requests) the next time their runtime runs.
+pub(crate) fn cancel_flow(flow: u64) -> usize {
+    let handles: Vec<AbortHandle> = FLOWS.with(|f| {
+        let mut flows = f.borrow_mut();
+        let ids: Vec<u64> = flows
+            .iter()
+            .filter(|(_, (f, _))| *f == flow)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| flows.remove(id))
+            .map(|(_, h)| h)
+            .collect()
+    });
+    for handle in &handles {
+        handle.abort();
+    }
+    handles.len()
+}
+
+/// Tasks tracked on this thread (tests).
+#[cfg(test)]
+pub(crate) fn tracked() -> usize {
+    FLOWS.with(|f| f.borrow().len())
+}
+
+/// A future whose every poll's duration is added to this thread's busy
+/// sum.
+pub(crate) struct Metered<F>(pub F);
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = Instant::now();
+        // SAFETY: structural pinning: the field is pinned with `self` and
+        // never moved out or handed out unpinned.
+        let inner = unsafe { self.map_unchecked_mut(|m| &mut m.0) };
+        let out = inner.poll(cx);
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        BUSY_NS.with(|b| b.set(b.get().saturating_add(ns)));
+        out
+    }
+}
+
+/// A future whose panics are caught per poll: it then ends with
+/// [`TaskFailure::Panicked`] and is not polled again.
+pub(crate) struct CatchPanic<F>(pub F);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, TaskFailure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning, as in `Metered`.
+        let inner = unsafe { self.map_unchecked_mut(|m| &mut m.0) };
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(TaskFailure::Panicked)),
+        }
+    }
+}
+
+/// End of the ABI 1 fields `defer`, `complete` and `task_timeout_ms`.
+fn async_end() -> usize {
+    std::mem::offset_of!(SppHost, task_timeout_ms) + std::mem::size_of::<u64>()
+}
+
+/// `host.defer` during `spp_process`: the token, or `None` when the host
+/// (this role, this mode, an older host) has no async requests.
+pub(crate) fn defer(host: Host) -> Option<u64> {
+    if !host.has(async_end()) {
+        return None;
+    }
+    let raw = host.raw();
+    let mut token = 0u64;
+    // SAFETY: `token` is a valid, writable u64 for the call; `ctx` is the
+    // host's own.
+    let rc = unsafe { (raw.defer)(raw.ctx, &mut token) };
+    (rc == SPP_OK).then_some(token)
+}
+
+/// `host.complete(token, rc)`.
+fn complete(host: Host, token: u64, rc: c_int) -> c_int {
+    if !host.has(async_end()) {
+        return crate::abi::SPP_ERR_UNSUPPORTED;
+    }
+    let raw = host.raw();
+    // SAFETY: plain call into the host's table with its own `ctx`.
+    unsafe { (raw.complete)(raw.ctx, token, rc) }
+}
+
+/// The group's `task_timeout`: `None` when the host says 0 (or is older).
+pub(crate) fn task_timeout(host: Host) -> Option<Duration> {
+    if !host.has(async_end()) || host.raw().task_timeout_ms == 0 {
+        return None;
+    }
+    Some(Duration::from_millis(host.raw().task_timeout_ms))
+}
+
+/// The counter of a failure.
+fn counter(why: TaskFailure) -> &'static str {
+    match why {
+        TaskFailure::TimedOut => TIMED_OUT,
+        TaskFailure::Panicked => PANICKED,
+    }
+}
+
+/// Runs `req` through the plugin, bounded by `timeout`: the plugin's
+/// [`Reply`], or [`AsyncPlugin::failed`]'s when the task failed (a panic in
+/// `failed` closes the connection).
+pub(crate) async fn serve<P: AsyncPlugin>(
+    plugin: &P,
+    host: Host,
+    req: Request,
+    timeout: Option<Duration>,
+) -> Reply {
+    let flow = req.flow();
+    let work = CatchPanic(plugin.process(req));
+    let outcome = match timeout {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or(Err(TaskFailure::TimedOut)),
+        None => work.await,
+    };
+    match outcome {
+        Ok(reply) => reply,
+        Err(why) => {
+            let _ = host.count(counter(why), 1);
+            catch_unwind(AssertUnwindSafe(|| plugin.failed(flow, why))).unwrap_or_else(|_| {
+                let _ = host.count(PANICKED, 1);
+                Reply::close()
+            })
+        }
+    }
+}
+
+/// Sends `reply`'s answer to `flow` at once (the synchronous fallback): the
+/// `spp_process` return code.
+pub(crate) fn reply_now(host: Host, flow: u64, reply: &Reply) -> c_int {
+    let sent = match reply.body() {
+        Some(body) => host.reply(flow, body),
+        None => Ok(()),
+    };
+    if sent.is_err() || reply.closes() {
+        RC_CLOSE
+    } else {
+        SPP_OK
+    }
+}
+
+/// Sends `reply`'s answer, retrying a full queue: the `complete` rc.
+async fn reply_deferred(host: Host, flow: u64, reply: &Reply) -> c_int {
+    if let Some(body) = reply.body() {
+        let start = Instant::now();
+        loop {
+            match host.reply(flow, body) {
+                Ok(()) => break,
+                Err(HostError::Full) if start.elapsed() < RETRY_FOR => {
+                    tokio::time::sleep(RETRY_STEP).await;
+                }
+                Err(_) => return RC_CLOSE,
+            }
+        }
+    }
+    if reply.closes() {
+        RC_CLOSE
+    } else {
+        SPP_OK
+    }
+}
+
+/// The deferred request a task owes the host: completed with rc -1 when
+/// the task is dropped before it did so itself.
+pub(crate) struct Pending {
+    host: Host,
+    token: u64,
+    id: u64,
+    armed: bool,
+}
+
+impl Pending {
+    /// Request `token` of task `id`.
+    pub(crate) fn new(host: Host, token: u64, id: u64) -> Self {
+        Pending {
+            host,
+            token,
+            id,
+            armed: true,
+        }
+    }
+
+    /// Completes the request with `rc`, retrying a full channel.
+    async fn complete(&mut self, rc: c_int) {
+        let start = Instant::now();
+        while complete(self.host, self.token, rc) == SPP_ERR_FULL && start.elapsed() < RETRY_FOR {
+            tokio::time::sleep(RETRY_STEP).await;
+        }
+        self.armed = false;
+        note_completion();
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        untrack(self.id);
+        if self.armed && !FINISHED.load(Ordering::Acquire) {
+            let _ = self.host.count(CANCELLED, 1);
+            let _ = complete(self.host, self.token, RC_CLOSE);
+            note_completion();
+        }
+    }
+}
+
+/// The whole task of deferred request `token`: serve, reply, complete.
+pub(crate) async fn deferred<P: AsyncPlugin>(
+    plugin: &'static P,
+    host: Host,
+    mut pending: Pending,
+    req: Request,
+    timeout: Option<Duration>,
+) {
+    let flow = req.flow();
+    let reply = serve(plugin, host, req, timeout).await;
+    let rc = reply_deferred(host, flow, &reply).await;
+    pending.complete(rc).await;
+}
+
+/// Spawns the task of deferred request `token` on the current `LocalSet`
+/// (or `local`), tracking a TCP flow's task for cancellation.
+pub(crate) fn spawn<P: AsyncPlugin>(
+    local: Option<&tokio::task::LocalSet>,
+    plugin: &'static P,
+    host: Host,
+    token: u64,
+    req: Request,
+) {
+    let id = next_id();
+    let flow = req.flow();
+    let udp = req.is_udp();
+    let task = Metered(deferred(
+        plugin,
+        host,
+        Pending::new(host, token, id),
+        req,
+        task_timeout(host),
+    ));
+    let handle = match local {
+        Some(local) => local.spawn_local(task),
+        None => tokio::task::spawn_local(task),
+    };
+    if !udp {
+        track(id, flow, handle.abort_handle());
+    }
+}

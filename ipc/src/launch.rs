@@ -242,6 +242,11 @@ pub struct WorkerLaunch {
     /// `spp_process` at a time; older specs have none).
     #[serde(default)]
     pub microthreads: Option<MicroThreadSpec>,
+    /// The group's async settings (`mode = "async"`; `None`: another
+    /// mode, older specs have none). At most one of `microthreads` and
+    /// this is set.
+    #[serde(default)]
+    pub async_tasks: Option<AsyncSpec>,
     /// Logging.
     pub log: LogSpec,
 }
@@ -270,6 +275,16 @@ pub struct MicroThreadSpec {
     /// Bytes of one micro-thread's stack (page multiple; plus a guard
     /// page).
     pub stack_size: u64,
+}
+
+/// A worker's async settings (group `mode = "async"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsyncSpec {
+    /// Requests held at once (running, deferred or waiting behind their
+    /// flow's previous request) at most.
+    pub max_in_flight: u32,
+    /// The group's `task_timeout` in ms (`spp_host.task_timeout_ms`).
+    pub task_timeout_ms: u64,
 }
 
 impl ProxyLaunch {
@@ -352,6 +367,10 @@ mod tests {
             drain_timeout_ms: 5000,
             l5_table_fd: None,
             microthreads: None,
+            async_tasks: Some(AsyncSpec {
+                max_in_flight: 8,
+                task_timeout_ms: 5000,
+            }),
             log: LogSpec {
                 level: "info".into(),
                 file: None,
@@ -360,7 +379,10 @@ mod tests {
         let text = spec.to_env_value();
         let back: Launch = serde_json::from_str(&text).unwrap();
         match back {
-            Launch::Worker(w) => assert_eq!(w.inherited_fds(), vec![5, 6, 7, 8, 9, 10, 11]),
+            Launch::Worker(w) => {
+                assert_eq!(w.inherited_fds(), vec![5, 6, 7, 8, 9, 10, 11]);
+                assert_eq!(w.async_tasks.map(|a| a.task_timeout_ms), Some(5000));
+            }
             Launch::Proxy(_) => panic!("wrong role"),
         }
     }

@@ -21,6 +21,9 @@
 //! Version 5 appended the proxy's `held_overflow` counter (answers held
 //! for request order).
 //!
+//! Version 7 appended the worker's `tasks_expired` and `tasks_unknown`
+//! counters (async mode).
+//!
 //! The controller creates both (memfd), initialises them, and keeps them
 //! for the service's life, so a restarted proxy or worker continues on the
 //! same memory. Every field says who writes it.
@@ -35,7 +38,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of everything in this module.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 /// `PairHeader::magic`: "SPPPAIR1".
 pub const PAIR_MAGIC: u64 = u64::from_le_bytes(*b"SPPPAIR1");
 /// `ProxyHeader::magic`: "SPPPRXY1".

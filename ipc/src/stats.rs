@@ -77,10 +77,18 @@ counters! {
     /// added to with `fetch_add` by the logging layer
     /// (`spp_ipc::logging::count_drops_in`), from any thread.
     pub log_dropped: AtomicU64,
-    /// Micro-thread mode: requests held now (running, suspended or waiting
+    /// Micro-thread and async mode: requests held now (running, suspended or waiting
     /// behind their flow), stored every loop turn (a gauge, never added;
     /// 0 in plain mode). Appended in layout 4.
     pub in_flight: AtomicU64,
+    /// Async mode: deferred requests the worker expired itself (still in
+    /// flight `task_timeout` + `SPP_TASK_GRACE_MS` after they started;
+    /// their connection was closed). Appended in layout 7.
+    pub tasks_expired: AtomicU64,
+    /// Async mode: `complete` calls from a plugin thread whose token was
+    /// not in flight when the worker forwarded them (completed already,
+    /// expired, never deferred). Appended in layout 7.
+    pub tasks_unknown: AtomicU64,
 }
 }
 

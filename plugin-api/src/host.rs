@@ -69,6 +69,7 @@ pub struct PluginLibrary {
     close: Option<abi::CloseHook>,
     fini: Option<abi::FiniHook>,
     flow_closed: Option<abi::FlowClosedHook>,
+    poll: Option<abi::PollHook>,
     conn_open: Option<abi::ConnOpenHook>,
     input_ctx: Option<abi::InputCtxHook>,
     conn_free: Option<abi::ConnFreeHook>,
@@ -140,6 +141,8 @@ impl PluginLibrary {
                     .map(|p| std::mem::transmute::<*const (), abi::FiniHook>(p)),
                 flow_closed: get(symbols::FLOW_CLOSED)
                     .map(|p| std::mem::transmute::<*const (), abi::FlowClosedHook>(p)),
+                poll: get(symbols::POLL)
+                    .map(|p| std::mem::transmute::<*const (), abi::PollHook>(p)),
                 conn_open: get(symbols::CONN_OPEN)
                     .map(|p| std::mem::transmute::<*const (), abi::ConnOpenHook>(p)),
                 input_ctx: get(symbols::INPUT_CTX)
@@ -286,6 +289,25 @@ impl PluginLibrary {
             // SAFETY: plain call with a value argument.
             unsafe { f(flow) }
         }
+    }
+
+    /// Whether the plugin has `spp_poll` (an event loop of its own for the
+    /// worker to drive, `mode = "async"`).
+    pub fn has_poll(&self) -> bool {
+        self.poll.is_some()
+    }
+
+    /// Calls `spp_poll(wake_fd, wait_ms, &busy_ns)`: its return code and
+    /// the nanoseconds it reports as spent running plugin code. `None`
+    /// when the plugin has no `spp_poll`.
+    #[inline]
+    pub fn poll(&self, wake_fd: c_int, wait_ms: u32) -> Option<(c_int, u64)> {
+        let f = self.poll?;
+        let mut busy_ns = 0u64;
+        // SAFETY: `busy_ns` is a live, writable u64 for the call; `wake_fd`
+        // is only polled by the plugin, never closed or read.
+        let rc = unsafe { f(wake_fd, wait_ms, &mut busy_ns) };
+        Some((rc, busy_ns))
     }
 
     /// Calls `spp_fini` if the plugin has it.

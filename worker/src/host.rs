@@ -18,6 +18,16 @@
 //!   bytes ([`DEFERRED_BYTE_BUDGET`]); over either a reply answers
 //!   `SPP_ERR_FULL`. The copies go into pooled buffers, so a steady stream of
 //!   deferred replies allocates nothing once the pool is warm.
+//!
+//! Async mode (`mode = "async"`, [`crate::tasks`]) also fills `defer`,
+//! `complete` and `task_timeout_ms`; every other mode keeps the ABI's
+//! unsupported ones and 0. `defer` works on the main thread during an
+//! async `spp_process` only. `complete` on the main thread goes to the
+//! token book at once (`SPP_ERR_UNKNOWN_TOKEN` for a token not in
+//! flight); on another thread it joins the deferred channel as
+//! [`Deferred::Complete`], behind that thread's earlier replies (full:
+//! `SPP_ERR_FULL`, not counted as a dropped reply), and an unknown token
+//! found when it is forwarded is counted in `tasks_unknown`.
 
 use crate::attach::Shared;
 use crate::downstream;
@@ -81,6 +91,8 @@ enum Deferred {
     Reply { flow: u64, bytes: Vec<u8> },
     /// Close the flow after flush.
     Close { flow: u64 },
+    /// Complete a deferred request (async mode).
+    Complete { token: u64, rc: c_int },
 }
 
 /// The worker's part of the table's context.
@@ -116,32 +128,49 @@ pub struct HostServices {
 impl HostServices {
     /// Builds and leaks the table; marks the calling thread as the main
     /// thread. `None` if the services were installed before.
+    ///
+    /// `task_timeout_ms`: `Some` in async mode, whose `defer`, `complete`
+    /// and `task_timeout_ms` the table then carries.
     pub fn install(
         shared: &'static Shared,
         responder: Responder,
         group: u32,
         worker_index: u32,
+        task_timeout_ms: Option<u64>,
     ) -> Option<Self> {
         if INSTALLED.swap(true, Ordering::AcqRel) {
             return None;
         }
         ON_MAIN_THREAD.with(|main| main.set(true));
-        Some(Self::build(
+        Some(Self::build_for(
             shared,
             responder,
-            group,
-            worker_index,
+            (group, worker_index),
             DEFERRED_BYTE_BUDGET,
+            task_timeout_ms,
         ))
     }
 
-    /// Builds and leaks the table and its context.
+    /// Builds and leaks the table and its context (no async requests).
+    #[cfg(test)]
     fn build(
         shared: &'static Shared,
         responder: Responder,
         group: u32,
         worker_index: u32,
         byte_budget: usize,
+    ) -> Self {
+        Self::build_for(shared, responder, (group, worker_index), byte_budget, None)
+    }
+
+    /// Builds and leaks the table and its context; with `task_timeout_ms`,
+    /// for async mode.
+    fn build_for(
+        shared: &'static Shared,
+        responder: Responder,
+        (group, worker_index): (u32, u32),
+        byte_budget: usize,
+        task_timeout_ms: Option<u64>,
     ) -> Self {
         let (deferred_tx, deferred_rx) = bounded(DEFERRED_CAPACITY);
         let ctx: &'static Ctx = Box::leak(Box::new(HostCtx::new(
@@ -177,6 +206,11 @@ impl HostServices {
         );
         // Deferred replies are also bounded by the byte budget.
         table.max_reply = ctx.role.max_reply.min(byte_budget) as u64;
+        if let Some(ms) = task_timeout_ms {
+            table.defer = host_defer;
+            table.complete = host_complete;
+            table.task_timeout_ms = ms;
+        }
         let table: &'static SppHost = Box::leak(Box::new(table));
         HostServices { ctx, table }
     }
@@ -218,6 +252,12 @@ impl HostServices {
                         rc
                     }
                     Deferred::Close { flow } => responder.close(flow),
+                    Deferred::Complete { token, rc } => {
+                        if !crate::tasks::complete_forwarded(token, rc) {
+                            responder.tally().tasks_unknown += 1;
+                        }
+                        SPP_OK
+                    }
                 };
                 moved += 1;
             }
@@ -294,6 +334,23 @@ impl WorkerCtx {
         self.defer(Deferred::Close { flow })
     }
 
+    /// `complete` (async mode): into the token book on the main thread,
+    /// through the deferred channel elsewhere (behind this thread's
+    /// earlier replies).
+    fn complete(&self, token: u64, rc: c_int) -> c_int {
+        if on_main_thread() {
+            return crate::tasks::complete_here(token, rc);
+        }
+        match self.deferred_tx.try_send(Deferred::Complete { token, rc }) {
+            Ok(()) => {
+                pair::wake_worker(&self.shared.pair, &self.shared.bell);
+                SPP_OK
+            }
+            // The plugin retries; the request stays in flight.
+            Err(_) => SPP_ERR_FULL,
+        }
+    }
+
     /// Queues a reply from a plugin thread and wakes the main loop if it
     /// sleeps (the same sleep-flag protocol the proxy uses).
     fn defer(&self, item: Deferred) -> c_int {
@@ -352,6 +409,45 @@ unsafe extern "C" fn host_close(ctx: *mut c_void, flow: u64) -> c_int {
         // SAFETY: forwarded from the caller.
         match unsafe { worker_ctx(ctx) } {
             Some(ctx) => ctx.close(flow),
+            None => SPP_ERR_UNSUPPORTED,
+        }
+    })
+}
+
+/// `spp_host.defer` (async mode): the token of the request inside
+/// `spp_process` on the main thread; `SPP_ERR_BAD_ARG` for a null
+/// `token`, `SPP_ERR_UNSUPPORTED` anywhere else.
+///
+/// # Safety
+/// `token` must be null or writable.
+unsafe extern "C" fn host_defer(_ctx: *mut c_void, token: *mut u64) -> c_int {
+    catch_panic(PANICKED, || {
+        if token.is_null() {
+            return SPP_ERR_BAD_ARG;
+        }
+        if !on_main_thread() {
+            return SPP_ERR_UNSUPPORTED;
+        }
+        match crate::tasks::defer() {
+            Ok(t) => {
+                // SAFETY: non-null and writable (caller).
+                unsafe { token.write(t) };
+                SPP_OK
+            }
+            Err(code) => code,
+        }
+    })
+}
+
+/// `spp_host.complete` (async mode): see [`WorkerCtx::complete`].
+///
+/// # Safety
+/// `ctx` must be the table's `ctx`.
+unsafe extern "C" fn host_complete(ctx: *mut c_void, token: u64, rc: c_int) -> c_int {
+    catch_panic(PANICKED, || {
+        // SAFETY: forwarded from the caller.
+        match unsafe { worker_ctx(ctx) } {
+            Some(ctx) => ctx.complete(token, rc),
             None => SPP_ERR_UNSUPPORTED,
         }
     })

@@ -30,9 +30,13 @@
 //! * `microthread`: micro-thread mode (stackful coroutines, suspended
 //!   requests, timers); `downstream`: `call`/`call_many` on them (the
 //!   epoll set, keep-alive pools, per-call state machines).
+//! * `tasks`: async mode (`spp_host.defer` / `complete`, `spp_poll`);
+//!   `admission`: the `max_in_flight` bound and per-flow order it shares
+//!   with micro-thread mode.
 //! * `signals`, `stats`, `throttle`: signals, counters, log
 //!   throttling. [`error`]: [`WorkerError`] and its exit codes.
 
+mod admission;
 mod attach;
 mod downstream;
 mod drain;
@@ -44,6 +48,7 @@ mod respond;
 mod serve;
 mod signals;
 mod stats;
+mod tasks;
 mod throttle;
 
 pub use crate::error::WorkerError;
@@ -108,6 +113,7 @@ pub fn run(spec: WorkerLaunch) -> Result<(), WorkerError> {
         Responder::new(responses, shared),
         spec.group,
         spec.index,
+        spec.async_tasks.map(|a| a.task_timeout_ms),
     )
     .ok_or(WorkerError::HostInstalledTwice)?;
     // SAFETY: the table is leaked, so it stays valid and in place for the

@@ -60,7 +60,7 @@ use crate::host::{HostServices, DEFERRED_CAPACITY};
 use crate::respond::Responder;
 use crate::signals::Signals;
 use crate::throttle::LogThrottle;
-use spp_ipc::launch::{MicroThreadSpec, WorkerLaunch};
+use spp_ipc::launch::{AsyncSpec, MicroThreadSpec, WorkerLaunch};
 use spp_ipc::pair::{sleep_all, Request, RequestRecord, Rotation, WorkerRequests, WorkerSlot};
 use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS, NS_PER_US};
 use spp_ipc::spin::AdaptiveSpin;
@@ -163,6 +163,8 @@ pub struct Server {
     pub(crate) drain_timeout: Duration,
     /// Micro-thread mode (`None`: plain, one `spp_process` at a time).
     micro: Option<MicroThreadSpec>,
+    /// Async mode (`None`: another mode).
+    tasks: Option<AsyncSpec>,
     /// The log file to reopen on SIGHUP.
     log_file: Option<PathBuf>,
 }
@@ -230,6 +232,7 @@ impl Server {
             },
             drain_timeout: Duration::from_millis(spec.drain_timeout_ms),
             micro: spec.microthreads,
+            tasks: spec.async_tasks,
             log_file: spec.log.file.clone(),
         }
     }
@@ -240,6 +243,9 @@ impl Server {
         // Chosen once: plain mode keeps its own loop, untouched.
         if let Some(micro) = self.micro {
             return crate::microthread::serve::run(self, micro);
+        }
+        if let Some(tasks) = self.tasks {
+            return crate::tasks::serve::run(self, tasks);
         }
         loop {
             let turn = self.turn()?;
@@ -472,7 +478,8 @@ impl Server {
         self.slots.iter().map(|slot| slot.backlog()).sum()
     }
 
-    /// The plugin (for `spp_fini` after a micro-thread drain).
+    /// The plugin (for `spp_fini` after a micro-thread or async drain,
+    /// and `spp_poll`).
     pub(crate) fn plugin(&self) -> &'static PluginLibrary {
         self.plugin
     }

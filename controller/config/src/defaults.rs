@@ -70,10 +70,18 @@ pub const SPIN: Duration = Duration::from_micros(50);
 pub const RING_SIZE: u64 = 4 << 20;
 /// `group.msg_timeout`.
 pub const MSG_TIMEOUT: Duration = Duration::from_secs(5);
-/// `group.max_in_flight` (micro-thread mode): suspended requests per worker.
+/// `group.max_in_flight` (micro-thread and async mode): requests held per
+/// worker.
 pub const MAX_IN_FLIGHT: u32 = 1000;
 /// Largest `group.max_in_flight`.
 pub const MAX_IN_FLIGHT_LIMIT: u32 = 100_000;
+/// `group.task_timeout` (async mode): the time a deferred request may
+/// take (the plugin's `spp_host.task_timeout_ms`).
+pub const TASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest `group.task_timeout`.
+pub const MIN_TASK_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest `group.task_timeout`.
+pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(3600);
 /// `group.stack_size` (micro-thread mode): one micro-thread's stack.
 pub const STACK_SIZE: u64 = 64 << 10;
 /// `group.stack_size` is a multiple of this (the page size).

@@ -249,7 +249,11 @@ fn group_changes(
     key("plugin", dbg(&o.plugin), dbg(&n.plugin));
     key("plugin_conf", dbg(&o.plugin_conf), dbg(&n.plugin_conf));
     key("spin", dbg(&o.spin), dbg(&n.spin));
-    key("mode", dbg(&o.microthreads), dbg(&n.microthreads));
+    key(
+        "mode",
+        dbg(&(o.microthreads, o.async_tasks)),
+        dbg(&(n.microthreads, n.async_tasks)),
+    );
 }
 
 /// A value as `{:?}` writes it (paths and strings quoted, durations with

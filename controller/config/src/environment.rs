@@ -63,6 +63,9 @@ pub struct PluginTarget<'a> {
 pub struct PluginFacts {
     /// It exports a non-zero `spp_plugin_stateful`.
     pub stateful: bool,
+    /// It exports `spp_poll` (an event loop that completes deferred
+    /// requests: meant for a group with `mode = "async"`).
+    pub polls: bool,
 }
 
 /// Loads the plugin the way a process of the role will (ABI version,
@@ -98,7 +101,8 @@ pub enum Mode {
 }
 
 /// Runs every machine-dependent check; `load` checks each plugin. Returns
-/// the warnings (a stateful plugin in a group that scales).
+/// the warnings (a stateful plugin in a group that scales, a plugin with
+/// `spp_poll` in a group that is not async).
 pub fn check(cfg: &Config, mode: Mode, load: PluginCheck<'_>) -> Result<Vec<Warning>, ConfigError> {
     let proxy = PluginTarget {
         path: &cfg.proxy.plugin,
@@ -117,6 +121,19 @@ pub fn check(cfg: &Config, mode: Mode, load: PluginCheck<'_>) -> Result<Vec<Warn
             conf: &group.plugin_conf,
         };
         let facts = plugin(cfg, &key, &target, load)?;
+        if facts.polls && group.async_tasks.is_none() {
+            warnings.push(Warning {
+                file: cfg.file.clone(),
+                key: format!("group[{pos}].mode"),
+                reason: format!(
+                    "plugin {} exports spp_poll (async requests), but group {} is not \
+                     mode = \"async\": it will run its tasks one at a time, each inside \
+                     spp_process; set mode = \"async\" to run them concurrently",
+                    group.plugin.display(),
+                    group.id
+                ),
+            });
+        }
         if facts.stateful && group.min_workers != group.max_workers {
             warnings.push(Warning {
                 file: cfg.file.clone(),

@@ -1,5 +1,6 @@
 //! The plugin part of [`check`]: what the loader is asked (role, group,
-//! conf) and when a stateful plugin is warned about.
+//! conf) and when a stateful plugin, or one with `spp_poll` outside an
+//! async group, is warned about.
 
 use super::*;
 use std::cell::RefCell;
@@ -51,7 +52,10 @@ fn run(cfg: &Config, stateful: bool, asked: &Asked) -> Result<Vec<Warning>, Conf
         asked
             .borrow_mut()
             .push((name, t.role.as_str(), t.group, t.conf.to_string()));
-        Ok(PluginFacts { stateful })
+        Ok(PluginFacts {
+            stateful,
+            ..PluginFacts::default()
+        })
     })
 }
 
@@ -99,4 +103,28 @@ fn a_plugin_that_fails_its_check_names_the_key() {
     .unwrap_err();
     assert_eq!(err.key(), Some("group[1].plugin"));
     assert!(err.to_string().contains("spp_init returned 7"), "{err}");
+}
+
+#[test]
+fn a_plugin_with_spp_poll_is_warned_about_outside_an_async_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.groups[1].async_tasks = Some(crate::AsyncTasks {
+        max_in_flight: 8,
+        task_timeout: std::time::Duration::from_secs(1),
+    });
+    let polls = |t: &PluginTarget<'_>| {
+        Ok(PluginFacts {
+            polls: t.role == PluginRole::Worker,
+            ..PluginFacts::default()
+        })
+    };
+    let warnings = check(&cfg, Mode::Inspect, &polls).unwrap();
+    assert_eq!(warnings.len(), 1, "only the plain group: {warnings:?}");
+    let w = &warnings[0];
+    assert_eq!(w.key, "group[0].mode");
+    let text = w.to_string();
+    assert!(text.contains("g1.so exports spp_poll"), "{text}");
+    assert!(text.contains("group 1"), "{text}");
+    assert!(text.contains("one at a time"), "{text}");
 }

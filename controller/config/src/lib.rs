@@ -245,6 +245,21 @@ pub struct GroupConfig {
     /// `mode = "microthread"`: each `spp_process` runs on a micro-thread
     /// (`None`: `mode = "plain"`, one call at a time).
     pub microthreads: Option<MicroThreads>,
+    /// `mode = "async"`: `spp_process` may defer its request and complete
+    /// it later (`None`: another mode).
+    pub async_tasks: Option<AsyncTasks>,
+}
+
+/// A group's async settings (`mode = "async"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AsyncTasks {
+    /// Requests a worker holds at once (running, deferred, or waiting
+    /// behind their flow's previous one) at most; past it the worker stops
+    /// taking from its ring.
+    pub max_in_flight: u32,
+    /// The time a deferred request may take (`spp_host.task_timeout_ms`);
+    /// the worker expires it `SPP_TASK_GRACE_MS` later.
+    pub task_timeout: Duration,
 }
 
 /// A group's micro-thread settings (`mode = "microthread"`).

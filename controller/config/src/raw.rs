@@ -115,6 +115,7 @@ pub struct RawGroup {
     pub mode: Option<String>,
     pub max_in_flight: Option<i64>,
     pub stack_size: Option<String>,
+    pub task_timeout: Option<String>,
 }
 
 /// `[l5]`.

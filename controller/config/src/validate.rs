@@ -7,7 +7,7 @@
 
 use super::raw::{RawConfig, RawGroup, RawLog, RawProcesses, RawScaling};
 use super::{
-    format_size, Config, ConfigError, GroupConfig, ListenAddr, LogConfig, MicroThreads,
+    format_size, AsyncTasks, Config, ConfigError, GroupConfig, ListenAddr, LogConfig, MicroThreads,
     ProxyConfig, RunAs, ScalingConfig, ServiceConfig,
 };
 use crate::defaults;
@@ -629,7 +629,10 @@ fn group(ctx: &Ctx<'_>, pos: usize, raw: RawGroup) -> Result<GroupConfig, Config
     }
     // The counts were range-checked against u32 limits above.
     let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-    let microthreads = microthreads(ctx, &key, &raw)?;
+    let Mode {
+        microthreads,
+        async_tasks,
+    } = mode(ctx, &key, &raw)?;
     Ok(GroupConfig {
         id: to_u32(id),
         plugin: ctx.path(&key("plugin"), &raw.plugin)?,
@@ -649,36 +652,54 @@ fn group(ctx: &Ctx<'_>, pos: usize, raw: RawGroup) -> Result<GroupConfig, Config
         )?,
         spin: ctx.spin(&key("spin"), raw.spin.as_deref())?,
         microthreads,
+        async_tasks,
     })
 }
 
-/// `group.mode` and, for `"microthread"`, `max_in_flight` and
-/// `stack_size` (refused in plain mode, where they would do nothing).
-fn microthreads(
-    ctx: &Ctx<'_>,
-    key: &dyn Fn(&str) -> String,
-    raw: &RawGroup,
-) -> Result<Option<MicroThreads>, ConfigError> {
-    match raw.mode.as_deref().unwrap_or("plain") {
+/// A group's mode: at most one of the two is set (`"plain"`: neither).
+struct Mode {
+    microthreads: Option<MicroThreads>,
+    async_tasks: Option<AsyncTasks>,
+}
+
+/// `group.mode` and its keys: `max_in_flight` for `"microthread"` and
+/// `"async"`, `stack_size` for `"microthread"`, `task_timeout` for
+/// `"async"` (each refused in the other modes, where it would do nothing).
+fn mode(ctx: &Ctx<'_>, key: &dyn Fn(&str) -> String, raw: &RawGroup) -> Result<Mode, ConfigError> {
+    let mode = raw.mode.as_deref().unwrap_or("plain");
+    let only = |name: &str, set: bool, modes: &str| -> Result<(), ConfigError> {
+        if set {
+            return Err(ctx.err(key(name), format!("only for mode = {modes}")));
+        }
+        Ok(())
+    };
+    let max_in_flight = || -> Result<u32, ConfigError> {
+        let v = ctx.count(
+            &key("max_in_flight"),
+            raw.max_in_flight,
+            u64::from(defaults::MAX_IN_FLIGHT),
+            1,
+            u64::from(defaults::MAX_IN_FLIGHT_LIMIT),
+        )?;
+        Ok(u32::try_from(v).unwrap_or(u32::MAX))
+    };
+    match mode {
         "plain" => {
-            for (name, set) in [
-                ("max_in_flight", raw.max_in_flight.is_some()),
-                ("stack_size", raw.stack_size.is_some()),
-            ] {
-                if set {
-                    return Err(ctx.err(key(name), "only for mode = \"microthread\""));
-                }
-            }
-            Ok(None)
+            only(
+                "max_in_flight",
+                raw.max_in_flight.is_some(),
+                "\"microthread\" or \"async\"",
+            )?;
+            only("stack_size", raw.stack_size.is_some(), "\"microthread\"")?;
+            only("task_timeout", raw.task_timeout.is_some(), "\"async\"")?;
+            Ok(Mode {
+                microthreads: None,
+                async_tasks: None,
+            })
         }
         "microthread" => {
-            let max_in_flight = ctx.count(
-                &key("max_in_flight"),
-                raw.max_in_flight,
-                u64::from(defaults::MAX_IN_FLIGHT),
-                1,
-                u64::from(defaults::MAX_IN_FLIGHT_LIMIT),
-            )?;
+            only("task_timeout", raw.task_timeout.is_some(), "\"async\"")?;
+            let max_in_flight = max_in_flight()?;
             let stack_key = key("stack_size");
             let stack_size =
                 ctx.size(&stack_key, raw.stack_size.as_deref(), defaults::STACK_SIZE)?;
@@ -696,14 +717,45 @@ fn microthreads(
                     ),
                 ));
             }
-            Ok(Some(MicroThreads {
-                max_in_flight: u32::try_from(max_in_flight).unwrap_or(u32::MAX),
-                stack_size,
-            }))
+            Ok(Mode {
+                microthreads: Some(MicroThreads {
+                    max_in_flight,
+                    stack_size,
+                }),
+                async_tasks: None,
+            })
+        }
+        "async" => {
+            only("stack_size", raw.stack_size.is_some(), "\"microthread\"")?;
+            let max_in_flight = max_in_flight()?;
+            let timeout_key = key("task_timeout");
+            let task_timeout = ctx.duration(
+                &timeout_key,
+                raw.task_timeout.as_deref(),
+                defaults::TASK_TIMEOUT,
+            )?;
+            let range = defaults::MIN_TASK_TIMEOUT..=defaults::MAX_TASK_TIMEOUT;
+            if !range.contains(&task_timeout) {
+                return Err(ctx.err(
+                    timeout_key,
+                    format!(
+                        "{task_timeout:?} is out of range: must be {:?} to {:?}",
+                        defaults::MIN_TASK_TIMEOUT,
+                        defaults::MAX_TASK_TIMEOUT
+                    ),
+                ));
+            }
+            Ok(Mode {
+                microthreads: None,
+                async_tasks: Some(AsyncTasks {
+                    max_in_flight,
+                    task_timeout,
+                }),
+            })
         }
         other => Err(ctx.err(
             key("mode"),
-            format!("{other:?} is not \"plain\" or \"microthread\""),
+            format!("{other:?} is not \"plain\", \"microthread\" or \"async\""),
         )),
     }
 }

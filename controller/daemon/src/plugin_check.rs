@@ -69,6 +69,9 @@ pub struct Verdict {
     /// It exports a non-zero `spp_plugin_stateful`.
     #[serde(default)]
     pub stateful: bool,
+    /// It exports `spp_poll`.
+    #[serde(default)]
+    pub polls: bool,
 }
 
 /// Every machine-dependent check of `cfg` ([`environment::check`]), each
@@ -191,6 +194,7 @@ fn judge(path: &Path, status: ExitStatus, verdict: Option<Verdict>) -> Result<Pl
     match verdict {
         Some(v) if v.ok && code == Some(i32::from(EXIT_PASSED)) => Ok(PluginFacts {
             stateful: v.stateful,
+            polls: v.polls,
         }),
         Some(Verdict {
             ok: false,
@@ -234,9 +238,14 @@ fn parse_verdict(text: &str) -> Option<Verdict> {
 }
 
 /// Loads the plugin, then calls `spp_init` and `spp_fini` as a process of
-/// `role` would; whether it declares itself stateful, or why it cannot be
-/// used.
-fn load_and_init(path: &Path, role: PluginRole, group: u32, conf: &str) -> Result<bool, String> {
+/// `role` would; what it declares (stateful, `spp_poll`), or why it cannot
+/// be used.
+fn load_and_init(
+    path: &Path,
+    role: PluginRole,
+    group: u32,
+    conf: &str,
+) -> Result<PluginFacts, String> {
     let lib_role = match role {
         PluginRole::Proxy => Role::Proxy,
         PluginRole::Worker => Role::Worker,
@@ -263,9 +272,12 @@ fn load_and_init(path: &Path, role: PluginRole, group: u32, conf: &str) -> Resul
         ));
     }
     plugin.fini();
-    let stateful = plugin.stateful();
+    let facts = PluginFacts {
+        stateful: plugin.stateful(),
+        polls: plugin.has_poll(),
+    };
     std::mem::forget(plugin);
-    Ok(stateful)
+    Ok(facts)
 }
 
 /// Keeps stdout for the verdict only: returns a close-on-exec copy of it
@@ -292,20 +304,24 @@ pub fn run_child(path: &Path, role: &str, group: u32, conf: &str) -> u8 {
     let verdict_out = divert_stdout();
     // The plugin's log lines go to stderr with the check's output.
     spp_ipc::logging::init("spp-check-plugin", defaults::LOG_LEVEL);
-    let verdict = |ok: bool, reason: Option<String>, stateful: bool| Verdict {
+    let verdict = |ok: bool, reason: Option<String>, facts: PluginFacts| Verdict {
         plugin: path.display().to_string(),
         role: role.to_string(),
         ok,
         reason,
-        stateful,
+        stateful: facts.stateful,
+        polls: facts.polls,
     };
     let result = match PluginRole::from_name(role) {
         None => Err(format!("unknown role {role:?} (proxy or worker)")),
         Some(role) => load_and_init(path, role, group, conf),
     };
     let (verdict, code) = match result {
-        Ok(stateful) => (verdict(true, None, stateful), EXIT_PASSED),
-        Err(reason) => (verdict(false, Some(reason), false), EXIT_REFUSED),
+        Ok(facts) => (verdict(true, None, facts), EXIT_PASSED),
+        Err(reason) => (
+            verdict(false, Some(reason), PluginFacts::default()),
+            EXIT_REFUSED,
+        ),
     };
     let line = serde_json::to_string(&verdict).unwrap_or_default();
     let line = format!("{VERDICT_PREFIX}{line}\n");
@@ -337,6 +353,7 @@ mod tests {
             ok: false,
             reason: Some("plugin /p.so: cannot load\n  caused by: x".into()),
             stateful: false,
+            polls: false,
         }
     }
 
@@ -376,7 +393,10 @@ mod tests {
         };
         assert_eq!(
             judge(path, exited(0), Some(stateful)),
-            Ok(PluginFacts { stateful: true })
+            Ok(PluginFacts {
+                stateful: true,
+                polls: false
+            })
         );
         assert!(judge(path, exited(1), Some(refused()))
             .unwrap_err()

@@ -230,6 +230,10 @@ pub fn worker_launch(
                 max_in_flight: m.max_in_flight,
                 stack_size: m.stack_size,
             }),
+        async_tasks: group.async_tasks.map(|a| spp_ipc::launch::AsyncSpec {
+            max_in_flight: a.max_in_flight,
+            task_timeout_ms: millis(a.task_timeout),
+        }),
         log: log_spec(cfg, log),
     })
 }

@@ -109,8 +109,8 @@ pub struct GroupStatus {
     pub last_decision: Option<DecisionStatus>,
     /// The last evaluation that changed the size.
     pub last_change: Option<DecisionStatus>,
-    /// Micro-thread groups: `max_in_flight` of each worker (`None`: plain
-    /// mode).
+    /// Micro-thread and async groups: `max_in_flight` of each worker
+    /// (`None`: plain mode).
     #[serde(default)]
     pub max_in_flight: Option<u32>,
 }
@@ -447,9 +447,9 @@ fn group_in_flight(status: &Status, id: u32) -> u64 {
         .sum()
 }
 
-/// The micro-thread pools' use, for the groups in micro-thread mode:
-/// requests held (running or suspended) against `max_in_flight` × running
-/// workers.
+/// The micro-thread pools' use, for the groups in micro-thread or async
+/// mode: requests held (running, suspended or deferred) against
+/// `max_in_flight` × running workers.
 fn render_microthreads(out: &mut String, status: &Status) {
     let groups: Vec<&GroupStatus> = status
         .groups
@@ -461,7 +461,7 @@ fn render_microthreads(out: &mut String, status: &Status) {
     }
     let _ = writeln!(
         out,
-        "\n{:<6} {:>9} {:>9} {:>6}  MICRO-THREADS (held / max_in_flight x running)",
+        "\n{:<6} {:>9} {:>9} {:>6}  MICRO-THREADS / ASYNC (held / max_in_flight x running)",
         "GROUP", "IN FLIGHT", "CAPACITY", "USE"
     );
     for g in groups {

@@ -4,7 +4,8 @@
 //! goes on taking requests.
 //!
 //! * `pool`: the stacks (guard page each, reused, at most `max_in_flight`).
-//! * `order`: `completed_seq` over requests that finish out of order.
+//! * `order`: `completed_seq` over requests that finish out of order
+//!   (used through [`crate::admission`], shared with async mode).
 //! * `runtime`: the micro-threads: admission (copy of the request bytes),
 //!   per-flow serialisation, run slices, timers, completion.
 //! * `serve`: the worker loop of this mode (chosen once at start; the plain

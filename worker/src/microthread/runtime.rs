@@ -1,21 +1,22 @@
 //! [`Runtime`]: the micro-threads of one worker. Admission copies a
 //! request's bytes into a reused per-slot buffer and queues it behind its
-//! flow's running request, if any; a run slice resumes one micro-thread
+//! flow's running request, if any (the bound and the per-flow order are
+//! [`Admission`]'s, shared with async mode); a run slice resumes one micro-thread
 //! (stamping `in_process_*` for the hang and poison checks, as plain mode
 //! does around a call); a micro-thread that yields a wake time goes on the
 //! timer heap; one that returns gives its stack back, books its outcome,
-//! moves `completed_seq` (see [`Completions`]) and starts the next request
+//! moves `completed_seq` (see [`Admission`]) and starts the next request
 //! of its flow.
 //!
 //! Seqs are per pair (one pair per proxy shard): each in-flight request
 //! remembers its pair, `completed_seq` is kept per pair (one
-//! [`Completions`] each), and its answers go back on its pair. Flow ids
+//! `Completions` each, in [`Admission`]), and its answers go back on its pair. Flow ids
 //! are unique across shards, so a flow's requests queue behind each other
 //! whatever the pair.
 
-use super::order::Completions;
 use super::pool::StackPool;
 use super::{set_current, MicroYielder, Wake};
+use crate::admission::Admission;
 use crate::downstream::engine;
 use crate::serve::{book_outcome, Handler};
 use corosensei::stack::DefaultStack;
@@ -24,14 +25,10 @@ use spp_ipc::record::{monotonic_ns, RequestMeta, NS_PER_MS};
 use spp_plugin_api::abi::{SppConnInfo, SPP_NOTE_MAX};
 use spp_plugin_api::host::PluginLibrary;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::ffi::c_int;
 use std::time::Duration;
 
-/// Seqs taken and not yet completed at most, beyond `max_in_flight`: the
-/// finished requests a long-suspended one may hold back before the worker
-/// stops taking from its ring.
-pub const COMPLETION_SLACK: usize = 4096;
 /// What `spp_process` "returned" when no micro-thread could be started
 /// (no stack): the request fails like a plugin error.
 const NO_STACK: c_int = -1;
@@ -55,8 +52,6 @@ struct Slot {
     seq: u64,
     /// The pair (shard) it came from.
     pair: usize,
-    /// The next request of the same flow, waiting for this one.
-    next: Option<u32>,
     /// Run-slice time so far (ns), for `process_time`.
     cpu_ns: u64,
     /// Suspended, waiting for its timer or a socket event.
@@ -74,12 +69,8 @@ pub struct Runtime {
     /// (wake ns, slot, suspension) of every suspended micro-thread with a
     /// deadline; entries of a suspension already over are skipped.
     timers: BinaryHeap<Reverse<(Wake, u32, u32)>>,
-    /// Flow → (running slot, last queued slot).
-    flows: HashMap<u64, (u32, u32)>,
-    /// Pair `k`'s seqs at `k`.
-    completions: Vec<Completions>,
-    max_in_flight: usize,
-    in_flight: usize,
+    /// The `max_in_flight` bound, per-flow order and `completed_seq`.
+    admission: Admission,
     /// Run-slice ns since the last [`Runtime::take_busy`].
     busy_ns: u64,
     /// Slots a downstream socket event was for (reused buffer).
@@ -95,12 +86,7 @@ impl Runtime {
             free: Vec::with_capacity(max_in_flight),
             stacks: StackPool::new(stack_size, max_in_flight),
             timers: BinaryHeap::with_capacity(max_in_flight),
-            flows: HashMap::with_capacity(max_in_flight),
-            completions: (0..pairs.max(1))
-                .map(|_| Completions::new(max_in_flight + COMPLETION_SLACK))
-                .collect(),
-            max_in_flight,
-            in_flight: 0,
+            admission: Admission::new(max_in_flight, pairs),
             busy_ns: 0,
             io_ready: Vec::with_capacity(max_in_flight),
         }
@@ -109,17 +95,17 @@ impl Runtime {
     /// Whether another request may be taken from pair `pair`'s ring.
     #[inline]
     pub fn can_take(&self, pair: usize) -> bool {
-        self.in_flight < self.max_in_flight && !self.completions[pair].is_full()
+        self.admission.can_take(pair)
     }
 
     /// Whether another request may be taken from some pair's ring.
     pub fn can_take_any(&self) -> bool {
-        self.in_flight < self.max_in_flight && self.completions.iter().any(|c| !c.is_full())
+        self.admission.can_take_any()
     }
 
     /// Requests held (running, suspended or queued behind their flow).
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.admission.in_flight()
     }
 
     /// The earliest wake time of a suspended micro-thread.
@@ -135,7 +121,7 @@ impl Runtime {
     /// A request of pair `pair` done the moment it was taken (expired,
     /// another generation's): completed in order with the others.
     pub fn done_at_once(&mut self, handler: &Handler, pair: usize, seq: u64) {
-        if let Some(upto) = self.completions[pair].done_at_once(seq) {
+        if let Some(upto) = self.admission.done_at_once(pair, seq) {
             handler.host.with_responder(|r| r.complete_on(pair, upto));
         }
     }
@@ -166,7 +152,6 @@ impl Runtime {
                     micro: None,
                     seq: 0,
                     pair: 0,
-                    next: None,
                     cpu_ns: 0,
                     waiting: false,
                     suspension: 0,
@@ -184,19 +169,9 @@ impl Runtime {
         slot.job.bytes.extend_from_slice(req);
         slot.seq = meta.seq;
         slot.pair = pair;
-        slot.next = None;
         slot.cpu_ns = 0;
-        self.in_flight += 1;
-        self.completions[pair].start(meta.seq);
-        match self.flows.get_mut(&meta.conn.flow) {
-            Some((_, last)) => {
-                let prev = std::mem::replace(last, idx);
-                self.slots[prev as usize].next = Some(idx);
-            }
-            None => {
-                self.flows.insert(meta.conn.flow, (idx, idx));
-                self.start(handler, idx);
-            }
+        if self.admission.enter(idx, meta.conn.flow, pair, meta.seq) {
+            self.start(handler, idx);
         }
     }
 
@@ -339,13 +314,13 @@ impl Runtime {
         if let Some(micro) = slot.micro.take() {
             self.stacks.give(micro.into_stack());
         }
-        let (flow, seq, pair, next) = (slot.job.conn.flow, slot.seq, slot.pair, slot.next.take());
+        let (flow, seq, pair) = (slot.job.conn.flow, slot.seq, slot.pair);
         handler
             .shared
             .pair_header()
             .process_time
             .record(slot.cpu_ns);
-        let upto = self.completions[pair].finish(seq);
+        let (upto, next) = self.admission.leave(idx, flow, pair, seq);
         handler.host.with_responder(|responder| {
             book_outcome(responder, pair, flow, rc);
             if let Some(upto) = upto {
@@ -354,14 +329,9 @@ impl Runtime {
         });
         handler.warn_panicked(flow, rc);
         self.free.push(idx);
-        self.in_flight -= 1;
         let Some(next) = next else {
-            self.flows.remove(&flow);
             return;
         };
-        if let Some(entry) = self.flows.get_mut(&flow) {
-            entry.0 = next;
-        }
         // Recursion depth: at most the flow's queued requests, which
         // are bounded by `max_in_flight`.
         self.start(handler, next);

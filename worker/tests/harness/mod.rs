@@ -173,6 +173,7 @@ impl FakeProxy {
             msg_timeout_ms: 0,
             l5_table_fd: None,
             microthreads: None,
+            async_tasks: None,
             drain_timeout_ms: 3000,
             log: LogSpec {
                 level: "debug".into(),

@@ -251,10 +251,21 @@ pub const WORKER_COUNTERS: &[CounterName] = &[
     CounterName {
         field: "in_flight",
         metric: "spp_worker_in_flight",
-        help: "Requests held by micro-thread workers now (running or suspended).",
+        help:
+            "Requests held by micro-thread and async workers now (running, suspended or deferred).",
         kind: Kind::Gauge,
         scale: 1.0,
     },
+    counter(
+        "tasks_expired",
+        "spp_worker_tasks_expired_total",
+        "Deferred requests (async mode) the worker expired past task_timeout and its grace.",
+    ),
+    counter(
+        "tasks_unknown",
+        "spp_worker_tasks_unknown_total",
+        "Completions (async mode) from plugin threads whose request was not in flight.",
+    ),
 ];
 
 /// The proxy counter field that is a gauge (open connections).

@@ -524,7 +524,10 @@ impl Supervisor {
                     last_change: scaling
                         .and_then(|s| s.last_change.as_ref())
                         .map(|d| d.status(now)),
-                    max_in_flight: g.microthreads.as_ref().map(|m| m.max_in_flight),
+                    max_in_flight: g
+                        .microthreads
+                        .map(|m| m.max_in_flight)
+                        .or(g.async_tasks.map(|a| a.max_in_flight)),
                 }
             })
             .collect()

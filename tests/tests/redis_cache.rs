@@ -8,7 +8,9 @@
 //! TTL (read with RESP on the redis port); the second GET is a hit; a key
 //! set directly in redis is served without the backend; with the backend
 //! stopped a miss gets `cache-error:backend-*` and nothing is stored; with
-//! redis-server killed, requests get `cache-error:redis-*` frames quickly
+//! redis-server frozen (SIGSTOP) a request gets `cache-error:redis-timeout`
+//! after `timeout_ms` and hits resume once it is thawed; with redis-server
+//! killed, requests get `cache-error:redis-*` frames quickly
 //! (the backend not asked: no miss is counted) and the worker lives.
 //!
 //! Needs `redis-server` (Debian package `redis-server`; `tests/run`
@@ -189,6 +191,32 @@ fn a_miss_fills_redis_from_the_sid_a_hit_skips_it_and_redis_down_answers_errors(
     assert_eq!(redis.get(b"orphan").expect("GET orphan"), None);
     wait_counter(&cache, "errors", 1);
 
+    // redis-server frozen (SIGSTOP): `redis-timeout` after timeout_ms,
+    // far before task_timeout; thawed, the same connection serves hits.
+    let redis_pid = redis
+        .pid()
+        .and_then(|p| i32::try_from(p).ok())
+        .expect("redis pid");
+    spp_tests::kill(redis_pid, libc::SIGSTOP);
+    let started = Instant::now();
+    let answer = call(&mut client, b"k1");
+    let took = started.elapsed();
+    spp_tests::kill(redis_pid, libc::SIGCONT);
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        "cache-error:redis-timeout",
+        "redis frozen"
+    );
+    assert!(
+        took >= Duration::from_millis(REDIS_TIMEOUT_MS) && took < ERROR_WITHIN,
+        "the timeout took {took:?}"
+    );
+    wait_counter(&cache, "errors", 2);
+    let thawed = wait_for(COUNTER_TIMEOUT, || {
+        (call(&mut client, b"k1") == b"k1").then_some(())
+    });
+    assert!(thawed.is_some(), "hits again once redis is thawed");
+
     // redis-server killed: error frames, quickly, from a worker that
     // lives on; the backend is not asked.
     let worker = cache.pid_of("worker-g1-0").expect("worker pid");
@@ -206,8 +234,7 @@ fn a_miss_fills_redis_from_the_sid_a_hit_skips_it_and_redis_down_answers_errors(
         );
         assert!(took < ERROR_WITHIN, "the error took {took:?}");
     }
-    wait_counter(&cache, "errors", 1 + DOWN_CALLS);
-    assert_eq!(counter(&cache, "hits"), 2);
+    wait_counter(&cache, "errors", 2 + DOWN_CALLS);
     assert_eq!(
         cache.pid_of("worker-g1-0"),
         Some(worker),

@@ -5,7 +5,8 @@
 //!
 //! A first GET of a key is a miss answered with the backend's value (the
 //! key itself: sleep-echo echoes), and the key is then in redis with its
-//! TTL (read with RESP on the redis port); the second GET is a hit; a key
+//! TTL (read with RESP on the redis port); the second GET is a hit;
+//! concurrent misses overlap in one async worker; a key
 //! set directly in redis is served without the backend; with the backend
 //! stopped a miss gets `cache-error:backend-*` and nothing is stored; with
 //! redis-server frozen (SIGSTOP) a request gets `cache-error:redis-timeout`
@@ -25,7 +26,10 @@ use std::time::{Duration, Instant};
 /// The sid the slow backend registers.
 const SID: (u32, u32) = (64301, 1);
 /// The backend's sleep before each answer: the "slow service".
-const BACKEND_SLEEP_MS: u64 = 50;
+const BACKEND_SLEEP_MS: u64 = 200;
+/// Concurrent misses of one worker: one after another they would take
+/// `CONCURRENT * BACKEND_SLEEP_MS`.
+const CONCURRENT: u64 = 10;
 /// `ttl_s` of the cache.
 const TTL_S: i64 = 60;
 /// `timeout_ms` of the cache's redis commands.
@@ -178,6 +182,33 @@ fn a_miss_fills_redis_from_the_sid_a_hit_skips_it_and_redis_down_answers_errors(
         "hits never reach the backend"
     );
 
+    // Concurrent misses overlap in the one async worker: together they
+    // take far less than one after another.
+    let cache_addr = cache.tcp();
+    let started = Instant::now();
+    let answers: Vec<Vec<u8>> = (0..CONCURRENT)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = TcpClient::connect(cache_addr).expect("connect");
+                call(&mut c, format!("many{i}").as_bytes())
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("client thread"))
+        .collect();
+    let took = started.elapsed();
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer, format!("many{i}").as_bytes());
+    }
+    let serial = Duration::from_millis(CONCURRENT * BACKEND_SLEEP_MS);
+    eprintln!("{CONCURRENT} concurrent misses: {took:?} (one after another: {serial:?})");
+    assert!(
+        took < serial * 3 / 4,
+        "{CONCURRENT} concurrent misses took {took:?} (one after another: {serial:?})"
+    );
+    wait_counter(&cache, "misses", 1 + CONCURRENT);
+
     // The backend stopped: a miss gets an error frame (its instance
     // refused, or already deregistered), and nothing is stored.
     let out = backend.stop();
@@ -190,6 +221,7 @@ fn a_miss_fills_redis_from_the_sid_a_hit_skips_it_and_redis_down_answers_errors(
     );
     assert_eq!(redis.get(b"orphan").expect("GET orphan"), None);
     wait_counter(&cache, "errors", 1);
+    wait_counter(&cache, "misses", 2 + CONCURRENT);
 
     // redis-server frozen (SIGSTOP): `redis-timeout` after timeout_ms,
     // far before task_timeout; thawed, the same connection serves hits.
@@ -212,8 +244,12 @@ fn a_miss_fills_redis_from_the_sid_a_hit_skips_it_and_redis_down_answers_errors(
         "the timeout took {took:?}"
     );
     wait_counter(&cache, "errors", 2);
+    // The first call is expected to hit; errors until then are counted.
+    let mut errors = 2;
     let thawed = wait_for(COUNTER_TIMEOUT, || {
-        (call(&mut client, b"k1") == b"k1").then_some(())
+        let hit = call(&mut client, b"k1") == b"k1";
+        errors += u64::from(!hit);
+        hit.then_some(())
     });
     assert!(thawed.is_some(), "hits again once redis is thawed");
 
@@ -234,12 +270,16 @@ fn a_miss_fills_redis_from_the_sid_a_hit_skips_it_and_redis_down_answers_errors(
         );
         assert!(took < ERROR_WITHIN, "the error took {took:?}");
     }
-    wait_counter(&cache, "errors", 2 + DOWN_CALLS);
+    wait_counter(&cache, "errors", errors + DOWN_CALLS);
     assert_eq!(
         cache.pid_of("worker-g1-0"),
         Some(worker),
         "the worker lives on"
     );
     assert_eq!(cache.process("worker-g1-0")["state"], "ready");
-    assert_eq!(counter(&cache, "misses"), 2, "only the orphan missed");
+    assert_eq!(
+        counter(&cache, "misses"),
+        2 + CONCURRENT,
+        "with redis down nothing is a miss"
+    );
 }

@@ -7,7 +7,7 @@ mod harness;
 
 use harness::{behaviours_plugin, cargo_plugin, FakeProxy, Response, Worker, DEADLINE};
 use spp_ipc::flow_shard::{shard_of, with_shard};
-use spp_ipc::launch::MicroThreadSpec;
+use spp_ipc::launch::{AsyncSpec, MicroThreadSpec};
 use spp_ipc::layout::WorkerState;
 use spp_ipc::record::KIND_RESPONSE;
 use spp_plugin_api::framing::encode_u32_be_prefixed as encode_frame;
@@ -215,6 +215,65 @@ fn micro_thread_replies_after_a_sleep_land_on_their_own_shard() {
     zero.ack_drain(&mut worker);
     one.ack_drain(&mut worker);
     assert_eq!(worker.exit_code(), 0, "stderr:\n{}", worker.stderr());
+}
+
+#[test]
+fn async_completions_land_on_their_own_shard_and_keep_a_flows_order() {
+    const PER_SHARD: usize = 20;
+    // From a plugin thread (deferred channel) and inside spp_poll.
+    for conf in ["delay_ms=20", "delay_ms=20,driven=1"] {
+        let (mut zero, mut one) = two_shards();
+        let mut spec =
+            zero.launch_with_shards(&[&one], &cargo_plugin("libspp_defer_c.so"), conf, 0);
+        spec.async_tasks = Some(AsyncSpec {
+            max_in_flight: 64,
+            task_timeout_ms: 5000,
+        });
+        let mut worker = zero.spawn_spec(&spec);
+        wait_ready(&[&zero, &one], &mut worker);
+
+        // Per shard: one flow of PER_SHARD pipelined requests (one at a
+        // time, in order) and PER_SHARD flows of one request (at once).
+        for (k, shard) in [&mut zero, &mut one].into_iter().enumerate() {
+            let piped = with_shard(1000, k as u16);
+            for i in 0..PER_SHARD {
+                let frame = encode_frame(format!("{k}/p{i}").as_bytes());
+                assert!(shard.push(piped, &frame).is_some());
+                let frame = encode_frame(format!("{k}/{i}").as_bytes());
+                assert!(shard.push(with_shard(i as u64, k as u16), &frame).is_some());
+            }
+            shard.publish();
+        }
+        for (k, shard) in [&mut zero, &mut one].into_iter().enumerate() {
+            let got = exactly(shard, 2 * PER_SHARD, &mut worker);
+            let piped: Vec<_> = got
+                .iter()
+                .filter(|r| r.flow == with_shard(1000, k as u16))
+                .map(|r| r.bytes.clone())
+                .collect();
+            let want: Vec<_> = (0..PER_SHARD)
+                .map(|i| encode_frame(format!("{k}/p{i}").as_bytes()))
+                .collect();
+            assert_eq!(piped, want, "{conf}: shard {k}'s pipelined flow in order");
+            let mut single: Vec<_> = got
+                .iter()
+                .filter(|r| r.flow != with_shard(1000, k as u16))
+                .collect();
+            single.sort_by_key(|r| r.flow);
+            for (i, response) in single.iter().enumerate() {
+                assert_eq!(response.flow, with_shard(i as u64, k as u16), "{conf}");
+                assert_eq!(response.bytes, encode_frame(format!("{k}/{i}").as_bytes()));
+            }
+            shard.wait_completed(2 * PER_SHARD as u64, &mut worker);
+        }
+        zero.wait_until(&mut worker, "nothing in flight", |h| {
+            h.stats.in_flight.load(Ordering::Relaxed) == 0
+        });
+        worker.signal(libc::SIGTERM);
+        zero.ack_drain(&mut worker);
+        one.ack_drain(&mut worker);
+        assert_eq!(worker.exit_code(), 0, "stderr:\n{}", worker.stderr());
+    }
 }
 
 #[test]

@@ -278,8 +278,8 @@ impl Runtime {
         };
         let conn = job.conn.with_note(&job.note[..job.conn.note_len as usize]);
         self.run(handler, idx, &conn, &job.bytes);
-        // Back for the slot's next queued request (the slot may be in use
-        // again already, by a request run in place: it keeps this copy).
+        // Back for the slot's next queued request (nothing admits while
+        // this runs, so the slot has no other copy meanwhile).
         let slot = &mut self.slots[idx as usize];
         if slot.job.is_none() {
             slot.job = Some(job);

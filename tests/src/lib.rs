@@ -19,9 +19,9 @@
 //! * L5: [`L5Config`] writes the `[l5]` table; [`l5`] reads `spp l5
 //!   list/get` and the L5 part of the status; [`relay`] runs clients of
 //!   the relay example plugin and counts failed calls; [`etcd`] runs a real
-//!   etcd server; [`netns`] makes network namespaces (root only) for
-//!   the partition test; [`paced`] sends open-loop load at a fixed
-//!   rate.
+//!   etcd server; [`redis`] a real redis-server; [`netns`] makes network
+//!   namespaces (root only) for the partition test; [`paced`] sends
+//!   open-loop load at a fixed rate.
 //!
 //! Every wait is bounded by a deadline and polls a real condition.
 
@@ -37,6 +37,7 @@ pub mod load;
 pub mod metrics;
 pub mod netns;
 pub mod paced;
+pub mod redis;
 pub mod relay;
 pub mod service;
 pub mod view;

@@ -178,7 +178,7 @@ pub unsafe fn process<P: AsyncPlugin + ExportsAsync>(
                 Some(token) => {
                     if !threaded::submit(token, request) {
                         // The guard completes it (rc -1) as it drops.
-                        drop(task::Pending::new(host, token, u64::MAX));
+                        drop(task::Pending::new(host, token, u64::MAX, None));
                     }
                     SPP_OK
                 }

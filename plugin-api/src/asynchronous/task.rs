@@ -66,7 +66,7 @@ thread_local! {
     static WAITER: RefCell<Option<Waker>> = const { RefCell::new(None) };
     /// The next task id of this thread.
     static NEXT_ID: Cell<u64> = const { Cell::new(0) };
-    /// Running TCP tasks of this thread: id → (flow, abort handle).
+    /// Running TCP tasks of this thread: flow → (task id, abort handle).
     static FLOWS: RefCell<FxHashMap<u64, (u64, AbortHandle)>> = RefCell::new(FxHashMap::default());
 }
 
@@ -109,39 +109,37 @@ pub(crate) fn next_id() -> u64 {
     })
 }
 
-/// Records task `id` of `flow` for [`cancel_flow`].
+/// Records task `id` of `flow` for [`cancel_flow`]. The host runs a
+/// flow's requests one at a time, so a flow has one task at most; a newer
+/// one (started once the older completed its request, while that one is
+/// still being dropped) takes its place.
 pub(crate) fn track(id: u64, flow: u64, handle: AbortHandle) {
-    FLOWS.with(|f| f.borrow_mut().insert(id, (flow, handle)));
+    FLOWS.with(|f| f.borrow_mut().insert(flow, (id, handle)));
 }
 
-/// Forgets task `id` (it ended).
-fn untrack(id: u64) {
+/// Forgets task `id` of `flow` (it ended), unless a newer task of the
+/// flow took its place.
+fn untrack(id: u64, flow: u64) {
     let _ = FLOWS.try_with(|f| {
         if let Ok(mut flows) = f.try_borrow_mut() {
-            flows.remove(&id);
+            if flows.get(&flow).is_some_and(|(known, _)| *known == id) {
+                flows.remove(&flow);
+            }
         }
     });
 }
 
-/// Aborts every tracked task of `flow`; returns how many. They are dropped
-/// (and complete their requests) the next time their runtime runs.
+/// Aborts the tracked task of `flow`; returns how many (0 or 1). It is
+/// dropped (and completes its request) the next time its runtime runs.
 pub(crate) fn cancel_flow(flow: u64) -> usize {
-    let handles: Vec<AbortHandle> = FLOWS.with(|f| {
-        let mut flows = f.borrow_mut();
-        let ids: Vec<u64> = flows
-            .iter()
-            .filter(|(_, (f, _))| *f == flow)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.iter()
-            .filter_map(|id| flows.remove(id))
-            .map(|(_, h)| h)
-            .collect()
-    });
-    for handle in &handles {
-        handle.abort();
+    let handle = FLOWS.with(|f| f.borrow_mut().remove(&flow));
+    match handle {
+        Some((_, handle)) => {
+            handle.abort();
+            1
+        }
+        None => 0,
     }
-    handles.len()
 }
 
 /// Tasks tracked on this thread (tests).
@@ -301,17 +299,21 @@ async fn reply_deferred(host: Host, flow: u64, reply: &Reply) -> c_int {
 pub(crate) struct Pending {
     host: Host,
     token: u64,
+    /// The task's id and the flow it is tracked under (none for UDP).
     id: u64,
+    flow: Option<u64>,
     armed: bool,
 }
 
 impl Pending {
-    /// Request `token` of task `id`.
-    pub(crate) fn new(host: Host, token: u64, id: u64) -> Self {
+    /// Request `token` of task `id`, tracked under `flow` (TCP) for
+    /// [`cancel_flow`].
+    pub(crate) fn new(host: Host, token: u64, id: u64, flow: Option<u64>) -> Self {
         Pending {
             host,
             token,
             id,
+            flow,
             armed: true,
         }
     }
@@ -329,7 +331,9 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        untrack(self.id);
+        if let Some(flow) = self.flow {
+            untrack(self.id, flow);
+        }
         if self.armed && !FINISHED.load(Ordering::Acquire) {
             let _ = self.host.count(CANCELLED, 1);
             let _ = complete(self.host, self.token, RC_CLOSE);
@@ -367,7 +371,7 @@ pub(crate) fn spawn<P: AsyncPlugin>(
     let task = Metered(deferred(
         plugin,
         host,
-        Pending::new(host, token, id),
+        Pending::new(host, token, id, (!udp).then_some(flow)),
         req,
         task_timeout(host),
     ));

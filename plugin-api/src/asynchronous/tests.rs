@@ -72,7 +72,14 @@ fn run_deferred(host: Host, token: u64, flow: u64, body: &[u8], timeout: Option<
     let local = tokio::task::LocalSet::new();
     let req = request(flow, body);
     local.block_on(&rt, async {
-        task::deferred(&SCRIPT, host, Pending::new(host, token, 0), req, timeout).await;
+        task::deferred(
+            &SCRIPT,
+            host,
+            Pending::new(host, token, 0, None),
+            req,
+            timeout,
+        )
+        .await;
     });
 }
 

@@ -13,17 +13,26 @@
 //! doorbell is readable (its readiness is cleared, the fd never read), a
 //! task completes a request, or `ms` pass.
 //!
-//! Busy time: a call with `wait_ms = 0` never waits, so all of it is busy;
-//! a waiting call reports the time spent polling the requests' tasks
-//! (their own polls, summed by the task wrapper), not the wait.
+//! Busy time: the time inside `spp_poll` minus the time the runtime spent
+//! parked in its driver (the runtime's park hooks stamp it), so the wait
+//! is not counted and everything the runtime runs is: the requests' tasks,
+//! the runtime's own work and `tokio::spawn`ed tasks (a client's connection
+//! driver), with two clock reads per park rather than per task poll.
+//!
+//! Deadlines: each call first scans the tasks' deadlines when a scan is
+//! due ([`deadline`]), and a waiting call waits no longer than until the
+//! next scan.
 
-use super::task;
+use super::executor::Executor;
+use super::{deadline, task};
 use crate::plugin::Host;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_int;
+use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Runtime;
 use tokio::task::LocalSet;
@@ -39,15 +48,38 @@ impl AsRawFd for Doorbell {
 }
 
 /// The runtime of this thread. Fields drop in order: the doorbell's
-/// registration, then the tasks, then the runtime.
+/// registration, then the requests' tasks, then the plugin's own local
+/// tasks, then the runtime.
 pub(crate) struct Driven {
     wake: RefCell<Option<(RawFd, Rc<AsyncFd<Doorbell>>)>>,
+    exec: Executor,
     local: LocalSet,
     rt: Runtime,
 }
 
 thread_local! {
     static DRIVEN: RefCell<Option<Rc<Driven>>> = const { RefCell::new(None) };
+    /// When the runtime parked its driver, while it is parked.
+    static PARKED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Nanoseconds the runtime spent parked so far.
+    static PARKED_NS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The runtime's park hook: it is about to wait in its driver.
+fn parking() {
+    PARKED_AT.with(|at| at.set(Some(Instant::now())));
+}
+
+/// The runtime's unpark hook: its wait is over.
+fn unparked() {
+    if let Some(at) = PARKED_AT.with(Cell::take) {
+        let ns = nanos(at.elapsed());
+        PARKED_NS.with(|total| total.set(total.get().saturating_add(ns)));
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// This thread's runtime, made on first use.
@@ -58,9 +90,12 @@ pub(crate) fn get() -> std::io::Result<Rc<Driven>> {
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(parking)
+            .on_thread_unpark(unparked)
             .build()?;
         let d = Rc::new(Driven {
             wake: RefCell::new(None),
+            exec: Executor::default(),
             local: LocalSet::new(),
             rt,
         });
@@ -80,9 +115,18 @@ pub(crate) fn shutdown() {
     let Some(d) = DRIVEN.with(|cell| cell.borrow_mut().take()) else {
         return;
     };
-    if let Ok(Driven { wake, local, rt }) = Rc::try_unwrap(d) {
+    if let Ok(Driven {
+        wake,
+        exec,
+        local,
+        rt,
+    }) = Rc::try_unwrap(d)
+    {
         drop(wake);
         let _inside = rt.enter();
+        let _local = local.enter();
+        exec.clear();
+        drop(_local);
         drop(local);
     }
 }
@@ -95,20 +139,30 @@ impl Driven {
         f()
     }
 
-    /// The task set the requests' tasks are spawned on.
-    pub(crate) fn local(&self) -> &LocalSet {
-        &self.local
-    }
-
     /// Runs `fut` to completion on this runtime (the synchronous fallback):
     /// the tasks run meanwhile.
     pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
         self.rt.block_on(self.local.run_until(fut))
     }
 
-    /// Runs the ready tasks once; never blocks.
+    /// Runs the requests' tasks queued now, each once.
+    fn run_tasks(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            self.exec.run(cx);
+            Poll::Ready(())
+        })
+    }
+
+    /// Scans the deadlines if due, runs the queued tasks, looks at the
+    /// runtime's I/O and timers once without waiting (tasks they woke run
+    /// too); never blocks.
     pub(crate) fn run_ready(&self) {
-        self.block_on(tokio::task::yield_now());
+        self.block_on(async {
+            deadline::scan(Instant::now());
+            self.run_tasks().await;
+            tokio::task::yield_now().await;
+            self.run_tasks().await;
+        });
     }
 
     /// The doorbell `fd` registered with the runtime (once per fd); `None`
@@ -137,23 +191,44 @@ impl Driven {
 
     /// `spp_poll(wake_fd, wait_ms, ..)`; returns the busy nanoseconds.
     pub(crate) fn poll(&self, wake_fd: c_int, wait_ms: u32) -> u64 {
-        if wait_ms == 0 {
-            // Nothing in this call waits (the runtime's I/O and timers are
-            // looked at with a zero timeout): all of it is busy time, the
-            // runtime's own work and `tokio::spawn`ed tasks (a client's
-            // connection driver) included.
-            let start = std::time::Instant::now();
+        let start = Instant::now();
+        let parked_before = PARKED_NS.with(Cell::get);
+        let wait = deadline::next_scan_in(start)
+            .map_or(Duration::from_millis(u64::from(wait_ms)), |scan| {
+                scan.min(Duration::from_millis(u64::from(wait_ms)))
+            });
+        if wait.is_zero() {
             self.run_ready();
-            let whole = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            return whole.max(task::take_busy());
+        } else {
+            self.wait(wake_fd, wait);
         }
+        let parked = PARKED_NS.with(Cell::get).saturating_sub(parked_before);
+        nanos(start.elapsed()).saturating_sub(parked)
+    }
+
+    /// Runs what is ready and, unless a request was completed, waits for
+    /// the doorbell, a completion, or `wait`.
+    fn wait(&self, wake_fd: c_int, wait: Duration) {
         let bell = self.doorbell(wake_fd);
         let seen = task::completed();
         self.block_on(async move {
+            deadline::scan(Instant::now());
+            self.run_tasks().await;
             tokio::task::yield_now().await;
+            self.run_tasks().await;
             if task::completed() != seen {
                 return;
             }
+            // Runs the tasks as they are woken, until one completes a
+            // request.
+            let tasks = std::future::poll_fn(|cx| {
+                self.exec.run(cx);
+                if task::completed() != seen {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
             let rung = async {
                 match &bell {
                     Some(bell) => match bell.readable().await {
@@ -165,20 +240,18 @@ impl Driven {
             };
             tokio::select! {
                 biased;
+                _ = tasks => {}
                 _ = task::completion_since(seen) => {}
                 _ = rung => {}
-                _ = tokio::time::sleep(Duration::from_millis(u64::from(wait_ms))) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         });
-        task::take_busy()
     }
 
-    /// Cancels `flow`'s tasks and runs the runtime once, so that they are
-    /// dropped (their requests completed) before this returns.
+    /// Drops `flow`'s task, inside the runtime's context: its request is
+    /// completed before this returns.
     pub(crate) fn cancel_flow(&self, flow: u64) {
-        if task::cancel_flow(flow) > 0 {
-            self.run_ready();
-        }
+        self.enter(|| self.exec.cancel_flow(flow));
     }
 }
 
@@ -190,5 +263,6 @@ pub(crate) fn spawn<P: super::AsyncPlugin>(
     token: u64,
     req: super::Request,
 ) {
-    task::spawn(Some(d.local()), plugin, host, token, req);
+    let (flow, task) = task::deferred_task(plugin, host, token, req);
+    d.exec.spawn(flow, Box::pin(task));
 }

@@ -70,7 +70,7 @@ impl<P: AsyncPlugin + ExportsAsync> Plugin for P {
 fn blocking<P: AsyncPlugin>(plugin: &P, host: Host, req: Request) -> c_int {
     let flow = req.flow();
     let reply = match driven::get() {
-        Ok(d) => d.block_on(task::serve(plugin, host, req, task::task_timeout(host))),
+        Ok(d) => d.block_on(task::serve(plugin, host, req, task::Limit::timer(host))),
         Err(_) => return -1,
     };
     task::reply_now(host, flow, &reply)

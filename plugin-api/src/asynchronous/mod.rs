@@ -57,12 +57,15 @@
 //! attempt, and counts it per destination; [`timed_call`] bounds and
 //! counts a call to a fixed address.
 
+mod deadline;
 mod driven;
+mod executor;
 mod export;
 #[doc(hidden)]
 pub mod glue;
 mod l5;
 mod plugin;
+mod pooled;
 mod task;
 mod threaded;
 

@@ -5,7 +5,10 @@
 //!   [`TaskFailure::Panicked`] (counter [`PANICKED`]), nothing else does.
 //! * The group's `task_timeout` ([`task_timeout`]) bounds the future; past
 //!   it the future is dropped and the request fails with
-//!   [`TaskFailure::TimedOut`] (counter [`TIMED_OUT`]).
+//!   [`TaskFailure::TimedOut`] (counter [`TIMED_OUT`]). A deferred
+//!   request's task is bounded by the deadline book ([`super::deadline`],
+//!   no timer per task); the one-at-a-time fallback by a tokio timer
+//!   ([`Limit`]).
 //! * The answer is sent (`host.reply`), then the request completed
 //!   (`host.complete`, rc -1 when the [`Reply`] closes or the answer could
 //!   not be queued). A full queue is retried every [`RETRY_STEP`], for at
@@ -14,12 +17,11 @@
 //! * A task dropped before it completed its request (its flow closed, the
 //!   runtime shut down) completes it with rc -1 from its [`Pending`] guard
 //!   (counter [`CANCELLED`]), so the host never waits for it to expire.
-//! * Each poll's time is added to a thread-local busy sum ([`Metered`],
-//!   [`take_busy`]) that `spp_poll` hands to the worker.
 //! * The TCP flows' tasks are tracked by id with their `AbortHandle`
 //!   ([`track`], [`cancel_flow`]) for `spp_flow_closed`.
 
 use super::plugin::{AsyncPlugin, Reply, Request, TaskFailure};
+use super::pooled::PooledBox;
 use crate::abi::{SppHost, SPP_ERR_FULL, SPP_OK, SPP_TASK_GRACE_MS};
 use crate::plugin::{Host, HostError};
 use rustc_hash::FxHashMap;
@@ -57,9 +59,6 @@ const RC_CLOSE: c_int = -1;
 pub(crate) static FINISHED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
-    /// Nanoseconds this thread spent polling tasks since the last
-    /// [`take_busy`].
-    static BUSY_NS: Cell<u64> = const { Cell::new(0) };
     /// Requests this thread completed (a task's end, a cancellation).
     static COMPLETED: Cell<u64> = const { Cell::new(0) };
     /// Who waits for the next completion ([`completion_since`]).
@@ -68,11 +67,6 @@ thread_local! {
     static NEXT_ID: Cell<u64> = const { Cell::new(0) };
     /// Running TCP tasks of this thread: flow → (task id, abort handle).
     static FLOWS: RefCell<FxHashMap<u64, (u64, AbortHandle)>> = RefCell::new(FxHashMap::default());
-}
-
-/// The poll time summed on this thread since the last call, reset.
-pub fn take_busy() -> u64 {
-    BUSY_NS.with(|b| b.replace(0))
 }
 
 /// Requests completed on this thread so far.
@@ -148,25 +142,6 @@ pub(crate) fn tracked() -> usize {
     FLOWS.with(|f| f.borrow().len())
 }
 
-/// A future whose every poll's duration is added to this thread's busy
-/// sum.
-pub(crate) struct Metered<F>(pub F);
-
-impl<F: Future> Future for Metered<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let start = Instant::now();
-        // SAFETY: structural pinning: the field is pinned with `self` and
-        // never moved out or handed out unpinned.
-        let inner = unsafe { self.map_unchecked_mut(|m| &mut m.0) };
-        let out = inner.poll(cx);
-        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        BUSY_NS.with(|b| b.set(b.get().saturating_add(ns)));
-        out
-    }
-}
-
 /// A future whose panics are caught per poll: it then ends with
 /// [`TaskFailure::Panicked`] and is not polled again.
 pub(crate) struct CatchPanic<F>(pub F);
@@ -175,7 +150,8 @@ impl<F: Future> Future for CatchPanic<F> {
     type Output = Result<F::Output, TaskFailure>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: structural pinning, as in `Metered`.
+        // SAFETY: structural pinning: the field is pinned with `self` and
+        // never moved out or handed out unpinned.
         let inner = unsafe { self.map_unchecked_mut(|m| &mut m.0) };
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
@@ -230,22 +206,50 @@ fn counter(why: TaskFailure) -> &'static str {
     }
 }
 
-/// Runs `req` through the plugin, bounded by `timeout`: the plugin's
+/// How a task's time is bounded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Limit {
+    /// Not at all (the host says `task_timeout_ms` 0, or is older).
+    None,
+    /// By a tokio timer of its own (one task at a time: the fallback).
+    Timer(Duration),
+    /// By the thread's deadline book, which whoever drives the runtime
+    /// scans ([`super::deadline`]).
+    Scanned(Duration),
+}
+
+impl Limit {
+    /// The host's `task_timeout` as a timer of its own.
+    pub(crate) fn timer(host: Host) -> Self {
+        task_timeout(host).map_or(Limit::None, Limit::Timer)
+    }
+
+    /// The host's `task_timeout` in the deadline book.
+    pub(crate) fn scanned(host: Host) -> Self {
+        task_timeout(host).map_or(Limit::None, Limit::Scanned)
+    }
+}
+
+/// Runs `req` through the plugin, bounded by `limit`: the plugin's
 /// [`Reply`], or [`AsyncPlugin::failed`]'s when the task failed (a panic in
 /// `failed` closes the connection).
 pub(crate) async fn serve<P: AsyncPlugin>(
     plugin: &P,
     host: Host,
     req: Request,
-    timeout: Option<Duration>,
+    limit: Limit,
 ) -> Reply {
     let flow = req.flow();
-    let work = CatchPanic(plugin.process(req));
-    let outcome = match timeout {
-        Some(limit) => tokio::time::timeout(limit, work)
+    // On a pooled block: the task stays small (see `pooled`).
+    let work = CatchPanic(PooledBox::new(plugin.process(req)));
+    let outcome = match limit {
+        Limit::None => work.await,
+        Limit::Timer(timeout) => tokio::time::timeout(timeout, work)
             .await
             .unwrap_or(Err(TaskFailure::TimedOut)),
-        None => work.await,
+        Limit::Scanned(timeout) => super::deadline::Bounded::new(work, timeout)
+            .await
+            .unwrap_or(Err(TaskFailure::TimedOut)),
     };
     match outcome {
         Ok(reply) => reply,
@@ -276,11 +280,14 @@ pub(crate) fn reply_now(host: Host, flow: u64, reply: &Reply) -> c_int {
 /// Sends `reply`'s answer, retrying a full queue: the `complete` rc.
 async fn reply_deferred(host: Host, flow: u64, reply: &Reply) -> c_int {
     if let Some(body) = reply.body() {
-        let start = Instant::now();
+        // The clock is read only once the queue was found full.
+        let mut full_since = None;
         loop {
             match host.reply(flow, body) {
                 Ok(()) => break,
-                Err(HostError::Full) if start.elapsed() < RETRY_FOR => {
+                Err(HostError::Full)
+                    if full_since.get_or_insert_with(Instant::now).elapsed() < RETRY_FOR =>
+                {
                     tokio::time::sleep(RETRY_STEP).await;
                 }
                 Err(_) => return RC_CLOSE,
@@ -320,8 +327,10 @@ impl Pending {
 
     /// Completes the request with `rc`, retrying a full channel.
     async fn complete(&mut self, rc: c_int) {
-        let start = Instant::now();
-        while complete(self.host, self.token, rc) == SPP_ERR_FULL && start.elapsed() < RETRY_FOR {
+        let mut full_since = None;
+        while complete(self.host, self.token, rc) == SPP_ERR_FULL
+            && full_since.get_or_insert_with(Instant::now).elapsed() < RETRY_FOR
+        {
             tokio::time::sleep(RETRY_STEP).await;
         }
         self.armed = false;
@@ -348,12 +357,28 @@ pub(crate) async fn deferred<P: AsyncPlugin>(
     host: Host,
     mut pending: Pending,
     req: Request,
-    timeout: Option<Duration>,
+    limit: Limit,
 ) {
     let flow = req.flow();
-    let reply = serve(plugin, host, req, timeout).await;
+    let reply = serve(plugin, host, req, limit).await;
     let rc = reply_deferred(host, flow, &reply).await;
     pending.complete(rc).await;
+}
+
+/// The task of deferred request `token`, and the TCP flow it belongs to
+/// (for the driven executor, which tracks flows itself).
+pub(crate) fn deferred_task<P: AsyncPlugin>(
+    plugin: &'static P,
+    host: Host,
+    token: u64,
+    req: Request,
+) -> (Option<u64>, impl Future<Output = ()>) {
+    let flow = (!req.is_udp()).then_some(req.flow());
+    let pending = Pending::new(host, token, next_id(), None);
+    (
+        flow,
+        deferred(plugin, host, pending, req, Limit::scanned(host)),
+    )
 }
 
 /// Spawns the task of deferred request `token` on the current `LocalSet`
@@ -368,13 +393,13 @@ pub(crate) fn spawn<P: AsyncPlugin>(
     let id = next_id();
     let flow = req.flow();
     let udp = req.is_udp();
-    let task = Metered(deferred(
+    let task = deferred(
         plugin,
         host,
         Pending::new(host, token, id, (!udp).then_some(flow)),
         req,
-        task_timeout(host),
-    ));
+        Limit::scanned(host),
+    );
     let handle = match local {
         Some(local) => local.spawn_local(task),
         None => tokio::task::spawn_local(task),

@@ -77,7 +77,7 @@ fn run_deferred(host: Host, token: u64, flow: u64, body: &[u8], timeout: Option<
             host,
             Pending::new(host, token, 0, None),
             req,
-            timeout,
+            timeout.map_or(task::Limit::None, task::Limit::Timer),
         )
         .await;
     });
@@ -201,18 +201,6 @@ fn a_cancelled_task_completes_its_request_with_a_close() {
     assert_eq!(fake.completed(7), Some(-1), "dropped at shutdown");
     assert_eq!(fake.completions(7), 1);
     assert_eq!(task::tracked(), 0);
-}
-
-#[test]
-fn task_polls_are_summed_as_busy_time() {
-    let (_, host) = fake_host::host(Setup::default());
-    let _ = task::take_busy();
-    let rt = runtime();
-    let local = tokio::task::LocalSet::new();
-    task::spawn(Some(&local), &SCRIPT, host, 8, request(18, b"echo"));
-    local.block_on(&rt, tokio::task::yield_now());
-    assert!(task::take_busy() > 0);
-    assert_eq!(task::take_busy(), 0, "taken");
 }
 
 fn addr(port: u16) -> SocketAddr {

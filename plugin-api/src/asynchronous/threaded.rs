@@ -16,7 +16,7 @@
 //! dropped, their requests completed with rc -1) and joins it.
 
 use super::plugin::{AsyncPlugin, Reply, Request};
-use super::task;
+use super::{deadline, task};
 use crate::plugin::{Host, Level};
 use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -93,15 +93,28 @@ fn serve<P: AsyncPlugin>(
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     let local = tokio::task::LocalSet::new();
+    // The tasks' deadlines are scanned on a ticker ([`deadline`]).
+    let every = task::task_timeout(host).map(deadline::scan_every);
     local.block_on(&rt, async {
-        while let Some(job) = rx.recv().await {
+        let mut ticker = tokio::time::interval(every.unwrap_or(deadline::MAX_SCAN));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let job = tokio::select! {
+                biased;
+                job = rx.recv() => job,
+                _ = ticker.tick(), if every.is_some() => {
+                    deadline::scan(std::time::Instant::now());
+                    continue;
+                }
+            };
+            let Some(job) = job else { break };
             match job {
                 Job::Task { token, req } => task::spawn(None, plugin, host, token, req),
                 Job::Blocking { req, answer } => {
-                    tokio::task::spawn_local(task::Metered(async move {
-                        let reply = task::serve(plugin, host, req, task::task_timeout(host)).await;
+                    tokio::task::spawn_local(async move {
+                        let reply = task::serve(plugin, host, req, task::Limit::timer(host)).await;
                         let _ = answer.send(reply);
-                    }));
+                    });
                 }
                 Job::FlowClosed(flow) => {
                     if task::cancel_flow(flow) > 0 {

@@ -17,7 +17,7 @@
 //! slot, and there are at most as many as tasks ran at once (bounded by
 //! the group's `max_in_flight`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -59,6 +59,26 @@ struct Book {
 
 thread_local! {
     static BOOK: RefCell<Book> = RefCell::new(Book::default());
+    /// Whether a driver scans this thread's book ([`drive`]).
+    static SCANNED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Says that this thread's book is scanned by its driver (each
+/// `spp_poll` of the driven placement), so [`bound`] may use it.
+pub(crate) fn drive() {
+    SCANNED.with(|s| s.set(true));
+}
+
+/// `fut` bounded by `timeout` (`None` when it passed it): in the book when
+/// a driver scans this thread's book (no tokio timer: on time to within
+/// [`scan_every`]), else by a tokio timer (the plugin thread, the
+/// synchronous fallback, code outside a request).
+pub(crate) async fn bound<F: Future>(timeout: Duration, fut: F) -> Option<F::Output> {
+    if SCANNED.with(Cell::get) {
+        Bounded::new(fut, timeout).await
+    } else {
+        tokio::time::timeout(timeout, fut).await.ok()
+    }
 }
 
 /// Takes a slot for a task that must end `timeout` from now (as of the

@@ -191,6 +191,7 @@ impl Driven {
 
     /// `spp_poll(wake_fd, wait_ms, ..)`; returns the busy nanoseconds.
     pub(crate) fn poll(&self, wake_fd: c_int, wait_ms: u32) -> u64 {
+        deadline::drive();
         let start = Instant::now();
         let parked_before = PARKED_NS.with(Cell::get);
         let wait = deadline::next_scan_in(start)

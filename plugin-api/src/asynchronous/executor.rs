@@ -25,6 +25,7 @@ use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Wake, Waker};
@@ -80,12 +81,14 @@ impl Wake for SlotWaker {
     }
 }
 
-/// One slot: its task (none while free or being polled) and its waker.
+/// One slot: its task (none while free or being polled) and its waker
+/// (behind an `Rc`: each poll takes a reference without touching the
+/// waker's atomic count).
 struct Slot {
     task: Option<Task>,
     flow: Option<u64>,
     own: Arc<SlotWaker>,
-    waker: Waker,
+    waker: Rc<Waker>,
 }
 
 /// The requests' tasks of this thread.
@@ -117,7 +120,7 @@ impl Executor {
                 slots.push(Slot {
                     task: None,
                     flow: None,
-                    waker: Waker::from(own.clone()),
+                    waker: Rc::new(Waker::from(own.clone())),
                     own,
                 });
                 index
@@ -226,7 +229,6 @@ impl Executor {
 mod tests {
     use super::*;
     use std::cell::Cell;
-    use std::rc::Rc;
     use std::task::Poll;
 
     /// A task that is pending until `open`, counting its polls.

@@ -128,7 +128,7 @@ impl SidCall {
                 Err(e) => return Err(last.unwrap_or(SidCallError::NoRoute(e))),
             };
             let start = Instant::now();
-            let outcome = tokio::time::timeout(share, attempt(addr)).await;
+            let outcome = super::deadline::bound(share, attempt(addr)).await.ok_or(());
             let latency = start.elapsed();
             let error = match outcome {
                 Ok(Ok(v)) => {
@@ -186,7 +186,7 @@ pub async fn timed_call<T, E>(
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, SidCallError<E>> {
     let start = Instant::now();
-    let outcome = tokio::time::timeout(timeout, fut).await;
+    let outcome = super::deadline::bound(timeout, fut).await.ok_or(());
     let latency = start.elapsed();
     match outcome {
         Ok(Ok(v)) => {

@@ -41,6 +41,7 @@ mod attach;
 mod downstream;
 mod drain;
 pub mod error;
+mod holding;
 mod host;
 mod l5;
 mod microthread;

@@ -337,3 +337,24 @@ impl Runtime {
         self.start(handler, next);
     }
 }
+
+impl crate::holding::Holder for Runtime {
+    fn can_take(&self, pair: usize) -> bool {
+        Runtime::can_take(self, pair)
+    }
+
+    fn done_at_once(&mut self, handler: &Handler, pair: usize, seq: u64) {
+        Runtime::done_at_once(self, handler, pair, seq);
+    }
+
+    fn admit(
+        &mut self,
+        handler: &mut Handler,
+        pair: usize,
+        meta: &RequestMeta,
+        note: &[u8],
+        req: &[u8],
+    ) {
+        Runtime::admit(self, handler, pair, meta, note, req);
+    }
+}

@@ -312,3 +312,29 @@ impl Runtime {
         }
     }
 }
+
+impl crate::holding::Holder for Runtime {
+    fn can_take(&self, pair: usize) -> bool {
+        Runtime::can_take(self, pair)
+    }
+
+    fn done_at_once(&mut self, handler: &Handler, pair: usize, seq: u64) {
+        Runtime::done_at_once(self, handler, pair, seq);
+    }
+
+    fn admit(
+        &mut self,
+        handler: &mut Handler,
+        pair: usize,
+        meta: &RequestMeta,
+        note: &[u8],
+        req: &[u8],
+    ) {
+        Runtime::admit(self, handler, pair, meta, note, req);
+    }
+
+    fn after_hook(&mut self, handler: &mut Handler) {
+        // Completions made in that call (of other requests).
+        self.drain_completions(handler);
+    }
+}

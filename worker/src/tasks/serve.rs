@@ -24,11 +24,12 @@
 use super::runtime::Runtime;
 use crate::drain::{DrainWatch, DRAIN_POLL};
 use crate::error::WorkerError;
+use crate::holding;
 use crate::serve::{
-    elapsed_ns, peek_request, record_wait, Server, BATCH_MAX, HEARTBEAT_INTERVAL, SPIN_YIELD_EVERY,
+    elapsed_ns, record_wait, Server, BATCH_MAX, HEARTBEAT_INTERVAL, SPIN_YIELD_EVERY,
 };
 use spp_ipc::launch::AsyncSpec;
-use spp_ipc::pair::{sleep_all_where, Request};
+use spp_ipc::pair::sleep_all_where;
 use spp_ipc::record::{monotonic_ns, NS_PER_MS};
 use spp_plugin_api::abi::{SPP_ERR_UNSUPPORTED, SPP_TASK_GRACE_MS};
 use std::cell::Cell;
@@ -101,7 +102,7 @@ fn turn(server: &mut Server, rt: &mut Runtime, poll: &Poll) -> Result<bool, Work
     let now = monotonic_ns();
     let several = server.requests.len() > 1;
     for pair in server.rotation.turn() {
-        let taken = take_batch(server, rt, pair, now)?;
+        let taken = holding::take_batch(server, rt, pair, now)?;
         moved += taken;
         if several && taken > 0 {
             server.requests[pair].release();
@@ -126,55 +127,6 @@ fn turn(server: &mut Server, rt: &mut Runtime, poll: &Poll) -> Result<bool, Work
         .in_flight
         .store(rt.in_flight() as u64, Ordering::Relaxed);
     Ok(moved > 0)
-}
-
-/// Takes up to [`BATCH_MAX`] records of pair `pair` while the runtime has
-/// room. The ring is released only after the batch, so an admitted
-/// request's `spp_process` reads it in place.
-fn take_batch(
-    server: &mut Server,
-    rt: &mut Runtime,
-    pair: usize,
-    now: u64,
-) -> Result<usize, WorkerError> {
-    let mut served = 0;
-    while served < BATCH_MAX && rt.can_take(pair) {
-        let (group, index) = (server.group, server.index);
-        let record = peek_request(&mut server.requests[pair], group, index)?;
-        let Some(record) = record else { break };
-        let stride = record.stride();
-        let handler = &mut server.handler;
-        match record.request {
-            Request::Mine { meta, note, bytes } => {
-                if handler.expired(pair, meta, bytes, now) {
-                    rt.done_at_once(handler, pair, meta.seq);
-                } else {
-                    rt.admit(handler, pair, meta, note, bytes);
-                    // Completions made in that call (of other requests).
-                    rt.drain_completions(handler);
-                }
-            }
-            Request::OtherGeneration { meta, tag } => {
-                handler.skip_logged(meta, tag);
-                rt.done_at_once(handler, pair, meta.seq);
-            }
-            Request::FlowsClosed(flows) => {
-                for flow in flows.iter() {
-                    handler.plugin.flow_closed(flow);
-                }
-                rt.drain_completions(handler);
-            }
-            Request::Malformed { len } => {
-                return Err(WorkerError::BadRecord { group, index, len });
-            }
-            Request::UnknownKind { kind } => {
-                tracing::warn!(kind, "skipping a request-ring record of unknown kind");
-            }
-        }
-        server.requests[pair].advance(stride);
-        served += 1;
-    }
-    Ok(served)
 }
 
 /// Nothing to do: spin (for ring work the runtime can take, deferred

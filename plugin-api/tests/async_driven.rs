@@ -311,3 +311,29 @@ fn a_full_reply_queue_is_retried_from_the_task() {
     assert_eq!(fake.completed(token), Some(0));
     assert_eq!(fake.replies(109), vec![b"echo".to_vec()]);
 }
+
+#[test]
+fn hundreds_of_tasks_woken_at_once_all_run_within_two_polls() {
+    let (fake, _g) = setup();
+    // Far more than tokio's per-poll coop budget (128 operations), which
+    // all the tasks of one `spp_poll` would otherwise share.
+    const TASKS: u64 = 600;
+    let tokens: Vec<u64> = (0..TASKS)
+        .map(|i| process(fake, 20_000 + i, b"sleep:5"))
+        .collect();
+    poll(-1, 0);
+    // Bounded wait until the timers are due (the first task completes).
+    for _ in 0..200 {
+        if tokens.iter().any(|t| fake.completed(*t).is_some()) {
+            break;
+        }
+        poll(-1, 20);
+    }
+    poll(-1, 0);
+    poll(-1, 0);
+    let done = tokens
+        .iter()
+        .filter(|t| fake.completed(**t) == Some(0))
+        .count();
+    assert_eq!(done, TASKS as usize, "every woken task ran");
+}

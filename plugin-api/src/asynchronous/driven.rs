@@ -265,5 +265,10 @@ pub(crate) fn spawn<P: super::AsyncPlugin>(
     req: super::Request,
 ) {
     let (flow, task) = task::deferred_task(plugin, host, token, req);
-    d.exec.spawn(flow, Box::pin(task));
+    // Every task is polled inside one `block_on`, which would share one
+    // coop budget (128 tokio operations) among all of them: past it every
+    // tokio resource answers "pending" and the rest would crawl. Each task
+    // is one request and is polled once per run, so it goes without.
+    d.exec
+        .spawn(flow, Box::pin(tokio::task::unconstrained(task)));
 }

@@ -14,7 +14,10 @@
 //! slot's next task once for nothing, which futures allow.
 //!
 //! [`Executor::run`] polls the slots queued when it starts, each once; a
-//! task woken meanwhile waits for the next run. A TCP flow's task is known
+//! task woken meanwhile waits for the next run. All of them are polled
+//! inside one `block_on` poll, so the driven placement wraps each in
+//! `tokio::task::unconstrained`: tokio's coop budget (128 operations per
+//! task poll) would otherwise be shared by every task of the run. A TCP flow's task is known
 //! by flow (the host runs a flow's requests one at a time), so
 //! `spp_flow_closed` drops it in place ([`Executor::cancel_flow`]).
 //! Everything but the wakers runs on the worker's thread; the wakers may

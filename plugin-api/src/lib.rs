@@ -84,6 +84,7 @@ pub mod asynchronous;
 #[cfg(feature = "c-build")]
 pub mod c_build;
 mod call;
+pub mod conf;
 mod export;
 pub mod framing;
 pub mod hooks;

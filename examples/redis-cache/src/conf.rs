@@ -17,6 +17,7 @@
 //! (GET) + `backend_timeout_ms` (the miss) + `timeout_ms` (SET): keep that
 //! below the group's `task_timeout`, which is only the last resort.
 
+use spp_plugin_api::conf::Settings;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -72,12 +73,19 @@ pub struct Conf {
     pub max_payload: usize,
 }
 
-/// Every key, for error messages.
-const KEYS: &str = "redis=IP:PORT modid=N cmdid=N ttl_s=N timeout_ms=N backend_timeout_ms=N \
-                    tries=N max_payload=N";
+/// Every key, with the form of its value.
+const KEYS: &[&str] = &[
+    "redis=IP:PORT",
+    "modid=N",
+    "cmdid=N",
+    "ttl_s=N",
+    "timeout_ms=N",
+    "backend_timeout_ms=N",
+    "tries=N",
+    "max_payload=N",
+];
 
 /// The numeric settings as given.
-#[derive(Default)]
 struct Numbers {
     modid: Option<u64>,
     cmdid: Option<u64>,
@@ -90,43 +98,17 @@ struct Numbers {
 
 /// Parses `conf`. Every error names the setting and why it is refused.
 pub fn parse(conf: &str) -> Result<Conf, String> {
-    let mut n = Numbers::default();
-    let mut redis: Option<SocketAddr> = None;
-    for item in conf
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-    {
-        let Some((key, value)) = item.split_once('=') else {
-            return Err(format!("setting {item:?} is not key=value (known: {KEYS})"));
-        };
-        if key == "redis" {
-            if redis.is_some() {
-                return Err("redis is given twice".into());
-            }
-            let addr = value
-                .parse()
-                .map_err(|_| format!("redis={value:?} is not IP:PORT"))?;
-            redis = Some(addr);
-            continue;
-        }
-        let slot = match key {
-            "modid" => &mut n.modid,
-            "cmdid" => &mut n.cmdid,
-            "ttl_s" => &mut n.ttl_s,
-            "timeout_ms" => &mut n.timeout_ms,
-            "backend_timeout_ms" => &mut n.backend_timeout_ms,
-            "tries" => &mut n.tries,
-            "max_payload" => &mut n.max_payload,
-            _ => return Err(format!("unknown setting {key:?} (known: {KEYS})")),
-        };
-        if slot.is_some() {
-            return Err(format!("{key} is given twice"));
-        }
-        let number = value
-            .parse::<u64>()
-            .map_err(|_| format!("{key}={value:?} is not a non-negative integer"))?;
-        *slot = Some(number);
-    }
+    let s = Settings::parse(conf, KEYS)?;
+    let n = Numbers {
+        modid: s.number("modid")?,
+        cmdid: s.number("cmdid")?,
+        ttl_s: s.number("ttl_s")?,
+        timeout_ms: s.number("timeout_ms")?,
+        backend_timeout_ms: s.number("backend_timeout_ms")?,
+        tries: s.number("tries")?,
+        max_payload: s.number("max_payload")?,
+    };
+    let redis: Option<SocketAddr> = s.parsed("redis", "IP:PORT")?;
     let redis = match redis {
         Some(addr) => addr,
         None => DEFAULT_REDIS

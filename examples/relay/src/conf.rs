@@ -13,6 +13,7 @@
 //! retry on another instance), or `addr` (a fixed backend, no L5: for
 //! benchmarks and tests). The proxy needs neither.
 
+use spp_plugin_api::conf::Settings;
 use spp_plugin_api::Target;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,48 +38,22 @@ pub struct Conf {
     pub max_payload: usize,
 }
 
-/// Every key, for error messages.
-const KEYS: &str = "modid=N cmdid=N addr=IP:PORT timeout_ms=N max_payload=N";
+/// Every key, with the form of its value.
+const KEYS: &[&str] = &[
+    "modid=N",
+    "cmdid=N",
+    "addr=IP:PORT",
+    "timeout_ms=N",
+    "max_payload=N",
+];
 
 /// Parses `conf`. Every error names the setting and why it is refused.
 pub fn parse(conf: &str) -> Result<Conf, String> {
-    let mut modid = None;
-    let mut cmdid = None;
-    let mut timeout_ms = None;
-    let mut max_payload = None;
-    let mut addr: Option<SocketAddr> = None;
-    for item in conf
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-    {
-        let Some((key, value)) = item.split_once('=') else {
-            return Err(format!("setting {item:?} is not key=value (known: {KEYS})"));
-        };
-        if key == "addr" {
-            if addr.is_some() {
-                return Err("addr is given twice".into());
-            }
-            let parsed = value
-                .parse()
-                .map_err(|_| format!("addr={value:?} is not IP:PORT"))?;
-            addr = Some(parsed);
-            continue;
-        }
-        let slot: &mut Option<u64> = match key {
-            "modid" => &mut modid,
-            "cmdid" => &mut cmdid,
-            "timeout_ms" => &mut timeout_ms,
-            "max_payload" => &mut max_payload,
-            _ => return Err(format!("unknown setting {key:?} (known: {KEYS})")),
-        };
-        if slot.is_some() {
-            return Err(format!("{key} is given twice"));
-        }
-        let number = value
-            .parse::<u64>()
-            .map_err(|_| format!("{key}={value:?} is not a non-negative integer"))?;
-        *slot = Some(number);
-    }
+    let s = Settings::parse(conf, KEYS)?;
+    let (modid, cmdid) = (s.number("modid")?, s.number("cmdid")?);
+    let timeout_ms = s.number("timeout_ms")?;
+    let max_payload = s.number("max_payload")?;
+    let addr: Option<SocketAddr> = s.parsed("addr", "IP:PORT")?;
     let id = |key: &str, value: u64| {
         u32::try_from(value).map_err(|_| format!("{key}={value} does not fit 32 bits"))
     };

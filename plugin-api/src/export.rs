@@ -119,45 +119,7 @@ macro_rules! export_plugin {
         $crate::export_plugin!($plugin, hooks: []);
     };
     ($plugin:ty, hooks: [$($hook:ident),* $(,)?]) => {
-        ::std::thread_local! {
-            static __SPP_CONN_STATES: ::std::cell::RefCell<
-                $crate::rt::ConnStates<<$plugin as $crate::Plugin>::ConnState>,
-            > = ::std::cell::RefCell::new(::std::default::Default::default());
-        }
-
-        static __SPP_PLUGIN_SLOT: $crate::rt::Slot<$plugin> =
-            $crate::rt::Slot::new(&__SPP_CONN_STATES);
-
-        // A state that is not zero-sized is dropped in `spp_close`: `close`
-        // must be listed. (`close` is `true` when listed: the inner items
-        // shadow the outer one.)
-        const _: () = {
-            #[allow(non_upper_case_globals, dead_code)]
-            const close: bool = false;
-            const CLOSE_LISTED: bool = {
-                $(
-                    #[allow(non_upper_case_globals, dead_code)]
-                    const $hook: bool = true;
-                )*
-                close
-            };
-            ::std::assert!(
-                CLOSE_LISTED
-                    || ::std::mem::size_of::<<$plugin as $crate::Plugin>::ConnState>() == 0,
-                "a plugin with a per-connection state (ConnState) must list `close` in export_plugin!(..., hooks: [close]): the state is dropped there",
-            );
-        };
-
-        /// Non-zero when the plugin keeps state in a worker's memory
-        /// (`Plugin::STATEFUL`).
-        #[no_mangle]
-        pub static spp_plugin_stateful: u32 =
-            <$plugin as $crate::Plugin>::STATEFUL as u32;
-
-        #[no_mangle]
-        pub extern "C" fn spp_plugin_abi_version() -> u32 {
-            $crate::SPP_PLUGIN_ABI_VERSION
-        }
+        $crate::__spp_export_common!($plugin, [$($hook),*], "export_plugin!");
 
         /// # Safety
         /// Called by the spp host with pointers valid per `spp_plugin.h`.
@@ -263,6 +225,56 @@ macro_rules! __spp_export_hook {
         #[no_mangle]
         pub extern "C" fn spp_fini() {
             $crate::rt::fini(&$slot)
+        }
+    };
+}
+
+/// What both export macros ([`export_plugin!`](crate::export_plugin) and
+/// `export_async_plugin!`) emit alike: the per-connection states and the
+/// plugin's slot, the check that a non-zero-sized state lists `close`,
+/// `spp_plugin_stateful` and `spp_plugin_abi_version`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __spp_export_common {
+    ($plugin:ty, [$($hook:ident),*], $macro_name:literal) => {
+        ::std::thread_local! {
+            static __SPP_CONN_STATES: ::std::cell::RefCell<
+                $crate::rt::ConnStates<<$plugin as $crate::Plugin>::ConnState>,
+            > = ::std::cell::RefCell::new(::std::default::Default::default());
+        }
+
+        static __SPP_PLUGIN_SLOT: $crate::rt::Slot<$plugin> =
+            $crate::rt::Slot::new(&__SPP_CONN_STATES);
+
+        // A state that is not zero-sized is dropped in `spp_close`: `close`
+        // must be listed. (`close` is `true` when listed: the inner items
+        // shadow the outer one.)
+        const _: () = {
+            #[allow(non_upper_case_globals, dead_code)]
+            const close: bool = false;
+            const CLOSE_LISTED: bool = {
+                $(
+                    #[allow(non_upper_case_globals, dead_code)]
+                    const $hook: bool = true;
+                )*
+                close
+            };
+            ::std::assert!(
+                CLOSE_LISTED
+                    || ::std::mem::size_of::<<$plugin as $crate::Plugin>::ConnState>() == 0,
+                ::std::concat!("a plugin with a per-connection state (ConnState) must list `close` in ", $macro_name, "(..., hooks: [close]): the state is dropped there"),
+            );
+        };
+
+        /// Non-zero when the plugin keeps state in a worker's memory
+        /// (`Plugin::STATEFUL`).
+        #[no_mangle]
+        pub static spp_plugin_stateful: u32 =
+            <$plugin as $crate::Plugin>::STATEFUL as u32;
+
+        #[no_mangle]
+        pub extern "C" fn spp_plugin_abi_version() -> u32 {
+            $crate::SPP_PLUGIN_ABI_VERSION
         }
     };
 }

@@ -136,6 +136,20 @@ pub enum ExceptionReason {
 }
 
 impl ExceptionReason {
+    /// A short kebab-case name for an error answer or a log line:
+    /// `queue-full`, `no-worker`, `worker-died`, `timeout`, `poison`, or
+    /// `unavailable` for a reason this version does not know.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue-full",
+            Self::NoWorker => "no-worker",
+            Self::WorkerDied => "worker-died",
+            Self::Timeout => "timeout",
+            Self::Poison => "poison",
+            Self::Other(_) => "unavailable",
+        }
+    }
+
     pub(crate) fn from_raw(raw: c_int) -> Self {
         match raw {
             SPP_EXC_QUEUE_FULL => Self::QueueFull,

@@ -1,11 +1,13 @@
 //! Taking a batch of requests from a pair's ring into a runtime that holds
-//! several at once (micro-thread and async mode): the one loop both modes
-//! share; each mode says through [`Holder`] how it admits a request.
+//! several at once (micro-thread and async mode), and ending such a turn:
+//! what both modes share; each mode says through [`Holder`] how it admits
+//! a request.
 
 use crate::error::WorkerError;
 use crate::serve::{peek_request, Handler, Server, BATCH_MAX};
 use spp_ipc::pair::Request;
-use spp_ipc::record::RequestMeta;
+use spp_ipc::record::{RequestMeta, NS_PER_MS};
+use std::sync::atomic::Ordering;
 
 /// A runtime holding several requests at once.
 pub trait Holder {
@@ -76,4 +78,24 @@ pub fn take_batch<R: Holder>(
         served += 1;
     }
     Ok(served)
+}
+
+/// Ends a turn that began at `started` (CLOCK_MONOTONIC ns): releases
+/// every request ring, adds `busy_ns` of plugin time, publishes the
+/// responses, beats, and shows `in_flight` held requests in the stats.
+pub fn end_turn(server: &mut Server, started: u64, busy_ns: u64, in_flight: usize) {
+    for requests in &mut server.requests {
+        requests.release();
+    }
+    if busy_ns > 0 {
+        server.host.with_responder(|r| r.tally().busy_ns += busy_ns);
+    }
+    server.host.publish();
+    server.shared.beat(started / NS_PER_MS);
+    server
+        .shared
+        .pair_header()
+        .stats
+        .in_flight
+        .store(in_flight as u64, Ordering::Relaxed);
 }

@@ -265,14 +265,7 @@ impl OnException for RelayAsync {
         _req: Option<&[u8]>,
         why: ExceptionReason,
     ) -> AfterException {
-        let reason = match why {
-            ExceptionReason::QueueFull => "queue-full",
-            ExceptionReason::NoWorker => "no-worker",
-            ExceptionReason::WorkerDied => "worker-died",
-            ExceptionReason::Timeout => "timeout",
-            ExceptionReason::Poison => "poison",
-            ExceptionReason::Other(_) => "unavailable",
-        };
+        let reason = why.name();
         let frame = encode_u32_be_prefixed(&error_payload(reason));
         match self.host.reply(conn.flow(), &frame) {
             Ok(()) => AfterException::Keep,

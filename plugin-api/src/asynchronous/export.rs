@@ -77,44 +77,7 @@ macro_rules! export_async_plugin {
     ($plugin:ty, hooks: [$($hook:ident),* $(,)?]) => {
         impl $crate::rt::ExportsAsync for $plugin {}
 
-        ::std::thread_local! {
-            static __SPP_CONN_STATES: ::std::cell::RefCell<
-                $crate::rt::ConnStates<<$plugin as $crate::AsyncPlugin>::ConnState>,
-            > = ::std::cell::RefCell::new(::std::default::Default::default());
-        }
-
-        static __SPP_PLUGIN_SLOT: $crate::rt::Slot<$plugin> =
-            $crate::rt::Slot::new(&__SPP_CONN_STATES);
-
-        // As in `export_plugin!`: a state that is not zero-sized needs
-        // `close`.
-        const _: () = {
-            #[allow(non_upper_case_globals, dead_code)]
-            const close: bool = false;
-            const CLOSE_LISTED: bool = {
-                $(
-                    #[allow(non_upper_case_globals, dead_code)]
-                    const $hook: bool = true;
-                )*
-                close
-            };
-            ::std::assert!(
-                CLOSE_LISTED
-                    || ::std::mem::size_of::<<$plugin as $crate::AsyncPlugin>::ConnState>() == 0,
-                "a plugin with a per-connection state (ConnState) must list `close` in export_async_plugin!(..., hooks: [close]): the state is dropped there",
-            );
-        };
-
-        /// Non-zero when the plugin keeps state in a worker's memory
-        /// (`AsyncPlugin::STATEFUL`).
-        #[no_mangle]
-        pub static spp_plugin_stateful: u32 =
-            <$plugin as $crate::AsyncPlugin>::STATEFUL as u32;
-
-        #[no_mangle]
-        pub extern "C" fn spp_plugin_abi_version() -> u32 {
-            $crate::SPP_PLUGIN_ABI_VERSION
-        }
+        $crate::__spp_export_common!($plugin, [$($hook),*], "export_async_plugin!");
 
         /// # Safety
         /// Called by the spp host with pointers valid per `spp_plugin.h`.

@@ -33,7 +33,6 @@ use crate::serve::{
 use spp_ipc::launch::MicroThreadSpec;
 use spp_ipc::pair::sleep_all_where;
 use spp_ipc::record::{monotonic_ns, NS_PER_MS};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Serves `server` in micro-thread mode until a stop signal, then drains.
@@ -83,21 +82,7 @@ fn turn(server: &mut Server, rt: &mut Runtime) -> Result<bool, WorkerError> {
     }
     rt.drop_stale_timers();
     let deferred = server.host.forward_deferred(BATCH_MAX);
-    for requests in &mut server.requests {
-        requests.release();
-    }
-    let busy = rt.take_busy();
-    if busy > 0 {
-        server.host.with_responder(|r| r.tally().busy_ns += busy);
-    }
-    server.host.publish();
-    server.shared.beat(started / NS_PER_MS);
-    server
-        .shared
-        .pair_header()
-        .stats
-        .in_flight
-        .store(rt.in_flight() as u64, Ordering::Relaxed);
+    holding::end_turn(server, started, rt.take_busy(), rt.in_flight());
     Ok(woken + records + deferred > 0)
 }
 

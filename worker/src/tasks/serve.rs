@@ -33,7 +33,6 @@ use spp_ipc::pair::sleep_all_where;
 use spp_ipc::record::{monotonic_ns, NS_PER_MS};
 use spp_plugin_api::abi::{SPP_ERR_UNSUPPORTED, SPP_TASK_GRACE_MS};
 use std::cell::Cell;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Whether the loop drives the plugin's `spp_poll`.
@@ -111,21 +110,7 @@ fn turn(server: &mut Server, rt: &mut Runtime, poll: &Poll) -> Result<bool, Work
     }
     moved += server.host.forward_deferred(BATCH_MAX);
     moved += rt.drain_completions(&mut server.handler);
-    for requests in &mut server.requests {
-        requests.release();
-    }
-    let busy = rt.take_busy();
-    if busy > 0 {
-        server.host.with_responder(|r| r.tally().busy_ns += busy);
-    }
-    server.host.publish();
-    server.shared.beat(started / NS_PER_MS);
-    server
-        .shared
-        .pair_header()
-        .stats
-        .in_flight
-        .store(rt.in_flight() as u64, Ordering::Relaxed);
+    holding::end_turn(server, started, rt.take_busy(), rt.in_flight());
     Ok(moved > 0)
 }
 
